@@ -1,0 +1,137 @@
+// kvferry/agent.h — the Agent: one named endpoint per process or GPU worker.
+//
+// Contract
+// - Thread safety: every public method may be called from any thread at any time.
+// - Ownership: `Agent::create` returns the only owner. Destroying the Agent cancels its
+//   transfers in flight, stops its threads, closes its sockets. TransferRequests and
+//   PreparedLists that outlive it report errors; they never touch freed state.
+// - Memory: the Agent never owns registered memory. The caller keeps it alive and
+//   unchanged in address until `deregister_memory` returns OK.
+// - Blocking: methods that may block name their bound: `fetch_remote` (connect and
+//   exchange, up to `timeout`), `deregister_memory` (until the backends quiesce on
+//   that memory, bounded, no network wait), `wait_for_notifications` (up to `timeout`).
+//   `create_transfer`, `post`, `notify` and everything else do not wait on the network.
+// - Errors: every failure is a Status whose message names what was wrong.
+// - Peers: a peer that dies or stops answering turns its transfers into kPeerLost within
+//   `AgentOptions::peer_timeout`; later calls to it fail fast until it is loaded again.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvferry/memory.h"
+#include "kvferry/prepared_list.h"
+#include "kvferry/status.h"
+#include "kvferry/transfer.h"
+
+namespace kvferry {
+
+struct AgentOptions {
+  // Unique among the agents that talk to each other; 1..255 bytes.
+  std::string name;
+  // Backends to start; empty means every compiled-in backend that is usable here.
+  std::vector<std::string> backends;
+  // Backend settings, "<backend>.<key>" -> value, e.g. {"tcp.streams", "4"},
+  // {"tcp.bind", "0.0.0.0"}, {"tcp.advertise", "10.0.0.5"}. Unknown keys are an error.
+  std::map<std::string, std::string> backend_params;
+  // A peer that is silent this long while transfers with it are in flight is lost.
+  std::chrono::milliseconds peer_timeout{5000};
+  // Bound on connecting to a peer (side channel and backends).
+  std::chrono::milliseconds connect_timeout{3000};
+  // Largest notification message accepted, sent or received.
+  std::size_t max_notification_bytes = 64 * 1024;
+  // Notifications kept in the inbox before new ones are dropped (and counted).
+  std::size_t max_inbox_notifications = 1 << 16;
+};
+
+struct TransferOptions {
+  // Delivered to the peer's inbox after all bytes of the transfer are visible there.
+  std::optional<std::string> notification;
+  // Force a backend by name; empty picks the cheapest one that serves both sides.
+  std::string backend;
+};
+
+class Agent {
+ public:
+  static Result<std::unique_ptr<Agent>> create(AgentOptions options);
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  const std::string& name() const;
+  // Names of the backends this agent started.
+  std::vector<std::string> backends() const;
+
+  // --- Registration ------------------------------------------------------------------
+  // Each descriptor becomes one region, reachable by every started backend that
+  // supports the list's kind. Overlapping an existing region is an error. Atomic: on
+  // failure nothing of the list stays registered.
+  Status register_memory(const DescriptorList& regions);
+  // Each descriptor must equal a registered region exactly. Fails (and changes nothing)
+  // if a posted transfer of this agent still uses one of them.
+  Status deregister_memory(const DescriptorList& regions);
+
+  // --- Metadata ----------------------------------------------------------------------
+  // Versioned, self-describing bytes: name, backends' connection info, registered
+  // regions. Hand them to a peer's `load_remote` by any means.
+  Result<std::vector<std::uint8_t>> local_metadata() const;
+  // Parses untrusted bytes (bounds-checked; corrupt input is an error, never a crash)
+  // and returns the peer's name. Loading a name again replaces the old entry (a
+  // restarted peer): its connections are closed and its transfers fail.
+  Result<std::string> load_remote(std::span<const std::uint8_t> metadata);
+  Status forget_remote(std::string_view peer);
+  std::vector<std::string> remote_agents() const;
+
+  // --- Side channel (TCP) ------------------------------------------------------------
+  // Listens so that peers can fetch our metadata, push theirs, and send notifications.
+  // Port 0 picks a free port. Returns the bound port. Once per agent.
+  Result<std::uint16_t> listen(const std::string& address = "127.0.0.1",
+                               std::uint16_t port = 0);
+  // Connects to a peer's side channel, sends our metadata (if `push_local`), receives
+  // and loads the peer's. Returns the peer's name. Blocks up to `timeout`.
+  Result<std::string> fetch_remote(const std::string& host, std::uint16_t port,
+                                   bool push_local = true,
+                                   std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // --- Transfers ---------------------------------------------------------------------
+  // Pairwise transfer of `local[i]` with `remote[i]`; lengths must match pairwise.
+  Result<TransferRequest> create_transfer(TransferOp op, const DescriptorList& local,
+                                          std::string_view peer,
+                                          const DescriptorList& remote,
+                                          TransferOptions options = {});
+  Result<PreparedList> prepare_local(const DescriptorList& list);
+  Result<PreparedList> prepare_remote(std::string_view peer, const DescriptorList& list);
+  // Index transfer (the hot path): pairs local[local_indices[i]] with
+  // remote[remote_indices[i]]; runs contiguous on both sides merge into one descriptor.
+  Result<TransferRequest> create_transfer(TransferOp op, const PreparedList& local,
+                                          std::span<const std::uint32_t> local_indices,
+                                          const PreparedList& remote,
+                                          std::span<const std::uint32_t> remote_indices,
+                                          TransferOptions options = {});
+
+  // --- Notifications -----------------------------------------------------------------
+  // Sends `message` to the peer's inbox (no data). Does not wait for delivery.
+  Status notify(std::string_view peer, std::string_view message);
+  // Drains the inbox.
+  std::vector<Notification> take_notifications();
+  // Blocks until the inbox holds at least one notification or `timeout` passes;
+  // returns whether it holds any.
+  bool wait_for_notifications(std::chrono::nanoseconds timeout);
+  // Notifications dropped because the inbox was full.
+  std::uint64_t dropped_notifications() const;
+
+  class Impl;
+
+ private:
+  explicit Agent(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace kvferry

@@ -1,0 +1,362 @@
+#include "backends/tcp/tcp_engine.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "backends/tcp/tcp_session.h"
+#include "core/byte_io.h"
+
+namespace kvferry::detail::tcp {
+
+TcpEngine::TcpEngine(EngineConfig config, UniqueFd listener)
+    : cfg_(std::move(config)), listener_(std::move(listener)) {
+  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  scratch_.resize(1u << 20);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_.get();
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
+  ev.data.fd = listener_.get();
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listener_.get(), &ev);
+  thread_ = std::thread([this] { loop(); });
+}
+
+TcpEngine::~TcpEngine() {
+  enqueue([this] {
+    for (auto& [key, ss] : sessions_) fail_session(*ss, PeerLost("tcp backend shut down"));
+    running_ = false;
+  });
+  thread_.join();
+}
+
+void TcpEngine::enqueue(Command cmd) {
+  {
+    std::lock_guard lock(cmd_mu_);
+    commands_.push_back(std::move(cmd));
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+}
+
+Status TcpEngine::run_sync(std::function<Status()> fn) {
+  auto promise = std::make_shared<std::promise<Status>>();
+  auto future = promise->get_future();
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (stopping_) return Unavailable("tcp backend is shut down");
+    commands_.push_back([promise, fn = std::move(fn)] { promise->set_value(fn()); });
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  // The engine answers within one loop iteration; the bound only guards against bugs.
+  if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+    return Internal("tcp engine did not answer a command within 30 s");
+  return future.get();
+}
+
+Status TcpEngine::add_session(std::uint64_t session_id, std::string peer, std::vector<UniqueFd> fds,
+                              std::shared_ptr<SessionStatus> status) {
+  auto shared_fds = std::make_shared<std::vector<UniqueFd>>(std::move(fds));
+  return run_sync([this, session_id, peer = std::move(peer), shared_fds, status]() -> Status {
+    auto ss = std::make_unique<Session>();
+    ss->key = session_id;
+    ss->initiator = true;
+    ss->peer = peer;
+    ss->status = status;
+    for (auto& fd : *shared_fds) {
+      auto st = std::make_unique<Stream>();
+      st->fd = std::move(fd);
+      st->session = ss.get();
+      by_fd_[st->fd.get()] = st.get();
+      epoll_event ev{};
+      ev.events = st->events = EPOLLIN;
+      ev.data.fd = st->fd.get();
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, st->fd.get(), &ev);
+      ss->streams.push_back(std::move(st));
+    }
+    sessions_[session_id] = std::move(ss);
+    return Status::Ok();
+  });
+}
+
+void TcpEngine::close_session(std::uint64_t session_id) {
+  run_sync([this, session_id] {
+    auto it = sessions_.find(session_id);
+    if (it != sessions_.end()) fail_session(*it->second, PeerLost("connection to peer closed locally"));
+    return Status::Ok();
+  }).ok();
+}
+
+Status TcpEngine::post(std::uint64_t session_id, std::shared_ptr<TransferJob> job) {
+  std::lock_guard lock(cmd_mu_);
+  if (stopping_) return Unavailable("tcp backend is shut down");
+  commands_.push_back([this, session_id, job = std::move(job)]() mutable {
+    auto it = sessions_.find(session_id);
+    if (it == sessions_.end() || it->second->dead) {
+      job->finish(PeerLost("connection to peer is closed"));
+      return;
+    }
+    start_job(*it->second, std::move(job));
+  });
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  return Status::Ok();
+}
+
+void TcpEngine::cancel(std::uint64_t session_id, const std::shared_ptr<TransferJob>& job) {
+  run_sync([this, session_id, job] {
+    auto it = sessions_.find(session_id);
+    if (it == sessions_.end()) return Status::Ok();
+    auto r = it->second->req_of_job.find(job.get());
+    if (r != it->second->req_of_job.end()) abort_request(*it->second, r->second, Cancelled("transfer cancelled"));
+    return Status::Ok();
+  }).ok();
+}
+
+Status TcpEngine::notify(std::uint64_t session_id, std::string message) {
+  return run_sync([this, session_id, message = std::move(message)]() mutable -> Status {
+    auto it = sessions_.find(session_id);
+    if (it == sessions_.end() || it->second->dead) return PeerLost("connection to peer is closed");
+    Stream& s = *it->second->streams.front();
+    queue_frame(s, make_message_frame(FrameType::kNotify, 0, std::move(message)));
+    return Status::Ok();
+  });
+}
+
+Status TcpEngine::register_region(const RegionInfo& region) {
+  return run_sync([this, region] {
+    regions_[region.address] = region;
+    return Status::Ok();
+  });
+}
+
+Status TcpEngine::deregister_region(std::uint64_t id) {
+  return run_sync([this, id] {
+    deregister_on_thread(id);
+    return Status::Ok();
+  });
+}
+
+const RegionInfo* TcpEngine::find_region(std::uint64_t addr, std::uint64_t len) const {
+  auto it = regions_.upper_bound(addr);
+  if (it == regions_.begin()) return nullptr;
+  --it;
+  const RegionInfo& r = it->second;
+  if (addr - r.address > r.length || len > r.address + r.length - addr) return nullptr;
+  return &r;
+}
+
+void TcpEngine::deregister_on_thread(std::uint64_t id) {
+  auto it = std::find_if(regions_.begin(), regions_.end(), [id](const auto& kv) { return kv.second.id == id; });
+  if (it == regions_.end()) return;
+  const std::uint64_t lo = it->second.address, hi = lo + it->second.length;
+  regions_.erase(it);
+  // Nothing may touch the region after we return: redirect receives into it to the
+  // discard sink and sends out of it to zeros, and tell the initiators.
+  for (auto& [key, ss] : sessions_) {
+    for (auto& st : ss->streams) {
+      if (st->in_payload && st->sink == Sink::kDest && st->region_id == id) {
+        st->sink = Sink::kDiscard;
+        ss->write_errors[st->cur.req] = "peer deregistered the destination memory during the transfer";
+      }
+      for (auto& f : st->out) {
+        auto p = reinterpret_cast<std::uint64_t>(f.payload);
+        if (f.h.type == static_cast<std::uint8_t>(FrameType::kReadData) && f.owned.empty() && p >= lo && p < hi) {
+          if (zeros_.size() < f.payload_len) zeros_.resize(kMaxChunkBytes);
+          f.payload = zeros_.data();
+          queue_frame(*st, make_message_frame(FrameType::kReqError, f.h.req,
+                                         "peer deregistered the source memory during the transfer"));
+        }
+      }
+    }
+  }
+}
+
+void TcpEngine::queue_frame(Stream& s, OutFrame f) {
+  s.out.push_back(std::move(f));
+  update_interest(s);
+}
+
+void TcpEngine::update_interest(Stream& s) {
+  std::uint32_t want = EPOLLIN | (s.out.empty() ? 0u : static_cast<std::uint32_t>(EPOLLOUT));
+  if (want == s.events || !s.fd.valid()) return;
+  epoll_event ev{};
+  ev.events = s.events = want;
+  ev.data.fd = s.fd.get();
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, s.fd.get(), &ev);
+}
+
+void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
+  const std::uint64_t req = ss.next_req++;
+  InitiatorRequest& r = ss.requests[req];
+  r.job = job;
+  ss.req_of_job[job.get()] = req;
+  const bool write = job->op() == TransferOp::kWrite;
+  const bool notify = job->notification().has_value();
+  const std::size_t nstreams = ss.streams.size();
+  const std::size_t use = std::clamp<std::size_t>(job->total_bytes() / cfg_.min_stripe_bytes, 1, nstreams);
+  const std::size_t first = ss.next_stream++ % nstreams;
+  std::vector<bool> used(nstreams, false);
+  std::size_t turn = 0;
+  for (const TransferPiece& p : job->pieces()) {
+    for (std::uint64_t off = 0; off < p.length; off += cfg_.chunk_bytes) {
+      const std::uint64_t n = std::min(cfg_.chunk_bytes, p.length - off);
+      const std::size_t si = (first + turn++ % use) % nstreams;
+      Stream& s = *ss.streams[si];
+      used[si] = true;
+      if (write) {
+        OutFrame f = make_frame(FrameType::kWrite, req, p.remote + off, n);
+        f.h.flags = notify ? kFlagNotify : 0;
+        f.payload = reinterpret_cast<const std::uint8_t*>(p.local + off);
+        f.payload_len = n;
+        s.out.push_back(std::move(f));
+      } else {
+        s.out.push_back(make_frame(FrameType::kReadReq, req, p.remote + off, n));
+        s.reads.push_back(PendingRead{req, reinterpret_cast<std::uint8_t*>(p.local + off), n});
+        r.reads_pending++;
+      }
+    }
+  }
+  for (std::size_t si = 0; si < nstreams; ++si) {
+    if (!used[si]) continue;
+    Stream& s = *ss.streams[si];
+    if (write) {
+      s.out.back().h.flags |= kFlagLast;
+      r.acks_pending++;
+    }
+  }
+  if (write && notify) {
+    OutFrame f = make_message_frame(FrameType::kNotify, req, *job->notification());
+    f.h.addr = job->total_bytes();
+    queue_frame(*ss.streams[first], std::move(f));
+    r.notify_pending = true;
+    r.notify_sent = true;
+  }
+  for (std::size_t si = 0; si < nstreams; ++si) {
+    if (!used[si]) continue;
+    update_interest(*ss.streams[si]);
+    on_writable(*ss.streams[si]);  // start sending now, saving an epoll round trip
+    if (ss.dead) return;
+  }
+}
+
+void TcpEngine::abort_request(Session& ss, std::uint64_t req, const Status& why) {
+  auto it = ss.requests.find(req);
+  if (it == ss.requests.end()) return;
+  for (auto& st : ss.streams) {
+    // Unsent writes and notifications of this request are dropped; one half sent is
+    // completed with zeros so the stream stays framed without reading user memory.
+    std::deque<OutFrame> keep;
+    for (auto& f : st->out) {
+      bool ours = f.h.req == req && f.owned.empty() &&
+                  (f.h.type == static_cast<std::uint8_t>(FrameType::kWrite));
+      bool our_notify = f.h.req == req && f.h.type == static_cast<std::uint8_t>(FrameType::kNotify);
+      if ((ours || our_notify) && f.sent == 0) continue;
+      if (ours) {
+        if (zeros_.size() < f.payload_len) zeros_.resize(kMaxChunkBytes);
+        f.payload = zeros_.data();
+      }
+      keep.push_back(std::move(f));
+    }
+    st->out.swap(keep);
+    for (auto& pr : st->reads)
+      if (pr.req == req) pr.discard = true;
+    if (st->in_payload && st->sink == Sink::kDest && st->cur.req == req &&
+        st->cur.type == static_cast<std::uint8_t>(FrameType::kReadData))
+      st->sink = Sink::kDiscard;
+    update_interest(*st);
+  }
+  auto job = std::move(it->second.job);
+  ss.req_of_job.erase(job.get());
+  ss.requests.erase(it);
+  job->finish(why);
+}
+
+void TcpEngine::maybe_finish(Session& ss, std::uint64_t req) {
+  auto it = ss.requests.find(req);
+  if (it == ss.requests.end()) return;
+  InitiatorRequest& r = it->second;
+  if (r.acks_pending > 0 || r.reads_pending > 0) return;
+  if (r.error.ok() && r.job->notification() && !r.notify_sent) {
+    // A read's notification goes out once all of its data has arrived here.
+    r.notify_sent = r.notify_pending = true;
+    queue_frame(*ss.streams.front(), make_message_frame(FrameType::kNotify, req, *r.job->notification()));
+    return;
+  }
+  if (r.error.ok() && r.notify_pending) return;
+  auto job = std::move(r.job);
+  Status result = r.error;
+  ss.req_of_job.erase(job.get());
+  ss.requests.erase(it);
+  job->finish(std::move(result));
+}
+
+void TcpEngine::fail_session(Session& ss, const Status& why) {
+  if (ss.dead) return;
+  ss.dead = true;
+  Status lost = why.code() == StatusCode::kPeerLost ? why : PeerLost(why.message());
+  lost = lost.with_context("peer '" + ss.peer + "'");
+  if (ss.status) {
+    std::lock_guard lock(ss.status->mu);
+    ss.status->lost = lost;
+  }
+  // Sockets close first, so no byte lands in user memory once the jobs report failure.
+  for (auto& st : ss.streams) close_stream(*st);
+  for (auto& [req, r] : ss.requests) r.job->finish(lost);
+  ss.requests.clear();
+  ss.req_of_job.clear();
+  if (!ss.initiator) accepted_by_remote_.erase(ss.remote_id);
+  dead_sessions_.push_back(ss.key);
+}
+
+void TcpEngine::close_stream(Stream& s) {
+  if (!s.fd.valid()) return;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.fd.get(), nullptr);
+  by_fd_.erase(s.fd.get());
+  s.fd.reset();
+  s.out.clear();
+}
+
+void TcpEngine::check_timeouts() {
+  const auto now = Clock::now();
+  const auto timeout = cfg_.peer_timeout;
+  for (auto& [key, ssp] : sessions_) {
+    Session& ss = *ssp;
+    if (ss.dead) continue;
+    bool busy = !ss.requests.empty();
+    for (auto& st : ss.streams) busy = busy || !st->out.empty();
+    if (!busy) {
+      ss.last_progress = now;  // idle sessions are not timed
+      continue;
+    }
+    if (now - ss.last_progress > timeout) {
+      fail_session(ss, PeerLost("no progress for " + std::to_string(timeout.count()) + " ms"));
+      continue;
+    }
+    if (ss.initiator && now - ss.last_progress > timeout / 4 && now - ss.last_ping > timeout / 4) {
+      ss.last_ping = now;
+      Stream& s = *ss.streams.front();
+      // A ping overtakes queued data (after a frame half sent) so the answer is prompt.
+      auto pos = s.out.begin();
+      if (pos != s.out.end() && pos->sent > 0) ++pos;
+      s.out.insert(pos, make_frame(FrameType::kPing, 0));
+      update_interest(s);
+    }
+  }
+  std::erase_if(pending_, [&](const std::unique_ptr<Stream>& s) {
+    if (!s->fd.valid()) return true;
+    if (now - s->created <= timeout) return false;
+    close_stream(*s);
+    return true;
+  });
+}
+
+}  // namespace kvferry::detail::tcp

@@ -1,0 +1,112 @@
+// TcpEngine: the tcp backend's progress thread and everything it owns.
+//
+// One thread per backend runs an epoll loop over the listening socket, every stream
+// socket (initiated and accepted) and an eventfd for commands. Only this thread touches
+// sockets, sessions, the region table and user memory; other threads talk to it through
+// commands (post, cancel, notify, register, deregister, add/close session). Synchronous
+// commands wait on a promise that this thread fulfils within one loop iteration.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/tcp/tcp_wire.h"
+#include "core/backend.h"
+#include "core/socket_util.h"
+
+namespace kvferry::detail::tcp {
+
+struct EngineConfig {
+  std::string agent_name;
+  std::chrono::milliseconds peer_timeout{5000};
+  std::uint64_t chunk_bytes = 1u << 20;
+  std::uint64_t min_stripe_bytes = 256u << 10;
+  std::size_t max_notification_bytes = 64 * 1024;
+  std::function<void(std::string, std::string)> deliver;
+};
+
+struct Session;
+struct Stream;
+struct OutFrame;
+
+// Shared between a TcpConnection and the engine: the session's fate, readable anywhere.
+struct SessionStatus {
+  std::mutex mu;
+  Status lost;  // OK while alive
+};
+
+class TcpEngine {
+ public:
+  TcpEngine(EngineConfig config, UniqueFd listener);
+  ~TcpEngine();  // stops the thread; fails every unfinished job
+
+  // Hands connected, handshaken stream sockets of a new outgoing session to the engine.
+  Status add_session(std::uint64_t session_id, std::string peer, std::vector<UniqueFd> fds,
+                     std::shared_ptr<SessionStatus> status);
+  void close_session(std::uint64_t session_id);
+  Status post(std::uint64_t session_id, std::shared_ptr<TransferJob> job);
+  void cancel(std::uint64_t session_id, const std::shared_ptr<TransferJob>& job);
+  Status notify(std::uint64_t session_id, std::string message);
+  Status register_region(const RegionInfo& region);
+  Status deregister_region(std::uint64_t id);
+
+ private:
+  using Command = std::function<void()>;
+  // Runs `fn` on the engine thread and waits for it (bounded: one loop iteration).
+  Status run_sync(std::function<Status()> fn);
+  void enqueue(Command cmd);
+  void loop();
+
+  // Engine-thread only below.
+  void on_accept();
+  void on_readable(Stream& s);
+  void on_writable(Stream& s);
+  bool handle_header(Stream& s);
+  void handle_payload_done(Stream& s);
+  void start_job(Session& ss, std::shared_ptr<TransferJob> job);
+  void abort_request(Session& ss, std::uint64_t req, const Status& why);
+  void queue_frame(Stream& s, OutFrame frame);
+  void close_stream(Stream& s);
+  void process_hello(Stream& s);
+  void maybe_finish(Session& ss, std::uint64_t req);
+  void fail_session(Session& ss, const Status& why);
+  void check_timeouts();
+  void update_interest(Stream& s);
+  const RegionInfo* find_region(std::uint64_t addr, std::uint64_t len) const;
+  void deregister_on_thread(std::uint64_t id);
+  void deliver_pending_notify(Session& ss, std::uint64_t req);
+
+  EngineConfig cfg_;
+  UniqueFd listener_;
+  UniqueFd epoll_;
+  UniqueFd wake_;
+  std::thread thread_;
+
+  std::mutex cmd_mu_;
+  std::vector<Command> commands_;
+  bool stopping_ = false;
+
+  // Engine-thread state.
+  std::map<std::uint64_t, RegionInfo> regions_;  // by address
+  std::unordered_map<std::uint64_t, std::unique_ptr<Session>> sessions_;  // by local session key
+  std::unordered_map<int, Stream*> by_fd_;
+  std::vector<std::unique_ptr<Stream>> pending_;  // accepted, before their hello
+  std::unordered_map<std::uint64_t, std::uint64_t> accepted_by_remote_;  // remote session id -> key
+  std::vector<std::uint64_t> dead_sessions_;  // erased at the end of a loop iteration
+  std::uint64_t next_local_key_ = 1ull << 62;  // keys for accepted sessions
+  std::vector<std::uint8_t> scratch_;           // sink for discarded payloads
+  std::vector<std::uint8_t> zeros_;             // source for cancelled payloads
+  bool running_ = true;
+};
+
+}  // namespace kvferry::detail::tcp

@@ -1,0 +1,389 @@
+// TcpEngine: the event loop and the byte-level receive/send paths.
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "backends/tcp/tcp_engine.h"
+#include "backends/tcp/tcp_session.h"
+#include "core/byte_io.h"
+
+namespace kvferry::detail::tcp {
+namespace {
+
+constexpr int kMaxIov = 64;
+constexpr std::size_t kMaxSendBytes = 8u << 20;
+constexpr int kReadBudget = 64;  // receive calls per stream per wake-up, for fairness
+
+const std::uint8_t* payload_of(const OutFrame& f) {
+  return f.owned.empty() ? f.payload : reinterpret_cast<const std::uint8_t*>(f.owned.data());
+}
+
+std::string buffer_text(const Stream& s) { return s.buf; }
+
+}  // namespace
+
+void TcpEngine::loop() {
+  epoll_event events[64];
+  while (running_) {
+    bool busy = false;
+    for (auto& [key, ss] : sessions_) busy = busy || !ss->requests.empty();
+    int timeout_ms = busy ? 50 : (pending_.empty() ? 1000 : 200);
+    int n = ::epoll_wait(epoll_.get(), events, 64, timeout_ms);
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == wake_.get()) {
+        std::uint64_t v;
+        [[maybe_unused]] ssize_t rc = ::read(wake_.get(), &v, sizeof v);
+        std::vector<Command> cmds;
+        {
+          std::lock_guard lock(cmd_mu_);
+          cmds.swap(commands_);
+        }
+        for (auto& c : cmds) c();
+        continue;
+      }
+      if (fd == listener_.get()) {
+        on_accept();
+        continue;
+      }
+      auto it = by_fd_.find(fd);
+      if (it == by_fd_.end()) continue;
+      Stream* s = it->second;
+      if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(*s);
+      it = by_fd_.find(fd);
+      if (it == by_fd_.end() || it->second != s) continue;
+      if (events[i].events & EPOLLOUT) on_writable(*s);
+    }
+    check_timeouts();
+    for (std::uint64_t key : dead_sessions_) sessions_.erase(key);
+    dead_sessions_.clear();
+  }
+  std::lock_guard lock(cmd_mu_);
+  stopping_ = true;
+  for (auto& c : commands_) c();  // posts fail (sessions gone); syncs are answered
+  commands_.clear();
+}
+
+void TcpEngine::on_accept() {
+  for (;;) {
+    int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    set_nodelay(fd).ok();  // latency only
+    auto st = std::make_unique<Stream>();
+    st->fd = UniqueFd(fd);
+    epoll_event ev{};
+    ev.events = st->events = EPOLLIN;
+    ev.data.fd = fd;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+    by_fd_[fd] = st.get();
+    pending_.push_back(std::move(st));
+  }
+}
+
+void TcpEngine::on_readable(Stream& s) {
+  auto lost = [&](const Status& why) {
+    if (s.session) fail_session(*s.session, why);
+    else close_stream(s);  // the pending entry is reaped by check_timeouts
+  };
+  for (int budget = 0; budget < kReadBudget; ++budget) {
+    iovec iov[2];
+    int iovcnt = 0;
+    std::uint64_t want_payload = 0;
+    if (s.in_payload) {
+      std::uint8_t* target;
+      if (s.sink == Sink::kDest) target = s.dest;
+      else if (s.sink == Sink::kBuffer) target = reinterpret_cast<std::uint8_t*>(s.buf.data()) + s.buf_have;
+      else target = scratch_.data();
+      want_payload = s.sink == Sink::kDiscard ? std::min<std::uint64_t>(s.remaining, scratch_.size()) : s.remaining;
+      iov[iovcnt++] = {target, want_payload};
+    }
+    // The next header rides along in the same call once the payload can complete.
+    if (!s.in_payload || want_payload == s.remaining)
+      iov[iovcnt++] = {s.hdr_buf + s.hdr_have, sizeof(WireHeader) - s.hdr_have};
+    ssize_t n = ::readv(s.fd.get(), iov, iovcnt);
+    if (n == 0) return lost(PeerLost("connection closed by peer"));
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return;
+      return lost(PeerLost(std::string("receive failed: ") + std::strerror(errno)));
+    }
+    if (s.session) s.session->last_progress = Clock::now();
+    std::uint64_t got = static_cast<std::uint64_t>(n);
+    if (s.in_payload) {
+      std::uint64_t c = std::min(got, want_payload);
+      got -= c;
+      s.remaining -= c;
+      if (s.sink == Sink::kDest) s.dest += c;
+      else if (s.sink == Sink::kBuffer) s.buf_have += c;
+      if (s.remaining == 0) {
+        s.in_payload = false;
+        Session* ss = s.session;
+        handle_payload_done(s);
+        if ((ss && ss->dead) || !s.fd.valid()) return;
+      }
+    }
+    s.hdr_have += got;
+    if (s.hdr_have == sizeof(WireHeader)) {
+      s.hdr_have = 0;
+      Session* ss = s.session;
+      if (!handle_header(s)) return;
+      if ((ss && ss->dead) || !s.fd.valid()) return;
+    }
+  }
+}
+
+void TcpEngine::on_writable(Stream& s) {
+  while (!s.out.empty() && s.fd.valid()) {
+    iovec iov[kMaxIov];
+    int cnt = 0;
+    std::size_t bytes = 0;
+    for (auto it = s.out.begin(); it != s.out.end() && cnt + 2 <= kMaxIov && bytes < kMaxSendBytes; ++it) {
+      const OutFrame& f = *it;
+      if (f.sent < sizeof(WireHeader)) {
+        iov[cnt++] = {const_cast<std::uint8_t*>(reinterpret_cast<const std::uint8_t*>(&f.h)) + f.sent,
+                      sizeof(WireHeader) - f.sent};
+        bytes += sizeof(WireHeader) - f.sent;
+      }
+      std::uint64_t psent = f.sent > sizeof(WireHeader) ? f.sent - sizeof(WireHeader) : 0;
+      if (f.payload_len > psent) {
+        iov[cnt++] = {const_cast<std::uint8_t*>(payload_of(f)) + psent, f.payload_len - psent};
+        bytes += f.payload_len - psent;
+      }
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(cnt);
+    ssize_t n = ::sendmsg(s.fd.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) break;
+      if (s.session) fail_session(*s.session, PeerLost(std::string("send failed: ") + std::strerror(errno)));
+      return;
+    }
+    if (s.session) s.session->last_progress = Clock::now();
+    std::uint64_t left = static_cast<std::uint64_t>(n);
+    while (left > 0 && !s.out.empty()) {
+      OutFrame& f = s.out.front();
+      std::uint64_t total = sizeof(WireHeader) + f.payload_len;
+      std::uint64_t take = std::min(left, total - f.sent);
+      f.sent += take;
+      left -= take;
+      if (f.sent == total) s.out.pop_front();
+    }
+    if (static_cast<std::size_t>(n) < bytes) break;  // socket buffer full
+  }
+  update_interest(s);
+}
+
+bool TcpEngine::handle_header(Stream& s) {
+  std::memcpy(&s.cur, s.hdr_buf, sizeof(WireHeader));
+  const WireHeader& h = s.cur;
+  Session* ss = s.session;
+  auto protocol_error = [&](const std::string& what) {
+    Status why = Corrupt("protocol error from peer: " + what);
+    if (ss) fail_session(*ss, why);
+    else close_stream(s);  // the pending entry is reaped by check_timeouts
+    return false;
+  };
+  auto expect_buffer = [&](std::uint64_t cap) {
+    if (h.len > cap) return protocol_error("payload of " + std::to_string(h.len) + " bytes exceeds its cap");
+    s.buf.assign(h.len, '\0');
+    s.buf_have = 0;
+    s.sink = Sink::kBuffer;
+    s.remaining = h.len;
+    s.in_payload = h.len > 0;
+    if (!s.in_payload) handle_payload_done(s);
+    return true;
+  };
+  if (h.magic != kMagic) return protocol_error("bad magic");
+  const auto type = static_cast<FrameType>(h.type);
+  if (!ss) {
+    if (type != FrameType::kHello) return protocol_error("expected a hello");
+    return expect_buffer(kMaxHelloBytes);
+  }
+  if (!ss->initiator) {
+    switch (type) {
+      case FrameType::kWrite: {
+        if (h.len == 0 || h.len > kMaxChunkBytes) return protocol_error("write chunk length out of bounds");
+        const RegionInfo* r = find_region(h.addr, h.len);
+        s.remaining = h.len;
+        s.in_payload = true;
+        if (r) {
+          s.sink = Sink::kDest;
+          s.dest = reinterpret_cast<std::uint8_t*>(h.addr);
+          s.region_id = r->id;
+        } else {
+          s.sink = Sink::kDiscard;
+          s.region_id = 0;
+          ss->write_errors.try_emplace(h.req, "write to [0x" + std::to_string(h.addr) + ", +" + std::to_string(h.len) +
+                                                  ") refused: not inside memory this agent registered");
+        }
+        return true;
+      }
+      case FrameType::kReadReq: {
+        if (h.len == 0 || h.len > kMaxChunkBytes) return protocol_error("read length out of bounds");
+        const RegionInfo* r = find_region(h.addr, h.len);
+        if (r) {
+          OutFrame f = make_frame(FrameType::kReadData, h.req);
+          f.h.len = f.payload_len = h.len;
+          f.payload = reinterpret_cast<const std::uint8_t*>(h.addr);
+          queue_frame(s, std::move(f));
+        } else {
+          queue_frame(s, make_message_frame(FrameType::kReadData, h.req,
+                                      "read of [0x" + std::to_string(h.addr) + ", +" + std::to_string(h.len) +
+                                          ") refused: not inside memory this agent registered",
+                                      kFlagError));
+        }
+        return true;
+      }
+      case FrameType::kNotify: return expect_buffer(cfg_.max_notification_bytes);
+      case FrameType::kPing: queue_frame(s, make_frame(FrameType::kPong, 0)); return true;
+      default: return protocol_error("unexpected frame type " + std::to_string(h.type) + " at target");
+    }
+  }
+  switch (type) {
+    case FrameType::kWriteAck:
+      if (h.flags & kFlagError) return expect_buffer(kMaxMessageBytes);
+      handle_payload_done(s);
+      return true;
+    case FrameType::kReadData: {
+      if (s.reads.empty() || s.reads.front().req != h.req) return protocol_error("read data nobody asked for");
+      if (h.flags & kFlagError) return expect_buffer(kMaxMessageBytes);
+      const PendingRead& pr = s.reads.front();
+      if (h.len != pr.len) return protocol_error("read data of the wrong length");
+      s.remaining = h.len;
+      s.in_payload = true;
+      s.sink = pr.discard ? Sink::kDiscard : Sink::kDest;
+      s.dest = pr.dest;
+      return true;
+    }
+    case FrameType::kNotifyAck: handle_payload_done(s); return true;
+    case FrameType::kReqError: return expect_buffer(kMaxMessageBytes);
+    case FrameType::kPong: return true;
+    default: return protocol_error("unexpected frame type " + std::to_string(h.type) + " at initiator");
+  }
+}
+
+void TcpEngine::handle_payload_done(Stream& s) {
+  const WireHeader& h = s.cur;
+  Session* ss = s.session;
+  const auto type = static_cast<FrameType>(h.type);
+  if (!ss) return process_hello(s);
+  switch (type) {
+    case FrameType::kWrite: {
+      if (h.flags & kFlagNotify) {
+        auto& tr = ss->target_requests[h.req];
+        tr.received += h.len;
+        if (s.sink != Sink::kDest) tr.failed = true;
+      }
+      if (h.flags & kFlagLast) {
+        auto err = ss->write_errors.find(h.req);
+        if (err == ss->write_errors.end()) {
+          queue_frame(s, make_frame(FrameType::kWriteAck, h.req));
+        } else {
+          queue_frame(s, make_message_frame(FrameType::kWriteAck, h.req, err->second, kFlagError));
+          ss->write_errors.erase(err);
+        }
+      }
+      if (h.flags & kFlagNotify) deliver_pending_notify(*ss, h.req);
+      return;
+    }
+    case FrameType::kNotify: {
+      if (h.req == 0) {
+        cfg_.deliver(ss->peer, std::move(s.buf));
+        return;
+      }
+      if (ss->target_requests.size() >= (1u << 16) && !ss->target_requests.count(h.req))
+        ss->target_requests.erase(ss->target_requests.begin());  // bound what a peer can make us keep
+      auto& tr = ss->target_requests[h.req];
+      tr.expected = h.addr;
+      tr.has_message = true;
+      tr.message = std::move(s.buf);
+      deliver_pending_notify(*ss, h.req);
+      return;
+    }
+    case FrameType::kWriteAck: {
+      auto it = ss->requests.find(h.req);
+      if (it == ss->requests.end()) return;  // cancelled meanwhile
+      if (h.flags & kFlagError) it->second.error = RemoteError(buffer_text(s));
+      if (it->second.acks_pending > 0) it->second.acks_pending--;
+      return maybe_finish(*ss, h.req);
+    }
+    case FrameType::kReadData: {
+      s.reads.pop_front();
+      auto it = ss->requests.find(h.req);
+      if (it == ss->requests.end()) return;
+      if (h.flags & kFlagError) it->second.error = RemoteError(buffer_text(s));
+      it->second.reads_pending--;
+      return maybe_finish(*ss, h.req);
+    }
+    case FrameType::kNotifyAck: {
+      auto it = ss->requests.find(h.req);
+      if (it == ss->requests.end()) return;
+      it->second.notify_pending = false;
+      if (h.aux != 0 && it->second.error.ok())
+        it->second.error = RemoteError("peer did not deliver the notification: the transfer failed there");
+      return maybe_finish(*ss, h.req);
+    }
+    case FrameType::kReqError: return abort_request(*ss, h.req, RemoteError(buffer_text(s)));
+    default: return;
+  }
+}
+
+void TcpEngine::deliver_pending_notify(Session& ss, std::uint64_t req) {
+  auto it = ss.target_requests.find(req);
+  if (it == ss.target_requests.end()) return;
+  TargetRequest& tr = it->second;
+  if (!tr.has_message || tr.received < tr.expected) return;
+  // Every byte of the transfer has landed (all streams): now the message may be seen.
+  if (!tr.failed) cfg_.deliver(ss.peer, std::move(tr.message));
+  Stream& s0 = *ss.streams.front();
+  queue_frame(s0, make_frame(FrameType::kNotifyAck, req, 0, 0, tr.failed ? 1 : 0));
+  ss.target_requests.erase(it);
+}
+
+void TcpEngine::process_hello(Stream& s) {
+  ByteReader r({reinterpret_cast<const std::uint8_t*>(s.buf.data()), s.buf.size()});
+  std::uint32_t version = r.u32();
+  std::uint64_t session_id = r.u64();
+  std::uint32_t index = r.u32();
+  std::uint32_t count = r.u32();
+  std::string target = r.str(r.u16());
+  std::string from = r.str(r.u16());
+  auto owned = std::find_if(pending_.begin(), pending_.end(), [&](const auto& p) { return p.get() == &s; });
+  auto refuse = [&](const std::string& why) {
+    OutFrame f = make_message_frame(FrameType::kHelloAck, 0, why, kFlagError);
+    ::send(s.fd.get(), &f.h, sizeof f.h, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::send(s.fd.get(), f.owned.data(), f.owned.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    close_stream(s);  // the pending entry is reaped by check_timeouts
+  };
+  if (!r.ok() || version != kProtocolVersion || count == 0 || count > 64 || index >= count || from.empty())
+    return refuse("malformed hello");
+  if (target != cfg_.agent_name)
+    return refuse("this is agent '" + cfg_.agent_name + "', not '" + target + "'");
+  if (owned == pending_.end()) return;
+  Session* ss;
+  auto known = accepted_by_remote_.find(session_id);
+  if (known != accepted_by_remote_.end()) {
+    ss = sessions_.at(known->second).get();
+    if (ss->peer != from || ss->streams.size() >= count) return refuse("inconsistent hello");
+  } else {
+    auto fresh = std::make_unique<Session>();
+    fresh->key = next_local_key_++;
+    fresh->initiator = false;
+    fresh->peer = from;
+    fresh->remote_id = session_id;
+    ss = fresh.get();
+    accepted_by_remote_[session_id] = fresh->key;
+    sessions_[fresh->key] = std::move(fresh);
+  }
+  std::unique_ptr<Stream> st = std::move(*owned);
+  pending_.erase(owned);
+  st->session = ss;
+  queue_frame(*st, make_frame(FrameType::kHelloAck, 0));
+  ss->streams.push_back(std::move(st));
+}
+
+}  // namespace kvferry::detail::tcp

@@ -1,0 +1,111 @@
+// Per-session and per-stream state of the tcp engine (engine thread only).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/tcp/tcp_engine.h"
+#include "backends/tcp/tcp_wire.h"
+#include "core/socket_util.h"
+#include "core/transfer_job.h"
+
+namespace kvferry::detail::tcp {
+
+struct OutFrame {
+  WireHeader h;
+  const std::uint8_t* payload = nullptr;  // user memory, or owned.data()
+  std::uint64_t payload_len = 0;
+  std::string owned;
+  std::uint64_t sent = 0;  // bytes of header + payload already sent
+};
+
+inline OutFrame make_frame(FrameType type, std::uint64_t req, std::uint64_t addr = 0, std::uint64_t len = 0,
+                           std::uint32_t aux = 0) {
+  OutFrame f;
+  f.h.type = static_cast<std::uint8_t>(type);
+  f.h.req = req;
+  f.h.addr = addr;
+  f.h.len = len;
+  f.h.aux = aux;
+  return f;
+}
+
+// A frame whose payload is an owned message (notification text, error text).
+inline OutFrame make_message_frame(FrameType type, std::uint64_t req, std::string message, std::uint8_t flags = 0) {
+  OutFrame f = make_frame(type, req);
+  f.h.flags = flags;
+  f.owned = std::move(message);
+  f.h.len = f.payload_len = f.owned.size();
+  return f;
+}
+
+enum class Sink { kDest, kDiscard, kBuffer };
+
+struct PendingRead {
+  std::uint64_t req;
+  std::uint8_t* dest;
+  std::uint64_t len;
+  bool discard = false;
+};
+
+struct Stream {
+  UniqueFd fd;
+  Session* session = nullptr;  // null until its hello (accepted side)
+  std::uint32_t events = 0;    // epoll interest currently set
+  std::deque<OutFrame> out;
+  // Receive state: a header, then its payload into a sink.
+  std::uint8_t hdr_buf[sizeof(WireHeader)];
+  std::size_t hdr_have = 0;
+  bool in_payload = false;
+  WireHeader cur;
+  Sink sink = Sink::kDiscard;
+  std::uint8_t* dest = nullptr;
+  std::uint64_t remaining = 0;
+  std::uint64_t region_id = 0;  // region the payload lands in (0: none)
+  std::string buf;
+  std::uint64_t buf_have = 0;
+  std::deque<PendingRead> reads;  // initiator: read replies expected, in order
+  Clock::time_point created = Clock::now();
+};
+
+struct InitiatorRequest {
+  std::shared_ptr<TransferJob> job;
+  std::uint32_t acks_pending = 0;
+  std::uint64_t reads_pending = 0;
+  bool notify_pending = false;
+  bool notify_sent = false;
+  Status error;
+};
+
+struct TargetRequest {
+  std::uint64_t received = 0;
+  std::uint64_t expected = 0;
+  bool failed = false;
+  bool has_message = false;
+  std::string message;
+};
+
+struct Session {
+  std::uint64_t key = 0;
+  bool initiator = false;
+  bool dead = false;
+  std::string peer;
+  std::uint64_t remote_id = 0;
+  std::vector<std::unique_ptr<Stream>> streams;
+  std::shared_ptr<SessionStatus> status;
+  Clock::time_point last_progress = Clock::now();
+  Clock::time_point last_ping = Clock::now();
+  std::uint64_t next_req = 1;
+  std::uint32_t next_stream = 0;
+  std::unordered_map<std::uint64_t, InitiatorRequest> requests;
+  std::unordered_map<const TransferJob*, std::uint64_t> req_of_job;
+  std::unordered_map<std::uint64_t, TargetRequest> target_requests;
+  std::unordered_map<std::uint64_t, std::string> write_errors;
+};
+
+}  // namespace kvferry::detail::tcp

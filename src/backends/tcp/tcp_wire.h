@@ -1,0 +1,59 @@
+// The tcp backend's wire format. Every frame starts with a 32-byte header; some carry a
+// payload of `len` bytes. Everything received is untrusted: the receiver checks magic,
+// type, lengths against caps, and addresses against regions it registered.
+//
+//   initiator -> target                       target -> initiator
+//   kHello   (payload: HelloPayload)          kHelloAck
+//   kWrite   addr,len + data [kLast,kNotif]   kWriteAck (once per stream per request,
+//                                                        on kLast; kError + message)
+//   kReadReq addr,len                         kReadData len + data, in request order per
+//                                                        stream (kError + message instead)
+//   kNotify  addr = bytes to await, message   kNotifyAck (aux 0 delivered, 1 not)
+//   kPing                                     kPong
+//                                             kReqError (payload: message) fails a request
+#pragma once
+
+#include <cstdint>
+
+namespace kvferry::detail::tcp {
+
+inline constexpr std::uint16_t kMagic = 0x464b;  // "KF"
+inline constexpr std::uint32_t kProtocolVersion = 1;
+
+enum class FrameType : std::uint8_t {
+  kHello = 1,
+  kHelloAck = 2,
+  kWrite = 3,
+  kWriteAck = 4,
+  kReadReq = 5,
+  kReadData = 6,
+  kNotify = 7,
+  kNotifyAck = 8,
+  kPing = 9,
+  kPong = 10,
+  kReqError = 11,
+};
+
+enum FrameFlags : std::uint8_t {
+  kFlagLast = 1,    // last chunk of this request on this stream
+  kFlagNotify = 2,  // the request carries a notification: the target counts its bytes
+  kFlagError = 4,   // the payload is an error message
+};
+
+struct WireHeader {
+  std::uint16_t magic = kMagic;
+  std::uint8_t type = 0;
+  std::uint8_t flags = 0;
+  std::uint32_t aux = 0;
+  std::uint64_t req = 0;   // request id, unique per session
+  std::uint64_t addr = 0;  // target address (write, read request) or byte count (notify)
+  std::uint64_t len = 0;   // payload length, or requested length for kReadReq
+};
+static_assert(sizeof(WireHeader) == 32);
+
+// Caps on what a peer may make us receive or allocate.
+inline constexpr std::uint64_t kMaxChunkBytes = 16u << 20;
+inline constexpr std::uint64_t kMaxMessageBytes = 1u << 20;
+inline constexpr std::uint64_t kMaxHelloBytes = 1024;
+
+}  // namespace kvferry::detail::tcp

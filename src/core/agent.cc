@@ -1,0 +1,53 @@
+// Agent: the public face; every call forwards to Agent::Impl (agent_impl.h).
+#include "core/agent_impl.h"
+
+namespace kvferry {
+
+Result<std::unique_ptr<Agent>> Agent::create(AgentOptions options) {
+  KVF_ASSIGN_OR_RETURN(auto impl, Impl::create(std::move(options)));
+  return std::unique_ptr<Agent>(new Agent(std::move(impl)));
+}
+
+Agent::Agent(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Agent::~Agent() { impl_->shutdown(); }
+
+const std::string& Agent::name() const { return impl_->name(); }
+std::vector<std::string> Agent::backends() const { return impl_->backend_names(); }
+Status Agent::register_memory(const DescriptorList& regions) { return impl_->register_memory(regions); }
+Status Agent::deregister_memory(const DescriptorList& regions) { return impl_->deregister_memory(regions); }
+Result<std::vector<std::uint8_t>> Agent::local_metadata() const { return impl_->local_metadata(); }
+Result<std::string> Agent::load_remote(std::span<const std::uint8_t> metadata) {
+  return impl_->load_remote(metadata);
+}
+Status Agent::forget_remote(std::string_view peer) { return impl_->forget_remote(peer); }
+std::vector<std::string> Agent::remote_agents() const { return impl_->remote_agents(); }
+Result<std::uint16_t> Agent::listen(const std::string& address, std::uint16_t port) {
+  return impl_->listen(address, port);
+}
+Result<std::string> Agent::fetch_remote(const std::string& host, std::uint16_t port, bool push_local,
+                                        std::chrono::milliseconds timeout) {
+  return impl_->fetch_remote(host, port, push_local, timeout);
+}
+Result<TransferRequest> Agent::create_transfer(TransferOp op, const DescriptorList& local, std::string_view peer,
+                                               const DescriptorList& remote, TransferOptions options) {
+  return impl_->create_transfer(op, local, peer, remote, std::move(options));
+}
+Result<PreparedList> Agent::prepare_local(const DescriptorList& list) { return impl_->prepare_local(list); }
+Result<PreparedList> Agent::prepare_remote(std::string_view peer, const DescriptorList& list) {
+  return impl_->prepare_remote(peer, list);
+}
+Result<TransferRequest> Agent::create_transfer(TransferOp op, const PreparedList& local,
+                                               std::span<const std::uint32_t> local_indices,
+                                               const PreparedList& remote,
+                                               std::span<const std::uint32_t> remote_indices,
+                                               TransferOptions options) {
+  return impl_->create_transfer(op, local, local_indices, remote, remote_indices, std::move(options));
+}
+Status Agent::notify(std::string_view peer, std::string_view message) { return impl_->notify(peer, message); }
+std::vector<Notification> Agent::take_notifications() { return impl_->inbox().take_all(); }
+bool Agent::wait_for_notifications(std::chrono::nanoseconds timeout) {
+  return impl_->inbox().wait_nonempty(timeout);
+}
+std::uint64_t Agent::dropped_notifications() const { return impl_->inbox().dropped(); }
+
+}  // namespace kvferry

@@ -1,0 +1,155 @@
+#include "core/agent_impl.h"
+
+#include <algorithm>
+
+#include "core/backend_registry.h"
+#include "core/host_identity.h"
+
+namespace kvferry {
+
+using detail::BackendRegistry;
+
+Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
+  KVF_RETURN_IF_ERROR(detail::validate_agent_name(options.name));
+  if (options.peer_timeout.count() <= 0) return InvalidArgument("peer_timeout must be positive");
+  if (options.connect_timeout.count() <= 0) return InvalidArgument("connect_timeout must be positive");
+  if (options.max_inbox_notifications == 0) return InvalidArgument("max_inbox_notifications must be positive");
+  std::shared_ptr<Impl> impl(new Impl());
+  impl->options_ = std::move(options);
+  impl->host_id_ = detail::host_id();
+  impl->process_id_ = detail::process_id();
+  impl->inbox_ = std::make_shared<detail::NotificationInbox>(impl->options_.max_inbox_notifications);
+  KVF_RETURN_IF_ERROR(impl->start_backends());
+  return impl;
+}
+
+Status Agent::Impl::start_backends() {
+  const BackendRegistry& registry = BackendRegistry::builtin();
+  // Settings are "<backend>.<key>"; reject what no backend accepts, naming it.
+  for (const auto& [key, value] : options_.backend_params) {
+    auto dot = key.find('.');
+    const detail::BackendFactory* f = dot == std::string::npos ? nullptr : registry.find(key.substr(0, dot));
+    if (!f) return InvalidArgument("backend setting '" + key + "' names no compiled-in backend");
+    std::string sub = key.substr(dot + 1);
+    if (std::find(f->param_keys.begin(), f->param_keys.end(), sub) == f->param_keys.end()) {
+      std::string known;
+      for (const auto& k : f->param_keys) known += (known.empty() ? "" : ", ") + k;
+      return InvalidArgument("backend setting '" + key + "' is unknown (" + f->name + " accepts: " + known + ")");
+    }
+  }
+  for (const auto& wanted : options_.backends) {
+    if (!registry.find(wanted)) return NotFound("backend '" + wanted + "' is not compiled into this build");
+  }
+  for (const auto& f : registry.factories()) {
+    bool requested = std::find(options_.backends.begin(), options_.backends.end(), f.name) != options_.backends.end();
+    if (!options_.backends.empty() && !requested) continue;
+    if (Status s = f.probe ? f.probe() : Status::Ok(); !s.ok()) {
+      if (requested) return s.with_context("backend '" + f.name + "' is not usable here");
+      continue;
+    }
+    detail::BackendContext ctx;
+    ctx.agent_name = options_.name;
+    ctx.host_id = host_id_;
+    ctx.process_id = process_id_;
+    ctx.peer_timeout = options_.peer_timeout;
+    ctx.connect_timeout = options_.connect_timeout;
+    ctx.max_notification_bytes = options_.max_notification_bytes;
+    for (const auto& [key, value] : options_.backend_params)
+      if (key.rfind(f.name + ".", 0) == 0) ctx.params[key.substr(f.name.size() + 1)] = value;
+    ctx.deliver_notification = [inbox = inbox_](std::string from, std::string message) {
+      inbox->push(Notification{std::move(from), std::move(message)});
+    };
+    auto backend = f.create(ctx);
+    if (!backend.ok()) return backend.status().with_context("starting backend '" + f.name + "'");
+    backends_.push_back(std::move(backend).value());
+  }
+  if (backends_.empty()) return Unavailable("no usable backend could be started");
+  return Status::Ok();
+}
+
+Agent::Impl::~Impl() { shutdown(); }
+
+void Agent::Impl::shutdown() {
+  // The side channel calls into us; stop it before taking the exclusive lock.
+  std::unique_ptr<detail::SideChannelServer> side;
+  {
+    std::lock_guard lock(side_mu_);
+    side = std::move(side_channel_);
+  }
+  side.reset();
+  std::unique_lock life(life_mu_);
+  if (closed_) return;
+  closed_ = true;
+  {
+    std::lock_guard lock(peers_mu_);
+    peers_.clear();  // destroying connections fails their jobs
+  }
+  backends_.clear();
+}
+
+std::vector<std::string> Agent::Impl::backend_names() const {
+  std::shared_lock life(life_mu_);
+  std::vector<std::string> out;
+  for (const auto& b : backends_) out.emplace_back(b->name());
+  return out;
+}
+
+Status Agent::Impl::register_memory(const DescriptorList& regions) {
+  std::shared_lock life(life_mu_);
+  if (closed_) return FailedPrecondition("agent is shut down");
+  std::lock_guard reg(registration_mu_);
+  KVF_ASSIGN_OR_RETURN(auto planned, registry_->plan_add(regions));
+  std::vector<detail::Backend*> takers;
+  for (const auto& b : backends_)
+    if (b->capabilities().local_kinds.contains(regions.kind())) takers.push_back(b.get());
+  if (takers.empty())
+    return NotSupported("register_memory: no started backend supports " + std::string(to_string(regions.kind())) +
+                        " memory");
+  // All backends take every region, or none does.
+  for (std::size_t bi = 0; bi < takers.size(); ++bi) {
+    for (std::size_t ri = 0; ri < planned.size(); ++ri) {
+      Status s = takers[bi]->register_region(planned[ri]);
+      if (s.ok()) continue;
+      for (std::size_t rj = 0; rj < ri; ++rj) takers[bi]->deregister_region(planned[rj].id).ok();
+      for (std::size_t bj = 0; bj < bi; ++bj)
+        for (const auto& r : planned) takers[bj]->deregister_region(r.id).ok();
+      return s.with_context("register_memory: backend '" + std::string(takers[bi]->name()) + "'");
+    }
+  }
+  registry_->commit_add(planned);
+  return Status::Ok();
+}
+
+Status Agent::Impl::deregister_memory(const DescriptorList& regions) {
+  std::shared_lock life(life_mu_);
+  if (closed_) return FailedPrecondition("agent is shut down");
+  std::lock_guard reg(registration_mu_);
+  KVF_ASSIGN_OR_RETURN(auto removed, registry_->remove(regions));
+  Status first;
+  for (const auto& b : backends_) {
+    if (!b->capabilities().local_kinds.contains(regions.kind())) continue;
+    for (const auto& r : removed) {
+      Status s = b->deregister_region(r.id);
+      if (!s.ok() && first.ok()) first = s.with_context("deregister_memory: backend '" + std::string(b->name()) + "'");
+    }
+  }
+  return first;
+}
+
+Result<std::vector<std::uint8_t>> Agent::Impl::local_metadata() const {
+  std::shared_lock life(life_mu_);
+  if (closed_) return FailedPrecondition("agent is shut down");
+  detail::AgentMetadata md;
+  md.name = options_.name;
+  md.host_id = host_id_;
+  md.process_id = process_id_;
+  {
+    std::lock_guard lock(side_mu_);
+    md.side_channel = side_address_;
+  }
+  for (const auto& b : backends_) md.backends.push_back({std::string(b->name()), b->connection_info()});
+  md.regions = registry_->snapshot();
+  return detail::encode_metadata(md);
+}
+
+}  // namespace kvferry

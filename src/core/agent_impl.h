@@ -1,0 +1,103 @@
+// Agent::Impl: the agent's state. Split by concern across agent_*.cc:
+//   agent_impl.cc       creation, backends, registration, metadata, shutdown
+//   agent_peers.cc      remote agents, backend selection, connections, side channel
+//   agent_transfers.cc  prepared lists and transfer creation
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/memory_registry.h"
+#include "core/metadata.h"
+#include "core/notification_inbox.h"
+#include "core/prepared_data.h"
+#include "core/side_channel.h"
+#include "kvferry/agent.h"
+
+namespace kvferry {
+
+class Agent::Impl {
+ public:
+  static Result<std::shared_ptr<Impl>> create(AgentOptions options);
+  ~Impl();
+  // Stops the side channel, then the backends (failing their jobs). Idempotent.
+  void shutdown();
+
+  const std::string& name() const { return options_.name; }
+  std::vector<std::string> backend_names() const;
+
+  Status register_memory(const DescriptorList& regions);
+  Status deregister_memory(const DescriptorList& regions);
+  Result<std::vector<std::uint8_t>> local_metadata() const;
+
+  Result<std::string> load_remote(std::span<const std::uint8_t> metadata);
+  Status forget_remote(std::string_view peer);
+  std::vector<std::string> remote_agents() const;
+  Result<std::uint16_t> listen(const std::string& address, std::uint16_t port);
+  Result<std::string> fetch_remote(const std::string& host, std::uint16_t port, bool push_local,
+                                   std::chrono::milliseconds timeout);
+
+  Result<PreparedList> prepare_local(const DescriptorList& list);
+  Result<PreparedList> prepare_remote(std::string_view peer, const DescriptorList& list);
+  Result<TransferRequest> create_transfer(TransferOp op, const DescriptorList& local, std::string_view peer,
+                                          const DescriptorList& remote, TransferOptions options);
+  Result<TransferRequest> create_transfer(TransferOp op, const PreparedList& local,
+                                          std::span<const std::uint32_t> local_indices, const PreparedList& remote,
+                                          std::span<const std::uint32_t> remote_indices, TransferOptions options);
+
+  Status notify(std::string_view peer, std::string_view message);
+  detail::NotificationInbox& inbox() { return *inbox_; }
+
+ private:
+  struct PeerEntry {
+    detail::AgentMetadata metadata;
+    std::uint64_t generation = 0;
+    std::vector<detail::RegionInfo> regions;  // sorted by (kind, device, address)
+    std::map<std::string, std::shared_ptr<detail::BackendConnection>> connections;
+  };
+  // A connection chosen for a transfer, with what the request needs to know of it.
+  struct Route {
+    std::shared_ptr<detail::BackendConnection> connection;
+    std::string backend;
+    std::uint64_t generation = 0;
+  };
+
+  Impl() = default;
+  Status start_backends();
+  Result<std::shared_ptr<const detail::PreparedData>> validate_local(const DescriptorList& list) const;
+  Result<std::shared_ptr<const detail::PreparedData>> validate_remote(std::string_view peer,
+                                                                      const DescriptorList& list) const;
+  // Picks the cheapest backend serving (local kind -> peer's kind) and connects if needed.
+  Result<Route> route(std::string_view peer, MemoryKind local_kind, MemoryKind remote_kind, std::uint64_t bytes,
+                      std::uint64_t descriptors, const std::string& forced_backend);
+  Result<TransferRequest> make_request(TransferOp op, detail::MergeResult merged, std::uint64_t requested,
+                                       std::uint64_t prepare_ns, const std::string& peer, const Route& route,
+                                       TransferOptions options);
+
+  AgentOptions options_;
+  std::string host_id_;
+  std::string process_id_;
+  std::vector<std::unique_ptr<detail::Backend>> backends_;
+  std::shared_ptr<detail::MemoryRegistry> registry_ = std::make_shared<detail::MemoryRegistry>();
+  std::shared_ptr<detail::NotificationInbox> inbox_;
+
+  // Held shared by every public operation, exclusively by shutdown.
+  mutable std::shared_mutex life_mu_;
+  bool closed_ = false;
+  std::mutex registration_mu_;  // serialises register/deregister
+
+  mutable std::mutex peers_mu_;
+  std::map<std::string, PeerEntry, std::less<>> peers_;
+  std::uint64_t next_generation_ = 1;
+
+  mutable std::mutex side_mu_;
+  std::unique_ptr<detail::SideChannelServer> side_channel_;
+  std::optional<detail::SideChannelAddress> side_address_;
+};
+
+}  // namespace kvferry

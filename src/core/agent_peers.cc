@@ -1,0 +1,172 @@
+#include <algorithm>
+#include <tuple>
+
+#include "core/agent_impl.h"
+#include "core/byte_io.h"
+
+namespace kvferry {
+
+namespace {
+bool region_less(const detail::RegionInfo& a, const detail::RegionInfo& b) {
+  return std::tie(a.kind, a.device, a.address) < std::tie(b.kind, b.device, b.address);
+}
+}  // namespace
+
+Result<std::string> Agent::Impl::load_remote(std::span<const std::uint8_t> metadata) {
+  std::shared_lock life(life_mu_);
+  if (closed_) return FailedPrecondition("agent is shut down");
+  KVF_ASSIGN_OR_RETURN(detail::AgentMetadata md, detail::decode_metadata(metadata));
+  if (md.name == options_.name)
+    return InvalidArgument("load_remote: the metadata names this agent itself ('" + md.name + "')");
+  std::string name = md.name;
+  PeerEntry entry;
+  entry.regions = md.regions;
+  std::sort(entry.regions.begin(), entry.regions.end(), region_less);
+  entry.metadata = std::move(md);
+  PeerEntry old;
+  {
+    std::lock_guard lock(peers_mu_);
+    entry.generation = next_generation_++;
+    auto it = peers_.find(name);
+    if (it != peers_.end()) old = std::move(it->second);
+    peers_[name] = std::move(entry);
+  }
+  // Old connections (a restarted peer) close outside the lock; their jobs fail.
+  return name;
+}
+
+Status Agent::Impl::forget_remote(std::string_view peer) {
+  std::shared_lock life(life_mu_);
+  PeerEntry old;
+  {
+    std::lock_guard lock(peers_mu_);
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return NotFound("forget_remote: unknown peer '" + std::string(peer) + "'");
+    old = std::move(it->second);
+    peers_.erase(it);
+  }
+  return Status::Ok();
+}
+
+std::vector<std::string> Agent::Impl::remote_agents() const {
+  std::lock_guard lock(peers_mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, entry] : peers_) out.push_back(name);
+  return out;
+}
+
+Result<std::uint16_t> Agent::Impl::listen(const std::string& address, std::uint16_t port) {
+  std::shared_lock life(life_mu_);
+  if (closed_) return FailedPrecondition("agent is shut down");
+  std::lock_guard lock(side_mu_);
+  if (side_channel_) return AlreadyExists("listen: this agent already listens on port " +
+                                          std::to_string(side_channel_->port()));
+  detail::SideChannelHandlers handlers;
+  // The server thread is stopped before `this` goes away (shutdown), so raw `this` is safe.
+  handlers.local_metadata = [this] { return local_metadata(); };
+  handlers.load_remote = [this](std::span<const std::uint8_t> md) { return load_remote(md).status(); };
+  handlers.notify = [this](std::string from, std::string message) {
+    if (message.size() > options_.max_notification_bytes) return InvalidArgument("notification too large");
+    inbox_->push(Notification{std::move(from), std::move(message)});
+    return Status::Ok();
+  };
+  KVF_ASSIGN_OR_RETURN(side_channel_,
+                       detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout));
+  side_address_ = detail::SideChannelAddress{address, side_channel_->port()};
+  return side_channel_->port();
+}
+
+Result<std::string> Agent::Impl::fetch_remote(const std::string& host, std::uint16_t port, bool push_local,
+                                              std::chrono::milliseconds timeout) {
+  std::vector<std::uint8_t> ours;
+  if (push_local) {
+    KVF_ASSIGN_OR_RETURN(ours, local_metadata());
+  }
+  KVF_ASSIGN_OR_RETURN(auto theirs, detail::side_channel_call(host, port, detail::SideFrame::kFetch, ours,
+                                                              detail::SideFrame::kMetadata,
+                                                              detail::deadline_after(timeout)));
+  return load_remote(theirs);
+}
+
+Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind local_kind, MemoryKind remote_kind,
+                                              std::uint64_t bytes, std::uint64_t descriptors,
+                                              const std::string& forced_backend) {
+  detail::Backend* best = nullptr;
+  double best_cost = 0;
+  std::string reasons;
+  detail::PeerEndpoint endpoint;
+  std::uint64_t generation = 0;
+  {
+    std::lock_guard lock(peers_mu_);
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return NotFound("unknown peer '" + std::string(peer) + "' (load its metadata first)");
+    const auto& md = it->second.metadata;
+    generation = it->second.generation;
+    for (const auto& b : backends_) {
+      std::string bname(b->name());
+      if (!forced_backend.empty() && bname != forced_backend) continue;
+      auto why_not = [&](const std::string& why) { reasons += "; " + bname + ": " + why; };
+      auto caps = b->capabilities();
+      auto theirs = std::find_if(md.backends.begin(), md.backends.end(),
+                                 [&](const detail::BackendEntry& e) { return e.name == bname; });
+      if (!caps.local_kinds.contains(local_kind)) { why_not("no local " + std::string(to_string(local_kind))); continue; }
+      if (!caps.remote_kinds.contains(remote_kind)) { why_not("no remote " + std::string(to_string(remote_kind))); continue; }
+      if (theirs == md.backends.end()) { why_not("the peer does not run it"); continue; }
+      if (caps.same_process_only && md.process_id != process_id_) { why_not("peer is in another process"); continue; }
+      if (caps.same_host_only && md.host_id != host_id_) { why_not("peer is on another host"); continue; }
+      double cost = b->cost_model().estimate_us(bytes, descriptors);
+      if (!best || cost < best_cost) {
+        best = b.get();
+        best_cost = cost;
+        endpoint = detail::PeerEndpoint{md.name, md.host_id, md.process_id, theirs->info};
+      }
+    }
+    if (!best) {
+      if (!forced_backend.empty() && reasons.empty()) reasons = "; backend '" + forced_backend + "' is not started";
+      return Unavailable("no backend can move " + std::string(to_string(local_kind)) + " <-> " +
+                         std::string(to_string(remote_kind)) + " with peer '" + std::string(peer) + "'" + reasons);
+    }
+    auto conn = it->second.connections.find(std::string(best->name()));
+    if (conn != it->second.connections.end()) {
+      KVF_RETURN_IF_ERROR(conn->second->health().with_context("peer '" + std::string(peer) + "'"));
+      return Route{conn->second, std::string(best->name()), generation};
+    }
+  }
+  // Connect outside the lock (bounded by connect_timeout); first one in wins.
+  KVF_ASSIGN_OR_RETURN(std::unique_ptr<detail::BackendConnection> fresh, best->connect(endpoint));
+  std::shared_ptr<detail::BackendConnection> conn = std::move(fresh);
+  std::lock_guard lock(peers_mu_);
+  auto it = peers_.find(peer);
+  if (it == peers_.end() || it->second.generation != generation)
+    return NotFound("peer '" + std::string(peer) + "' was forgotten or reloaded while connecting");
+  auto [slot, inserted] = it->second.connections.emplace(std::string(best->name()), conn);
+  return Route{slot->second, std::string(best->name()), generation};
+}
+
+Status Agent::Impl::notify(std::string_view peer, std::string_view message) {
+  std::shared_lock life(life_mu_);
+  if (closed_) return FailedPrecondition("agent is shut down");
+  if (message.size() > options_.max_notification_bytes)
+    return InvalidArgument("notify: message of " + std::to_string(message.size()) + " bytes exceeds the " +
+                           std::to_string(options_.max_notification_bytes) + "-byte cap");
+  // Prefer a backend link (ordered with its transfers); else the peer's side channel.
+  auto r = route(peer, MemoryKind::kDram, MemoryKind::kDram, message.size(), 1, "");
+  if (r.ok()) return r->connection->notify(message).with_context("notify '" + std::string(peer) + "'");
+  std::optional<detail::SideChannelAddress> side;
+  {
+    std::lock_guard lock(peers_mu_);
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return r.status();
+    side = it->second.metadata.side_channel;
+  }
+  if (!side) return r.status();
+  detail::ByteWriter w;
+  w.u16(static_cast<std::uint16_t>(options_.name.size()));
+  w.str(options_.name);
+  w.str(message);
+  auto reply = detail::side_channel_call(side->host, side->port, detail::SideFrame::kNotify, w.buffer(),
+                                         detail::SideFrame::kOk, detail::deadline_after(options_.connect_timeout));
+  return reply.status();
+}
+
+}  // namespace kvferry

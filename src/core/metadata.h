@@ -1,0 +1,53 @@
+// Agent metadata: what a peer needs to reach us. Encoded as a versioned blob:
+//
+//   "KVFM" | version u16 | reserved u16 | body length u32 | xxh3-64 of body u64 | body
+//   body = records { tag u16 | length u32 | value }
+//
+// Unknown tags and unknown memory kinds are skipped, so later additions (new kinds, new
+// backend fields) need no version change. decode() treats its input as hostile.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "kvferry/status.h"
+
+namespace kvferry::detail {
+
+inline constexpr std::uint16_t kMetadataVersion = 1;
+inline constexpr std::size_t kMaxMetadataBytes = 64u << 20;
+inline constexpr std::size_t kMaxAgentNameBytes = 255;
+inline constexpr std::size_t kMaxRegions = 1u << 20;
+inline constexpr std::size_t kMaxBackends = 64;
+inline constexpr std::size_t kMaxBackendInfoBytes = 64u << 10;
+
+struct BackendEntry {
+  std::string name;
+  std::vector<std::uint8_t> info;
+};
+
+struct SideChannelAddress {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+struct AgentMetadata {
+  std::string name;
+  std::string host_id;
+  std::string process_id;
+  std::optional<SideChannelAddress> side_channel;
+  std::vector<BackendEntry> backends;
+  std::vector<RegionInfo> regions;
+};
+
+std::vector<std::uint8_t> encode_metadata(const AgentMetadata& md);
+Result<AgentMetadata> decode_metadata(std::span<const std::uint8_t> bytes);
+
+// Agent names: 1..255 bytes of printable ASCII.
+Status validate_agent_name(std::string_view name);
+
+}  // namespace kvferry::detail

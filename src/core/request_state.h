@@ -1,0 +1,57 @@
+// RequestState: what a TransferRequest owns. Shared with nothing but the jobs' hooks.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/memory_registry.h"
+#include "core/transfer_job.h"
+#include "kvferry/transfer.h"
+
+namespace kvferry::detail {
+
+class RequestState {
+ public:
+  struct Plan {
+    std::string peer;
+    TransferOp op = TransferOp::kRead;
+    std::shared_ptr<const std::vector<TransferPiece>> pieces;
+    std::shared_ptr<const std::vector<std::uint64_t>> local_regions;
+    std::uint64_t total_bytes = 0;
+    std::uint64_t descriptors_requested = 0;
+    std::uint64_t prepare_ns = 0;
+    std::optional<std::string> notification;
+    std::string backend_name;
+    // Weak: forgetting or reloading the peer invalidates the request.
+    std::weak_ptr<BackendConnection> connection;
+    std::shared_ptr<MemoryRegistry> registry;
+  };
+
+  explicit RequestState(Plan plan) : plan_(std::move(plan)) {}
+  ~RequestState();
+
+  Status post();
+  TransferState state() const;
+  Status error() const;
+  Status wait(std::chrono::nanoseconds timeout);
+  void cancel();
+  TransferTelemetry telemetry() const;
+  const std::string& peer() const { return plan_.peer; }
+  TransferOp op() const { return plan_.op; }
+
+ private:
+  std::shared_ptr<TransferJob> current_job() const;
+
+  const Plan plan_;
+  mutable std::mutex mu_;
+  std::shared_ptr<TransferJob> job_;
+  std::chrono::steady_clock::time_point posted_at_{};
+  std::uint64_t post_ns_ = 0;
+  std::uint32_t posts_ = 0;
+};
+
+}  // namespace kvferry::detail

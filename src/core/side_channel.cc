@@ -1,0 +1,180 @@
+#include "core/side_channel.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <list>
+
+#include "core/byte_io.h"
+
+namespace kvferry::detail {
+namespace {
+
+constexpr std::size_t kMaxConnections = 32;
+
+std::vector<std::uint8_t> make_frame(SideFrame type, std::span<const std::uint8_t> payload) {
+  ByteWriter w;
+  w.u32(kSideMagic);
+  w.u16(static_cast<std::uint16_t>(type));
+  w.u16(0);
+  w.u32(static_cast<std::uint32_t>(payload.size()));
+  w.bytes(payload);
+  return w.take();
+}
+
+std::vector<std::uint8_t> error_frame(const Status& s) {
+  std::string msg = s.to_string();
+  return make_frame(SideFrame::kError, {reinterpret_cast<const std::uint8_t*>(msg.data()), msg.size()});
+}
+
+struct Header {
+  std::uint32_t magic;
+  std::uint16_t type;
+  std::uint32_t length;
+};
+
+Header parse_header(std::span<const std::uint8_t> bytes) {
+  ByteReader r(bytes);
+  Header h{};
+  h.magic = r.u32();
+  h.type = r.u16();
+  r.u16();
+  h.length = r.u32();
+  return h;
+}
+
+struct Connection {
+  UniqueFd fd;
+  std::vector<std::uint8_t> in;
+  Clock::time_point last_activity;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SideChannelServer>> SideChannelServer::start(const std::string& address, std::uint16_t port,
+                                                                    SideChannelHandlers handlers,
+                                                                    std::chrono::milliseconds idle_timeout) {
+  std::unique_ptr<SideChannelServer> s(new SideChannelServer());
+  KVF_ASSIGN_OR_RETURN(s->listener_, tcp_listen(address, port));
+  KVF_ASSIGN_OR_RETURN(s->port_, local_port(s->listener_.get()));
+  s->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->wake_.valid()) return IoErrorFromErrno("eventfd", errno);
+  s->handlers_ = std::move(handlers);
+  s->idle_timeout_ = idle_timeout;
+  s->thread_ = std::thread([raw = s.get()] { raw->run(); });
+  return s;
+}
+
+SideChannelServer::~SideChannelServer() {
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  if (thread_.joinable()) thread_.join();
+}
+
+void SideChannelServer::run() {
+  std::list<Connection> conns;
+  std::vector<pollfd> fds;
+  std::vector<Connection*> order;
+  std::uint8_t buf[64 * 1024];
+  for (;;) {
+    fds.clear();
+    order.clear();
+    fds.push_back({wake_.get(), POLLIN, 0});
+    fds.push_back({listener_.get(), POLLIN, 0});
+    for (auto& c : conns) {
+      fds.push_back({c.fd.get(), POLLIN, 0});
+      order.push_back(&c);
+    }
+    int rc = ::poll(fds.data(), fds.size(), 200);
+    if (rc < 0 && errno != EINTR) return;
+    if (fds[0].revents) return;
+    auto now = Clock::now();
+    if (fds[1].revents & POLLIN) {
+      for (;;) {
+        int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) break;
+        if (conns.size() >= kMaxConnections) { ::close(fd); continue; }
+        set_nodelay(fd).ok();  // best effort; latency only
+        conns.push_back(Connection{UniqueFd(fd), {}, now});
+      }
+    }
+    std::vector<Connection*> dead;
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      Connection& c = *order[i];
+      bool drop = false;
+      if (fds[i + 2].revents & (POLLIN | POLLHUP | POLLERR)) {
+        ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+        if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) drop = true;
+        if (n > 0) {
+          c.in.insert(c.in.end(), buf, buf + n);
+          c.last_activity = now;
+        }
+        // Serve every complete frame in the buffer.
+        while (!drop && c.in.size() >= kSideHeaderBytes) {
+          Header h = parse_header(c.in);
+          if (h.magic != kSideMagic || h.length > kMaxSideFrameBytes) { drop = true; break; }
+          if (c.in.size() < kSideHeaderBytes + h.length) break;
+          std::span<const std::uint8_t> payload(c.in.data() + kSideHeaderBytes, h.length);
+          std::vector<std::uint8_t> reply;
+          switch (static_cast<SideFrame>(h.type)) {
+            case SideFrame::kFetch: {
+              Status s = payload.empty() ? Status::Ok() : handlers_.load_remote(payload);
+              auto md = handlers_.local_metadata();
+              if (!s.ok()) reply = error_frame(s);
+              else if (!md.ok()) reply = error_frame(md.status());
+              else reply = make_frame(SideFrame::kMetadata, *md);
+              break;
+            }
+            case SideFrame::kNotify: {
+              ByteReader r(payload);
+              std::uint16_t name_len = r.u16();
+              std::string from = r.str(name_len);
+              std::string message = r.str(r.remaining());
+              Status s = r.ok() ? handlers_.notify(std::move(from), std::move(message))
+                                : Corrupt("side channel: truncated notify frame");
+              reply = s.ok() ? make_frame(SideFrame::kOk, {}) : error_frame(s);
+              break;
+            }
+            default:
+              drop = true;
+              break;
+          }
+          if (drop) break;
+          c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(kSideHeaderBytes + h.length));
+          if (!send_all(c.fd.get(), reply.data(), reply.size(), deadline_after(std::chrono::seconds(1))).ok())
+            drop = true;
+        }
+      }
+      if (!drop && now - c.last_activity > idle_timeout_) drop = true;
+      if (drop) dead.push_back(&c);
+    }
+    for (Connection* d : dead) conns.remove_if([d](const Connection& c) { return &c == d; });
+  }
+}
+
+Result<std::vector<std::uint8_t>> side_channel_call(const std::string& host, std::uint16_t port, SideFrame type,
+                                                    std::span<const std::uint8_t> payload, SideFrame expect,
+                                                    Deadline deadline) {
+  std::string where = "side channel " + host + ":" + std::to_string(port);
+  auto fd = tcp_connect(host, port, deadline);
+  if (!fd.ok()) return fd.status().with_context(where);
+  auto frame = make_frame(type, payload);
+  KVF_RETURN_IF_ERROR(send_all(fd->get(), frame.data(), frame.size(), deadline).with_context(where));
+  std::uint8_t hdr[kSideHeaderBytes];
+  KVF_RETURN_IF_ERROR(recv_all(fd->get(), hdr, sizeof hdr, deadline).with_context(where));
+  Header h = parse_header(hdr);
+  if (h.magic != kSideMagic) return Corrupt(where + ": reply is not a kvferry frame");
+  if (h.length > kMaxSideFrameBytes) return Corrupt(where + ": reply larger than the cap");
+  std::vector<std::uint8_t> body(h.length);
+  KVF_RETURN_IF_ERROR(recv_all(fd->get(), body.data(), body.size(), deadline).with_context(where));
+  if (static_cast<SideFrame>(h.type) == SideFrame::kError)
+    return RemoteError(where + ": " + std::string(body.begin(), body.end()));
+  if (static_cast<SideFrame>(h.type) != expect) return Corrupt(where + ": unexpected reply type");
+  return body;
+}
+
+}  // namespace kvferry::detail

@@ -1,0 +1,66 @@
+// Side channel: a small TCP service through which peers fetch our metadata, push theirs
+// and send notifications. Frames (all input untrusted, capped at kMaxSideFrameBytes):
+//
+//   magic u32 "KVFS" | type u16 | reserved u16 | payload length u32 | payload
+//
+// Requests: kFetch (payload: the caller's metadata or empty) -> kMetadata (ours);
+//           kNotify (payload: name length u16, name, message) -> kOk.
+// Any failure -> kError (payload: message) or the connection is closed. One thread
+// serves all connections with poll(); an idle or slow connection is dropped after a
+// timeout, so garbage on the port costs nothing but a socket for a while.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/socket_util.h"
+#include "kvferry/status.h"
+
+namespace kvferry::detail {
+
+inline constexpr std::uint32_t kSideMagic = 0x5346564b;  // "KVFS" little-endian
+inline constexpr std::size_t kMaxSideFrameBytes = 16u << 20;
+inline constexpr std::size_t kSideHeaderBytes = 12;
+
+enum class SideFrame : std::uint16_t { kFetch = 1, kMetadata = 2, kNotify = 3, kOk = 4, kError = 5 };
+
+struct SideChannelHandlers {
+  // Our metadata, encoded.
+  std::function<Result<std::vector<std::uint8_t>>()> local_metadata;
+  // A peer pushed its metadata.
+  std::function<Status(std::span<const std::uint8_t>)> load_remote;
+  std::function<Status(std::string from, std::string message)> notify;
+};
+
+class SideChannelServer {
+ public:
+  static Result<std::unique_ptr<SideChannelServer>> start(const std::string& address, std::uint16_t port,
+                                                          SideChannelHandlers handlers,
+                                                          std::chrono::milliseconds idle_timeout);
+  ~SideChannelServer();  // stops the thread and closes every connection
+  std::uint16_t port() const { return port_; }
+
+ private:
+  SideChannelServer() = default;
+  void run();
+
+  UniqueFd listener_;
+  UniqueFd wake_;  // eventfd to stop the thread
+  std::uint16_t port_ = 0;
+  SideChannelHandlers handlers_;
+  std::chrono::milliseconds idle_timeout_{5000};
+  std::thread thread_;
+};
+
+// Client side: one request, one reply, within the deadline.
+Result<std::vector<std::uint8_t>> side_channel_call(const std::string& host, std::uint16_t port, SideFrame type,
+                                                    std::span<const std::uint8_t> payload, SideFrame expect,
+                                                    Deadline deadline);
+
+}  // namespace kvferry::detail

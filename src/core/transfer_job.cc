@@ -1,0 +1,57 @@
+#include "core/transfer_job.h"
+
+#include <thread>
+
+namespace kvferry::detail {
+
+TransferJob::TransferJob(TransferOp op, std::shared_ptr<const std::vector<TransferPiece>> pieces,
+                         std::uint64_t total_bytes, std::optional<std::string> notification,
+                         std::function<void(const Status&)> on_finish)
+    : op_(op),
+      pieces_(std::move(pieces)),
+      total_bytes_(total_bytes),
+      notification_(std::move(notification)),
+      on_finish_(std::move(on_finish)) {}
+
+bool TransferJob::finish(Status result) {
+  std::function<void(const Status&)> hook;
+  {
+    std::lock_guard lock(mu_);
+    if (finished_.load(std::memory_order_relaxed)) return false;
+    result_ = std::move(result);
+    finished_at_ = std::chrono::steady_clock::now();
+    hook = std::move(on_finish_);
+    // The hook runs before waiters wake, so that bookkeeping (region pins, timings) is
+    // settled when wait() returns.
+    if (hook) hook(result_);
+    finished_.store(true, std::memory_order_release);
+  }
+  cv_.notify_all();
+  return true;
+}
+
+Status TransferJob::result() const {
+  std::lock_guard lock(mu_);
+  return result_;
+}
+
+std::chrono::steady_clock::time_point TransferJob::finished_at() const {
+  std::lock_guard lock(mu_);
+  return finished_at_;
+}
+
+bool TransferJob::wait_until(std::chrono::steady_clock::time_point deadline) const {
+  // A short spin avoids a cross-CPU wake-up (25-30 us on the VMs we measured) for
+  // transfers that finish quickly; it is capped so idle waiters cost nothing.
+  const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+  while (!finished()) {
+    auto now = std::chrono::steady_clock::now();
+    if (now >= spin_until || now >= deadline) break;
+    std::this_thread::yield();
+  }
+  if (finished()) return true;
+  std::unique_lock lock(mu_);
+  return cv_.wait_until(lock, deadline, [&] { return finished_.load(std::memory_order_acquire); });
+}
+
+}  // namespace kvferry::detail
