@@ -146,7 +146,7 @@ Result<AgentMetadata> decode_metadata(std::span<const std::uint8_t> bytes) {
   if (version != kMetadataVersion)
     return Corrupt("metadata: version " + std::to_string(version) + " is not supported (this build reads " +
                    std::to_string(kMetadataVersion) + ")");
-  r.u16();
+  if (r.u16() != 0) return Corrupt("metadata: reserved header field is not zero");
   std::uint32_t body_len = r.u32();
   std::uint64_t checksum = r.u64();
   if (body_len != r.remaining())
