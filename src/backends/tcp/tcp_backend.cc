@@ -115,7 +115,8 @@ Result<UniqueFd> open_stream(const std::string& host, std::uint16_t port, const 
   // Unacknowledged data this long means the peer is gone, whatever TCP would retry.
   unsigned int user_timeout = static_cast<unsigned int>(peer_timeout.count());
   ::setsockopt(fd.get(), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
-  OutFrame f = make_frame(FrameType::kHello, 0, 0, hello.size());
+  OutFrame f = make_frame(FrameType::kHello, 0);
+  f.h.len = hello.size();
   KVF_RETURN_IF_ERROR(send_all(fd.get(), &f.h, sizeof f.h, deadline));
   KVF_RETURN_IF_ERROR(send_all(fd.get(), hello.data(), hello.size(), deadline));
   WireHeader ack;
@@ -169,6 +170,7 @@ Result<std::unique_ptr<Backend>> create_tcp_backend(const BackendContext& ctx) {
   cfg.agent_name = ctx.agent_name;
   cfg.peer_timeout = ctx.peer_timeout;
   cfg.chunk_bytes = settings.chunk_bytes;
+  cfg.batch_bytes = std::max<std::uint64_t>(settings.chunk_bytes, 4u << 20);
   cfg.max_notification_bytes = ctx.max_notification_bytes;
   cfg.deliver = ctx.deliver_notification;
   auto engine = std::make_shared<TcpEngine>(std::move(cfg), std::move(listener));

@@ -159,24 +159,37 @@ void TcpEngine::deregister_on_thread(std::uint64_t id) {
   if (it == regions_.end()) return;
   const std::uint64_t lo = it->second.address, hi = lo + it->second.length;
   regions_.erase(it);
-  // Nothing may touch the region after we return: redirect receives into it to the
-  // discard sink and sends out of it to zeros, and tell the initiators.
+  auto inside = [&](const Segment& g) {
+    auto p = reinterpret_cast<std::uint64_t>(g.ptr);
+    return p < hi && p + g.len > lo;
+  };
+  // Nothing may touch the region after we return: receives into it go to the discard
+  // sink, sends out of it send zeros, and the initiators are told.
   for (auto& [key, ss] : sessions_) {
+    if (ss->initiator) continue;
     for (auto& st : ss->streams) {
-      if (st->in_payload && st->sink == Sink::kDest && st->region_id == id) {
+      if (st->in_body && st->sink == Sink::kDest && std::any_of(st->segs.begin(), st->segs.end(), inside)) {
         st->sink = Sink::kDiscard;
         ss->write_errors[st->cur.req] = "peer deregistered the destination memory during the transfer";
       }
+      std::vector<std::uint64_t> failed;
       for (auto& f : st->out) {
-        auto p = reinterpret_cast<std::uint64_t>(f.payload);
-        if (f.h.type == static_cast<std::uint8_t>(FrameType::kReadData) && f.owned.empty() && p >= lo && p < hi) {
-          if (zeros_.size() < f.payload_len) zeros_.resize(kMaxChunkBytes);
-          f.payload = zeros_.data();
-          queue_frame(*st, make_message_frame(FrameType::kReqError, f.h.req,
-                                         "peer deregistered the source memory during the transfer"));
-        }
+        if (f.h.type != static_cast<std::uint8_t>(FrameType::kReadData)) continue;
+        if (!std::any_of(f.segments.begin(), f.segments.end(), inside)) continue;
+        zero_segments(f);
+        failed.push_back(f.h.req);
       }
+      for (std::uint64_t req : failed)
+        queue_frame(*st, make_message_frame(FrameType::kReqError, req,
+                                            "peer deregistered the source memory during the transfer"));
     }
+  }
+}
+
+void TcpEngine::zero_segments(OutFrame& f) {
+  for (auto& g : f.segments) {
+    if (zeros_.size() < g.len) zeros_.resize(g.len);
+    g.ptr = zeros_.data();
   }
 }
 
@@ -206,32 +219,49 @@ void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
   const std::size_t first = ss.next_stream++ % nstreams;
   std::vector<bool> used(nstreams, false);
   std::size_t turn = 0;
+
+  // Chunks are grouped into batch frames of up to kBatchSegments / batch_bytes; batches
+  // go round-robin over the streams this request uses.
+  OutFrame batch;
+  std::vector<Segment> read_dest;
+  std::uint64_t batch_bytes = 0;
+  auto flush = [&] {
+    if (batch.segments.empty()) return;
+    const std::size_t si = (first + turn++ % use) % nstreams;
+    Stream& s = *ss.streams[si];
+    used[si] = true;
+    const auto nseg = static_cast<std::uint32_t>(batch.segments.size());
+    batch.h.type = static_cast<std::uint8_t>(write ? FrameType::kWrite : FrameType::kReadReq);
+    batch.h.req = req;
+    batch.h.aux = nseg;
+    if (write) {
+      batch.h.flags = notify ? kFlagNotify : 0;
+      batch.h.len = batch.prefix.size() + batch_bytes;
+    } else {
+      batch.h.len = batch.prefix.size();
+      s.reads.push_back(PendingRead{req, std::move(batch.segments), batch_bytes});
+      batch.segments.clear();
+      r.reads_pending++;
+    }
+    s.out.push_back(std::move(batch));
+    batch = OutFrame{};
+    batch_bytes = 0;
+  };
   for (const TransferPiece& p : job->pieces()) {
     for (std::uint64_t off = 0; off < p.length; off += cfg_.chunk_bytes) {
       const std::uint64_t n = std::min(cfg_.chunk_bytes, p.length - off);
-      const std::size_t si = (first + turn++ % use) % nstreams;
-      Stream& s = *ss.streams[si];
-      used[si] = true;
-      if (write) {
-        OutFrame f = make_frame(FrameType::kWrite, req, p.remote + off, n);
-        f.h.flags = notify ? kFlagNotify : 0;
-        f.payload = reinterpret_cast<const std::uint8_t*>(p.local + off);
-        f.payload_len = n;
-        s.out.push_back(std::move(f));
-      } else {
-        s.out.push_back(make_frame(FrameType::kReadReq, req, p.remote + off, n));
-        s.reads.push_back(PendingRead{req, reinterpret_cast<std::uint8_t*>(p.local + off), n});
-        r.reads_pending++;
-      }
+      const std::uint64_t entry[2] = {p.remote + off, n};
+      batch.prefix.append(reinterpret_cast<const char*>(entry), sizeof entry);
+      batch.segments.push_back(Segment{reinterpret_cast<std::uint8_t*>(p.local + off), n});
+      batch_bytes += n;
+      if (batch.segments.size() >= kBatchSegments || batch_bytes >= cfg_.batch_bytes) flush();
     }
   }
+  flush();
   for (std::size_t si = 0; si < nstreams; ++si) {
-    if (!used[si]) continue;
-    Stream& s = *ss.streams[si];
-    if (write) {
-      s.out.back().h.flags |= kFlagLast;
-      r.acks_pending++;
-    }
+    if (!used[si] || !write) continue;
+    ss.streams[si]->out.back().h.flags |= kFlagLast;
+    r.acks_pending++;
   }
   if (write && notify) {
     OutFrame f = make_message_frame(FrameType::kNotify, req, *job->notification());
@@ -251,25 +281,23 @@ void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
 void TcpEngine::abort_request(Session& ss, std::uint64_t req, const Status& why) {
   auto it = ss.requests.find(req);
   if (it == ss.requests.end()) return;
+  const auto kWriteType = static_cast<std::uint8_t>(FrameType::kWrite);
+  const auto kNotifyType = static_cast<std::uint8_t>(FrameType::kNotify);
   for (auto& st : ss.streams) {
     // Unsent writes and notifications of this request are dropped; one half sent is
     // completed with zeros so the stream stays framed without reading user memory.
+    // Read requests stay: their replies are received into the discard sink.
     std::deque<OutFrame> keep;
     for (auto& f : st->out) {
-      bool ours = f.h.req == req && f.owned.empty() &&
-                  (f.h.type == static_cast<std::uint8_t>(FrameType::kWrite));
-      bool our_notify = f.h.req == req && f.h.type == static_cast<std::uint8_t>(FrameType::kNotify);
-      if ((ours || our_notify) && f.sent == 0) continue;
-      if (ours) {
-        if (zeros_.size() < f.payload_len) zeros_.resize(kMaxChunkBytes);
-        f.payload = zeros_.data();
-      }
+      const bool ours = f.h.req == req && (f.h.type == kWriteType || f.h.type == kNotifyType);
+      if (ours && f.sent == 0) continue;
+      if (ours) zero_segments(f);
       keep.push_back(std::move(f));
     }
     st->out.swap(keep);
     for (auto& pr : st->reads)
       if (pr.req == req) pr.discard = true;
-    if (st->in_payload && st->sink == Sink::kDest && st->cur.req == req &&
+    if (st->in_body && st->sink == Sink::kDest && st->cur.req == req &&
         st->cur.type == static_cast<std::uint8_t>(FrameType::kReadData))
       st->sink = Sink::kDiscard;
     update_interest(*st);

@@ -26,10 +26,13 @@
 
 namespace kvferry::detail::tcp {
 
+inline constexpr std::size_t kBatchSegments = 64;
+
 struct EngineConfig {
   std::string agent_name;
   std::chrono::milliseconds peer_timeout{5000};
-  std::uint64_t chunk_bytes = 1u << 20;
+  std::uint64_t chunk_bytes = 1u << 20;   // largest segment
+  std::uint64_t batch_bytes = 4u << 20;   // data bytes per batch frame
   std::uint64_t min_stripe_bytes = 256u << 10;
   std::size_t max_notification_bytes = 64 * 1024;
   std::function<void(std::string, std::string)> deliver;
@@ -38,6 +41,7 @@ struct EngineConfig {
 struct Session;
 struct Stream;
 struct OutFrame;
+enum class Sink;
 
 // Shared between a TcpConnection and the engine: the session's fate, readable anywhere.
 struct SessionStatus {
@@ -85,6 +89,10 @@ class TcpEngine {
   const RegionInfo* find_region(std::uint64_t addr, std::uint64_t len) const;
   void deregister_on_thread(std::uint64_t id);
   void deliver_pending_notify(Session& ss, std::uint64_t req);
+  void zero_segments(OutFrame& f);
+  bool begin_body(Stream& s, Sink sink, std::uint64_t bytes, bool last);
+  bool on_write_table(Stream& s);
+  bool on_read_table(Stream& s);
 
   EngineConfig cfg_;
   UniqueFd listener_;

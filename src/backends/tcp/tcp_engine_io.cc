@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "backends/tcp/tcp_engine.h"
 #include "backends/tcp/tcp_session.h"
@@ -15,14 +17,16 @@ namespace kvferry::detail::tcp {
 namespace {
 
 constexpr int kMaxIov = 64;
+constexpr std::size_t kMaxTargetRequests = 1u << 16;
 constexpr std::size_t kMaxSendBytes = 8u << 20;
 constexpr int kReadBudget = 64;  // receive calls per stream per wake-up, for fairness
 
-const std::uint8_t* payload_of(const OutFrame& f) {
-  return f.owned.empty() ? f.payload : reinterpret_cast<const std::uint8_t*>(f.owned.data());
+std::string to_hex(std::uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(v));
+  return b;
 }
 
-std::string buffer_text(const Stream& s) { return s.buf; }
 
 }  // namespace
 
@@ -90,21 +94,28 @@ void TcpEngine::on_readable(Stream& s) {
     else close_stream(s);  // the pending entry is reaped by check_timeouts
   };
   for (int budget = 0; budget < kReadBudget; ++budget) {
-    iovec iov[2];
-    int iovcnt = 0;
-    std::uint64_t want_payload = 0;
-    if (s.in_payload) {
-      std::uint8_t* target;
-      if (s.sink == Sink::kDest) target = s.dest;
-      else if (s.sink == Sink::kBuffer) target = reinterpret_cast<std::uint8_t*>(s.buf.data()) + s.buf_have;
-      else target = scratch_.data();
-      want_payload = s.sink == Sink::kDiscard ? std::min<std::uint64_t>(s.remaining, scratch_.size()) : s.remaining;
-      iov[iovcnt++] = {target, want_payload};
+    iovec iov[kMaxIov + 1];
+    int cnt = 0;
+    std::uint64_t body_want = 0;
+    if (s.in_body) {
+      if (s.sink == Sink::kDest) {
+        std::uint64_t off = s.seg_off;
+        for (std::size_t i = s.seg_idx; i < s.segs.size() && cnt < kMaxIov; ++i, off = 0) {
+          iov[cnt++] = {s.segs[i].ptr + off, s.segs[i].len - off};
+          body_want += s.segs[i].len - off;
+        }
+      } else if (s.sink == Sink::kBuffer) {
+        body_want = s.remaining;
+        iov[cnt++] = {s.buf.data() + s.buf_have, body_want};
+      } else {
+        body_want = std::min<std::uint64_t>(s.remaining, scratch_.size());
+        iov[cnt++] = {scratch_.data(), body_want};
+      }
     }
-    // The next header rides along in the same call once the payload can complete.
-    if (!s.in_payload || want_payload == s.remaining)
-      iov[iovcnt++] = {s.hdr_buf + s.hdr_have, sizeof(WireHeader) - s.hdr_have};
-    ssize_t n = ::readv(s.fd.get(), iov, iovcnt);
+    // The next header rides along in the same call once the frame can complete.
+    if (!s.in_body || (s.body_is_last && body_want == s.remaining))
+      iov[cnt++] = {s.hdr_buf + s.hdr_have, sizeof(WireHeader) - s.hdr_have};
+    ssize_t n = ::readv(s.fd.get(), iov, cnt);
     if (n == 0) return lost(PeerLost("connection closed by peer"));
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) return;
@@ -112,17 +123,26 @@ void TcpEngine::on_readable(Stream& s) {
     }
     if (s.session) s.session->last_progress = Clock::now();
     std::uint64_t got = static_cast<std::uint64_t>(n);
-    if (s.in_payload) {
-      std::uint64_t c = std::min(got, want_payload);
+    if (s.in_body) {
+      const std::uint64_t c = std::min(got, body_want);
       got -= c;
       s.remaining -= c;
-      if (s.sink == Sink::kDest) s.dest += c;
-      else if (s.sink == Sink::kBuffer) s.buf_have += c;
+      if (s.sink == Sink::kDest) {
+        for (std::uint64_t left = c; left > 0;) {
+          std::uint64_t step = std::min(left, s.segs[s.seg_idx].len - s.seg_off);
+          left -= step;
+          s.seg_off += step;
+          if (s.seg_off == s.segs[s.seg_idx].len) s.seg_idx++, s.seg_off = 0;
+        }
+      } else if (s.sink == Sink::kBuffer) {
+        s.buf_have += c;
+      }
       if (s.remaining == 0) {
-        s.in_payload = false;
+        s.in_body = false;
         Session* ss = s.session;
         handle_payload_done(s);
         if ((ss && ss->dead) || !s.fd.valid()) return;
+        if (s.in_body) continue;  // a table was read; its data follows
       }
     }
     s.hdr_have += got;
@@ -140,18 +160,21 @@ void TcpEngine::on_writable(Stream& s) {
     iovec iov[kMaxIov];
     int cnt = 0;
     std::size_t bytes = 0;
-    for (auto it = s.out.begin(); it != s.out.end() && cnt + 2 <= kMaxIov && bytes < kMaxSendBytes; ++it) {
-      const OutFrame& f = *it;
-      if (f.sent < sizeof(WireHeader)) {
-        iov[cnt++] = {const_cast<std::uint8_t*>(reinterpret_cast<const std::uint8_t*>(&f.h)) + f.sent,
-                      sizeof(WireHeader) - f.sent};
-        bytes += sizeof(WireHeader) - f.sent;
+    auto add = [&](const void* p, std::uint64_t len, std::uint64_t& skip) {
+      if (skip >= len) {
+        skip -= len;
+        return;
       }
-      std::uint64_t psent = f.sent > sizeof(WireHeader) ? f.sent - sizeof(WireHeader) : 0;
-      if (f.payload_len > psent) {
-        iov[cnt++] = {const_cast<std::uint8_t*>(payload_of(f)) + psent, f.payload_len - psent};
-        bytes += f.payload_len - psent;
-      }
+      if (cnt == kMaxIov) return;
+      iov[cnt++] = {const_cast<std::uint8_t*>(static_cast<const std::uint8_t*>(p)) + skip, len - skip};
+      bytes += len - skip;
+      skip = 0;
+    };
+    for (auto it = s.out.begin(); it != s.out.end() && cnt < kMaxIov && bytes < kMaxSendBytes; ++it) {
+      std::uint64_t skip = it->sent;
+      add(&it->h, sizeof(WireHeader), skip);
+      if (!it->prefix.empty()) add(it->prefix.data(), it->prefix.size(), skip);
+      for (const Segment& g : it->segments) add(g.ptr, g.len, skip);
     }
     msghdr msg{};
     msg.msg_iov = iov;
@@ -166,15 +189,29 @@ void TcpEngine::on_writable(Stream& s) {
     std::uint64_t left = static_cast<std::uint64_t>(n);
     while (left > 0 && !s.out.empty()) {
       OutFrame& f = s.out.front();
-      std::uint64_t total = sizeof(WireHeader) + f.payload_len;
-      std::uint64_t take = std::min(left, total - f.sent);
+      std::uint64_t take = std::min(left, f.total() - f.sent);
       f.sent += take;
       left -= take;
-      if (f.sent == total) s.out.pop_front();
+      if (f.sent == f.total()) s.out.pop_front();
     }
     if (static_cast<std::size_t>(n) < bytes) break;  // socket buffer full
   }
   update_interest(s);
+}
+
+bool TcpEngine::begin_body(Stream& s, Sink sink, std::uint64_t bytes, bool last) {
+  s.sink = sink;
+  s.remaining = bytes;
+  s.body_is_last = last;
+  s.seg_idx = 0;
+  s.seg_off = 0;
+  if (sink == Sink::kBuffer) {
+    s.buf.assign(bytes, '\0');
+    s.buf_have = 0;
+  }
+  s.in_body = bytes > 0;
+  if (!s.in_body) handle_payload_done(s);
+  return true;
 }
 
 bool TcpEngine::handle_header(Stream& s) {
@@ -187,83 +224,107 @@ bool TcpEngine::handle_header(Stream& s) {
     else close_stream(s);  // the pending entry is reaped by check_timeouts
     return false;
   };
-  auto expect_buffer = [&](std::uint64_t cap) {
+  auto message_body = [&](std::uint64_t cap) {
     if (h.len > cap) return protocol_error("payload of " + std::to_string(h.len) + " bytes exceeds its cap");
-    s.buf.assign(h.len, '\0');
-    s.buf_have = 0;
-    s.sink = Sink::kBuffer;
-    s.remaining = h.len;
-    s.in_payload = h.len > 0;
-    if (!s.in_payload) handle_payload_done(s);
-    return true;
+    return begin_body(s, Sink::kBuffer, h.len, true);
+  };
+  auto table_body = [&](bool data_follows) {
+    const std::uint64_t table = std::uint64_t{h.aux} * kSegmentEntryBytes;
+    if (h.aux == 0 || h.aux > kMaxSegments || h.len < table || h.len - table > kMaxChunkBytes ||
+        (data_follows ? h.len == table : h.len != table))
+      return protocol_error("batch frame with bad segment count or length");
+    return begin_body(s, Sink::kBuffer, table, !data_follows);
   };
   if (h.magic != kMagic) return protocol_error("bad magic");
   const auto type = static_cast<FrameType>(h.type);
   if (!ss) {
     if (type != FrameType::kHello) return protocol_error("expected a hello");
-    return expect_buffer(kMaxHelloBytes);
+    return message_body(kMaxHelloBytes);
   }
   if (!ss->initiator) {
     switch (type) {
-      case FrameType::kWrite: {
-        if (h.len == 0 || h.len > kMaxChunkBytes) return protocol_error("write chunk length out of bounds");
-        const RegionInfo* r = find_region(h.addr, h.len);
-        s.remaining = h.len;
-        s.in_payload = true;
-        if (r) {
-          s.sink = Sink::kDest;
-          s.dest = reinterpret_cast<std::uint8_t*>(h.addr);
-          s.region_id = r->id;
-        } else {
-          s.sink = Sink::kDiscard;
-          s.region_id = 0;
-          ss->write_errors.try_emplace(h.req, "write to [0x" + std::to_string(h.addr) + ", +" + std::to_string(h.len) +
-                                                  ") refused: not inside memory this agent registered");
-        }
-        return true;
-      }
-      case FrameType::kReadReq: {
-        if (h.len == 0 || h.len > kMaxChunkBytes) return protocol_error("read length out of bounds");
-        const RegionInfo* r = find_region(h.addr, h.len);
-        if (r) {
-          OutFrame f = make_frame(FrameType::kReadData, h.req);
-          f.h.len = f.payload_len = h.len;
-          f.payload = reinterpret_cast<const std::uint8_t*>(h.addr);
-          queue_frame(s, std::move(f));
-        } else {
-          queue_frame(s, make_message_frame(FrameType::kReadData, h.req,
-                                      "read of [0x" + std::to_string(h.addr) + ", +" + std::to_string(h.len) +
-                                          ") refused: not inside memory this agent registered",
-                                      kFlagError));
-        }
-        return true;
-      }
-      case FrameType::kNotify: return expect_buffer(cfg_.max_notification_bytes);
+      case FrameType::kWrite: return table_body(true);
+      case FrameType::kReadReq: return table_body(false);
+      case FrameType::kNotify: return message_body(cfg_.max_notification_bytes);
       case FrameType::kPing: queue_frame(s, make_frame(FrameType::kPong, 0)); return true;
       default: return protocol_error("unexpected frame type " + std::to_string(h.type) + " at target");
     }
   }
   switch (type) {
     case FrameType::kWriteAck:
-      if (h.flags & kFlagError) return expect_buffer(kMaxMessageBytes);
+      if (h.flags & kFlagError) return message_body(kMaxMessageBytes);
       handle_payload_done(s);
       return true;
     case FrameType::kReadData: {
       if (s.reads.empty() || s.reads.front().req != h.req) return protocol_error("read data nobody asked for");
-      if (h.flags & kFlagError) return expect_buffer(kMaxMessageBytes);
-      const PendingRead& pr = s.reads.front();
-      if (h.len != pr.len) return protocol_error("read data of the wrong length");
-      s.remaining = h.len;
-      s.in_payload = true;
-      s.sink = pr.discard ? Sink::kDiscard : Sink::kDest;
-      s.dest = pr.dest;
-      return true;
+      if (h.flags & kFlagError) return message_body(kMaxMessageBytes);
+      PendingRead& pr = s.reads.front();
+      if (h.len != pr.bytes) return protocol_error("read data of the wrong length");
+      s.segs = pr.dest;
+      return begin_body(s, pr.discard ? Sink::kDiscard : Sink::kDest, h.len, true);
     }
     case FrameType::kNotifyAck: handle_payload_done(s); return true;
-    case FrameType::kReqError: return expect_buffer(kMaxMessageBytes);
+    case FrameType::kReqError: return message_body(kMaxMessageBytes);
     case FrameType::kPong: return true;
     default: return protocol_error("unexpected frame type " + std::to_string(h.type) + " at initiator");
   }
+}
+
+// Parses a segment table received into s.buf; false if one lies outside our regions.
+static bool parse_segments(const std::string& table, const std::function<bool(std::uint64_t, std::uint64_t)>& ok,
+                           std::vector<Segment>& out, std::uint64_t& total, std::string& bad) {
+  out.clear();
+  total = 0;
+  bool all_ok = true;
+  for (std::size_t off = 0; off + kSegmentEntryBytes <= table.size(); off += kSegmentEntryBytes) {
+    std::uint64_t e[2];
+    std::memcpy(e, table.data() + off, sizeof e);
+    if (e[1] == 0 || !ok(e[0], e[1])) {
+      if (all_ok) bad = "[0x" + to_hex(e[0]) + ", +" + std::to_string(e[1]) + ")";
+      all_ok = false;
+    }
+    out.push_back(Segment{reinterpret_cast<std::uint8_t*>(e[0]), e[1]});
+    total += e[1];
+  }
+  return all_ok;
+}
+
+bool TcpEngine::on_write_table(Stream& s) {
+  Session& ss = *s.session;
+  const WireHeader& h = s.cur;
+  std::uint64_t total = 0;
+  std::string bad;
+  bool ok = parse_segments(s.buf, [&](std::uint64_t a, std::uint64_t l) { return find_region(a, l) != nullptr; },
+                           s.segs, total, bad);
+  const std::uint64_t data = h.len - s.buf.size();
+  if (total != data) {
+    fail_session(ss, Corrupt("protocol error from peer: write segments do not add up to the data length"));
+    return false;
+  }
+  if (!ok) ss.write_errors.try_emplace(h.req, "write to " + bad + " refused: not inside memory this agent registered");
+  return begin_body(s, ok ? Sink::kDest : Sink::kDiscard, data, true);
+}
+
+bool TcpEngine::on_read_table(Stream& s) {
+  const WireHeader& h = s.cur;
+  std::uint64_t total = 0;
+  std::string bad;
+  OutFrame f = make_frame(FrameType::kReadData, h.req);
+  bool ok = parse_segments(s.buf, [&](std::uint64_t a, std::uint64_t l) { return find_region(a, l) != nullptr; },
+                           f.segments, total, bad);
+  if (total > kMaxChunkBytes) {
+    fail_session(*s.session, Corrupt("protocol error from peer: read batch larger than the cap"));
+    return false;
+  }
+  if (!ok) {
+    queue_frame(s, make_message_frame(FrameType::kReadData, h.req,
+                                      "read of " + bad + " refused: not inside memory this agent registered",
+                                      kFlagError));
+    return true;
+  }
+  f.h.len = total;
+  queue_frame(s, std::move(f));
+  return true;
 }
 
 void TcpEngine::handle_payload_done(Stream& s) {
@@ -273,9 +334,13 @@ void TcpEngine::handle_payload_done(Stream& s) {
   if (!ss) return process_hello(s);
   switch (type) {
     case FrameType::kWrite: {
+      if (!s.body_is_last) {  // the table arrived; now its data
+        on_write_table(s);
+        return;
+      }
       if (h.flags & kFlagNotify) {
         auto& tr = ss->target_requests[h.req];
-        tr.received += h.len;
+        tr.received += h.len - std::uint64_t{h.aux} * kSegmentEntryBytes;
         if (s.sink != Sink::kDest) tr.failed = true;
       }
       if (h.flags & kFlagLast) {
@@ -290,12 +355,13 @@ void TcpEngine::handle_payload_done(Stream& s) {
       if (h.flags & kFlagNotify) deliver_pending_notify(*ss, h.req);
       return;
     }
+    case FrameType::kReadReq: on_read_table(s); return;
     case FrameType::kNotify: {
       if (h.req == 0) {
         cfg_.deliver(ss->peer, std::move(s.buf));
         return;
       }
-      if (ss->target_requests.size() >= (1u << 16) && !ss->target_requests.count(h.req))
+      if (ss->target_requests.size() >= kMaxTargetRequests && !ss->target_requests.count(h.req))
         ss->target_requests.erase(ss->target_requests.begin());  // bound what a peer can make us keep
       auto& tr = ss->target_requests[h.req];
       tr.expected = h.addr;
@@ -307,7 +373,7 @@ void TcpEngine::handle_payload_done(Stream& s) {
     case FrameType::kWriteAck: {
       auto it = ss->requests.find(h.req);
       if (it == ss->requests.end()) return;  // cancelled meanwhile
-      if (h.flags & kFlagError) it->second.error = RemoteError(buffer_text(s));
+      if (h.flags & kFlagError) it->second.error = RemoteError(s.buf);
       if (it->second.acks_pending > 0) it->second.acks_pending--;
       return maybe_finish(*ss, h.req);
     }
@@ -315,7 +381,7 @@ void TcpEngine::handle_payload_done(Stream& s) {
       s.reads.pop_front();
       auto it = ss->requests.find(h.req);
       if (it == ss->requests.end()) return;
-      if (h.flags & kFlagError) it->second.error = RemoteError(buffer_text(s));
+      if (h.flags & kFlagError) it->second.error = RemoteError(s.buf);
       it->second.reads_pending--;
       return maybe_finish(*ss, h.req);
     }
@@ -327,7 +393,7 @@ void TcpEngine::handle_payload_done(Stream& s) {
         it->second.error = RemoteError("peer did not deliver the notification: the transfer failed there");
       return maybe_finish(*ss, h.req);
     }
-    case FrameType::kReqError: return abort_request(*ss, h.req, RemoteError(buffer_text(s)));
+    case FrameType::kReqError: return abort_request(*ss, h.req, RemoteError(s.buf));
     default: return;
   }
 }
@@ -340,7 +406,7 @@ void TcpEngine::deliver_pending_notify(Session& ss, std::uint64_t req) {
   // Every byte of the transfer has landed (all streams): now the message may be seen.
   if (!tr.failed) cfg_.deliver(ss.peer, std::move(tr.message));
   Stream& s0 = *ss.streams.front();
-  queue_frame(s0, make_frame(FrameType::kNotifyAck, req, 0, 0, tr.failed ? 1 : 0));
+  queue_frame(s0, make_frame(FrameType::kNotifyAck, req, 0, tr.failed ? 1 : 0));
   ss.target_requests.erase(it);
 }
 
@@ -356,7 +422,7 @@ void TcpEngine::process_hello(Stream& s) {
   auto refuse = [&](const std::string& why) {
     OutFrame f = make_message_frame(FrameType::kHelloAck, 0, why, kFlagError);
     ::send(s.fd.get(), &f.h, sizeof f.h, MSG_NOSIGNAL | MSG_DONTWAIT);
-    ::send(s.fd.get(), f.owned.data(), f.owned.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::send(s.fd.get(), f.prefix.data(), f.prefix.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     close_stream(s);  // the pending entry is reaped by check_timeouts
   };
   if (!r.ok() || version != kProtocolVersion || count == 0 || count > 64 || index >= count || from.empty())

@@ -16,21 +16,24 @@
 
 namespace kvferry::detail::tcp {
 
-struct OutFrame {
-  WireHeader h;
-  const std::uint8_t* payload = nullptr;  // user memory, or owned.data()
-  std::uint64_t payload_len = 0;
-  std::string owned;
-  std::uint64_t sent = 0;  // bytes of header + payload already sent
+struct Segment {
+  std::uint8_t* ptr;
+  std::uint64_t len;
 };
 
-inline OutFrame make_frame(FrameType type, std::uint64_t req, std::uint64_t addr = 0, std::uint64_t len = 0,
-                           std::uint32_t aux = 0) {
+struct OutFrame {
+  WireHeader h;
+  std::string prefix;             // follows the header: a message or a segment table
+  std::vector<Segment> segments;  // then these bytes (user or registered memory)
+  std::uint64_t sent = 0;         // bytes of the whole frame already sent
+  std::uint64_t total() const { return sizeof(WireHeader) + h.len; }
+};
+
+inline OutFrame make_frame(FrameType type, std::uint64_t req, std::uint64_t addr = 0, std::uint32_t aux = 0) {
   OutFrame f;
   f.h.type = static_cast<std::uint8_t>(type);
   f.h.req = req;
   f.h.addr = addr;
-  f.h.len = len;
   f.h.aux = aux;
   return f;
 }
@@ -39,8 +42,8 @@ inline OutFrame make_frame(FrameType type, std::uint64_t req, std::uint64_t addr
 inline OutFrame make_message_frame(FrameType type, std::uint64_t req, std::string message, std::uint8_t flags = 0) {
   OutFrame f = make_frame(type, req);
   f.h.flags = flags;
-  f.owned = std::move(message);
-  f.h.len = f.payload_len = f.owned.size();
+  f.prefix = std::move(message);
+  f.h.len = f.prefix.size();
   return f;
 }
 
@@ -48,8 +51,8 @@ enum class Sink { kDest, kDiscard, kBuffer };
 
 struct PendingRead {
   std::uint64_t req;
-  std::uint8_t* dest;
-  std::uint64_t len;
+  std::vector<Segment> dest;
+  std::uint64_t bytes;
   bool discard = false;
 };
 
@@ -58,16 +61,18 @@ struct Stream {
   Session* session = nullptr;  // null until its hello (accepted side)
   std::uint32_t events = 0;    // epoll interest currently set
   std::deque<OutFrame> out;
-  // Receive state: a header, then its payload into a sink.
+  // Receive: a header, then zero or more bodies (a segment table, then data).
   std::uint8_t hdr_buf[sizeof(WireHeader)];
   std::size_t hdr_have = 0;
-  bool in_payload = false;
   WireHeader cur;
+  bool in_body = false;
+  bool body_is_last = true;  // false while reading a table that data will follow
   Sink sink = Sink::kDiscard;
-  std::uint8_t* dest = nullptr;
+  std::vector<Segment> segs;  // kDest: where the data lands
+  std::size_t seg_idx = 0;
+  std::uint64_t seg_off = 0;
   std::uint64_t remaining = 0;
-  std::uint64_t region_id = 0;  // region the payload lands in (0: none)
-  std::string buf;
+  std::string buf;  // kBuffer
   std::uint64_t buf_have = 0;
   std::deque<PendingRead> reads;  // initiator: read replies expected, in order
   Clock::time_point created = Clock::now();

@@ -2,15 +2,22 @@
 // payload of `len` bytes. Everything received is untrusted: the receiver checks magic,
 // type, lengths against caps, and addresses against regions it registered.
 //
-//   initiator -> target                       target -> initiator
-//   kHello   (payload: HelloPayload)          kHelloAck
-//   kWrite   addr,len + data [kLast,kNotif]   kWriteAck (once per stream per request,
-//                                                        on kLast; kError + message)
-//   kReadReq addr,len                         kReadData len + data, in request order per
-//                                                        stream (kError + message instead)
-//   kNotify  addr = bytes to await, message   kNotifyAck (aux 0 delivered, 1 not)
-//   kPing                                     kPong
-//                                             kReqError (payload: message) fails a request
+// `len` is always the number of bytes that follow the header in the frame.
+//
+//   initiator -> target                          target -> initiator
+//   kHello   hello payload                       kHelloAck (kError + message: refused)
+//   kWrite   aux segments: table of (addr, len)  kWriteAck once per stream per request,
+//            pairs, then their data [kLast,       on kLast (kError + message)
+//            kNotify]
+//   kReadReq aux segments: table                 kReadData: the segments' data, in request
+//                                                order per stream (kError + message)
+//   kNotify  addr = bytes to await, message      kNotifyAck (aux 0 delivered, 1 not)
+//   kPing                                        kPong
+//                                                kReqError (message) fails a request
+//
+// A batch frame carries up to 64 segments so the receiver validates them together and
+// lands them with one readv() into scattered destinations: one system call per batch
+// rather than per block is what lets 64 KiB blocks reach the plain-stream ceiling.
 #pragma once
 
 #include <cstdint>
@@ -52,7 +59,9 @@ struct WireHeader {
 static_assert(sizeof(WireHeader) == 32);
 
 // Caps on what a peer may make us receive or allocate.
-inline constexpr std::uint64_t kMaxChunkBytes = 16u << 20;
+inline constexpr std::uint64_t kMaxChunkBytes = 64u << 20;  // data bytes of one frame
+inline constexpr std::uint32_t kMaxSegments = 1024;         // segments of one frame
+inline constexpr std::uint64_t kSegmentEntryBytes = 16;     // (addr u64, len u64)
 inline constexpr std::uint64_t kMaxMessageBytes = 1u << 20;
 inline constexpr std::uint64_t kMaxHelloBytes = 1024;
 
