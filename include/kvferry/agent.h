@@ -10,7 +10,9 @@
 // - Blocking: methods that may block name their bound: `fetch_remote` (connect and
 //   exchange, up to `timeout`), `deregister_memory` (until the backends quiesce on
 //   that memory, bounded, no network wait), `wait_for_notifications` (up to `timeout`).
-//   `create_transfer`, `post`, `notify` and everything else do not wait on the network.
+//   The first `create_transfer` or `notify` towards a peer through a backend connects
+//   to it (up to `connect_timeout`); later ones and `post` never wait on the network.
+//   `notify` to a peer that only has a side channel waits for its answer (same bound).
 // - Errors: every failure is a Status whose message names what was wrong.
 // - Peers: a peer that dies or stops answering turns its transfers into kPeerLost within
 //   `AgentOptions::peer_timeout`; later calls to it fail fast until it is loaded again.
