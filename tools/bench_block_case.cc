@@ -1,0 +1,131 @@
+// The paged-KV throughput case and its ceiling.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend_traits.h"
+#include "bench_ceiling.h"
+#include "bench_cases.h"
+#include "cli_util.h"
+#include "latency_stats.h"
+#include "progress_line.h"
+
+namespace kvferry::cli {
+namespace {
+
+struct RequestIndices {
+  std::vector<std::uint32_t> local;
+  std::vector<std::uint32_t> remote;
+};
+
+// All requests' indices up front, so the timed loop measures only the library.
+std::vector<RequestIndices> plan_requests(const BenchOptions& o, int count) {
+  const PoolShape shape = o.pool_shape();
+  std::vector<RequestIndices> requests;
+  requests.reserve(static_cast<std::size_t>(count));
+  for (int r = 0; r < count; ++r) {
+    const auto request = static_cast<std::uint64_t>(r);
+    const auto local_ids = choose_block_ids(o.block_pattern, local_side_seed(o.seed, request),
+                                            shape.blocks_per_layer, o.blocks);
+    const auto remote_ids = choose_block_ids(o.block_pattern, remote_side_seed(o.seed, request),
+                                             shape.blocks_per_layer, o.blocks);
+    requests.push_back({indices_in_every_layer(local_ids, o.layers, shape.blocks_per_layer),
+                        indices_in_every_layer(remote_ids, o.layers, shape.blocks_per_layer)});
+  }
+  return requests;
+}
+
+Status measure_ceiling(InitiatorSession& session, TransferOp op, CaseResult& result) {
+  const BenchOptions& o = session.options();
+  const ThroughputCeiling ceiling = traits_of(o.backend).ceiling;
+  result.ceiling_name = ceiling_name(ceiling);
+  std::vector<double> gbps;
+  if (ceiling == ThroughputCeiling::kTcpStream) {
+    // One extra rep first, dropped: the control socket sat idle during the timed
+    // requests, and Linux restarts an idle connection's congestion window from scratch.
+    const StreamPlan plan{op, result.bytes, static_cast<std::uint32_t>(o.ceiling_reps) + 1};
+    KVF_ASSIGN_OR_RETURN(gbps, measure_stream_gbps(session.channel(), session.pool(), plan));
+    gbps.erase(gbps.begin());
+  } else {
+    gbps = measure_memcpy_gbps(session.pool(), result.bytes, o.block_size, o.ceiling_reps);
+  }
+  result.ceiling_gbps = median(std::move(gbps));
+  result.ratio = result.ceiling_gbps > 0 ? result.gbps / result.ceiling_gbps : 0;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<CaseResult> run_block_transfer_case(InitiatorSession& session, TransferOp op) {
+  const BenchOptions& o = session.options();
+  const int total = o.warmup + o.iterations;
+  const std::vector<RequestIndices> requests = plan_requests(o, total);
+
+  CaseResult result;
+  result.backend = o.backend;
+  result.op = std::string(to_string(op));
+  result.pattern = to_string(o.block_pattern);
+  result.block_size = o.block_size;
+  result.blocks = o.blocks;
+  result.layers = o.layers;
+  result.bytes = std::uint64_t{o.blocks} * o.layers * o.block_size;
+  result.descriptors = std::uint64_t{o.blocks} * o.layers;
+  result.iterations = o.iterations;
+  if (o.streams > 0) result.streams = o.streams;
+
+  std::vector<double> latency_us;
+  std::vector<double> prep_us;
+  std::vector<double> create_us;
+  std::vector<double> post_us;
+  Clock::time_point measured_start = Clock::now();
+  ProgressLine progress(result.op, total);
+  for (int r = 0; r < total; ++r) {
+    if (r == o.warmup) measured_start = Clock::now();
+    const RequestIndices& indices = requests[static_cast<std::size_t>(r)];
+    // Preparation cost is CPU time of this thread: on a 2-core host the wall clock also
+    // counts the time our own progress thread preempts us after post() wakes it.
+    const double created_cpu = thread_cpu_micros();
+    Result<TransferRequest> request =
+        session.agent().create_transfer(op, session.local_blocks(), indices.local,
+                                        session.remote_blocks(), indices.remote,
+                                        session.transfer_options());
+    if (!request.ok()) return request.status().with_context("create_transfer (index form)");
+    const double posted_cpu = thread_cpu_micros();
+    const auto posted_at = Clock::now();
+    KVF_RETURN_IF_ERROR(request->post().with_context("post"));
+    const double post_returned_cpu = thread_cpu_micros();
+    KVF_RETURN_IF_ERROR(request->wait(kTransferTimeout)
+                            .with_context(result.op + " request " + std::to_string(r) + " of " +
+                                          std::to_string(total)));
+    const auto done_at = Clock::now();
+    if (r >= o.warmup) {
+      latency_us.push_back(to_micros(done_at - posted_at));
+      prep_us.push_back(post_returned_cpu - created_cpu);
+      create_us.push_back(posted_cpu - created_cpu);
+      post_us.push_back(post_returned_cpu - posted_cpu);
+    }
+    result.descriptors_merged = request->telemetry().descriptors_merged;
+    progress.update(r + 1);
+  }
+  const double measured_seconds = to_seconds(Clock::now() - measured_start);
+  result.gbps = gigabytes_per_second(result.bytes * static_cast<std::uint64_t>(o.iterations),
+                                     measured_seconds);
+  const Percentiles latency = percentiles(std::move(latency_us));
+  result.p50_us = latency.p50;
+  result.p99_us = latency.p99;
+  result.prep_us = median(std::move(prep_us));
+  result.create_us = median(std::move(create_us));
+  result.post_us = median(std::move(post_us));
+
+  KVF_RETURN_IF_ERROR(measure_ceiling(session, op, result).with_context("ceiling"));
+
+  if (o.verify) {
+    KVF_ASSIGN_OR_RETURN(VerifyOutcome outcome,
+                         verify_block_transfer(session, op, static_cast<std::uint64_t>(total)));
+    result.verified = outcome.ok ? VerifyState::kPassed : VerifyState::kFailed;
+    result.verify_message = outcome.message;
+  }
+  return result;
+}
+
+}  // namespace kvferry::cli

@@ -1,0 +1,52 @@
+// `kvferry bench`: options and dispatch to the initiator or target role.
+#include <cstdio>
+
+#include "bench_roles.h"
+#include "commands.h"
+
+namespace kvferry::cli {
+
+CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
+  CLI::App* command = app.add_subcommand(
+      "bench", "Bandwidth and latency of KV block transfers between two processes (nixlbench role)");
+  command->add_option("--backend", o.backend, "Backend to measure, forced on both sides")->capture_default_str();
+  command->add_option("--op", o.op, "read, write or both")
+      ->check(CLI::IsMember({"read", "write", "both"}))
+      ->capture_default_str();
+  command->add_option("--block-size", o.block_size_text, "Bytes per KV block: 64KiB, 64K, 1MiB, 65536")
+      ->capture_default_str();
+  command->add_option("--blocks", o.blocks, "Blocks per layer per request")->check(CLI::PositiveNumber)->capture_default_str();
+  command->add_option("--layers", o.layers, "Layers (one KV tensor each)")->check(CLI::PositiveNumber)->capture_default_str();
+  command->add_option("--pattern", o.pattern, "scattered (random block ids, as a paged KV cache) or contiguous")
+      ->check(CLI::IsMember({"scattered", "contiguous"}))
+      ->capture_default_str();
+  command->add_option("--iterations", o.iterations, "Measured requests per case")->check(CLI::PositiveNumber)->capture_default_str();
+  command->add_option("--warmup", o.warmup, "Unmeasured requests before them")->check(CLI::NonNegativeNumber)->capture_default_str();
+  command->add_flag("--verify", o.verify, "After timing, one request with fresh random data into a poisoned destination, compared byte for byte");
+  command->add_flag("--json", o.json, "One JSON object per case on stdout");
+  command->add_option("--streams", o.streams, "TCP streams per peer (backend param tcp.streams)")->check(CLI::PositiveNumber);
+  command->add_option("--small-round-trips", o.small_round_trips,
+                      "8-byte write+notify round trips of the latency case; 0 skips it")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command->add_option("--ceiling-reps", o.ceiling_reps, "Repetitions of the ceiling measurement")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--seed", o.seed, "Seed of block choice and data (default: fresh)");
+  command->add_option("--param", o.params, "KEY=VALUE backend parameter of this process's agent (repeatable)");
+  CLI::Option* serve = command->add_flag("--serve", o.serve, "Be the target: serve initiators until Ctrl-C");
+  command->add_option("--listen", o.listen, "Target's control address (with --serve)")->capture_default_str();
+  command->add_option("--peer", o.peer, "Initiator: a target started with --serve, HOST:PORT")->excludes(serve);
+  command->add_option("--report-fd", o.report_fd, "Internal: spawned target reports its port here")->group("");
+  return command;
+}
+
+int run_bench_command(BenchOptions& o) {
+  if (Status status = o.finalize(); !status.ok()) {
+    std::fprintf(stderr, "kvferry bench: %s\n", status.to_string().c_str());
+    return 2;
+  }
+  return o.serve ? run_bench_target(o) : run_bench_initiator(o);
+}
+
+}  // namespace kvferry::cli

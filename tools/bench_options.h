@@ -1,0 +1,52 @@
+// bench_options.h — everything `kvferry bench` is told on its command line.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "block_choice.h"
+#include "host_pool.h"
+#include "kvferry/kvferry.h"
+
+namespace kvferry::cli {
+
+struct BenchOptions {
+  // As given on the command line.
+  std::string backend = "tcp";
+  std::string op = "both";
+  std::string block_size_text = "64KiB";
+  std::uint32_t blocks = 256;  // per layer per request
+  std::uint32_t layers = 40;
+  std::string pattern = "scattered";
+  int iterations = 20;
+  int warmup = 3;
+  bool verify = false;
+  bool json = false;
+  int streams = 0;               // 0: the backend's default
+  int small_round_trips = 1000;  // 8-byte write+notify latency case; 0 skips it
+  int ceiling_reps = 5;
+  bool serve = false;
+  std::string listen = "127.0.0.1:0";
+  std::string peer;
+  std::vector<std::string> params;  // KEY=VALUE, backend params of this process's agent
+  std::uint64_t seed = 0;           // 0: a fresh seed per run
+  int report_fd = -1;               // internal: set when spawned by an initiator
+
+  // Derived by finalize().
+  std::uint64_t block_size = 0;
+  BlockPattern block_pattern = BlockPattern::kScattered;
+  std::vector<TransferOp> ops;
+  std::map<std::string, std::string> local_params;   // from --param
+  std::map<std::string, std::string> shared_params;  // sent to the target too (streams)
+
+  // Parses and cross-checks the text options; a clear message on failure.
+  Status finalize();
+
+  // pool_blocks = max(2 * blocks, blocks + 64): room for scattered ids to scatter, and
+  // at least twice the request so the memcpy ceiling can copy between two halves.
+  PoolShape pool_shape() const;
+};
+
+}  // namespace kvferry::cli

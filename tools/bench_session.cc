@@ -1,0 +1,48 @@
+#include "bench_session.h"
+
+#include "agent_factory.h"
+#include "bench_protocol.h"
+
+namespace kvferry::cli {
+
+Result<std::unique_ptr<InitiatorSession>> InitiatorSession::start(const BenchOptions& options,
+                                                                  ControlChannel& channel) {
+  KVF_ASSIGN_OR_RETURN(HostPool pool, HostPool::allocate(options.pool_shape()));
+  std::unique_ptr<InitiatorSession> session(new InitiatorSession(options, channel, std::move(pool)));
+
+  std::map<std::string, std::string> params = options.shared_params;
+  for (const auto& [key, value] : options.local_params) params[key] = value;
+  KVF_ASSIGN_OR_RETURN(session->agent_,
+                       make_single_backend_agent(unique_agent_name("bench-initiator"),
+                                                 options.backend, std::move(params)));
+  KVF_RETURN_IF_ERROR(session->agent_->register_memory(session->pool_.region())
+                          .with_context("registering the initiator pool"));
+  KVF_RETURN_IF_ERROR(session->exchange_metadata());
+  return session;
+}
+
+Status InitiatorSession::exchange_metadata() {
+  KVF_ASSIGN_OR_RETURN(std::vector<std::uint8_t> metadata, agent_->local_metadata());
+  SessionSetup setup{options_.backend, options_.shared_params, pool_.shape(), std::move(metadata)};
+  KVF_RETURN_IF_ERROR(channel_.send(MessageType::kSetup, to_json(setup)));
+  KVF_ASSIGN_OR_RETURN(nlohmann::json body, channel_.expect(MessageType::kSetupReply));
+  KVF_ASSIGN_OR_RETURN(SetupReply reply, parse_setup_reply(body));
+  remote_pool_address_ = reply.pool_address;
+  KVF_ASSIGN_OR_RETURN(peer_, agent_->load_remote(reply.metadata));
+
+  KVF_ASSIGN_OR_RETURN(local_blocks_, agent_->prepare_local(pool_.block_descriptors()));
+  KVF_ASSIGN_OR_RETURN(remote_blocks_,
+                       agent_->prepare_remote(peer_, pool_.shape().block_descriptors(remote_pool_address_)));
+  return Status::Ok();
+}
+
+TransferOptions InitiatorSession::transfer_options(std::optional<std::string> notification) const {
+  TransferOptions transfer;
+  transfer.backend = options_.backend;
+  transfer.notification = std::move(notification);
+  return transfer;
+}
+
+void InitiatorSession::finish() { (void)channel_.send(MessageType::kBye, nlohmann::json::object()); }
+
+}  // namespace kvferry::cli

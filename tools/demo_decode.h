@@ -1,0 +1,27 @@
+// demo_decode.h — one row of `kvferry demo`: spawn a prefill process with `backend`,
+// pull a prompt's KV blocks from it in one index transfer, verify every byte.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "demo_options.h"
+#include "kvferry/kvferry.h"
+
+namespace kvferry::cli {
+
+struct DemoRow {
+  std::string backend;
+  std::uint32_t blocks_per_layer_moved = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t descriptors = 0;
+  std::uint64_t descriptors_merged = 0;
+  double milliseconds = 0;  // create_transfer + post + wait
+  double gbps = 0;
+  bool verified = false;
+  std::string verify_message;  // the first mismatch, when !verified
+};
+
+Result<DemoRow> run_demo_decode(const DemoOptions& options, const std::string& backend);
+
+}  // namespace kvferry::cli

@@ -1,0 +1,78 @@
+// The prefill process of `kvferry demo`: holds a filled KV pool, lets the decode process
+// read it, and leaves once the decode's "done" notification is in its inbox.
+#include <cstdio>
+#include <string>
+
+#include "agent_factory.h"
+#include "block_pattern.h"
+#include "child_process.h"
+#include "cli_util.h"
+#include "commands.h"
+#include "host_pool.h"
+#include "stop_signal.h"
+
+namespace kvferry::cli {
+namespace {
+
+void fill_prefill_pool(const HostPool& pool) {
+  const PoolShape& shape = pool.shape();
+  for (std::uint32_t layer = 0; layer < shape.layers; ++layer) {
+    for (std::uint32_t b = 0; b < shape.blocks_per_layer; ++b) {
+      fill_pattern(pool.block(layer, b), shape.block_size, pattern_key(kDemoSeed, layer, b));
+    }
+  }
+}
+
+bool done_notification_arrived(Agent& agent) {
+  for (const Notification& notification : agent.take_notifications()) {
+    if (notification.message == kDemoDoneMessage) return true;
+  }
+  return false;
+}
+
+Status serve_prefill(const DemoPrefillOptions& o) {
+  const ModelKvGeometry& model = kMistralSmall31;
+  KVF_ASSIGN_OR_RETURN(HostPool pool,
+                       HostPool::allocate(PoolShape{model.layers, o.blocks_per_layer, model.block_bytes()}));
+  fill_prefill_pool(pool);
+  KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
+                       make_single_backend_agent(unique_agent_name("demo-prefill"), o.backend, {}));
+  KVF_RETURN_IF_ERROR(agent->register_memory(pool.region()).with_context("registering the prefill pool"));
+  KVF_ASSIGN_OR_RETURN(std::uint16_t port, agent->listen("127.0.0.1", 0));
+  // A real engine would send its block table's base addresses over its own channel,
+  // as vLLM does in its handshake; the public API does not list a peer's regions.
+  KVF_RETURN_IF_ERROR(write_report_line(o.report_fd, std::to_string(port) + " " +
+                                                         std::to_string(pool.address()) + " " +
+                                                         std::to_string(o.blocks_per_layer)));
+  const auto deadline = Clock::now() + std::chrono::seconds(o.timeout_s);
+  while (!stop_requested() && Clock::now() < deadline) {
+    agent->wait_for_notifications(std::chrono::milliseconds(200));
+    if (done_notification_arrived(*agent)) return Status::Ok();
+  }
+  return stop_requested() ? Cancelled("stopped by a signal")
+                          : Timeout("no 'done' notification from the decode process");
+}
+
+}  // namespace
+
+CLI::App* add_demo_prefill_command(CLI::App& app, DemoPrefillOptions& o) {
+  CLI::App* command = app.add_subcommand("demo-prefill", "Internal: the prefill process of `kvferry demo`");
+  command->group("");  // hidden from --help
+  command->add_option("--backend", o.backend);
+  command->add_option("--blocks-per-layer", o.blocks_per_layer)->check(CLI::PositiveNumber);
+  command->add_option("--report-fd", o.report_fd)->required();
+  command->add_option("--timeout-s", o.timeout_s)->check(CLI::PositiveNumber);
+  return command;
+}
+
+int run_demo_prefill_command(const DemoPrefillOptions& o) {
+  install_stop_signal_handlers();
+  const Status status = serve_prefill(o);
+  if (!status.ok()) {
+    std::fprintf(stderr, "kvferry demo (prefill): %s\n", status.to_string().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace kvferry::cli

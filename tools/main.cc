@@ -1,0 +1,58 @@
+// kvferry — the command-line tool of the kvferry library.
+//
+// Subcommands: info, bench, demo (see commands.h). Exceptions stop here: CLI11 reports
+// usage errors by throwing, and nlohmann_json or the standard library may throw on
+// exhaustion; none of them leaves main.
+#include <signal.h>
+
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.h"
+#include "kvferry/kvferry.h"
+
+namespace {
+
+int run(int argc, char** argv) {
+  using namespace kvferry::cli;
+  CLI::App app{"kvferry — move LLM KV-cache blocks between processes, GPUs, hosts and storage"};
+  app.set_version_flag("--version", std::string(kvferry::version_string()));
+  app.require_subcommand(1);
+
+  InfoOptions info_options;
+  BenchOptions bench_options;
+  DemoOptions demo_options;
+  DemoPrefillOptions prefill_options;
+  CLI::App* info = add_info_command(app, info_options);
+  CLI::App* bench = add_bench_command(app, bench_options);
+  CLI::App* demo = add_demo_command(app, demo_options);
+  CLI::App* prefill = add_demo_prefill_command(app, prefill_options);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // prints help, version or the usage error
+    return code == 0 ? 0 : 2;
+  }
+  if (info->parsed()) return run_info_command(info_options);
+  if (bench->parsed()) return run_bench_command(bench_options);
+  if (demo->parsed()) return run_demo_command(demo_options);
+  if (prefill->parsed()) return run_demo_prefill_command(prefill_options);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A peer that vanishes mid-send must be an error return, not a silent death.
+  signal(SIGPIPE, SIG_IGN);
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvferry: internal error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "kvferry: internal error: unknown exception\n");
+  }
+  return 1;
+}
