@@ -185,7 +185,9 @@ void TcpEngine::on_writable(Stream& s) {
       if (s.session) fail_session(*s.session, PeerLost(std::string("send failed: ") + std::strerror(errno)));
       return;
     }
-    if (s.session) s.session->last_progress = Clock::now();
+    // Liveness: an initiator trusts only bytes it receives (a stopped peer's kernel still
+    // accepts our pings); a target, which never pings, also counts what it sends.
+    if (s.session && !s.session->initiator) s.session->last_progress = Clock::now();
     std::uint64_t left = static_cast<std::uint64_t>(n);
     while (left > 0 && !s.out.empty()) {
       OutFrame& f = s.out.front();
