@@ -20,6 +20,7 @@ struct Settings {
   std::uint16_t port = 0;
   std::uint32_t streams = 4;
   std::uint64_t chunk_bytes = 1u << 20;
+  std::uint32_t spin_us = 0;
 };
 
 Result<std::uint64_t> parse_uint(const std::map<std::string, std::string>& params, const std::string& key,
@@ -47,6 +48,8 @@ Result<Settings> parse_settings(const BackendContext& ctx) {
   s.port = static_cast<std::uint16_t>(port);
   s.streams = static_cast<std::uint32_t>(streams);
   s.chunk_bytes = chunk_kib << 10;
+  KVF_ASSIGN_OR_RETURN(auto spin, parse_uint(ctx.params, "spin_us", 0, 10000, 0));
+  s.spin_us = static_cast<std::uint32_t>(spin);
   return s;
 }
 
@@ -170,6 +173,7 @@ Result<std::unique_ptr<Backend>> create_tcp_backend(const BackendContext& ctx) {
   cfg.agent_name = ctx.agent_name;
   cfg.peer_timeout = ctx.peer_timeout;
   cfg.chunk_bytes = settings.chunk_bytes;
+  cfg.spin_us = settings.spin_us;
   cfg.batch_bytes = std::max<std::uint64_t>(settings.chunk_bytes, 4u << 20);
   cfg.max_notification_bytes = ctx.max_notification_bytes;
   cfg.deliver = ctx.deliver_notification;
@@ -186,7 +190,7 @@ void register_tcp_backend(BackendRegistry& registry) {
   BackendFactory f;
   f.name = "tcp";
   f.description = "dram <-> dram, any two hosts; epoll progress thread, several streams per peer";
-  f.param_keys = {"bind", "advertise", "port", "streams", "chunk_kib"};
+  f.param_keys = {"bind", "advertise", "port", "streams", "chunk_kib", "spin_us"};
   f.probe = [] {
     UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     return fd.valid() ? Status::Ok() : IoErrorFromErrno("cannot open a TCP socket", errno);

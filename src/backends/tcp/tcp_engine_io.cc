@@ -32,22 +32,25 @@ std::string to_hex(std::uint64_t v) {
 
 void TcpEngine::loop() {
   epoll_event events[64];
+  bool busy = false;  // requests outstanding as of the last iteration
   while (running_) {
-    bool busy = false;
-    for (auto& [key, ss] : sessions_) busy = busy || !ss->requests.empty();
     int timeout_ms = busy ? 50 : (pending_.empty() ? 1000 : 200);
-    int n = ::epoll_wait(epoll_.get(), events, 64, timeout_ms);
+    // While requests are outstanding, poll without sleeping for a short window: a reply
+    // is usually microseconds away, and a sleeping thread costs a wake-up to reach.
+    int n = 0;
+    if (busy && cfg_.spin_us > 0) {
+      const auto spin_until = Clock::now() + std::chrono::microseconds(cfg_.spin_us);
+      while ((n = ::epoll_wait(epoll_.get(), events, 64, 0)) == 0 && Clock::now() < spin_until) {
+      }
+    }
+    if (n == 0) n = ::epoll_wait(epoll_.get(), events, 64, timeout_ms);
+    std::lock_guard engine(engine_mu_);
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == wake_.get()) {
         std::uint64_t v;
         [[maybe_unused]] ssize_t rc = ::read(wake_.get(), &v, sizeof v);
-        std::vector<Command> cmds;
-        {
-          std::lock_guard lock(cmd_mu_);
-          cmds.swap(commands_);
-        }
-        for (auto& c : cmds) c();
+        run_commands();
         continue;
       }
       if (fd == listener_.get()) {
@@ -65,11 +68,23 @@ void TcpEngine::loop() {
     check_timeouts();
     for (std::uint64_t key : dead_sessions_) sessions_.erase(key);
     dead_sessions_.clear();
+    busy = false;
+    for (auto& [key, ss] : sessions_) busy = busy || !ss->requests.empty();
   }
+  std::lock_guard engine(engine_mu_);
   std::lock_guard lock(cmd_mu_);
   stopping_ = true;
   for (auto& c : commands_) c();  // posts fail (sessions gone); syncs are answered
   commands_.clear();
+}
+
+void TcpEngine::run_commands() {
+  std::vector<Command> cmds;
+  {
+    std::lock_guard lock(cmd_mu_);
+    cmds.swap(commands_);
+  }
+  for (auto& c : cmds) c();
 }
 
 void TcpEngine::on_accept() {
