@@ -20,7 +20,23 @@ Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
   impl->process_id_ = detail::process_id();
   impl->inbox_ = std::make_shared<detail::NotificationInbox>(impl->options_.max_inbox_notifications);
   KVF_RETURN_IF_ERROR(impl->start_backends());
+  impl->refresh_self_entry();
   return impl;
+}
+
+void Agent::Impl::refresh_self_entry() {
+  std::vector<detail::RegionInfo> regions = registry_->snapshot();  // sorted by kind, device, address
+  std::lock_guard lock(peers_mu_);
+  auto [it, fresh] = peers_.try_emplace(options_.name);
+  PeerEntry& self = it->second;
+  if (fresh) {
+    self.generation = next_generation_++;
+    self.metadata.name = options_.name;
+    self.metadata.host_id = host_id_;
+    self.metadata.process_id = process_id_;
+    for (const auto& b : backends_) self.metadata.backends.push_back({std::string(b->name()), b->connection_info()});
+  }
+  self.regions = std::move(regions);
 }
 
 Status Agent::Impl::start_backends() {
@@ -117,6 +133,7 @@ Status Agent::Impl::register_memory(const DescriptorList& regions) {
     }
   }
   registry_->commit_add(planned);
+  refresh_self_entry();
   return Status::Ok();
 }
 
@@ -125,6 +142,7 @@ Status Agent::Impl::deregister_memory(const DescriptorList& regions) {
   if (closed_) return FailedPrecondition("agent is shut down");
   std::lock_guard reg(registration_mu_);
   KVF_ASSIGN_OR_RETURN(auto removed, registry_->remove(regions));
+  refresh_self_entry();
   Status first;
   for (const auto& b : backends_) {
     if (!b->capabilities().local_kinds.contains(regions.kind())) continue;

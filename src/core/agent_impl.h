@@ -69,6 +69,10 @@ class Agent::Impl {
 
   Impl() = default;
   Status start_backends();
+  // This agent is its own peer (seed 004's loopback agent: local dram <-> local file,
+  // local copies); its entry mirrors the registry and is refreshed on every change.
+  void refresh_self_entry();
+  bool is_self(std::string_view peer) const { return peer == options_.name; }
   Result<std::shared_ptr<const detail::PreparedData>> validate_local(const DescriptorList& list) const;
   Result<std::shared_ptr<const detail::PreparedData>> validate_remote(std::string_view peer,
                                                                       const DescriptorList& list) const;

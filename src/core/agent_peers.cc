@@ -37,6 +37,7 @@ Result<std::string> Agent::Impl::load_remote(std::span<const std::uint8_t> metad
 
 Status Agent::Impl::forget_remote(std::string_view peer) {
   std::shared_lock life(life_mu_);
+  if (is_self(peer)) return InvalidArgument("forget_remote: '" + std::string(peer) + "' is this agent itself");
   PeerEntry old;
   {
     std::lock_guard lock(peers_mu_);
@@ -51,7 +52,8 @@ Status Agent::Impl::forget_remote(std::string_view peer) {
 std::vector<std::string> Agent::Impl::remote_agents() const {
   std::lock_guard lock(peers_mu_);
   std::vector<std::string> out;
-  for (const auto& [name, entry] : peers_) out.push_back(name);
+  for (const auto& [name, entry] : peers_)
+    if (!is_self(name)) out.push_back(name);
   return out;
 }
 

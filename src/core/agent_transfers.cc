@@ -128,6 +128,8 @@ Result<TransferRequest> Agent::Impl::create_transfer(TransferOp op, const Descri
                                       options.backend));
   if (rt.generation != r->peer_generation)
     return NotFound("peer '" + std::string(peer) + "' was reloaded while the transfer was being created");
+  if (is_self(peer))  // both sides are ours: pin the "remote" regions too
+    merged.local_region_ids.insert(merged.local_region_ids.end(), r->region_ids.begin(), r->region_ids.end());
   return make_request(op, std::move(merged), local.size(), ns_since(t0), std::string(peer), rt, std::move(options));
 }
 
@@ -149,12 +151,19 @@ Result<TransferRequest> Agent::Impl::create_transfer(TransferOp op, const Prepar
   for (std::uint64_t id : l->region_ids)
     if (!registry_->alive(id))
       return FailedPrecondition("create_transfer: memory of the local prepared list was deregistered");
+  const bool self = is_self(r->peer);
+  if (self)
+    for (std::uint64_t id : r->region_ids)
+      if (!registry_->alive(id))
+        return FailedPrecondition("create_transfer: memory of the remote (self) prepared list was deregistered");
   KVF_ASSIGN_OR_RETURN(auto merged, detail::merge_index_pairs(*l, local_indices, *r, remote_indices));
   KVF_ASSIGN_OR_RETURN(auto rt, route(r->peer, l->kind, r->kind, merged.total_bytes, merged.pieces.size(),
                                       options.backend));
   if (rt.generation != r->peer_generation)
     return FailedPrecondition("create_transfer: the remote prepared list is stale: peer '" + r->peer +
                               "' was reloaded since; prepare it again");
+  if (self)  // both sides are ours: pin the "remote" regions too
+    merged.local_region_ids.insert(merged.local_region_ids.end(), r->region_ids.begin(), r->region_ids.end());
   return make_request(op, std::move(merged), local_indices.size(), ns_since(t0), r->peer, rt, std::move(options));
 }
 
