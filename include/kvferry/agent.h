@@ -90,6 +90,17 @@ class Agent {
   Result<std::string> load_remote(std::span<const std::uint8_t> metadata);
   Status forget_remote(std::string_view peer);
   std::vector<std::string> remote_agents() const;
+  // The regions a loaded peer announced (its own addresses), e.g. to build remote
+  // descriptor lists without a side conversation.
+  Result<std::vector<DescriptorList>> remote_regions(std::string_view peer) const;
+
+  // --- Application entries in the metadata -------------------------------------------
+  // Small named blobs carried in local_metadata() (for example a KV pool's geometry,
+  // checked by the peer before any transfer). Key: 1..64 printable bytes; value up to
+  // 64 KiB; at most 64 entries. Setting an existing key replaces it.
+  Status set_metadata_entry(std::string_view key, std::span<const std::uint8_t> value);
+  // What a loaded peer published under `key`; NotFound if it published nothing.
+  Result<std::vector<std::uint8_t>> remote_metadata_entry(std::string_view peer, std::string_view key) const;
 
   // --- Side channel (TCP) ------------------------------------------------------------
   // Listens so that peers can fetch our metadata, push theirs, and send notifications.

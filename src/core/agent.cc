@@ -21,6 +21,15 @@ Result<std::string> Agent::load_remote(std::span<const std::uint8_t> metadata) {
 }
 Status Agent::forget_remote(std::string_view peer) { return impl_->forget_remote(peer); }
 std::vector<std::string> Agent::remote_agents() const { return impl_->remote_agents(); }
+Result<std::vector<DescriptorList>> Agent::remote_regions(std::string_view peer) const {
+  return impl_->remote_regions(peer);
+}
+Status Agent::set_metadata_entry(std::string_view key, std::span<const std::uint8_t> value) {
+  return impl_->set_metadata_entry(key, value);
+}
+Result<std::vector<std::uint8_t>> Agent::remote_metadata_entry(std::string_view peer, std::string_view key) const {
+  return impl_->remote_metadata_entry(peer, key);
+}
 Result<std::uint16_t> Agent::listen(const std::string& address, std::uint16_t port) {
   return impl_->listen(address, port);
 }

@@ -26,6 +26,11 @@ Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
 
 void Agent::Impl::refresh_self_entry() {
   std::vector<detail::RegionInfo> regions = registry_->snapshot();  // sorted by kind, device, address
+  std::map<std::string, std::vector<std::uint8_t>> entries;
+  {
+    std::lock_guard lock(entries_mu_);
+    entries = entries_;
+  }
   std::lock_guard lock(peers_mu_);
   auto [it, fresh] = peers_.try_emplace(options_.name);
   PeerEntry& self = it->second;
@@ -37,6 +42,7 @@ void Agent::Impl::refresh_self_entry() {
     for (const auto& b : backends_) self.metadata.backends.push_back({std::string(b->name()), b->connection_info()});
   }
   self.regions = std::move(regions);
+  self.metadata.entries = std::move(entries);
 }
 
 Status Agent::Impl::start_backends() {
@@ -167,7 +173,30 @@ Result<std::vector<std::uint8_t>> Agent::Impl::local_metadata() const {
   }
   for (const auto& b : backends_) md.backends.push_back({std::string(b->name()), b->connection_info()});
   md.regions = registry_->snapshot();
+  {
+    std::lock_guard lock(entries_mu_);
+    md.entries = entries_;
+  }
   return detail::encode_metadata(md);
+}
+
+}  // namespace kvferry
+
+namespace kvferry {
+
+Status Agent::Impl::set_metadata_entry(std::string_view key, std::span<const std::uint8_t> value) {
+  KVF_RETURN_IF_ERROR(detail::validate_entry_key(key));
+  if (value.size() > detail::kMaxEntryValueBytes)
+    return InvalidArgument("metadata entry '" + std::string(key) + "': value of " + std::to_string(value.size()) +
+                           " bytes exceeds the 64 KiB cap");
+  {
+    std::lock_guard lock(entries_mu_);
+    if (entries_.size() >= detail::kMaxEntries && !entries_.count(std::string(key)))
+      return InvalidArgument("metadata entries: at most " + std::to_string(detail::kMaxEntries));
+    entries_[std::string(key)].assign(value.begin(), value.end());
+  }
+  refresh_self_entry();
+  return Status::Ok();
 }
 
 }  // namespace kvferry

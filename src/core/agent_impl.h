@@ -38,6 +38,9 @@ class Agent::Impl {
   Result<std::string> load_remote(std::span<const std::uint8_t> metadata);
   Status forget_remote(std::string_view peer);
   std::vector<std::string> remote_agents() const;
+  Result<std::vector<DescriptorList>> remote_regions(std::string_view peer) const;
+  Status set_metadata_entry(std::string_view key, std::span<const std::uint8_t> value);
+  Result<std::vector<std::uint8_t>> remote_metadata_entry(std::string_view peer, std::string_view key) const;
   Result<std::uint16_t> listen(const std::string& address, std::uint16_t port);
   Result<std::string> fetch_remote(const std::string& host, std::uint16_t port, bool push_local,
                                    std::chrono::milliseconds timeout);
@@ -98,6 +101,9 @@ class Agent::Impl {
   mutable std::mutex peers_mu_;
   std::map<std::string, PeerEntry, std::less<>> peers_;
   std::uint64_t next_generation_ = 1;
+
+  mutable std::mutex entries_mu_;
+  std::map<std::string, std::vector<std::uint8_t>> entries_;  // published in local_metadata()
 
   mutable std::mutex side_mu_;
   std::unique_ptr<detail::SideChannelServer> side_channel_;

@@ -57,6 +57,29 @@ std::vector<std::string> Agent::Impl::remote_agents() const {
   return out;
 }
 
+Result<std::vector<DescriptorList>> Agent::Impl::remote_regions(std::string_view peer) const {
+  std::lock_guard lock(peers_mu_);
+  auto it = peers_.find(peer);
+  if (it == peers_.end()) return NotFound("unknown peer '" + std::string(peer) + "'");
+  std::vector<DescriptorList> out;
+  for (const auto& r : it->second.regions) {  // sorted by kind: one list per kind
+    if (out.empty() || out.back().kind() != r.kind) out.emplace_back(r.kind);
+    out.back().add(r.address, r.length, r.device);
+  }
+  return out;
+}
+
+Result<std::vector<std::uint8_t>> Agent::Impl::remote_metadata_entry(std::string_view peer,
+                                                                     std::string_view key) const {
+  std::lock_guard lock(peers_mu_);
+  auto it = peers_.find(peer);
+  if (it == peers_.end()) return NotFound("unknown peer '" + std::string(peer) + "'");
+  auto e = it->second.metadata.entries.find(std::string(key));
+  if (e == it->second.metadata.entries.end())
+    return NotFound("peer '" + std::string(peer) + "' published no metadata entry '" + std::string(key) + "'");
+  return e->second;
+}
+
 Result<std::uint16_t> Agent::Impl::listen(const std::string& address, std::uint16_t port) {
   std::shared_lock life(life_mu_);
   if (closed_) return FailedPrecondition("agent is shut down");

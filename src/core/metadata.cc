@@ -20,6 +20,7 @@ enum Tag : std::uint16_t {
   kTagBackend = 4,
   kTagRegion = 5,
   kTagSideChannel = 6,
+  kTagEntry = 7,
 };
 
 void put_record(ByteWriter& w, Tag tag, const ByteWriter& value) {
@@ -79,6 +80,18 @@ Status parse_side_channel(std::span<const std::uint8_t> value, AgentMetadata& md
   return Status::Ok();
 }
 
+Status parse_entry(std::span<const std::uint8_t> value, AgentMetadata& md) {
+  ByteReader r(value);
+  std::uint16_t key_len = r.u16();
+  std::string key = r.str(key_len);
+  if (!r.ok() || !validate_entry_key(key).ok()) return Corrupt("metadata: bad application entry key");
+  if (r.remaining() > kMaxEntryValueBytes) return Corrupt("metadata: application entry too large");
+  if (md.entries.size() >= kMaxEntries && !md.entries.count(key)) return Corrupt("metadata: too many entries");
+  auto v = r.take(r.remaining());
+  md.entries[key].assign(v.begin(), v.end());
+  return Status::Ok();
+}
+
 Status parse_id(std::span<const std::uint8_t> value, std::string& out, const char* what) {
   if (value.size() > kMaxIdBytes) return Corrupt(std::string("metadata: ") + what + " too long");
   out.assign(reinterpret_cast<const char*>(value.data()), value.size());
@@ -86,6 +99,14 @@ Status parse_id(std::span<const std::uint8_t> value, std::string& out, const cha
 }
 
 }  // namespace
+
+Status validate_entry_key(std::string_view key) {
+  if (key.empty() || key.size() > kMaxEntryKeyBytes)
+    return InvalidArgument("metadata entry key must be 1.." + std::to_string(kMaxEntryKeyBytes) + " bytes");
+  for (char c : key)
+    if (c < 0x21 || c > 0x7e) return InvalidArgument("metadata entry key must be printable ASCII without spaces");
+  return Status::Ok();
+}
 
 Status validate_agent_name(std::string_view name) {
   if (name.empty() || name.size() > kMaxAgentNameBytes)
@@ -124,6 +145,13 @@ std::vector<std::uint8_t> encode_metadata(const AgentMetadata& md) {
     v.u64(r.address);
     v.u64(r.length);
     put_record(body, kTagRegion, v);
+  }
+  for (const auto& [key, value] : md.entries) {
+    ByteWriter v;
+    v.u16(static_cast<std::uint16_t>(key.size()));
+    v.str(key);
+    v.bytes(value);
+    put_record(body, kTagEntry, v);
   }
   ByteWriter out;
   out.raw(kMagic, 4);
@@ -170,6 +198,7 @@ Result<AgentMetadata> decode_metadata(std::span<const std::uint8_t> bytes) {
       case kTagBackend: s = parse_backend(value, md); break;
       case kTagRegion: s = parse_region(value, md); break;
       case kTagSideChannel: s = parse_side_channel(value, md); break;
+      case kTagEntry: s = parse_entry(value, md); break;
       default: break;  // a record from a newer version: skip
     }
     KVF_RETURN_IF_ERROR(s);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -24,6 +25,9 @@ inline constexpr std::size_t kMaxAgentNameBytes = 255;
 inline constexpr std::size_t kMaxRegions = 1u << 20;
 inline constexpr std::size_t kMaxBackends = 64;
 inline constexpr std::size_t kMaxBackendInfoBytes = 64u << 10;
+inline constexpr std::size_t kMaxEntries = 64;
+inline constexpr std::size_t kMaxEntryKeyBytes = 64;
+inline constexpr std::size_t kMaxEntryValueBytes = 64u << 10;
 
 struct BackendEntry {
   std::string name;
@@ -42,6 +46,7 @@ struct AgentMetadata {
   std::optional<SideChannelAddress> side_channel;
   std::vector<BackendEntry> backends;
   std::vector<RegionInfo> regions;
+  std::map<std::string, std::vector<std::uint8_t>> entries;  // application entries
 };
 
 std::vector<std::uint8_t> encode_metadata(const AgentMetadata& md);
@@ -49,5 +54,7 @@ Result<AgentMetadata> decode_metadata(std::span<const std::uint8_t> bytes);
 
 // Agent names: 1..255 bytes of printable ASCII.
 Status validate_agent_name(std::string_view name);
+// Application entry keys: 1..64 bytes of printable ASCII.
+Status validate_entry_key(std::string_view key);
 
 }  // namespace kvferry::detail
