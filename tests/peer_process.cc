@@ -55,24 +55,33 @@ std::unique_ptr<PeerProcess> PeerProcess::spawn(const PeerOptions& options, std:
   posix_spawn_file_actions_adddup2(&fa.actions, in.fd[0], 0);
   posix_spawn_file_actions_adddup2(&fa.actions, out.fd[1], 1);
 
+  // KVFERRY_TEST_PEER overrides the build-time path (binaries carried to another machine).
+  const char* env_path = std::getenv("KVFERRY_TEST_PEER");
+  const std::string peer_path = env_path && *env_path ? env_path : KVFERRY_TEST_PEER_PATH;
   std::vector<std::string> args = {
-      KVFERRY_TEST_PEER_PATH,
+      peer_path,
       "--name", options.name,
       "--size", std::to_string(options.size),
       "--seed", std::to_string(options.seed),
       "--fill", options.fill,
+      "--backend", options.backend,
+      "--shared", options.shared ? "1" : "0",
       "--peer-timeout-ms", std::to_string(options.peer_timeout.count()),
       "--lifetime-s", std::to_string(options.lifetime.count()),
       "--mode", "serve",
   };
+  if (options.mem != "dram") {
+    for (const std::string& a : {std::string("--mem"), options.mem, std::string("--device"), std::to_string(options.device)})
+      args.push_back(a);
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
   pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, KVFERRY_TEST_PEER_PATH, &fa.actions, nullptr, argv.data(), environ);
+  int rc = ::posix_spawn(&pid, peer_path.c_str(), &fa.actions, nullptr, argv.data(), environ);
   if (rc != 0) {
-    *error = std::string("posix_spawn " KVFERRY_TEST_PEER_PATH ": ") + std::strerror(rc);
+    *error = "posix_spawn " + peer_path + ": " + std::strerror(rc);
     return nullptr;
   }
   std::unique_ptr<PeerProcess> p(new PeerProcess());

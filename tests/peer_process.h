@@ -48,6 +48,11 @@ struct PeerOptions {
   std::chrono::milliseconds peer_timeout{5000};
   std::chrono::seconds lifetime{120};
   std::chrono::milliseconds ready_timeout{10000};
+  std::string backend = "tcp";
+  bool shared = false;  // the peer's pool comes from Agent::allocate_shared_memory
+  // "vram": the peer's pool is cudaMalloc'd on GPU `device` (builds with CUDA only).
+  std::string mem = "dram";
+  int device = 0;
 };
 
 class PeerProcess {

@@ -2,8 +2,9 @@
 //
 //   kvferry_test_peer --name NAME --size BYTES --seed N [--fill random|zero]
 //                     [--peer-timeout-ms MS] [--lifetime-s S] [--mode serve]
+//                     [--backend tcp|shm] [--shared 0|1] [--mem dram|vram --device N]
 //
-// Creates an Agent (tcp backend only), registers a page-aligned, pre-faulted buffer of
+// Creates an Agent (tcp by default, or --backend), registers a page-aligned, pre-faulted buffer of
 // BYTES filled from std::mt19937_64(seed) 8 bytes at a time (test_util.h's
 // Buffer::randomize), listens on 127.0.0.1:0 and prints one line
 //
@@ -35,6 +36,9 @@
 
 #include "kvferry/kvferry.h"
 #include "peer_process.h"
+#ifdef KVFERRY_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
 
 namespace {
 
@@ -74,7 +78,10 @@ bool stdin_closed() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string name, fill = "random", mode = "serve";
+  std::string name, fill = "random", mode = "serve", backend = "tcp";
+  bool shared = false;  // pool from Agent::allocate_shared_memory (memfd)
+  std::string mem_kind = "dram";  // vram: the pool is cudaMalloc'd on --device (a host mirror serves checksums)
+  [[maybe_unused]] int device = 0;  // used with CUDA only
   std::uint64_t size = 0, seed = 0;
   long peer_timeout_ms = 5000, lifetime_s = 120;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -87,13 +94,33 @@ int main(int argc, char** argv) {
     else if (k == "--peer-timeout-ms") peer_timeout_ms = std::strtol(v, nullptr, 10);
     else if (k == "--lifetime-s") lifetime_s = std::strtol(v, nullptr, 10);
     else if (k == "--mode") mode = v;
+    else if (k == "--backend") backend = v;
+    else if (k == "--shared") shared = std::string_view(v) == "1";
+    else if (k == "--mem") mem_kind = v;
+    else if (k == "--device") device = static_cast<int>(std::strtol(v, nullptr, 10));
     else return fail("unknown option " + std::string(k));
   }
   if (name.empty() || size == 0 || mode != "serve" || (fill != "random" && fill != "zero"))
     return fail("usage: --name NAME --size BYTES --seed N [--fill random|zero] [--mode serve]");
 
-  void* mem = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) return fail("mmap of " + std::to_string(size) + " bytes: " + std::strerror(errno));
+  kvferry::AgentOptions o;
+  o.name = name;
+  if (backend != "all") o.backends = {backend};
+  o.peer_timeout = std::chrono::milliseconds(peer_timeout_ms);
+  auto created = kvferry::Agent::create(o);
+  if (!created.ok()) return fail("Agent::create: " + created.status().to_string());
+  std::unique_ptr<kvferry::Agent> agent = std::move(created).value();
+  kvferry::SharedMemory shared_pool;
+  void* mem = nullptr;
+  if (shared) {
+    auto pool = agent->allocate_shared_memory(size);
+    if (!pool.ok()) return fail("allocate_shared_memory: " + pool.status().to_string());
+    shared_pool = std::move(pool).value();
+    mem = shared_pool.data();
+  } else {
+    mem = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return fail("mmap of " + std::to_string(size) + " bytes: " + std::strerror(errno));
+  }
   auto* buf = static_cast<std::uint8_t*>(mem);
   if (fill == "random") {
     std::mt19937_64 rng(seed);
@@ -107,14 +134,20 @@ int main(int argc, char** argv) {
     std::memset(buf, 0, size);  // pre-faults
   }
 
-  kvferry::AgentOptions o;
-  o.name = name;
-  o.backends = {"tcp"};
-  o.peer_timeout = std::chrono::milliseconds(peer_timeout_ms);
-  auto created = kvferry::Agent::create(o);
-  if (!created.ok()) return fail("Agent::create: " + created.status().to_string());
-  std::unique_ptr<kvferry::Agent> agent = std::move(created).value();
   kvferry::DescriptorList whole(kvferry::MemoryKind::kDram, {kvferry::make_descriptor(buf, size)});
+  std::uint8_t* host_mirror = buf;  // what "checksum" hashes
+#ifdef KVFERRY_HAVE_CUDA
+  void* dev = nullptr;
+  if (mem_kind == "vram") {
+    if (cudaSetDevice(device) != cudaSuccess || cudaMalloc(&dev, size) != cudaSuccess ||
+        cudaMemcpy(dev, buf, size, cudaMemcpyHostToDevice) != cudaSuccess)
+      return fail("cudaMalloc/cudaMemcpy of the vram pool on GPU " + std::to_string(device) + " failed");
+    buf = static_cast<std::uint8_t*>(dev);
+    whole = kvferry::DescriptorList(kvferry::MemoryKind::kVram,
+                                    {kvferry::make_descriptor(dev, size, static_cast<std::uint32_t>(device))});
+  }
+#endif
+  if (mem_kind != "dram" && whole.kind() != kvferry::MemoryKind::kVram) return fail("--mem " + mem_kind + ": not built with CUDA");
   if (auto s = agent->register_memory(whole); !s.ok()) return fail("register_memory: " + s.to_string());
   auto port = agent->listen("127.0.0.1", 0);
   if (!port.ok()) return fail("listen: " + port.status().to_string());
@@ -135,7 +168,11 @@ int main(int argc, char** argv) {
         return 0;
       } else if (m == "checksum") {
         char hex[32];
-        std::snprintf(hex, sizeof hex, "%016" PRIx64, kvferry::testing::word_fnv1a64(buf, size));
+#ifdef KVFERRY_HAVE_CUDA
+        if (whole.kind() == kvferry::MemoryKind::kVram && cudaMemcpy(host_mirror, buf, size, cudaMemcpyDeviceToHost) != cudaSuccess)
+          std::memset(host_mirror, 0, size);
+#endif
+        std::snprintf(hex, sizeof hex, "%016" PRIx64, kvferry::testing::word_fnv1a64(host_mirror, size));
         s = agent->notify(n.from, std::string("checksum ") + hex);
       } else if (m.rfind("echo ", 0) == 0) {
         s = agent->notify(n.from, m.substr(5));

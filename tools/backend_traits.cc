@@ -28,4 +28,6 @@ std::vector<std::string> cross_process_backends() {
   return names;
 }
 
+bool wants_shared_pool(std::string_view backend) { return backend == "shm"; }
+
 }  // namespace kvferry::cli

@@ -28,4 +28,9 @@ const char* ceiling_name(ThroughputCeiling ceiling);
 // the backends `kvferry demo` runs by default.
 std::vector<std::string> cross_process_backends();
 
+// Whether pools for this backend should come from Agent::allocate_shared_memory: the shm
+// backend maps such memory in the peer and copies with plain memcpy; ordinary memory it
+// can only reach through process_vm_readv/writev.
+bool wants_shared_pool(std::string_view backend);
+
 }  // namespace kvferry::cli

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "cli_util.h"
 
@@ -39,16 +41,26 @@ Result<std::vector<double>> measure_stream_gbps(ControlChannel& channel, const H
 }
 
 std::vector<double> measure_memcpy_gbps(const HostPool& pool, std::uint64_t bytes,
-                                        std::uint64_t chunk, int reps) {
+                                        std::uint64_t chunk, int reps, unsigned threads) {
   std::vector<double> gbps;
-  if (2 * bytes > pool.bytes() || chunk == 0) return gbps;
+  if (2 * bytes > pool.bytes() || chunk == 0 || threads == 0) return gbps;
   const std::uint8_t* source = pool.base();
   std::uint8_t* destination = pool.base() + bytes;
-  for (int rep = 0; rep < reps; ++rep) {
-    const auto start = Clock::now();
-    for (std::uint64_t offset = 0; offset < bytes; offset += chunk) {
+  // Each thread copies a contiguous share, in whole chunks.
+  const std::uint64_t chunks = (bytes + chunk - 1) / chunk;
+  auto copy_share = [&](unsigned t) {
+    const std::uint64_t first = chunks * t / threads, last = chunks * (t + 1) / threads;
+    for (std::uint64_t c = first; c < last; ++c) {
+      const std::uint64_t offset = c * chunk;
       std::memcpy(destination + offset, source + offset, std::min(chunk, bytes - offset));
     }
+  };
+  for (int rep = 0; rep < reps; ++rep) {
+    const auto start = Clock::now();
+    std::vector<std::thread> helpers;
+    for (unsigned t = 1; t < threads; ++t) helpers.emplace_back(copy_share, t);
+    copy_share(0);
+    for (auto& h : helpers) h.join();
     gbps.push_back(gigabytes_per_second(bytes, to_seconds(Clock::now() - start)));
   }
   return gbps;

@@ -23,9 +23,9 @@ namespace kvferry::cli {
 Result<std::vector<double>> measure_stream_gbps(ControlChannel& channel, const HostPool& pool,
                                                 const StreamPlan& plan);
 // Same-process memcpy of `bytes` from the first half of the pool to the second, in
-// `chunk`-byte copies (the block size); GB/s of every rep.
+// `chunk`-byte copies (the block size), split over `threads` threads; GB/s of every rep.
 std::vector<double> measure_memcpy_gbps(const HostPool& pool, std::uint64_t bytes,
-                                        std::uint64_t chunk, int reps);
+                                        std::uint64_t chunk, int reps, unsigned threads = 1);
 // Round-trip time of every 8-byte ping-pong, in microseconds.
 Result<std::vector<double>> measure_ping_pong_us(ControlChannel& channel, std::uint32_t count);
 

@@ -1,6 +1,7 @@
 // `kvferry bench`: options and dispatch to the initiator or target role.
 #include <cstdio>
 
+#include "bench_file.h"
 #include "bench_roles.h"
 #include "commands.h"
 
@@ -10,8 +11,8 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   CLI::App* command = app.add_subcommand(
       "bench", "Bandwidth and latency of KV block transfers between two processes (nixlbench role)");
   command->add_option("--backend", o.backend, "Backend to measure, forced on both sides")->capture_default_str();
-  command->add_option("--op", o.op, "read, write or both")
-      ->check(CLI::IsMember({"read", "write", "both"}))
+  command->add_option("--op", o.op, "read, write or both (file backend: offload = write, onboard = read)")
+      ->check(CLI::IsMember({"read", "write", "both", "offload", "onboard"}))
       ->capture_default_str();
   command->add_option("--block-size", o.block_size_text, "Bytes per KV block: 64KiB, 64K, 1MiB, 65536")
       ->capture_default_str();
@@ -37,6 +38,13 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   CLI::Option* serve = command->add_flag("--serve", o.serve, "Be the target: serve initiators until Ctrl-C");
   command->add_option("--listen", o.listen, "Target's control address (with --serve)")->capture_default_str();
   command->add_option("--peer", o.peer, "Initiator: a target started with --serve, HOST:PORT")->excludes(serve);
+  command->add_option("--file", o.file, "With --backend file: offload to / onboard from this file (one process)");
+  command->add_option("--mem", o.mem, "Memory of both pools: dram, or vram (GPU pools, cuda_ipc)")
+      ->check(CLI::IsMember({"dram", "vram"}))
+      ->capture_default_str();
+  command->add_option("--device", o.device, "With --mem vram: this process's GPU")->capture_default_str();
+  command->add_option("--peer-device", o.peer_device, "With --mem vram: the target process's GPU (default: the next one)");
+  command->add_flag("--vram-target", o.vram_target, "Internal: the target process of a vram bench")->group("");
   command->add_option("--report-fd", o.report_fd, "Internal: spawned target reports its port here")->group("");
   return command;
 }
@@ -46,6 +54,8 @@ int run_bench_command(BenchOptions& o) {
     std::fprintf(stderr, "kvferry bench: %s\n", status.to_string().c_str());
     return 2;
   }
+  if (o.backend == "file") return run_file_bench(o);  // storage: one process, no target
+  if (o.mem == "vram") return run_vram_bench(o);      // GPU pools (bench_vram.cc)
   return o.serve ? run_bench_target(o) : run_bench_initiator(o);
 }
 

@@ -15,8 +15,8 @@ Status BenchOptions::finalize() {
   block_size = *parsed_size;
   block_pattern = pattern == "contiguous" ? BlockPattern::kContiguous : BlockPattern::kScattered;
   ops.clear();
-  if (op == "write" || op == "both") ops.push_back(TransferOp::kWrite);
-  if (op == "read" || op == "both") ops.push_back(TransferOp::kRead);
+  if (op == "write" || op == "offload" || op == "both") ops.push_back(TransferOp::kWrite);
+  if (op == "read" || op == "onboard" || op == "both") ops.push_back(TransferOp::kRead);
   if (blocks == 0 || layers == 0 || iterations < 1 || warmup < 0 || ceiling_reps < 1 ||
       small_round_trips < 0) {
     return InvalidArgument("--blocks, --layers, --iterations and --ceiling-reps must be positive");

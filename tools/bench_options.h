@@ -30,9 +30,16 @@ struct BenchOptions {
   bool serve = false;
   std::string listen = "127.0.0.1:0";
   std::string peer;
+  std::string file;                 // --backend file: the file to offload to (bench_file.h)
   std::vector<std::string> params;  // KEY=VALUE, backend params of this process's agent
   std::uint64_t seed = 0;           // 0: a fresh seed per run
   int report_fd = -1;               // internal: set when spawned by an initiator
+  // GPU memory (bench_vram.cc): --mem vram moves blocks between pools on GPUs
+  // `device` (ours) and `peer_device` (the target process's), through cuda_ipc.
+  std::string mem = "dram";
+  int device = 0;
+  int peer_device = -1;      // -1: the next GPU if there is one, else the same
+  bool vram_target = false;  // internal: the target process of a vram bench
 
   // Derived by finalize().
   std::uint64_t block_size = 0;

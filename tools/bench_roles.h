@@ -14,4 +14,8 @@ int run_bench_target(const BenchOptions& options);
 // every case, prints the results. Exit code 0, 1 on error, 3 if verification failed.
 int run_bench_initiator(const BenchOptions& options);
 
+// --mem vram: GPU pools, cuda_ipc (bench_vram.cc). Spawns its own target process
+// (this binary with --vram-target) unless it is that target.
+int run_vram_bench(const BenchOptions& options);
+
 }  // namespace kvferry::cli

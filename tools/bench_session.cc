@@ -1,20 +1,22 @@
 #include "bench_session.h"
 
 #include "agent_factory.h"
+#include "backend_traits.h"
 #include "bench_protocol.h"
 
 namespace kvferry::cli {
 
 Result<std::unique_ptr<InitiatorSession>> InitiatorSession::start(const BenchOptions& options,
                                                                   ControlChannel& channel) {
-  KVF_ASSIGN_OR_RETURN(HostPool pool, HostPool::allocate(options.pool_shape()));
-  std::unique_ptr<InitiatorSession> session(new InitiatorSession(options, channel, std::move(pool)));
-
   std::map<std::string, std::string> params = options.shared_params;
   for (const auto& [key, value] : options.local_params) params[key] = value;
-  KVF_ASSIGN_OR_RETURN(session->agent_,
+  KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
                        make_single_backend_agent(unique_agent_name("bench-initiator"),
                                                  options.backend, std::move(params)));
+  KVF_ASSIGN_OR_RETURN(HostPool pool, HostPool::allocate(options.pool_shape(), 0,
+                                                         wants_shared_pool(options.backend) ? agent.get() : nullptr));
+  std::unique_ptr<InitiatorSession> session(new InitiatorSession(options, channel, std::move(pool)));
+  session->agent_ = std::move(agent);
   KVF_RETURN_IF_ERROR(session->agent_->register_memory(session->pool_.region())
                           .with_context("registering the initiator pool"));
   KVF_RETURN_IF_ERROR(session->exchange_metadata());

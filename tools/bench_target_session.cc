@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "agent_factory.h"
+#include "backend_traits.h"
 #include "bench_ceiling.h"
 #include "bench_verify_data.h"
 #include "cli_util.h"
@@ -43,12 +44,13 @@ Status TargetSession::run() {
 
 Status TargetSession::setup(const nlohmann::json& body) {
   KVF_ASSIGN_OR_RETURN(SessionSetup setup, parse_session_setup(body));
-  KVF_ASSIGN_OR_RETURN(HostPool pool, HostPool::allocate(setup.shape));
-  pool_.emplace(std::move(pool));
   std::map<std::string, std::string> params = setup.backend_params;
   for (const auto& [key, value] : local_params_) params[key] = value;
   KVF_ASSIGN_OR_RETURN(agent_, make_single_backend_agent(unique_agent_name("bench-target", serial_),
                                                          setup.backend, std::move(params)));
+  KVF_ASSIGN_OR_RETURN(HostPool pool, HostPool::allocate(setup.shape, 0,
+                                                         wants_shared_pool(setup.backend) ? agent_.get() : nullptr));
+  pool_.emplace(std::move(pool));
   KVF_RETURN_IF_ERROR(agent_->register_memory(pool_->region()).with_context("registering the target pool"));
   KVF_RETURN_IF_ERROR(agent_->load_remote(setup.metadata).status().with_context("loading initiator metadata"));
   KVF_ASSIGN_OR_RETURN(std::vector<std::uint8_t> metadata, agent_->local_metadata());

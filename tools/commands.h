@@ -7,6 +7,8 @@
 
 #include "bench_options.h"
 #include "demo_options.h"
+#include "kv_commands.h"
+#include "offload_options.h"  // offload, onboard
 
 namespace kvferry::cli {
 

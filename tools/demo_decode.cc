@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "agent_factory.h"
+#include "backend_traits.h"
 #include "block_choice.h"
 #include "block_pattern.h"
 #include "child_process.h"
@@ -78,9 +79,12 @@ Result<DemoRow> run_demo_decode(const DemoOptions& o, const std::string& backend
   KVF_ASSIGN_OR_RETURN(PrefillReport report, parse_prefill_report(line));
 
   const PoolShape shape{model.layers, o.blocks_per_layer, model.block_bytes()};
-  KVF_ASSIGN_OR_RETURN(HostPool pool, HostPool::allocate(shape, kPoisonByte));
+  std::optional<HostPool> pool_owner;  // declared before the agent, so the agent goes first
   KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
                        make_single_backend_agent(unique_agent_name("demo-decode"), backend, {}));
+  KVF_ASSIGN_OR_RETURN(HostPool allocated,
+                       HostPool::allocate(shape, kPoisonByte, wants_shared_pool(backend) ? agent.get() : nullptr));
+  HostPool& pool = pool_owner.emplace(std::move(allocated));
   KVF_RETURN_IF_ERROR(agent->register_memory(pool.region()).with_context("registering the decode pool"));
   KVF_ASSIGN_OR_RETURN(std::string peer, agent->fetch_remote("127.0.0.1", report.port));
 

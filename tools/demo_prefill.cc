@@ -1,9 +1,11 @@
 // The prefill process of `kvferry demo`: holds a filled KV pool, lets the decode process
 // read it, and leaves once the decode's "done" notification is in its inbox.
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "agent_factory.h"
+#include "backend_traits.h"
 #include "block_pattern.h"
 #include "child_process.h"
 #include "cli_util.h"
@@ -32,11 +34,14 @@ bool done_notification_arrived(Agent& agent) {
 
 Status serve_prefill(const DemoPrefillOptions& o) {
   const ModelKvGeometry& model = kMistralSmall31;
-  KVF_ASSIGN_OR_RETURN(HostPool pool,
-                       HostPool::allocate(PoolShape{model.layers, o.blocks_per_layer, model.block_bytes()}));
-  fill_prefill_pool(pool);
+  std::optional<HostPool> pool_owner;  // declared before the agent, so the agent goes first
   KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
                        make_single_backend_agent(unique_agent_name("demo-prefill"), o.backend, {}));
+  KVF_ASSIGN_OR_RETURN(HostPool allocated,
+                       HostPool::allocate(PoolShape{model.layers, o.blocks_per_layer, model.block_bytes()}, 0,
+                                          wants_shared_pool(o.backend) ? agent.get() : nullptr));
+  HostPool& pool = pool_owner.emplace(std::move(allocated));
+  fill_prefill_pool(pool);
   KVF_RETURN_IF_ERROR(agent->register_memory(pool.region()).with_context("registering the prefill pool"));
   KVF_ASSIGN_OR_RETURN(std::uint16_t port, agent->listen("127.0.0.1", 0));
   // A real engine would send its block table's base addresses over its own channel,

@@ -33,8 +33,15 @@ Status PoolShape::validate() const {
   return Status::Ok();
 }
 
-Result<HostPool> HostPool::allocate(const PoolShape& shape, std::uint8_t fill) {
+Result<HostPool> HostPool::allocate(const PoolShape& shape, std::uint8_t fill, Agent* shared_by) {
   KVF_RETURN_IF_ERROR(shape.validate());
+  if (shared_by != nullptr) {
+    KVF_ASSIGN_OR_RETURN(SharedMemory shared, shared_by->allocate_shared_memory(shape.total_bytes()));
+    std::memset(shared.data(), fill, shape.total_bytes());
+    HostPool pool(shape, static_cast<std::uint8_t*>(shared.data()));
+    pool.shared_ = std::move(shared);
+    return pool;
+  }
   void* memory = mmap(nullptr, shape.total_bytes(), PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) {
@@ -44,7 +51,8 @@ Result<HostPool> HostPool::allocate(const PoolShape& shape, std::uint8_t fill) {
   return HostPool(shape, static_cast<std::uint8_t*>(memory));
 }
 
-HostPool::HostPool(HostPool&& other) noexcept : shape_(other.shape_), base_(other.base_) {
+HostPool::HostPool(HostPool&& other) noexcept
+    : shape_(other.shape_), base_(other.base_), shared_(std::move(other.shared_)) {
   other.base_ = nullptr;
 }
 
@@ -53,6 +61,7 @@ HostPool& HostPool::operator=(HostPool&& other) noexcept {
     release();
     shape_ = other.shape_;
     base_ = other.base_;
+    shared_ = std::move(other.shared_);
     other.base_ = nullptr;
   }
   return *this;
@@ -61,7 +70,8 @@ HostPool& HostPool::operator=(HostPool&& other) noexcept {
 HostPool::~HostPool() { release(); }
 
 void HostPool::release() {
-  if (base_ != nullptr) munmap(base_, shape_.total_bytes());
+  if (base_ != nullptr && !shared_.valid()) munmap(base_, shape_.total_bytes());
+  shared_ = SharedMemory();
   base_ = nullptr;
 }
 

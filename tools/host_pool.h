@@ -34,8 +34,10 @@ struct PoolShape {
 
 class HostPool {
  public:
-  // Allocates, and pre-faults by writing `fill` to every byte.
-  static Result<HostPool> allocate(const PoolShape& shape, std::uint8_t fill = 0);
+  // Allocates, and pre-faults by writing `fill` to every byte. With `shared_by`, the
+  // memory comes from that agent's allocate_shared_memory, so same-host peers can map it
+  // (what the shm backend wants); otherwise from anonymous pages.
+  static Result<HostPool> allocate(const PoolShape& shape, std::uint8_t fill = 0, Agent* shared_by = nullptr);
 
   HostPool(HostPool&& other) noexcept;
   HostPool& operator=(HostPool&& other) noexcept;
@@ -61,6 +63,7 @@ class HostPool {
 
   PoolShape shape_;
   std::uint8_t* base_ = nullptr;
+  SharedMemory shared_;  // owns the memory when it came from allocate_shared_memory
 };
 
 }  // namespace kvferry::cli

@@ -1,8 +1,8 @@
 // kvferry — the command-line tool of the kvferry library.
 //
-// Subcommands: info, bench, demo (see commands.h). Exceptions stop here: CLI11 reports
-// usage errors by throwing, and nlohmann_json or the standard library may throw on
-// exhaustion; none of them leaves main.
+// Subcommands: info, bench, demo (see commands.h); serve, pull, estimate (kv_commands.h).
+// Exceptions stop here: CLI11 reports usage errors by throwing, and nlohmann_json or the
+// standard library may throw on exhaustion; none of them leaves main.
 #include <signal.h>
 
 #include <cstdio>
@@ -25,10 +25,20 @@ int run(int argc, char** argv) {
   BenchOptions bench_options;
   DemoOptions demo_options;
   DemoPrefillOptions prefill_options;
+  ServeOptions serve_options;
+  PullOptions pull_options;
+  EstimateOptions estimate_options;
+  OffloadOptions offload_options;
+  OnboardOptions onboard_options;
   CLI::App* info = add_info_command(app, info_options);
   CLI::App* bench = add_bench_command(app, bench_options);
   CLI::App* demo = add_demo_command(app, demo_options);
   CLI::App* prefill = add_demo_prefill_command(app, prefill_options);
+  CLI::App* serve = add_serve_command(app, serve_options);
+  CLI::App* pull = add_pull_command(app, pull_options);
+  CLI::App* estimate = add_estimate_command(app, estimate_options);
+  CLI::App* offload = add_offload_command(app, offload_options);
+  CLI::App* onboard = add_onboard_command(app, onboard_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -39,6 +49,11 @@ int run(int argc, char** argv) {
   if (bench->parsed()) return run_bench_command(bench_options);
   if (demo->parsed()) return run_demo_command(demo_options);
   if (prefill->parsed()) return run_demo_prefill_command(prefill_options);
+  if (serve->parsed()) return run_serve_command(serve_options);
+  if (pull->parsed()) return run_pull_command(pull_options);
+  if (estimate->parsed()) return run_estimate_command(estimate_options);
+  if (offload->parsed()) return run_offload_command(offload_options);
+  if (onboard->parsed()) return run_onboard_command(onboard_options);
   return 2;
 }
 

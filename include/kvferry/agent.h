@@ -28,8 +28,10 @@
 #include <string_view>
 #include <vector>
 
+#include "kvferry/file.h"
 #include "kvferry/memory.h"
 #include "kvferry/prepared_list.h"
+#include "kvferry/shared_memory.h"
 #include "kvferry/status.h"
 #include "kvferry/transfer.h"
 
@@ -79,6 +81,22 @@ class Agent {
   // Each descriptor must equal a registered region exactly. Fails (and changes nothing)
   // if a posted transfer of this agent still uses one of them.
   Status deregister_memory(const DescriptorList& regions);
+
+  // Host memory that same-host peers can map (memfd-backed, pre-faulted, huge pages when
+  // allowed): the fastest pool for the shm backend. Register it like any memory.
+  Result<SharedMemory> allocate_shared_memory(std::size_t bytes);
+
+  // --- Files (kvferry/file.h) --------------------------------------------------------
+  // Opens `path` and registers it as one `file` region (register_memory refuses the file
+  // kind: a file region needs an open file behind it). Blocks on the open, and on
+  // fallocate when `options.capacity` grows the file.
+  Result<FileRegistration> register_file(const std::string& path, FileOpenOptions options = {});
+  // The same for a descriptor the caller opened; the agent uses a duplicate (and reopens
+  // it through /proc/self/fd for O_DIRECT). `create` and `truncate` do not apply.
+  Result<FileRegistration> register_file_descriptor(int fd, FileOpenOptions options = {});
+  // Deregisters and closes the file. Fails (and changes nothing) while a posted transfer
+  // uses it.
+  Status deregister_file(std::uint32_t file_id);
 
   // --- Metadata ----------------------------------------------------------------------
   // Versioned, self-describing bytes: name, backends' connection info, registered

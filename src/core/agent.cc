@@ -13,8 +13,27 @@ Agent::~Agent() { impl_->shutdown(); }
 
 const std::string& Agent::name() const { return impl_->name(); }
 std::vector<std::string> Agent::backends() const { return impl_->backend_names(); }
-Status Agent::register_memory(const DescriptorList& regions) { return impl_->register_memory(regions); }
-Status Agent::deregister_memory(const DescriptorList& regions) { return impl_->deregister_memory(regions); }
+Status Agent::register_memory(const DescriptorList& regions) {
+  if (regions.kind() == MemoryKind::kFile)
+    return InvalidArgument("register_memory: file memory needs an open file; use register_file");
+  return impl_->register_memory(regions);
+}
+Result<SharedMemory> Agent::allocate_shared_memory(std::size_t bytes) {
+  KVF_ASSIGN_OR_RETURN(auto segment, impl_->allocate_shared_segment(bytes));
+  return SharedMemory(std::move(segment));
+}
+Status Agent::deregister_memory(const DescriptorList& regions) {
+  if (regions.kind() == MemoryKind::kFile)
+    return InvalidArgument("deregister_memory: files are deregistered with deregister_file");
+  return impl_->deregister_memory(regions);
+}
+Result<FileRegistration> Agent::register_file(const std::string& path, FileOpenOptions options) {
+  return impl_->register_file(path, options);
+}
+Result<FileRegistration> Agent::register_file_descriptor(int fd, FileOpenOptions options) {
+  return impl_->register_file_descriptor(fd, options);
+}
+Status Agent::deregister_file(std::uint32_t file_id) { return impl_->deregister_file(file_id); }
 Result<std::vector<std::uint8_t>> Agent::local_metadata() const { return impl_->local_metadata(); }
 Result<std::string> Agent::load_remote(std::span<const std::uint8_t> metadata) {
   return impl_->load_remote(metadata);

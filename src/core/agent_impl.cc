@@ -121,6 +121,7 @@ Status Agent::Impl::register_memory(const DescriptorList& regions) {
   if (closed_) return FailedPrecondition("agent is shut down");
   std::lock_guard reg(registration_mu_);
   KVF_ASSIGN_OR_RETURN(auto planned, registry_->plan_add(regions));
+  attach_share_fds(planned);
   std::vector<detail::Backend*> takers;
   for (const auto& b : backends_)
     if (b->capabilities().local_kinds.contains(regions.kind())) takers.push_back(b.get());
@@ -197,6 +198,31 @@ Status Agent::Impl::set_metadata_entry(std::string_view key, std::span<const std
   }
   refresh_self_entry();
   return Status::Ok();
+}
+
+}  // namespace kvferry
+
+namespace kvferry {
+
+Result<std::shared_ptr<detail::SharedSegment>> Agent::Impl::allocate_shared_segment(std::size_t bytes) {
+  KVF_ASSIGN_OR_RETURN(auto segment, detail::SharedSegment::allocate(bytes, options_.name));
+  std::lock_guard lock(shared_mu_);
+  std::erase_if(shared_segments_, [](const auto& kv) { return kv.second.expired(); });
+  shared_segments_[reinterpret_cast<std::uint64_t>(segment->base())] = segment;
+  return segment;
+}
+
+void Agent::Impl::attach_share_fds(std::vector<detail::RegionInfo>& regions) {
+  std::lock_guard lock(shared_mu_);
+  for (auto& r : regions) {
+    if (r.kind != MemoryKind::kDram) continue;
+    auto it = shared_segments_.upper_bound(r.address);
+    if (it == shared_segments_.begin()) continue;
+    auto segment = std::prev(it)->second.lock();
+    if (!segment || !segment->contains(r.address, r.length)) continue;
+    r.share_fd = segment->fd();
+    r.share_offset = r.address - reinterpret_cast<std::uint64_t>(segment->base());
+  }
 }
 
 }  // namespace kvferry

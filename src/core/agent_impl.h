@@ -12,10 +12,12 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/local_file.h"
 #include "core/memory_registry.h"
 #include "core/metadata.h"
 #include "core/notification_inbox.h"
 #include "core/prepared_data.h"
+#include "core/shared_segment.h"
 #include "core/side_channel.h"
 #include "kvferry/agent.h"
 
@@ -32,8 +34,13 @@ class Agent::Impl {
   std::vector<std::string> backend_names() const;
 
   Status register_memory(const DescriptorList& regions);
+  Result<std::shared_ptr<detail::SharedSegment>> allocate_shared_segment(std::size_t bytes);
   Status deregister_memory(const DescriptorList& regions);
   Result<std::vector<std::uint8_t>> local_metadata() const;
+  // Files (agent_files.cc).
+  Result<FileRegistration> register_file(const std::string& path, const FileOpenOptions& options);
+  Result<FileRegistration> register_file_descriptor(int fd, const FileOpenOptions& options);
+  Status deregister_file(std::uint32_t file_id);
 
   Result<std::string> load_remote(std::span<const std::uint8_t> metadata);
   Status forget_remote(std::string_view peer);
@@ -101,6 +108,16 @@ class Agent::Impl {
   mutable std::mutex peers_mu_;
   std::map<std::string, PeerEntry, std::less<>> peers_;
   std::uint64_t next_generation_ = 1;
+
+  // Shared allocations by base address, so registration can find a region's memfd.
+  std::mutex shared_mu_;
+  std::map<std::uint64_t, std::weak_ptr<detail::SharedSegment>> shared_segments_;
+  void attach_share_fds(std::vector<detail::RegionInfo>& regions);
+
+  // Registered files by id (the descriptors' device), guarded by registration_mu_.
+  Result<FileRegistration> register_local_file(std::unique_ptr<detail::LocalFile> file);
+  std::map<std::uint32_t, std::unique_ptr<detail::LocalFile>> files_;
+  std::uint32_t next_file_id_ = 1;
 
   mutable std::mutex entries_mu_;
   std::map<std::string, std::vector<std::uint8_t>> entries_;  // published in local_metadata()

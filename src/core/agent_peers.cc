@@ -116,10 +116,13 @@ Result<std::string> Agent::Impl::fetch_remote(const std::string& host, std::uint
 Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind local_kind, MemoryKind remote_kind,
                                               std::uint64_t bytes, std::uint64_t descriptors,
                                               const std::string& forced_backend) {
-  detail::Backend* best = nullptr;
-  double best_cost = 0;
+  struct Candidate {
+    detail::Backend* backend;
+    double cost;
+    detail::PeerEndpoint endpoint;
+  };
+  std::vector<Candidate> candidates;
   std::string reasons;
-  detail::PeerEndpoint endpoint;
   std::uint64_t generation = 0;
   {
     std::lock_guard lock(peers_mu_);
@@ -139,33 +142,57 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
       if (theirs == md.backends.end()) { why_not("the peer does not run it"); continue; }
       if (caps.same_process_only && md.process_id != process_id_) { why_not("peer is in another process"); continue; }
       if (caps.same_host_only && md.host_id != host_id_) { why_not("peer is on another host"); continue; }
-      double cost = b->cost_model().estimate_us(bytes, descriptors);
-      if (!best || cost < best_cost) {
-        best = b.get();
-        best_cost = cost;
-        endpoint = detail::PeerEndpoint{md.name, md.host_id, md.process_id, theirs->info};
+      auto conn = it->second.connections.find(bname);
+      if (conn != it->second.connections.end()) {
+        if (Status h = conn->second->health(); !h.ok()) {
+          // A lost peer stays lost until its metadata is loaded again: fail fast.
+          return h.with_context("peer '" + std::string(peer) + "'");
+        }
       }
+      candidates.push_back(Candidate{b.get(), b->cost_model().estimate_us(bytes, descriptors),
+                                     detail::PeerEndpoint{md.name, md.host_id, md.process_id, theirs->info,
+                                                          it->second.regions}});
     }
-    if (!best) {
-      if (!forced_backend.empty() && reasons.empty()) reasons = "; backend '" + forced_backend + "' is not started";
-      return Unavailable("no backend can move " + std::string(to_string(local_kind)) + " <-> " +
-                         std::string(to_string(remote_kind)) + " with peer '" + std::string(peer) + "'" + reasons);
-    }
-    auto conn = it->second.connections.find(std::string(best->name()));
-    if (conn != it->second.connections.end()) {
-      KVF_RETURN_IF_ERROR(conn->second->health().with_context("peer '" + std::string(peer) + "'"));
-      return Route{conn->second, std::string(best->name()), generation};
+    std::stable_sort(candidates.begin(), candidates.end(),
+                     [](const Candidate& a, const Candidate& b) { return a.cost < b.cost; });
+    if (!candidates.empty()) {
+      auto conn = it->second.connections.find(std::string(candidates.front().backend->name()));
+      if (conn != it->second.connections.end())
+        return Route{conn->second, std::string(candidates.front().backend->name()), generation};
     }
   }
-  // Connect outside the lock (bounded by connect_timeout); first one in wins.
-  KVF_ASSIGN_OR_RETURN(std::unique_ptr<detail::BackendConnection> fresh, best->connect(endpoint));
-  std::shared_ptr<detail::BackendConnection> conn = std::move(fresh);
-  std::lock_guard lock(peers_mu_);
-  auto it = peers_.find(peer);
-  if (it == peers_.end() || it->second.generation != generation)
-    return NotFound("peer '" + std::string(peer) + "' was forgotten or reloaded while connecting");
-  auto [slot, inserted] = it->second.connections.emplace(std::string(best->name()), conn);
-  return Route{slot->second, std::string(best->name()), generation};
+  // Connect outside the lock (bounded by connect_timeout); the cheapest backend that
+  // connects wins, so a same-host path that the system forbids falls back to the next.
+  for (const Candidate& c : candidates) {
+    const std::string bname(c.backend->name());
+    {
+      std::lock_guard lock(peers_mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end() || it->second.generation != generation)
+        return NotFound("peer '" + std::string(peer) + "' was forgotten or reloaded while connecting");
+      auto conn = it->second.connections.find(bname);
+      if (conn != it->second.connections.end() && conn->second->health().ok())
+        return Route{conn->second, bname, generation};
+    }
+    auto fresh = c.backend->connect(c.endpoint);
+    if (!fresh.ok()) {
+      reasons += "; " + bname + ": " + fresh.status().message();
+      continue;
+    }
+    std::shared_ptr<detail::BackendConnection> conn = std::move(fresh).value();
+    std::lock_guard lock(peers_mu_);
+    auto it = peers_.find(peer);
+    if (it == peers_.end() || it->second.generation != generation)
+      return NotFound("peer '" + std::string(peer) + "' was forgotten or reloaded while connecting");
+    // Another thread may have connected meanwhile: the first healthy connection wins,
+    // so requests already bound to it stay valid.
+    auto [slot, inserted] = it->second.connections.try_emplace(bname, conn);
+    if (!inserted && !slot->second->health().ok()) slot->second = conn;
+    return Route{slot->second, bname, generation};
+  }
+  if (!forced_backend.empty() && reasons.empty()) reasons = "; backend '" + forced_backend + "' is not started";
+  return Unavailable("no backend can move " + std::string(to_string(local_kind)) + " <-> " +
+                     std::string(to_string(remote_kind)) + " with peer '" + std::string(peer) + "'" + reasons);
 }
 
 Status Agent::Impl::notify(std::string_view peer, std::string_view message) {
@@ -174,8 +201,14 @@ Status Agent::Impl::notify(std::string_view peer, std::string_view message) {
   if (message.size() > options_.max_notification_bytes)
     return InvalidArgument("notify: message of " + std::to_string(message.size()) + " bytes exceeds the " +
                            std::to_string(options_.max_notification_bytes) + "-byte cap");
-  // Prefer a backend link (ordered with its transfers); else the peer's side channel.
+  // Prefer a backend link (ordered with its transfers), whatever memory kind it serves
+  // (a cuda_ipc-only agent has no dram link); else the peer's side channel.
   auto r = route(peer, MemoryKind::kDram, MemoryKind::kDram, message.size(), 1, "");
+  for (int k = 1; k < kMemoryKindCount && !r.ok() && r.status().code() != StatusCode::kPeerLost; ++k) {
+    const auto kind = static_cast<MemoryKind>(k);
+    auto other = route(peer, kind, kind, message.size(), 1, "");
+    if (other.ok() || other.status().code() == StatusCode::kPeerLost) r = std::move(other);
+  }
   if (r.ok()) return r->connection->notify(message).with_context("notify '" + std::string(peer) + "'");
   std::optional<detail::SideChannelAddress> side;
   {

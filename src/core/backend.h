@@ -49,6 +49,17 @@ struct RegionInfo {
   std::uint32_t device = 0;
   std::uint64_t address = 0;
   std::uint64_t length = 0;
+  // Local only, never on the wire: when the region lies in memory from
+  // Agent::allocate_shared_memory, the memfd behind it and the region's offset in it
+  // (a same-host backend may hand the fd to a peer so it can map the region).
+  int share_fd = -1;
+  std::uint64_t share_offset = 0;
+  // Local only, never on the wire: for a file region (Agent::register_file), the file
+  // opened by the agent, and the same file opened with O_DIRECT (-1 when not possible).
+  // The agent owns both; they stay open until every backend has deregistered the region.
+  int file_fd = -1;
+  int file_direct_fd = -1;
+  std::uint32_t file_direct_alignment = 0;  // O_DIRECT alignment of offset, length, address
 };
 
 // Who we are; handed to each backend at creation.
@@ -70,6 +81,7 @@ struct PeerEndpoint {
   std::string host_id;
   std::string process_id;
   std::vector<std::uint8_t> connection_info;  // the peer backend's own bytes
+  std::vector<RegionInfo> regions;            // what the peer announced (its addresses)
 };
 
 // One backend's link to one peer. Destroying it fails its unfinished jobs.

@@ -43,7 +43,8 @@ Result<std::vector<RegionInfo>> MemoryRegistry::plan_add(const DescriptorList& l
   for (std::size_t i = 0; i < list.size(); ++i) {
     const Descriptor& d = list[i];
     if (d.length == 0) return InvalidArgument("register_memory: descriptor " + std::to_string(i) + " has length 0");
-    if (d.address == 0) return InvalidArgument("register_memory: descriptor " + std::to_string(i) + " has a null address");
+    if (d.address == 0 && list.kind() != MemoryKind::kFile)  // a file region starts at offset 0
+      return InvalidArgument("register_memory: descriptor " + std::to_string(i) + " has a null address");
     if (d.address + d.length < d.address)
       return InvalidArgument("register_memory: descriptor " + std::to_string(i) + " wraps around the address space");
     if (overlaps_locked(list.kind(), d))

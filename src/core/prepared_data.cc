@@ -39,7 +39,7 @@ Result<MergeResult> merge_index_pairs(const PreparedData& local, std::span<const
         continue;
       }
     }
-    out.pieces.push_back(TransferPiece{l.address, r.address, l.length});
+    out.pieces.push_back(TransferPiece{l.address, r.address, l.length, l.device, r.device});
     prev_lr = lr;
     prev_rr = rr;
     used[lr] = true;

@@ -25,6 +25,9 @@ struct TransferPiece {
   std::uint64_t local;   // address in this process (or offset for file kind)
   std::uint64_t remote;  // address as the peer announced it
   std::uint64_t length;
+  // The descriptors' devices: the GPU of vram, the registered file id of file memory.
+  std::uint32_t local_device = 0;
+  std::uint32_t remote_device = 0;
 };
 
 class TransferJob {
@@ -45,6 +48,9 @@ class TransferJob {
   Status result() const;
   // When finish() was called (valid once finished()).
   std::chrono::steady_clock::time_point finished_at() const;
+  // A backend may give a progress function that a spinning waiter calls (the "poll" of
+  // post/poll/cancel): the waiter then completes the job itself without a wake-up.
+  void set_poller(std::function<void()> poller);
   // Spins briefly, then sleeps; true if finished within the deadline.
   bool wait_until(std::chrono::steady_clock::time_point deadline) const;
 
@@ -54,6 +60,7 @@ class TransferJob {
   const std::uint64_t total_bytes_;
   const std::optional<std::string> notification_;
   std::function<void(const Status&)> on_finish_;
+  std::function<void()> poller_;  // guarded by mu_
 
   std::atomic<bool> finished_{false};
   mutable std::mutex mu_;

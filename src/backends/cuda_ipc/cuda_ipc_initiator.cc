@@ -1,0 +1,126 @@
+#include "backends/cuda_ipc/cuda_ipc_initiator.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "core/byte_io.h"
+
+namespace kvferry::detail::cuda_ipc {
+
+Result<std::unique_ptr<CudaIpcInitiator>> CudaIpcInitiator::start(SessionConfig cfg, std::string process_id) {
+  std::unique_ptr<CudaIpcInitiator> s(new CudaIpcInitiator());
+  s->cfg_ = std::move(cfg);
+  s->process_id_ = std::move(process_id);
+  s->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->wake_.valid()) return IoErrorFromErrno("cuda_ipc: eventfd", errno);
+  s->cfg_.progress_wake_fd = s->wake_.get();
+  s->thread_ = std::thread([raw = s.get()] { raw->run(); });
+  return s;
+}
+
+CudaIpcInitiator::~CudaIpcInitiator() {
+  running_ = false;
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  thread_.join();
+}
+
+Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndpoint& peer,
+                                                                  const std::string& socket_name, Deadline deadline) {
+  KVF_ASSIGN_OR_RETURN(UniqueFd sock, connect_abstract(socket_name));
+  // The socket's other end must be the very process the metadata names, of our user.
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    return IoErrorFromErrno("cuda_ipc: SO_PEERCRED", errno);
+  if (cred.pid != static_cast<pid_t>(std::strtol(peer.process_id.c_str(), nullptr, 10)) || cred.uid != ::getuid())
+    return Unavailable("cuda_ipc: the socket of '" + peer.agent_name + "' belongs to another process or user");
+
+  ByteWriter hello;
+  hello.u16(static_cast<std::uint16_t>(MessageType::kHello));
+  hello.u32(kProtocolVersion);
+  hello.u16(static_cast<std::uint16_t>(peer.agent_name.size()));
+  hello.str(peer.agent_name);
+  hello.u16(static_cast<std::uint16_t>(cfg_.agent_name.size()));
+  hello.str(cfg_.agent_name);
+  KVF_RETURN_IF_ERROR(send_packet(sock.get(), hello.buffer(), deadline));
+  std::vector<std::uint8_t> msg;
+  KVF_RETURN_IF_ERROR(recv_packet(sock.get(), &msg, deadline));
+  ByteReader ack(msg);
+  if (static_cast<MessageType>(ack.u16()) != MessageType::kHelloAck || !ack.ok())
+    return Corrupt("cuda_ipc: bad hello answer");
+  if (ack.u8() != 1) return RemoteError("cuda_ipc: peer refused: " + ack.str(ack.remaining()));
+
+  // Only what the metadata announced, exactly as announced, is used.
+  std::vector<PeerRegion> regions;
+  for (;;) {
+    KVF_RETURN_IF_ERROR(recv_packet(sock.get(), &msg, deadline));
+    ByteReader r(msg);
+    const auto type = static_cast<MessageType>(r.u16());
+    if (type == MessageType::kRegionsEnd && r.ok() && r.remaining() == 0) break;
+    PeerRegion pr;
+    pr.id = r.u64();
+    pr.device = r.u32();
+    pr.address = r.u64();
+    pr.length = r.u64();
+    pr.offset = r.u64();
+    const std::uint64_t alloc_size = r.u64();
+    pr.handle = r.str(kIpcHandleBytes);
+    if (type != MessageType::kRegion || !r.ok() || r.remaining() != 0 || pr.offset > alloc_size ||
+        pr.length > alloc_size - pr.offset)
+      return Corrupt("cuda_ipc: bad region message from '" + peer.agent_name + "'");
+    const bool announced = std::any_of(peer.regions.begin(), peer.regions.end(), [&](const RegionInfo& m) {
+      return m.id == pr.id && m.kind == MemoryKind::kVram && m.address == pr.address && m.length == pr.length &&
+             m.device == pr.device;
+    });
+    if (announced) regions.push_back(std::move(pr));
+  }
+  const bool same_process = peer.process_id == process_id_;
+  auto session = std::make_shared<CudaIpcSession>(cfg_, peer.agent_name, same_process, std::move(sock),
+                                                  std::move(regions));
+  {
+    std::lock_guard lock(mu_);
+    std::erase_if(sessions_, [](auto& w) { return w.expired(); });
+    sessions_.push_back(session);
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  return session;
+}
+
+void CudaIpcInitiator::run() {
+  std::vector<pollfd> fds;
+  while (running_) {
+    std::vector<std::shared_ptr<CudaIpcSession>> live;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& w : sessions_)
+        if (auto s = w.lock()) live.push_back(std::move(s));
+    }
+    bool busy = false;
+    fds.clear();
+    fds.push_back({wake_.get(), POLLIN, 0});
+    for (auto& s : live) {
+      s->poll();
+      s->check_deadlines();
+      busy = busy || s->busy();
+      fds.push_back({s->dead() ? -1 : s->socket_fd(), POLLIN, 0});
+    }
+    // While copies run, look again soon (a spinning waiter completes its own job first).
+    int n = ::poll(fds.data(), fds.size(), busy ? 0 : 100);
+    if (n == 0 && busy) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    if (n <= 0) continue;
+    if (fds[0].revents) {
+      std::uint64_t v;
+      [[maybe_unused]] ssize_t rc = ::read(wake_.get(), &v, sizeof v);
+    }
+    for (std::size_t i = 0; i < live.size(); ++i)
+      if (fds[i + 1].revents) live[i]->on_readable();
+  }
+}
+
+}  // namespace kvferry::detail::cuda_ipc

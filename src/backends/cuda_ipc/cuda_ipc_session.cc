@@ -1,0 +1,338 @@
+#include <unistd.h>
+#include "backends/cuda_ipc/cuda_ipc_session.h"
+
+#include <cuda_runtime.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "backends/cuda_ipc/cuda_util.h"
+#include "core/byte_io.h"
+
+namespace kvferry::detail::cuda_ipc {
+
+Result<CopyLane*> Lanes::get(int device) {
+  std::lock_guard lock(mu_);
+  auto& lane = lanes_[device];
+  if (!lane) {
+    auto created = CopyLane::create(device, method_, blocks_);
+    if (!created.ok()) {
+      lanes_.erase(device);
+      return created.status();
+    }
+    lane = std::move(created).value();
+  }
+  return lane.get();
+}
+
+CudaIpcSession::CudaIpcSession(SessionConfig cfg, std::string peer, bool same_process, UniqueFd sock,
+                               std::vector<PeerRegion> regions)
+    : cfg_(std::move(cfg)), peer_(std::move(peer)), same_process_(same_process), sock_(std::move(sock)),
+      regions_(std::move(regions)) {
+  std::sort(regions_.begin(), regions_.end(), [](auto& a, auto& b) { return a.address < b.address; });
+}
+
+CudaIpcSession::~CudaIpcSession() {
+  fail(PeerLost("connection closed"));
+  std::list<InFlight> work;
+  {
+    std::lock_guard lock(mu_);
+    work.swap(inflight_);
+  }
+  drain(work);  // no copy may run once the mappings below are closed
+  for (auto& w : work) w.job->finish(health());
+  std::lock_guard lock(mu_);
+  for (auto& [key, base] : opened_) {
+    DeviceScope scope(key.second);
+    cudaIpcCloseMemHandle(base);
+  }
+}
+
+Status CudaIpcSession::health() const {
+  std::lock_guard lock(status_mu_);
+  return lost_;
+}
+
+void CudaIpcSession::fail(const Status& why) {
+  if (dead_.exchange(true, std::memory_order_acq_rel)) return;
+  {
+    std::lock_guard lock(status_mu_);
+    lost_ = PeerLost("cuda_ipc peer '" + peer_ + "': " + why.message());
+  }
+  ::shutdown(sock_.get(), SHUT_RDWR);
+  std::unordered_map<std::uint64_t, Awaiting> awaiting;
+  {
+    std::lock_guard lock(mu_);
+    awaiting.swap(awaiting_);
+  }
+  for (auto& [req, a] : awaiting) a.job->finish(health());
+  // Jobs whose copies still run finish (peer lost) when their events complete.
+}
+
+Result<std::uint64_t> CudaIpcSession::peer_address(PeerRegion& r, int local_device) {
+  for (const auto& [dev, addr] : r.mapped)
+    if (dev == local_device) return addr;
+  KVF_ASSIGN_OR_RETURN(std::uint64_t addr, open_region(r, local_device));
+  r.mapped.emplace_back(local_device, addr);
+  return addr;
+}
+
+Result<std::uint64_t> CudaIpcSession::open_region(PeerRegion& r, int local_device) {
+  if (same_process_) {
+    // One address space: the target's pointer works; the copy kernel on another GPU
+    // needs peer access to it (cudaMemcpyBatchAsync does not).
+    if (static_cast<int>(r.device) != local_device) {
+      DeviceScope scope(local_device);
+      KVF_RETURN_IF_ERROR(scope.status());
+      cudaError_t e = cudaDeviceEnablePeerAccess(static_cast<int>(r.device), 0);
+      if (e == cudaErrorPeerAccessAlreadyEnabled) (void)cudaGetLastError();
+      else KVF_RETURN_IF_ERROR(check(e, "cudaDeviceEnablePeerAccess"));
+    }
+    return r.address;
+  }
+  auto key = std::make_pair(r.handle, local_device);
+  auto it = opened_.find(key);
+  if (it == opened_.end()) {
+    cudaIpcMemHandle_t h;
+    std::memcpy(&h, r.handle.data(), sizeof h);
+    void* base = nullptr;
+    DeviceScope scope(local_device);
+    KVF_RETURN_IF_ERROR(scope.status());
+    KVF_RETURN_IF_ERROR(check(cudaIpcOpenMemHandle(&base, h, cudaIpcMemLazyEnablePeerAccess),
+                              "cudaIpcOpenMemHandle")
+                            .with_context("cuda_ipc: opening memory of '" + peer_ + "' on GPU " +
+                                          std::to_string(local_device)));
+    it = opened_.emplace(key, base).first;
+  }
+  return reinterpret_cast<std::uint64_t>(it->second) + r.offset;
+}
+
+Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
+  KVF_RETURN_IF_ERROR(health());
+  const bool write = job->op() == TransferOp::kWrite;
+  std::lock_guard lock(mu_);
+  std::map<int, std::vector<CopyPair>> by_device;
+  auto it = regions_.end();  // the last piece's region: most pieces share it
+  std::vector<CopyPair>* last_pairs = nullptr;
+  int last_dev = -1;
+  for (const TransferPiece& p : job->pieces()) {
+    const auto contains = [&](std::vector<PeerRegion>::iterator r) {
+      return p.remote - r->address <= r->length && p.length <= r->address + r->length - p.remote;
+    };
+    bool inside = it != regions_.end() && p.remote >= it->address && contains(it);
+    if (!inside) {
+      it = std::upper_bound(regions_.begin(), regions_.end(), p.remote,
+                            [](std::uint64_t a, const PeerRegion& r) { return a < r.address; });
+      inside = it != regions_.begin() && (--it, p.remote >= it->address && contains(it));
+    }
+    if (!inside || it->revoked || it->device != p.remote_device)
+      return RemoteError("cuda_ipc: peer '" + peer_ + "' refused a range at offset " + std::to_string(p.remote) +
+                         " (+" + std::to_string(p.length) + "): " +
+                         (!inside        ? "not inside vram it announced"
+                          : it->revoked ? "it deregistered that memory"
+                                        : "the descriptor names another GPU"));
+    const int dev = static_cast<int>(p.local_device);
+    KVF_ASSIGN_OR_RETURN(std::uint64_t base, peer_address(*it, dev));
+    const std::uint64_t remote = base + (p.remote - it->address);
+    if (!last_pairs || dev != last_dev) {
+      last_pairs = &by_device[dev];
+      last_dev = dev;
+      if (last_pairs->empty()) last_pairs->reserve(job->pieces().size());
+    }
+    last_pairs->push_back(write ? CopyPair{p.local, remote, p.length} : CopyPair{remote, p.local, p.length});
+  }
+  InFlight f;
+  f.job = job;
+  for (auto& [dev, pairs] : by_device) {
+    Status st;
+    auto lane = cfg_.lanes->get(dev);
+    Submission sub;
+    if (lane.ok()) st = (*lane)->submit(pairs, &sub);
+    else st = lane.status();
+    if (!st.ok()) {
+      std::list<InFlight> started;
+      started.push_back(std::move(f));
+      drain(started);
+      return st;
+    }
+    f.subs.emplace_back(*lane, sub);
+  }
+  inflight_.push_back(std::move(f));
+  job->set_poller([weak = weak_from_this()] {
+    if (auto s = weak.lock()) s->poll();
+  });
+  // The progress thread may sleep in poll(): wake it so it watches this job's event
+  // (a waiter spins only briefly before it sleeps too).
+  if (cfg_.progress_wake_fd >= 0) {
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t rc = ::write(cfg_.progress_wake_fd, &one, sizeof one);
+  }
+  return Status::Ok();
+}
+
+void CudaIpcSession::drain(std::list<InFlight>& work) {
+  for (auto& w : work) {
+    for (auto& [lane, sub] : w.subs) {
+      cudaEventSynchronize(sub.event);
+      lane->release(sub);
+    }
+    w.subs.clear();
+  }
+}
+
+void CudaIpcSession::poll() {
+  std::vector<std::pair<std::shared_ptr<TransferJob>, Status>> done;
+  {
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return;
+    for (auto it = inflight_.begin(); it != inflight_.end();) {
+      Status st;
+      bool ready = true;
+      for (auto& [lane, sub] : it->subs) {
+        cudaError_t e = cudaEventQuery(sub.event);
+        if (e == cudaErrorNotReady) ready = false;
+        else if (e != cudaSuccess && st.ok()) st = check(e, "cuda_ipc: copy on the GPU");
+      }
+      if (!ready) {
+        ++it;
+        continue;
+      }
+      for (auto& [lane, sub] : it->subs) lane->release(sub);
+      done.emplace_back(std::move(it->job), std::move(st));
+      it = inflight_.erase(it);
+    }
+  }
+  for (auto& [job, st] : done) {
+    if (st.ok() && dead()) st = health();
+    if (!st.ok() || !job->notification()) {
+      job->finish(std::move(st));
+      continue;
+    }
+    std::uint64_t req;
+    {
+      std::lock_guard lock(mu_);
+      req = next_req_++;
+      awaiting_[req] = Awaiting{job, Clock::now() + cfg_.peer_timeout};
+    }
+    // The copies completed (event): the bytes are in the target's memory now.
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kNotify));
+    w.u64(req);
+    w.str(*job->notification());
+    Status sent = send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
+    if (!sent.ok()) {
+      std::lock_guard lock(mu_);
+      if (awaiting_.erase(req)) job->finish(sent);
+    }
+  }
+}
+
+Status CudaIpcSession::notify(std::string_view message) {
+  KVF_RETURN_IF_ERROR(health());
+  ByteWriter w;
+  w.u16(static_cast<std::uint16_t>(MessageType::kNotify));
+  w.u64(0);
+  w.str(message);
+  return send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
+}
+
+void CudaIpcSession::on_readable() {
+  std::vector<std::uint8_t> msg;
+  Status st = recv_packet(sock_.get(), &msg, Clock::now());
+  if (st.code() == StatusCode::kTimeout) return;
+  if (!st.ok()) return fail(st);
+  ByteReader r(msg);
+  const auto type = static_cast<MessageType>(r.u16());
+  const std::uint64_t value = r.u64();
+  if (!r.ok() || r.remaining() != 0) return fail(Corrupt("malformed message from the peer"));
+  if (type == MessageType::kRevoke) return on_revoke(value);
+  if (type != MessageType::kNotifyAck) return fail(Corrupt("unexpected message from the peer"));
+  std::shared_ptr<TransferJob> job;
+  {
+    std::lock_guard lock(mu_);
+    auto it = awaiting_.find(value);
+    if (it == awaiting_.end()) return;  // cancelled meanwhile
+    job = std::move(it->second.job);
+    awaiting_.erase(it);
+  }
+  job->finish(Status::Ok());
+}
+
+void CudaIpcSession::on_revoke(std::uint64_t id) {
+  std::vector<Submission> pending;
+  {
+    std::lock_guard lock(mu_);  // posts after this see the mark
+    for (auto& r : regions_) {
+      if (r.id != id) continue;
+      r.revoked = true;
+      r.mapped.clear();
+    }
+    for (auto& f : inflight_)
+      for (auto& [lane, sub] : f.subs) pending.push_back(sub);
+  }
+  // Every copy posted before the mark ends before we confirm (an event reused meanwhile
+  // only makes us wait for newer work).
+  for (auto& sub : pending) cudaEventSynchronize(sub.event);
+  {
+    std::lock_guard lock(mu_);
+    for (auto& r : regions_)
+      if (r.id == id) close_handles(r.handle);
+  }
+  ByteWriter w;
+  w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
+  w.u64(id);
+  if (Status s = send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout)); !s.ok()) fail(s);
+}
+
+void CudaIpcSession::close_handles(const std::string& handle) {
+  for (const auto& r : regions_)
+    if (r.handle == handle && !r.revoked) return;  // another live region shares the allocation
+  for (auto it = opened_.begin(); it != opened_.end();) {
+    if (it->first.first != handle) {
+      ++it;
+      continue;
+    }
+    DeviceScope scope(it->first.second);
+    cudaIpcCloseMemHandle(it->second);
+    it = opened_.erase(it);
+  }
+}
+
+void CudaIpcSession::check_deadlines() {
+  const auto now = Clock::now();
+  bool overdue = false;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [req, a] : awaiting_) overdue = overdue || now > a.deadline;
+  }
+  if (overdue) fail(PeerLost("no acknowledgement for " + std::to_string(cfg_.peer_timeout.count()) + " ms"));
+}
+
+bool CudaIpcSession::busy() {
+  std::lock_guard lock(mu_);
+  return !inflight_.empty() || !awaiting_.empty();
+}
+
+void CudaIpcSession::cancel(const std::shared_ptr<TransferJob>& job) {
+  std::list<InFlight> mine;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = inflight_.begin(); it != inflight_.end(); ++it) {
+      if (it->job == job) {
+        mine.splice(mine.begin(), inflight_, it);
+        break;
+      }
+    }
+    for (auto a = awaiting_.begin(); a != awaiting_.end(); ++a) {
+      if (a->second.job == job) {
+        awaiting_.erase(a);
+        break;
+      }
+    }
+  }
+  drain(mine);  // a GPU copy cannot be stopped: wait until it no longer touches our memory
+  job->finish(Cancelled("transfer cancelled"));
+}
+
+}  // namespace kvferry::detail::cuda_ipc

@@ -1,0 +1,109 @@
+// CudaIpcSession: an initiator's link to one same-host target. It opens each of the
+// target's IPC handles once per local GPU (cached, closed on revocation or when the
+// session ends), turns a job's pieces into one submission per local GPU (copy kernel or
+// cudaMemcpyBatchAsync, see copy_lane.h), finishes the job when its CUDA events
+// complete, and only then sends the notification, finishing the job when the target
+// acknowledges it. A peer in this very process is reached without IPC (same pointers).
+#pragma once
+
+#include <atomic>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/cuda_ipc/copy_lane.h"
+#include "backends/cuda_ipc/cuda_ipc_wire.h"
+#include "core/backend.h"
+
+namespace kvferry::detail::cuda_ipc {
+
+// The initiator's copy lanes, one per local GPU, created on first use; shared by sessions.
+class Lanes {
+ public:
+  Lanes(CopyMethod method, std::uint32_t blocks) : method_(method), blocks_(blocks) {}
+  Result<CopyLane*> get(int device);
+
+ private:
+  const CopyMethod method_;
+  const std::uint32_t blocks_;
+  std::mutex mu_;
+  std::map<int, std::unique_ptr<CopyLane>> lanes_;
+};
+
+struct PeerRegion {
+  std::uint64_t id = 0;
+  std::uint32_t device = 0;
+  std::uint64_t address = 0;  // the target's
+  std::uint64_t length = 0;
+  std::uint64_t offset = 0;   // in its allocation
+  std::string handle;         // kIpcHandleBytes
+  bool revoked = false;
+  // (local GPU, address of the region's first byte there): the post path's cache of
+  // opened_, cleared on revocation.
+  std::vector<std::pair<int, std::uint64_t>> mapped;
+};
+
+struct SessionConfig {
+  std::string agent_name;
+  std::chrono::milliseconds peer_timeout{5000};
+  std::shared_ptr<Lanes> lanes;
+  int progress_wake_fd = -1;  // the progress thread's eventfd: rung when work is posted
+};
+
+class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
+ public:
+  CudaIpcSession(SessionConfig cfg, std::string peer, bool same_process, UniqueFd sock,
+                 std::vector<PeerRegion> regions);
+  ~CudaIpcSession();
+
+  Status post(const std::shared_ptr<TransferJob>& job);
+  void cancel(const std::shared_ptr<TransferJob>& job);
+  Status notify(std::string_view message);
+  Status health() const;
+
+  // For the progress thread (and spinning waiters).
+  void poll();            // completes jobs whose events are done
+  void on_readable();     // a message from the target
+  void check_deadlines();
+  bool busy();            // GPU work or acknowledgements outstanding
+  void fail(const Status& why);
+  bool dead() const { return dead_.load(std::memory_order_acquire); }
+  int socket_fd() const { return sock_.get(); }
+
+ private:
+  struct InFlight {
+    std::shared_ptr<TransferJob> job;
+    std::vector<std::pair<CopyLane*, Submission>> subs;
+  };
+  struct Awaiting {
+    std::shared_ptr<TransferJob> job;
+    Clock::time_point deadline;
+  };
+  Result<std::uint64_t> peer_address(PeerRegion& r, int local_device);  // mu_ held
+  Result<std::uint64_t> open_region(PeerRegion& r, int local_device);   // mu_ held
+  void drain(std::list<InFlight>& work);  // waits for the events, releases them
+  void on_revoke(std::uint64_t id);
+  void close_handles(const std::string& handle);  // mu_ held
+
+  const SessionConfig cfg_;
+  const std::string peer_;
+  const bool same_process_;
+  UniqueFd sock_;
+
+  std::mutex mu_;
+  std::vector<PeerRegion> regions_;  // sorted by address
+  std::map<std::pair<std::string, int>, void*> opened_;  // (handle, local GPU) -> mapping
+  std::list<InFlight> inflight_;
+  std::unordered_map<std::uint64_t, Awaiting> awaiting_;
+  std::uint64_t next_req_ = 1;
+
+  mutable std::mutex status_mu_;
+  Status lost_;
+  std::atomic<bool> dead_{false};
+};
+
+}  // namespace kvferry::detail::cuda_ipc

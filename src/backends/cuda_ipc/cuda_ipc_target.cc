@@ -1,0 +1,217 @@
+#include "backends/cuda_ipc/cuda_ipc_target.h"
+
+#include <cuda_runtime.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+#include "backends/cuda_ipc/cuda_util.h"
+#include "core/byte_io.h"
+
+namespace kvferry::detail::cuda_ipc {
+namespace {
+
+constexpr auto kSendBound = std::chrono::milliseconds(200);
+
+void ring(int fd) {
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(fd, &one, sizeof one);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<CudaIpcTarget>> CudaIpcTarget::start(TargetConfig config) {
+  std::unique_ptr<CudaIpcTarget> t(new CudaIpcTarget());
+  t->cfg_ = std::move(config);
+  std::random_device rd;
+  char name[64];
+  std::snprintf(name, sizeof name, "kvferry-cuda-ipc-%d-%08x%08x", ::getpid(), rd(), rd());
+  t->socket_name_ = name;
+  KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_));
+  t->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!t->wake_.valid()) return IoErrorFromErrno("cuda_ipc: eventfd", errno);
+  t->thread_ = std::thread([raw = t.get()] { raw->run(); });
+  return t;
+}
+
+CudaIpcTarget::~CudaIpcTarget() {
+  running_ = false;
+  ring(wake_.get());
+  thread_.join();
+}
+
+Status CudaIpcTarget::add_region(const RegionInfo& region) {
+  KVF_ASSIGN_OR_RETURN(DeviceAllocation alloc,
+                       check_device_range(region.address, region.length, static_cast<int>(region.device)));
+  ExportedRegion e;
+  e.info = region;
+  e.offset = region.address - alloc.base;
+  e.alloc_size = alloc.size;
+  {
+    DeviceScope scope(static_cast<int>(region.device));
+    KVF_RETURN_IF_ERROR(scope.status());
+    cudaIpcMemHandle_t h{};
+    static_assert(sizeof h == kIpcHandleBytes);
+    KVF_RETURN_IF_ERROR(check(cudaIpcGetMemHandle(&h, reinterpret_cast<void*>(alloc.base)), "cudaIpcGetMemHandle")
+                            .with_context("cuda_ipc: exporting a vram region"));
+    std::memcpy(e.handle, &h, sizeof h);
+  }
+  std::lock_guard lock(mu_);
+  regions_[region.id] = e;
+  return Status::Ok();
+}
+
+Status CudaIpcTarget::remove_region(std::uint64_t id) {
+  std::unique_lock lock(mu_);
+  if (regions_.erase(id) == 0) return Status::Ok();
+  ByteWriter w;
+  w.u16(static_cast<std::uint16_t>(MessageType::kRevoke));
+  w.u64(id);
+  for (auto& s : sessions_) {
+    if (!s->ready || s->dead) continue;
+    if (send_packet(s->sock.get(), w.buffer(), deadline_after(kSendBound)).ok()) s->outstanding_revokes++;
+    else drop(*s);
+  }
+  const bool confirmed = revoked_cv_.wait_until(lock, Clock::now() + cfg_.peer_timeout, [&] {
+    for (auto& s : sessions_)
+      if (!s->dead && s->outstanding_revokes > 0) return false;
+    return true;
+  });
+  // An initiator that does not confirm in time is cut off; its jobs fail (peer lost).
+  if (!confirmed)
+    for (auto& s : sessions_)
+      if (!s->dead && s->outstanding_revokes > 0) drop(*s);
+  return Status::Ok();
+}
+
+void CudaIpcTarget::run() {
+  std::vector<pollfd> fds;
+  std::vector<Session*> order;
+  while (running_) {
+    fds.clear();
+    order.clear();
+    fds.push_back({wake_.get(), POLLIN, 0});
+    fds.push_back({listener_.get(), POLLIN, 0});
+    {
+      std::lock_guard lock(mu_);
+      std::erase_if(sessions_, [](const std::unique_ptr<Session>& s) { return s->dead; });
+      for (auto& s : sessions_) {
+        if (!s->ready && Clock::now() - s->accepted > cfg_.peer_timeout) {
+          drop(*s);
+          continue;
+        }
+        fds.push_back({s->sock.get(), POLLIN, 0});
+        order.push_back(s.get());
+      }
+      revoked_cv_.notify_all();  // dropped sessions no longer hold a revocation back
+    }
+    int n = ::poll(fds.data(), fds.size(), 200);
+    if (n <= 0) continue;
+    if (fds[0].revents) {
+      std::uint64_t v;
+      [[maybe_unused]] ssize_t rc = ::read(wake_.get(), &v, sizeof v);
+    }
+    if (fds[1].revents) accept_all();
+    for (std::size_t i = 0; i < order.size(); ++i)
+      if (fds[i + 2].revents) on_readable(*order[i]);  // sessions are only erased by this thread
+  }
+}
+
+void CudaIpcTarget::accept_all() {
+  for (;;) {
+    int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::getuid()) {
+      ::close(fd);  // only processes of our own user may open our memory
+      continue;
+    }
+    auto s = std::make_unique<Session>();
+    s->sock.reset(fd);
+    std::lock_guard lock(mu_);
+    sessions_.push_back(std::move(s));
+  }
+}
+
+void CudaIpcTarget::on_readable(Session& s) {
+  std::vector<std::uint8_t> msg;
+  Status st = recv_packet(s.sock.get(), &msg, Clock::now());
+  if (st.code() == StatusCode::kTimeout) return;
+  std::lock_guard lock(mu_);
+  if (!st.ok() || s.dead) return drop(s);
+  if (!s.ready) return handshake(s, msg);
+  ByteReader r(msg);
+  const auto type = static_cast<MessageType>(r.u16());
+  const std::uint64_t value = r.u64();
+  if (!r.ok()) return drop(s);
+  if (type == MessageType::kRevokeAck) {
+    if (s.outstanding_revokes > 0) s.outstanding_revokes--;
+    revoked_cv_.notify_all();
+    return;
+  }
+  if (type != MessageType::kNotify || r.remaining() > cfg_.max_notification_bytes) return drop(s);
+  // The initiator sends this only after its copies completed (CUDA event), so the data
+  // is visible in our memory before the message reaches the inbox.
+  cfg_.deliver(s.peer, r.str(r.remaining()));
+  if (value != 0) {
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kNotifyAck));
+    w.u64(value);
+    if (!send_packet(s.sock.get(), w.buffer(), deadline_after(kSendBound)).ok()) drop(s);
+  }
+}
+
+void CudaIpcTarget::handshake(Session& s, const std::vector<std::uint8_t>& msg) {
+  ByteReader r(msg);
+  const auto type = static_cast<MessageType>(r.u16());
+  const std::uint32_t version = r.u32();
+  const std::string target = r.str(r.u16());
+  const std::string from = r.str(r.u16());
+  auto answer = [&](bool ok, const std::string& why) {
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kHelloAck));
+    w.u8(ok ? 1 : 0);
+    w.str(why);
+    return send_packet(s.sock.get(), w.buffer(), deadline_after(kSendBound));
+  };
+  std::string refusal;
+  if (!r.ok() || type != MessageType::kHello || version != kProtocolVersion || from.empty()) refusal = "malformed hello";
+  else if (target != cfg_.agent_name) refusal = "this is agent '" + cfg_.agent_name + "', not '" + target + "'";
+  if (!refusal.empty()) {
+    (void)answer(false, refusal);
+    return drop(s);
+  }
+  const Deadline deadline = deadline_after(cfg_.peer_timeout);
+  if (!answer(true, "").ok()) return drop(s);
+  for (const auto& [id, e] : regions_) {
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kRegion));
+    w.u64(id);
+    w.u32(e.info.device);
+    w.u64(e.info.address);
+    w.u64(e.info.length);
+    w.u64(e.offset);
+    w.u64(e.alloc_size);
+    w.raw(e.handle, kIpcHandleBytes);
+    if (!send_packet(s.sock.get(), w.buffer(), deadline).ok()) return drop(s);
+  }
+  ByteWriter end;
+  end.u16(static_cast<std::uint16_t>(MessageType::kRegionsEnd));
+  if (!send_packet(s.sock.get(), end.buffer(), deadline).ok()) return drop(s);
+  s.peer = from;
+  s.ready = true;
+}
+
+void CudaIpcTarget::drop(Session& s) {
+  if (s.dead) return;
+  s.dead = true;
+  ::shutdown(s.sock.get(), SHUT_RDWR);  // the initiator sees EOF: its jobs fail (peer lost)
+  revoked_cv_.notify_all();
+}
+
+}  // namespace kvferry::detail::cuda_ipc

@@ -1,0 +1,75 @@
+// CudaIpcTarget: the target half of the cuda_ipc backend. Exports one CUDA IPC handle
+// per registered vram region (for the allocation holding it, plus the region's offset),
+// accepts same-host initiators of our user on an abstract Unix socket, hands them the
+// handles, delivers their notifications (sent only after the data is visible) and
+// revokes regions on deregistration, waiting (bounded) until every initiator confirms.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backends/cuda_ipc/cuda_ipc_wire.h"
+#include "core/backend.h"
+
+namespace kvferry::detail::cuda_ipc {
+
+struct TargetConfig {
+  std::string agent_name;
+  std::chrono::milliseconds peer_timeout{5000};
+  std::size_t max_notification_bytes = 64 * 1024;
+  std::function<void(std::string, std::string)> deliver;
+};
+
+struct ExportedRegion {
+  RegionInfo info;
+  std::uint64_t offset = 0;      // of the region in its allocation
+  std::uint64_t alloc_size = 0;  // of that allocation
+  std::uint8_t handle[kIpcHandleBytes] = {};
+};
+
+class CudaIpcTarget {
+ public:
+  static Result<std::unique_ptr<CudaIpcTarget>> start(TargetConfig config);
+  ~CudaIpcTarget();
+  const std::string& socket_name() const { return socket_name_; }
+  Status add_region(const RegionInfo& region);
+  Status remove_region(std::uint64_t id);
+
+ private:
+  struct Session {
+    UniqueFd sock;
+    bool ready = false;
+    bool dead = false;
+    std::string peer;
+    std::uint64_t outstanding_revokes = 0;
+    Clock::time_point accepted = Clock::now();
+  };
+  CudaIpcTarget() = default;
+  void run();
+  void accept_all();
+  void on_readable(Session& s);
+  void handshake(Session& s, const std::vector<std::uint8_t>& msg);
+  void drop(Session& s);
+
+  TargetConfig cfg_;
+  std::string socket_name_;
+  UniqueFd listener_;
+  UniqueFd wake_;  // eventfd: stop
+  std::thread thread_;
+  std::atomic<bool> running_{true};
+
+  std::mutex mu_;  // regions_, sessions_ (the vector and each session's fields)
+  std::condition_variable revoked_cv_;
+  std::map<std::uint64_t, ExportedRegion> regions_;
+  std::vector<std::unique_ptr<Session>> sessions_;
+};
+
+}  // namespace kvferry::detail::cuda_ipc

@@ -1,0 +1,223 @@
+#include "backends/shm/shm_initiator.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+#include "backends/shm/fd_passing.h"
+#include "backends/shm/shm_protocol.h"
+#include "core/byte_io.h"
+
+namespace kvferry::detail::shm {
+namespace {
+
+Result<UniqueFd> connect_unix(const std::string& name) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return IoErrorFromErrno("shm: socket", errno);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (name.size() + 2 > sizeof addr.sun_path) return Corrupt("shm: socket name too long");
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
+    return Unavailable("shm: cannot reach the peer's socket (not on this host or not running): " +
+                       std::string(std::strerror(errno)));
+  return fd;
+}
+
+pid_t pid_of(const std::string& process_id) {
+  return static_cast<pid_t>(std::strtol(process_id.c_str(), nullptr, 10));
+}
+
+Result<ControlBlock*> make_control_block(UniqueFd* memfd) {
+  memfd->reset(::memfd_create("kvferry-shm-control", MFD_CLOEXEC));
+  if (!memfd->valid()) return IoErrorFromErrno("shm: memfd_create", errno);
+  if (::ftruncate(memfd->get(), sizeof(ControlBlock)) != 0) return IoErrorFromErrno("shm: ftruncate", errno);
+  void* p = ::mmap(nullptr, sizeof(ControlBlock), PROT_READ | PROT_WRITE, MAP_SHARED, memfd->get(), 0);
+  if (p == MAP_FAILED) return IoErrorFromErrno("shm: mmap control block", errno);
+  auto* cb = static_cast<ControlBlock*>(p);  // fresh memfd pages are zero: rings empty
+  cb->magic = kControlMagic;
+  return cb;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ShmInitiator>> ShmInitiator::start(SessionConfig cfg) {
+  std::unique_ptr<ShmInitiator> s(new ShmInitiator());
+  s->cfg_ = std::move(cfg);
+  s->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  s->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->epoll_.valid() || !s->wake_.valid()) return IoErrorFromErrno("shm: epoll/eventfd", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = s->wake_.get();
+  ::epoll_ctl(s->epoll_.get(), EPOLL_CTL_ADD, s->wake_.get(), &ev);
+  s->thread_ = std::thread([raw = s.get()] { raw->run(); });
+  return s;
+}
+
+ShmInitiator::~ShmInitiator() {
+  running_ = false;
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  thread_.join();
+}
+
+Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& peer, const std::string& socket_name,
+                                                          Deadline deadline) {
+  KVF_ASSIGN_OR_RETURN(UniqueFd sock, connect_unix(socket_name));
+  // The socket's other end must be the very process the metadata names, of our user.
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    return IoErrorFromErrno("shm: SO_PEERCRED", errno);
+  const pid_t pid = pid_of(peer.process_id);
+  if (cred.pid != pid || cred.uid != ::getuid())
+    return Unavailable("shm: the socket of '" + peer.agent_name + "' belongs to another process or user");
+  UniqueFd control_fd;
+  KVF_ASSIGN_OR_RETURN(ControlBlock * cb, make_control_block(&control_fd));
+  auto unmap_cb = [&] { ::munmap(cb, sizeof(ControlBlock)); };
+
+  ByteWriter hello;
+  hello.u16(static_cast<std::uint16_t>(MessageType::kHello));
+  hello.u32(kShmProtocolVersion);
+  hello.u16(static_cast<std::uint16_t>(peer.agent_name.size()));
+  hello.str(peer.agent_name);
+  hello.u16(static_cast<std::uint16_t>(cfg_.agent_name.size()));
+  hello.str(cfg_.agent_name);
+  const int fds[2] = {control_fd.get(), wake_.get()};
+  if (Status s = send_message(sock.get(), hello.buffer(), fds, deadline); !s.ok()) return unmap_cb(), s;
+
+  std::vector<std::uint8_t> msg;
+  std::vector<UniqueFd> got;
+  if (Status s = recv_message(sock.get(), &msg, &got, deadline); !s.ok()) return unmap_cb(), s;
+  ByteReader ack(msg);
+  if (static_cast<MessageType>(ack.u16()) != MessageType::kHelloAck || !ack.ok()) return unmap_cb(), Corrupt("shm: bad hello answer");
+  if (ack.u8() != 1) return unmap_cb(), RemoteError("shm: peer refused: " + ack.str(ack.remaining()));
+  if (got.size() != 1) return unmap_cb(), Corrupt("shm: hello answer without the peer's eventfd");
+  UniqueFd target_wake = std::move(got[0]);
+
+  // The announced regions, sorted by address; mapped where the peer sends a memfd.
+  std::vector<MappedRegion> regions;
+  for (const RegionInfo& r : peer.regions)
+    if (r.kind == MemoryKind::kDram) regions.push_back(MappedRegion{r.id, r.address, r.length});
+  std::sort(regions.begin(), regions.end(), [](auto& a, auto& b) { return a.remote < b.remote; });
+  auto cleanup = [&] {
+    for (auto& r : regions)
+      if (r.map_base) ::munmap(r.map_base, r.map_length);
+    unmap_cb();
+  };
+  for (;;) {
+    if (Status s = recv_message(sock.get(), &msg, &got, deadline); !s.ok()) return cleanup(), s;
+    ByteReader r(msg);
+    auto type = static_cast<MessageType>(r.u16());
+    if (type == MessageType::kRegionsEnd) break;
+    std::uint64_t id = r.u64(), address = r.u64(), length = r.u64(), offset = r.u64();
+    if (type != MessageType::kRegion || !r.ok() || got.size() != 1) return cleanup(), Corrupt("shm: bad region message");
+    auto it = std::find_if(regions.begin(), regions.end(), [&](auto& m) { return m.id == id; });
+    // Map only what the metadata announced, exactly as announced.
+    if (it == regions.end() || it->remote != address || it->length != length || it->map_base) continue;
+    const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    const std::uint64_t aligned = offset / page * page;
+    const std::size_t map_length = length + (offset - aligned);
+    void* p = ::mmap(nullptr, map_length, PROT_READ | PROT_WRITE, MAP_SHARED, got[0].get(), static_cast<off_t>(aligned));
+    if (p == MAP_FAILED) return cleanup(), IoErrorFromErrno("shm: mapping the peer's region", errno);
+    it->map_base = p;
+    it->map_length = map_length;
+    it->local = static_cast<std::uint8_t*>(p) + (offset - aligned);
+  }
+  // Regions without a memfd are reached with process_vm_*: find out now whether the
+  // system lets us, so that selection can fall back to another backend if not.
+  for (const auto& r : regions) {
+    if (r.local) continue;
+    std::uint8_t probe;
+    iovec l{&probe, 1}, rem{reinterpret_cast<void*>(r.remote), 1};
+    if (::process_vm_readv(pid, &l, 1, &rem, 1, 0) != 1) {
+      const int err = errno;
+      cleanup();
+      return Unavailable("shm: memory of '" + peer.agent_name +
+                         "' that was not allocated with allocate_shared_memory needs process_vm_readv, which "
+                         "this system refuses (" + std::strerror(err) +
+                         "; see /proc/sys/kernel/yama/ptrace_scope)");
+    }
+  }
+  auto session = std::make_shared<ShmSession>(cfg_, peer.agent_name, pid, std::move(sock), cb, std::move(target_wake),
+                                               std::move(regions));
+  std::lock_guard lock(mu_);
+  std::erase_if(sessions_, [](auto& w) { return w.expired(); });
+  sessions_.push_back(session);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = session->socket_fd();
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, session->socket_fd(), &ev);
+  watched_.insert(session->socket_fd());
+  return session;
+}
+
+void ShmInitiator::run() {
+  epoll_event events[32];
+  while (running_) {
+    std::vector<std::shared_ptr<ShmSession>> live;
+    {
+      std::lock_guard lock(mu_);  // also guards watched_
+      for (auto& w : sessions_) {
+        auto s = w.lock();
+        if (!s) continue;
+        if (!s->dead()) {
+          live.push_back(std::move(s));
+        } else if (watched_.erase(s->socket_fd())) {
+          ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s->socket_fd(), nullptr);  // stop its hang-up events
+        }
+      }
+    }
+    bool busy = false;
+    for (auto& s : live) {
+      s->poll_acks();
+      s->check_deadlines();
+      busy = busy || s->awaiting_acks();
+      s->set_sleeping(true);
+    }
+    bool pending = false;
+    for (auto& s : live) pending = pending || !ring_empty(s->control()->to_initiator);
+    int n = pending ? 0 : ::epoll_wait(epoll_.get(), events, 32, busy ? 20 : 500);
+    for (auto& s : live) s->set_sleeping(false);
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == wake_.get()) {
+        std::uint64_t v;
+        [[maybe_unused]] ssize_t rc = ::read(wake_.get(), &v, sizeof v);
+        continue;
+      }
+      for (auto& s : live) {
+        if (s->socket_fd() != fd) continue;
+        std::vector<std::uint8_t> msg;
+        std::vector<UniqueFd> fds;
+        Status st = recv_message(fd, &msg, &fds, Clock::now());
+        if (st.code() == StatusCode::kTimeout) continue;
+        ByteReader r(msg);
+        auto type = static_cast<MessageType>(r.u16());
+        std::uint64_t id = r.u64();
+        if (!st.ok() || type != MessageType::kRevoke || !r.ok()) {
+          s->fail(st.ok() ? Corrupt("unexpected message from the peer") : st);
+          continue;
+        }
+        s->on_revoke(id);
+        ByteWriter w;
+        w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
+        w.u64(id);
+        (void)send_message(fd, w.buffer(), {}, deadline_after(std::chrono::milliseconds(100)));
+      }
+    }
+  }
+}
+
+}  // namespace kvferry::detail::shm

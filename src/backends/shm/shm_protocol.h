@@ -1,0 +1,30 @@
+// Control messages of the shm backend over its Unix SOCK_SEQPACKET socket (data and
+// notifications never go this way: data is copied through mappings, notifications go
+// through the shared rings).
+//
+//   initiator -> target  kHello       version, target name, initiator name
+//                                     fds: control block memfd, initiator eventfd
+//   target -> initiator  kHelloAck    ok, message;  fds: target eventfd
+//                        kRegion      id, address, length, offset;  fd: its memfd
+//                        kRegionsEnd
+//                        kRevoke      id (the target deregistered it: stop using it)
+//   initiator -> target  kRevokeAck   id (no copy touches it any more)
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace kvferry::detail::shm {
+
+inline constexpr std::uint32_t kShmProtocolVersion = 1;
+
+enum class MessageType : std::uint16_t {
+  kHello = 1,
+  kHelloAck = 2,
+  kRegion = 3,
+  kRegionsEnd = 4,
+  kRevoke = 5,
+  kRevokeAck = 6,
+};
+
+}  // namespace kvferry::detail::shm

@@ -1,0 +1,258 @@
+#include "backends/shm/shm_session.h"
+
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace kvferry::detail::shm {
+namespace {
+
+void ring_bell(int fd) {
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(fd, &one, sizeof one);
+}
+
+// process_vm_readv/writev moves at most what fits; loop until every byte went.
+Status process_vm_copy(pid_t pid, TransferOp op, std::uint8_t* local, std::uint64_t remote, std::uint64_t length) {
+  while (length > 0) {
+    iovec l{local, length};
+    iovec r{reinterpret_cast<void*>(remote), length};
+    ssize_t n = op == TransferOp::kRead ? ::process_vm_readv(pid, &l, 1, &r, 1, 0)
+                                        : ::process_vm_writev(pid, &l, 1, &r, 1, 0);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == ESRCH) return PeerLost("shm: the peer process is gone");
+      return IoErrorFromErrno(op == TransferOp::kRead ? "shm: process_vm_readv" : "shm: process_vm_writev",
+                              n < 0 ? errno : EIO);
+    }
+    local += n;
+    remote += static_cast<std::uint64_t>(n);
+    length -= static_cast<std::uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+ShmSession::ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd sock, ControlBlock* cb,
+                       UniqueFd target_wake, std::vector<MappedRegion> regions)
+    : cfg_(std::move(cfg)),
+      peer_(std::move(peer)),
+      pid_(pid),
+      sock_(std::move(sock)),
+      cb_(cb),
+      target_wake_(std::move(target_wake)),
+      regions_(std::move(regions)) {}
+
+ShmSession::~ShmSession() {
+  fail(PeerLost("connection closed"));
+  for (auto& r : regions_)
+    if (r.map_base) ::munmap(r.map_base, r.map_length);
+  if (cb_) ::munmap(cb_, sizeof(ControlBlock));
+}
+
+Status ShmSession::health() const {
+  std::lock_guard lock(status_mu_);
+  return lost_;
+}
+
+void ShmSession::fail(const Status& why) {
+  if (dead_.exchange(true, std::memory_order_acq_rel)) return;
+  {
+    std::lock_guard lock(status_mu_);
+    lost_ = PeerLost("shm peer '" + peer_ + "': " + why.message());
+  }
+  std::unordered_map<std::uint64_t, Awaiting> awaiting;
+  {
+    std::lock_guard lock(jobs_mu_);
+    awaiting.swap(awaiting_);
+  }
+  for (auto& [req, a] : awaiting) a.job->finish(health());
+  // Copies in flight finish into mappings that stay valid until we are destroyed, then
+  // report the loss from complete().
+}
+
+Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
+  KVF_RETURN_IF_ERROR(health());
+  auto slices = std::make_shared<std::vector<Slice>>();
+  slices->reserve(job->pieces().size());
+  {
+    std::shared_lock lock(map_mu_);
+    for (const TransferPiece& p : job->pieces()) {
+      auto it = std::upper_bound(regions_.begin(), regions_.end(), p.remote,
+                                 [](std::uint64_t a, const MappedRegion& r) { return a < r.remote; });
+      const bool inside = it != regions_.begin() && (--it, p.remote - it->remote <= it->length &&
+                                                      p.length <= it->remote + it->length - p.remote);
+      if (!inside || it->revoked)
+        return RemoteError("shm: peer '" + peer_ + "' refused [0x" + std::to_string(p.remote) + ", +" +
+                           std::to_string(p.length) + "): " +
+                           (inside ? "it deregistered that memory" : "not inside memory it announced"));
+      const auto region = static_cast<std::uint32_t>(it - regions_.begin());
+      for (std::uint64_t off = 0; off < p.length; off += cfg_.slice_bytes) {
+        const std::uint64_t n = std::min(cfg_.slice_bytes, p.length - off);
+        const std::uint64_t remote = it->local ? reinterpret_cast<std::uint64_t>(it->local) + (p.remote - it->remote) + off
+                                               : p.remote + off;
+        slices->push_back(Slice{reinterpret_cast<std::uint8_t*>(p.local + off), remote, n, region});
+      }
+    }
+  }
+  auto work = std::make_shared<CopyWork>();
+  work->slices = slices->size();
+  auto self = shared_from_this();  // mappings stay valid while the work runs
+  work->copy = [self, slices, op = job->op()](std::size_t b, std::size_t e) {
+    return self->copy_slices(op, *slices, b, e);
+  };
+  work->complete = [self, job](Status s) { self->complete(job, std::move(s)); };
+  job->set_poller([weak = std::weak_ptr<ShmSession>(self)] {
+    if (auto s = weak.lock()) s->poll_acks();
+  });
+  {
+    std::lock_guard lock(jobs_mu_);
+    copying_[job.get()] = work;
+  }
+  if (job->total_bytes() <= cfg_.inline_bytes) CopyPool::run_inline(*work);
+  else cfg_.pool->submit(work);
+  return Status::Ok();
+}
+
+Status ShmSession::copy_slices(TransferOp op, const std::vector<Slice>& slices, std::size_t begin, std::size_t end) {
+  std::shared_lock lock(map_mu_);  // a revoke waits for this batch, and we see its mark
+  for (std::size_t i = begin; i < end; ++i) {
+    const Slice& s = slices[i];
+    const MappedRegion& r = regions_[s.region];
+    if (r.revoked) return RemoteError("shm: the peer deregistered memory this transfer uses");
+    if (r.local) {
+      auto* remote = reinterpret_cast<std::uint8_t*>(s.remote);
+      if (op == TransferOp::kRead) std::memcpy(s.local, remote, s.length);
+      else std::memcpy(remote, s.local, s.length);
+    } else {
+      KVF_RETURN_IF_ERROR(process_vm_copy(pid_, op, s.local, s.remote, s.length));
+    }
+  }
+  return Status::Ok();
+}
+
+void ShmSession::complete(const std::shared_ptr<TransferJob>& job, Status status) {
+  {
+    std::lock_guard lock(jobs_mu_);
+    copying_.erase(job.get());
+  }
+  if (status.ok() && dead()) status = health();
+  if (!status.ok() || !job->notification()) {
+    job->finish(std::move(status));
+    return;
+  }
+  std::uint64_t req;
+  {
+    std::lock_guard lock(jobs_mu_);
+    req = next_req_++;
+    awaiting_[req] = Awaiting{job, Clock::now() + cfg_.peer_timeout};
+  }
+  // The ring's release publishes the data copied above before the notification.
+  Status pushed = push_notify(req, *job->notification());
+  if (!pushed.ok()) {
+    std::lock_guard lock(jobs_mu_);
+    if (awaiting_.erase(req)) job->finish(pushed);
+  }
+}
+
+Status ShmSession::push_notify(std::uint64_t req, std::string_view message) {
+  {
+    std::lock_guard lock(produce_mu_);
+    const auto deadline = Clock::now() + cfg_.peer_timeout;
+    while (!ring_push(cb_->to_target, RecordType::kNotify, req, message.data(),
+                      static_cast<std::uint32_t>(message.size()))) {
+      if (dead()) return health();
+      if (Clock::now() > deadline) return PeerLost("shm: the peer's notification ring stayed full");
+      std::this_thread::yield();
+    }
+  }
+  if (cb_->to_target.consumer_sleeping.load(std::memory_order_seq_cst)) ring_bell(target_wake_.get());
+  return Status::Ok();
+}
+
+Status ShmSession::notify(std::string_view message) {
+  KVF_RETURN_IF_ERROR(health());
+  return push_notify(0, message);
+}
+
+void ShmSession::poll_acks() {
+  std::unique_lock lock(consume_mu_, std::try_to_lock);
+  if (!lock.owns_lock() || dead()) return;
+  Record rec;
+  Status err;
+  while (ring_pop(cb_->to_initiator, &rec, &err)) {
+    if (rec.type != RecordType::kNotifyAck) {
+      err = Corrupt("unexpected record from the peer");
+      break;
+    }
+    std::shared_ptr<TransferJob> job;
+    {
+      std::lock_guard jobs(jobs_mu_);
+      auto it = awaiting_.find(rec.req);
+      if (it == awaiting_.end()) continue;  // cancelled meanwhile
+      job = std::move(it->second.job);
+      awaiting_.erase(it);
+    }
+    job->finish(Status::Ok());
+  }
+  if (!err.ok()) {
+    lock.unlock();
+    fail(err);
+  }
+}
+
+void ShmSession::check_deadlines() {
+  const auto now = Clock::now();
+  bool overdue = false;
+  {
+    std::lock_guard lock(jobs_mu_);
+    for (auto& [req, a] : awaiting_) overdue = overdue || now > a.deadline;
+  }
+  if (overdue)
+    fail(PeerLost("no acknowledgement for " + std::to_string(cfg_.peer_timeout.count()) + " ms"));
+}
+
+bool ShmSession::awaiting_acks() {
+  std::lock_guard lock(jobs_mu_);
+  return !awaiting_.empty();
+}
+
+void ShmSession::set_sleeping(bool sleeping) {
+  cb_->to_initiator.consumer_sleeping.store(sleeping ? 1 : 0, std::memory_order_seq_cst);
+}
+
+void ShmSession::cancel(const std::shared_ptr<TransferJob>& job) {
+  std::shared_ptr<CopyWork> work;
+  {
+    std::lock_guard lock(jobs_mu_);
+    auto it = copying_.find(job.get());
+    if (it != copying_.end()) work = it->second;
+    for (auto a = awaiting_.begin(); a != awaiting_.end(); ++a) {
+      if (a->second.job == job) {
+        awaiting_.erase(a);
+        break;
+      }
+    }
+  }
+  // Returns once no copy of this job runs; its completion then finishes it (cancelled).
+  if (work) CopyPool::stop_and_wait(*work, Cancelled("transfer cancelled"));
+  job->finish(Cancelled("transfer cancelled"));
+}
+
+void ShmSession::on_revoke(std::uint64_t region_id) {
+  std::unique_lock lock(map_mu_);  // waits for copies in flight
+  for (auto& r : regions_) {
+    if (r.id != region_id) continue;
+    r.revoked = true;
+    if (r.map_base) ::munmap(r.map_base, r.map_length);
+    r.map_base = nullptr;
+    r.local = nullptr;
+  }
+}
+
+}  // namespace kvferry::detail::shm

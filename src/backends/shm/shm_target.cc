@@ -1,0 +1,315 @@
+#include "backends/shm/shm_target.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "backends/shm/fd_passing.h"
+#include "backends/shm/shm_protocol.h"
+#include "core/byte_io.h"
+
+namespace kvferry::detail::shm {
+
+struct ShmTarget::Session {
+  UniqueFd sock;
+  bool ready = false;  // hello done
+  std::atomic<bool> dead{false};
+  std::string peer;
+  ControlBlock* cb = nullptr;
+  UniqueFd peer_wake;  // the initiator's eventfd
+  std::uint64_t outstanding_revokes = 0;
+  Clock::time_point accepted = Clock::now();
+  ~Session() {
+    if (cb) ::munmap(cb, sizeof(ControlBlock));
+  }
+};
+
+namespace {
+
+void ring_bell(int fd) {
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(fd, &one, sizeof one);
+}
+
+sockaddr_un abstract_address(const std::string& name, socklen_t* len) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  addr.sun_path[0] = '\0';
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  return addr;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ShmTarget>> ShmTarget::start(TargetConfig config) {
+  std::unique_ptr<ShmTarget> t(new ShmTarget());
+  t->cfg_ = std::move(config);
+  std::random_device rd;
+  char name[64];
+  std::snprintf(name, sizeof name, "kvferry-shm-%d-%08x%08x", ::getpid(), rd(), rd());
+  t->socket_name_ = name;
+  t->listener_ = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!t->listener_.valid()) return IoErrorFromErrno("shm: socket", errno);
+  socklen_t len;
+  sockaddr_un addr = abstract_address(t->socket_name_, &len);
+  if (::bind(t->listener_.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
+    return IoErrorFromErrno("shm: bind abstract socket", errno);
+  if (::listen(t->listener_.get(), 64) != 0) return IoErrorFromErrno("shm: listen", errno);
+  t->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  t->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!t->epoll_.valid() || !t->wake_.valid()) return IoErrorFromErrno("shm: epoll/eventfd", errno);
+  for (int fd : {t->listener_.get(), t->wake_.get()}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    ::epoll_ctl(t->epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+  }
+  t->thread_ = std::thread([raw = t.get()] { raw->run(); });
+  return t;
+}
+
+ShmTarget::~ShmTarget() {
+  running_ = false;
+  ring_bell(wake_.get());
+  thread_.join();
+}
+
+Status ShmTarget::add_region(const RegionInfo& region) {
+  if (region.share_fd < 0) return Status::Ok();  // reached through process_vm_* by peers
+  int dup = ::fcntl(region.share_fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return IoErrorFromErrno("shm: dup memfd", errno);
+  std::lock_guard lock(mu_);
+  regions_[region.id] = {region, std::make_shared<UniqueFd>(dup)};
+  return Status::Ok();
+}
+
+Status ShmTarget::remove_region(std::uint64_t id) {
+  std::unique_lock lock(mu_);
+  regions_.erase(id);
+  auto done = std::make_shared<bool>(false);  // outlives this call if the thread is late
+  commands_.push_back([this, id, done] {
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kRevoke));
+    w.u64(id);
+    std::lock_guard inner(mu_);
+    for (auto& s : sessions_) {
+      if (!s->ready || s->dead) continue;
+      if (send_message(s->sock.get(), w.buffer(), {}, deadline_after(std::chrono::milliseconds(100))).ok())
+        s->outstanding_revokes++;
+    }
+    *done = true;
+    revoked_cv_.notify_all();
+  });
+  ring_bell(wake_.get());
+  const auto deadline = Clock::now() + cfg_.peer_timeout;
+  revoked_cv_.wait_until(lock, deadline, [&] { return *done; });
+  bool confirmed = revoked_cv_.wait_until(lock, deadline, [&] {
+    for (auto& s : sessions_)
+      if (!s->dead && s->outstanding_revokes > 0) return false;
+    return true;
+  });
+  if (!confirmed) {
+    // An initiator that cannot confirm in time is cut off: its mappings die with it.
+    commands_.push_back([this] {
+      for (auto& s : sessions_)
+        if (!s->dead && s->outstanding_revokes > 0) drop(*s, "did not confirm a revoked region in time");
+    });
+    ring_bell(wake_.get());
+  }
+  return Status::Ok();
+}
+
+void ShmTarget::set_sleeping(bool sleeping) {
+  for (auto& s : sessions_)
+    if (s->cb) s->cb->to_target.consumer_sleeping.store(sleeping ? 1 : 0, std::memory_order_seq_cst);
+}
+
+bool ShmTarget::all_rings_empty() {
+  for (auto& s : sessions_)
+    if (s->cb && !s->dead && !ring_empty(s->cb->to_target)) return false;
+  return true;
+}
+
+bool ShmTarget::serve_rings() {
+  bool any = false;
+  for (auto& sp : sessions_) {
+    Session& s = *sp;
+    if (!s.cb || s.dead) continue;
+    Record rec;
+    Status err;
+    bool acked = false;
+    while (ring_pop(s.cb->to_target, &rec, &err)) {
+      any = true;
+      if (rec.type != RecordType::kNotify || rec.payload.size() > cfg_.max_notification_bytes) {
+        err = Corrupt("unexpected record");
+        break;
+      }
+      // The initiator published this record after the transfer's last byte (release
+      // on the ring's head): the data is visible before the notification is.
+      cfg_.deliver(s.peer, std::move(rec.payload));
+      if (rec.req != 0) {
+        if (!ring_push(s.cb->to_initiator, RecordType::kNotifyAck, rec.req, nullptr, 0)) {
+          err = Corrupt("the initiator's ring stays full");
+          break;
+        }
+        acked = true;
+      }
+    }
+    if (!err.ok()) drop(s, err.message());
+    if (acked && s.cb->to_initiator.consumer_sleeping.load(std::memory_order_seq_cst)) ring_bell(s.peer_wake.get());
+  }
+  return any;
+}
+
+void ShmTarget::run() {
+  auto last_activity = Clock::now();
+  epoll_event events[32];
+  while (running_) {
+    if (serve_rings()) {
+      last_activity = Clock::now();
+      continue;
+    }
+    int n = 0;
+    if (Clock::now() - last_activity < std::chrono::microseconds(cfg_.spin_us)) {
+      std::this_thread::yield();  // a spinning initiator may share our CPU: let it run
+      n = ::epoll_wait(epoll_.get(), events, 32, 0);
+    } else {
+      set_sleeping(true);
+      if (all_rings_empty()) n = ::epoll_wait(epoll_.get(), events, 32, 200);
+      set_sleeping(false);
+    }
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == wake_.get()) {
+        std::uint64_t v;
+        [[maybe_unused]] ssize_t rc = ::read(wake_.get(), &v, sizeof v);
+        last_activity = Clock::now();
+        std::vector<std::function<void()>> cmds;
+        {
+          std::lock_guard lock(mu_);
+          cmds.swap(commands_);
+        }
+        for (auto& c : cmds) c();
+      } else if (fd == listener_.get()) {
+        accept_all();
+      } else {
+        for (auto& s : sessions_)
+          if (s->sock.get() == fd && !s->dead) on_session_readable(*s);
+      }
+    }
+    // Reap dead sessions and handshakes that never came.
+    std::lock_guard lock(mu_);
+    for (auto& s : sessions_)
+      if (!s->ready && !s->dead && Clock::now() - s->accepted > cfg_.peer_timeout) drop(*s, "no hello in time");
+    std::erase_if(sessions_, [](const std::unique_ptr<Session>& s) { return s->dead.load(); });
+    revoked_cv_.notify_all();
+  }
+}
+
+void ShmTarget::accept_all() {
+  for (;;) {
+    int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    // Only processes of our own user may map our memory.
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::getuid()) {
+      ::close(fd);
+      continue;
+    }
+    auto s = std::make_unique<Session>();
+    s->sock.reset(fd);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+    std::lock_guard lock(mu_);
+    sessions_.push_back(std::move(s));
+  }
+}
+
+void ShmTarget::on_session_readable(Session& s) {
+  std::vector<std::uint8_t> msg;
+  std::vector<UniqueFd> fds;
+  Status st = recv_message(s.sock.get(), &msg, &fds, Clock::now());
+  if (st.code() == StatusCode::kTimeout) return;  // spurious wake-up
+  if (!st.ok()) return drop(s, st.message());
+  ByteReader r(msg);
+  auto type = static_cast<MessageType>(r.u16());
+  if (!s.ready) return handshake(s, msg, fds);
+  if (type == MessageType::kRevokeAck && r.ok()) {
+    std::lock_guard lock(mu_);
+    if (s.outstanding_revokes > 0) s.outstanding_revokes--;
+    revoked_cv_.notify_all();
+    return;
+  }
+  drop(s, "unexpected message");
+}
+
+void ShmTarget::handshake(Session& s, std::vector<std::uint8_t>& msg, std::vector<UniqueFd>& fds) {
+  ByteReader r(msg);
+  auto type = static_cast<MessageType>(r.u16());
+  std::uint32_t version = r.u32();
+  std::string target = r.str(r.u16());
+  std::string from = r.str(r.u16());
+  auto refuse = [&](const std::string& why) {
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kHelloAck));
+    w.u8(0);
+    w.str(why);
+    (void)send_message(s.sock.get(), w.buffer(), {}, deadline_after(std::chrono::milliseconds(100)));
+    drop(s, why);
+  };
+  if (!r.ok() || type != MessageType::kHello || version != kShmProtocolVersion || fds.size() != 2 || from.empty())
+    return refuse("malformed hello");
+  if (target != cfg_.agent_name) return refuse("this is agent '" + cfg_.agent_name + "', not '" + target + "'");
+  struct stat st {};
+  if (::fstat(fds[0].get(), &st) != 0 || static_cast<std::size_t>(st.st_size) < sizeof(ControlBlock))
+    return refuse("control block too small");
+  void* p = ::mmap(nullptr, sizeof(ControlBlock), PROT_READ | PROT_WRITE, MAP_SHARED, fds[0].get(), 0);
+  if (p == MAP_FAILED) return refuse("cannot map the control block");
+  s.cb = static_cast<ControlBlock*>(p);
+  if (s.cb->magic != kControlMagic) return refuse("bad control block");
+  s.peer = from;
+  s.peer_wake = std::move(fds[1]);
+  // The hello answer, then every shareable region with its memfd.
+  ByteWriter ack;
+  ack.u16(static_cast<std::uint16_t>(MessageType::kHelloAck));
+  ack.u8(1);
+  int wake = wake_.get();
+  const Deadline deadline = deadline_after(cfg_.peer_timeout);
+  if (!send_message(s.sock.get(), ack.buffer(), {&wake, 1}, deadline).ok()) return drop(s, "hello ack failed");
+  std::lock_guard lock(mu_);
+  for (const auto& [id, entry] : regions_) {
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kRegion));
+    w.u64(id);
+    w.u64(entry.first.address);
+    w.u64(entry.first.length);
+    w.u64(entry.first.share_offset);
+    int fd = entry.second->get();
+    if (!send_message(s.sock.get(), w.buffer(), {&fd, 1}, deadline).ok()) return drop(s, "region send failed");
+  }
+  ByteWriter end;
+  end.u16(static_cast<std::uint16_t>(MessageType::kRegionsEnd));
+  if (!send_message(s.sock.get(), end.buffer(), {}, deadline).ok()) return drop(s, "regions end failed");
+  s.ready = true;
+}
+
+void ShmTarget::drop(Session& s, const std::string&) {
+  if (s.dead.exchange(true)) return;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.sock.get(), nullptr);
+  s.sock.reset();
+}
+
+}  // namespace kvferry::detail::shm

@@ -1,0 +1,119 @@
+// `kvferry serve`: hold a KV pool filled with the (lane, block) pattern and let clients
+// pull from it, one after another and at the same time, until SIGINT or SIGTERM.
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "agent_factory.h"
+#include "backend_traits.h"
+#include "cli_util.h"
+#include "kv_agent.h"
+#include "kv_commands.h"
+#include "kv_host_pool.h"
+#include "serve_clients.h"
+#include "stop_signal.h"
+
+namespace kvferry::cli {
+namespace {
+
+constexpr std::chrono::milliseconds kInboxSlice{200};  // how quickly a signal is noticed
+
+Status serve(const ServeOptions& o) {
+  KVF_ASSIGN_OR_RETURN(KvLayout layout, o.pool.layout());
+  const auto where = parse_host_port(o.listen);
+  if (!where) return InvalidArgument("--listen '" + o.listen + "': expected ADDRESS:PORT");
+  const std::vector<std::string> backends = o.backends.empty() ? cross_process_backends() : o.backends;
+  if (!o.json) {
+    std::printf("kvferry serve: pool %s (%s per block, %s in all); filling it\n", layout.describe().c_str(),
+                format_bytes(layout.block_bytes()).c_str(), format_bytes(layout.pool_bytes()).c_str());
+    std::fflush(stdout);
+  }
+  std::optional<KvHostPool> pool;  // declared first: it outlives the agent that serves it
+  KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
+                       make_kv_agent(unique_agent_name("kv-serve"), backends, o.params,
+                                     std::chrono::milliseconds(o.peer_timeout_ms)));
+  const bool shared = std::any_of(backends.begin(), backends.end(), wants_shared_pool);
+  KVF_ASSIGN_OR_RETURN(KvHostPool allocated, KvHostPool::allocate(layout, 0, shared ? agent.get() : nullptr));
+  pool.emplace(std::move(allocated));
+  fill_kv_pattern(*pool);
+  KVF_RETURN_IF_ERROR(
+      agent->register_memory(pool->pool().tensor_regions()).with_context("registering the pool"));
+  KVF_ASSIGN_OR_RETURN(LocalKvPool local, LocalKvPool::attach(*agent, pool->pool()));
+  KVF_ASSIGN_OR_RETURN(std::uint16_t port, agent->listen(where->host, where->port));
+
+  std::string backend_list;
+  for (const std::string& b : agent->backends()) backend_list += (backend_list.empty() ? "" : ",") + b;
+  if (o.json) {
+    const nlohmann::json event{{"event", "listening"},
+                               {"host", where->host},
+                               {"port", port},
+                               {"agent", agent->name()},
+                               {"backends", backend_list},
+                               {"layout", layout.describe()},
+                               {"pool_bytes", layout.pool_bytes()},
+                               {"blocks", layout.blocks()}};
+    std::printf("%s\n", event.dump().c_str());
+  } else {
+    std::printf("kvferry serve: listening on %s:%u as '%s' (backends: %s); Ctrl-C to stop\n",
+                where->host.c_str(), static_cast<unsigned>(port), agent->name().c_str(),
+                backend_list.c_str());
+  }
+  std::fflush(stdout);
+
+  ServeClients clients(*agent, layout, o.json, std::chrono::seconds(o.client_idle_s));
+  while (!stop_requested()) {
+    agent->wait_for_notifications(kInboxSlice);
+    for (const Notification& n : agent->take_notifications()) clients.handle(n);
+    clients.sweep();
+  }
+  if (o.json) {
+    std::printf("{\"event\":\"stopped\",\"clients\":%llu,\"refused\":%llu,\"steps\":%llu,\"bytes\":%llu}\n",
+                static_cast<unsigned long long>(clients.clients_welcomed()),
+                static_cast<unsigned long long>(clients.clients_refused()),
+                static_cast<unsigned long long>(clients.steps_served()),
+                static_cast<unsigned long long>(clients.bytes_served()));
+  } else {
+    std::printf("kvferry serve: stopping: served %llu clients (%llu refused), %llu steps, %s\n",
+                static_cast<unsigned long long>(clients.clients_welcomed()),
+                static_cast<unsigned long long>(clients.clients_refused()),
+                static_cast<unsigned long long>(clients.steps_served()),
+                format_bytes(clients.bytes_served()).c_str());
+  }
+  std::fflush(stdout);
+  return Status::Ok();  // destruction in reverse order: the agent stops before the pool goes
+}
+
+}  // namespace
+
+CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
+  CLI::App* command = app.add_subcommand(
+      "serve",
+      "Hold a KV pool (default Mistral-Small-3.1, 4 GiB) that `kvferry pull` clients read, until Ctrl-C");
+  add_kv_pool_options(command, o.pool);
+  command->add_option("--listen", o.listen, "Address of the side channel clients connect to, ADDRESS:PORT")
+      ->capture_default_str();
+  command->add_option("--backend", o.backends,
+                      "Backend(s) to offer; default: every backend usable between two processes");
+  command->add_option("--param", o.params, "KEY=VALUE backend parameter (repeatable), e.g. tcp.bind=0.0.0.0");
+  command->add_flag("--json", o.json, "Events as JSON objects, one per line");
+  command->add_option("--peer-timeout-ms", o.peer_timeout_ms, "A silent peer is lost after this")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--client-idle-s", o.client_idle_s, "Forget a client silent this long")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  return command;
+}
+
+int run_serve_command(const ServeOptions& o) {
+  install_stop_signal_handlers();
+  const Status status = serve(o);
+  if (!status.ok()) {
+    std::fprintf(stderr, "kvferry serve: %s\n", status.to_string().c_str());
+    return status.code() == StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
+
+}  // namespace kvferry::cli
