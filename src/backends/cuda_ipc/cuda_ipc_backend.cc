@@ -7,6 +7,7 @@
 #include "backends/cuda_ipc/cuda_ipc_target.h"
 #include "backends/cuda_ipc/cuda_util.h"
 #include "core/backend_registry.h"
+#include "core/backend_settings.h"
 
 namespace kvferry::detail::cuda_ipc {
 namespace {
@@ -72,12 +73,9 @@ Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
     else if (it->second != "kernel")
       return InvalidArgument("cuda_ipc.copy='" + it->second + "' must be 'kernel' or 'batch'");
   }
-  std::uint32_t blocks = 0;
-  if (auto it = ctx.params.find("blocks"); it != ctx.params.end()) {
-    auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), blocks);
-    if (ec != std::errc() || p != it->second.data() + it->second.size() || blocks > 65535)
-      return InvalidArgument("cuda_ipc.blocks='" + it->second + "' must be an integer in [0, 65535] (0: 4 per SM)");
-  }
+  // 0: four blocks per SM.
+  KVF_ASSIGN_OR_RETURN(const std::uint64_t grid, integer_setting(ctx.params, "cuda_ipc", "blocks", 0, 65535, 0));
+  const auto blocks = static_cast<std::uint32_t>(grid);
   TargetConfig tc;
   tc.agent_name = ctx.agent_name;
   tc.peer_timeout = ctx.peer_timeout;

@@ -5,24 +5,11 @@
 
 #include "backends/file/file_connection.h"
 #include "core/backend_registry.h"
+#include "core/backend_settings.h"
 #include "core/byte_io.h"
 
 namespace kvferry::detail {
 namespace {
-
-Status parse_u64(const std::map<std::string, std::string>& params, const std::string& key, std::uint64_t lo,
-                 std::uint64_t hi, std::uint64_t& out) {
-  auto it = params.find(key);
-  if (it == params.end()) return Status::Ok();
-  std::uint64_t v = 0;
-  const std::string& text = it->second;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
-    return InvalidArgument("file." + key + " = '" + text + "': expected a number in [" + std::to_string(lo) +
-                           ", " + std::to_string(hi) + "]");
-  out = v;
-  return Status::Ok();
-}
 
 Status parse_switch(const std::map<std::string, std::string>& params, const std::string& key, bool& out) {
   auto it = params.find(key);
@@ -87,8 +74,8 @@ std::string describe() {
 Result<std::unique_ptr<Backend>> make_file_backend(const BackendContext& ctx) {
   FileSettings s;
   std::uint64_t depth = s.queue_depth, max_io = s.max_io_bytes;
-  KVF_RETURN_IF_ERROR(parse_u64(ctx.params, "queue_depth", 1, 1024, depth));
-  KVF_RETURN_IF_ERROR(parse_u64(ctx.params, "max_io", 4096, 64u << 20, max_io));
+  KVF_ASSIGN_OR_RETURN(depth, integer_setting(ctx.params, "file", "queue_depth", 1, 1024, depth));
+  KVF_ASSIGN_OR_RETURN(max_io, integer_setting(ctx.params, "file", "max_io", 4096, 64u << 20, max_io));
   KVF_RETURN_IF_ERROR(parse_switch(ctx.params, "io_uring", s.io_uring));
   KVF_RETURN_IF_ERROR(parse_switch(ctx.params, "direct", s.direct));
   s.queue_depth = static_cast<unsigned>(depth);

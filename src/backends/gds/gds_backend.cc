@@ -4,24 +4,11 @@
 
 #include "backends/gds/gds_connection.h"
 #include "core/backend_registry.h"
+#include "core/backend_settings.h"
 #include "core/byte_io.h"
 
 namespace kvferry::detail {
 namespace {
-
-Status parse_number(const std::map<std::string, std::string>& params, const std::string& key,
-                    std::uint64_t lo, std::uint64_t hi, std::uint64_t& out) {
-  auto it = params.find(key);
-  if (it == params.end()) return Status::Ok();
-  std::uint64_t v = 0;
-  const std::string& t = it->second;
-  auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-  if (ec != std::errc() || end != t.data() + t.size() || v < lo || v > hi)
-    return InvalidArgument("gds." + key + " = '" + t + "': expected a number in [" + std::to_string(lo) +
-                           ", " + std::to_string(hi) + "]");
-  out = v;
-  return Status::Ok();
-}
 
 class GdsBackend final : public Backend {
  public:
@@ -72,10 +59,10 @@ Result<std::unique_ptr<Backend>> make_gds_backend(const BackendContext& ctx) {
   KVF_ASSIGN_OR_RETURN(const CuFileApi* api, CuFileApi::get());
   GdsSettings s;
   std::uint64_t threads = s.threads, batch = s.batch, max_io = s.max_io_bytes;
-  KVF_RETURN_IF_ERROR(parse_number(ctx.params, "threads", 1, 64, threads));
+  KVF_ASSIGN_OR_RETURN(threads, integer_setting(ctx.params, "gds", "threads", 1, 64, threads));
   // 128 entries (cuFile's default max_batch_io_size) stalled on the H200 machine; 64 ran.
-  KVF_RETURN_IF_ERROR(parse_number(ctx.params, "batch", 1, 64, batch));
-  KVF_RETURN_IF_ERROR(parse_number(ctx.params, "max_io", 4096, 1ull << 30, max_io));
+  KVF_ASSIGN_OR_RETURN(batch, integer_setting(ctx.params, "gds", "batch", 1, 64, batch));
+  KVF_ASSIGN_OR_RETURN(max_io, integer_setting(ctx.params, "gds", "max_io", 4096, 1ull << 30, max_io));
   // Synchronous calls from 16 threads: on the H200 machine (compatibility mode) the batch
   // API wrote faster only into the page cache (its durable rate was lower) and read cold
   // data slower (docs/benchmarks.md "Storage tier").

@@ -9,21 +9,10 @@
 #include "backends/shm/shm_initiator.h"
 #include "backends/shm/shm_target.h"
 #include "core/backend_registry.h"
+#include "core/backend_settings.h"
 
 namespace kvferry::detail::shm {
 namespace {
-
-Result<std::uint64_t> parse_param(const std::map<std::string, std::string>& params, const std::string& key,
-                                  std::uint64_t lo, std::uint64_t hi, std::uint64_t fallback) {
-  auto it = params.find(key);
-  if (it == params.end()) return fallback;
-  std::uint64_t v = 0;
-  auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
-  if (ec != std::errc() || p != it->second.data() + it->second.size() || v < lo || v > hi)
-    return InvalidArgument("shm." + key + "='" + it->second + "' must be an integer in [" + std::to_string(lo) +
-                           ", " + std::to_string(hi) + "]");
-  return v;
-}
 
 class ShmConnection final : public BackendConnection {
  public:
@@ -83,10 +72,10 @@ class ShmBackend final : public Backend {
 
 Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  KVF_ASSIGN_OR_RETURN(auto threads, parse_param(ctx.params, "copy_threads", 1, 64, std::min(cores, 4u)));
-  KVF_ASSIGN_OR_RETURN(auto spin_us, parse_param(ctx.params, "spin_us", 0, 100000, 50));
-  KVF_ASSIGN_OR_RETURN(auto inline_kib, parse_param(ctx.params, "inline_kib", 0, 1u << 20, 256));
-  KVF_ASSIGN_OR_RETURN(auto slice_kib, parse_param(ctx.params, "slice_kib", 4, 1u << 20, 1024));
+  KVF_ASSIGN_OR_RETURN(auto threads, integer_setting(ctx.params, "shm", "copy_threads", 1, 64, std::min(cores, 4u)));
+  KVF_ASSIGN_OR_RETURN(auto spin_us, integer_setting(ctx.params, "shm", "spin_us", 0, 100000, 50));
+  KVF_ASSIGN_OR_RETURN(auto inline_kib, integer_setting(ctx.params, "shm", "inline_kib", 0, 1u << 20, 256));
+  KVF_ASSIGN_OR_RETURN(auto slice_kib, integer_setting(ctx.params, "shm", "slice_kib", 4, 1u << 20, 1024));
   auto pool = std::make_unique<CopyPool>(static_cast<unsigned>(threads));
   TargetConfig tc;
   tc.agent_name = ctx.agent_name;

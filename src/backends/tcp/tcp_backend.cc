@@ -9,6 +9,7 @@
 #include "backends/tcp/tcp_engine.h"
 #include "backends/tcp/tcp_session.h"
 #include "core/backend_registry.h"
+#include "core/backend_settings.h"
 #include "core/byte_io.h"
 
 namespace kvferry::detail::tcp {
@@ -23,18 +24,6 @@ struct Settings {
   std::uint32_t spin_us = 0;
 };
 
-Result<std::uint64_t> parse_uint(const std::map<std::string, std::string>& params, const std::string& key,
-                                 std::uint64_t lo, std::uint64_t hi, std::uint64_t fallback) {
-  auto it = params.find(key);
-  if (it == params.end()) return fallback;
-  std::uint64_t v = 0;
-  auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
-  if (ec != std::errc() || p != it->second.data() + it->second.size() || v < lo || v > hi)
-    return InvalidArgument("tcp." + key + "='" + it->second + "' must be an integer in [" + std::to_string(lo) + ", " +
-                           std::to_string(hi) + "]");
-  return v;
-}
-
 Result<Settings> parse_settings(const BackendContext& ctx) {
   Settings s;
   if (auto it = ctx.params.find("bind"); it != ctx.params.end()) s.bind = it->second;
@@ -42,13 +31,13 @@ Result<Settings> parse_settings(const BackendContext& ctx) {
   if (auto it = ctx.params.find("advertise"); it != ctx.params.end()) s.advertise = it->second;
   if (s.advertise == "0.0.0.0" || s.advertise == "::")
     return InvalidArgument("tcp.bind is a wildcard address: set tcp.advertise to an address peers can reach");
-  KVF_ASSIGN_OR_RETURN(auto port, parse_uint(ctx.params, "port", 0, 65535, 0));
-  KVF_ASSIGN_OR_RETURN(auto streams, parse_uint(ctx.params, "streams", 1, 64, 4));
-  KVF_ASSIGN_OR_RETURN(auto chunk_kib, parse_uint(ctx.params, "chunk_kib", 4, kMaxChunkBytes >> 10, 1024));
+  KVF_ASSIGN_OR_RETURN(auto port, integer_setting(ctx.params, "tcp", "port", 0, 65535, 0));
+  KVF_ASSIGN_OR_RETURN(auto streams, integer_setting(ctx.params, "tcp", "streams", 1, 64, 4));
+  KVF_ASSIGN_OR_RETURN(auto chunk_kib, integer_setting(ctx.params, "tcp", "chunk_kib", 4, kMaxChunkBytes >> 10, 1024));
   s.port = static_cast<std::uint16_t>(port);
   s.streams = static_cast<std::uint32_t>(streams);
   s.chunk_bytes = chunk_kib << 10;
-  KVF_ASSIGN_OR_RETURN(auto spin, parse_uint(ctx.params, "spin_us", 0, 10000, 0));
+  KVF_ASSIGN_OR_RETURN(auto spin, integer_setting(ctx.params, "tcp", "spin_us", 0, 10000, 0));
   s.spin_us = static_cast<std::uint32_t>(spin);
   return s;
 }
