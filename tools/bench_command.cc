@@ -39,7 +39,12 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   command->add_option("--listen", o.listen, "Target's control address (with --serve)")->capture_default_str();
   command->add_option("--peer", o.peer, "Initiator: a target started with --serve, HOST:PORT")->excludes(serve);
   command->add_option("--file", o.file, "With --backend file: offload to / onboard from this file (one process)");
-  command->add_option("--mem", o.mem, "Memory of both pools: dram, or vram (GPU pools, cuda_ipc)")
+  command->add_option("--mem", o.mem, "Memory of this process's pool: dram, or vram (a GPU pool: cuda_ipc, or tcp/shm staged)")
+      ->check(CLI::IsMember({"dram", "vram"}))
+      ->capture_default_str();
+  command->add_option("--peer-mem", o.peer_mem,
+                      "With --mem vram: the target's pool: vram, or dram (host memory; tcp and shm stage the GPU side "
+                      "through pinned memory)")
       ->check(CLI::IsMember({"dram", "vram"}))
       ->capture_default_str();
   command->add_option("--device", o.device, "With --mem vram: this process's GPU")->capture_default_str();

@@ -37,6 +37,7 @@ struct BenchOptions {
   // GPU memory (bench_vram.cc): --mem vram moves blocks between pools on GPUs
   // `device` (ours) and `peer_device` (the target process's), through cuda_ipc.
   std::string mem = "dram";
+  std::string peer_mem = "vram";  // with --mem vram: the target's pool (vram, or dram)
   int device = 0;
   int peer_device = -1;      // -1: the next GPU if there is one, else the same
   bool vram_target = false;  // internal: the target process of a vram bench

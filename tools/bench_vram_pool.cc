@@ -73,9 +73,13 @@ DescriptorList VramPool::block_descriptors(const PoolShape& shape, std::uint64_t
   return out;
 }
 
+void fill_pattern_bytes(std::uint8_t* out, std::uint64_t bytes, std::uint64_t seed) {
+  parallel_chunks(bytes, [&](std::uint64_t b, std::uint64_t e) { pattern(out + b, seed, b, e - b); });
+}
+
 Status VramPool::fill_pattern(std::uint64_t seed) {
   std::vector<std::uint8_t> host(shape_.total_bytes());
-  parallel_chunks(host.size(), [&](std::uint64_t b, std::uint64_t e) { pattern(host.data() + b, seed, b, e - b); });
+  fill_pattern_bytes(host.data(), host.size(), seed);
   KVF_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(device_), "cudaSetDevice"));
   return cuda_ok(cudaMemcpy(base_, host.data(), host.size(), cudaMemcpyHostToDevice), "upload pattern");
 }
@@ -100,6 +104,17 @@ Result<std::uint64_t> VramPool::checksum() const {
 
 // FNV-1a over 64-bit words per 64 MiB chunk (in parallel), then over the chunk sums.
 std::uint64_t VramPool::checksum_of(const std::vector<std::uint8_t>& bytes) {
+  return checksum_bytes(bytes.data(), bytes.size());
+}
+
+std::uint64_t checksum_bytes(const std::uint8_t* data, std::uint64_t n) {
+  struct View {
+    const std::uint8_t* p;
+    std::uint64_t n;
+    std::uint64_t size() const { return n; }
+    const std::uint8_t* data() const { return p; }
+    std::uint8_t operator[](std::uint64_t i) const { return p[i]; }
+  } bytes{data, n};
   constexpr std::uint64_t kChunk = 64u << 20, kPrime = 0x100000001b3ull;
   const std::uint64_t chunks = (bytes.size() + kChunk - 1) / kChunk;
   std::vector<std::uint64_t> sums(chunks);

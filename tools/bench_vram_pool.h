@@ -39,6 +39,10 @@ class VramPool {
   std::uint8_t* base_ = nullptr;
 };
 
+// Host-side twins of the pattern and checksum, for a target whose pool is host memory.
+void fill_pattern_bytes(std::uint8_t* out, std::uint64_t bytes, std::uint64_t seed);
+std::uint64_t checksum_bytes(const std::uint8_t* bytes, std::uint64_t n);
+
 // A pool's expected contents after moving block index src[i] of a pattern(seed) pool to
 // block index dst[i] of a poisoned one.
 std::vector<std::uint8_t> expected_image(const PoolShape& shape, std::uint64_t seed,

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/backend_registry.h"
+#include "core/backend_settings.h"
 #include "core/host_identity.h"
 
 namespace kvferry {
@@ -48,7 +49,9 @@ void Agent::Impl::refresh_self_entry() {
 Status Agent::Impl::start_backends() {
   const BackendRegistry& registry = BackendRegistry::builtin();
   // Settings are "<backend>.<key>"; reject what no backend accepts, naming it.
+  KVF_RETURN_IF_ERROR(parse_staging_settings());
   for (const auto& [key, value] : options_.backend_params) {
+    if (key.rfind("staging.", 0) == 0) continue;  // the core's own (parse_staging_settings)
     auto dot = key.find('.');
     const detail::BackendFactory* f = dot == std::string::npos ? nullptr : registry.find(key.substr(0, dot));
     if (!f) return InvalidArgument("backend setting '" + key + "' names no compiled-in backend");
@@ -89,6 +92,24 @@ Status Agent::Impl::start_backends() {
   return Status::Ok();
 }
 
+Status Agent::Impl::parse_staging_settings() {
+  std::map<std::string, std::string> mine;
+  for (const auto& [key, value] : options_.backend_params)
+    if (key.rfind("staging.", 0) == 0) mine[key.substr(8)] = value;
+  for (const auto& [key, value] : mine)
+    if (key != "chunk_bytes" && key != "slots" && key != "copy")
+      return InvalidArgument("setting 'staging." + key + "' is unknown (staging accepts: chunk_bytes, slots, copy)");
+  KVF_ASSIGN_OR_RETURN(staging_.chunk_bytes,
+                       detail::integer_setting(mine, "staging", "chunk_bytes", 64u << 10, 1u << 30, 8u << 20));
+  KVF_ASSIGN_OR_RETURN(std::uint64_t slots, detail::integer_setting(mine, "staging", "slots", 1, 64, 4));
+  staging_.slots = static_cast<std::uint32_t>(slots);
+  if (auto it = mine.find("copy"); it != mine.end()) {
+    KVF_ASSIGN_OR_RETURN(staging_.method, detail::parse_stage_method(it->second));
+  }
+  staging_.drain_timeout = std::max(options_.peer_timeout, std::chrono::milliseconds(1000));
+  return Status::Ok();
+}
+
 Agent::Impl::~Impl() { shutdown(); }
 
 void Agent::Impl::shutdown() {
@@ -121,10 +142,18 @@ Status Agent::Impl::register_memory(const DescriptorList& regions) {
   if (closed_) return FailedPrecondition("agent is shut down");
   std::lock_guard reg(registration_mu_);
   KVF_ASSIGN_OR_RETURN(auto planned, registry_->plan_add(regions));
+  if (regions.kind() == MemoryKind::kVram) {
+    // Where this process drives GPUs, the core checks every vram region itself, so the
+    // error does not depend on which backends run (else the backends check).
+    if (auto stager = detail::DeviceStager::instance(); stager.ok())
+      for (const auto& r : planned)
+        KVF_RETURN_IF_ERROR((*stager)->check_vram(r.address, r.length, static_cast<int>(r.device))
+                                .with_context("register_memory"));
+  }
   attach_share_fds(planned);
   std::vector<detail::Backend*> takers;
   for (const auto& b : backends_)
-    if (b->capabilities().local_kinds.contains(regions.kind())) takers.push_back(b.get());
+    if (b->capabilities().serves(regions.kind())) takers.push_back(b.get());
   if (takers.empty())
     return NotSupported("register_memory: no started backend supports " + std::string(to_string(regions.kind())) +
                         " memory");
@@ -152,7 +181,7 @@ Status Agent::Impl::deregister_memory(const DescriptorList& regions) {
   refresh_self_entry();
   Status first;
   for (const auto& b : backends_) {
-    if (!b->capabilities().local_kinds.contains(regions.kind())) continue;
+    if (!b->capabilities().serves(regions.kind())) continue;
     for (const auto& r : removed) {
       Status s = b->deregister_region(r.id);
       if (!s.ok() && first.ok()) first = s.with_context("deregister_memory: backend '" + std::string(b->name()) + "'");

@@ -19,6 +19,7 @@
 #include "core/prepared_data.h"
 #include "core/shared_segment.h"
 #include "core/side_channel.h"
+#include "core/staged_connection.h"
 #include "kvferry/agent.h"
 
 namespace kvferry {
@@ -79,6 +80,7 @@ class Agent::Impl {
 
   Impl() = default;
   Status start_backends();
+  Status parse_staging_settings();  // "staging.<key>" of the backend settings
   // This agent is its own peer (seed 004's loopback agent: local dram <-> local file,
   // local copies); its entry mirrors the registry and is refreshed on every change.
   void refresh_self_entry();
@@ -94,6 +96,8 @@ class Agent::Impl {
                                        TransferOptions options);
 
   AgentOptions options_;
+  // How local vram travels over host backends (core/staged_connection.h).
+  detail::StagingConfig staging_;
   std::string host_id_;
   std::string process_id_;
   std::vector<std::unique_ptr<detail::Backend>> backends_;

@@ -120,7 +120,18 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
     detail::Backend* backend;
     double cost;
     detail::PeerEndpoint endpoint;
+    bool staged;  // local vram through pinned host memory (core/staged_connection.h)
+    std::string key() const { return std::string(backend->name()) + (staged ? "+staging" : ""); }
   };
+  // Local vram can ride any backend that moves host memory, staged through pinned
+  // buffers, when this process can drive a GPU.
+  std::shared_ptr<detail::DeviceStager> stager;
+  std::string no_stager;
+  if (local_kind == MemoryKind::kVram) {
+    auto s = detail::DeviceStager::instance();
+    if (s.ok()) stager = *s;
+    else no_stager = s.status().message();
+  }
   std::vector<Candidate> candidates;
   std::string reasons;
   std::uint64_t generation = 0;
@@ -137,7 +148,18 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
       auto caps = b->capabilities();
       auto theirs = std::find_if(md.backends.begin(), md.backends.end(),
                                  [&](const detail::BackendEntry& e) { return e.name == bname; });
-      if (!caps.local_kinds.contains(local_kind)) { why_not("no local " + std::string(to_string(local_kind))); continue; }
+      bool staged = false;
+      if (!caps.local_kinds.contains(local_kind)) {
+        if (local_kind != MemoryKind::kVram || !caps.local_kinds.contains(MemoryKind::kDram)) {
+          why_not("no local " + std::string(to_string(local_kind)));
+          continue;
+        }
+        if (!stager) {
+          why_not("no local vram, and it cannot be staged: " + no_stager);
+          continue;
+        }
+        staged = true;
+      }
       if (!caps.remote_kinds.contains(remote_kind)) { why_not("no remote " + std::string(to_string(remote_kind))); continue; }
       if (theirs == md.backends.end()) { why_not("the peer does not run it"); continue; }
       if (caps.same_process_only && md.process_id != process_id_) { why_not("peer is in another process"); continue; }
@@ -149,46 +171,60 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
           return h.with_context("peer '" + std::string(peer) + "'");
         }
       }
-      candidates.push_back(Candidate{b.get(), b->cost_model().estimate_us(bytes, descriptors),
+      double cost = b->cost_model().estimate_us(bytes, descriptors);
+      // Staging adds the GPU copies; they overlap with the transfer, so charge the PCIe
+      // time (about 50 GB/s) only where it exceeds the backend's own.
+      if (staged) cost = std::max(cost, static_cast<double>(bytes) / (50.0 * 1e3)) + 20.0;
+      candidates.push_back(Candidate{b.get(), cost,
                                      detail::PeerEndpoint{md.name, md.host_id, md.process_id, theirs->info,
-                                                          it->second.regions}});
+                                                          it->second.regions},
+                                     staged});
     }
     std::stable_sort(candidates.begin(), candidates.end(),
                      [](const Candidate& a, const Candidate& b) { return a.cost < b.cost; });
     if (!candidates.empty()) {
-      auto conn = it->second.connections.find(std::string(candidates.front().backend->name()));
+      auto conn = it->second.connections.find(candidates.front().key());
       if (conn != it->second.connections.end())
-        return Route{conn->second, std::string(candidates.front().backend->name()), generation};
+        return Route{conn->second, candidates.front().key(), generation};
     }
   }
   // Connect outside the lock (bounded by connect_timeout); the cheapest backend that
   // connects wins, so a same-host path that the system forbids falls back to the next.
   for (const Candidate& c : candidates) {
     const std::string bname(c.backend->name());
+    std::shared_ptr<detail::BackendConnection> base;
     {
       std::lock_guard lock(peers_mu_);
       auto it = peers_.find(peer);
       if (it == peers_.end() || it->second.generation != generation)
         return NotFound("peer '" + std::string(peer) + "' was forgotten or reloaded while connecting");
-      auto conn = it->second.connections.find(bname);
+      auto conn = it->second.connections.find(c.key());
       if (conn != it->second.connections.end() && conn->second->health().ok())
-        return Route{conn->second, bname, generation};
+        return Route{conn->second, c.key(), generation};
+      conn = it->second.connections.find(bname);
+      if (conn != it->second.connections.end() && conn->second->health().ok()) base = conn->second;
     }
-    auto fresh = c.backend->connect(c.endpoint);
-    if (!fresh.ok()) {
-      reasons += "; " + bname + ": " + fresh.status().message();
-      continue;
+    if (!base) {
+      auto fresh = c.backend->connect(c.endpoint);
+      if (!fresh.ok()) {
+        reasons += "; " + bname + ": " + fresh.status().message();
+        continue;
+      }
+      base = std::move(fresh).value();
     }
-    std::shared_ptr<detail::BackendConnection> conn = std::move(fresh).value();
     std::lock_guard lock(peers_mu_);
     auto it = peers_.find(peer);
     if (it == peers_.end() || it->second.generation != generation)
       return NotFound("peer '" + std::string(peer) + "' was forgotten or reloaded while connecting");
     // Another thread may have connected meanwhile: the first healthy connection wins,
     // so requests already bound to it stay valid.
-    auto [slot, inserted] = it->second.connections.try_emplace(bname, conn);
-    if (!inserted && !slot->second->health().ok()) slot->second = conn;
-    return Route{slot->second, bname, generation};
+    auto [slot, inserted] = it->second.connections.try_emplace(bname, base);
+    if (!inserted && !slot->second->health().ok()) slot->second = base;
+    if (!c.staged) return Route{slot->second, bname, generation};
+    auto [staged, fresh_staged] = it->second.connections.try_emplace(c.key(), nullptr);
+    if (fresh_staged || !staged->second->health().ok())
+      staged->second = std::make_shared<detail::StagedConnection>(slot->second, stager, staging_);
+    return Route{staged->second, c.key(), generation};
   }
   if (!forced_backend.empty() && reasons.empty()) reasons = "; backend '" + forced_backend + "' is not started";
   return Unavailable("no backend can move " + std::string(to_string(local_kind)) + " <-> " +

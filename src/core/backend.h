@@ -25,8 +25,13 @@
 namespace kvferry::detail {
 
 struct Capabilities {
-  MemoryKindSet local_kinds;
-  MemoryKindSet remote_kinds;
+  MemoryKindSet local_kinds;   // our memory it moves as the initiator
+  MemoryKindSet remote_kinds;  // peer memory it reaches
+  // Our memory it lets peers reach (it is told of those regions); local_kinds if empty.
+  // tcp serves vram to peers (staging it through pinned memory) though it only moves
+  // host memory as an initiator.
+  MemoryKindSet served_kinds;
+  bool serves(MemoryKind k) const { return served_kinds.empty() ? local_kinds.contains(k) : served_kinds.contains(k); }
   bool same_process_only = false;
   bool same_host_only = false;
   bool notifications = false;

@@ -5,11 +5,13 @@
 
 #include "backends/cuda_ipc/cuda_ipc_initiator.h"
 #include "backends/cuda_ipc/cuda_ipc_target.h"
-#include "backends/cuda_ipc/cuda_util.h"
+#include "cuda/cuda_util.h"
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
 
 namespace kvferry::detail::cuda_ipc {
+
+using cuda::device_count;
 namespace {
 
 class CudaIpcConnection final : public BackendConnection {

@@ -7,10 +7,13 @@
 #include <algorithm>
 #include <cstring>
 
-#include "backends/cuda_ipc/cuda_util.h"
+#include "cuda/cuda_util.h"
 #include "core/byte_io.h"
 
 namespace kvferry::detail::cuda_ipc {
+
+using cuda::check;
+using cuda::DeviceScope;
 
 Result<CopyLane*> Lanes::get(int device) {
   std::lock_guard lock(mu_);

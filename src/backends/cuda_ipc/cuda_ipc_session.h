@@ -15,11 +15,16 @@
 #include <unordered_map>
 #include <vector>
 
-#include "backends/cuda_ipc/copy_lane.h"
+#include "cuda/copy_lane.h"
 #include "backends/cuda_ipc/cuda_ipc_wire.h"
 #include "core/backend.h"
 
 namespace kvferry::detail::cuda_ipc {
+
+using cuda::CopyLane;
+using cuda::CopyMethod;
+using cuda::CopyPair;
+using cuda::Submission;
 
 // The initiator's copy lanes, one per local GPU, created on first use; shared by sessions.
 class Lanes {

@@ -9,10 +9,15 @@
 #include <cstring>
 #include <random>
 
-#include "backends/cuda_ipc/cuda_util.h"
+#include "cuda/cuda_util.h"
 #include "core/byte_io.h"
 
 namespace kvferry::detail::cuda_ipc {
+
+using cuda::check;
+using cuda::DeviceScope;
+using cuda::check_device_range;
+using cuda::DeviceAllocation;
 namespace {
 
 constexpr auto kSendBound = std::chrono::milliseconds(200);

@@ -76,8 +76,10 @@ class TcpBackend final : public Backend {
   std::string_view name() const override { return "tcp"; }
   Capabilities capabilities() const override {
     Capabilities c;
-    c.local_kinds = {MemoryKind::kDram};
-    c.remote_kinds = {MemoryKind::kDram};
+    c.local_kinds = {MemoryKind::kDram};  // local vram: the core stages it (core/staged_connection.h)
+    // Peers' vram and our own vram served to peers go through pinned memory (tcp_vram.cc).
+    c.remote_kinds = {MemoryKind::kDram, MemoryKind::kVram};
+    c.served_kinds = {MemoryKind::kDram, MemoryKind::kVram};
     c.notifications = true;
     return c;
   }

@@ -26,6 +26,7 @@
 
 #include "backends/tcp/tcp_wire.h"
 #include "core/backend.h"
+#include "core/device_stager.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::tcp {
@@ -101,6 +102,14 @@ class TcpEngine {
   bool on_write_table(Stream& s);
   bool on_read_table(Stream& s);
 
+  // vram regions served through pinned memory (tcp_vram.cc). Each returns an error text
+  // for the initiator, empty on success.
+  std::string stage_write_to_vram(Stream& s);        // re-points vram segments into s.bounce
+  std::string land_staged_write(Stream& s);          // copies s.bounce into vram
+  std::string stage_read_from_vram(OutFrame& f);     // copies vram into a pinned buffer
+  Result<DeviceStager*> stager();
+  Result<PinnedBuffer> take_pinned(std::uint64_t bytes);
+
   EngineConfig cfg_;
   UniqueFd listener_;
   UniqueFd epoll_;
@@ -122,6 +131,10 @@ class TcpEngine {
   std::uint64_t next_local_key_ = 1ull << 62;  // keys for accepted sessions
   std::vector<std::uint8_t> scratch_;           // sink for discarded payloads
   std::vector<std::uint8_t> zeros_;             // source for cancelled payloads
+  std::shared_ptr<DeviceStager> stager_;        // on first use of a vram region
+  // Pinned buffers of finished read frames, for reuse (shared with the frames' deleters).
+  std::shared_ptr<std::pair<std::mutex, std::vector<PinnedBuffer>>> pinned_pool_ =
+      std::make_shared<std::pair<std::mutex, std::vector<PinnedBuffer>>>();
   std::atomic<bool> running_{true};  // cleared by the stop command, on whichever thread runs it
 };
 

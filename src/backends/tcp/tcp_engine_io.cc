@@ -319,6 +319,14 @@ bool TcpEngine::on_write_table(Stream& s) {
     return false;
   }
   if (!ok) ss.write_errors.try_emplace(h.req, "write to " + bad + " refused: not inside memory this agent registered");
+  if (ok) {
+    std::string err = stage_write_to_vram(s);
+    if (!err.empty()) {
+      ok = false;
+      ss.write_errors.try_emplace(h.req, std::move(err));
+    }
+  }
+  if (!ok) s.to_vram.clear();
   return begin_body(s, ok ? Sink::kDest : Sink::kDiscard, data, true);
 }
 
@@ -339,6 +347,10 @@ bool TcpEngine::on_read_table(Stream& s) {
                                       kFlagError));
     return true;
   }
+  if (std::string err = stage_read_from_vram(f); !err.empty()) {
+    queue_frame(s, make_message_frame(FrameType::kReadData, h.req, std::move(err), kFlagError));
+    return true;
+  }
   f.h.len = total;
   queue_frame(s, std::move(f));
   return true;
@@ -355,10 +367,18 @@ void TcpEngine::handle_payload_done(Stream& s) {
         on_write_table(s);
         return;
       }
+      bool landed = s.sink == Sink::kDest;
+      if (!s.to_vram.empty()) {
+        std::string err = land_staged_write(s);
+        if (!err.empty()) {
+          landed = false;
+          ss->write_errors.try_emplace(h.req, std::move(err));
+        }
+      }
       if (h.flags & kFlagNotify) {
         auto& tr = ss->target_requests[h.req];
         tr.received += h.len - std::uint64_t{h.aux} * kSegmentEntryBytes;
-        if (s.sink != Sink::kDest) tr.failed = true;
+        if (!landed) tr.failed = true;
       }
       if (h.flags & kFlagLast) {
         auto err = ss->write_errors.find(h.req);

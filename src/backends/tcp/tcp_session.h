@@ -11,6 +11,7 @@
 
 #include "backends/tcp/tcp_engine.h"
 #include "backends/tcp/tcp_wire.h"
+#include "core/device_stager.h"
 #include "core/socket_util.h"
 #include "core/transfer_job.h"
 
@@ -25,6 +26,7 @@ struct OutFrame {
   WireHeader h;
   std::string prefix;             // follows the header: a message or a segment table
   std::vector<Segment> segments;  // then these bytes (user or registered memory)
+  std::shared_ptr<std::uint8_t> staged;  // pinned copy of vram that `segments` point into
   std::uint64_t sent = 0;         // bytes of the whole frame already sent
   std::uint64_t total() const { return sizeof(WireHeader) + h.len; }
 };
@@ -49,6 +51,12 @@ inline OutFrame make_message_frame(FrameType type, std::uint64_t req, std::strin
 
 enum class Sink { kDest, kDiscard, kBuffer };
 
+// Bytes received into a stream's bounce buffer that belong in vram.
+struct VramLanding {
+  int device;
+  StageItem copy;  // bounce -> vram
+};
+
 struct PendingRead {
   std::uint64_t req;
   std::vector<Segment> dest;
@@ -69,6 +77,9 @@ struct Stream {
   bool body_is_last = true;  // false while reading a table that data will follow
   Sink sink = Sink::kDiscard;
   std::vector<Segment> segs;  // kDest: where the data lands
+  // Data for vram lands in `bounce` first; these copies finish it (tcp_vram.cc).
+  PinnedBuffer bounce;
+  std::vector<VramLanding> to_vram;
   std::size_t seg_idx = 0;
   std::uint64_t seg_off = 0;
   std::uint64_t remaining = 0;

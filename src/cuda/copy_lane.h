@@ -1,6 +1,7 @@
-// CopyLane: where the cuda_ipc initiator's copies run on one local GPU: a non-blocking
-// stream, and per submission either one cudaMemcpyBatchAsync of every pair or the copy
-// kernel (src/cuda/copy_kernels.h) over a table of items uploaded from pinned memory.
+// CopyLane: where copies on one GPU run: a non-blocking stream, and per submission
+// either one cudaMemcpyBatchAsync of every pair or the copy kernel (copy_kernels.h) over
+// a table of items uploaded from pinned memory. Used by the cuda_ipc initiator (peer
+// copies through IPC mappings) and by the device stager (GPU <-> pinned host memory).
 // A submission ends with an event; the caller polls it and then calls release().
 #pragma once
 
@@ -14,7 +15,7 @@
 #include "cuda/copy_kernels.h"
 #include "kvferry/status.h"
 
-namespace kvferry::detail::cuda_ipc {
+namespace kvferry::detail::cuda {
 
 enum class CopyMethod { kKernel, kBatch };
 
@@ -59,4 +60,4 @@ class CopyLane {
   std::vector<std::pair<void*, std::size_t>> free_pinned_;
 };
 
-}  // namespace kvferry::detail::cuda_ipc
+}  // namespace kvferry::detail::cuda

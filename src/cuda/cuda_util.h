@@ -1,4 +1,4 @@
-// Small CUDA runtime helpers of the cuda_ipc backend: errors as Status, a scoped current
+// Small CUDA runtime helpers (cuda_ipc backend, device stager): errors as Status, a scoped current
 // device, and what an address is (device, allocation base).
 #pragma once
 
@@ -9,7 +9,7 @@
 
 #include "kvferry/status.h"
 
-namespace kvferry::detail::cuda_ipc {
+namespace kvferry::detail::cuda {
 
 // OK, or IoError("<what>: <CUDA error string>").
 Status check(cudaError_t e, std::string_view what);
@@ -41,4 +41,4 @@ struct DeviceAllocation {
 // managed or another GPU's memory) inside one allocation, and returns that allocation.
 Result<DeviceAllocation> check_device_range(std::uint64_t address, std::uint64_t length, int device);
 
-}  // namespace kvferry::detail::cuda_ipc
+}  // namespace kvferry::detail::cuda

@@ -1,10 +1,10 @@
-#include "backends/cuda_ipc/copy_lane.h"
+#include "cuda/copy_lane.h"
 
 #include <cstring>
 
-#include "backends/cuda_ipc/cuda_util.h"
+#include "cuda/cuda_util.h"
 
-namespace kvferry::detail::cuda_ipc {
+namespace kvferry::detail::cuda {
 
 Result<std::unique_ptr<CopyLane>> CopyLane::create(int device, CopyMethod method, std::uint32_t blocks) {
   std::unique_ptr<CopyLane> lane(new CopyLane(device, method, blocks));
@@ -112,4 +112,4 @@ Status CopyLane::submit_batch(const std::vector<CopyPair>& pairs) {
                "cudaMemcpyBatchAsync");
 }
 
-}  // namespace kvferry::detail::cuda_ipc
+}  // namespace kvferry::detail::cuda

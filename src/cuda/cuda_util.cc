@@ -1,11 +1,11 @@
-#include "backends/cuda_ipc/cuda_util.h"
+#include "cuda/cuda_util.h"
 
 #include <cuda.h>
 
 #include <mutex>
 #include <string>
 
-namespace kvferry::detail::cuda_ipc {
+namespace kvferry::detail::cuda {
 namespace {
 
 using GetAddressRange = CUresult (*)(CUdeviceptr*, size_t*, CUdeviceptr);
@@ -75,7 +75,7 @@ Result<DeviceAllocation> check_device_range(std::uint64_t address, std::uint64_t
                              " but the descriptor says device " + std::to_string(device));
   }
   GetAddressRange fn = address_range_fn();
-  if (!fn) return NotSupported("cuda_ipc: cuMemGetAddressRange is not available from the driver");
+  if (!fn) return NotSupported("vram: cuMemGetAddressRange is not available from the driver");
   DeviceScope scope(device);
   KVF_RETURN_IF_ERROR(scope.status());
   CUdeviceptr base = 0;
@@ -88,4 +88,4 @@ Result<DeviceAllocation> check_device_range(std::uint64_t address, std::uint64_t
   return DeviceAllocation{static_cast<std::uint64_t>(base), static_cast<std::uint64_t>(size)};
 }
 
-}  // namespace kvferry::detail::cuda_ipc
+}  // namespace kvferry::detail::cuda

@@ -1,0 +1,133 @@
+// The tcp target's vram: a peer writes into and reads from our GPU memory exactly as
+// from host memory. The bytes pass through pinned buffers: a write frame's vram
+// segments land in the stream's bounce buffer and go to the GPU in one batched copy
+// before the frame is acknowledged; a read frame's vram segments are copied out in one
+// batched copy before the frame is queued. Frames are at most batch_bytes (4 MiB by
+// default), so a copy costs tens of microseconds against milliseconds on the wire.
+#include <algorithm>
+#include <map>
+
+#include "backends/tcp/tcp_engine.h"
+#include "backends/tcp/tcp_session.h"
+
+namespace kvferry::detail::tcp {
+
+namespace {
+constexpr std::size_t kPinnedPoolBuffers = 8;  // idle read buffers kept for reuse
+constexpr std::uint64_t kMinPinnedBytes = 4u << 20;
+
+std::uint64_t round_up_pow2(std::uint64_t n) {
+  std::uint64_t v = kMinPinnedBytes;
+  while (v < n) v *= 2;
+  return v;
+}
+}  // namespace
+
+Result<DeviceStager*> TcpEngine::stager() {
+  if (!stager_) {
+    auto s = DeviceStager::instance();
+    if (!s.ok()) return s.status();
+    stager_ = *s;
+  }
+  return stager_.get();
+}
+
+Result<PinnedBuffer> TcpEngine::take_pinned(std::uint64_t bytes) {
+  {
+    std::lock_guard lock(pinned_pool_->first);
+    auto& pool = pinned_pool_->second;
+    auto it = std::find_if(pool.begin(), pool.end(), [&](const PinnedBuffer& b) { return b.size >= bytes; });
+    if (it != pool.end()) {
+      PinnedBuffer b = std::move(*it);
+      pool.erase(it);
+      return b;
+    }
+  }
+  KVF_ASSIGN_OR_RETURN(DeviceStager * st, stager());
+  return st->allocate_pinned(round_up_pow2(bytes));
+}
+
+std::string TcpEngine::stage_write_to_vram(Stream& s) {
+  s.to_vram.clear();
+  std::uint64_t need = 0;
+  for (const Segment& g : s.segs) {
+    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
+    if (r && r->kind == MemoryKind::kVram) need += g.len;
+  }
+  if (need == 0) return {};
+  if (s.bounce.size < need) {
+    auto b = take_pinned(need);
+    if (!b.ok()) return "write into vram refused: " + b.status().message();
+    s.bounce = std::move(b).value();
+  }
+  std::uint64_t off = 0;
+  for (Segment& g : s.segs) {
+    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
+    if (!r || r->kind != MemoryKind::kVram) continue;
+    std::uint8_t* landing = s.bounce.data() + off;
+    s.to_vram.push_back(VramLanding{static_cast<int>(r->device),
+                                    StageItem{reinterpret_cast<std::uint64_t>(landing),
+                                              reinterpret_cast<std::uint64_t>(g.ptr), g.len}});
+    g.ptr = landing;
+    off += g.len;
+  }
+  return {};
+}
+
+std::string TcpEngine::land_staged_write(Stream& s) {
+  std::map<int, std::vector<StageItem>> by_device;
+  std::string error;
+  for (const VramLanding& l : s.to_vram) {
+    // The region may have been deregistered while the frame was on the wire: then its
+    // bytes are dropped, as for host memory.
+    const RegionInfo* r = find_region(l.copy.dst, l.copy.length);
+    if (!r || r->kind != MemoryKind::kVram) {
+      error = "write into vram refused: the memory was deregistered during the transfer";
+      continue;
+    }
+    by_device[l.device].push_back(l.copy);
+  }
+  s.to_vram.clear();
+  auto st = stager();
+  for (auto& [device, items] : by_device) {
+    Status copied = st.ok() ? (*st)->copy(device, StageMethod::kBatch, items, cfg_.peer_timeout) : st.status();
+    if (!copied.ok()) error = "write into vram failed: " + copied.message();
+  }
+  return error;
+}
+
+std::string TcpEngine::stage_read_from_vram(OutFrame& f) {
+  std::uint64_t need = 0;
+  for (const Segment& g : f.segments) {
+    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
+    if (r && r->kind == MemoryKind::kVram) need += g.len;
+  }
+  if (need == 0) return {};
+  auto taken = take_pinned(need);
+  if (!taken.ok()) return "read of vram refused: " + taken.status().message();
+  PinnedBuffer buf = std::move(taken).value();
+  std::map<int, std::vector<StageItem>> by_device;
+  std::uint64_t off = 0;
+  for (Segment& g : f.segments) {
+    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
+    if (!r || r->kind != MemoryKind::kVram) continue;
+    std::uint8_t* copy = buf.data() + off;
+    by_device[static_cast<int>(r->device)].push_back(
+        StageItem{reinterpret_cast<std::uint64_t>(g.ptr), reinterpret_cast<std::uint64_t>(copy), g.len});
+    g.ptr = copy;
+    off += g.len;
+  }
+  for (auto& [device, items] : by_device) {
+    Status copied = stager_->copy(device, StageMethod::kBatch, items, cfg_.peer_timeout);
+    // On a timeout the copy may still be running: this buffer is never reused then.
+    if (!copied.ok()) return "read of vram failed: " + copied.message();
+  }
+  // The frame holds the buffer until it is sent; then it goes back to the pool.
+  f.staged = std::shared_ptr<std::uint8_t>(buf.data(), [pool = pinned_pool_, buf](std::uint8_t*) {
+    std::lock_guard lock(pool->first);
+    if (pool->second.size() < kPinnedPoolBuffers) pool->second.push_back(buf);
+  });
+  return {};
+}
+
+}  // namespace kvferry::detail::tcp
