@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the GPU binaries HERE (no GPU needed) and packs what the device machine needs
 # into the git-ignored folder .device/ (carried by the device tool; < 60 MiB):
-#   .device/bin/{kvferry,kvferry_tests,kvferry_test_peer}   stripped of debug info
+#   .device/bin/{kvferry,kvferry_tests,kvferry_test_peer,kvferry_gpu_probe}   stripped
 #   .device/lib/{libkvferry.so*,liburing.so.2,libxxhash.so.0}
 #   .device/gpu_check.sh, .device/nccl_compare.py
 # Then, on the device:  run(carry=[".device"], command="bash .device/gpu_check.sh",
@@ -11,10 +11,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build-gpu}"
 out="$root/.device"
 cmake -S "$root" -B "$build" -G Ninja -DKVFERRY_WERROR=ON -DKVFERRY_ENABLE_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
-ninja -C "$build" -j"${JOBS:-2}" kvferry kvferry_cli kvferry_tests kvferry_test_peer
+ninja -C "$build" -j"${JOBS:-2}" kvferry kvferry_cli kvferry_tests kvferry_test_peer kvferry_gpu_probe
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
-for b in tools/kvferry tests/kvferry_tests tests/kvferry_test_peer; do
+for b in tools/kvferry tests/kvferry_tests tests/kvferry_test_peer tests/kvferry_gpu_probe; do
   strip --strip-debug -o "$out/bin/$(basename "$b")" "$build/$b"
 done
 # Plain files under every name (links may not travel with the carried folder).

@@ -141,6 +141,20 @@ TEST_P(CudaIpcMultiProcess, WriteWithNotificationReadBackPeerDeath) {
   ASSERT_TRUE(reply);
   EXPECT_EQ(*reply, checksum_text(expect));
 
+  // Posted again with new data, twice: the second post keeps its copy table, the third
+  // uploads the kept table (no translation). Each must move the new bytes.
+  for (int again = 0; again < 2; ++again) {
+    fresh.randomize(std::random_device{}());
+    ASSERT_EQ(cudaMemcpy(local.data(), fresh.data(), kSize, cudaMemcpyHostToDevice), cudaSuccess);
+    for (std::uint64_t i = 0; i < kN; ++i)
+      std::memcpy(expect.data() + (kN - 1 - i) * kBlock, fresh.data() + i * kBlock, kBlock);
+    KVF_ASSERT_OK(w->post());
+    KVF_ASSERT_OK(w->wait(20s));
+    reply = inbox.next_from("peer", 10s);
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(*reply, checksum_text(expect)) << "repeated post " << again << " moved stale bytes";
+  }
+
   DescriptorList back(MemoryKind::kVram, {local.at(kSize, kSize)});
   auto r = a->create_transfer(TransferOp::kRead, back, "peer", remote(0, kSize));
   ASSERT_TRUE(r.ok());
@@ -158,6 +172,10 @@ TEST_P(CudaIpcMultiProcess, WriteWithNotificationReadBackPeerDeath) {
   Status refused = r->post();
   if (refused.ok()) refused = r->wait(10s);
   EXPECT_FALSE(refused.ok());
+  // Also a request whose copy table was kept: revocation drops it.
+  Status refused_kept = w->post();
+  if (refused_kept.ok()) refused_kept = w->wait(10s);
+  EXPECT_FALSE(refused_kept.ok());
 
   // Peer death: the connection reports it.
   ASSERT_TRUE(peer->signal(SIGKILL));

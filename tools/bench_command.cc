@@ -47,6 +47,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                       "through pinned memory)")
       ->check(CLI::IsMember({"dram", "vram"}))
       ->capture_default_str();
+  command->add_flag("--fresh-requests", o.fresh_requests,
+                    "With --mem vram: create the request inside each timed iteration (as an engine that builds "
+                    "one per transfer), not once");
   command->add_option("--device", o.device, "With --mem vram: this process's GPU")->capture_default_str();
   command->add_option("--peer-device", o.peer_device, "With --mem vram: the target process's GPU (default: the next one)");
   command->add_flag("--vram-target", o.vram_target, "Internal: the target process of a vram bench")->group("");

@@ -38,6 +38,7 @@ struct BenchOptions {
   // `device` (ours) and `peer_device` (the target process's), through cuda_ipc.
   std::string mem = "dram";
   std::string peer_mem = "vram";  // with --mem vram: the target's pool (vram, or dram)
+  bool fresh_requests = false;    // with --mem vram: create_transfer inside each timed iteration
   int device = 0;
   int peer_device = -1;      // -1: the next GPU if there is one, else the same
   bool vram_target = false;  // internal: the target process of a vram bench

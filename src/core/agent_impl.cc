@@ -101,7 +101,7 @@ Status Agent::Impl::parse_staging_settings() {
       return InvalidArgument("setting 'staging." + key + "' is unknown (staging accepts: chunk_bytes, slots, copy)");
   KVF_ASSIGN_OR_RETURN(staging_.chunk_bytes,
                        detail::integer_setting(mine, "staging", "chunk_bytes", 64u << 10, 1u << 30, 8u << 20));
-  KVF_ASSIGN_OR_RETURN(std::uint64_t slots, detail::integer_setting(mine, "staging", "slots", 1, 64, 4));
+  KVF_ASSIGN_OR_RETURN(std::uint64_t slots, detail::integer_setting(mine, "staging", "slots", 1, 64, 8));
   staging_.slots = static_cast<std::uint32_t>(slots);
   if (auto it = mine.find("copy"); it != mine.end()) {
     KVF_ASSIGN_OR_RETURN(staging_.method, detail::parse_stage_method(it->second));
@@ -142,19 +142,23 @@ Status Agent::Impl::register_memory(const DescriptorList& regions) {
   if (closed_) return FailedPrecondition("agent is shut down");
   std::lock_guard reg(registration_mu_);
   KVF_ASSIGN_OR_RETURN(auto planned, registry_->plan_add(regions));
+  // Where this process drives GPUs, the core checks every vram region itself, so the
+  // error does not depend on which backends run (else the backends check), and vram
+  // needs no backend of its own: the core can stage it over any host backend.
+  bool stageable = false;
   if (regions.kind() == MemoryKind::kVram) {
-    // Where this process drives GPUs, the core checks every vram region itself, so the
-    // error does not depend on which backends run (else the backends check).
-    if (auto stager = detail::DeviceStager::instance(); stager.ok())
+    if (auto stager = detail::DeviceStager::instance(); stager.ok()) {
+      stageable = true;
       for (const auto& r : planned)
         KVF_RETURN_IF_ERROR((*stager)->check_vram(r.address, r.length, static_cast<int>(r.device))
                                 .with_context("register_memory"));
+    }
   }
   attach_share_fds(planned);
   std::vector<detail::Backend*> takers;
   for (const auto& b : backends_)
     if (b->capabilities().serves(regions.kind())) takers.push_back(b.get());
-  if (takers.empty())
+  if (takers.empty() && !stageable)
     return NotSupported("register_memory: no started backend supports " + std::string(to_string(regions.kind())) +
                         " memory");
   // All backends take every region, or none does.

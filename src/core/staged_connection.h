@@ -26,8 +26,10 @@
 namespace kvferry::detail {
 
 struct StagingConfig {
+  // 8 slots of 8 MiB (64 MiB of pinned memory per staged connection): enough chunks in
+  // flight for a host copy pool to keep PCIe (55 GB/s) busy (docs/benchmarks.md).
   std::uint64_t chunk_bytes = 8u << 20;
-  std::uint32_t slots = 4;
+  std::uint32_t slots = 8;
   StageMethod method = StageMethod::kBatch;
   // Bounds how long cancel() and destruction wait for GPU copies already started.
   std::chrono::milliseconds drain_timeout{10000};

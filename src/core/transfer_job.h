@@ -38,6 +38,9 @@ class TransferJob {
 
   TransferOp op() const { return op_; }
   const std::vector<TransferPiece>& pieces() const { return *pieces_; }
+  // The same pieces as shared by every post of one request: a backend may key caches of
+  // per-request work on it (hold it weakly: the request may go away).
+  const std::shared_ptr<const std::vector<TransferPiece>>& shared_pieces() const { return pieces_; }
   std::uint64_t total_bytes() const { return total_bytes_; }
   const std::optional<std::string>& notification() const { return notification_; }
 

@@ -78,6 +78,9 @@ Result<DeviceAllocation> check_device_range(std::uint64_t address, std::uint64_t
   if (!fn) return NotSupported("vram: cuMemGetAddressRange is not available from the driver");
   DeviceScope scope(device);
   KVF_RETURN_IF_ERROR(scope.status());
+  // A driver call needs a current context: a thread that only used the driver API (or
+  // nothing) has none until a runtime call makes the device's primary context current.
+  (void)cudaFree(nullptr);
   CUdeviceptr base = 0;
   size_t size = 0;
   if (CUresult r = fn(&base, &size, static_cast<CUdeviceptr>(address)); r != CUDA_SUCCESS)

@@ -114,12 +114,13 @@ Result<std::uint64_t> CudaIpcSession::open_region(PeerRegion& r, int local_devic
 Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
   KVF_RETURN_IF_ERROR(health());
   const bool write = job->op() == TransferOp::kWrite;
+  const auto& pieces = job->pieces();
+  const bool one_gpu = std::all_of(pieces.begin(), pieces.end(),
+                                   [&](const TransferPiece& p) { return p.local_device == pieces[0].local_device; });
   std::lock_guard lock(mu_);
-  std::map<int, std::vector<CopyPair>> by_device;
   auto it = regions_.end();  // the last piece's region: most pieces share it
-  std::vector<CopyPair>* last_pairs = nullptr;
-  int last_dev = -1;
-  for (const TransferPiece& p : job->pieces()) {
+  // The piece as a copy between addresses the local GPU reaches.
+  auto translate = [&](const TransferPiece& p) -> Result<CopyPair> {
     const auto contains = [&](std::vector<PeerRegion>::iterator r) {
       return p.remote - r->address <= r->length && p.length <= r->address + r->length - p.remote;
     };
@@ -135,32 +136,92 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
                          (!inside        ? "not inside vram it announced"
                           : it->revoked ? "it deregistered that memory"
                                         : "the descriptor names another GPU"));
-    const int dev = static_cast<int>(p.local_device);
-    KVF_ASSIGN_OR_RETURN(std::uint64_t base, peer_address(*it, dev));
+    KVF_ASSIGN_OR_RETURN(std::uint64_t base, peer_address(*it, static_cast<int>(p.local_device)));
     const std::uint64_t remote = base + (p.remote - it->address);
-    if (!last_pairs || dev != last_dev) {
-      last_pairs = &by_device[dev];
-      last_dev = dev;
-      if (last_pairs->empty()) last_pairs->reserve(job->pieces().size());
-    }
-    last_pairs->push_back(write ? CopyPair{p.local, remote, p.length} : CopyPair{remote, p.local, p.length});
-  }
+    return write ? CopyPair{p.local, remote, p.length} : CopyPair{remote, p.local, p.length};
+  };
   InFlight f;
   f.job = job;
-  for (auto& [dev, pairs] : by_device) {
-    Status st;
-    auto lane = cfg_.lanes->get(dev);
-    Submission sub;
-    if (lane.ok()) st = (*lane)->submit(pairs, &sub);
-    else st = lane.status();
-    if (!st.ok()) {
-      std::list<InFlight> started;
-      started.push_back(std::move(f));
-      drain(started);
-      return st;
+  if (one_gpu && pieces.size() >= kKeepFromPieces) {
+    std::erase_if(kept_, [](const Kept& k) { return k.pieces.expired(); });
+    auto hit = std::find_if(kept_.begin(), kept_.end(), [&](const Kept& k) {
+      return k.op == job->op() && k.pieces.lock() == job->shared_pieces();
+    });
+    if (hit != kept_.end()) {
+      Submission sub;
+      KVF_RETURN_IF_ERROR(hit->lane->submit_kept(*hit->table, &sub));
+      f.table = hit->table;
+      f.subs.emplace_back(hit->lane, sub);
+      return start_watching(std::move(f));
     }
-    f.subs.emplace_back(*lane, sub);
   }
+  if (one_gpu) {
+    // The usual case: one builder, and the GPU starts on the first slice of the table
+    // while this loop translates the rest (copy_lane.h).
+    const int dev = static_cast<int>(pieces[0].local_device);
+    KVF_ASSIGN_OR_RETURN(CopyLane * lane, cfg_.lanes->get(dev));
+    const std::size_t max_items = pieces.size() + job->total_bytes() / cuda::kMaxItemBytes + 1;
+    KVF_ASSIGN_OR_RETURN(CopyLane::Builder b, lane->start(max_items));
+    // Most pieces fall in the region of the one before: translate those inline (the
+    // loop runs 40,000 times per post in the acceptance shape; it must stay ~10 ns).
+    const PeerRegion* last = nullptr;
+    std::uint64_t last_base = 0;
+    for (const TransferPiece& p : pieces) {
+      if (last && p.remote >= last->address && p.remote - last->address <= last->length &&
+          p.length <= last->address + last->length - p.remote && p.remote_device == last->device) {
+        const std::uint64_t remote = last_base + (p.remote - last->address);
+        KVF_RETURN_IF_ERROR(write ? b.add(p.local, remote, p.length) : b.add(remote, p.local, p.length));
+        continue;
+      }
+      KVF_ASSIGN_OR_RETURN(CopyPair c, translate(p));
+      KVF_RETURN_IF_ERROR(b.add(c.src, c.dst, c.length));
+      last = &*it;  // translate() left `it` on the piece's region (live, not revoked)
+      last_base = (write ? c.dst : c.src) - (p.remote - it->address);
+    }
+    Submission sub;
+    KVF_RETURN_IF_ERROR(b.finish(&sub));
+    f.subs.emplace_back(lane, sub);
+    if (lane->method() == CopyMethod::kKernel && pieces.size() >= kKeepFromPieces) {
+      std::erase_if(posted_once_, [](const auto& e) { return e.first.expired(); });
+      auto seen = std::find_if(posted_once_.begin(), posted_once_.end(), [&](const auto& e) {
+        return e.second == job->op() && e.first.lock() == job->shared_pieces();
+      });
+      if (seen != posted_once_.end()) {
+        f.keep_table = true;  // its second post: keep the table for the third and later
+        posted_once_.erase(seen);
+      } else {
+        if (posted_once_.size() >= 4 * kKeptTables) posted_once_.erase(posted_once_.begin());
+        posted_once_.emplace_back(job->shared_pieces(), job->op());
+      }
+    }
+  } else {
+    // Pieces on several local GPUs: translate all first, then one submission per GPU,
+    // each taking its lane's lock alone (never two at once).
+    std::map<int, std::vector<CopyPair>> by_device;
+    for (const TransferPiece& p : pieces) {
+      KVF_ASSIGN_OR_RETURN(CopyPair c, translate(p));
+      by_device[static_cast<int>(p.local_device)].push_back(c);
+    }
+    for (auto& [dev, pairs] : by_device) {
+      Status st;
+      auto lane = cfg_.lanes->get(dev);
+      Submission sub;
+      if (lane.ok()) st = (*lane)->submit(pairs, &sub);
+      else st = lane.status();
+      if (!st.ok()) {
+        std::list<InFlight> started;
+        started.push_back(std::move(f));
+        drain(started);
+        return st;
+      }
+      f.subs.emplace_back(*lane, sub);
+    }
+  }
+  return start_watching(std::move(f));
+}
+
+Status CudaIpcSession::start_watching(InFlight f) {  // mu_ held
+  std::shared_ptr<TransferJob> job = f.job;
   inflight_.push_back(std::move(f));
   job->set_poller([weak = weak_from_this()] {
     if (auto s = weak.lock()) s->poll();
@@ -201,7 +262,14 @@ void CudaIpcSession::poll() {
         ++it;
         continue;
       }
-      for (auto& [lane, sub] : it->subs) lane->release(sub);
+      if (it->keep_table && st.ok() && it->subs.size() == 1) {
+        auto& [lane, sub] = it->subs.front();
+        auto table = std::make_shared<const cuda::KeptTable>(lane->release_keeping_table(sub));
+        if (kept_.size() >= kKeptTables) kept_.erase(kept_.begin());
+        kept_.push_back(Kept{it->job->shared_pieces(), it->job->op(), lane, std::move(table)});
+      } else {
+        for (auto& [lane, sub] : it->subs) lane->release(sub);
+      }
       done.emplace_back(std::move(it->job), std::move(st));
       it = inflight_.erase(it);
     }
@@ -271,6 +339,7 @@ void CudaIpcSession::on_revoke(std::uint64_t id) {
       r.revoked = true;
       r.mapped.clear();
     }
+    kept_.clear();  // their tables may point into the revoked memory
     for (auto& f : inflight_)
       for (auto& [lane, sub] : f.subs) pending.push_back(sub);
   }

@@ -83,7 +83,23 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   struct InFlight {
     std::shared_ptr<TransferJob> job;
     std::vector<std::pair<CopyLane*, Submission>> subs;
+    bool keep_table = false;                       // a first post: keep its table when done
+    std::shared_ptr<const cuda::KeptTable> table;  // a repeat post: the table it uploads from
   };
+  // The table of a request posted before (kernel method): posting it again skips the
+  // translation of its pieces. Dropped when the request goes away, on any revocation,
+  // and beyond kKeptTables per session.
+  struct Kept {
+    std::weak_ptr<const std::vector<TransferPiece>> pieces;
+    TransferOp op;
+    CopyLane* lane;
+    std::shared_ptr<const cuda::KeptTable> table;
+  };
+  static constexpr std::size_t kKeptTables = 8;
+  // Requests posted once (large ones): a table is kept from a request's second post on,
+  // so that engines that build a request per transfer do not pay for keeping tables.
+  std::vector<std::pair<std::weak_ptr<const std::vector<TransferPiece>>, TransferOp>> posted_once_;
+  static constexpr std::size_t kKeepFromPieces = 1024;  // smaller requests are cheap to translate
   struct Awaiting {
     std::shared_ptr<TransferJob> job;
     Clock::time_point deadline;
@@ -91,6 +107,7 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   Result<std::uint64_t> peer_address(PeerRegion& r, int local_device);  // mu_ held
   Result<std::uint64_t> open_region(PeerRegion& r, int local_device);   // mu_ held
   void drain(std::list<InFlight>& work);  // waits for the events, releases them
+  Status start_watching(InFlight f);      // mu_ held: the progress thread polls it
   void on_revoke(std::uint64_t id);
   void close_handles(const std::string& handle);  // mu_ held
 
@@ -103,6 +120,7 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   std::vector<PeerRegion> regions_;  // sorted by address
   std::map<std::pair<std::string, int>, void*> opened_;  // (handle, local GPU) -> mapping
   std::list<InFlight> inflight_;
+  std::vector<Kept> kept_;  // newest last
   std::unordered_map<std::uint64_t, Awaiting> awaiting_;
   std::uint64_t next_req_ = 1;
 
