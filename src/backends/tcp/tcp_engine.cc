@@ -193,12 +193,14 @@ void TcpEngine::deregister_on_thread(std::uint64_t id) {
         ss->write_errors[st->cur.req] = "peer deregistered the destination memory during the transfer";
       }
       std::vector<std::uint64_t> failed;
-      for (auto& f : st->out) {
-        if (f.h.type != static_cast<std::uint8_t>(FrameType::kReadData)) continue;
-        if (!std::any_of(f.segments.begin(), f.segments.end(), inside)) continue;
+      auto cut_off = [&](OutFrame& f) {
+        if (f.h.type != static_cast<std::uint8_t>(FrameType::kReadData)) return;
+        if (!std::any_of(f.segments.begin(), f.segments.end(), inside)) return;
         zero_segments(f);
         failed.push_back(f.h.req);
-      }
+      };
+      for (auto& f : st->out) cut_off(f);
+      for (auto& f : st->deferred_reads) cut_off(f);  // not staged yet: they still point at it
       for (std::uint64_t req : failed)
         queue_frame(*st, make_message_frame(FrameType::kReqError, req,
                                             "peer deregistered the source memory during the transfer"));

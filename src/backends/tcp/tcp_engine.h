@@ -107,6 +107,9 @@ class TcpEngine {
   std::string stage_write_to_vram(Stream& s);        // re-points vram segments into s.bounce
   std::string land_staged_write(Stream& s);          // copies s.bounce into vram
   std::string stage_read_from_vram(OutFrame& f);     // copies vram into a pinned buffer
+  void queue_read_reply(Stream& s, OutFrame f);      // stages now, or defers under the cap
+  void release_deferred_reads(Stream& s);            // after sends freed staged bytes
+  bool reads_from_vram(const OutFrame& f) const;
   Result<DeviceStager*> stager();
   Result<PinnedBuffer> take_pinned(std::uint64_t bytes);
 

@@ -209,10 +209,14 @@ void TcpEngine::on_writable(Stream& s) {
       std::uint64_t take = std::min(left, f.total() - f.sent);
       f.sent += take;
       left -= take;
-      if (f.sent == f.total()) s.out.pop_front();
+      if (f.sent == f.total()) {
+        s.staged_queued -= f.staged_bytes;
+        s.out.pop_front();
+      }
     }
     if (static_cast<std::size_t>(n) < bytes) break;  // socket buffer full
   }
+  if (!s.deferred_reads.empty()) release_deferred_reads(s);
   update_interest(s);
 }
 
@@ -347,12 +351,8 @@ bool TcpEngine::on_read_table(Stream& s) {
                                       kFlagError));
     return true;
   }
-  if (std::string err = stage_read_from_vram(f); !err.empty()) {
-    queue_frame(s, make_message_frame(FrameType::kReadData, h.req, std::move(err), kFlagError));
-    return true;
-  }
   f.h.len = total;
-  queue_frame(s, std::move(f));
+  queue_read_reply(s, std::move(f));
   return true;
 }
 

@@ -27,6 +27,7 @@ struct OutFrame {
   std::string prefix;             // follows the header: a message or a segment table
   std::vector<Segment> segments;  // then these bytes (user or registered memory)
   std::shared_ptr<std::uint8_t> staged;  // pinned copy of vram that `segments` point into
+  std::uint64_t staged_bytes = 0;          // its size (counted against the stream's cap)
   std::uint64_t sent = 0;         // bytes of the whole frame already sent
   std::uint64_t total() const { return sizeof(WireHeader) + h.len; }
 };
@@ -80,6 +81,10 @@ struct Stream {
   // Data for vram lands in `bounce` first; these copies finish it (tcp_vram.cc).
   PinnedBuffer bounce;
   std::vector<VramLanding> to_vram;
+  // Read replies wait here, in order, while the staged ones queued in `out` hold more
+  // than the cap: vram is copied out only as fast as the socket drains (tcp_vram.cc).
+  std::deque<OutFrame> deferred_reads;
+  std::uint64_t staged_queued = 0;
   std::size_t seg_idx = 0;
   std::uint64_t seg_off = 0;
   std::uint64_t remaining = 0;

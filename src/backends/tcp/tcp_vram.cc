@@ -13,7 +13,11 @@
 namespace kvferry::detail::tcp {
 
 namespace {
-constexpr std::size_t kPinnedPoolBuffers = 8;  // idle read buffers kept for reuse
+constexpr std::size_t kPinnedPoolBuffers = 12;  // idle read buffers kept for reuse
+// Staged read data queued per stream before further read replies wait: the GPU copies
+// out at ~50 GB/s, the socket drains at a few GB/s; without a cap a 2.6 GB read would
+// be staged (and pinned) whole before it is sent.
+constexpr std::uint64_t kMaxStagedQueuedBytes = 32u << 20;
 constexpr std::uint64_t kMinPinnedBytes = 4u << 20;
 
 std::uint64_t round_up_pow2(std::uint64_t n) {
@@ -122,12 +126,48 @@ std::string TcpEngine::stage_read_from_vram(OutFrame& f) {
     // On a timeout the copy may still be running: this buffer is never reused then.
     if (!copied.ok()) return "read of vram failed: " + copied.message();
   }
+  f.staged_bytes = need;
   // The frame holds the buffer until it is sent; then it goes back to the pool.
   f.staged = std::shared_ptr<std::uint8_t>(buf.data(), [pool = pinned_pool_, buf](std::uint8_t*) {
     std::lock_guard lock(pool->first);
     if (pool->second.size() < kPinnedPoolBuffers) pool->second.push_back(buf);
   });
   return {};
+}
+
+bool TcpEngine::reads_from_vram(const OutFrame& f) const {
+  return std::any_of(f.segments.begin(), f.segments.end(), [&](const Segment& g) {
+    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
+    return r && r->kind == MemoryKind::kVram;
+  });
+}
+
+void TcpEngine::queue_read_reply(Stream& s, OutFrame f) {
+  // Replies leave a stream in request order: once one waits, all later ones wait too.
+  if (!s.deferred_reads.empty() || (s.staged_queued >= kMaxStagedQueuedBytes && reads_from_vram(f))) {
+    s.deferred_reads.push_back(std::move(f));
+    return;
+  }
+  if (std::string err = stage_read_from_vram(f); !err.empty()) {
+    queue_frame(s, make_message_frame(FrameType::kReadData, f.h.req, std::move(err), kFlagError));
+    return;
+  }
+  s.staged_queued += f.staged_bytes;
+  queue_frame(s, std::move(f));
+}
+
+void TcpEngine::release_deferred_reads(Stream& s) {
+  while (!s.deferred_reads.empty() &&
+         (s.staged_queued < kMaxStagedQueuedBytes || !reads_from_vram(s.deferred_reads.front()))) {
+    OutFrame f = std::move(s.deferred_reads.front());
+    s.deferred_reads.pop_front();
+    if (std::string err = stage_read_from_vram(f); !err.empty()) {
+      queue_frame(s, make_message_frame(FrameType::kReadData, f.h.req, std::move(err), kFlagError));
+      continue;
+    }
+    s.staged_queued += f.staged_bytes;
+    queue_frame(s, std::move(f));
+  }
 }
 
 }  // namespace kvferry::detail::tcp
