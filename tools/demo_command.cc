@@ -1,4 +1,5 @@
-// `kvferry demo`: disaggregated prefill -> decode of one prompt's KV cache, per backend.
+// `kvferry demo`: disaggregated prefill -> decode of one prompt's KV cache, per backend,
+// with both pools in host memory or (--mem vram) on GPUs.
 #include <cstdio>
 #include <vector>
 
@@ -8,6 +9,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "demo_decode.h"
+#include "vram_support.h"
 
 namespace kvferry::cli {
 namespace {
@@ -19,9 +21,12 @@ void print_preamble(const DemoOptions& o) {
               "%u-byte dtype -> %s blocks\n",
               m.name, m.layers, m.kv_heads, m.head_dim, m.block_tokens, m.dtype_bytes,
               format_bytes(m.block_bytes()).c_str());
+  const std::string where = o.mem == "vram" ? "on GPUs: prefill GPU " + std::to_string(o.device) +
+                                                  ", decode GPU " + std::to_string(o.peer_device)
+                                            : "in host memory";
   std::printf("decode reads a %d-token prompt (%u scattered blocks x %u layers) from a prefill "
-              "process; pools of %u blocks per layer\n\n",
-              o.tokens, blocks, m.layers, o.blocks_per_layer);
+              "process; pools of %u blocks per layer %s\n\n",
+              o.tokens, blocks, m.layers, o.blocks_per_layer, where.c_str());
   std::printf("%-8s %-10s %-15s %9s %7s  %s\n", "backend", "bytes", "desc->merged", "time ms", "GB/s", "verified");
 }
 
@@ -33,7 +38,8 @@ void print_row(const DemoRow& row) {
   std::fflush(stdout);
 }
 
-nlohmann::json to_json(const DemoRow& row, int tokens) {
+nlohmann::json to_json(const DemoRow& row, const DemoOptions& o) {
+  const int tokens = o.tokens;
   nlohmann::json j{{"backend", row.backend},         {"tokens", tokens},
                    {"blocks", row.blocks_per_layer_moved}, {"layers", kMistralSmall31.layers},
                    {"block_size", kMistralSmall31.block_bytes()}, {"bytes", row.bytes},
@@ -41,6 +47,11 @@ nlohmann::json to_json(const DemoRow& row, int tokens) {
                    {"time_ms", row.milliseconds},    {"gbps", row.gbps},
                    {"verified", row.verified}};
   if (!row.verified) j["verify_error"] = row.verify_message;
+  j["mem"] = o.mem;
+  if (o.mem == "vram") {
+    j["prefill_device"] = o.device;
+    j["decode_device"] = o.peer_device;
+  }
   return j;
 }
 
@@ -56,10 +67,33 @@ CLI::App* add_demo_command(CLI::App& app, DemoOptions& o) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   command->add_flag("--json", o.json, "One JSON object per backend on stdout");
+  command
+      ->add_option("--mem", o.mem,
+                   "Memory of both pools: dram (host) or vram (GPUs; needs a CUDA build and a GPU, else exit 2)")
+      ->check(CLI::IsMember({"dram", "vram"}))
+      ->capture_default_str();
+  command->add_option("--device", o.device, "With --mem vram: the prefill process's GPU")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  command
+      ->add_option("--peer-device", o.peer_device,
+                   "With --mem vram: the decode process's GPU (default: the next one, or --device on a "
+                   "one-GPU machine)")
+      ->check(CLI::NonNegativeNumber);
   return command;
 }
 
-int run_demo_command(const DemoOptions& o) {
+int run_demo_command(const DemoOptions& options) {
+  DemoOptions o = options;
+  if (o.mem == "vram") {
+    if (o.peer_device < 0) o.peer_device = next_gpu(o.device);
+    for (const auto& [device, option] : {std::pair{o.device, "--device"}, std::pair{o.peer_device, "--peer-device"}}) {
+      if (const auto why = vram_unusable(device, option)) {
+        std::fprintf(stderr, "kvferry demo --mem vram: %s\n", why->c_str());
+        return 2;
+      }
+    }
+  }
   const std::vector<std::string> backends = o.backends.empty() ? cross_process_backends() : o.backends;
   if (backends.empty()) {
     std::fprintf(stderr, "kvferry demo: no compiled backend can move data between two processes here\n");
@@ -74,20 +108,32 @@ int run_demo_command(const DemoOptions& o) {
   }
   if (!o.json) print_preamble(o);
   int exit_code = 0;
+  int rows = 0;
   for (const std::string& backend : backends) {  // one row per backend
     Result<DemoRow> row = run_demo_decode(o, backend);
+    if (!row.ok() && o.backends.empty() && row.status().code() == StatusCode::kNotSupported) {
+      // Not asked for by name, and the Agent says it cannot take this memory: not a failure.
+      std::fprintf(stderr, "kvferry demo: backend %s: skipped: %s\n", backend.c_str(),
+                   row.status().message().c_str());
+      continue;
+    }
+    ++rows;
     if (!row.ok()) {
       std::fprintf(stderr, "kvferry demo: backend %s: %s\n", backend.c_str(), row.status().to_string().c_str());
       exit_code = 1;
       continue;
     }
     if (o.json) {
-      std::printf("%s\n", to_json(*row, o.tokens).dump().c_str());
+      std::printf("%s\n", to_json(*row, o).dump().c_str());
       std::fflush(stdout);
     } else {
       print_row(*row);
     }
     if (!row->verified && exit_code == 0) exit_code = 3;
+  }
+  if (rows == 0) {
+    std::fprintf(stderr, "kvferry demo: no backend here moves %s memory between two processes\n", o.mem.c_str());
+    return 1;
   }
   return exit_code;
 }

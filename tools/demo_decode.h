@@ -1,5 +1,6 @@
 // demo_decode.h — one row of `kvferry demo`: spawn a prefill process with `backend`,
-// pull a prompt's KV blocks from it in one index transfer, verify every byte.
+// pull a prompt's KV blocks from it in one index transfer, verify every byte. Pools in
+// host memory, or (--mem vram) the prefill's on GPU `device` and ours on `peer_device`.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,7 @@ struct DemoRow {
   std::string verify_message;  // the first mismatch, when !verified
 };
 
+// `options.peer_device` must be resolved (not -1) when options.mem is vram.
 Result<DemoRow> run_demo_decode(const DemoOptions& options, const std::string& backend);
 
 }  // namespace kvferry::cli

@@ -34,11 +34,18 @@ struct DemoOptions {
   int tokens = 4096;
   std::uint32_t blocks_per_layer = 512;
   bool json = false;
+  // --mem vram: both pools on GPUs, the prefill's on `device`, the decode's on
+  // `peer_device` (-1: the GPU after `device` if there is one, else the same).
+  std::string mem = "dram";
+  int device = 0;
+  int peer_device = -1;
 };
 
 struct DemoPrefillOptions {
   std::string backend = "tcp";
   std::uint32_t blocks_per_layer = 512;
+  std::string mem = "dram";
+  int device = 0;  // with mem vram
   int report_fd = -1;
   int timeout_s = 120;  // gives up waiting for the decode's "done" after this
 };

@@ -1,29 +1,20 @@
-// The prefill process of `kvferry demo`: holds a filled KV pool, lets the decode process
-// read it, and leaves once the decode's "done" notification is in its inbox.
+// The prefill process of `kvferry demo`: holds a filled KV pool (host memory, or a GPU
+// with --mem vram), lets the decode process read it, and leaves once the decode's
+// "done" notification is in its inbox.
 #include <cstdio>
 #include <optional>
 #include <string>
 
 #include "agent_factory.h"
 #include "backend_traits.h"
-#include "block_pattern.h"
 #include "child_process.h"
 #include "cli_util.h"
 #include "commands.h"
-#include "host_pool.h"
+#include "demo_pool.h"
 #include "stop_signal.h"
 
 namespace kvferry::cli {
 namespace {
-
-void fill_prefill_pool(const HostPool& pool) {
-  const PoolShape& shape = pool.shape();
-  for (std::uint32_t layer = 0; layer < shape.layers; ++layer) {
-    for (std::uint32_t b = 0; b < shape.blocks_per_layer; ++b) {
-      fill_pattern(pool.block(layer, b), shape.block_size, pattern_key(kDemoSeed, layer, b));
-    }
-  }
-}
 
 bool done_notification_arrived(Agent& agent) {
   for (const Notification& notification : agent.take_notifications()) {
@@ -34,21 +25,24 @@ bool done_notification_arrived(Agent& agent) {
 
 Status serve_prefill(const DemoPrefillOptions& o) {
   const ModelKvGeometry& model = kMistralSmall31;
-  std::optional<HostPool> pool_owner;  // declared before the agent, so the agent goes first
+  MemoryKind kind = MemoryKind::kDram;
+  if (!parse_memory_kind(o.mem, &kind)) return InvalidArgument("--mem '" + o.mem + "': expected dram or vram");
+  std::optional<DemoPool> pool_owner;  // declared before the agent, so the agent goes first
   KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
                        make_single_backend_agent(unique_agent_name("demo-prefill"), o.backend, {}));
-  KVF_ASSIGN_OR_RETURN(HostPool allocated,
-                       HostPool::allocate(PoolShape{model.layers, o.blocks_per_layer, model.block_bytes()}, 0,
-                                          wants_shared_pool(o.backend) ? agent.get() : nullptr));
-  HostPool& pool = pool_owner.emplace(std::move(allocated));
-  fill_prefill_pool(pool);
+  KVF_ASSIGN_OR_RETURN(DemoPool allocated,
+                       DemoPool::allocate(PoolShape{model.layers, o.blocks_per_layer, model.block_bytes()}, kind,
+                                          o.device, 0, wants_shared_pool(o.backend) ? agent.get() : nullptr));
+  DemoPool& pool = pool_owner.emplace(std::move(allocated));
+  KVF_RETURN_IF_ERROR(pool.fill_prefill_pattern());
   KVF_RETURN_IF_ERROR(agent->register_memory(pool.region()).with_context("registering the prefill pool"));
   KVF_ASSIGN_OR_RETURN(std::uint16_t port, agent->listen("127.0.0.1", 0));
   // A real engine would send its block table's base addresses over its own channel,
-  // as vLLM does in its handshake; the public API does not list a peer's regions.
-  KVF_RETURN_IF_ERROR(write_report_line(o.report_fd, std::to_string(port) + " " +
-                                                         std::to_string(pool.address()) + " " +
-                                                         std::to_string(o.blocks_per_layer)));
+  // as vLLM does in its handshake: "port address blocks_per_layer kind device".
+  KVF_RETURN_IF_ERROR(write_report_line(
+      o.report_fd, std::to_string(port) + " " + std::to_string(pool.address()) + " " +
+                       std::to_string(o.blocks_per_layer) + " " + std::string(to_string(pool.kind())) + " " +
+                       std::to_string(pool.device())));
   const auto deadline = Clock::now() + std::chrono::seconds(o.timeout_s);
   while (!stop_requested() && Clock::now() < deadline) {
     agent->wait_for_notifications(std::chrono::milliseconds(200));
@@ -65,6 +59,8 @@ CLI::App* add_demo_prefill_command(CLI::App& app, DemoPrefillOptions& o) {
   command->group("");  // hidden from --help
   command->add_option("--backend", o.backend);
   command->add_option("--blocks-per-layer", o.blocks_per_layer)->check(CLI::PositiveNumber);
+  command->add_option("--mem", o.mem)->check(CLI::IsMember({"dram", "vram"}));
+  command->add_option("--device", o.device)->check(CLI::NonNegativeNumber);
   command->add_option("--report-fd", o.report_fd)->required();
   command->add_option("--timeout-s", o.timeout_s)->check(CLI::PositiveNumber);
   return command;

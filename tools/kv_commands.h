@@ -8,11 +8,13 @@
 #include <vector>
 
 #include "kv_geometry_options.h"
+#include "kv_pool_memory.h"
 
 namespace kvferry::cli {
 
 struct ServeOptions {
   KvPoolOptions pool;
+  KvMemoryOptions memory;  // --mem, --device
   std::vector<std::string> backends;  // empty: every backend usable between two processes
   std::string listen = "127.0.0.1:7000";
   std::vector<std::string> params;  // KEY=VALUE backend parameters
@@ -23,6 +25,7 @@ struct ServeOptions {
 
 struct PullOptions {
   KvPoolOptions pool;
+  KvMemoryOptions memory;  // --mem, --device
   std::string peer = "127.0.0.1:7000";
   std::string backend = "tcp";
   std::vector<std::string> params;

@@ -74,4 +74,16 @@ void add_kv_pool_options(CLI::App* command, KvPoolOptions& o) {
       ->check(CLI::PositiveNumber);
 }
 
+void add_kv_memory_options(CLI::App* command, KvMemoryOptions& o) {
+  command
+      ->add_option("--mem", o.mem,
+                   "Memory of this process's pool: dram (host) or vram (GPU --device; needs a CUDA build "
+                   "and a GPU, else exit 2). Independent of the peer's")
+      ->check(CLI::IsMember({"dram", "vram"}))
+      ->capture_default_str();
+  command->add_option("--device", o.device, "With --mem vram: the GPU that holds the pool")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
 }  // namespace kvferry::cli

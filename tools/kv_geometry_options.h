@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kv_pool_memory.h"
 #include "kvferry/kvferry.h"
 
 namespace kvferry::cli {
@@ -39,5 +40,8 @@ struct KvPoolOptions {
 
 void add_kv_geometry_options(CLI::App* command, KvGeometryOptions& options);
 void add_kv_pool_options(CLI::App* command, KvPoolOptions& options);
+// --mem and --device: where this process's pool lives. Each side of a serve/pull
+// chooses on its own; the Agent picks a backend that can join the two kinds.
+void add_kv_memory_options(CLI::App* command, KvMemoryOptions& options);
 
 }  // namespace kvferry::cli

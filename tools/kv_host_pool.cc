@@ -44,26 +44,33 @@ KvHostPool::~KvHostPool() {
   if (memory_ != nullptr) munmap(memory_, bytes_);
 }
 
+void fill_kv_segment(const KvLayout& layout, std::uint8_t* bytes, std::uint32_t lane, std::uint32_t block) {
+  fill_pattern(bytes, layout.segment_bytes(), pattern_key(kKvServeSeed, lane, block));
+}
+
 void fill_kv_pattern(const KvHostPool& pool) {
   const KvLayout& layout = pool.layout();
   for (std::uint32_t lane = 0; lane < layout.lane_count(); ++lane) {
-    for (std::uint32_t b = 0; b < layout.blocks(); ++b) {
-      fill_pattern(pool.segment(lane, b), layout.segment_bytes(), pattern_key(kKvServeSeed, lane, b));
-    }
+    for (std::uint32_t b = 0; b < layout.blocks(); ++b) fill_kv_segment(layout, pool.segment(lane, b), lane, b);
   }
+}
+
+std::optional<std::string> check_kv_segment(const KvLayout& layout, const std::uint8_t* bytes,
+                                            std::uint32_t lane, std::uint32_t destination,
+                                            std::uint32_t source) {
+  const auto bad = find_pattern_mismatch(bytes, layout.segment_bytes(), pattern_key(kKvServeSeed, lane, source));
+  if (!bad) return std::nullopt;
+  return "layer " + std::to_string(layout.layer_of_lane(lane)) + " lane " + std::to_string(lane) + ": block " +
+         std::to_string(destination) + " (from server block " + std::to_string(source) + ") differs at byte " +
+         std::to_string(*bad);
 }
 
 std::optional<std::string> check_kv_block(const KvHostPool& pool, std::uint32_t destination,
                                           std::uint32_t source, std::uint32_t first_lane,
                                           std::uint32_t end_lane) {
-  const KvLayout& layout = pool.layout();
   for (std::uint32_t lane = first_lane; lane < end_lane; ++lane) {
-    const auto bad = find_pattern_mismatch(pool.segment(lane, destination), layout.segment_bytes(),
-                                           pattern_key(kKvServeSeed, lane, source));
-    if (bad) {
-      return "layer " + std::to_string(layout.layer_of_lane(lane)) + " lane " + std::to_string(lane) +
-             ": block " + std::to_string(destination) + " (from server block " + std::to_string(source) +
-             ") differs at byte " + std::to_string(*bad);
+    if (auto bad = check_kv_segment(pool.layout(), pool.segment(lane, destination), lane, destination, source)) {
+      return bad;
     }
   }
   return std::nullopt;

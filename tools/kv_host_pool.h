@@ -50,6 +50,16 @@ inline constexpr std::uint64_t kKvServeSeed = 0x4B5653455256453Full;  // "KVSERV
 // The server's contents: every segment (lane, block) gets its pattern.
 void fill_kv_pattern(const KvHostPool& pool);
 
+// The same, one segment at a time, for pools whose bytes are not host memory (a GPU
+// pool fills a host image and uploads it; kv_pool_memory.h): `bytes` is segment_bytes()
+// long and receives the pattern of server segment (lane, block).
+void fill_kv_segment(const KvLayout& layout, std::uint8_t* bytes, std::uint32_t lane, std::uint32_t block);
+// `bytes` (segment (lane, destination), wherever it was copied to) must hold the pattern
+// of server segment (lane, source); the first difference, described, or nullopt.
+std::optional<std::string> check_kv_segment(const KvLayout& layout, const std::uint8_t* bytes,
+                                            std::uint32_t lane, std::uint32_t destination,
+                                            std::uint32_t source);
+
 // Lanes [first_lane, end_lane) of destination block `destination` must hold the
 // pattern of source block `source`; the first difference, described, or nullopt.
 std::optional<std::string> check_kv_block(const KvHostPool& pool, std::uint32_t destination,

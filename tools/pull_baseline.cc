@@ -27,7 +27,7 @@ Result<PullStep> PullSession::run_baseline_step(int index) {
       remote_indices.push_back(remote.descriptor_index(lane, source[i]));
     }
   }
-  for (std::uint32_t block : destination) poison_kv_block(*pool_, block, 0, layout_.lane_count());
+  KVF_RETURN_IF_ERROR(pool_->poison(destination));
 
   PullStep step;
   step.index = index;
@@ -48,7 +48,7 @@ Result<PullStep> PullSession::run_baseline_step(int index) {
   step.bytes = request->telemetry().bytes;
   step.ms = seconds * 1e3;
   step.gbps = gigabytes_per_second(step.bytes, seconds);
-  verify(source, destination, step);
+  KVF_RETURN_IF_ERROR(verify(source, destination, step));
   allocator_.release(*allocated);
   return step;
 }

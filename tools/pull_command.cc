@@ -1,7 +1,8 @@
 // `kvferry pull`: the client of `kvferry serve`. Pulls the blocks a --tokens prompt
 // needs into blocks of its own allocator, every transfer of a step posted at once,
 // each carrying the notification that tells the server it is done; verifies every
-// byte; repeats --steps times; optionally runs `kvferry bench` on the same shape.
+// byte; repeats --steps times; optionally runs `kvferry bench` on the same shape. Our
+// pool is in host memory or, with --mem vram, on a GPU (kv_pool_memory.h).
 #include <cstdio>
 
 #include "kv_bench_baseline.h"
@@ -9,6 +10,7 @@
 #include "pull_report.h"
 #include "pull_session.h"
 #include "stop_signal.h"
+#include "vram_support.h"
 
 namespace kvferry::cli {
 namespace {
@@ -94,6 +96,7 @@ CLI::App* add_pull_command(CLI::App& app, PullOptions& o) {
       "pull",
       "Pull a prompt's KV blocks from `kvferry serve`, verify every byte, report time and GB/s per step");
   add_kv_pool_options(command, o.pool);
+  add_kv_memory_options(command, o.memory);
   command->add_option("--peer", o.peer, "The server's --listen address, HOST:PORT")->capture_default_str();
   command->add_option("--backend", o.backend, "Backend to pull over (the server must offer it)")
       ->capture_default_str();
@@ -139,6 +142,18 @@ CLI::App* add_pull_command(CLI::App& app, PullOptions& o) {
 
 int run_pull_command(const PullOptions& o) {
   install_stop_signal_handlers();
+  if (o.memory.mem == "vram") {
+    if (const auto why = vram_unusable(o.memory.device)) {
+      std::fprintf(stderr, "kvferry pull --mem vram: %s\n", why->c_str());
+      return 2;
+    }
+    if (o.compare_bench) {  // it would compare against host pools: not like with like
+      std::fprintf(stderr,
+                   "kvferry pull --mem vram: --compare-bench measures host pools; use --baseline (same pools, "
+                   "same connection)\n");
+      return 2;
+    }
+  }
   return pull(o);
 }
 

@@ -6,6 +6,14 @@
 #include "latency_stats.h"
 
 namespace kvferry::cli {
+namespace {
+
+// The server's pool as its "kv.pool" entry says: "host memory", "GPU 0 memory".
+std::string describe_pool_memory(const KvPool& pool) {
+  return describe_kv_memory({std::string(to_string(pool.kind())), static_cast<int>(pool.device())});
+}
+
+}  // namespace
 
 PullSummary summarize(const std::vector<PullStep>& steps) {
   PullSummary s;
@@ -39,8 +47,9 @@ void add_baseline(const std::vector<PullStep>& baseline_steps, PullSummary& summ
 
 void print_pull_preamble(const PullOptions& o, const PullSession& session) {
   const KvLayout& layout = session.layout();
-  std::printf("kvferry pull: %s from server '%s' over %s\n", layout.describe().c_str(),
-              session.server().c_str(), o.backend.c_str());
+  std::printf("kvferry pull: %s from server '%s' (%s) over %s into %s\n", layout.describe().c_str(),
+              session.server().c_str(), describe_pool_memory(session.server_pool()).c_str(), o.backend.c_str(),
+              describe_kv_memory(o.memory).c_str());
   std::printf(
       "%llu-token prompt = %u blocks per layer (%u pulled%s), %s per block, %u transfer(s) per step, "
       "%s block ids\n",
@@ -107,6 +116,9 @@ nlohmann::json pull_json(const PullOptions& o, const PullSession& session, const
   const KvLayout& layout = session.layout();
   nlohmann::json j{{"backend", o.backend},
                    {"server", session.server()},
+                   {"mem", o.memory.mem},
+                   {"device", o.memory.mem == "vram" ? o.memory.device : -1},
+                   {"server_mem", std::string(to_string(session.server_pool().kind()))},
                    {"layout", layout.describe()},
                    {"block_bytes", layout.block_bytes()},
                    {"tokens", o.tokens},

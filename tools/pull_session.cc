@@ -8,6 +8,7 @@
 #include "block_pattern.h"
 #include "cli_util.h"
 #include "kv_agent.h"
+#include "kv_host_pool.h"
 #include "kv_messages.h"
 
 namespace kvferry::cli {
@@ -63,10 +64,9 @@ Result<std::unique_ptr<PullSession>> PullSession::connect(const PullOptions& o) 
   std::unique_ptr<PullSession> session(new PullSession(o, layout, blocks));
   KVF_ASSIGN_OR_RETURN(session->agent_, make_kv_agent(unique_agent_name("kv-pull"), {o.backend}, o.params,
                                                       std::chrono::milliseconds(o.peer_timeout_ms)));
-  KVF_ASSIGN_OR_RETURN(KvHostPool pool,
-                       KvHostPool::allocate(layout, kKvPoisonByte,
-                                            wants_shared_pool(o.backend) ? session->agent_.get() : nullptr));
-  session->pool_.emplace(std::move(pool));
+  KVF_ASSIGN_OR_RETURN(session->pool_,
+                       allocate_kv_pool_memory(layout, o.memory, kKvPoisonByte,
+                                               wants_shared_pool(o.backend) ? session->agent_.get() : nullptr));
   KVF_RETURN_IF_ERROR(session->handshake(where->host, where->port));
   session->parts_ = split_layers(layout.geometry().layers, o.transfers);
   session->plans_.resize(session->parts_.size());
@@ -134,8 +134,7 @@ Result<PullStep> PullSession::run_step(int index, bool last) {
   const std::vector<std::uint32_t>& destination_table = *allocated;
   const std::span<const std::uint32_t> source = std::span(source_table).subspan(cached_blocks_);
   const std::span<const std::uint32_t> destination = std::span(destination_table).subspan(cached_blocks_);
-  const KvLayout& layout = layout_;
-  for (std::uint32_t block : destination) poison_kv_block(*pool_, block, 0, layout.lane_count());
+  KVF_RETURN_IF_ERROR(pool_->poison(destination));
 
   PullStep step;
   step.index = index;
@@ -179,20 +178,17 @@ Result<PullStep> PullSession::run_step(int index, bool last) {
   const double seconds = to_seconds(Clock::now() - start);
   step.ms = seconds * 1e3;
   step.gbps = gigabytes_per_second(step.bytes, seconds);
-  verify({source.begin(), source.end()}, {destination.begin(), destination.end()}, step);
+  KVF_RETURN_IF_ERROR(verify(source, destination, step));
   allocator_.release(destination_table);
   return step;
 }
 
-void PullSession::verify(const std::vector<std::uint32_t>& source,
-                         const std::vector<std::uint32_t>& destination, PullStep& step) const {
-  for (std::size_t i = 0; i < source.size(); ++i) {
-    if (auto bad = check_kv_block(*pool_, destination[i], source[i], 0, layout_.lane_count())) {
-      step.verify_message = *bad;
-      return;
-    }
-  }
-  step.verified = true;
+Status PullSession::verify(std::span<const std::uint32_t> source, std::span<const std::uint32_t> destination,
+                           PullStep& step) {
+  KVF_ASSIGN_OR_RETURN(std::optional<std::string> bad, pool_->check(destination, source));
+  step.verified = !bad;
+  if (bad) step.verify_message = *bad;
+  return Status::Ok();
 }
 
 }  // namespace kvferry::cli

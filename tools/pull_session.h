@@ -13,12 +13,13 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "kv_block_allocator.h"
 #include "kv_commands.h"
-#include "kv_host_pool.h"
+#include "kv_pool_memory.h"
 #include "kvferry/kvferry.h"
 
 namespace kvferry::cli {
@@ -48,6 +49,7 @@ class PullSession {
   std::uint32_t blocks_per_step() const { return blocks_; }
   std::uint32_t blocks_moved_per_step() const { return blocks_ - cached_blocks_; }
   std::uint32_t server_pool_blocks() const { return link_->remote_pool().layout().blocks(); }
+  const KvPool& server_pool() const { return link_->remote_pool(); }
 
   // Step `index` (0-based); `last` marks it in its notifications.
   Result<PullStep> run_step(int index, bool last);
@@ -65,12 +67,14 @@ class PullSession {
   // The server's block table of step `index`; `for_baseline` draws other blocks, so a
   // baseline step never finds the step's source bytes still in the caches.
   std::vector<std::uint32_t> server_blocks(int index, bool for_baseline = false) const;
-  void verify(const std::vector<std::uint32_t>& source, const std::vector<std::uint32_t>& destination,
-              PullStep& step) const;
+  // Sets step.verified or step.verify_message; an error only when the pool's bytes
+  // could not be read back (a GPU copy failed).
+  Status verify(std::span<const std::uint32_t> source, std::span<const std::uint32_t> destination,
+                PullStep& step);
 
   const PullOptions& options_;
   KvLayout layout_;
-  std::optional<KvHostPool> pool_;  // declared before the agent: it outlives it
+  std::unique_ptr<KvPoolMemory> pool_;  // declared before the agent: it outlives it
   std::unique_ptr<Agent> agent_;
   std::optional<LocalKvPool> local_;
   std::optional<KvLink> link_;

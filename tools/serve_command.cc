@@ -1,5 +1,6 @@
 // `kvferry serve`: hold a KV pool filled with the (lane, block) pattern and let clients
-// pull from it, one after another and at the same time, until SIGINT or SIGTERM.
+// pull from it, one after another and at the same time, until SIGINT or SIGTERM. The
+// pool is in host memory or, with --mem vram, on a GPU (kv_pool_memory.h).
 #include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -10,9 +11,10 @@
 #include "cli_util.h"
 #include "kv_agent.h"
 #include "kv_commands.h"
-#include "kv_host_pool.h"
+#include "kv_pool_memory.h"
 #include "serve_clients.h"
 #include "stop_signal.h"
+#include "vram_support.h"
 
 namespace kvferry::cli {
 namespace {
@@ -25,18 +27,18 @@ Status serve(const ServeOptions& o) {
   if (!where) return InvalidArgument("--listen '" + o.listen + "': expected ADDRESS:PORT");
   const std::vector<std::string> backends = o.backends.empty() ? cross_process_backends() : o.backends;
   if (!o.json) {
-    std::printf("kvferry serve: pool %s (%s per block, %s in all); filling it\n", layout.describe().c_str(),
-                format_bytes(layout.block_bytes()).c_str(), format_bytes(layout.pool_bytes()).c_str());
+    std::printf("kvferry serve: pool %s (%s per block, %s in all) in %s; filling it\n",
+                layout.describe().c_str(), format_bytes(layout.block_bytes()).c_str(),
+                format_bytes(layout.pool_bytes()).c_str(), describe_kv_memory(o.memory).c_str());
     std::fflush(stdout);
   }
-  std::optional<KvHostPool> pool;  // declared first: it outlives the agent that serves it
+  std::unique_ptr<KvPoolMemory> pool;  // declared first: it outlives the agent that serves it
   KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
                        make_kv_agent(unique_agent_name("kv-serve"), backends, o.params,
                                      std::chrono::milliseconds(o.peer_timeout_ms)));
   const bool shared = std::any_of(backends.begin(), backends.end(), wants_shared_pool);
-  KVF_ASSIGN_OR_RETURN(KvHostPool allocated, KvHostPool::allocate(layout, 0, shared ? agent.get() : nullptr));
-  pool.emplace(std::move(allocated));
-  fill_kv_pattern(*pool);
+  KVF_ASSIGN_OR_RETURN(pool, allocate_kv_pool_memory(layout, o.memory, 0, shared ? agent.get() : nullptr));
+  KVF_RETURN_IF_ERROR(pool->fill_pattern().with_context("filling the pool"));
   KVF_RETURN_IF_ERROR(
       agent->register_memory(pool->pool().tensor_regions()).with_context("registering the pool"));
   KVF_ASSIGN_OR_RETURN(LocalKvPool local, LocalKvPool::attach(*agent, pool->pool()));
@@ -52,6 +54,8 @@ Status serve(const ServeOptions& o) {
                                {"backends", backend_list},
                                {"layout", layout.describe()},
                                {"pool_bytes", layout.pool_bytes()},
+                               {"mem", o.memory.mem},
+                               {"device", o.memory.mem == "vram" ? o.memory.device : -1},
                                {"blocks", layout.blocks()}};
     std::printf("%s\n", event.dump().c_str());
   } else {
@@ -91,6 +95,7 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       "serve",
       "Hold a KV pool (default Mistral-Small-3.1, 4 GiB) that `kvferry pull` clients read, until Ctrl-C");
   add_kv_pool_options(command, o.pool);
+  add_kv_memory_options(command, o.memory);
   command->add_option("--listen", o.listen, "Address of the side channel clients connect to, ADDRESS:PORT")
       ->capture_default_str();
   command->add_option("--backend", o.backends,
@@ -108,6 +113,12 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
 
 int run_serve_command(const ServeOptions& o) {
   install_stop_signal_handlers();
+  if (o.memory.mem == "vram") {
+    if (const auto why = vram_unusable(o.memory.device)) {
+      std::fprintf(stderr, "kvferry serve --mem vram: %s\n", why->c_str());
+      return 2;
+    }
+  }
   const Status status = serve(o);
   if (!status.ok()) {
     std::fprintf(stderr, "kvferry serve: %s\n", status.to_string().c_str());
