@@ -160,6 +160,11 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
   ev.data.fd = session->socket_fd();
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, session->socket_fd(), &ev);
   watched_.insert(session->socket_fd());
+  // The loop must take the session in now: until it marks it sleeping, the target does
+  // not ring us for acknowledgements, and a waiter that does not poll the ring itself
+  // (a staged job's) would wait for the loop's 500 ms timeout.
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
   return session;
 }
 
