@@ -111,8 +111,12 @@ int run_demo_command(const DemoOptions& options) {
   int rows = 0;
   for (const std::string& backend : backends) {  // one row per backend
     Result<DemoRow> row = run_demo_decode(o, backend);
-    if (!row.ok() && o.backends.empty() && row.status().code() == StatusCode::kNotSupported) {
-      // Not asked for by name, and the Agent says it cannot take this memory: not a failure.
+    // Not asked for by name, and the Agent cannot take this memory (registration) or has
+    // no route for it (e.g. shm reaches no peer vram): not a failure.
+    const bool cannot = !row.ok() && (row.status().code() == StatusCode::kNotSupported ||
+                                      (row.status().code() == StatusCode::kUnavailable &&
+                                       row.status().message().find("no backend can move") != std::string::npos));
+    if (cannot && o.backends.empty()) {
       std::fprintf(stderr, "kvferry demo: backend %s: skipped: %s\n", backend.c_str(),
                    row.status().message().c_str());
       continue;
