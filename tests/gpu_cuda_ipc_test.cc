@@ -22,12 +22,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string checksum_text(const std::vector<std::uint8_t>& v) {
-  char hex[32];
-  std::snprintf(hex, sizeof hex, "%016" PRIx64, word_fnv1a64(v.data(), v.size()));
-  return std::string("checksum ") + hex;
-}
-
 class CudaIpcInProcess : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaIpcInProcess, WriteReadIndexTransferAndNotification) {

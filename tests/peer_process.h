@@ -6,8 +6,10 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cinttypes>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -36,6 +38,13 @@ inline std::uint64_t word_fnv1a64(const std::uint8_t* data, std::size_t size) {
     h *= kPrime;
   }
   return h;
+}
+
+// What kvferry_test_peer answers to "checksum" when its buffer holds `v`.
+inline std::string checksum_text(const std::vector<std::uint8_t>& v) {
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "%016" PRIx64, word_fnv1a64(v.data(), v.size()));
+  return std::string("checksum ") + hex;
 }
 
 struct PeerOptions {

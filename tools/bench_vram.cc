@@ -40,12 +40,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-std::string hex64(std::uint64_t v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%016" PRIx64, v);
-  return b;
-}
-
 struct Ceilings {
   double write = 0, read = 0;            // what the ratio is taken against
   double pcie_write = 0, pcie_read = 0;  // pinned copies (staging paths), 0 for cuda_ipc
@@ -181,7 +175,7 @@ int run_vram_bench(const BenchOptions& o) {
                req->wait(60s).ok();
         if (good) {
           auto expect = expected_image(shape, data_seed, local_ids, remote_ids);
-          good = ask_vram_target(a, "checksum") == "checksum " + hex64(VramPool::checksum_of(expect));
+          good = ask_vram_target(a, "checksum") == checksum_answer(VramPool::checksum_of(expect));
         }
       } else {
         good = pool->poison().ok() && ask_vram_target(a, "fill " + std::to_string(data_seed)) == "filled" &&

@@ -28,6 +28,9 @@ struct VramTarget {
 };
 
 Status spawn_vram_target(const BenchOptions& o, int peer_device, VramTarget* t);
+// The target's answer to "checksum": "checksum <16 hex digits>".
+std::string checksum_answer(std::uint64_t sum);
+
 // Sends `message` to the target and returns its answer ("no answer" after 120 s).
 std::string ask_vram_target(Agent& a, const std::string& message);
 // The target's next answer ("no answer" after 120 s).

@@ -28,11 +28,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-std::string hex64(std::uint64_t v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%016" PRIx64, v);
-  return b;
-}
 
 // The target's pool: GPU memory, or host memory (shared memory when the backend is shm,
 // so that the initiator can map it).
@@ -84,7 +79,7 @@ std::string answer(TargetPool& pool, const std::string& m) {
   }
   if (m == "checksum") {
     auto sum = pool.checksum();
-    return sum.ok() ? "checksum " + hex64(*sum) : sum.status().to_string();
+    return sum.ok() ? checksum_answer(*sum) : sum.status().to_string();
   }
   if (std::sscanf(m.c_str(), "sink %u %" SCNu64, &port, &bytes) == 2 ||
       std::sscanf(m.c_str(), "source %u %" SCNu64, &port, &bytes) == 2) {
@@ -124,6 +119,12 @@ int run_vram_target(const BenchOptions& o) {
       (void)a.notify(n.from, answer(*pool, n.message));
     }
   }
+}
+
+std::string checksum_answer(std::uint64_t sum) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%016" PRIx64, sum);
+  return std::string("checksum ") + b;
 }
 
 VramTarget::~VramTarget() {

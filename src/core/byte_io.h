@@ -20,8 +20,12 @@ class ByteWriter {
   void bytes(std::span<const std::uint8_t> b) { raw(b.data(), b.size()); }
   void str(std::string_view s) { raw(s.data(), s.size()); }
   void raw(const void* p, std::size_t n) {
-    const auto* b = static_cast<const std::uint8_t*>(p);
-    out_.insert(out_.end(), b, b + n);
+    if (n == 0) return;
+    // resize + memcpy, not insert(): GCC 12 at -O3 reports a false stringop-overflow
+    // for vector::insert of a few bytes, which -Werror turns into a failed build.
+    const std::size_t at = out_.size();
+    out_.resize(at + n);
+    std::memcpy(out_.data() + at, p, n);
   }
   // Overwrites 4 bytes at `offset` (for lengths known only later).
   void patch_u32(std::size_t offset, std::uint32_t v) { std::memcpy(out_.data() + offset, &v, 4); }
