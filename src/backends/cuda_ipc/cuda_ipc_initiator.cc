@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/prctl.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,8 +15,7 @@ Result<std::unique_ptr<CudaIpcInitiator>> CudaIpcInitiator::start(SessionConfig 
   std::unique_ptr<CudaIpcInitiator> s(new CudaIpcInitiator());
   s->cfg_ = std::move(cfg);
   s->process_id_ = std::move(process_id);
-  s->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!s->wake_.valid()) return IoErrorFromErrno("cuda_ipc: eventfd", errno);
+  KVF_ASSIGN_OR_RETURN(s->wake_, make_eventfd("cuda_ipc"));
   s->cfg_.progress_wake_fd = s->wake_.get();
   s->thread_ = std::thread([raw = s.get()] { raw->run(); });
   return s;
@@ -25,20 +23,15 @@ Result<std::unique_ptr<CudaIpcInitiator>> CudaIpcInitiator::start(SessionConfig 
 
 CudaIpcInitiator::~CudaIpcInitiator() {
   running_ = false;
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  ring_eventfd(wake_.get());
   thread_.join();
 }
 
 Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndpoint& peer,
                                                                   const std::string& socket_name, Deadline deadline) {
-  KVF_ASSIGN_OR_RETURN(UniqueFd sock, connect_abstract(socket_name));
+  KVF_ASSIGN_OR_RETURN(UniqueFd sock, connect_abstract(socket_name, "cuda_ipc"));
   // The socket's other end must be the very process the metadata names, of our user.
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
-    return IoErrorFromErrno("cuda_ipc: SO_PEERCRED", errno);
-  if (cred.pid != static_cast<pid_t>(std::strtol(peer.process_id.c_str(), nullptr, 10)) || cred.uid != ::getuid())
+  if (!peer_is_ours(sock.get(), static_cast<pid_t>(std::strtol(peer.process_id.c_str(), nullptr, 10))))
     return Unavailable("cuda_ipc: the socket of '" + peer.agent_name + "' belongs to another process or user");
 
   ByteWriter hello;
@@ -88,8 +81,7 @@ Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndp
     std::erase_if(sessions_, [](auto& w) { return w.expired(); });
     sessions_.push_back(session);
   }
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  ring_eventfd(wake_.get());
   return session;
 }
 

@@ -228,10 +228,7 @@ Status CudaIpcSession::start_watching(InFlight f) {  // mu_ held
   });
   // The progress thread may sleep in poll(): wake it so it watches this job's event
   // (a waiter spins only briefly before it sleeps too).
-  if (cfg_.progress_wake_fd >= 0) {
-    std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t rc = ::write(cfg_.progress_wake_fd, &one, sizeof one);
-  }
+  if (cfg_.progress_wake_fd >= 0) ring_eventfd(cfg_.progress_wake_fd);
   return Status::Ok();
 }
 

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <random>
 
 #include "cuda/cuda_util.h"
 #include "core/byte_io.h"
@@ -22,30 +21,22 @@ namespace {
 
 constexpr auto kSendBound = std::chrono::milliseconds(200);
 
-void ring(int fd) {
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(fd, &one, sizeof one);
-}
 
 }  // namespace
 
 Result<std::unique_ptr<CudaIpcTarget>> CudaIpcTarget::start(TargetConfig config) {
   std::unique_ptr<CudaIpcTarget> t(new CudaIpcTarget());
   t->cfg_ = std::move(config);
-  std::random_device rd;
-  char name[64];
-  std::snprintf(name, sizeof name, "kvferry-cuda-ipc-%d-%08x%08x", ::getpid(), rd(), rd());
-  t->socket_name_ = name;
-  KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_));
-  t->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!t->wake_.valid()) return IoErrorFromErrno("cuda_ipc: eventfd", errno);
+  t->socket_name_ = unique_abstract_name("kvferry-cuda-ipc");
+  KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_, "cuda_ipc"));
+  KVF_ASSIGN_OR_RETURN(t->wake_, make_eventfd("cuda_ipc"));
   t->thread_ = std::thread([raw = t.get()] { raw->run(); });
   return t;
 }
 
 CudaIpcTarget::~CudaIpcTarget() {
   running_ = false;
-  ring(wake_.get());
+  ring_eventfd(wake_.get());
   thread_.join();
 }
 
@@ -130,9 +121,7 @@ void CudaIpcTarget::accept_all() {
   for (;;) {
     int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) return;
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::getuid()) {
+    if (!peer_is_ours(fd)) {
       ::close(fd);  // only processes of our own user may open our memory
       continue;
     }

@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -10,15 +9,6 @@
 
 namespace kvferry::detail::cuda_ipc {
 namespace {
-
-Result<sockaddr_un> abstract_address(const std::string& name, socklen_t* len) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (name.empty() || name.size() + 2 > sizeof addr.sun_path) return Corrupt("cuda_ipc: bad socket name");
-  std::memcpy(addr.sun_path + 1, name.data(), name.size());
-  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  return addr;
-}
 
 Status wait_fd(int fd, short events, Deadline deadline) {
   for (;;) {
@@ -33,28 +23,6 @@ Status wait_fd(int fd, short events, Deadline deadline) {
 }
 
 }  // namespace
-
-Result<UniqueFd> listen_abstract(const std::string& name) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid()) return IoErrorFromErrno("cuda_ipc: socket", errno);
-  socklen_t len = 0;
-  KVF_ASSIGN_OR_RETURN(sockaddr_un addr, abstract_address(name, &len));
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
-    return IoErrorFromErrno("cuda_ipc: bind abstract socket", errno);
-  if (::listen(fd.get(), 64) != 0) return IoErrorFromErrno("cuda_ipc: listen", errno);
-  return fd;
-}
-
-Result<UniqueFd> connect_abstract(const std::string& name) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid()) return IoErrorFromErrno("cuda_ipc: socket", errno);
-  socklen_t len = 0;
-  KVF_ASSIGN_OR_RETURN(sockaddr_un addr, abstract_address(name, &len));
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
-    return Unavailable("cuda_ipc: cannot reach the peer's socket (not on this host or not running): " +
-                       std::string(std::strerror(errno)));
-  return fd;
-}
 
 Status send_packet(int fd, const std::vector<std::uint8_t>& bytes, Deadline deadline) {
   if (bytes.size() > kMaxWireMessage) return InvalidArgument("cuda_ipc: message too large");

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/socket_util.h"
+#include "core/unix_socket.h"
 
 namespace kvferry::detail::cuda_ipc {
 
@@ -35,10 +36,6 @@ enum class MessageType : std::uint16_t {
   kRevoke = 7,
   kRevokeAck = 8,
 };
-
-// A non-blocking SOCK_SEQPACKET socket bound to (or connected to) an abstract name.
-Result<UniqueFd> listen_abstract(const std::string& name);
-Result<UniqueFd> connect_abstract(const std::string& name);
 
 // One whole message; waits (poll) up to the deadline.
 Status send_packet(int fd, const std::vector<std::uint8_t>& bytes, Deadline deadline);

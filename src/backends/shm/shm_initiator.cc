@@ -1,11 +1,9 @@
 #include "backends/shm/shm_initiator.h"
 
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,23 +14,10 @@
 #include "backends/shm/fd_passing.h"
 #include "backends/shm/shm_protocol.h"
 #include "core/byte_io.h"
+#include "core/unix_socket.h"
 
 namespace kvferry::detail::shm {
 namespace {
-
-Result<UniqueFd> connect_unix(const std::string& name) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid()) return IoErrorFromErrno("shm: socket", errno);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (name.size() + 2 > sizeof addr.sun_path) return Corrupt("shm: socket name too long");
-  std::memcpy(addr.sun_path + 1, name.data(), name.size());
-  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
-    return Unavailable("shm: cannot reach the peer's socket (not on this host or not running): " +
-                       std::string(std::strerror(errno)));
-  return fd;
-}
 
 pid_t pid_of(const std::string& process_id) {
   return static_cast<pid_t>(std::strtol(process_id.c_str(), nullptr, 10));
@@ -55,8 +40,8 @@ Result<std::unique_ptr<ShmInitiator>> ShmInitiator::start(SessionConfig cfg) {
   std::unique_ptr<ShmInitiator> s(new ShmInitiator());
   s->cfg_ = std::move(cfg);
   s->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  s->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!s->epoll_.valid() || !s->wake_.valid()) return IoErrorFromErrno("shm: epoll/eventfd", errno);
+  if (!s->epoll_.valid()) return IoErrorFromErrno("shm: epoll", errno);
+  KVF_ASSIGN_OR_RETURN(s->wake_, make_eventfd("shm"));
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = s->wake_.get();
@@ -67,21 +52,16 @@ Result<std::unique_ptr<ShmInitiator>> ShmInitiator::start(SessionConfig cfg) {
 
 ShmInitiator::~ShmInitiator() {
   running_ = false;
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  ring_eventfd(wake_.get());
   thread_.join();
 }
 
 Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& peer, const std::string& socket_name,
                                                           Deadline deadline) {
-  KVF_ASSIGN_OR_RETURN(UniqueFd sock, connect_unix(socket_name));
+  KVF_ASSIGN_OR_RETURN(UniqueFd sock, connect_abstract(socket_name, "shm"));
   // The socket's other end must be the very process the metadata names, of our user.
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
-    return IoErrorFromErrno("shm: SO_PEERCRED", errno);
   const pid_t pid = pid_of(peer.process_id);
-  if (cred.pid != pid || cred.uid != ::getuid())
+  if (!peer_is_ours(sock.get(), pid))
     return Unavailable("shm: the socket of '" + peer.agent_name + "' belongs to another process or user");
   UniqueFd control_fd;
   KVF_ASSIGN_OR_RETURN(ControlBlock * cb, make_control_block(&control_fd));
@@ -163,8 +143,7 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
   // The loop must take the session in now: until it marks it sleeping, the target does
   // not ring us for acknowledgements, and a waiter that does not poll the ring itself
   // (a staged job's) would wait for the loop's 500 ms timeout.
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  ring_eventfd(wake_.get());
   return session;
 }
 

@@ -8,13 +8,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/unix_socket.h"
+
 namespace kvferry::detail::shm {
 namespace {
-
-void ring_bell(int fd) {
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(fd, &one, sizeof one);
-}
 
 // process_vm_readv/writev moves at most what fits; loop until every byte went.
 Status process_vm_copy(pid_t pid, TransferOp op, std::uint8_t* local, std::uint64_t remote, std::uint64_t length) {
@@ -171,7 +168,7 @@ Status ShmSession::push_notify(std::uint64_t req, std::string_view message) {
       std::this_thread::yield();
     }
   }
-  if (cb_->to_target.consumer_sleeping.load(std::memory_order_seq_cst)) ring_bell(target_wake_.get());
+  if (cb_->to_target.consumer_sleeping.load(std::memory_order_seq_cst)) ring_eventfd(target_wake_.get());
   return Status::Ok();
 }
 

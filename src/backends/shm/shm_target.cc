@@ -1,21 +1,19 @@
 #include "backends/shm/shm_target.h"
 
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <random>
 
 #include "backends/shm/fd_passing.h"
 #include "backends/shm/shm_protocol.h"
 #include "core/byte_io.h"
+#include "core/unix_socket.h"
 
 namespace kvferry::detail::shm {
 
@@ -33,41 +31,14 @@ struct ShmTarget::Session {
   }
 };
 
-namespace {
-
-void ring_bell(int fd) {
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(fd, &one, sizeof one);
-}
-
-sockaddr_un abstract_address(const std::string& name, socklen_t* len) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  addr.sun_path[0] = '\0';
-  std::memcpy(addr.sun_path + 1, name.data(), name.size());
-  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  return addr;
-}
-
-}  // namespace
-
 Result<std::unique_ptr<ShmTarget>> ShmTarget::start(TargetConfig config) {
   std::unique_ptr<ShmTarget> t(new ShmTarget());
   t->cfg_ = std::move(config);
-  std::random_device rd;
-  char name[64];
-  std::snprintf(name, sizeof name, "kvferry-shm-%d-%08x%08x", ::getpid(), rd(), rd());
-  t->socket_name_ = name;
-  t->listener_ = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!t->listener_.valid()) return IoErrorFromErrno("shm: socket", errno);
-  socklen_t len;
-  sockaddr_un addr = abstract_address(t->socket_name_, &len);
-  if (::bind(t->listener_.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
-    return IoErrorFromErrno("shm: bind abstract socket", errno);
-  if (::listen(t->listener_.get(), 64) != 0) return IoErrorFromErrno("shm: listen", errno);
+  t->socket_name_ = unique_abstract_name("kvferry-shm");
+  KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_, "shm"));
   t->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  t->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!t->epoll_.valid() || !t->wake_.valid()) return IoErrorFromErrno("shm: epoll/eventfd", errno);
+  if (!t->epoll_.valid()) return IoErrorFromErrno("shm: epoll", errno);
+  KVF_ASSIGN_OR_RETURN(t->wake_, make_eventfd("shm"));
   for (int fd : {t->listener_.get(), t->wake_.get()}) {
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -80,7 +51,7 @@ Result<std::unique_ptr<ShmTarget>> ShmTarget::start(TargetConfig config) {
 
 ShmTarget::~ShmTarget() {
   running_ = false;
-  ring_bell(wake_.get());
+  ring_eventfd(wake_.get());
   thread_.join();
 }
 
@@ -110,7 +81,7 @@ Status ShmTarget::remove_region(std::uint64_t id) {
     *done = true;
     revoked_cv_.notify_all();
   });
-  ring_bell(wake_.get());
+  ring_eventfd(wake_.get());
   const auto deadline = Clock::now() + cfg_.peer_timeout;
   revoked_cv_.wait_until(lock, deadline, [&] { return *done; });
   bool confirmed = revoked_cv_.wait_until(lock, deadline, [&] {
@@ -124,7 +95,7 @@ Status ShmTarget::remove_region(std::uint64_t id) {
       for (auto& s : sessions_)
         if (!s->dead && s->outstanding_revokes > 0) drop(*s, "did not confirm a revoked region in time");
     });
-    ring_bell(wake_.get());
+    ring_eventfd(wake_.get());
   }
   return Status::Ok();
 }
@@ -166,7 +137,7 @@ bool ShmTarget::serve_rings() {
       }
     }
     if (!err.ok()) drop(s, err.message());
-    if (acked && s.cb->to_initiator.consumer_sleeping.load(std::memory_order_seq_cst)) ring_bell(s.peer_wake.get());
+    if (acked && s.cb->to_initiator.consumer_sleeping.load(std::memory_order_seq_cst)) ring_eventfd(s.peer_wake.get());
   }
   return any;
 }
@@ -221,9 +192,7 @@ void ShmTarget::accept_all() {
     int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) return;
     // Only processes of our own user may map our memory.
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != ::getuid()) {
+    if (!peer_is_ours(fd)) {
       ::close(fd);
       continue;
     }
