@@ -70,8 +70,7 @@ Result<std::unique_ptr<SideChannelServer>> SideChannelServer::start(const std::s
 }
 
 SideChannelServer::~SideChannelServer() {
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  ring_eventfd(wake_.get());
   if (thread_.joinable()) thread_.join();
 }
 

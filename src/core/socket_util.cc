@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -165,6 +166,17 @@ Status recv_all(int fd, void* data, std::size_t n, Deadline deadline) {
     return PeerLost(std::string("recv: ") + std::strerror(errno));
   }
   return Status::Ok();
+}
+
+Result<UniqueFd> make_eventfd(std::string_view who) {
+  UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!fd.valid()) return IoErrorFromErrno(std::string(who) + ": eventfd", errno);
+  return fd;
+}
+
+void ring_eventfd(int fd) {
+  std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t rc = ::write(fd, &one, sizeof one);
 }
 
 }  // namespace kvferry::detail

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "kvferry/status.h"
@@ -55,5 +56,10 @@ Status send_all(int fd, const void* data, std::size_t n, Deadline deadline);
 Status recv_all(int fd, void* data, std::size_t n, Deadline deadline);
 
 inline Deadline deadline_after(std::chrono::nanoseconds d) { return Clock::now() + d; }
+
+// A non-blocking eventfd (the bell of a progress thread), and a write of 1 to one: never
+// blocks; errors are ignored (a bell that cannot ring has a reader that is awake or gone).
+Result<UniqueFd> make_eventfd(std::string_view who);
+void ring_eventfd(int fd);
 
 }  // namespace kvferry::detail

@@ -1,6 +1,5 @@
 #include "core/unix_socket.h"
 
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -64,17 +63,6 @@ bool peer_is_ours(int fd, pid_t expected_pid) {
   socklen_t len = sizeof cred;
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
   return cred.uid == ::getuid() && (expected_pid <= 0 || cred.pid == expected_pid);
-}
-
-Result<UniqueFd> make_eventfd(std::string_view who) {
-  UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!fd.valid()) return IoErrorFromErrno(std::string(who) + ": eventfd", errno);
-  return fd;
-}
-
-void ring_eventfd(int fd) {
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(fd, &one, sizeof one);
 }
 
 }  // namespace kvferry::detail

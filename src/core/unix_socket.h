@@ -1,7 +1,6 @@
 // Same-host control channels of the shm and cuda_ipc backends: abstract Unix
 // SOCK_SEQPACKET sockets (no file system path; they only connect within one network
-// namespace, which is part of same-host detection), the peer's credentials, and
-// eventfd bells that wake a sleeping progress thread.
+// namespace, which is part of same-host detection) and the peer's credentials.
 #pragma once
 
 #include <sys/types.h>
@@ -23,10 +22,5 @@ Result<UniqueFd> connect_abstract(const std::string& name, std::string_view who)
 // True if the process at the other end of `fd` runs as our user (and, when
 // `expected_pid` > 0, is that process).
 bool peer_is_ours(int fd, pid_t expected_pid = 0);
-
-// A non-blocking eventfd, and a write of 1 to one (never blocks; errors are ignored:
-// a bell that cannot ring means its reader is already awake or gone).
-Result<UniqueFd> make_eventfd(std::string_view who);
-void ring_eventfd(int fd);
 
 }  // namespace kvferry::detail

@@ -42,8 +42,7 @@ void TcpEngine::enqueue(Command cmd) {
     std::lock_guard lock(cmd_mu_);
     commands_.push_back(std::move(cmd));
   }
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  ring_eventfd(wake_.get());
 }
 
 Status TcpEngine::run_sync(std::function<Status()> fn) {
@@ -54,8 +53,7 @@ Status TcpEngine::run_sync(std::function<Status()> fn) {
     if (stopping_) return Unavailable("tcp backend is shut down");
     commands_.push_back([promise, fn = std::move(fn)] { promise->set_value(fn()); });
   }
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  ring_eventfd(wake_.get());
   // The engine answers within one loop iteration; the bound only guards against bugs.
   if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
     return Internal("tcp engine did not answer a command within 30 s");
@@ -126,8 +124,7 @@ Status TcpEngine::post(std::uint64_t session_id, std::shared_ptr<TransferJob> jo
     }
     start_job(*it->second, std::move(job));
   });
-  std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t rc = ::write(wake_.get(), &one, sizeof one);
+  ring_eventfd(wake_.get());
   return Status::Ok();
 }
 
