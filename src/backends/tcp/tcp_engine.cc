@@ -150,7 +150,9 @@ Status TcpEngine::notify(std::uint64_t session_id, std::string message) {
 
 Status TcpEngine::register_region(const RegionInfo& region) {
   return run_sync([this, region] {
-    regions_[region.address] = region;
+    auto [it, added] = regions_.insert_or_assign(region.address, region);
+    (void)it;
+    if (added && region.kind == MemoryKind::kVram) vram_regions_++;
     return Status::Ok();
   });
 }
@@ -175,6 +177,7 @@ void TcpEngine::deregister_on_thread(std::uint64_t id) {
   auto it = std::find_if(regions_.begin(), regions_.end(), [id](const auto& kv) { return kv.second.id == id; });
   if (it == regions_.end()) return;
   const std::uint64_t lo = it->second.address, hi = lo + it->second.length;
+  if (it->second.kind == MemoryKind::kVram) vram_regions_--;
   regions_.erase(it);
   auto inside = [&](const Segment& g) {
     auto p = reinterpret_cast<std::uint64_t>(g.ptr);

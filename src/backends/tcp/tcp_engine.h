@@ -46,6 +46,7 @@ struct EngineConfig {
 };
 
 struct Session;
+struct Segment;
 struct Stream;
 struct OutFrame;
 enum class Sink;
@@ -109,7 +110,9 @@ class TcpEngine {
   std::string stage_read_from_vram(OutFrame& f);     // copies vram into a pinned buffer
   void queue_read_reply(Stream& s, OutFrame f);      // stages now, or defers under the cap
   void release_deferred_reads(Stream& s);            // after sends freed staged bytes
-  bool reads_from_vram(const OutFrame& f) const;
+  void stage_and_queue_reply(Stream& s, OutFrame f);
+  // (index, GPU) of the segments in vram regions; empty at once while none is registered.
+  std::vector<std::pair<std::size_t, int>> vram_segments(const std::vector<Segment>& segs) const;
   Result<DeviceStager*> stager();
   Result<PinnedBuffer> take_pinned(std::uint64_t bytes);
 
@@ -135,6 +138,7 @@ class TcpEngine {
   std::vector<std::uint8_t> scratch_;           // sink for discarded payloads
   std::vector<std::uint8_t> zeros_;             // source for cancelled payloads
   std::shared_ptr<DeviceStager> stager_;        // on first use of a vram region
+  std::size_t vram_regions_ = 0;                // of regions_: host-only frames skip vram checks
   // Pinned buffers of finished read frames, for reuse (shared with the frames' deleters).
   std::shared_ptr<std::pair<std::mutex, std::vector<PinnedBuffer>>> pinned_pool_ =
       std::make_shared<std::pair<std::mutex, std::vector<PinnedBuffer>>>();

@@ -51,27 +51,33 @@ Result<PinnedBuffer> TcpEngine::take_pinned(std::uint64_t bytes) {
   return st->allocate_pinned(round_up_pow2(bytes));
 }
 
+std::vector<std::pair<std::size_t, int>> TcpEngine::vram_segments(const std::vector<Segment>& segs) const {
+  std::vector<std::pair<std::size_t, int>> out;
+  if (vram_regions_ == 0) return out;  // the usual case: no lookups at all
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(segs[i].ptr), segs[i].len);
+    if (r && r->kind == MemoryKind::kVram) out.emplace_back(i, static_cast<int>(r->device));
+  }
+  return out;
+}
+
 std::string TcpEngine::stage_write_to_vram(Stream& s) {
   s.to_vram.clear();
+  const auto vram = vram_segments(s.segs);
+  if (vram.empty()) return {};
   std::uint64_t need = 0;
-  for (const Segment& g : s.segs) {
-    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
-    if (r && r->kind == MemoryKind::kVram) need += g.len;
-  }
-  if (need == 0) return {};
+  for (const auto& [i, device] : vram) need += s.segs[i].len;
   if (s.bounce.size < need) {
     auto b = take_pinned(need);
     if (!b.ok()) return "write into vram refused: " + b.status().message();
     s.bounce = std::move(b).value();
   }
   std::uint64_t off = 0;
-  for (Segment& g : s.segs) {
-    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
-    if (!r || r->kind != MemoryKind::kVram) continue;
+  for (const auto& [i, device] : vram) {
+    Segment& g = s.segs[i];
     std::uint8_t* landing = s.bounce.data() + off;
-    s.to_vram.push_back(VramLanding{static_cast<int>(r->device),
-                                    StageItem{reinterpret_cast<std::uint64_t>(landing),
-                                              reinterpret_cast<std::uint64_t>(g.ptr), g.len}});
+    s.to_vram.push_back(VramLanding{device, StageItem{reinterpret_cast<std::uint64_t>(landing),
+                                                      reinterpret_cast<std::uint64_t>(g.ptr), g.len}});
     g.ptr = landing;
     off += g.len;
   }
@@ -101,22 +107,19 @@ std::string TcpEngine::land_staged_write(Stream& s) {
 }
 
 std::string TcpEngine::stage_read_from_vram(OutFrame& f) {
+  const auto vram = vram_segments(f.segments);
+  if (vram.empty()) return {};
   std::uint64_t need = 0;
-  for (const Segment& g : f.segments) {
-    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
-    if (r && r->kind == MemoryKind::kVram) need += g.len;
-  }
-  if (need == 0) return {};
+  for (const auto& [i, device] : vram) need += f.segments[i].len;
   auto taken = take_pinned(need);
   if (!taken.ok()) return "read of vram refused: " + taken.status().message();
   PinnedBuffer buf = std::move(taken).value();
   std::map<int, std::vector<StageItem>> by_device;
   std::uint64_t off = 0;
-  for (Segment& g : f.segments) {
-    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
-    if (!r || r->kind != MemoryKind::kVram) continue;
+  for (const auto& [i, device] : vram) {
+    Segment& g = f.segments[i];
     std::uint8_t* copy = buf.data() + off;
-    by_device[static_cast<int>(r->device)].push_back(
+    by_device[device].push_back(
         StageItem{reinterpret_cast<std::uint64_t>(g.ptr), reinterpret_cast<std::uint64_t>(copy), g.len});
     g.ptr = copy;
     off += g.len;
@@ -135,39 +138,32 @@ std::string TcpEngine::stage_read_from_vram(OutFrame& f) {
   return {};
 }
 
-bool TcpEngine::reads_from_vram(const OutFrame& f) const {
-  return std::any_of(f.segments.begin(), f.segments.end(), [&](const Segment& g) {
-    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(g.ptr), g.len);
-    return r && r->kind == MemoryKind::kVram;
-  });
-}
-
 void TcpEngine::queue_read_reply(Stream& s, OutFrame f) {
   // Replies leave a stream in request order: once one waits, all later ones wait too.
-  if (!s.deferred_reads.empty() || (s.staged_queued >= kMaxStagedQueuedBytes && reads_from_vram(f))) {
+  if (!s.deferred_reads.empty() ||
+      (s.staged_queued >= kMaxStagedQueuedBytes && !vram_segments(f.segments).empty())) {
     s.deferred_reads.push_back(std::move(f));
     return;
   }
+  stage_and_queue_reply(s, std::move(f));
+}
+
+void TcpEngine::release_deferred_reads(Stream& s) {
+  while (!s.deferred_reads.empty() &&
+         (s.staged_queued < kMaxStagedQueuedBytes || vram_segments(s.deferred_reads.front().segments).empty())) {
+    OutFrame f = std::move(s.deferred_reads.front());
+    s.deferred_reads.pop_front();
+    stage_and_queue_reply(s, std::move(f));
+  }
+}
+
+void TcpEngine::stage_and_queue_reply(Stream& s, OutFrame f) {
   if (std::string err = stage_read_from_vram(f); !err.empty()) {
     queue_frame(s, make_message_frame(FrameType::kReadData, f.h.req, std::move(err), kFlagError));
     return;
   }
   s.staged_queued += f.staged_bytes;
   queue_frame(s, std::move(f));
-}
-
-void TcpEngine::release_deferred_reads(Stream& s) {
-  while (!s.deferred_reads.empty() &&
-         (s.staged_queued < kMaxStagedQueuedBytes || !reads_from_vram(s.deferred_reads.front()))) {
-    OutFrame f = std::move(s.deferred_reads.front());
-    s.deferred_reads.pop_front();
-    if (std::string err = stage_read_from_vram(f); !err.empty()) {
-      queue_frame(s, make_message_frame(FrameType::kReadData, f.h.req, std::move(err), kFlagError));
-      continue;
-    }
-    s.staged_queued += f.staged_bytes;
-    queue_frame(s, std::move(f));
-  }
 }
 
 }  // namespace kvferry::detail::tcp
