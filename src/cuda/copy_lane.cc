@@ -52,13 +52,7 @@ Result<CopyLane::Builder> CopyLane::start(std::size_t max_items) {
   DeviceScope scope(device_);
   KVF_RETURN_IF_ERROR(scope.status());
   Builder b(this, std::unique_lock(mu_));
-  if (free_events_.empty()) {
-    cudaEvent_t e = nullptr;
-    KVF_RETURN_IF_ERROR(check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate"));
-    free_events_.push_back(e);
-  }
-  b.sub_.event = free_events_.back();
-  free_events_.pop_back();
+  KVF_ASSIGN_OR_RETURN(b.sub_.event, take_event());
   if (method_ == CopyMethod::kBatch) {
     b.pairs_.reserve(max_items);
     return b;
@@ -91,16 +85,30 @@ Status CopyLane::reserve_table(std::size_t items, Submission* s) {
     KVF_RETURN_IF_ERROR(check(cudaMallocHost(&s->pinned, cap), "cudaMallocHost (copy table)"));
     s->pinned_bytes = cap;
   }
+  return ensure_device_table(s->pinned_bytes);
+}
+
+Result<cudaEvent_t> CopyLane::take_event() {
+  if (free_events_.empty()) {
+    cudaEvent_t e = nullptr;
+    KVF_RETURN_IF_ERROR(check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate"));
+    return e;
+  }
+  cudaEvent_t e = free_events_.back();
+  free_events_.pop_back();
+  return e;
+}
+
+Status CopyLane::ensure_device_table(std::size_t bytes) {
   // One device table per lane: stream order makes the next upload wait for the kernels
   // that read the current one. Growing it (rare) waits for the stream first.
-  if (table_bytes_ < bytes) {
-    KVF_RETURN_IF_ERROR(check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"));
-    if (table_) cudaFree(table_);
-    table_ = nullptr;
-    table_bytes_ = 0;
-    KVF_RETURN_IF_ERROR(check(cudaMalloc(&table_, s->pinned_bytes), "cudaMalloc (copy table)"));
-    table_bytes_ = s->pinned_bytes;
-  }
+  if (table_bytes_ >= bytes) return Status::Ok();
+  KVF_RETURN_IF_ERROR(check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"));
+  if (table_) cudaFree(table_);
+  table_ = nullptr;
+  table_bytes_ = 0;
+  KVF_RETURN_IF_ERROR(check(cudaMalloc(&table_, bytes), "cudaMalloc (copy table)"));
+  table_bytes_ = bytes;
   return Status::Ok();
 }
 
@@ -218,25 +226,9 @@ Status CopyLane::submit_kept(const KeptTable& table, Submission* out) {
   KVF_RETURN_IF_ERROR(scope.status());
   std::lock_guard lock(mu_);
   Submission s;
-  if (free_events_.empty()) {
-    cudaEvent_t e = nullptr;
-    KVF_RETURN_IF_ERROR(check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate"));
-    free_events_.push_back(e);
-  }
-  s.event = free_events_.back();
-  free_events_.pop_back();
+  KVF_ASSIGN_OR_RETURN(s.event, take_event());
   const std::size_t bytes = table.items_ * sizeof(CopyItem);
-  Status st;
-  if (table_bytes_ < bytes) {
-    st = check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-    if (st.ok()) {
-      if (table_) cudaFree(table_);
-      table_ = nullptr;
-      table_bytes_ = 0;
-      st = check(cudaMalloc(&table_, table.bytes_), "cudaMalloc (copy table)");
-      if (st.ok()) table_bytes_ = table.bytes_;
-    }
-  }
+  Status st = ensure_device_table(table.bytes_);
   if (st.ok())
     st = check(cudaMemcpyAsync(table_, table.pinned_, bytes, cudaMemcpyHostToDevice, stream_), "upload copy table");
   if (st.ok())

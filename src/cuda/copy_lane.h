@@ -104,6 +104,8 @@ class CopyLane {
  private:
   CopyLane(int device, CopyMethod method, std::uint32_t blocks) : device_(device), method_(method), blocks_(blocks) {}
   Status reserve_table(std::size_t items, Submission* s);  // mu_ held
+  Result<cudaEvent_t> take_event();                        // mu_ held
+  Status ensure_device_table(std::size_t bytes);           // mu_ held
   void abandon(Submission& s);                              // mu_ held: waits, recycles
 
   const int device_;
