@@ -4,15 +4,15 @@
 // `bench --mem vram --vram-target`), which allocates a pool of the same shape (GPU
 // memory on --peer-device, or host memory with --peer-mem dram), registers it and
 // answers notifications: "fill SEED", "poison", "checksum", "sink PORT BYTES",
-// "source PORT BYTES", "quit" (it also exits when its stdin closes).
+// "source PORT BYTES", "quit". It is a ChildProcess: it dies with the initiator.
 #pragma once
 
-#include <sys/types.h>
-
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "bench_options.h"
+#include "child_process.h"
 #include "kvferry/kvferry.h"
 
 namespace kvferry::cli {
@@ -20,11 +20,10 @@ namespace kvferry::cli {
 int run_vram_target(const BenchOptions& o);
 
 struct VramTarget {
-  pid_t pid = -1;
-  int in = -1, out = -1;
+  std::optional<ChildProcess> child;
   std::uint16_t port = 0;
   std::uint64_t address = 0;
-  ~VramTarget();  // closes its stdin (it exits), reaps it
+  ~VramTarget();  // gives it 2 s to quit, then terminates and reaps it
 };
 
 Status spawn_vram_target(const BenchOptions& o, int peer_device, VramTarget* t);

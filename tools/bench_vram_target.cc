@@ -1,26 +1,19 @@
 // The target process of `kvferry bench --mem vram` (bench_vram.h) and how the initiator
 // starts it and talks to it.
 #ifdef KVFERRY_HAVE_CUDA
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "bench_vram.h"
+#include "child_process.h"
 #include "bench_vram_pool.h"
 #include "host_pool.h"
 
-extern char** environ;
 
 namespace kvferry::cli {
 namespace {
@@ -105,14 +98,12 @@ int run_vram_target(const BenchOptions& o) {
     return std::fprintf(stderr, "vram target: register: %s\n", s.to_string().c_str()), 1;
   auto port = a.listen("127.0.0.1", 0);
   if (!port.ok()) return std::fprintf(stderr, "vram target: listen: %s\n", port.status().to_string().c_str()), 1;
-  std::printf("READY %u %" PRIx64 "\n", static_cast<unsigned>(*port), pool->address());
-  std::fflush(stdout);
+  char ready[64];
+  std::snprintf(ready, sizeof ready, "READY %u %" PRIx64, static_cast<unsigned>(*port), pool->address());
+  if (Status s = write_report_line(o.report_fd, ready); !s.ok())
+    return std::fprintf(stderr, "vram target: %s\n", s.to_string().c_str()), 1;
+  // Spawned as a ChildProcess: the kernel kills us if the initiator dies.
   for (;;) {
-    pollfd p{0, POLLIN, 0};
-    if (::poll(&p, 1, 0) > 0) {
-      char c;
-      if (::read(0, &c, 1) <= 0) return 0;  // the initiator is gone
-    }
     if (!a.wait_for_notifications(100ms)) continue;
     for (auto& n : a.take_notifications()) {
       if (n.message == "quit") return 0;
@@ -128,51 +119,21 @@ std::string checksum_answer(std::uint64_t sum) {
 }
 
 VramTarget::~VramTarget() {
-  if (in >= 0) ::close(in);  // the target exits on EOF
-  if (out >= 0) ::close(out);
-  if (pid > 0) {
-    for (int i = 0; i < 50 && ::waitpid(pid, nullptr, WNOHANG) == 0; ++i) std::this_thread::sleep_for(100ms);
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-  }
+  if (child) (void)child->wait_for_exit(2s);  // it was told to quit; then terminated
 }
 
 Status spawn_vram_target(const BenchOptions& o, int peer_device, VramTarget* t) {
-  int in[2], out[2];
-  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return IoErrorFromErrno("pipe2", errno);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  std::vector<std::string> args = {"/proc/self/exe", "bench", "--mem", "vram", "--vram-target",
-                                   "--backend", o.backend, "--device", std::to_string(peer_device),
-                                   "--peer-mem", o.peer_mem, "--layers", std::to_string(o.layers),
-                                   "--blocks", std::to_string(o.blocks), "--block-size", std::to_string(o.block_size)};
+  std::vector<std::string> args = {"bench", "--mem", "vram", "--vram-target", "--backend", o.backend,
+                                   "--device", std::to_string(peer_device), "--peer-mem", o.peer_mem,
+                                   "--layers", std::to_string(o.layers), "--blocks", std::to_string(o.blocks),
+                                   "--block-size", std::to_string(o.block_size)};
   for (const auto& p : o.params) {
     args.push_back("--param");
     args.push_back(p);
   }
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  int rc = ::posix_spawn(&t->pid, "/proc/self/exe", &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(in[0]);
-  ::close(out[1]);
-  t->in = in[1];
-  t->out = out[0];
-  if (rc != 0) return IoErrorFromErrno("posix_spawn of the vram target", rc);
-  std::string line;
-  const auto deadline = Clock::now() + 60s;
-  while (line.find('\n') == std::string::npos) {
-    pollfd p{t->out, POLLIN, 0};
-    if (Clock::now() > deadline) return Timeout("the vram target did not start within 60 s");
-    if (::poll(&p, 1, 200) <= 0) continue;
-    char buf[256];
-    ssize_t n = ::read(t->out, buf, sizeof buf);
-    if (n <= 0) return Unavailable("the vram target exited before READY (see its stderr)");
-    line.append(buf, static_cast<std::size_t>(n));
-  }
+  KVF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::spawn_self(std::move(args)));
+  t->child.emplace(std::move(child));
+  KVF_ASSIGN_OR_RETURN(std::string line, t->child->read_report_line(60s));
   unsigned port = 0;
   if (std::sscanf(line.c_str(), "READY %u %" SCNx64, &port, &t->address) != 2) return Corrupt("bad READY: " + line);
   t->port = static_cast<std::uint16_t>(port);
