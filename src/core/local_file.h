@@ -12,6 +12,9 @@
 
 namespace kvferry::detail {
 
+// The path a descriptor was opened as (for messages), or "fd N".
+std::string path_of_fd(int fd);
+
 class LocalFile {
  public:
   static Result<std::unique_ptr<LocalFile>> open(const std::string& path, const FileOpenOptions& options);

@@ -100,6 +100,18 @@ Result<TransferRequest> post_slice(Agent& agent, TransferOp op, const BlockLists
   return t;
 }
 
+// The whole transfer on the direct path (gds, or file for a host pool). When kAuto chose
+// gds and gds refuses before moving anything, `path` becomes kStaging and nothing is
+// returned: the caller stages instead.
+Result<std::optional<TransferRequest>> post_direct(Agent& agent, TransferOp op, const BlockLists& lists,
+                                                   const KvStoreOptions& options, Path& path) {
+  auto t = post_slice(agent, op, lists, 0, lists.memory.size(), path == Path::kGds ? "gds" : "file");
+  if (t.ok()) return std::optional<TransferRequest>(std::move(t).value());
+  if (!may_fall_back(agent, path, options)) return t.status();
+  path = Path::kStaging;
+  return std::optional<TransferRequest>();
+}
+
 Status fdatasync_path(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return IoErrorFromErrno("opening '" + path + "' to sync it", errno);
@@ -150,13 +162,7 @@ Result<KvStoreResult> offload_blocks(Agent& agent, const KvPoolView& pool,
   const auto io0 = Clock::now();
   std::optional<TransferRequest> direct;
   if (path != Path::kStaging) {
-    auto t = post_slice(agent, TransferOp::kWrite, lists, 0, lists.memory.size(),
-                        path == Path::kGds ? "gds" : "file");
-    if (!t.ok() && !may_fall_back(agent, path, options)) return t.status();
-    if (t.ok())
-      direct.emplace(std::move(t).value());
-    else
-      path = Path::kStaging;
+    KVF_ASSIGN_OR_RETURN(direct, post_direct(agent, TransferOp::kWrite, lists, options, path));
   }
   result.path = path_name(path);
   if (path == Path::kStaging) {
@@ -223,12 +229,7 @@ Result<KvStoreResult> onboard_blocks(Agent& agent, const KvPoolView& pool, const
   const auto io0 = Clock::now();
   std::optional<TransferRequest> direct;
   if (path == Path::kGds) {
-    auto t = post_slice(agent, TransferOp::kRead, lists, 0, lists.memory.size(), "gds");
-    if (!t.ok() && !may_fall_back(agent, path, options)) return t.status();
-    if (t.ok())
-      direct.emplace(std::move(t).value());
-    else
-      path = Path::kStaging;
+    KVF_ASSIGN_OR_RETURN(direct, post_direct(agent, TransferOp::kRead, lists, options, path));
   }
   result.path = path_name(path);
   if (path == Path::kStaging) {

@@ -9,18 +9,11 @@
 #include <cstdio>
 
 #include "backends/file/file_op_planner.h"
+#include "core/local_file.h"
 
 namespace kvferry::detail {
 
 namespace {
-
-std::string path_of_fd(int fd) {
-  char link[64];
-  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  char target[4096];
-  const ssize_t n = ::readlink(link, target, sizeof target - 1);
-  return n > 0 ? std::string(target, static_cast<std::size_t>(n)) : "fd " + std::to_string(fd);
-}
 
 // A file whose last name was removed (unlinked, or replaced by a rename) still accepts
 // I/O through our descriptor, but what is written there is lost: an error, not success.

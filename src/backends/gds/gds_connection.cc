@@ -8,19 +8,13 @@
 #include <cstdio>
 #include <ctime>
 
+#include "core/local_file.h"
+
 namespace kvferry::detail {
 
 namespace {
 
 constexpr std::chrono::seconds kBatchStall{30};
-
-std::string path_of_fd(int fd) {
-  char link[64];
-  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  char target[4096];
-  const ssize_t n = ::readlink(link, target, sizeof target - 1);
-  return n > 0 ? std::string(target, static_cast<std::size_t>(n)) : "fd " + std::to_string(fd);
-}
 
 }  // namespace
 
