@@ -157,17 +157,29 @@ int wait_all_lost(std::vector<TransferRequest>& reqs, Clock::time_point deadline
   return lost;
 }
 
+// A 1 GiB zero-filled tcp peer, and a tcp initiator with 256 MiB registered that knows it.
+struct LoadedPeer {
+  std::unique_ptr<PeerProcess> peer;
+  Buffer local{256u << 20};
+  std::unique_ptr<Agent> agent;
+};
+
+void load_peer(const std::string& name, std::chrono::milliseconds peer_timeout, LoadedPeer* out) {
+  out->peer = spawn_peer({.name = name, .size = 1u << 30, .seed = 0, .fill = "zero", .peer_timeout = peer_timeout});
+  ASSERT_TRUE(out->peer);
+  out->agent = make_agent("initiator", "tcp", peer_timeout);
+  ASSERT_TRUE(out->agent);
+  KVF_ASSERT_OK(out->agent->register_memory(out->local.whole()));
+  ASSERT_TRUE(out->agent->fetch_remote("127.0.0.1", out->peer->port()).ok());
+}
+
 // ---------------------------------------------------------------------------------------
 
 TEST(Failure, PeerKilledMidTransferBecomesPeerLostWithinBound) {
   constexpr auto kPeerTimeout = 2000ms;
-  auto peer = spawn_peer({.name = "victim", .size = 1u << 30, .seed = 0, .fill = "zero", .peer_timeout = kPeerTimeout});
-  ASSERT_TRUE(peer);
-  Buffer local(256u << 20);
-  auto a = make_agent("initiator", "tcp", kPeerTimeout);
-  ASSERT_TRUE(a);
-  KVF_ASSERT_OK(a->register_memory(local.whole()));
-  ASSERT_TRUE(a->fetch_remote("127.0.0.1", peer->port()).ok());
+  LoadedPeer loaded;
+  ASSERT_NO_FATAL_FAILURE(load_peer("victim", kPeerTimeout, &loaded));
+  auto& [peer, local, a] = loaded;
 
   auto reqs = post_transfers(*a, *peer, local, 16);  // 4 GiB through loopback: well over 50 ms
   ASSERT_EQ(reqs.size(), 16u);
@@ -226,13 +238,9 @@ TEST(Failure, PeerKilledMidTransferBecomesPeerLostWithinBound) {
 // in its socket buffers: only the initiator's no-progress timer can notice.
 void stopped_peer_case(TransferOp op) {
   constexpr auto kPeerTimeout = 2000ms;
-  auto peer = spawn_peer({.name = "sleeper", .size = 1u << 30, .seed = 0, .fill = "zero", .peer_timeout = kPeerTimeout});
-  ASSERT_TRUE(peer);
-  Buffer local(256u << 20);
-  auto a = make_agent("initiator", "tcp", kPeerTimeout);
-  ASSERT_TRUE(a);
-  KVF_ASSERT_OK(a->register_memory(local.whole()));
-  ASSERT_TRUE(a->fetch_remote("127.0.0.1", peer->port()).ok());
+  LoadedPeer loaded;
+  ASSERT_NO_FATAL_FAILURE(load_peer("sleeper", kPeerTimeout, &loaded));
+  auto& [peer, local, a] = loaded;
 
   auto reqs = post_transfers(*a, *peer, local, 16, op);
   ASSERT_EQ(reqs.size(), 16u);

@@ -25,12 +25,6 @@ std::unique_ptr<PeerProcess> spawn_peer(const PeerOptions& o) {
   return p;
 }
 
-std::string checksum_text(const std::uint8_t* data, std::size_t size) {
-  char hex[32];
-  std::snprintf(hex, sizeof hex, "%016" PRIx64, word_fnv1a64(data, size));
-  return std::string("checksum ") + hex;
-}
-
 // Offset of the first differing byte, or -1.
 long long first_diff(const std::uint8_t* a, const std::uint8_t* b, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i)

@@ -40,12 +40,13 @@ inline std::uint64_t word_fnv1a64(const std::uint8_t* data, std::size_t size) {
   return h;
 }
 
-// What kvferry_test_peer answers to "checksum" when its buffer holds `v`.
-inline std::string checksum_text(const std::vector<std::uint8_t>& v) {
+// What kvferry_test_peer answers to "checksum" when its buffer holds these bytes.
+inline std::string checksum_text(const std::uint8_t* data, std::size_t size) {
   char hex[32];
-  std::snprintf(hex, sizeof hex, "%016" PRIx64, word_fnv1a64(v.data(), v.size()));
+  std::snprintf(hex, sizeof hex, "%016" PRIx64, word_fnv1a64(data, size));
   return std::string("checksum ") + hex;
 }
+inline std::string checksum_text(const std::vector<std::uint8_t>& v) { return checksum_text(v.data(), v.size()); }
 
 struct PeerOptions {
   std::string name = "peer";

@@ -17,12 +17,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string checksum_text(const std::uint8_t* data, std::size_t size) {
-  char hex[32];
-  std::snprintf(hex, sizeof hex, "%016" PRIx64, word_fnv1a64(data, size));
-  return std::string("checksum ") + hex;
-}
-
 DescriptorList remote_range(const PeerProcess& p, std::uint64_t offset, std::uint64_t length) {
   return DescriptorList(MemoryKind::kDram, {Descriptor{p.address() + offset, length, 0}});
 }
