@@ -13,5 +13,11 @@ bash "$ROOT/scripts/build.sh" --werror --build-dir "$BUILD_DIR"
 built=$SECONDS
 rc=0
 ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j2 --timeout 300 || rc=$?
-echo "test.sh: build $((built - start)) s, tests $((SECONDS - built)) s, ctest exit $rc" >&2
-exit "$rc"
+tested=$SECONDS
+# The Python package (pip install into BUILD_DIR/pyenv, reusing this build's library) and pytest.
+py_rc=0
+bash "$ROOT/tests/python/run.sh" "$BUILD_DIR" || py_rc=$?
+echo "test.sh: build $((built - start)) s, tests $((tested - built)) s, python $((SECONDS - tested)) s," \
+  "ctest exit $rc, pytest exit $py_rc" >&2
+[[ $rc -ne 0 ]] && exit "$rc"
+exit "$py_rc"
