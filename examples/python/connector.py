@@ -119,6 +119,8 @@ def decode_worker(args) -> int:
                 print(f"decode: prefill-0 killed with request {args.requests} announced", flush=True)
             # Tick 2: start pulls for requests we have room for.
             while waiting and len(free) >= len(waiting[0]["blocks"]):
+                if waiting[0]["request"] == args.requests and prefill.poll() is None:
+                    break  # the crash: this one is pulled only once its prefill worker is gone
                 req = waiting.popleft()
                 theirs = np.asarray(req["blocks"], dtype=np.uint32)
                 ours = np.array([free.popleft() for _ in range(len(theirs))], dtype=np.uint32)

@@ -236,18 +236,21 @@ void bind_transfers(nb::class_<PyAgent>& c) {
       .def(
           "create_transfer",
           [](PyAgent& self, nb::handle op, nb::handle local, const std::string& peer, nb::handle remote,
-             std::optional<nb::object> notification, std::string backend) {
+             std::optional<nb::object> notification, std::string backend, nb::handle local_kind,
+             nb::handle remote_kind) {
             TransferOp o = op_of(op);
-            DescriptorList l = descriptors_of(local, std::nullopt);
-            DescriptorList r = descriptors_of(remote, std::nullopt);
+            DescriptorList l = descriptors_of(local, kind_of(local_kind));
+            DescriptorList r = descriptors_of(remote, kind_of(remote_kind));
             TransferOptions options = transfer_options(std::move(notification), std::move(backend));
             auto agent = self.get();
             nb::gil_scoped_release release;
             return unwrap(agent->create_transfer(o, l, peer, r, std::move(options)));
           },
           "op"_a, "local"_a, "peer"_a, "remote"_a, nb::kw_only(), "notification"_a = nb::none(), "backend"_a = "",
+          "local_kind"_a = nb::none(), "remote_kind"_a = nb::none(),
           "Pairwise transfer of local[i] with the peer's remote[i] (DescriptorLists, (N, 2|3) arrays or tuple "
-          "lists); a file region of this agent is the peer `agent.name`.");
+          "lists, of kind `local_kind` / `remote_kind`, dram by default); a file of this agent is the peer "
+          "`agent.name` with remote_kind='file'.");
 }
 
 void bind_notifications(nb::class_<PyAgent>& c) {

@@ -110,13 +110,14 @@ def test_file_offload_and_onboard_of_numpy_blocks(tmp_path):
         assert f.length == n and kvferry.query_file(path).size == n
         request = agent.create_transfer(kvferry.WRITE, block_table(src.ctypes.data, 32), agent.name,
                                         np.array([[i * BLOCK, BLOCK, f.id] for i in range(31, -1, -1)]),
-                                        backend="file")
+                                        backend="file", remote_kind="file")
         request.post()
         request.wait(10.0)
         assert request.telemetry().backend == "file"
         on_disk = np.fromfile(path, dtype=np.uint8).reshape(32, BLOCK)
         assert np.array_equal(on_disk, src.reshape(32, BLOCK)[::-1])
-        request = agent.create_transfer("read", [(back.ctypes.data, n)], agent.name, [f.at(0, n)])
+        request = agent.create_transfer("read", [(back.ctypes.data, n)], agent.name, [f.at(0, n)],
+                                        remote_kind=kvferry.FILE)
         request.post()
         request.wait(10.0)
         assert np.array_equal(back, on_disk.ravel())
