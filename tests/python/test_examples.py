@@ -50,6 +50,6 @@ def test_connector_requests_over_time_and_a_dying_peer():
     r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "connector.py"), "--requests", "12",
                         "--peer-timeout", "1.0"], capture_output=True, text=True, timeout=120, cwd=EXAMPLES)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("verified") == 12
+    assert r.stdout.count(" layers in ") == 12 and r.stdout.count(", verified\n") == 12
     assert "12 requests pulled and verified, 1 lost with their prefill worker" in r.stdout
     assert "PeerLost" in r.stdout
