@@ -288,6 +288,7 @@ void bind_agent(nb::module_& m) {
         "`backends`: names to start (all usable when None); `params`: {'tcp.streams': '4', ...}; timeouts in "
         "seconds.")
       .def_prop_ro("name", &PyAgent::name)
+      .def("__repr__", [](const PyAgent& self) { return "Agent('" + self.name() + "')"; })
       .def("backends", [](PyAgent& self) { return self.get()->backends(); })
       .def("close", &PyAgent::close, "Cancels transfers, stops threads, drops references to registered memory.")
       .def("__enter__", [](nb::handle self) { return nb::borrow(self); })

@@ -88,9 +88,17 @@ def test_waits_release_the_gil(peer_factory):
         agent.register_memory(local)
         request = agent.create_transfer("read", [(local.ctypes.data, local.nbytes)], "peer",
                                         [(peer.address, local.nbytes)])
-        for _ in range(3):
+        saw_timeout = False
+        for _ in range(5):
             request.post()
+            try:
+                request.wait(0.0)  # 64 MiB over tcp is still in flight right after post
+            except kvferry.Timeout:
+                saw_timeout = True
             request.wait(30.0)
+            if saw_timeout:
+                break
+        assert saw_timeout, "wait(0) never raised kvferry.Timeout on a transfer in flight"
         assert counter.count > before
     counter.stop = True
     counter.join()
