@@ -96,6 +96,9 @@ class Pattern:
         return e.transpose(1, 0, 2) if self.flashinfer else e
 
     def select(self, words, blocks):
+        if not isinstance(words, np.ndarray):  # torch indexes with int64 tensors
+            import torch
+            blocks = torch.as_tensor(blocks.astype(np.int64), device=words.device)
         return words[blocks] if self.flashinfer else words[:, blocks]
 
     def fill(self, tensors) -> None:
@@ -138,7 +141,7 @@ def poison(tensors, layout: kvferry.KvLayout, blocks: np.ndarray) -> None:
                 w[:, blocks] = 0xFFFF
         else:
             import torch
-            idx = torch.as_tensor(blocks, device=t.device, dtype=torch.long)
+            idx = torch.as_tensor(np.asarray(blocks, dtype=np.int64), device=t.device)
             w = t.view(torch.int16)
             if flashinfer:
                 w.index_fill_(0, idx, -1)
