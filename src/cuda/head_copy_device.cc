@@ -26,7 +26,8 @@ std::string hex(std::uint64_t v) {
 // memory through its device mapping. Both ends are probed.
 Result<std::uint64_t> staging_for_kernel(const KvStaging& staging, std::uint64_t bytes, int device) {
   if (staging.kind == MemoryKind::kVram) {
-    KVF_RETURN_IF_ERROR(cuda::check_device_range(staging.address, bytes, device).status().with_context("staging"));
+    KVF_RETURN_IF_ERROR(
+        cuda::check_device_range(staging.address, bytes, device).status().with_context("staging"));
     return staging.address;
   }
   std::uint64_t mapped = 0;
@@ -35,12 +36,14 @@ Result<std::uint64_t> staging_for_kernel(const KvStaging& staging, std::uint64_t
     const cudaError_t e = cudaPointerGetAttributes(&a, reinterpret_cast<const void*>(probe));
     if (e != cudaSuccess) cudaGetLastError();
     if (e != cudaSuccess || a.type != cudaMemoryTypeHost || a.devicePointer == nullptr) {
-      return InvalidArgument("staging at " + hex(probe) +
-                             " is not pinned host memory: a vram pool's kernel reaches host staging only when "
-                             "it is pinned (cudaHostAlloc, cudaHostRegister, or a StagingSlots slot)");
+      return InvalidArgument(
+          "staging at " + hex(probe) +
+          " is not pinned host memory: a vram pool's kernel reaches host staging only when "
+          "it is pinned (cudaHostAlloc, cudaHostRegister, or a StagingSlots slot)");
     }
     if (probe == staging.address) {
-      mapped = reinterpret_cast<std::uint64_t>(a.devicePointer) + (probe - reinterpret_cast<std::uint64_t>(a.hostPointer));
+      mapped = reinterpret_cast<std::uint64_t>(a.devicePointer) +
+               (probe - reinterpret_cast<std::uint64_t>(a.hostPointer));
     }
   }
   return mapped;
@@ -65,21 +68,23 @@ Status device_head_copy(const HeadCopyJob& job, const KvPool& pool, const KvStag
   const std::uint64_t bytes = job.plan.rows() * job.plan.row_bytes;
   KVF_ASSIGN_OR_RETURN(std::uint64_t address, staging_for_kernel(staging, bytes, device));
   void* s = wait ? static_cast<void*>(cudaStreamPerThread) : stream;
-  const int e = cuda::launch_head_copy(job.plan, job.direction == HeadCopyDirection::kGather, job.tensors.data(),
-                                       static_cast<std::uint32_t>(job.tensors.size()), job.block_ids.data(),
-                                       job.block_ids.size(), address, s);
-  KVF_RETURN_IF_ERROR(cuda::check(static_cast<cudaError_t>(e), std::string(what) + ": kernel launch on GPU " +
-                                                                   std::to_string(device)));
+  const int e = cuda::launch_head_copy(job.plan, job.direction == HeadCopyDirection::kGather,
+                                       job.tensors.data(), static_cast<std::uint32_t>(job.tensors.size()),
+                                       job.block_ids.data(), job.block_ids.size(), address, s);
+  KVF_RETURN_IF_ERROR(cuda::check(static_cast<cudaError_t>(e),
+                                  std::string(what) + ": kernel launch on GPU " + std::to_string(device)));
   if (!wait) return Status::Ok();
   const auto deadline = Clock::now() + timeout;
   for (int spins = 0;; ++spins) {
     const cudaError_t q = cudaStreamQuery(cudaStreamPerThread);
-    if (q != cudaErrorNotReady) return cuda::check(q, std::string(what) + " on GPU " + std::to_string(device));
+    if (q != cudaErrorNotReady)
+      return cuda::check(q, std::string(what) + " on GPU " + std::to_string(device));
     if (Clock::now() > deadline) break;
     if (spins > 200) std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
   return Timeout(std::string(what) + " on GPU " + std::to_string(device) + " did not finish within " +
-                 std::to_string(timeout.count()) + " ms (the copy may still run: keep both memories until the "
+                 std::to_string(timeout.count()) +
+                 " ms (the copy may still run: keep both memories until the "
                  "GPU is idle)");
 }
 

@@ -21,10 +21,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -39,13 +39,13 @@ namespace {
 
 using namespace kvferry;
 
-#define CHECK_CUDA(expr)                                                                      \
-  do {                                                                                        \
-    cudaError_t e_ = (expr);                                                                  \
-    if (e_ != cudaSuccess) {                                                                  \
+#define CHECK_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    cudaError_t e_ = (expr);                                                                     \
+    if (e_ != cudaSuccess) {                                                                     \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                           \
-    }                                                                                         \
+      std::exit(2);                                                                              \
+    }                                                                                            \
   } while (0)
 
 void check(const Status& s, const char* what) {
@@ -84,10 +84,12 @@ struct Pool {
   void* device = nullptr;
   std::vector<std::uint8_t> host;
   KvPool vram() const {
-    return KvPool::create_contiguous(layout, MemoryKind::kVram, reinterpret_cast<std::uint64_t>(device)).value();
+    return KvPool::create_contiguous(layout, MemoryKind::kVram, reinterpret_cast<std::uint64_t>(device))
+        .value();
   }
   KvPool dram() const {
-    return KvPool::create_contiguous(layout, MemoryKind::kDram, reinterpret_cast<std::uint64_t>(host.data())).value();
+    return KvPool::create_contiguous(layout, MemoryKind::kDram, reinterpret_cast<std::uint64_t>(host.data()))
+        .value();
   }
 };
 
@@ -137,8 +139,10 @@ void time_pair(const Options& o, cudaStream_t stream, C ceiling, K kernel, Row* 
   for (int i = 0; i < o.warmup + o.iters; ++i) {
     for (int which = 0; which < 2; ++which) {
       CHECK_CUDA(cudaEventRecord(a, stream));
-      if (which == 0) ceiling();
-      else kernel();
+      if (which == 0)
+        ceiling();
+      else
+        kernel();
       CHECK_CUDA(cudaEventRecord(b, stream));
       CHECK_CUDA(cudaEventSynchronize(b));
       float ms = 0;
@@ -168,7 +172,8 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
   CHECK_CUDA(cudaMalloc(&dev2, bytes));
   auto* host = static_cast<std::uint8_t*>(pinned);
   const KvStaging pinned_st{reinterpret_cast<std::uint64_t>(pinned), bytes, MemoryKind::kDram, 0};
-  const KvStaging dev_st{reinterpret_cast<std::uint64_t>(dev), bytes, MemoryKind::kVram, static_cast<std::uint32_t>(o.device)};
+  const KvStaging dev_st{reinterpret_cast<std::uint64_t>(dev), bytes, MemoryKind::kVram,
+                         static_cast<std::uint32_t>(o.device)};
   auto d2h = [&] { CHECK_CUDA(cudaMemcpyAsync(pinned, dev, bytes, cudaMemcpyDeviceToHost, stream)); };
   auto h2d = [&] { CHECK_CUDA(cudaMemcpyAsync(dev, pinned, bytes, cudaMemcpyHostToDevice, stream)); };
   auto d2d = [&] { CHECK_CUDA(cudaMemcpyAsync(dev2, dev, bytes, cudaMemcpyDeviceToDevice, stream)); };
@@ -208,24 +213,28 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
     const KvPool pool = c.pool->vram();
     auto kernel = [&] {
       if (c.to != To::kPipelined) {
-        check(enqueue_gather_kv_heads(pool, w, c.heads, c.to == To::kDevice ? dev_st : pinned_st, stream), c.name);
+        check(enqueue_gather_kv_heads(pool, w, c.heads, c.to == To::kDevice ? dev_st : pinned_st, stream),
+              c.name);
         return;
       }
       for (std::uint32_t h = 0; h < 4; ++h) {
         check(enqueue_gather_kv_heads(pool, w, {c.heads.first + h, 1}, slice(h), stream), c.name);
         CHECK_CUDA(cudaEventRecord(events[h], stream));
         CHECK_CUDA(cudaStreamWaitEvent(copy, events[h], 0));
-        CHECK_CUDA(cudaMemcpyAsync(host + h * head_bytes, static_cast<std::uint8_t*>(dev) + h * head_bytes, head_bytes,
-                                   cudaMemcpyDeviceToHost, copy));
+        CHECK_CUDA(cudaMemcpyAsync(host + h * head_bytes, static_cast<std::uint8_t*>(dev) + h * head_bytes,
+                                   head_bytes, cudaMemcpyDeviceToHost, copy));
       }
       join();
     };
-    if (c.to == To::kDevice) time_pair(o, stream, d2d, kernel, &r);
-    else time_pair(o, stream, d2h, kernel, &r);
+    if (c.to == To::kDevice)
+      time_pair(o, stream, d2d, kernel, &r);
+    else
+      time_pair(o, stream, d2h, kernel, &r);
     // Verify: poisoned staging, one more gather, the CPU's gather of the host copy.
-    check(gather_kv_heads(c.pool->dram(), w, c.heads,
-                          KvStaging{reinterpret_cast<std::uint64_t>(want.data()), bytes, MemoryKind::kDram, 0}),
-          "cpu gather");
+    check(
+        gather_kv_heads(c.pool->dram(), w, c.heads,
+                        KvStaging{reinterpret_cast<std::uint64_t>(want.data()), bytes, MemoryKind::kDram, 0}),
+        "cpu gather");
     CHECK_CUDA(cudaMemsetAsync(dev, 0xA5, bytes, stream));
     CHECK_CUDA(cudaStreamSynchronize(stream));
     std::memset(host, 0xA5, bytes);
@@ -257,8 +266,8 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
       CHECK_CUDA(cudaEventRecord(events[4], stream));  // the copies start after what came before
       CHECK_CUDA(cudaStreamWaitEvent(copy, events[4], 0));
       for (std::uint32_t h = 0; h < 4; ++h) {
-        CHECK_CUDA(cudaMemcpyAsync(static_cast<std::uint8_t*>(dev) + h * head_bytes, host + h * head_bytes, head_bytes,
-                                   cudaMemcpyHostToDevice, copy));
+        CHECK_CUDA(cudaMemcpyAsync(static_cast<std::uint8_t*>(dev) + h * head_bytes, host + h * head_bytes,
+                                   head_bytes, cudaMemcpyHostToDevice, copy));
         CHECK_CUDA(cudaEventRecord(events[h], copy));
         CHECK_CUDA(cudaStreamWaitEvent(stream, events[h], 0));
         check(enqueue_scatter_kv_heads(slice(h), pool, w, {c.heads.first + h, 1}, stream), c.name);
@@ -313,7 +322,8 @@ std::vector<Row> run_layout_cpu(const Options& o, KvArrangement a) {
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
     cpu_used = (c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) / 1e6;
     return ms;
@@ -338,7 +348,8 @@ std::vector<Row> run_layout_cpu(const Options& o, KvArrangement a) {
         const double cm = seconds([&] { std::memcpy(staging.data(), flat.data(), bytes); });
         const double cm_cpu = cpu_used;
         const double km = seconds([&] {
-          check(c.gather ? gather_kv_heads(pool, w, c.heads, st, opt) : scatter_kv_heads(st, pool, w, c.heads, opt),
+          check(c.gather ? gather_kv_heads(pool, w, c.heads, st, opt)
+                         : scatter_kv_heads(st, pool, w, c.heads, opt),
                 c.name);
         });
         if (i >= o.warmup) {
@@ -426,25 +437,30 @@ int main(int argc, char** argv) {
   }
   bool ok = true;
   if (!o.json) {
-    if (o.cpu) std::printf("CPU path, %u hardware threads", std::thread::hardware_concurrency());
-    else std::printf("GPU %d %s, %d SMs", o.device, prop.name, prop.multiProcessorCount);
-    std::printf("; Mistral-Small-3.1 (40 layers, 8 KV heads, dim 128, bf16, 16-token blocks), %llu tokens, "
-                "scattered blocks; medians of %d\n",
-                static_cast<unsigned long long>(o.tokens), o.iters);
-    std::printf("%-32s %-9s %9s %9s %8s %-6s %9s %7s %7s %8s%s\n", "case", "layout", "MB", "ms", "GB/s", "ceil",
-                "GB/s", "ratio", "accept", "verified", o.cpu ? "  cpu-time ratio" : "");
+    if (o.cpu)
+      std::printf("CPU path, %u hardware threads", std::thread::hardware_concurrency());
+    else
+      std::printf("GPU %d %s, %d SMs", o.device, prop.name, prop.multiProcessorCount);
+    std::printf(
+        "; Mistral-Small-3.1 (40 layers, 8 KV heads, dim 128, bf16, 16-token blocks), %llu tokens, "
+        "scattered blocks; medians of %d\n",
+        static_cast<unsigned long long>(o.tokens), o.iters);
+    std::printf("%-32s %-9s %9s %9s %8s %-6s %9s %7s %7s %8s%s\n", "case", "layout", "MB", "ms", "GB/s",
+                "ceil", "GB/s", "ratio", "accept", "verified", o.cpu ? "  cpu-time ratio" : "");
   }
   for (const Row& r : rows) {
     const bool pass = r.accept == 0 || r.ratio() >= r.accept;
     ok = ok && pass && r.verified;
     if (o.json) {
-      std::printf("{\"case\":\"%s\",\"layout\":\"%s\",\"tokens\":%llu,\"bytes\":%llu,\"kernel_ms\":%.4f,\"gbps\":%.2f,"
-                  "\"ceiling\":\"%s\",\"ceiling_ms\":%.4f,\"ceiling_gbps\":%.2f,\"ratio\":%.4f,\"accept\":%.2f,"
-                  "\"cpu_time_ratio\":%.4f,\"pass\":%s,\"verified\":%s,\"gpu\":\"%s\"}\n",
-                  r.name.c_str(), r.layout.c_str(), static_cast<unsigned long long>(o.tokens),
-                  static_cast<unsigned long long>(r.bytes), r.kernel_ms, r.gbps(), r.ceiling.c_str(), r.ceiling_ms,
-                  r.ceiling_gbps(), r.ratio(), r.accept, r.cpu_ratio, pass ? "true" : "false", r.verified ? "true" : "false",
-                  prop.name);
+      std::printf(
+          "{\"case\":\"%s\",\"layout\":\"%s\",\"tokens\":%llu,\"bytes\":%llu,\"kernel_ms\":%.4f,\"gbps\":%."
+          "2f,"
+          "\"ceiling\":\"%s\",\"ceiling_ms\":%.4f,\"ceiling_gbps\":%.2f,\"ratio\":%.4f,\"accept\":%.2f,"
+          "\"cpu_time_ratio\":%.4f,\"pass\":%s,\"verified\":%s,\"gpu\":\"%s\"}\n",
+          r.name.c_str(), r.layout.c_str(), static_cast<unsigned long long>(o.tokens),
+          static_cast<unsigned long long>(r.bytes), r.kernel_ms, r.gbps(), r.ceiling.c_str(), r.ceiling_ms,
+          r.ceiling_gbps(), r.ratio(), r.accept, r.cpu_ratio, pass ? "true" : "false",
+          r.verified ? "true" : "false", prop.name);
     } else {
       std::printf("%-32s %-9s %9.1f %9.3f %8.1f %-6s %9.1f %7.3f %7s %8s", r.name.c_str(), r.layout.c_str(),
                   r.bytes / 1e6, r.kernel_ms, r.gbps(), r.ceiling.c_str(), r.ceiling_gbps(), r.ratio(),

@@ -20,13 +20,18 @@
 //   CUDA kernel on the pool's device; its staging is device memory of the same GPU, or
 //   pinned host memory (cudaHostAlloc / cudaHostRegister, e.g. a StagingSlots slot)
 //   that the kernel reads or writes directly over the bus. Pageable host memory is refused.
-//   A build without CUDA refuses vram with NotSupported.
+//   A build without CUDA refuses vram with NotSupported. The staging is checked per call;
+//   the pool's tensors are not (they are the engine's registered device memory).
+// - The block ids a window touches must be distinct (a scatter into one slot twice
+//   leaves either value there).
 // - Threading: the functions are stateless and thread-safe; calls on disjoint memory may
 //   run concurrently. The caller keeps `block_ids` alive for the call only (the GPU
 //   variants copy them into the launch).
 // - Blocking: `gather_kv_heads` / `scatter_kv_heads` return once every byte is in place
 //   (vram: waited on a per-thread stream, at most `options.timeout`; on Timeout the copy
-//   may still run and the caller must keep both memories until the device is idle).
+//   may still run and the caller must keep both memories until the device is idle). The
+//   per-thread stream does not wait for the engine's streams: synchronise the stream that
+//   wrote the pool first, or use the `enqueue_*` variants on that stream.
 //   `enqueue_*` (vram only) order the copy on the caller's CUDA stream and return at once.
 // - Errors (InvalidArgument unless said): head range outside the pool's kv_heads, a block
 //   id outside the pool, too few block ids for the tokens, tokens 0, staging too small or
@@ -66,7 +71,8 @@ struct KvStagingShape {
   // Offset of the row (head, layer, kv, token): row_bytes() long.
   std::uint64_t row_offset(std::uint32_t head, std::uint32_t layer, std::uint32_t kv_part,
                            std::uint64_t token) const {
-    return ((std::uint64_t{head} * layers + layer) * kv + kv_part) * tokens * row_bytes() + token * row_bytes();
+    return ((std::uint64_t{head} * layers + layer) * kv + kv_part) * tokens * row_bytes() +
+           token * row_bytes();
   }
 };
 
@@ -94,11 +100,11 @@ struct KvHeadCopyOptions {
 
 // Pool heads `heads` (the pool's local numbering) of `window`'s tokens -> staging laid
 // out as KvStagingShape::of(pool.layout(), heads.count, window.tokens).
-Status gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads, const KvStaging& staging,
-                       const KvHeadCopyOptions& options = {});
+Status gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
+                       const KvStaging& staging, const KvHeadCopyOptions& options = {});
 // The reverse: staging -> pool heads `heads` of `window`'s tokens.
-Status scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
-                        const KvHeadCopyOptions& options = {});
+Status scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window,
+                        HeadRange heads, const KvHeadCopyOptions& options = {});
 
 // vram pools only: the same copies ordered on `cuda_stream` (a cudaStream_t of the pool's
 // device; nullptr is the legacy default stream). Returns once launched; errors of the

@@ -25,8 +25,9 @@ struct HeadCopyJob {
 
 // Validates every argument against the pool (heads, block ids, window, staging size and
 // kind) and builds the job. `what` starts the error messages ("gather_kv_heads").
-Result<HeadCopyJob> make_head_copy_job(HeadCopyDirection direction, const KvPool& pool, const KvTokenWindow& window,
-                                       HeadRange heads, const KvStaging& staging);
+Result<HeadCopyJob> make_head_copy_job(HeadCopyDirection direction, const KvPool& pool,
+                                       const KvTokenWindow& window, HeadRange heads,
+                                       const KvStaging& staging);
 
 // dram pools: copies on this thread and up to `threads - 1` more (0: decided by size).
 void cpu_head_copy(const HeadCopyJob& job, std::uint8_t* staging, std::uint32_t threads);
