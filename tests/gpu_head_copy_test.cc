@@ -92,16 +92,26 @@ void check_both_ways(const KvGeometry& g, KvArrangement a, std::uint32_t blocks,
   Status s = gather_kv_heads(src.pool, w, heads, host.staging());
   ASSERT_TRUE(s.ok()) << s.to_string();
   EXPECT_EQ(std::memcmp(host.data(), want.data(), want.size()), 0) << "gather into pinned host staging";
+  // Through device scratch of two pieces of two layers each (the copy engine moves them).
+  const KvStagingShape shape = KvStagingShape::of(src.layout, heads.count, tokens);
+  const std::uint64_t per_layer = shape.kv * tokens * shape.row_bytes();
+  DeviceBuffer scratch(0, 4 * per_layer + 512);
+  KvHeadCopyOptions through;
+  through.device_scratch = KvStaging{scratch.address(), scratch.size(), MemoryKind::kVram, 0};
+  std::memset(host.data(), kPoison, host.size);
+  s = gather_kv_heads(src.pool, w, heads, host.staging(), through);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  EXPECT_EQ(std::memcmp(host.data(), want.data(), want.size()), 0) << "gather through device scratch";
 
   // Scatter random staging into a poisoned pool, from device and from pinned host memory.
   std::vector<std::uint8_t> staging(bytes);
   tp_testing::fill_random(staging, seed + 2);
   std::vector<std::uint8_t> expect(src.host.size(), kPoison);
   tp_testing::naive_scatter(src.layout, staging.data(), w, heads, expect.data());
-  for (bool from_device : {true, false}) {
+  for (int from : {0, 1, 2}) {  // device staging, pinned host, pinned host through device scratch
     std::vector<std::uint8_t> poisoned(src.host.size(), kPoison);
     ASSERT_TRUE(src.memory->upload(poisoned.data()));
-    if (from_device) {
+    if (from == 0) {
       std::memcpy(poison.data(), staging.data(), bytes);
       ASSERT_TRUE(dev.upload(poison.data()));
       ASSERT_TRUE(
@@ -109,10 +119,12 @@ void check_both_ways(const KvGeometry& g, KvArrangement a, std::uint32_t blocks,
               .ok());
     } else {
       std::memcpy(host.data(), staging.data(), bytes);
-      ASSERT_TRUE(scatter_kv_heads(host.staging(), src.pool, w, heads).ok());
+      s = scatter_kv_heads(host.staging(), src.pool, w, heads, from == 2 ? through : KvHeadCopyOptions{});
+      ASSERT_TRUE(s.ok()) << s.to_string();
     }
     EXPECT_EQ(src.memory->download(), expect)
-        << (from_device ? "scatter from device" : "scatter from pinned host");
+        << "scatter " << (from == 0 ? "from device" : "from pinned host")
+        << (from == 2 ? " through device scratch" : "");
   }
 }
 

@@ -5,9 +5,10 @@
 //     rank (8 heads) scatters them into its second bucket, heads [4, 8);
 //   prefill TP 1 -> decode TP 2: the prefill rank (8 heads) gathers heads [4, 8) for decode
 //     rank 1; a decode rank (4 heads) scatters all of them.
-// Gathers into pinned host memory (mapped) are compared with a contiguous pinned
-// device->host cudaMemcpyAsync of the same bytes, timed in the same run; scatters from
-// pinned memory with host->device; gathers into device staging with device->device.
+// Gathers into pinned host memory (the kernel writing it directly, or through 64 MiB of
+// device scratch and the copy engine) are compared with a contiguous pinned device->host
+// cudaMemcpyAsync of the same bytes, timed in the same run; scatters from pinned memory
+// with host->device; gathers into device staging with device->device.
 // Medians of --iters runs after --warmup, ceiling and kernel interleaved. Every case is
 // then verified: random pools, poisoned destination, byte comparison with kvferry's CPU
 // gather/scatter over the host copy (itself checked element by element in CI).
@@ -180,23 +181,18 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
   std::vector<std::uint8_t> want(bytes), got(bytes);
   std::vector<Row> rows;
 
-  // The per-head pipeline (device staging, then the copy engine): heads are outermost in
-  // the staging, so head h's gather is its own contiguous slice, copied while h+1 gathers.
-  const std::uint64_t head_bytes = bytes / 4;
-  cudaStream_t copy = nullptr;
-  CHECK_CUDA(cudaStreamCreateWithFlags(&copy, cudaStreamNonBlocking));
-  std::vector<cudaEvent_t> events(5);
-  for (auto& e : events) CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  auto slice = [&](std::uint32_t h) {
-    return KvStaging{reinterpret_cast<std::uint64_t>(dev) + h * head_bytes, head_bytes, MemoryKind::kVram,
-                     static_cast<std::uint32_t>(o.device)};
-  };
-  auto join = [&] {  // the copy stream's work ends before anything later on `stream`
-    CHECK_CUDA(cudaEventRecord(events[4], copy));
-    CHECK_CUDA(cudaStreamWaitEvent(stream, events[4], 0));
-  };
+  // Pinned staging reached two ways: the kernel writing (reading) host memory over the bus,
+  // or the kernel working on 64 MiB of device scratch piece by piece while the copy engine
+  // moves the previous piece (KvHeadCopyOptions::device_scratch).
+  void* scratch = nullptr;
+  const std::uint64_t scratch_bytes = 64ull << 20;
+  CHECK_CUDA(cudaMalloc(&scratch, scratch_bytes));
+  KvHeadCopyOptions through;
+  through.device_scratch = KvStaging{reinterpret_cast<std::uint64_t>(scratch), scratch_bytes,
+                                     MemoryKind::kVram, static_cast<std::uint32_t>(o.device)};
+  const KvHeadCopyOptions direct;
 
-  enum class To { kPinned, kDevice, kPipelined };
+  enum class To { kPinned, kScratch, kDevice };
   struct Gather {
     const char* name;
     const Pool* pool;
@@ -205,26 +201,16 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
   };
   for (const Gather& c : {Gather{"2->1 gather -> pinned", &p4, {0, 4}, To::kPinned},
                           Gather{"1->2 gather -> pinned", &p8, {4, 4}, To::kPinned},
-                          Gather{"2->1 gather -> dev -> pinned", &p4, {0, 4}, To::kPipelined},
-                          Gather{"1->2 gather -> dev -> pinned", &p8, {4, 4}, To::kPipelined},
+                          Gather{"2->1 gather -> scratch -> pinned", &p4, {0, 4}, To::kScratch},
+                          Gather{"1->2 gather -> scratch -> pinned", &p8, {4, 4}, To::kScratch},
                           Gather{"2->1 gather -> device", &p4, {0, 4}, To::kDevice},
                           Gather{"1->2 gather -> device", &p8, {4, 4}, To::kDevice}}) {
-    Row r = make_row(c.name, a, c.to == To::kDevice ? "d2d" : "d2h", bytes, c.to == To::kPinned ? 0.95 : 0);
+    Row r = make_row(c.name, a, c.to == To::kDevice ? "d2d" : "d2h", bytes, c.to == To::kDevice ? 0 : 0.95);
     const KvPool pool = c.pool->vram();
     auto kernel = [&] {
-      if (c.to != To::kPipelined) {
-        check(enqueue_gather_kv_heads(pool, w, c.heads, c.to == To::kDevice ? dev_st : pinned_st, stream),
-              c.name);
-        return;
-      }
-      for (std::uint32_t h = 0; h < 4; ++h) {
-        check(enqueue_gather_kv_heads(pool, w, {c.heads.first + h, 1}, slice(h), stream), c.name);
-        CHECK_CUDA(cudaEventRecord(events[h], stream));
-        CHECK_CUDA(cudaStreamWaitEvent(copy, events[h], 0));
-        CHECK_CUDA(cudaMemcpyAsync(host + h * head_bytes, static_cast<std::uint8_t*>(dev) + h * head_bytes,
-                                   head_bytes, cudaMemcpyDeviceToHost, copy));
-      }
-      join();
+      check(enqueue_gather_kv_heads(pool, w, c.heads, c.to == To::kDevice ? dev_st : pinned_st, stream,
+                                    c.to == To::kScratch ? through : direct),
+            c.name);
     };
     if (c.to == To::kDevice)
       time_pair(o, stream, d2d, kernel, &r);
@@ -249,36 +235,25 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
     const char* name;
     Pool* pool;
     HeadRange heads;
-    bool pipelined;
+    bool via_scratch;
   };
   for (const Scatter& c : {Scatter{"2->1 scatter <- pinned", &p8, {4, 4}, false},
                            Scatter{"1->2 scatter <- pinned", &p4, {0, 4}, false},
-                           Scatter{"2->1 scatter <- dev <- pinned", &p8, {4, 4}, true},
-                           Scatter{"1->2 scatter <- dev <- pinned", &p4, {0, 4}, true}}) {
-    Row r = make_row(c.name, a, "h2d", bytes, c.pipelined ? 0 : 0.93);
+                           Scatter{"2->1 scatter <- scratch <- pinned", &p8, {4, 4}, true},
+                           Scatter{"1->2 scatter <- scratch <- pinned", &p4, {0, 4}, true}}) {
+    Row r = make_row(c.name, a, "h2d", bytes, 0.93);
     fill_random(host, bytes, 7);
     const KvPool pool = c.pool->vram();
     auto kernel = [&] {
-      if (!c.pipelined) {
-        check(enqueue_scatter_kv_heads(pinned_st, pool, w, c.heads, stream), c.name);
-        return;
-      }
-      CHECK_CUDA(cudaEventRecord(events[4], stream));  // the copies start after what came before
-      CHECK_CUDA(cudaStreamWaitEvent(copy, events[4], 0));
-      for (std::uint32_t h = 0; h < 4; ++h) {
-        CHECK_CUDA(cudaMemcpyAsync(static_cast<std::uint8_t*>(dev) + h * head_bytes, host + h * head_bytes,
-                                   head_bytes, cudaMemcpyHostToDevice, copy));
-        CHECK_CUDA(cudaEventRecord(events[h], copy));
-        CHECK_CUDA(cudaStreamWaitEvent(stream, events[h], 0));
-        check(enqueue_scatter_kv_heads(slice(h), pool, w, {c.heads.first + h, 1}, stream), c.name);
-      }
+      check(enqueue_scatter_kv_heads(pinned_st, pool, w, c.heads, stream, c.via_scratch ? through : direct),
+            c.name);
     };
     time_pair(o, stream, h2d, kernel, &r);
     // Verify: poisoned pool, one more scatter, the CPU's scatter into the poisoned host copy.
     std::memset(c.pool->host.data(), 0xA5, c.pool->host.size());
     check(scatter_kv_heads(pinned_st, c.pool->dram(), w, c.heads), "cpu scatter");
     CHECK_CUDA(cudaMemsetAsync(c.pool->device, 0xA5, c.pool->host.size(), stream));
-    CHECK_CUDA(cudaMemsetAsync(dev, 0xA5, bytes, stream));
+    CHECK_CUDA(cudaMemsetAsync(scratch, 0xA5, scratch_bytes, stream));
     kernel();
     CHECK_CUDA(cudaStreamSynchronize(stream));
     std::vector<std::uint8_t> pool_bytes(c.pool->host.size());
@@ -286,8 +261,7 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
     r.verified = pool_bytes == c.pool->host;
     rows.push_back(r);
   }
-  for (auto& e : events) cudaEventDestroy(e);
-  cudaStreamDestroy(copy);
+  cudaFree(scratch);
   cudaFreeHost(pinned);
   cudaFree(dev);
   cudaFree(dev2);

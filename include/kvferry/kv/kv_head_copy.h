@@ -96,6 +96,13 @@ struct KvHeadCopyOptions {
   std::chrono::milliseconds timeout{10000};
   // dram: CPU threads (0: decided by size and the cores present; 1: the calling thread).
   std::uint32_t threads = 0;
+  // vram pool with pinned host staging: device memory of the pool's GPU to go through
+  // (e.g. a vram StagingSlots slot; length 0: none, the kernel reaches host memory over
+  // the bus). The kernel gathers (head, layer range) pieces of up to half of it while the
+  // copy engine moves the previous piece to the host (scatter: the reverse), which keeps
+  // the bus at copy-engine speed. Half of it must hold one layer of one head (kv x tokens
+  // x head_dim x dtype bytes); ignored for other memory pairs.
+  KvStaging device_scratch{0, 0, MemoryKind::kVram, 0};
 };
 
 // Pool heads `heads` (the pool's local numbering) of `window`'s tokens -> staging laid
@@ -109,9 +116,11 @@ Status scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTo
 // vram pools only: the same copies ordered on `cuda_stream` (a cudaStream_t of the pool's
 // device; nullptr is the legacy default stream). Returns once launched; errors of the
 // launch itself are returned, later faults surface on the stream.
+// `options.device_scratch` applies (it must stay untouched until the stream passes the copy).
 Status enqueue_gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
-                               const KvStaging& staging, void* cuda_stream);
+                               const KvStaging& staging, void* cuda_stream,
+                               const KvHeadCopyOptions& options = {});
 Status enqueue_scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window,
-                                HeadRange heads, void* cuda_stream);
+                                HeadRange heads, void* cuda_stream, const KvHeadCopyOptions& options = {});
 
 }  // namespace kvferry

@@ -34,8 +34,10 @@ void cpu_head_copy(const HeadCopyJob& job, std::uint8_t* staging, std::uint32_t 
 
 // vram pools: checks that the staging is reachable from the pool's GPU (its device memory
 // or pinned host memory), then launches on `stream`; with `wait`, waits up to `timeout`
-// on the calling thread's per-thread stream instead (stream is then ignored).
-Status device_head_copy(const HeadCopyJob& job, const KvPool& pool, const KvStaging& staging, void* stream,
-                        bool wait, std::chrono::milliseconds timeout);
+// on the calling thread's per-thread stream instead (stream is then ignored). With
+// `scratch` (device memory of the pool's GPU) and host staging, the kernels work on the
+// scratch piece by piece and the copy engine moves the pieces (head_copy_chunks.h).
+Status device_head_copy(const HeadCopyJob& job, const KvPool& pool, const KvStaging& staging,
+                        const KvStaging* scratch, void* stream, bool wait, std::chrono::milliseconds timeout);
 
 }  // namespace kvferry::detail

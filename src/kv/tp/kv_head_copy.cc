@@ -147,7 +147,15 @@ Status run(HeadCopyDirection direction, const KvPool& pool, const KvTokenWindow&
         return InvalidArgument(what + "staging must be vram or pinned dram (got " +
                                std::string(to_string(staging.kind)) + ")");
       }
-      return detail::device_head_copy(job, pool, staging, stream, wait, options.timeout);
+      if (options.device_scratch.length > 0 && staging.kind == MemoryKind::kDram) {
+        const KvStaging& scratch = options.device_scratch;
+        if (scratch.kind != MemoryKind::kVram || scratch.device != pool.device()) {
+          return InvalidArgument(what + "device_scratch must be vram of the pool's GPU " +
+                                 std::to_string(pool.device()));
+        }
+        return detail::device_head_copy(job, pool, staging, &scratch, stream, wait, options.timeout);
+      }
+      return detail::device_head_copy(job, pool, staging, nullptr, stream, wait, options.timeout);
     default:
       return InvalidArgument(what + "a " + std::string(to_string(pool.kind())) +
                              " pool cannot be gathered or scattered (dram or vram only)");
@@ -167,17 +175,18 @@ Status scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTo
 }
 
 Status enqueue_gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
-                               const KvStaging& staging, void* cuda_stream) {
+                               const KvStaging& staging, void* cuda_stream,
+                               const KvHeadCopyOptions& options) {
   if (pool.kind() != MemoryKind::kVram)
     return InvalidArgument("enqueue_gather_kv_heads: the pool is not vram");
-  return run(HeadCopyDirection::kGather, pool, window, heads, staging, {}, cuda_stream, false);
+  return run(HeadCopyDirection::kGather, pool, window, heads, staging, options, cuda_stream, false);
 }
 
 Status enqueue_scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window,
-                                HeadRange heads, void* cuda_stream) {
+                                HeadRange heads, void* cuda_stream, const KvHeadCopyOptions& options) {
   if (pool.kind() != MemoryKind::kVram)
     return InvalidArgument("enqueue_scatter_kv_heads: the pool is not vram");
-  return run(HeadCopyDirection::kScatter, pool, window, heads, staging, {}, cuda_stream, false);
+  return run(HeadCopyDirection::kScatter, pool, window, heads, staging, options, cuda_stream, false);
 }
 
 }  // namespace kvferry

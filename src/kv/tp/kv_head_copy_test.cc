@@ -246,7 +246,13 @@ TEST(KvHeadCopy, AVramPoolWithoutAGpuIsAClearError) {
   std::vector<std::uint8_t> staging(KvStagingShape::of(*layout, 4, 16).bytes());
   Status s = gather_kv_heads(*pool, {ids, 0, 16}, {0, 4}, tp_testing::host_staging(staging));
   ASSERT_FALSE(s.ok());
+  KvHeadCopyOptions o;
+  o.device_scratch = tp_testing::host_staging(staging);  // dram: refused before any GPU call
+  s = gather_kv_heads(*pool, {ids, 0, 16}, {0, 4}, tp_testing::host_staging(staging), o);
+  EXPECT_NE(s.message().find("device_scratch must be vram of the pool's GPU 0"), std::string::npos)
+      << s.message();
 #ifndef KVFERRY_HAVE_CUDA
+  s = gather_kv_heads(*pool, {ids, 0, 16}, {0, 4}, tp_testing::host_staging(staging));
   EXPECT_EQ(s.code(), StatusCode::kNotSupported);
   EXPECT_NE(s.message().find("built with CUDA"), std::string::npos) << s.message();
 #endif
