@@ -63,4 +63,5 @@ for f in "$out"/bench_gpu*.txt; do
   echo "-- $(basename "$f")"
   cat "$f"
 done
-echo "acceptance: gather -> pinned ratio >= 0.95 (ceil d2h), scatter <- pinned >= 0.93 (ceil h2d), verified yes"
+echo "acceptance: gather -> pinned ratio >= 0.95 (ceil d2h), scatter <- pinned >= 0.93 (ceil h2d), verified yes;"
+echo "            rows \"scratch\" reach pinned memory through device scratch + copy engine (device_scratch)"
