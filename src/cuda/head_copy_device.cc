@@ -149,27 +149,33 @@ Status device_head_copy(const HeadCopyJob& job, const KvPool& pool, const KvStag
   const std::uint64_t bytes = job.plan.rows() * job.plan.row_bytes;
   KVF_ASSIGN_OR_RETURN(std::uint64_t address, staging_for_kernel(staging, bytes, device));
   auto s = wait ? cudaStreamPerThread : static_cast<cudaStream_t>(stream);
+  Status launched;
   if (scratch) {
-    KVF_RETURN_IF_ERROR(pipelined(job, staging, *scratch, device, s, what));
+    launched = pipelined(job, staging, *scratch, device, s, what);
   } else {
     const int e = cuda::launch_head_copy(job.plan, job.direction == HeadCopyDirection::kGather,
                                          job.tensors.data(), static_cast<std::uint32_t>(job.tensors.size()),
                                          job.block_ids.data(), job.block_ids.size(), address, s);
-    KVF_RETURN_IF_ERROR(cuda::check(static_cast<cudaError_t>(e),
-                                    std::string(what) + ": kernel launch on GPU " + std::to_string(device)));
+    launched = cuda::check(static_cast<cudaError_t>(e),
+                           std::string(what) + ": kernel launch on GPU " + std::to_string(device));
   }
-  if (!wait) return Status::Ok();
+  if (!wait) return launched;
+  // Blocking: wait even after a failed launch, since part of the work may be queued and
+  // the caller frees its memory once this returns.
   const auto deadline = Clock::now() + timeout;
   for (int spins = 0;; ++spins) {
     const cudaError_t q = cudaStreamQuery(cudaStreamPerThread);
-    if (q != cudaErrorNotReady)
+    if (q != cudaErrorNotReady) {
+      if (!launched.ok()) return launched;
       return cuda::check(q, std::string(what) + " on GPU " + std::to_string(device));
+    }
     if (Clock::now() > deadline) break;
     if (spins > 200) std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
   return Timeout(std::string(what) + " on GPU " + std::to_string(device) + " did not finish within " +
                  std::to_string(timeout.count()) +
-                 " ms (the copy may still run: keep both memories until the GPU is idle)");
+                 " ms (the copy may still run: keep both memories until the GPU is idle)" +
+                 (launched.ok() ? "" : "; and it failed: " + launched.message()));
 }
 
 }  // namespace kvferry::detail
