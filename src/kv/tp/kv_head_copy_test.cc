@@ -104,6 +104,29 @@ TEST(KvHeadCopy, EveryArrangementAndBlockSizePairConverts) {
       }
 }
 
+// MLA: the one latent converts between block sizes the same way (one part, not K and V).
+TEST(KvHeadCopy, MlaLatentConvertsBetweenBlockSizes) {
+  for (auto [sbt, dbt] : {std::pair<std::uint32_t, std::uint32_t>{16, 32}, {64, 6}, {1, 16}}) {
+    HostPool src = HostPool::make(geometry(1, sbt, 576), KvArrangement::kMla, 30);
+    HostPool dst = HostPool::make(geometry(1, dbt, 576), KvArrangement::kMla, 40);
+    tp_testing::fill_random(src.bytes, sbt + dbt);
+    std::fill(dst.bytes.begin(), dst.bytes.end(), kPoison);
+    const std::uint32_t tokens = 29;
+    auto sids = tp_testing::scattered_blocks(30, (tokens + sbt - 1) / sbt, 1);
+    auto dids = tp_testing::scattered_blocks(40, (tokens + dbt - 1) / dbt, 2);
+    const KvStagingShape shape = KvStagingShape::of(src.pool.layout(), 1, tokens);
+    EXPECT_EQ(shape.kv, 1u);
+    std::vector<std::uint8_t> staging(shape.bytes());
+    ASSERT_TRUE(gather_kv_heads(src.pool, {sids, 0, tokens}, {0, 1}, tp_testing::host_staging(staging)).ok());
+    ASSERT_TRUE(
+        scatter_kv_heads(tp_testing::host_staging(staging), dst.pool, {dids, 0, tokens}, {0, 1}).ok());
+    std::vector<std::uint8_t> ref(staging.size()), want(dst.bytes.size(), kPoison);
+    tp_testing::naive_gather(src.pool.layout(), src.bytes.data(), {sids, 0, tokens}, {0, 1}, ref.data());
+    tp_testing::naive_scatter(dst.pool.layout(), ref.data(), {dids, 0, tokens}, {0, 1}, want.data());
+    ASSERT_EQ(dst.bytes, want) << "mla " << sbt << " -> " << dbt;
+  }
+}
+
 TEST(KvHeadCopy, ChunksLandAtTheirTokenOffsets) {
   HostPool src = HostPool::make(geometry(2, 16), KvArrangement::kVllmNhd, 16);
   HostPool whole = HostPool::make(geometry(2, 6), KvArrangement::kSglangTokenSlots, 24);
