@@ -28,6 +28,7 @@ struct Case {
   MemoryKind local;
   MemoryKind remote;
   std::string route;  // the backend a transfer's telemetry names
+  std::string tls;    // ucx only: the UCX transports it runs over ("ucx.tls")
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
@@ -49,10 +50,27 @@ const Case kCases[] = {
     {"tcp", kVram, kDram, "tcp+staging"},
     {"tcp", kDram, kVram, "tcp"},
     {"shm", kVram, kDram, "shm+staging"},
+#ifdef KVFERRY_HAVE_UCX  // UCX's tcp (on loopback) and shared-memory transports
+    {"ucx", kDram, kDram, "ucx", "tcp"},
+    {"ucx", kDram, kDram, "ucx", "sm"},
+    {"ucx", kVram, kDram, "ucx+staging", "tcp"},
+#endif
 #ifdef KVFERRY_HAVE_CUDA  // the backend exists only in CUDA builds (src/CMakeLists.txt)
     {"cuda_ipc", kVram, kVram, "cuda_ipc"},
 #endif
 };
+
+std::unique_ptr<Agent> make_case_agent(const std::string& name, const Case& c) {
+  if (c.tls.empty()) return make_agent(name, c.backend);
+  AgentOptions o;
+  o.name = name;
+  o.backends = {c.backend};
+  o.backend_params = {{"ucx.tls", c.tls}};
+  if (c.tls == "tcp") o.backend_params["ucx.devices"] = "lo";  // loopback only
+  auto a = Agent::create(o);
+  EXPECT_TRUE(a.ok()) << a.status().to_string();
+  return a.ok() ? std::move(a).value() : nullptr;
+}
 
 class Conformance : public ::testing::TestWithParam<Case> {
  protected:
@@ -67,8 +85,8 @@ class Conformance : public ::testing::TestWithParam<Case> {
       if (!HasFailure()) GTEST_SKIP() << why;
       return;
     }
-    a_ = make_agent("initiator", c.backend);
-    b_ = make_agent("target", c.backend);
+    a_ = make_case_agent("initiator", c);
+    b_ = make_case_agent("target", c);
     ASSERT_TRUE(a_ && b_);
     KVF_ASSERT_OK(a_->register_memory(local().whole()));
     KVF_ASSERT_OK(b_->register_memory(remote().whole()));
@@ -302,7 +320,8 @@ TEST_P(Conformance, ManyConcurrentRequestsFromSeveralThreads) {
 
 // Named backend_local_remote, e.g. tcp_vram_dram.
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(kCases), [](const auto& p) {
-  return p.param.backend + "_" + std::string(to_string(p.param.local)) + "_" +
+  return p.param.backend + (p.param.tls.empty() ? "" : "_" + p.param.tls) + "_" +
+         std::string(to_string(p.param.local)) + "_" +
          std::string(to_string(p.param.remote));
 });
 
