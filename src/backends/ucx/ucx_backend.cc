@@ -1,5 +1,6 @@
 // The ucx backend. Settings: ucx.tls and ucx.devices (UCX_TLS / UCX_NET_DEVICES for this
-// agent's context), ucx.ops_in_flight, ucx.chunk_kib, ucx.spin_us.
+// agent's context), ucx.data (auto | am | rma: how host memory moves, see
+// ucx_am_data.cc), ucx.ops_in_flight, ucx.chunk_kib, ucx.spin_us.
 #include "backends/ucx/ucx_backend.h"
 
 #include "backends/ucx/ucx_engine.h"
@@ -71,6 +72,10 @@ Result<std::unique_ptr<Backend>> make_ucx_backend(const BackendContext& ctx) {
   KVF_ASSIGN_OR_RETURN(auto ops, integer_setting(ctx.params, "ucx", "ops_in_flight", 1, 4096, 64));
   KVF_ASSIGN_OR_RETURN(auto chunk_kib, integer_setting(ctx.params, "ucx", "chunk_kib", 4, 1u << 20, 1024));
   KVF_ASSIGN_OR_RETURN(auto spin_us, integer_setting(ctx.params, "ucx", "spin_us", 0, 100000, 50));
+  std::string data = "auto";
+  if (auto it = ctx.params.find("data"); it != ctx.params.end()) data = it->second;
+  if (data != "auto" && data != "am" && data != "rma")
+    return InvalidArgument("ucx.data='" + data + "' must be auto, am (active messages) or rma (put/get)");
   KVF_ASSIGN_OR_RETURN(auto context, UcxContext::create(cs));
   EngineConfig cfg;
   cfg.agent_name = ctx.agent_name;
@@ -80,6 +85,8 @@ Result<std::unique_ptr<Backend>> make_ucx_backend(const BackendContext& ctx) {
   cfg.max_ops = static_cast<std::uint32_t>(ops);
   cfg.chunk_bytes = chunk_kib << 10;
   cfg.spin_us = static_cast<std::uint32_t>(spin_us);
+  // Without RDMA, UCX's put/get are emulated in software and its rendezvous is not.
+  cfg.active_messages = data == "am" || (data == "auto" && !context->has_rdma());
   KVF_ASSIGN_OR_RETURN(auto engine, UcxEngine::start(std::move(context), std::move(cfg)));
   return std::unique_ptr<Backend>(new UcxBackend(ctx, std::shared_ptr<UcxEngine>(std::move(engine))));
 }
@@ -92,7 +99,7 @@ void register_ucx_backend(BackendRegistry& registry) {
   BackendFactory f;
   f.name = "ucx";
   f.description = "dram <-> dram between hosts through UCX (RDMA verbs where present, else tcp / shared memory)";
-  f.param_keys = {"tls", "devices", "ops_in_flight", "chunk_kib", "spin_us"};
+  f.param_keys = {"tls", "devices", "data", "ops_in_flight", "chunk_kib", "spin_us"};
   f.probe = [] {
     auto ctx = ucx::UcxContext::create({});
     if (!ctx.ok()) return ctx.status();

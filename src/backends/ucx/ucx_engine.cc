@@ -35,13 +35,14 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::start(std::unique_ptr<UcxContext> 
   if (e->address_.size() > kMaxAddressBytes) return Unavailable("ucx: the worker address is larger than peers accept");
   st = ucp_worker_get_efd(e->worker_, &e->worker_fd_);
   if (st != UCS_OK) return Unavailable(std::string("ucx: ucp_worker_get_efd: ") + ucs_status_string(st));
-  for (AmId id : {kHello, kHelloAck, kNotify, kRevoke, kRevokeAck, kBye}) {
+  for (AmId id : {kHello, kHelloAck, kNotify, kRevoke, kRevokeAck, kBye, kPutData, kCommit, kCommitAck, kGetReq,
+                  kGetData}) {
     ucp_am_handler_param_t hp{};
     hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
                     UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
     hp.id = id;
     hp.flags = UCP_AM_FLAG_WHOLE_MSG;
-    hp.cb = &UcxEngine::on_am;
+    hp.cb = id == kPutData || id == kGetData ? &UcxEngine::on_data_am : &UcxEngine::on_am;
     hp.arg = new std::pair<UcxEngine*, AmId>(e.get(), id);
     e->am_args_.emplace_back(static_cast<std::pair<UcxEngine*, AmId>*>(hp.arg));
     st = ucp_worker_set_am_recv_handler(e->worker_, &hp);
@@ -246,6 +247,10 @@ void UcxEngine::handle_am(AmId id, const std::vector<std::uint8_t>& payload) {
     case kRevoke: on_revoke(payload); break;
     case kRevokeAck: on_revoke_ack(payload); break;
     case kBye: on_bye(payload); break;
+    case kCommit: on_commit(payload); break;
+    case kCommitAck: on_commit_ack(payload); break;
+    case kGetReq: on_get_req(payload); break;
+    default: break;
   }
 }
 

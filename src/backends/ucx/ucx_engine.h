@@ -30,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -49,6 +50,7 @@ struct EngineConfig {
   std::uint32_t max_ops = 64;             // puts/gets in flight per session
   std::uint64_t chunk_bytes = 1u << 20;   // largest single put/get
   std::uint32_t spin_us = 50;             // busy-poll after activity before sleeping
+  bool active_messages = false;           // data as active messages, not put/get
 };
 
 class UcxEngine;
@@ -80,7 +82,16 @@ struct JobState {
   std::uint32_t pending = 0;   // its flush / notification callbacks still to come
   bool tail = false;           // flush / notification started
   bool cancelled = false;
+  std::uint64_t token = 0;     // active-message path: names this post at the target
   Status error;
+};
+
+// Active-message path: a read chunk waiting for the target's data.
+struct ReadChunk {
+  std::shared_ptr<JobState> js;
+  void* local = nullptr;
+  std::uint64_t length = 0;
+  bool receiving = false;  // a rendezvous receive into `local` is in flight
 };
 
 struct Session {
@@ -96,6 +107,8 @@ struct Session {
   std::unordered_map<const TransferJob*, std::shared_ptr<JobState>> active;
   std::uint32_t ops = 0;
   std::uint32_t tails = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<JobState>> commits;  // token -> write awaiting its ack
+  std::unordered_map<std::uint64_t, ReadChunk> reads;                    // chunk -> read awaiting data
   Clock::time_point last_progress{};
   bool failed = false;
   bool closed = false;
@@ -126,10 +139,17 @@ class UcxEngine {
   double reported_gbps() const { return reported_gbps_.load(std::memory_order_relaxed); }
 
  private:
+  struct PostState {  // active-message writes of one post, at the target
+    std::uint32_t receiving = 0;
+    std::string refused;  // why a chunk was refused ("" : none)
+    bool committed = false;
+    std::optional<std::string> note;
+  };
   struct TargetSession {
     ErrTag tag;
     std::string name;
     ucp_ep_h ep = nullptr;
+    std::unordered_map<std::uint64_t, PostState> posts;
   };
   struct Revocation {
     std::uint64_t region = 0;
@@ -141,6 +161,7 @@ class UcxEngine {
     RegionInfo info;
     ucp_mem_h memh = nullptr;
     std::vector<std::uint8_t> rkey;
+    std::uint32_t inflight = 0;  // active-message receives into it / sends from it
   };
 
   UcxEngine(std::unique_ptr<UcxContext> context, EngineConfig config);
@@ -177,6 +198,22 @@ class UcxEngine {
   void on_revoke_ack(const std::vector<std::uint8_t>& payload);
   void on_bye(const std::vector<std::uint8_t>& payload);
   void drop_target_session(std::uint64_t id, const std::string& why);
+  // Active-message data path (ucx_am_data.cc).
+  bool issue_am(Session& s, JobState& js, void* local, std::uint64_t remote, std::uint64_t len);
+  void commit_am(Session& s, JobState& js);
+  void fail_am(Session& s, const Status& why);
+  Status send_data(ucp_ep_h ep, AmId id, const std::uint64_t (&header)[3], const void* data, std::size_t length,
+                   std::function<void(ucs_status_t)> done);
+  static ucs_status_t on_data_am(void* arg, const void* header, std::size_t header_length, void* data,
+                                 std::size_t length, const ucp_am_recv_param_t* param);
+  void on_put_data(const std::uint64_t* h, void* data, std::size_t length, bool rndv);
+  void on_get_data(const std::uint64_t* h, void* data, std::size_t length, bool rndv);
+  void on_commit(const std::vector<std::uint8_t>& payload);
+  void on_commit_ack(const std::vector<std::uint8_t>& payload);
+  void on_get_req(const std::vector<std::uint8_t>& payload);
+  void answer_commit(TargetSession& t, std::uint64_t token);
+  Served* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
+  void receive_into(void* desc, void* dest, std::size_t length, std::function<void(ucs_status_t)> done);
   void settle_revocations(bool deadline_passed);
   void rebuild_info();
   void close_ep(ucp_ep_h ep, bool force);
@@ -207,6 +244,7 @@ class UcxEngine {
   std::unordered_map<std::uint64_t, std::unique_ptr<TargetSession>> targets_;
   std::vector<std::unique_ptr<Revocation>> revocations_;
   std::vector<void*> closing_;  // ep close requests in progress
+  std::uint64_t next_token_ = 1;
   std::vector<std::unique_ptr<std::pair<UcxEngine*, AmId>>> am_args_;
 };
 

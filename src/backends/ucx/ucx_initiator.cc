@@ -169,11 +169,18 @@ void UcxEngine::issue(Session& s) {
                              "): not inside memory it serves (withdrawn or never announced)");
       continue;
     }
+    void* local = reinterpret_cast<void*>(p.local + js.offset);
+    if (cfg_.active_messages) {
+      if (!issue_am(s, js, local, remote, len) && js.error.ok())
+        js.error = PeerLost("ucx: sending to '" + s.peer + "' failed");
+      js.offset += len;
+      if (js.offset == p.length) ++js.piece, js.offset = 0;
+      continue;
+    }
     ucp_request_param_t prm{};
     prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     prm.cb.send = &UcxEngine::on_op_done;
     prm.user_data = &js;
-    void* local = reinterpret_cast<void*>(p.local + js.offset);
     ucp_rkey_h rkey = s.regions[js.region_hint].rkey;
     ucs_status_ptr_t r = js.job->op() == TransferOp::kWrite ? ucp_put_nbx(s.ep, local, len, remote, rkey, &prm)
                                                             : ucp_get_nbx(s.ep, local, len, remote, rkey, &prm);
@@ -204,7 +211,7 @@ void UcxEngine::on_op_done(void* request, ucs_status_t status, void* user_data) 
   if (status != UCS_OK && js.error.ok())
     js.error = PeerLost("ucx: transfer with '" + s.peer + "' failed: " + ucs_status_string(status));
   s.engine->mark_dirty(js);
-  ucp_request_free(request);
+  if (request) ucp_request_free(request);
 }
 
 void UcxEngine::on_flush_done(void* request, ucs_status_t status, void* user_data) {
@@ -241,6 +248,7 @@ void UcxEngine::advance(JobState& js) {
   if (js.cancelled) return finish(js, Cancelled("transfer cancelled"));
   if (!js.error.ok()) return finish(js, js.error);
   js.tail = true;
+  if (js.job->op() == TransferOp::kWrite && cfg_.active_messages) return commit_am(s, js);
   if (js.job->op() == TransferOp::kWrite) {
     ucp_request_param_t prm{};
     prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
@@ -336,6 +344,7 @@ void UcxEngine::fail_session(Session& s, const Status& why) {
     dirty_.push_back(js);
   }
   s.waiting.clear();
+  fail_am(s, why);
   for (auto& r : s.regions)
     if (r.rkey) ucp_rkey_destroy(r.rkey), r.rkey = nullptr;
   // Forcing the close completes every operation still in flight (with an error).

@@ -80,6 +80,7 @@ void UcxEngine::settle_revocations(bool deadline_passed) {
   std::erase_if(revocations_, [this](std::unique_ptr<Revocation>& r) {
     if (!r->waiting.empty()) return false;
     auto it = served_.find(r->region);
+    if (it != served_.end() && it->second.inflight > 0) return false;  // data still moving in or out
     if (it != served_.end()) {
       ucp_mem_unmap(context_->get(), it->second.memh);
       served_.erase(it);

@@ -11,6 +11,15 @@
 //   kRevoke     target -> initiator  u64 session, u64 region id (stop using it, then ack)
 //   kRevokeAck  initiator -> target  u64 session, u64 region id (nothing of ours in flight)
 //   kBye        initiator -> target  u64 session (the initiator closed the link)
+//
+// The active-message data path (host memory without RDMA: UCX's one-sided put over TCP
+// is a slow emulation, its rendezvous protocol is not; docs/benchmarks.md):
+//   kPutData    initiator -> target  AM header u64 session, u64 token, u64 address;
+//                                    data: the chunk (eager or rendezvous)
+//   kCommit     initiator -> target  u64 session, u64 token, u8 has_note, note
+//   kCommitAck  target -> initiator  u64 session, u64 token, u8 ok, why
+//   kGetReq     initiator -> target  u64 session, u64 chunk, u64 address, u64 length
+//   kGetData    target -> initiator  AM header u64 session, u64 chunk, u64 ok; data: the bytes
 #pragma once
 
 #include <cstdint>
@@ -30,7 +39,11 @@ inline constexpr std::uint32_t kMaxRkeyBytes = 4u << 10;
 inline constexpr std::uint32_t kMaxInfoRegions = 4096;
 inline constexpr std::uint32_t kMaxNameBytes = 255;
 
-enum AmId : std::uint16_t { kHello = 1, kHelloAck = 2, kNotify = 3, kRevoke = 4, kRevokeAck = 5, kBye = 6 };
+enum AmId : std::uint16_t {
+  kHello = 1, kHelloAck = 2, kNotify = 3, kRevoke = 4, kRevokeAck = 5, kBye = 6,
+  kPutData = 7, kCommit = 8, kCommitAck = 9, kGetReq = 10, kGetData = 11,
+};
+inline constexpr std::size_t kDataHeaderBytes = 24;
 inline constexpr std::uint32_t kProtocolVersion = 1;
 
 struct RegionKey {
