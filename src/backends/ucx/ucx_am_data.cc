@@ -214,8 +214,8 @@ void UcxEngine::fail_am(Session& s, const Status& why) {
 // ---- target ----------------------------------------------------------------------------
 
 UcxEngine::Served* UcxEngine::serving(std::uint64_t address, std::uint64_t length) {
-  auto it = served_.upper_bound(0);
-  for (it = served_.begin(); it != served_.end(); ++it) {
+  auto it = served_.begin();
+  for (; it != served_.end(); ++it) {
     const RegionInfo& r = it->second.info;
     if (address >= r.address && address - r.address <= r.length && length <= r.address + r.length - address) break;
   }

@@ -65,7 +65,11 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
   ucs_status_t st = ucp_ep_create(worker_, &ep, &s->ep);
   if (st != UCS_OK) {
     s->ep = nullptr;
-    return fail_hello(Unavailable("ucx: cannot reach peer '" + s->peer + "': " + ucs_status_string(st)));
+    std::string hint;
+    if (st == UCS_ERR_UNREACHABLE)
+      hint = " (no UCX transport in use here (" + context_->describe() + ") reaches it with peer-failure detection; "
+             "UCX 1.13's sysv/posix shared memory has none: add tcp, e.g. ucx.tls=sm,tcp)";
+    return fail_hello(Unavailable("ucx: cannot reach peer '" + s->peer + "': " + ucs_status_string(st) + hint));
   }
   sessions_[s->id] = s;
   for (const auto& k : s->info.regions) {

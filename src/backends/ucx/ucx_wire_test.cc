@@ -50,7 +50,9 @@ TEST(UcxWire, FlipsAndHugeCountsNeverCrash) {
     auto m = bytes;
     m[rng() % m.size()] ^= static_cast<std::uint8_t>(1 + rng() % 255);
     auto r = decode_info(m);
-    if (!r.ok()) EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+    }
   }
   auto huge = bytes;
   const std::size_t count_at = 4 + 2 + 2 + 4 + 200;
