@@ -84,13 +84,15 @@ if [[ -n "$RATE" ]]; then
       skip "--rate needs the tbf qdisc: $(cat "$LOG/err")"
   done
 fi
-rtt="$(in_a ping -c 5 -i 0.2 -q "$ADDR_B" 2>/dev/null | sed -n 's/.*= [0-9.]*\/\([0-9.]*\)\/.*/\1/p')"
+rtt=""
+command -v ping >/dev/null && rtt="$(in_a ping -c 5 -i 0.2 -q "$ADDR_B" 2>/dev/null | sed -n 's/.*= [0-9.]*\/\([0-9.]*\)\/.*/\1/p')"
 echo "netns_test: $NS_A ($ADDR_A) <-> $NS_B ($ADDR_B), ping rtt ${rtt:-?} ms, delay ${DELAY_US} us, rate ${RATE:-none}" >&2
 
 params_a() { echo "--param tcp.bind=$ADDR_A --param ucx.devices=$IF_A"; }
 params_b() { echo "--param tcp.bind=$ADDR_B --param ucx.devices=$IF_B"; }
 
-start_target() {  # the target serves whatever backend an initiator asks for
+start_target() {  # the target serves whatever backend an initiator asks for (a fresh port each time)
+  PORT=$((PORT + 1))
   in_b "$KVF" bench --serve --listen "$ADDR_B:$PORT" $(params_b) >"$LOG/target.out" 2>"$LOG/target.err" &
   TARGET_PID=$!
   for _ in $(seq 100); do
@@ -138,7 +140,15 @@ if [[ "$CUT" -eq 1 ]]; then
       --blocks "$BLOCKS" --iterations 100000 --warmup 0 --small-round-trips 0 $(params_a) \
       >"$LOG/cut-$b.out" 2>"$LOG/cut-$b.err" &
     init=$!
-    sleep 3
+    # Cut once the timed transfers run: the ceiling stream moves one request's bytes first.
+    req_bytes=$((LAYERS * BLOCKS * 65536))
+    rx0=$(in_a cat "/sys/class/net/$IF_A/statistics/rx_bytes")
+    for _ in $(seq 600); do
+      rx=$(in_a cat "/sys/class/net/$IF_A/statistics/rx_bytes")
+      (( rx - rx0 > 2 * req_bytes )) && break
+      kill -0 "$init" 2>/dev/null || break
+      sleep 0.1
+    done
     in_a ip link set "$IF_A" down
     cut_at=$(date +%s%N)
     rc=0

@@ -73,6 +73,7 @@ UcxEngine::~UcxEngine() {
       for (auto& [id, t] : targets_) ids.push_back(id);
       for (auto id : ids) drop_target_session(id, "the agent is shutting down");
       settle_revocations(true);
+      handle_deferred();  // jobs failed above finish now
       running_ = false;
     });
     thread_.join();
@@ -88,6 +89,7 @@ UcxEngine::~UcxEngine() {
       });
       if (!closing_.empty()) ::usleep(50);
     }
+    handle_deferred();  // completions that came with the closes (the thread is gone: we are alone)
     for (auto& [id, s] : served_)
       if (s.memh) ucp_mem_unmap(context_->get(), s.memh);
     ucp_worker_destroy(worker_);
