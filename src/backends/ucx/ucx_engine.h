@@ -8,7 +8,8 @@
 // handling: a dead peer fails the endpoint), the peer's unpacked remote keys, and the
 // jobs posted to it. Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
 // with at most `max_ops` in flight per session; a write's notification is sent as an
-// active message only after ucp_ep_flush_nbx reported its data remotely complete. No
+// active message only after ucp_ep_flush_nbx reported its data remotely complete.
+// Without RDMA the chunks travel as active messages instead (ucx_am_data.cc). No
 // completion for `peer_timeout` while something is in flight fails the session (a
 // stopped peer acknowledges nothing).
 //
