@@ -184,6 +184,7 @@ Result<TransferRequest> Agent::Impl::make_request(TransferOp op, detail::MergeRe
   plan.notification = std::move(options.notification);
   plan.backend_name = rt.backend;
   plan.connection = rt.connection;
+  plan.counters = rt.counters;
   plan.registry = registry_;
   return TransferRequest(std::make_shared<detail::RequestState>(std::move(plan)));
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/metrics.h"
 #include "core/backend.h"
 #include "core/memory_registry.h"
 #include "core/transfer_job.h"
@@ -29,6 +30,8 @@ class RequestState {
     // Weak: forgetting or reloading the peer invalidates the request.
     std::weak_ptr<BackendConnection> connection;
     std::shared_ptr<MemoryRegistry> registry;
+    // Where completions are counted (cluster/metrics.h); may be null.
+    std::shared_ptr<TransferCounters> counters;
   };
 
   explicit RequestState(Plan plan) : plan_(std::move(plan)) {}
