@@ -21,8 +21,8 @@ enum Tag : std::uint16_t {
   kTagRegion = 5,
   kTagSideChannel = 6,
   kTagEntry = 7,
-  kTagRevision = 8,
-  kTagRegionName = 9,
+  kTagRevision = 9,
+  kTagRegionName = 10,
 };
 
 void put_record(ByteWriter& w, Tag tag, const ByteWriter& value) {

@@ -9,8 +9,8 @@
 // Format history (version 1 throughout; each addition is an optional record that older
 // readers skip, and blobs without it decode as before: metadata_test checks both ways):
 //   tag 1..7  name, host id, process id, backend, region, side channel, entry
-//   tag 8     revision u64: grows with every change of the agent's metadata (live updates)
-//   tag 9     region name: region id u64 | name (named regions, e.g. "kv.layer.17")
+//   tag 9     revision u64: grows with every change of the agent's metadata (live updates)
+//   tag 10    region name: region id u64 | name (named regions, e.g. "kv.layer.17")
 #pragma once
 
 #include <cstdint>

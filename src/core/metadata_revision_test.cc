@@ -10,7 +10,7 @@
 namespace kvferry::detail {
 namespace {
 
-// A blob as the original version-1 encoder wrote it (tags 1..7 only), built by hand.
+// A blob as the original version-1 encoder wrote it (tags below 9 only), built by hand.
 std::vector<std::uint8_t> original_blob(const std::vector<std::pair<std::uint16_t, ByteWriter>>& records) {
   ByteWriter body;
   for (const auto& [tag, value] : records) {
@@ -65,7 +65,7 @@ TEST(MetadataRevision, NewRecordsRoundTripAndAreSkippableRecords) {
   EXPECT_EQ(back->revision, 42u);
   ASSERT_EQ(back->region_names.size(), 1u);
   EXPECT_EQ(back->region_names.at(7), "kv.layer.17");
-  // An original reader keeps only tags 1..7: strip the rest, and what is left is a
+  // An original reader knows only tags below 9: strip the rest, and what is left is a
   // valid original blob describing the same peer.
   ByteReader r(std::span<const std::uint8_t>(blob).subspan(20));
   std::vector<std::pair<std::uint16_t, ByteWriter>> kept;
@@ -75,7 +75,7 @@ TEST(MetadataRevision, NewRecordsRoundTripAndAreSkippableRecords) {
     const std::uint32_t len = r.u32();
     auto value = r.take(len);
     ASSERT_TRUE(r.ok());
-    if (tag > 7) {
+    if (tag > 8) {
       ++skipped;
       continue;
     }
@@ -94,13 +94,13 @@ TEST(MetadataRevision, BadRegionNamesAndTruncatedRevisionsAreCorrupt) {
   ByteWriter bad_name;
   bad_name.u64(1);
   bad_name.str("has space");
-  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {9, bad_name}})).status().code(), StatusCode::kCorrupt);
+  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {10, bad_name}})).status().code(), StatusCode::kCorrupt);
   ByteWriter empty_name;
   empty_name.u64(1);
-  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {9, empty_name}})).status().code(), StatusCode::kCorrupt);
+  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {10, empty_name}})).status().code(), StatusCode::kCorrupt);
   ByteWriter short_revision;
   short_revision.u32(5);
-  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {8, short_revision}})).status().code(),
+  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {9, short_revision}})).status().code(),
             StatusCode::kCorrupt);
 }
 
