@@ -70,6 +70,10 @@ class Agent {
   Agent& operator=(const Agent&) = delete;
 
   const std::string& name() const;
+  // 128 random bits (32 hex digits) drawn when this agent was created: a peer is its
+  // (name, instance id), so a restarted agent or an impostor under the same name is told
+  // apart from the one that was loaded.
+  std::string instance_id() const;
   // Names of the backends this agent started.
   std::vector<std::string> backends() const;
 
@@ -103,8 +107,17 @@ class Agent {
   // regions. Hand them to a peer's `load_remote` by any means.
   Result<std::vector<std::uint8_t>> local_metadata() const;
   // Parses untrusted bytes (bounds-checked; corrupt input is an error, never a crash)
-  // and returns the peer's name. Loading a name again replaces the old entry (a
-  // restarted peer): its connections are closed and its transfers fail.
+  // and returns the peer's name. The same rules hold for metadata that peers push
+  // through our side channel (`listen`):
+  // - The same instance loaded again replaces its entry (new regions and entries); its
+  //   host, process, backends and side channel must not change (AlreadyExists).
+  // - Another instance under a loaded name (a restarted peer) replaces the entry only
+  //   when the loaded instance is gone: a connection to it was lost, it was an agent of
+  //   this process that was destroyed, its process on this host has exited, or its side
+  //   channel refuses connections or answers as another instance (asked within
+  //   min(connect_timeout, 1 s)). Otherwise
+  //   AlreadyExists, naming both instances: call forget_remote first.
+  // Replacing closes the old entry's connections; its transfers fail.
   Result<std::string> load_remote(std::span<const std::uint8_t> metadata);
   Status forget_remote(std::string_view peer);
   std::vector<std::string> remote_agents() const;

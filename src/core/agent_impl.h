@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/instance_id.h"
 #include "core/local_file.h"
 #include "core/memory_registry.h"
 #include "core/metadata.h"
@@ -32,6 +33,7 @@ class Agent::Impl {
   void shutdown();
 
   const std::string& name() const { return options_.name; }
+  const detail::InstanceId& instance() const { return instance_; }
   std::vector<std::string> backend_names() const;
 
   Status register_memory(const DescriptorList& regions);
@@ -85,6 +87,13 @@ class Agent::Impl {
   // local copies); its entry mirrors the registry and is refreshed on every change.
   void refresh_self_entry();
   bool is_self(std::string_view peer) const { return peer == options_.name; }
+  // Identity rules of load_remote (agent_identity.cc). Another instance under a loaded
+  // name replaces it only when the loaded one is gone: OK, or why not. Called without
+  // peers_mu_ (it may probe the old instance's side channel, bounded).
+  Status may_replace(const detail::AgentMetadata& old, const std::vector<std::shared_ptr<detail::BackendConnection>>& connections,
+                     const detail::InstanceId& incoming) const;
+  // The same instance may update its regions and entries, not where it is reached.
+  static Status same_reachability(const detail::AgentMetadata& old, const detail::AgentMetadata& update);
   Result<std::shared_ptr<const detail::PreparedData>> validate_local(const DescriptorList& list) const;
   Result<std::shared_ptr<const detail::PreparedData>> validate_remote(std::string_view peer,
                                                                       const DescriptorList& list) const;
@@ -101,7 +110,8 @@ class Agent::Impl {
   std::string host_id_;
   std::string process_id_;
   std::vector<std::unique_ptr<detail::Backend>> backends_;
-  std::shared_ptr<detail::MemoryRegistry> registry_ = std::make_shared<detail::MemoryRegistry>();
+  detail::InstanceId instance_;  // drawn at creation (core/instance_id.h)
+  std::shared_ptr<detail::MemoryRegistry> registry_;
   std::shared_ptr<detail::NotificationInbox> inbox_;
 
   // Held shared by every public operation, exclusively by shutdown.

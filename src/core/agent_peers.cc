@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <optional>
 #include <tuple>
 
 #include "core/agent_impl.h"
@@ -19,20 +20,41 @@ Result<std::string> Agent::Impl::load_remote(std::span<const std::uint8_t> metad
   if (md.name == options_.name)
     return InvalidArgument("load_remote: the metadata names this agent itself ('" + md.name + "')");
   std::string name = md.name;
+  const detail::InstanceId incoming = md.instance;
   PeerEntry entry;
   entry.regions = md.regions;
   std::sort(entry.regions.begin(), entry.regions.end(), region_less);
   entry.metadata = std::move(md);
-  PeerEntry old;
-  {
-    std::lock_guard lock(peers_mu_);
-    entry.generation = next_generation_++;
-    auto it = peers_.find(name);
-    if (it != peers_.end()) old = std::move(it->second);
-    peers_[name] = std::move(entry);
+  PeerEntry old;  // a replaced entry: its connections close outside the lock, its jobs fail
+  // Another instance under a loaded name is judged outside the lock (it may probe the old
+  // instance); the entry must still be that old instance when it is replaced.
+  std::optional<detail::InstanceId> judged;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    detail::AgentMetadata seen;
+    std::vector<std::shared_ptr<detail::BackendConnection>> seen_connections;
+    {
+      std::lock_guard lock(peers_mu_);
+      auto it = peers_.find(name);
+      if (it != peers_.end()) {
+        const detail::AgentMetadata& current = it->second.metadata;
+        if (current.instance == incoming) {
+          KVF_RETURN_IF_ERROR(same_reachability(current, entry.metadata));
+        } else if (!judged || *judged != current.instance) {
+          seen = current;
+          for (const auto& [key, c] : it->second.connections) seen_connections.push_back(c);
+        }
+      }
+      if (seen.name.empty()) {
+        entry.generation = next_generation_++;
+        if (it != peers_.end()) old = std::move(it->second);
+        peers_[name] = std::move(entry);
+        return name;
+      }
+    }
+    KVF_RETURN_IF_ERROR(may_replace(seen, seen_connections, incoming));
+    judged = seen.instance;
   }
-  // Old connections (a restarted peer) close outside the lock; their jobs fail.
-  return name;
+  return Unavailable("load_remote: peer '" + name + "' kept changing while its metadata was being loaded");
 }
 
 Status Agent::Impl::forget_remote(std::string_view peer) {
