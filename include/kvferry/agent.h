@@ -84,6 +84,10 @@ class Agent {
   Agent& operator=(const Agent&) = delete;
 
   const std::string& name() const;
+  // 128 random bits (32 hex digits) drawn when this agent was created: a peer is its
+  // (name, instance id), so a restarted agent or an impostor under the same name is told
+  // apart from the one that was loaded.
+  std::string instance_id() const;
   // Names of the backends this agent started.
   std::vector<std::string> backends() const;
 
@@ -121,14 +125,21 @@ class Agent {
   // regions. Hand them to a peer's `load_remote` by any means.
   Result<std::vector<std::uint8_t>> local_metadata() const;
   // Parses untrusted bytes (bounds-checked; corrupt input is an error, never a crash)
-  // and returns the peer's name. Loading a name again:
-  // - the same instance (same process): an update in place. Newer metadata (a higher
-  //   revision) replaces what we knew; older or repeated metadata changes nothing.
-  //   Transfers in flight and prepared lists stay valid; new transfers see the new
-  //   regions and entries (connections made before the update keep serving the requests
-  //   created on them; at most 16 such connections per peer are kept).
-  // - a new instance (a restarted peer): replaces the old one; its connections are
-  //   closed and its transfers fail.
+  // and returns the peer's name. The same rules hold for metadata that peers push
+  // through our side channel (`listen`) and that a metadata service delivers:
+  // - The same instance loaded again is an update in place: newer metadata (a higher
+  //   revision) replaces its regions, region names and entries; older or repeated
+  //   metadata changes nothing. Its host, process, backends and side channel must not
+  //   change (AlreadyExists). Transfers in flight and prepared lists stay valid; new
+  //   transfers see the new regions (connections made before the update keep serving
+  //   the requests created on them; at most 16 such connections per peer are kept).
+  // - Another instance under a loaded name (a restarted peer) replaces the entry only
+  //   when the loaded instance is gone: a connection to it was lost, it was an agent of
+  //   this process that was destroyed, its process on this host has exited, or its side
+  //   channel refuses connections or answers as another instance (asked within
+  //   min(connect_timeout, 1 s)). Otherwise
+  //   AlreadyExists, naming both instances: call forget_remote first.
+  //   Replacing closes the old entry's connections; its transfers fail.
   // Our own metadata grows a revision with every registration, deregistration and entry,
   // so peers apply updates in order (over the side channel: fetch_remote again; with a
   // metadata service: automatically).

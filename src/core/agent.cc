@@ -12,6 +12,7 @@ Agent::Agent(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Agent::~Agent() { impl_->shutdown(); }
 
 const std::string& Agent::name() const { return impl_->name(); }
+std::string Agent::instance_id() const { return impl_->instance().hex(); }
 std::vector<std::string> Agent::backends() const { return impl_->backend_names(); }
 Status Agent::register_memory(const DescriptorList& regions) {
   if (regions.kind() == MemoryKind::kFile)

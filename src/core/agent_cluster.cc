@@ -38,7 +38,7 @@ Status Agent::Impl::start_cluster_services() {
     }
     std::shared_lock life(life_mu_);
     if (closed_) return;
-    (void)install_peer(std::move(md).value());
+    (void)install_peer(std::move(md).value(), /*authoritative=*/true);
   };
   hooks.peer_gone = [this](const std::string& name) {
     remove_peer(name, "left the metadata service (it shut down, or its lease of " +

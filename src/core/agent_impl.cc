@@ -17,6 +17,9 @@ Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
   if (options.max_inbox_notifications == 0) return InvalidArgument("max_inbox_notifications must be positive");
   std::shared_ptr<Impl> impl(new Impl());
   impl->options_ = std::move(options);
+  impl->instance_ = detail::random_instance_id();
+  impl->registry_ = std::make_shared<detail::MemoryRegistry>((impl->instance_.lo >> 2) | 1);
+  detail::mark_instance_alive(impl->instance_);
   impl->host_id_ = detail::host_id();
   impl->process_id_ = detail::process_id();
   impl->inbox_ = std::make_shared<detail::NotificationInbox>(impl->options_.max_inbox_notifications);
@@ -43,6 +46,7 @@ void Agent::Impl::refresh_self_entry() {
   if (fresh) {
     self.generation = next_generation_++;
     self.metadata.name = options_.name;
+    self.metadata.instance = instance_;
     self.metadata.host_id = host_id_;
     self.metadata.process_id = process_id_;
     for (const auto& b : backends_) self.metadata.backends.push_back({std::string(b->name()), b->connection_info()});
@@ -138,6 +142,7 @@ void Agent::Impl::shutdown() {
   std::unique_lock life(life_mu_);
   if (closed_) return;
   closed_ = true;
+  detail::mark_instance_gone(instance_);
   {
     std::lock_guard lock(peers_mu_);
     peers_.clear();  // destroying connections fails their jobs
@@ -235,6 +240,7 @@ Result<std::vector<std::uint8_t>> Agent::Impl::local_metadata() const {
   detail::AgentMetadata md;
   md.revision = revision_.load();  // first: the state read below is at least this new
   md.name = options_.name;
+  md.instance = instance_;
   md.host_id = host_id_;
   md.process_id = process_id_;
   {

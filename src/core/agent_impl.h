@@ -18,6 +18,7 @@
 #include "cluster/metrics_server.h"
 #include "cluster/peer_event_queue.h"
 #include "core/backend.h"
+#include "core/instance_id.h"
 #include "core/local_file.h"
 #include "core/memory_registry.h"
 #include "core/metadata.h"
@@ -38,6 +39,7 @@ class Agent::Impl {
   void shutdown();
 
   const std::string& name() const { return options_.name; }
+  const detail::InstanceId& instance() const { return instance_; }
   std::vector<std::string> backend_names() const;
 
   Status register_memory(const DescriptorList& regions, std::string_view name = {});
@@ -103,8 +105,10 @@ class Agent::Impl {
 
   Impl() = default;
   // Loads decoded metadata: a new peer, an in-place update of a known instance, or a
-  // new instance replacing an old one (agent_peers.cc).
-  Result<std::string> install_peer(detail::AgentMetadata md);
+  // new instance replacing an old one (agent_peers.cc). `authoritative`: the metadata
+  // service delivered it (whoever holds the name's key there holds the name), so another
+  // instance replaces the loaded one without proof that the old one is gone.
+  Result<std::string> install_peer(detail::AgentMetadata md, bool authoritative);
   // A peer left (forgotten, or gone from the metadata service): its transfers fail.
   void remove_peer(const std::string& name, const std::string& why);
   // Starts the metadata service and the metrics endpoint (agent_cluster.cc).
@@ -117,6 +121,13 @@ class Agent::Impl {
   // local copies); its entry mirrors the registry and is refreshed on every change.
   void refresh_self_entry();
   bool is_self(std::string_view peer) const { return peer == options_.name; }
+  // Identity rules of load_remote (agent_identity.cc). Another instance under a loaded
+  // name replaces it only when the loaded one is gone: OK, or why not. Called without
+  // peers_mu_ (it may probe the old instance's side channel, bounded).
+  Status may_replace(const detail::AgentMetadata& old, const std::vector<std::shared_ptr<detail::BackendConnection>>& connections,
+                     const detail::InstanceId& incoming) const;
+  // The same instance may update its regions and entries, not where it is reached.
+  static Status same_reachability(const detail::AgentMetadata& old, const detail::AgentMetadata& update);
   Result<std::shared_ptr<const detail::PreparedData>> validate_local(const DescriptorList& list) const;
   Result<std::shared_ptr<const detail::PreparedData>> validate_remote(std::string_view peer,
                                                                       const DescriptorList& list) const;
@@ -133,7 +144,8 @@ class Agent::Impl {
   std::string host_id_;
   std::string process_id_;
   std::vector<std::unique_ptr<detail::Backend>> backends_;
-  std::shared_ptr<detail::MemoryRegistry> registry_ = std::make_shared<detail::MemoryRegistry>();
+  detail::InstanceId instance_;  // drawn at creation (core/instance_id.h)
+  std::shared_ptr<detail::MemoryRegistry> registry_;
   std::shared_ptr<detail::NotificationInbox> inbox_;
 
   // Held shared by every public operation, exclusively by shutdown.

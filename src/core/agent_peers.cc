@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <optional>
 #include <tuple>
 
 #include "core/agent_impl.h"
@@ -18,25 +19,15 @@ Result<std::string> Agent::Impl::load_remote(std::span<const std::uint8_t> metad
   KVF_ASSIGN_OR_RETURN(detail::AgentMetadata md, detail::decode_metadata(metadata));
   if (md.name == options_.name)
     return InvalidArgument("load_remote: the metadata names this agent itself ('" + md.name + "')");
-  return install_peer(std::move(md));
+  return install_peer(std::move(md), /*authoritative=*/false);
 }
 
 namespace {
-
-// The same running agent (not a restarted one under the same name).
-bool same_instance(const detail::AgentMetadata& a, const detail::AgentMetadata& b) {
-  return a.host_id == b.host_id && a.process_id == b.process_id;
-}
 
 bool same_regions(const std::vector<detail::RegionInfo>& a, const std::vector<detail::RegionInfo>& b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
     return x.id == y.id && x.kind == y.kind && x.device == y.device && x.address == y.address && x.length == y.length;
   });
-}
-
-bool same_backends(const std::vector<detail::BackendEntry>& a, const std::vector<detail::BackendEntry>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                    [](const auto& x, const auto& y) { return x.name == y.name && x.info == y.info; });
 }
 
 // Connections of old announcements kept for the transfers made on them; beyond this
@@ -47,51 +38,73 @@ constexpr std::size_t kMaxDeparted = 1024;
 
 }  // namespace
 
-Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md) {
+Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool authoritative) {
   std::string name = md.name;
+  const detail::InstanceId incoming = md.instance;
   std::vector<detail::RegionInfo> regions = md.regions;
   std::sort(regions.begin(), regions.end(), region_less);
   PeerEntry old;  // a replaced instance: destroyed outside the lock, failing its transfers
-  std::vector<std::shared_ptr<detail::BackendConnection>> dropped;
+  std::vector<std::shared_ptr<detail::BackendConnection>> dropped;  // closed outside the lock too
   PeerEvent event{PeerEventKind::kJoined, name, md.revision};
-  {
-    std::lock_guard lock(peers_mu_);
-    departed_.erase(name);
-    auto it = peers_.find(name);
-    if (it != peers_.end() && same_instance(it->second.metadata, md)) {
-      PeerEntry& e = it->second;
-      // Out of order or repeated (a watch and a side-channel push of one change): keep
-      // what we have. Revision 0 is a peer that counts none: always apply.
-      if (md.revision != 0 && md.revision <= e.metadata.revision) return name;
-      // Transfers in flight keep their connections; connections that learned the old
-      // regions or endpoints are retired, and new transfers connect afresh.
-      if (!same_regions(e.regions, regions) || !same_backends(e.metadata.backends, md.backends)) {
-        for (auto& [key, conn] : e.connections) e.retired.push_back(std::move(conn));
-        e.connections.clear();
-        while (e.retired.size() > kMaxRetiredConnections) {
-          dropped.push_back(std::move(e.retired.front()));
-          e.retired.erase(e.retired.begin());
+  // Another instance under a loaded name is judged outside the lock (it may probe the old
+  // instance); the entry must still be that old instance when it is replaced.
+  std::optional<detail::InstanceId> judged;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    detail::AgentMetadata seen;
+    std::vector<std::shared_ptr<detail::BackendConnection>> seen_connections;
+    bool done = false;
+    {
+      std::lock_guard lock(peers_mu_);
+      auto it = peers_.find(name);
+      if (it != peers_.end()) {
+        PeerEntry& e = it->second;
+        if (e.metadata.instance == incoming) {
+          KVF_RETURN_IF_ERROR(same_reachability(e.metadata, md));
+          // Out of order or repeated (a watch and a side-channel push of one change):
+          // keep what we have. Revision 0 is a peer that counts none: always apply.
+          if (md.revision != 0 && md.revision <= e.metadata.revision) return name;
+          // An update in place: transfers in flight keep their connections; those that
+          // learned the old regions are retired, and new transfers connect afresh.
+          if (!same_regions(e.regions, regions)) {
+            for (auto& [key, conn] : e.connections) e.retired.push_back(std::move(conn));
+            e.connections.clear();
+            while (e.retired.size() > kMaxRetiredConnections) {
+              dropped.push_back(std::move(e.retired.front()));
+              e.retired.erase(e.retired.begin());
+            }
+          }
+          e.regions = std::move(regions);
+          e.metadata = std::move(md);
+          event.kind = PeerEventKind::kUpdated;
+          done = true;
+        } else if (!authoritative && (!judged || *judged != e.metadata.instance)) {
+          seen = e.metadata;
+          for (const auto& [key, c] : e.connections) seen_connections.push_back(c);
         }
       }
-      e.regions = std::move(regions);
-      e.metadata = std::move(md);
-      event.kind = PeerEventKind::kUpdated;
-    } else {
-      PeerEntry entry;
-      entry.regions = std::move(regions);
-      entry.metadata = std::move(md);
-      entry.generation = next_generation_++;
-      if (it != peers_.end()) {
-        old = std::move(it->second);
-        event.kind = PeerEventKind::kRestarted;
+      if (!done && seen.name.empty()) {
+        PeerEntry entry;
+        entry.regions = std::move(regions);
+        entry.metadata = std::move(md);
+        entry.generation = next_generation_++;
+        if (it != peers_.end()) {
+          old = std::move(it->second);
+          event.kind = PeerEventKind::kRestarted;
+        }
+        peers_[name] = std::move(entry);
+        departed_.erase(name);
+        done = true;
       }
-      peers_[name] = std::move(entry);
     }
+    if (done) {
+      metrics_->count_peer_event(to_string(event.kind));
+      events_.push(std::move(event));
+      return name;
+    }
+    KVF_RETURN_IF_ERROR(may_replace(seen, seen_connections, incoming));
+    judged = seen.instance;
   }
-  metrics_->count_peer_event(to_string(event.kind));
-  events_.push(std::move(event));
-  // Old connections (a restarted peer) close outside the lock; their jobs fail.
-  return name;
+  return Unavailable("load_remote: peer '" + name + "' kept changing while its metadata was being loaded");
 }
 
 std::shared_ptr<detail::TransferCounters> Agent::Impl::counters_of(PeerEntry& entry, const std::string& key) {

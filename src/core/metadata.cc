@@ -21,6 +21,7 @@ enum Tag : std::uint16_t {
   kTagRegion = 5,
   kTagSideChannel = 6,
   kTagEntry = 7,
+  kTagInstance = 8,
   kTagRevision = 9,
   kTagRegionName = 10,
 };
@@ -112,6 +113,14 @@ Status parse_region_name(std::span<const std::uint8_t> value, AgentMetadata& md)
   return Status::Ok();
 }
 
+Status parse_instance(std::span<const std::uint8_t> value, AgentMetadata& md) {
+  ByteReader r(value);
+  md.instance.hi = r.u64();
+  md.instance.lo = r.u64();
+  if (!r.ok() || r.remaining() != 0) return Corrupt("metadata: instance id record is not 16 bytes");
+  return Status::Ok();
+}
+
 Status parse_id(std::span<const std::uint8_t> value, std::string& out, const char* what) {
   if (value.size() > kMaxIdBytes) return Corrupt(std::string("metadata: ") + what + " too long");
   out.assign(reinterpret_cast<const char*>(value.data()), value.size());
@@ -151,6 +160,12 @@ Status validate_agent_name(std::string_view name) {
 std::vector<std::uint8_t> encode_metadata(const AgentMetadata& md) {
   ByteWriter body;
   put_string_record(body, kTagName, md.name);
+  {
+    ByteWriter v;
+    v.u64(md.instance.hi);
+    v.u64(md.instance.lo);
+    put_record(body, kTagInstance, v);
+  }
   put_string_record(body, kTagHostId, md.host_id);
   put_string_record(body, kTagProcessId, md.process_id);
   if (md.side_channel) {
@@ -239,6 +254,7 @@ Result<AgentMetadata> decode_metadata(std::span<const std::uint8_t> bytes) {
       case kTagRegion: s = parse_region(value, md); break;
       case kTagSideChannel: s = parse_side_channel(value, md); break;
       case kTagEntry: s = parse_entry(value, md); break;
+      case kTagInstance: s = parse_instance(value, md); break;
       case kTagRevision: s = parse_revision(value, md); break;
       case kTagRegionName: s = parse_region_name(value, md); break;
       default: break;  // a record from a newer version: skip
@@ -246,6 +262,7 @@ Result<AgentMetadata> decode_metadata(std::span<const std::uint8_t> bytes) {
     KVF_RETURN_IF_ERROR(s);
   }
   if (Status s = validate_agent_name(md.name); !s.ok()) return Corrupt("metadata: " + s.message());
+  if (md.instance.zero()) return Corrupt("metadata: agent '" + md.name + "' carries no instance id");
   return md;
 }
 

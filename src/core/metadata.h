@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/instance_id.h"
 #include "kvferry/status.h"
 
 namespace kvferry::detail {
@@ -48,6 +49,7 @@ struct SideChannelAddress {
 
 struct AgentMetadata {
   std::string name;
+  InstanceId instance;  // required (never zero): which incarnation of `name` this is
   std::string host_id;
   std::string process_id;
   std::optional<SideChannelAddress> side_channel;

@@ -10,7 +10,8 @@
 namespace kvferry::detail {
 namespace {
 
-// A blob as the original version-1 encoder wrote it (tags below 9 only), built by hand.
+// A blob as the version-1 encoder wrote it before revisions and region names (tags 1..8),
+// built by hand.
 std::vector<std::uint8_t> original_blob(const std::vector<std::pair<std::uint16_t, ByteWriter>>& records) {
   ByteWriter body;
   for (const auto& [tag, value] : records) {
@@ -34,6 +35,13 @@ ByteWriter text(std::string_view s) {
   return w;
 }
 
+ByteWriter instance() {
+  ByteWriter w;
+  w.u64(0x1234);
+  w.u64(0x5678);
+  return w;
+}
+
 TEST(MetadataRevision, OriginalLayoutDecodesWithoutRevisionOrNames) {
   ByteWriter region;
   region.u64(7);
@@ -41,7 +49,7 @@ TEST(MetadataRevision, OriginalLayoutDecodesWithoutRevisionOrNames) {
   region.u32(0);
   region.u64(0x1000);
   region.u64(0x2000);
-  auto blob = original_blob({{1, text("old-peer")}, {2, text("boot")}, {3, text("1:2")}, {5, region}});
+  auto blob = original_blob({{1, text("old-peer")}, {8, instance()}, {2, text("boot")}, {3, text("1:2")}, {5, region}});
   auto md = decode_metadata(blob);
   ASSERT_TRUE(md.ok()) << md.status().to_string();
   EXPECT_EQ(md->name, "old-peer");
@@ -56,6 +64,8 @@ TEST(MetadataRevision, NewRecordsRoundTripAndAreSkippableRecords) {
   md.name = "new-peer";
   md.host_id = "boot";
   md.process_id = "1:2";
+  md.instance.hi = 1;
+  md.instance.lo = 2;
   md.revision = 42;
   md.regions.push_back(RegionInfo{7, MemoryKind::kDram, 0, 0x1000, 0x2000});
   md.region_names[7] = "kv.layer.17";
@@ -94,13 +104,13 @@ TEST(MetadataRevision, BadRegionNamesAndTruncatedRevisionsAreCorrupt) {
   ByteWriter bad_name;
   bad_name.u64(1);
   bad_name.str("has space");
-  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {10, bad_name}})).status().code(), StatusCode::kCorrupt);
+  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {8, instance()}, {10, bad_name}})).status().code(), StatusCode::kCorrupt);
   ByteWriter empty_name;
   empty_name.u64(1);
-  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {10, empty_name}})).status().code(), StatusCode::kCorrupt);
+  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {8, instance()}, {10, empty_name}})).status().code(), StatusCode::kCorrupt);
   ByteWriter short_revision;
   short_revision.u32(5);
-  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {9, short_revision}})).status().code(),
+  EXPECT_EQ(decode_metadata(original_blob({{1, text("p")}, {8, instance()}, {9, short_revision}})).status().code(),
             StatusCode::kCorrupt);
 }
 

@@ -15,6 +15,9 @@ Status RequestState::post() {
   const auto t0 = steady_clock::now();
   std::lock_guard lock(mu_);
   if (job_ && !job_->finished()) return FailedPrecondition("post: the request is already in progress");
+  if (!instance_alive_here(plan_.owner))
+    return FailedPrecondition("post: the agent that created this request (instance " + plan_.owner.hex() +
+                              ") was destroyed");
   auto conn = plan_.connection.lock();
   if (!conn)
     return NotFound("post: peer '" + plan_.peer + "' was forgotten or reloaded since this request was created");

@@ -9,6 +9,7 @@
 
 #include "cluster/metrics.h"
 #include "core/backend.h"
+#include "core/instance_id.h"
 #include "core/memory_registry.h"
 #include "core/transfer_job.h"
 #include "kvferry/transfer.h"
@@ -18,6 +19,7 @@ namespace kvferry::detail {
 class RequestState {
  public:
   struct Plan {
+    InstanceId owner;  // the agent instance that created it (an id, never a pointer)
     std::string peer;
     TransferOp op = TransferOp::kRead;
     std::shared_ptr<const std::vector<TransferPiece>> pieces;
