@@ -108,6 +108,13 @@ Status PullSession::handshake_via_service() {
                                          options_.cluster.metadata + " (is `kvferry serve --metadata` running?)");
   }
   server_ = servers->front();
+  KVF_RETURN_IF_ERROR(agent_->sync_metadata(kFetchLimit));  // the server looks for our pool there
+  // A server seen at its very start may not have published its pool yet.
+  const auto until = Clock::now() + kFetchLimit;
+  while (!remote_kv_pool(*agent_, server_).ok() && Clock::now() < until) {
+    agent_->wait_for_peer_events(std::chrono::milliseconds(50));
+    (void)agent_->take_peer_events();
+  }
   return greet();  // the server waits for our entry if our hello overtakes it
 
 }

@@ -44,6 +44,8 @@ Status serve(const ServeOptions& o) {
   KVF_RETURN_IF_ERROR(
       agent->register_memory(pool->pool().tensor_regions()).with_context("registering the pool"));
   KVF_ASSIGN_OR_RETURN(LocalKvPool local, LocalKvPool::attach(*agent, pool->pool()));
+  // Clients may look as soon as we say we listen: our pool must be in the service by then.
+  KVF_RETURN_IF_ERROR(agent->sync_metadata(std::chrono::seconds(10)));
   std::uint16_t port = 0;
   if (where) {
     KVF_ASSIGN_OR_RETURN(port, agent->listen(where->host, where->port));

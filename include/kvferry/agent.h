@@ -201,6 +201,11 @@ class Agent {
   // Notifications dropped because the inbox was full.
   std::uint64_t dropped_notifications() const;
 
+  // With a metadata service: waits up to `timeout` until the service holds everything
+  // registered and published so far (changes are sent by a background thread). OK at
+  // once without a service. Call it before telling peers to look.
+  Status sync_metadata(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
   // --- Peers over time (kvferry/peer_events.h) ---------------------------------------
   // Drains the peer events recorded so far (at most 65536 are kept; older ones drop).
   std::vector<PeerEvent> take_peer_events();

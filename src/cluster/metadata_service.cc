@@ -75,20 +75,37 @@ Result<std::unique_ptr<MetadataService>> MetadataService::start(MetadataServiceU
   return s;
 }
 
-MetadataService::~MetadataService() {
-  stop_ = true;
-  cv_.notify_all();
-  if (watch_thread_.joinable()) watch_thread_.join();
-  if (lease_thread_.joinable()) lease_thread_.join();
-  if (lease_ != 0 && lease_client_) (void)lease_client_->lease_revoke(lease_);  // deletes our key
+MetadataService::~MetadataService() { stop(); }
+
+void MetadataService::stop() {
+  std::call_once(stopped_, [this] {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (watch_thread_.joinable()) watch_thread_.join();
+    if (lease_thread_.joinable()) lease_thread_.join();
+    if (lease_ != 0 && lease_client_) (void)lease_client_->lease_revoke(lease_);  // deletes our key
+  });
 }
 
 void MetadataService::republish() {
   {
     std::lock_guard lock(mu_);
     dirty_ = true;
+    ++requested_;
   }
   cv_.notify_all();
+}
+
+Status MetadataService::wait_published(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  const std::uint64_t target = requested_;
+  if (cv_.wait_until(lock, deadline, [&] { return published_ >= target || stop_.load(); }) && !stop_)
+    return Status::Ok();
+  return Timeout("metadata service: our latest metadata is not published yet (etcd at " +
+                 lease_client_->endpoint() + (healthy_ ? ")" : " does not answer)"));
 }
 
 Status MetadataService::publish(EtcdClient& client) {
@@ -124,11 +141,13 @@ void MetadataService::lease_loop() {
   auto next_renewal = std::chrono::steady_clock::now() + period;
   while (!stop_) {
     bool publish_now = false;
+    std::uint64_t target = 0;
     {
       std::unique_lock lock(mu_);
       cv_.wait_until(lock, next_renewal, [&] { return stop_.load() || dirty_; });
       if (stop_) return;
       publish_now = std::exchange(dirty_, false);
+      target = requested_;
     }
     if (std::chrono::steady_clock::now() >= next_renewal) {
       next_renewal = std::chrono::steady_clock::now() + period;
@@ -151,6 +170,12 @@ void MetadataService::lease_loop() {
         if (hooks_.warn) hooks_.warn(s.with_context("publishing metadata"));
         std::lock_guard lock(mu_);
         dirty_ = true;  // try again at the next renewal
+      } else {
+        {
+          std::lock_guard lock(mu_);
+          published_ = std::max(published_, target);
+        }
+        cv_.notify_all();
       }
     }
   }

@@ -61,11 +61,15 @@ class MetadataService {
                                                         std::chrono::seconds lease_ttl,
                                                         std::chrono::milliseconds timeout,
                                                         MetadataServiceHooks hooks);
-  // Leaves: stops the threads and revokes the lease (bounded by the timeout).
+  // Leaves: stops the threads and revokes the lease (bounded by the timeout). Idempotent;
+  // afterwards the hooks are never called again.
+  void stop();
   ~MetadataService();
 
   // Our metadata changed: publish it again (soon, from the lease thread).
   void republish();
+  // Waits until every change announced by republish() so far is in etcd, or `deadline`.
+  Status wait_published(std::chrono::steady_clock::time_point deadline);
   const MetadataServiceUrl& url() const { return url_; }
   std::shared_ptr<EtcdTraffic> traffic() const { return traffic_; }
   // Whether etcd answered the last renewal.
@@ -90,10 +94,13 @@ class MetadataService {
   std::vector<std::string> known_;  // names seen by the watch thread (resync), sorted
 
   std::atomic<bool> stop_{false};
+  std::once_flag stopped_;
   std::atomic<bool> healthy_{true};
   std::mutex mu_;
   std::condition_variable cv_;
-  bool dirty_ = false;  // guarded by mu_
+  bool dirty_ = false;         // guarded by mu_
+  std::uint64_t requested_ = 0;  // republish() calls, guarded by mu_
+  std::uint64_t published_ = 0;  // the requested_ count last published, guarded by mu_
   std::thread lease_thread_;
   std::thread watch_thread_;
 };

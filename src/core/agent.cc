@@ -97,6 +97,7 @@ Result<std::vector<std::string>> Agent::wait_for_peers(std::string_view prefix, 
                                                        std::chrono::milliseconds timeout) {
   return impl_->wait_for_peers(prefix, count, timeout);
 }
+Status Agent::sync_metadata(std::chrono::milliseconds timeout) { return impl_->sync_metadata(timeout); }
 std::string Agent::metrics_text() const { return impl_->metrics_text(); }
 Result<std::uint16_t> Agent::metrics_port() const { return impl_->metrics_port(); }
 

@@ -160,6 +160,17 @@ std::string Agent::Impl::metrics_text() const {
   return metrics_->render(g);
 }
 
+Status Agent::Impl::sync_metadata(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::shared_ptr<detail::MetadataService> service;
+  {
+    std::lock_guard lock(service_mu_);
+    service = service_;
+  }
+  if (!service) return Status::Ok();
+  return service->wait_published(deadline);
+}
+
 Result<std::uint16_t> Agent::Impl::metrics_port() const {
   if (!metrics_server_) return NotFound("this agent serves no metrics (AgentOptions::metrics_address is empty)");
   return metrics_server_->port();

@@ -125,12 +125,12 @@ Agent::Impl::~Impl() { shutdown(); }
 void Agent::Impl::shutdown() {
   // The metadata service and the metrics endpoint call into us: stop them first (this
   // leaves the namespace at once: the lease is revoked).
-  std::unique_ptr<detail::MetadataService> service;
+  std::shared_ptr<detail::MetadataService> service;
   {
     std::lock_guard lock(service_mu_);
     service = std::move(service_);
   }
-  service.reset();
+  if (service) service->stop();  // a thread in sync_metadata may hold it a moment longer
   metrics_server_.reset();
   // The side channel calls into us; stop it before taking the exclusive lock.
   std::unique_ptr<detail::SideChannelServer> side;

@@ -80,6 +80,7 @@ class Agent::Impl {
   Result<DescriptorList> remote_named_regions(std::string_view peer, std::string_view name) const;
   Result<std::vector<std::string>> remote_region_names(std::string_view peer) const;
   std::string metrics_text() const;
+  Status sync_metadata(std::chrono::milliseconds timeout);
   Result<std::uint16_t> metrics_port() const;
 
  private:
@@ -179,7 +180,7 @@ class Agent::Impl {
   std::shared_ptr<detail::AgentMetrics> metrics_ = std::make_shared<detail::AgentMetrics>();
   mutable std::mutex service_mu_;
   std::atomic<std::uint64_t> service_warnings_{0};  // bad entries, etcd hiccups
-  std::unique_ptr<detail::MetadataService> service_;       // guarded by service_mu_
+  std::shared_ptr<detail::MetadataService> service_;       // guarded by service_mu_
   std::unique_ptr<detail::MetricsServer> metrics_server_;  // set in create, reset in shutdown
 
   mutable std::mutex side_mu_;
