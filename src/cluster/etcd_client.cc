@@ -136,7 +136,13 @@ Result<std::string> EtcdClient::post(const std::string& path, const std::string&
   const CURLcode rc = curl_easy_perform(c);
   curl_slist_free_all(headers);
   if (traffic_) {
-    traffic_->sent.fetch_add(body.size() + path.size() + 120, std::memory_order_relaxed);  // + request line, headers
+    // What went over the wire at the HTTP level: request headers and body out, response
+    // headers in (response bodies are counted as they arrive).
+    long request_headers = 0, response_headers = 0;
+    curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &request_headers);
+    curl_easy_getinfo(c, CURLINFO_HEADER_SIZE, &response_headers);
+    traffic_->sent.fetch_add(static_cast<std::uint64_t>(request_headers) + body.size(), std::memory_order_relaxed);
+    traffic_->received.fetch_add(static_cast<std::uint64_t>(response_headers), std::memory_order_relaxed);
     traffic_->requests.fetch_add(1, std::memory_order_relaxed);
   }
   if (sink.overflow) return Corrupt("etcd: answer to " + path + " exceeds the size cap");
@@ -315,10 +321,7 @@ Status EtcdClient::watch(const std::string& prefix, std::int64_t start_revision,
   curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   curl_multi_add_handle(m, c);
-  if (traffic_) {
-    traffic_->sent.fetch_add(body.size() + 130, std::memory_order_relaxed);
-    traffic_->requests.fetch_add(1, std::memory_order_relaxed);
-  }
+  if (traffic_) traffic_->requests.fetch_add(1, std::memory_order_relaxed);
   Status result;
   const auto connect_deadline = std::chrono::steady_clock::now() + timeout_;
   for (;;) {
@@ -346,6 +349,13 @@ Status EtcdClient::watch(const std::string& prefix, std::int64_t start_revision,
       break;
     }
     curl_multi_poll(m, nullptr, 0, static_cast<int>(poll.count()), nullptr);
+  }
+  if (traffic_) {
+    long request_headers = 0, response_headers = 0;
+    curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &request_headers);
+    curl_easy_getinfo(c, CURLINFO_HEADER_SIZE, &response_headers);
+    traffic_->sent.fetch_add(static_cast<std::uint64_t>(request_headers) + body.size(), std::memory_order_relaxed);
+    traffic_->received.fetch_add(static_cast<std::uint64_t>(response_headers), std::memory_order_relaxed);
   }
   curl_multi_remove_handle(m, c);
   curl_slist_free_all(headers);
