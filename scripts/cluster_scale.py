@@ -75,6 +75,7 @@ def main():
     ap.add_argument("--lease-s", type=int, default=2)
     ap.add_argument("--kill-fraction", type=float, default=0.10)
     ap.add_argument("--backend", default="tcp")
+    ap.add_argument("--stagger-ms", type=float, default=20, help="pause between process launches")
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--kvferry", default=os.path.join(os.path.dirname(__file__), "..", "build", "tools", "kvferry"))
     ap.add_argument("--json", action="store_true")
@@ -122,6 +123,7 @@ def main():
                  "--tag", tag, "--lease-s", str(a.lease_s), "--backend", a.backend, "--watch-s", "600",
                  "--discover-s", "120"], stdout=subprocess.PIPE, stderr=open(f"{workdir}/{tag}.err", "wb"))
             procs[tag] = proc
+            time.sleep(a.stagger_ms / 1e3)  # two cores: a herd of process starts only measures the herd
             buffers[tag] = b""
             os.set_blocking(proc.stdout.fileno(), False)
             sel.register(proc.stdout, selectors.EVENT_READ, tag)

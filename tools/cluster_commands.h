@@ -24,6 +24,7 @@ struct SwarmOptions {
   int lease_s = 2;
   int watch_s = 30;  // after discovery, report departures this long (or until SIGTERM)
   int discover_s = 60;
+  int timeout_ms = 10000;  // bound on each etcd call (AgentOptions::connect_timeout)
 };
 
 CLI::App* add_stats_command(CLI::App& app, StatsOptions& options);

@@ -54,6 +54,9 @@ CLI::App* add_swarm_command(CLI::App& app, SwarmOptions& o) {
   command->add_option("--tag", o.tag, "This process's part of the names (default: its pid)");
   command->add_option("--backend", o.backend, "Backend each agent starts")->capture_default_str();
   command->add_option("--lease-s", o.lease_s, "Lease of each agent")->check(CLI::Range(2, 3600))->capture_default_str();
+  command->add_option("--timeout-ms", o.timeout_ms, "Bound on each etcd call")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   command->add_option("--discover-s", o.discover_s, "Bound on discovery")->check(CLI::PositiveNumber)->capture_default_str();
   command->add_option("--watch-s", o.watch_s, "Report departures this long after discovery")
       ->check(CLI::NonNegativeNumber)
@@ -71,6 +74,7 @@ int run_swarm_command(const SwarmOptions& o) {
     ao.backends = {o.backend};
     ao.metadata_service = o.metadata;
     ao.metadata_lease = std::chrono::seconds(o.lease_s);
+    ao.connect_timeout = std::chrono::milliseconds(o.timeout_ms);
     const double t0 = wall_ms();
     auto agent = Agent::create(ao);
     if (!agent.ok()) {
