@@ -166,7 +166,14 @@ void MetadataService::lease_loop() {
       if (!ttl.ok() && hooks_.warn) hooks_.warn(ttl.status().with_context("renewing the metadata lease"));
     }
     if (publish_now) {
-      if (Status s = publish(*lease_client_); !s.ok()) {
+      Status s = publish(*lease_client_);
+      if (s.code() == StatusCode::kPeerLost) {  // our lease ran out (a stall): join again
+        if (auto fresh = lease_client_->lease_grant(ttl_.count()); fresh.ok()) {
+          lease_ = *fresh;
+          s = publish(*lease_client_);
+        }
+      }
+      if (!s.ok()) {
         if (hooks_.warn) hooks_.warn(s.with_context("publishing metadata"));
         std::lock_guard lock(mu_);
         dirty_ = true;  // try again at the next renewal
