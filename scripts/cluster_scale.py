@@ -8,7 +8,7 @@ processes), and checks that every survivor reports every death within the lease 
 (etcd drops a dead agent's key when its lease runs out; each agent renews every third of
 it). Prints join time, discovery time, detection latency and etcd traffic per agent.
 
-  scripts/cluster_scale.py [--agents 128] [--per-process 1] [--lease-s 2] [--kvferry PATH] [--json]
+  scripts/cluster_scale.py [--agents 128] [--per-process 1] [--lease-s 5] [--kvferry PATH] [--json]
 
 Exit status: 0 all checks passed, 1 a check failed, 77 etcd is not installed (skip).
 """
@@ -72,7 +72,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agents", type=int, default=128)
     ap.add_argument("--per-process", type=int, default=1)
-    ap.add_argument("--lease-s", type=int, default=2)
+    ap.add_argument("--lease-s", type=int, default=5)
     ap.add_argument("--kill-fraction", type=float, default=0.10)
     ap.add_argument("--backend", default="tcp")
     ap.add_argument("--stagger-ms", type=float, default=20, help="pause between process launches")
