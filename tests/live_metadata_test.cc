@@ -112,7 +112,9 @@ TEST(LiveMetadata, EightTransfersInFlightSurviveAnUpdateOverTheSideChannel) {
       ASSERT_TRUE(req->post().ok());
       requests.push_back(std::move(req).value());
     }
-    if (round == 0) ASSERT_TRUE(holder->register_memory(more.whole(), "more").ok());
+    if (round == 0) {
+      ASSERT_TRUE(holder->register_memory(more.whole(), "more").ok());
+    }
     ASSERT_TRUE(reader->fetch_remote("127.0.0.1", *port).ok());  // applies the update now
     int in_flight = 0;
     for (auto& r : requests) in_flight += r.state() == TransferState::kInProgress;
