@@ -10,6 +10,7 @@ PACKAGES=(
   libxxhash-dev liburing-dev libfmt-dev clang-format
   python3-venv python3-dev
   libucx-dev iproute2
+  libcurl4-openssl-dev etcd-server etcd-client
 )
 
 missing=()

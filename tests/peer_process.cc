@@ -74,6 +74,14 @@ std::unique_ptr<PeerProcess> PeerProcess::spawn(const PeerOptions& options, std:
     for (const std::string& a : {std::string("--mem"), options.mem, std::string("--device"), std::to_string(options.device)})
       args.push_back(a);
   }
+  if (options.max_fds != 0) {
+    args.push_back("--max-fds");
+    args.push_back(std::to_string(options.max_fds));
+  }
+  if (options.push_to != 0) {
+    args.push_back("--push-to");
+    args.push_back(std::to_string(options.push_to));
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -63,6 +63,11 @@ struct PeerOptions {
   // "vram": the peer's pool is cudaMalloc'd on GPU `device` (builds with CUDA only).
   std::string mem = "dram";
   int device = 0;
+  // Before READY, push our metadata to the side channel on 127.0.0.1:push_to (0: none);
+  // the outcome goes to stderr ("push: ...").
+  std::uint16_t push_to = 0;
+  // RLIMIT_NOFILE of the peer (0: inherited).
+  int max_fds = 0;
 };
 
 class PeerProcess {

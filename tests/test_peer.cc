@@ -3,6 +3,7 @@
 //   kvferry_test_peer --name NAME --size BYTES --seed N [--fill random|zero]
 //                     [--peer-timeout-ms MS] [--lifetime-s S] [--mode serve]
 //                     [--backend tcp|shm] [--shared 0|1] [--mem dram|vram --device N]
+//                     [--push-to PORT] [--max-fds N]
 //
 // Creates an Agent (tcp by default, or --backend), registers a page-aligned, pre-faulted buffer of
 // BYTES filled from std::mt19937_64(seed) 8 bytes at a time (test_util.h's
@@ -22,6 +23,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -83,7 +85,7 @@ int main(int argc, char** argv) {
   std::string mem_kind = "dram";  // vram: the pool is cudaMalloc'd on --device (a host mirror serves checksums)
   [[maybe_unused]] int device = 0;  // used with CUDA only
   std::uint64_t size = 0, seed = 0;
-  long peer_timeout_ms = 5000, lifetime_s = 120;
+  long peer_timeout_ms = 5000, lifetime_s = 120, push_to = 0, max_fds = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string_view k = argv[i];
     const char* v = argv[i + 1];
@@ -97,12 +99,18 @@ int main(int argc, char** argv) {
     else if (k == "--backend") backend = v;
     else if (k == "--shared") shared = std::string_view(v) == "1";
     else if (k == "--mem") mem_kind = v;
+    else if (k == "--push-to") push_to = std::strtol(v, nullptr, 10);
+    else if (k == "--max-fds") max_fds = std::strtol(v, nullptr, 10);
     else if (k == "--device") device = static_cast<int>(std::strtol(v, nullptr, 10));
     else return fail("unknown option " + std::string(k));
   }
   if (name.empty() || size == 0 || mode != "serve" || (fill != "random" && fill != "zero"))
     return fail("usage: --name NAME --size BYTES --seed N [--fill random|zero] [--mode serve]");
 
+  if (max_fds > 0) {  // a small descriptor table, to run out of it on purpose
+    rlimit rl{static_cast<rlim_t>(max_fds), static_cast<rlim_t>(max_fds)};
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return fail("setrlimit RLIMIT_NOFILE failed");
+  }
   kvferry::AgentOptions o;
   o.name = name;
   if (backend != "all") o.backends = {backend};
@@ -152,6 +160,10 @@ int main(int argc, char** argv) {
   auto port = agent->listen("127.0.0.1", 0);
   if (!port.ok()) return fail("listen: " + port.status().to_string());
 
+  if (push_to > 0) {  // e.g. an impostor taking another agent's name (tests/identity_test.cc)
+    auto pushed = agent->fetch_remote("127.0.0.1", static_cast<std::uint16_t>(push_to), true, 3s);
+    std::fprintf(stderr, "push: %s\n", pushed.ok() ? ("ok, peer " + *pushed).c_str() : pushed.status().to_string().c_str());
+  }
   std::printf("READY %u %" PRIx64 " %u\n", static_cast<unsigned>(*port), reinterpret_cast<std::uint64_t>(buf),
               static_cast<unsigned>(find_data_port(*port)));
   std::fflush(stdout);

@@ -37,6 +37,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   command->add_option("--param", o.params, "KEY=VALUE backend parameter of this process's agent (repeatable)");
   CLI::Option* serve = command->add_flag("--serve", o.serve, "Be the target: serve initiators until Ctrl-C");
   command->add_option("--listen", o.listen, "Target's control address (with --serve)")->capture_default_str();
+  command->add_option("--metadata", o.metadata,
+                      "Initiator: exchange agent metadata through this etcd://HOST:PORT/NAMESPACE (the target "
+                      "joins it too), not through the control connection");
   command->add_option("--peer", o.peer, "Initiator: a target started with --serve, HOST:PORT")->excludes(serve);
   command->add_option("--file", o.file, "With --backend file: offload to / onboard from this file (one process)");
   command->add_option("--mem", o.mem, "Memory of this process's pool: dram, or vram (a GPU pool: cuda_ipc, or tcp/shm staged)")

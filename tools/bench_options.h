@@ -30,6 +30,7 @@ struct BenchOptions {
   bool serve = false;
   std::string listen = "127.0.0.1:0";
   std::string peer;
+  std::string metadata;  // etcd://HOST:PORT/NAMESPACE: the agents exchange metadata there
   std::string file;                 // --backend file: the file to offload to (bench_file.h)
   std::vector<std::string> params;  // KEY=VALUE, backend params of this process's agent
   std::uint64_t seed = 0;           // 0: a fresh seed per run

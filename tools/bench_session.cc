@@ -12,7 +12,7 @@ Result<std::unique_ptr<InitiatorSession>> InitiatorSession::start(const BenchOpt
   for (const auto& [key, value] : options.local_params) params[key] = value;
   KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
                        make_single_backend_agent(unique_agent_name("bench-initiator"),
-                                                 options.backend, std::move(params)));
+                                                 options.backend, std::move(params), options.metadata));
   KVF_ASSIGN_OR_RETURN(HostPool pool, HostPool::allocate(options.pool_shape(), 0,
                                                          wants_shared_pool(options.backend) ? agent.get() : nullptr));
   std::unique_ptr<InitiatorSession> session(new InitiatorSession(options, channel, std::move(pool)));
@@ -24,13 +24,24 @@ Result<std::unique_ptr<InitiatorSession>> InitiatorSession::start(const BenchOpt
 }
 
 Status InitiatorSession::exchange_metadata() {
-  KVF_ASSIGN_OR_RETURN(std::vector<std::uint8_t> metadata, agent_->local_metadata());
-  SessionSetup setup{options_.backend, options_.shared_params, pool_.shape(), std::move(metadata)};
+  std::vector<std::uint8_t> metadata;  // through the metadata service when there is one
+  if (options_.metadata.empty()) {
+    KVF_ASSIGN_OR_RETURN(metadata, agent_->local_metadata());
+  } else {
+    KVF_RETURN_IF_ERROR(agent_->sync_metadata(std::chrono::seconds(10)));
+  }
+  SessionSetup setup{options_.backend, options_.shared_params, pool_.shape(), std::move(metadata),
+                     options_.metadata, agent_->name()};
   KVF_RETURN_IF_ERROR(channel_.send(MessageType::kSetup, to_json(setup)));
   KVF_ASSIGN_OR_RETURN(nlohmann::json body, channel_.expect(MessageType::kSetupReply));
   KVF_ASSIGN_OR_RETURN(SetupReply reply, parse_setup_reply(body));
   remote_pool_address_ = reply.pool_address;
-  KVF_ASSIGN_OR_RETURN(peer_, agent_->load_remote(reply.metadata));
+  if (options_.metadata.empty()) {
+    KVF_ASSIGN_OR_RETURN(peer_, agent_->load_remote(reply.metadata));
+  } else {
+    KVF_RETURN_IF_ERROR(wait_for_named_peer(*agent_, reply.agent, std::chrono::seconds(10)));
+    peer_ = reply.agent;
+  }
 
   KVF_ASSIGN_OR_RETURN(local_blocks_, agent_->prepare_local(pool_.block_descriptors()));
   KVF_ASSIGN_OR_RETURN(remote_blocks_,

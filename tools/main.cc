@@ -1,6 +1,7 @@
 // kvferry — the command-line tool of the kvferry library.
 //
-// Subcommands: info, bench, demo (see commands.h); serve, pull, estimate (kv_commands.h).
+// Subcommands: info, bench, demo (see commands.h); serve, pull, estimate (kv_commands.h);
+// stats, swarm (cluster_commands.h).
 // Exceptions stop here: CLI11 reports usage errors by throwing, and nlohmann_json or the
 // standard library may throw on exhaustion; none of them leaves main.
 #include <signal.h>
@@ -10,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cluster_commands.h"
 #include "commands.h"
 #include "kvferry/kvferry.h"
 
@@ -30,6 +32,8 @@ int run(int argc, char** argv) {
   EstimateOptions estimate_options;
   OffloadOptions offload_options;
   OnboardOptions onboard_options;
+  StatsOptions stats_options;
+  SwarmOptions swarm_options;
   CLI::App* info = add_info_command(app, info_options);
   CLI::App* bench = add_bench_command(app, bench_options);
   CLI::App* demo = add_demo_command(app, demo_options);
@@ -39,6 +43,8 @@ int run(int argc, char** argv) {
   CLI::App* estimate = add_estimate_command(app, estimate_options);
   CLI::App* offload = add_offload_command(app, offload_options);
   CLI::App* onboard = add_onboard_command(app, onboard_options);
+  CLI::App* stats = add_stats_command(app, stats_options);
+  CLI::App* swarm = add_swarm_command(app, swarm_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -54,6 +60,8 @@ int run(int argc, char** argv) {
   if (estimate->parsed()) return run_estimate_command(estimate_options);
   if (offload->parsed()) return run_offload_command(offload_options);
   if (onboard->parsed()) return run_onboard_command(onboard_options);
+  if (stats->parsed()) return run_stats_command(stats_options);
+  if (swarm->parsed()) return run_swarm_command(swarm_options);
   return 2;
 }
 

@@ -30,6 +30,7 @@
 
 #include "kvferry/file.h"
 #include "kvferry/memory.h"
+#include "kvferry/peer_events.h"
 #include "kvferry/prepared_list.h"
 #include "kvferry/shared_memory.h"
 #include "kvferry/status.h"
@@ -53,6 +54,19 @@ struct AgentOptions {
   std::size_t max_notification_bytes = 64 * 1024;
   // Notifications kept in the inbox before new ones are dropped (and counted).
   std::size_t max_inbox_notifications = 1 << 16;
+  // Metadata service, "etcd://HOST:PORT/NAMESPACE" (etcd v3, its JSON gateway). Empty:
+  // none; peers meet through the side channel or load_remote. With one, the agent
+  // publishes its metadata under the namespace (a lease it keeps alive), loads every
+  // agent of the namespace as it joins or changes, and forgets each one that leaves:
+  // a dead agent is seen as gone within `metadata_lease`, even by agents that never
+  // talked to it. Agent::create fails if the service cannot be reached.
+  std::string metadata_service;
+  // The lease on this agent's entry in the metadata service; whole seconds, >= 2
+  // (etcd's floor).
+  std::chrono::seconds metadata_lease{5};
+  // "ADDRESS:PORT" of an HTTP endpoint serving Prometheus metrics at /metrics (port 0
+  // picks a free port: Agent::metrics_port). Empty: none.
+  std::string metrics_address;
 };
 
 struct TransferOptions {
@@ -70,6 +84,10 @@ class Agent {
   Agent& operator=(const Agent&) = delete;
 
   const std::string& name() const;
+  // 128 random bits (32 hex digits) drawn when this agent was created: a peer is its
+  // (name, instance id), so a restarted agent or an impostor under the same name is told
+  // apart from the one that was loaded.
+  std::string instance_id() const;
   // Names of the backends this agent started.
   std::vector<std::string> backends() const;
 
@@ -78,6 +96,10 @@ class Agent {
   // supports the list's kind. Overlapping an existing region is an error. Atomic: on
   // failure nothing of the list stays registered.
   Status register_memory(const DescriptorList& regions);
+  // The same, under a name that travels in the metadata (e.g. "kv.layer.17", "pool";
+  // 1..128 printable bytes): peers find these regions with remote_named_regions. A name
+  // may be used by several registrations of one memory kind; their regions add up.
+  Status register_memory(const DescriptorList& regions, std::string_view name);
   // Each descriptor must equal a registered region exactly. Fails (and changes nothing)
   // if a posted transfer of this agent still uses one of them.
   Status deregister_memory(const DescriptorList& regions);
@@ -103,14 +125,35 @@ class Agent {
   // regions. Hand them to a peer's `load_remote` by any means.
   Result<std::vector<std::uint8_t>> local_metadata() const;
   // Parses untrusted bytes (bounds-checked; corrupt input is an error, never a crash)
-  // and returns the peer's name. Loading a name again replaces the old entry (a
-  // restarted peer): its connections are closed and its transfers fail.
+  // and returns the peer's name. The same rules hold for metadata that peers push
+  // through our side channel (`listen`) and that a metadata service delivers:
+  // - The same instance loaded again is an update in place: newer metadata (a higher
+  //   revision) replaces its regions, region names and entries; older or repeated
+  //   metadata changes nothing. Its host, process, backends and side channel must not
+  //   change (AlreadyExists). Transfers in flight and prepared lists stay valid; new
+  //   transfers see the new regions (connections made before the update keep serving
+  //   the requests created on them; at most 16 such connections per peer are kept).
+  // - Another instance under a loaded name (a restarted peer) replaces the entry only
+  //   when the loaded instance is gone: a connection to it was lost, it was an agent of
+  //   this process that was destroyed, its process on this host has exited, or its side
+  //   channel refuses connections or answers as another instance (asked within
+  //   min(connect_timeout, 1 s)). Otherwise
+  //   AlreadyExists, naming both instances: call forget_remote first.
+  //   Replacing closes the old entry's connections; its transfers fail.
+  // Our own metadata grows a revision with every registration, deregistration and entry,
+  // so peers apply updates in order (over the side channel: fetch_remote again; with a
+  // metadata service: automatically).
   Result<std::string> load_remote(std::span<const std::uint8_t> metadata);
   Status forget_remote(std::string_view peer);
   std::vector<std::string> remote_agents() const;
   // The regions a loaded peer announced (its own addresses), e.g. to build remote
   // descriptor lists without a side conversation.
   Result<std::vector<DescriptorList>> remote_regions(std::string_view peer) const;
+  // The regions a loaded peer registered under `name`, in its registration order (one
+  // memory kind). NotFound if the peer announced none under that name.
+  Result<DescriptorList> remote_named_regions(std::string_view peer, std::string_view name) const;
+  // The region names a loaded peer announced, sorted.
+  Result<std::vector<std::string>> remote_region_names(std::string_view peer) const;
 
   // --- Application entries in the metadata -------------------------------------------
   // Small named blobs carried in local_metadata() (for example a KV pool's geometry,
@@ -157,6 +200,30 @@ class Agent {
   bool wait_for_notifications(std::chrono::nanoseconds timeout);
   // Notifications dropped because the inbox was full.
   std::uint64_t dropped_notifications() const;
+
+  // With a metadata service: waits up to `timeout` until the service holds everything
+  // registered and published so far (changes are sent by a background thread). OK at
+  // once without a service. Call it before telling peers to look.
+  Status sync_metadata(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // --- Peers over time (kvferry/peer_events.h) ---------------------------------------
+  // Drains the peer events recorded so far (at most 65536 are kept; older ones drop).
+  std::vector<PeerEvent> take_peer_events();
+  // Blocks until a peer event is pending or `timeout` passes; returns whether one is.
+  bool wait_for_peer_events(std::chrono::nanoseconds timeout);
+  // Loaded peers whose name starts with `prefix` (all with an empty prefix), sorted.
+  std::vector<std::string> find_peers(std::string_view prefix) const;
+  // Waits up to `timeout` until at least `count` loaded peers match `prefix` (with a
+  // metadata service, until that many have joined); returns them, or Timeout naming how
+  // many were found.
+  Result<std::vector<std::string>> wait_for_peers(std::string_view prefix, std::size_t count,
+                                                  std::chrono::milliseconds timeout);
+
+  // --- Monitoring ----------------------------------------------------------------------
+  // The Prometheus text served at /metrics (also without an endpoint).
+  std::string metrics_text() const;
+  // The bound port of the metrics endpoint; NotFound without metrics_address.
+  Result<std::uint16_t> metrics_port() const;
 
   class Impl;
 

@@ -17,33 +17,43 @@ Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
   if (options.max_inbox_notifications == 0) return InvalidArgument("max_inbox_notifications must be positive");
   std::shared_ptr<Impl> impl(new Impl());
   impl->options_ = std::move(options);
+  impl->instance_ = detail::random_instance_id();
+  impl->registry_ = std::make_shared<detail::MemoryRegistry>((impl->instance_.lo >> 2) | 1);
+  detail::mark_instance_alive(impl->instance_);
   impl->host_id_ = detail::host_id();
   impl->process_id_ = detail::process_id();
   impl->inbox_ = std::make_shared<detail::NotificationInbox>(impl->options_.max_inbox_notifications);
   KVF_RETURN_IF_ERROR(impl->start_backends());
   impl->refresh_self_entry();
+  KVF_RETURN_IF_ERROR(impl->start_cluster_services());
   return impl;
 }
 
 void Agent::Impl::refresh_self_entry() {
   std::vector<detail::RegionInfo> regions = registry_->snapshot();  // sorted by kind, device, address
   std::map<std::string, std::vector<std::uint8_t>> entries;
+  std::map<std::uint64_t, std::string> names;
   {
     std::lock_guard lock(entries_mu_);
     entries = entries_;
+    names = region_names_;
   }
+  revision_.fetch_add(1);  // after the change: a blob never claims a revision it lacks
+  publish_change();
   std::lock_guard lock(peers_mu_);
   auto [it, fresh] = peers_.try_emplace(options_.name);
   PeerEntry& self = it->second;
   if (fresh) {
     self.generation = next_generation_++;
     self.metadata.name = options_.name;
+    self.metadata.instance = instance_;
     self.metadata.host_id = host_id_;
     self.metadata.process_id = process_id_;
     for (const auto& b : backends_) self.metadata.backends.push_back({std::string(b->name()), b->connection_info()});
   }
   self.regions = std::move(regions);
   self.metadata.entries = std::move(entries);
+  self.metadata.region_names = std::move(names);
 }
 
 Status Agent::Impl::start_backends() {
@@ -113,6 +123,15 @@ Status Agent::Impl::parse_staging_settings() {
 Agent::Impl::~Impl() { shutdown(); }
 
 void Agent::Impl::shutdown() {
+  // The metadata service and the metrics endpoint call into us: stop them first (this
+  // leaves the namespace at once: the lease is revoked).
+  std::shared_ptr<detail::MetadataService> service;
+  {
+    std::lock_guard lock(service_mu_);
+    service = std::move(service_);
+  }
+  if (service) service->stop();  // a thread in sync_metadata may hold it a moment longer
+  metrics_server_.reset();
   // The side channel calls into us; stop it before taking the exclusive lock.
   std::unique_ptr<detail::SideChannelServer> side;
   {
@@ -123,6 +142,7 @@ void Agent::Impl::shutdown() {
   std::unique_lock life(life_mu_);
   if (closed_) return;
   closed_ = true;
+  detail::mark_instance_gone(instance_);
   {
     std::lock_guard lock(peers_mu_);
     peers_.clear();  // destroying connections fails their jobs
@@ -137,10 +157,22 @@ std::vector<std::string> Agent::Impl::backend_names() const {
   return out;
 }
 
-Status Agent::Impl::register_memory(const DescriptorList& regions) {
+Status Agent::Impl::register_memory(const DescriptorList& regions, std::string_view name) {
+  if (!name.empty()) KVF_RETURN_IF_ERROR(detail::validate_region_name(name).with_context("register_memory"));
   std::shared_lock life(life_mu_);
   if (closed_) return FailedPrecondition("agent is shut down");
   std::lock_guard reg(registration_mu_);
+  if (!name.empty()) {
+    // One name, one memory kind: a peer gets one descriptor list back for it.
+    std::lock_guard lock(entries_mu_);
+    for (const auto& r : registry_->snapshot()) {
+      auto n = region_names_.find(r.id);
+      if (n != region_names_.end() && n->second == name && r.kind != regions.kind())
+        return InvalidArgument("register_memory: the name '" + std::string(name) + "' already names " +
+                               std::string(to_string(r.kind)) + " regions, not " +
+                               std::string(to_string(regions.kind())));
+    }
+  }
   KVF_ASSIGN_OR_RETURN(auto planned, registry_->plan_add(regions));
   // Where this process drives GPUs, the core checks every vram region itself, so the
   // error does not depend on which backends run (else the backends check), and vram
@@ -173,6 +205,10 @@ Status Agent::Impl::register_memory(const DescriptorList& regions) {
     }
   }
   registry_->commit_add(planned);
+  if (!name.empty()) {
+    std::lock_guard lock(entries_mu_);
+    for (const auto& r : planned) region_names_[r.id] = std::string(name);
+  }
   refresh_self_entry();
   return Status::Ok();
 }
@@ -182,6 +218,10 @@ Status Agent::Impl::deregister_memory(const DescriptorList& regions) {
   if (closed_) return FailedPrecondition("agent is shut down");
   std::lock_guard reg(registration_mu_);
   KVF_ASSIGN_OR_RETURN(auto removed, registry_->remove(regions));
+  {
+    std::lock_guard lock(entries_mu_);
+    for (const auto& r : removed) region_names_.erase(r.id);
+  }
   refresh_self_entry();
   Status first;
   for (const auto& b : backends_) {
@@ -198,7 +238,9 @@ Result<std::vector<std::uint8_t>> Agent::Impl::local_metadata() const {
   std::shared_lock life(life_mu_);
   if (closed_) return FailedPrecondition("agent is shut down");
   detail::AgentMetadata md;
+  md.revision = revision_.load();  // first: the state read below is at least this new
   md.name = options_.name;
+  md.instance = instance_;
   md.host_id = host_id_;
   md.process_id = process_id_;
   {
@@ -210,6 +252,7 @@ Result<std::vector<std::uint8_t>> Agent::Impl::local_metadata() const {
   {
     std::lock_guard lock(entries_mu_);
     md.entries = entries_;
+    md.region_names = region_names_;
   }
   return detail::encode_metadata(md);
 }

@@ -2,8 +2,10 @@
 //   agent_impl.cc       creation, backends, registration, metadata, shutdown
 //   agent_peers.cc      remote agents, backend selection, connections, side channel
 //   agent_transfers.cc  prepared lists and transfer creation
+//   agent_cluster.cc    metadata service, peer events, named regions, metrics
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -11,7 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "cluster/metadata_service.h"
+#include "cluster/metrics.h"
+#include "cluster/metrics_server.h"
+#include "cluster/peer_event_queue.h"
 #include "core/backend.h"
+#include "core/instance_id.h"
 #include "core/local_file.h"
 #include "core/memory_registry.h"
 #include "core/metadata.h"
@@ -32,9 +39,10 @@ class Agent::Impl {
   void shutdown();
 
   const std::string& name() const { return options_.name; }
+  const detail::InstanceId& instance() const { return instance_; }
   std::vector<std::string> backend_names() const;
 
-  Status register_memory(const DescriptorList& regions);
+  Status register_memory(const DescriptorList& regions, std::string_view name = {});
   Result<std::shared_ptr<detail::SharedSegment>> allocate_shared_segment(std::size_t bytes);
   Status deregister_memory(const DescriptorList& regions);
   Result<std::vector<std::uint8_t>> local_metadata() const;
@@ -64,27 +72,63 @@ class Agent::Impl {
   Status notify(std::string_view peer, std::string_view message);
   detail::NotificationInbox& inbox() { return *inbox_; }
 
+  // agent_cluster.cc
+  detail::PeerEventQueue& peer_events() { return events_; }
+  std::vector<std::string> find_peers(std::string_view prefix) const;
+  Result<std::vector<std::string>> wait_for_peers(std::string_view prefix, std::size_t count,
+                                                  std::chrono::milliseconds timeout);
+  Result<DescriptorList> remote_named_regions(std::string_view peer, std::string_view name) const;
+  Result<std::vector<std::string>> remote_region_names(std::string_view peer) const;
+  std::string metrics_text() const;
+  Status sync_metadata(std::chrono::milliseconds timeout);
+  Result<std::uint16_t> metrics_port() const;
+
  private:
   struct PeerEntry {
     detail::AgentMetadata metadata;
     std::uint64_t generation = 0;
     std::vector<detail::RegionInfo> regions;  // sorted by (kind, device, address)
     std::map<std::string, std::shared_ptr<detail::BackendConnection>> connections;
+    // Connections made before the peer's metadata last changed in place: they keep the
+    // transfers created on them working; new transfers connect afresh (agent_peers.cc).
+    std::vector<std::shared_ptr<detail::BackendConnection>> retired;
+    // Metrics of transfers with this peer, by connection key (kept with the route).
+    std::map<std::string, std::shared_ptr<detail::TransferCounters>> counters;
   };
   // A connection chosen for a transfer, with what the request needs to know of it.
   struct Route {
     std::shared_ptr<detail::BackendConnection> connection;
     std::string backend;
     std::uint64_t generation = 0;
+    std::shared_ptr<detail::TransferCounters> counters;
   };
+  std::shared_ptr<detail::TransferCounters> counters_of(PeerEntry& entry, const std::string& key);
 
   Impl() = default;
+  // Loads decoded metadata: a new peer, an in-place update of a known instance, or a
+  // new instance replacing an old one (agent_peers.cc). `authoritative`: the metadata
+  // service delivered it (whoever holds the name's key there holds the name), so another
+  // instance replaces the loaded one without proof that the old one is gone.
+  Result<std::string> install_peer(detail::AgentMetadata md, bool authoritative);
+  // A peer left (forgotten, or gone from the metadata service): its transfers fail.
+  void remove_peer(const std::string& name, const std::string& why);
+  // Starts the metadata service and the metrics endpoint (agent_cluster.cc).
+  Status start_cluster_services();
+  // Our metadata changed: tell the metadata service.
+  void publish_change();
   Status start_backends();
   Status parse_staging_settings();  // "staging.<key>" of the backend settings
   // This agent is its own peer (seed 004's loopback agent: local dram <-> local file,
   // local copies); its entry mirrors the registry and is refreshed on every change.
   void refresh_self_entry();
   bool is_self(std::string_view peer) const { return peer == options_.name; }
+  // Identity rules of load_remote (agent_identity.cc). Another instance under a loaded
+  // name replaces it only when the loaded one is gone: OK, or why not. Called without
+  // peers_mu_ (it may probe the old instance's side channel, bounded).
+  Status may_replace(const detail::AgentMetadata& old, const std::vector<std::shared_ptr<detail::BackendConnection>>& connections,
+                     const detail::InstanceId& incoming) const;
+  // The same instance may update its regions and entries, not where it is reached.
+  static Status same_reachability(const detail::AgentMetadata& old, const detail::AgentMetadata& update);
   Result<std::shared_ptr<const detail::PreparedData>> validate_local(const DescriptorList& list) const;
   Result<std::shared_ptr<const detail::PreparedData>> validate_remote(std::string_view peer,
                                                                       const DescriptorList& list) const;
@@ -101,7 +145,8 @@ class Agent::Impl {
   std::string host_id_;
   std::string process_id_;
   std::vector<std::unique_ptr<detail::Backend>> backends_;
-  std::shared_ptr<detail::MemoryRegistry> registry_ = std::make_shared<detail::MemoryRegistry>();
+  detail::InstanceId instance_;  // drawn at creation (core/instance_id.h)
+  std::shared_ptr<detail::MemoryRegistry> registry_;
   std::shared_ptr<detail::NotificationInbox> inbox_;
 
   // Held shared by every public operation, exclusively by shutdown.
@@ -112,6 +157,8 @@ class Agent::Impl {
   mutable std::mutex peers_mu_;
   std::map<std::string, PeerEntry, std::less<>> peers_;
   std::uint64_t next_generation_ = 1;
+  // Why a peer went away (forgotten, left the metadata service), for later errors.
+  std::map<std::string, std::string, std::less<>> departed_;
 
   // Shared allocations by base address, so registration can find a region's memfd.
   std::mutex shared_mu_;
@@ -125,6 +172,16 @@ class Agent::Impl {
 
   mutable std::mutex entries_mu_;
   std::map<std::string, std::vector<std::uint8_t>> entries_;  // published in local_metadata()
+
+  // Grows with every change of what local_metadata() says (peers apply updates in order).
+  std::atomic<std::uint64_t> revision_{0};
+  std::map<std::uint64_t, std::string> region_names_;  // region id -> name, guarded by entries_mu_
+  detail::PeerEventQueue events_;
+  std::shared_ptr<detail::AgentMetrics> metrics_ = std::make_shared<detail::AgentMetrics>();
+  mutable std::mutex service_mu_;
+  std::atomic<std::uint64_t> service_warnings_{0};  // bad entries, etcd hiccups
+  std::shared_ptr<detail::MetadataService> service_;       // guarded by service_mu_
+  std::unique_ptr<detail::MetricsServer> metrics_server_;  // set in create, reset in shutdown
 
   mutable std::mutex side_mu_;
   std::unique_ptr<detail::SideChannelServer> side_channel_;

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <optional>
 #include <tuple>
 
 #include "core/agent_impl.h"
@@ -18,34 +19,124 @@ Result<std::string> Agent::Impl::load_remote(std::span<const std::uint8_t> metad
   KVF_ASSIGN_OR_RETURN(detail::AgentMetadata md, detail::decode_metadata(metadata));
   if (md.name == options_.name)
     return InvalidArgument("load_remote: the metadata names this agent itself ('" + md.name + "')");
+  return install_peer(std::move(md), /*authoritative=*/false);
+}
+
+namespace {
+
+bool same_regions(const std::vector<detail::RegionInfo>& a, const std::vector<detail::RegionInfo>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+    return x.id == y.id && x.kind == y.kind && x.device == y.device && x.address == y.address && x.length == y.length;
+  });
+}
+
+// Connections of old announcements kept for the transfers made on them; beyond this
+// many, the oldest go (their requests fail on their next post, never in flight).
+constexpr std::size_t kMaxRetiredConnections = 16;
+// Departed peers remembered for the error of a later call to them.
+constexpr std::size_t kMaxDeparted = 1024;
+
+}  // namespace
+
+Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool authoritative) {
   std::string name = md.name;
-  PeerEntry entry;
-  entry.regions = md.regions;
-  std::sort(entry.regions.begin(), entry.regions.end(), region_less);
-  entry.metadata = std::move(md);
+  const detail::InstanceId incoming = md.instance;
+  std::vector<detail::RegionInfo> regions = md.regions;
+  std::sort(regions.begin(), regions.end(), region_less);
+  PeerEntry old;  // a replaced instance: destroyed outside the lock, failing its transfers
+  std::vector<std::shared_ptr<detail::BackendConnection>> dropped;  // closed outside the lock too
+  PeerEvent event{PeerEventKind::kJoined, name, md.revision};
+  // Another instance under a loaded name is judged outside the lock (it may probe the old
+  // instance); the entry must still be that old instance when it is replaced.
+  std::optional<detail::InstanceId> judged;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    detail::AgentMetadata seen;
+    std::vector<std::shared_ptr<detail::BackendConnection>> seen_connections;
+    bool done = false;
+    {
+      std::lock_guard lock(peers_mu_);
+      auto it = peers_.find(name);
+      if (it != peers_.end()) {
+        PeerEntry& e = it->second;
+        if (e.metadata.instance == incoming) {
+          KVF_RETURN_IF_ERROR(same_reachability(e.metadata, md));
+          // Out of order or repeated (a watch and a side-channel push of one change):
+          // keep what we have. Revision 0 is a peer that counts none: always apply.
+          if (md.revision != 0 && md.revision <= e.metadata.revision) return name;
+          // An update in place: transfers in flight keep their connections; those that
+          // learned the old regions are retired, and new transfers connect afresh.
+          if (!same_regions(e.regions, regions)) {
+            for (auto& [key, conn] : e.connections) e.retired.push_back(std::move(conn));
+            e.connections.clear();
+            while (e.retired.size() > kMaxRetiredConnections) {
+              dropped.push_back(std::move(e.retired.front()));
+              e.retired.erase(e.retired.begin());
+            }
+          }
+          e.regions = std::move(regions);
+          e.metadata = std::move(md);
+          event.kind = PeerEventKind::kUpdated;
+          done = true;
+        } else if (!authoritative && (!judged || *judged != e.metadata.instance)) {
+          seen = e.metadata;
+          for (const auto& [key, c] : e.connections) seen_connections.push_back(c);
+        }
+      }
+      if (!done && seen.name.empty()) {
+        PeerEntry entry;
+        entry.regions = std::move(regions);
+        entry.metadata = std::move(md);
+        entry.generation = next_generation_++;
+        if (it != peers_.end()) {
+          old = std::move(it->second);
+          event.kind = PeerEventKind::kRestarted;
+        }
+        peers_[name] = std::move(entry);
+        departed_.erase(name);
+        done = true;
+      }
+    }
+    if (done) {
+      metrics_->count_peer_event(to_string(event.kind));
+      events_.push(std::move(event));
+      return name;
+    }
+    KVF_RETURN_IF_ERROR(may_replace(seen, seen_connections, incoming));
+    judged = seen.instance;
+  }
+  return Unavailable("load_remote: peer '" + name + "' kept changing while its metadata was being loaded");
+}
+
+std::shared_ptr<detail::TransferCounters> Agent::Impl::counters_of(PeerEntry& entry, const std::string& key) {
+  auto& slot = entry.counters[key];
+  if (!slot) slot = metrics_->counters(key, entry.metadata.name);
+  return slot;
+}
+
+void Agent::Impl::remove_peer(const std::string& name, const std::string& why) {
   PeerEntry old;
   {
     std::lock_guard lock(peers_mu_);
-    entry.generation = next_generation_++;
     auto it = peers_.find(name);
-    if (it != peers_.end()) old = std::move(it->second);
-    peers_[name] = std::move(entry);
+    if (it == peers_.end()) return;
+    old = std::move(it->second);
+    peers_.erase(it);
+    if (departed_.size() >= kMaxDeparted) departed_.erase(departed_.begin());
+    departed_[name] = why;
   }
-  // Old connections (a restarted peer) close outside the lock; their jobs fail.
-  return name;
+  metrics_->count_peer_event(to_string(PeerEventKind::kLeft));
+  events_.push(PeerEvent{PeerEventKind::kLeft, name, 0});
 }
 
 Status Agent::Impl::forget_remote(std::string_view peer) {
   std::shared_lock life(life_mu_);
   if (is_self(peer)) return InvalidArgument("forget_remote: '" + std::string(peer) + "' is this agent itself");
-  PeerEntry old;
   {
     std::lock_guard lock(peers_mu_);
-    auto it = peers_.find(peer);
-    if (it == peers_.end()) return NotFound("forget_remote: unknown peer '" + std::string(peer) + "'");
-    old = std::move(it->second);
-    peers_.erase(it);
+    if (peers_.find(peer) == peers_.end())
+      return NotFound("forget_remote: unknown peer '" + std::string(peer) + "'");
   }
+  remove_peer(std::string(peer), "forgotten");
   return Status::Ok();
 }
 
@@ -138,7 +229,11 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
   {
     std::lock_guard lock(peers_mu_);
     auto it = peers_.find(peer);
-    if (it == peers_.end()) return NotFound("unknown peer '" + std::string(peer) + "' (load its metadata first)");
+    if (it == peers_.end()) {
+      if (auto d = departed_.find(peer); d != departed_.end())
+        return PeerLost("peer '" + std::string(peer) + "' " + d->second);
+      return NotFound("unknown peer '" + std::string(peer) + "' (load its metadata first)");
+    }
     const auto& md = it->second.metadata;
     generation = it->second.generation;
     for (const auto& b : backends_) {
@@ -185,7 +280,7 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
     if (!candidates.empty()) {
       auto conn = it->second.connections.find(candidates.front().key());
       if (conn != it->second.connections.end())
-        return Route{conn->second, candidates.front().key(), generation};
+        return Route{conn->second, candidates.front().key(), generation, counters_of(it->second, candidates.front().key())};
     }
   }
   // Connect outside the lock (bounded by connect_timeout); the cheapest backend that
@@ -200,7 +295,7 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
         return NotFound("peer '" + std::string(peer) + "' was forgotten or reloaded while connecting");
       auto conn = it->second.connections.find(c.key());
       if (conn != it->second.connections.end() && conn->second->health().ok())
-        return Route{conn->second, c.key(), generation};
+        return Route{conn->second, c.key(), generation, counters_of(it->second, c.key())};
       conn = it->second.connections.find(bname);
       if (conn != it->second.connections.end() && conn->second->health().ok()) base = conn->second;
     }
@@ -220,11 +315,11 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
     // so requests already bound to it stay valid.
     auto [slot, inserted] = it->second.connections.try_emplace(bname, base);
     if (!inserted && !slot->second->health().ok()) slot->second = base;
-    if (!c.staged) return Route{slot->second, bname, generation};
+    if (!c.staged) return Route{slot->second, bname, generation, counters_of(it->second, bname)};
     auto [staged, fresh_staged] = it->second.connections.try_emplace(c.key(), nullptr);
     if (fresh_staged || !staged->second->health().ok())
       staged->second = std::make_shared<detail::StagedConnection>(slot->second, stager, staging_);
-    return Route{staged->second, c.key(), generation};
+    return Route{staged->second, c.key(), generation, counters_of(it->second, c.key())};
   }
   if (!forced_backend.empty() && reasons.empty()) reasons = "; backend '" + forced_backend + "' is not started";
   return Unavailable("no backend can move " + std::string(to_string(local_kind)) + " <-> " +

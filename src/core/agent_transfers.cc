@@ -54,7 +54,7 @@ Status check_lengths(const DescriptorList& list, const char* what) {
 Result<std::shared_ptr<const detail::PreparedData>> Agent::Impl::validate_local(const DescriptorList& list) const {
   KVF_RETURN_IF_ERROR(check_lengths(list, "local list"));
   auto data = std::make_shared<detail::PreparedData>();
-  data->owner = this;
+  data->owner = instance_;
   data->local = true;
   data->kind = list.kind();
   data->descriptors = list.descriptors();
@@ -75,7 +75,7 @@ Result<std::shared_ptr<const detail::PreparedData>> Agent::Impl::validate_remote
                                                                                  const DescriptorList& list) const {
   KVF_RETURN_IF_ERROR(check_lengths(list, "remote list"));
   auto data = std::make_shared<detail::PreparedData>();
-  data->owner = this;
+  data->owner = instance_;
   data->local = false;
   data->peer = std::string(peer);
   data->kind = list.kind();
@@ -144,8 +144,11 @@ Result<TransferRequest> Agent::Impl::create_transfer(TransferOp op, const Prepar
   const detail::PreparedData* l = local.data_.get();
   const detail::PreparedData* r = remote.data_.get();
   if (!l || !r) return InvalidArgument("create_transfer: an empty PreparedList");
-  if (l->owner != this || r->owner != this)
-    return InvalidArgument("create_transfer: a PreparedList was prepared by another agent");
+  if (l->owner != instance_ || r->owner != instance_)
+    return InvalidArgument(std::string("create_transfer: the ") + (l->owner != instance_ ? "local" : "remote") +
+                           " PreparedList was prepared by another agent (instance " +
+                           (l->owner != instance_ ? l->owner : r->owner).hex() + "), not by '" + options_.name +
+                           "' (instance " + instance_.hex() + ")");
   if (!l->local) return InvalidArgument("create_transfer: the local list was prepared for peer '" + l->peer + "'");
   if (r->local) return InvalidArgument("create_transfer: the remote list is a local prepared list");
   for (std::uint64_t id : l->region_ids)
@@ -174,6 +177,7 @@ Result<TransferRequest> Agent::Impl::make_request(TransferOp op, detail::MergeRe
     return InvalidArgument("notification of " + std::to_string(options.notification->size()) +
                            " bytes exceeds the " + std::to_string(options_.max_notification_bytes) + "-byte cap");
   detail::RequestState::Plan plan;
+  plan.owner = instance_;
   plan.peer = peer;
   plan.op = op;
   plan.total_bytes = merged.total_bytes;
@@ -184,6 +188,7 @@ Result<TransferRequest> Agent::Impl::make_request(TransferOp op, detail::MergeRe
   plan.notification = std::move(options.notification);
   plan.backend_name = rt.backend;
   plan.connection = rt.connection;
+  plan.counters = rt.counters;
   plan.registry = registry_;
   return TransferRequest(std::make_shared<detail::RequestState>(std::move(plan)));
 }

@@ -19,6 +19,9 @@ namespace kvferry::detail {
 
 class MemoryRegistry {
  public:
+  // Region ids count up from `first_id`; an agent starts at a random point so that its
+  // ids are unique to its instance (never confused with another agent's).
+  explicit MemoryRegistry(std::uint64_t first_id = 1) : next_id_(first_id) {}
   // Validates (non-empty, no overlap with each other or with existing regions) and
   // assigns ids. Does not insert: call commit() once the backends accepted them.
   Result<std::vector<RegionInfo>> plan_add(const DescriptorList& list) const;

@@ -21,6 +21,9 @@ enum Tag : std::uint16_t {
   kTagRegion = 5,
   kTagSideChannel = 6,
   kTagEntry = 7,
+  kTagInstance = 8,
+  kTagRevision = 9,
+  kTagRegionName = 10,
 };
 
 void put_record(ByteWriter& w, Tag tag, const ByteWriter& value) {
@@ -92,6 +95,32 @@ Status parse_entry(std::span<const std::uint8_t> value, AgentMetadata& md) {
   return Status::Ok();
 }
 
+Status parse_revision(std::span<const std::uint8_t> value, AgentMetadata& md) {
+  ByteReader r(value);
+  md.revision = r.u64();
+  if (!r.ok()) return Corrupt("metadata: truncated revision record");
+  return Status::Ok();
+}
+
+Status parse_region_name(std::span<const std::uint8_t> value, AgentMetadata& md) {
+  ByteReader r(value);
+  const std::uint64_t id = r.u64();
+  if (!r.ok()) return Corrupt("metadata: truncated region name record");
+  std::string name = r.str(r.remaining());
+  if (!validate_region_name(name).ok()) return Corrupt("metadata: bad region name");
+  if (md.region_names.size() >= kMaxRegions) return Corrupt("metadata: too many region names");
+  md.region_names[id] = std::move(name);
+  return Status::Ok();
+}
+
+Status parse_instance(std::span<const std::uint8_t> value, AgentMetadata& md) {
+  ByteReader r(value);
+  md.instance.hi = r.u64();
+  md.instance.lo = r.u64();
+  if (!r.ok() || r.remaining() != 0) return Corrupt("metadata: instance id record is not 16 bytes");
+  return Status::Ok();
+}
+
 Status parse_id(std::span<const std::uint8_t> value, std::string& out, const char* what) {
   if (value.size() > kMaxIdBytes) return Corrupt(std::string("metadata: ") + what + " too long");
   out.assign(reinterpret_cast<const char*>(value.data()), value.size());
@@ -105,6 +134,15 @@ Status validate_entry_key(std::string_view key) {
     return InvalidArgument("metadata entry key must be 1.." + std::to_string(kMaxEntryKeyBytes) + " bytes");
   for (char c : key)
     if (c < 0x21 || c > 0x7e) return InvalidArgument("metadata entry key must be printable ASCII without spaces");
+  return Status::Ok();
+}
+
+Status validate_region_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxRegionNameBytes)
+    return InvalidArgument("region name must be 1.." + std::to_string(kMaxRegionNameBytes) + " bytes, got " +
+                           std::to_string(name.size()));
+  for (char c : name)
+    if (c < 0x21 || c > 0x7e) return InvalidArgument("region name must be printable ASCII without spaces");
   return Status::Ok();
 }
 
@@ -122,6 +160,12 @@ Status validate_agent_name(std::string_view name) {
 std::vector<std::uint8_t> encode_metadata(const AgentMetadata& md) {
   ByteWriter body;
   put_string_record(body, kTagName, md.name);
+  {
+    ByteWriter v;
+    v.u64(md.instance.hi);
+    v.u64(md.instance.lo);
+    put_record(body, kTagInstance, v);
+  }
   put_string_record(body, kTagHostId, md.host_id);
   put_string_record(body, kTagProcessId, md.process_id);
   if (md.side_channel) {
@@ -152,6 +196,17 @@ std::vector<std::uint8_t> encode_metadata(const AgentMetadata& md) {
     v.str(key);
     v.bytes(value);
     put_record(body, kTagEntry, v);
+  }
+  if (md.revision != 0) {
+    ByteWriter v;
+    v.u64(md.revision);
+    put_record(body, kTagRevision, v);
+  }
+  for (const auto& [id, name] : md.region_names) {
+    ByteWriter v;
+    v.u64(id);
+    v.str(name);
+    put_record(body, kTagRegionName, v);
   }
   ByteWriter out;
   out.raw(kMagic, 4);
@@ -199,11 +254,15 @@ Result<AgentMetadata> decode_metadata(std::span<const std::uint8_t> bytes) {
       case kTagRegion: s = parse_region(value, md); break;
       case kTagSideChannel: s = parse_side_channel(value, md); break;
       case kTagEntry: s = parse_entry(value, md); break;
+      case kTagInstance: s = parse_instance(value, md); break;
+      case kTagRevision: s = parse_revision(value, md); break;
+      case kTagRegionName: s = parse_region_name(value, md); break;
       default: break;  // a record from a newer version: skip
     }
     KVF_RETURN_IF_ERROR(s);
   }
   if (Status s = validate_agent_name(md.name); !s.ok()) return Corrupt("metadata: " + s.message());
+  if (md.instance.zero()) return Corrupt("metadata: agent '" + md.name + "' carries no instance id");
   return md;
 }
 

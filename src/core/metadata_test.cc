@@ -12,6 +12,7 @@ namespace {
 AgentMetadata sample() {
   AgentMetadata md;
   md.name = "prefill-0";
+  md.instance = InstanceId{0x0123456789abcdefull, 0xfedcba9876543210ull};
   md.host_id = "boot-1234";
   md.process_id = "42:99";
   md.side_channel = SideChannelAddress{"127.0.0.1", 5555};
@@ -37,6 +38,7 @@ TEST(Metadata, RoundTrips) {
   auto decoded = decode_metadata(encode_metadata(md));
   ASSERT_TRUE(decoded.ok()) << decoded.status().to_string();
   EXPECT_EQ(decoded->name, md.name);
+  EXPECT_EQ(decoded->instance, md.instance);
   EXPECT_EQ(decoded->host_id, md.host_id);
   EXPECT_EQ(decoded->process_id, md.process_id);
   ASSERT_TRUE(decoded->side_channel);
@@ -134,6 +136,15 @@ TEST(Metadata, AgentNamesAreValidated) {
   EXPECT_FALSE(validate_agent_name("").ok());
   EXPECT_FALSE(validate_agent_name("has space").ok());
   EXPECT_FALSE(validate_agent_name(std::string(256, 'a')).ok());
+}
+
+TEST(Metadata, AnAgentWithoutInstanceIdIsRefused) {
+  auto md = sample();
+  md.instance = InstanceId{};
+  auto r = decode_metadata(encode_metadata(md));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.status().message().find("instance id"), std::string::npos) << r.status().to_string();
 }
 
 }  // namespace

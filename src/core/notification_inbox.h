@@ -20,6 +20,10 @@ class NotificationInbox {
   std::vector<Notification> take_all();
   bool wait_nonempty(std::chrono::nanoseconds timeout);
   std::uint64_t dropped() const;
+  std::size_t size() const {
+    std::lock_guard lock(mu_);
+    return queue_.size();
+  }
 
  private:
   const std::size_t capacity_;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/instance_id.h"
 #include "core/transfer_job.h"
 #include "kvferry/memory.h"
 #include "kvferry/status.h"
@@ -13,7 +14,7 @@
 namespace kvferry::detail {
 
 struct PreparedData {
-  const void* owner = nullptr;  // the Agent::Impl that validated it
+  InstanceId owner;  // the agent instance that validated it (an id, never a pointer)
   bool local = true;
   std::string peer;                   // empty when local
   std::uint64_t peer_generation = 0;  // the peer entry it was validated against

@@ -15,14 +15,19 @@ Status RequestState::post() {
   const auto t0 = steady_clock::now();
   std::lock_guard lock(mu_);
   if (job_ && !job_->finished()) return FailedPrecondition("post: the request is already in progress");
+  if (!instance_alive_here(plan_.owner))
+    return FailedPrecondition("post: the agent that created this request (instance " + plan_.owner.hex() +
+                              ") was destroyed");
   auto conn = plan_.connection.lock();
   if (!conn)
     return NotFound("post: peer '" + plan_.peer + "' was forgotten or reloaded since this request was created");
   KVF_RETURN_IF_ERROR(conn->health().with_context("post to '" + plan_.peer + "'"));
   KVF_RETURN_IF_ERROR(plan_.registry->pin(*plan_.local_regions));
   // The hook releases the pins however the job ends (done, error, cancel).
-  auto hook = [registry = plan_.registry, regions = plan_.local_regions](const Status&) {
+  auto hook = [registry = plan_.registry, regions = plan_.local_regions, counters = plan_.counters, op = plan_.op,
+               bytes = plan_.total_bytes, t0](const Status& result) {
     registry->unpin(*regions);
+    if (counters) counters->record(op, bytes, steady_clock::now() - t0, result);
   };
   auto job = std::make_shared<TransferJob>(plan_.op, plan_.pieces, plan_.total_bytes, plan_.notification,
                                            std::move(hook));

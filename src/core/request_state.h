@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "cluster/metrics.h"
 #include "core/backend.h"
+#include "core/instance_id.h"
 #include "core/memory_registry.h"
 #include "core/transfer_job.h"
 #include "kvferry/transfer.h"
@@ -17,6 +19,7 @@ namespace kvferry::detail {
 class RequestState {
  public:
   struct Plan {
+    InstanceId owner;  // the agent instance that created it (an id, never a pointer)
     std::string peer;
     TransferOp op = TransferOp::kRead;
     std::shared_ptr<const std::vector<TransferPiece>> pieces;
@@ -29,6 +32,8 @@ class RequestState {
     // Weak: forgetting or reloading the peer invalidates the request.
     std::weak_ptr<BackendConnection> connection;
     std::shared_ptr<MemoryRegistry> registry;
+    // Where completions are counted (cluster/metrics.h); may be null.
+    std::shared_ptr<TransferCounters> counters;
   };
 
   explicit RequestState(Plan plan) : plan_(std::move(plan)) {}
