@@ -71,11 +71,30 @@ Result<TransferRequest> Agent::create_transfer(TransferOp op, const PreparedList
                                                TransferOptions options) {
   return impl_->create_transfer(op, local, local_indices, remote, remote_indices, std::move(options));
 }
-Status Agent::notify(std::string_view peer, std::string_view message) { return impl_->notify(peer, message); }
-std::vector<Notification> Agent::take_notifications() { return impl_->inbox().take_all(); }
+Result<PreparedLanes> Agent::prepare_local_lanes(const BlockLanes& lanes) {
+  return impl_->prepare_lanes({}, true, lanes);
+}
+Result<PreparedLanes> Agent::prepare_remote_lanes(std::string_view peer, const BlockLanes& lanes) {
+  return impl_->prepare_lanes(peer, false, lanes);
+}
+Result<TransferRequest> Agent::create_transfer(TransferOp op, const PreparedLanes& local, const PreparedLanes& remote,
+                                               const LaneTransfer& transfer, TransferOptions options) {
+  return impl_->create_transfer(op, local, remote, transfer, std::move(options));
+}
+Status Agent::notify(std::string_view peer, std::string_view message, std::uint64_t tag) {
+  return impl_->notify(peer, message, tag);
+}
+std::vector<Notification> Agent::take_notifications() { return impl_->inbox().take({}); }
+std::vector<Notification> Agent::take_notifications(const NotificationFilter& filter) {
+  return impl_->inbox().take(filter);
+}
 bool Agent::wait_for_notifications(std::chrono::nanoseconds timeout) {
   return impl_->inbox().wait_nonempty(timeout);
 }
-std::uint64_t Agent::dropped_notifications() const { return impl_->inbox().dropped(); }
+Result<std::vector<Notification>> Agent::wait_for_notifications(std::span<const NotificationKey> keys,
+                                                                std::chrono::nanoseconds timeout) {
+  return impl_->inbox().wait_for(keys, timeout);
+}
+std::uint64_t Agent::dropped_notifications() const { return impl_->inbox().refused(); }
 
 }  // namespace kvferry
