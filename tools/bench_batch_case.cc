@@ -3,6 +3,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <string>
 #include <vector>
@@ -30,7 +31,10 @@ BatchBlocks choose_batch(const BenchOptions& o, std::uint32_t pool_blocks, std::
 
 // Creates the batch's requests (each tagged with its number), posts them with one
 // post_batch, and drains the queue, sleeping on its fd, until every one completed.
-Status run_batch_once(InitiatorSession& session, TransferOp op, const BatchBlocks& b, CompletionQueue& queue) {
+// `last_note`: a notification on the last request (a verified write: the target checks
+// once it has arrived and we have seen every completion).
+Status run_batch_once(InitiatorSession& session, TransferOp op, const BatchBlocks& b, CompletionQueue& queue,
+                      std::optional<std::string> last_note = std::nullopt) {
   const BenchOptions& o = session.options();
   const std::size_t n = static_cast<std::size_t>(o.batch);
   std::vector<TransferRequest> requests;
@@ -38,7 +42,7 @@ Status run_batch_once(InitiatorSession& session, TransferOp op, const BatchBlock
   for (std::size_t i = 0; i < n; ++i) {
     const std::span<const std::uint32_t> local(b.local.data() + i * o.blocks, o.blocks);
     const std::span<const std::uint32_t> remote(b.remote.data() + i * o.blocks, o.blocks);
-    TransferOptions t = session.transfer_options();
+    TransferOptions t = session.transfer_options(i + 1 == n ? last_note : std::nullopt);
     t.tag = i;
     KVF_ASSIGN_OR_RETURN(TransferRequest r, session.create_request(op, local, remote, std::move(t)));
     requests.push_back(std::move(r));
@@ -81,7 +85,9 @@ Result<VerifyOutcome> verify_batch(InitiatorSession& session, TransferOp op, Com
   else poison_pool(session.pool());
   KVF_RETURN_IF_ERROR(session.channel().send(MessageType::kVerifyBegin, to_json(plan)));
   KVF_RETURN_IF_ERROR(session.channel().expect(MessageType::kVerifyReady).status());
-  KVF_RETURN_IF_ERROR(run_batch_once(session, op, b, queue).with_context("verified batch"));
+  std::optional<std::string> note;
+  if (op == TransferOp::kWrite) note = kVerifyNotification;
+  KVF_RETURN_IF_ERROR(run_batch_once(session, op, b, queue, note).with_context("verified batch"));
   if (op == TransferOp::kRead) return check_request_blocks(session.pool(), b.local, plan.data_seed);
   KVF_RETURN_IF_ERROR(session.channel().send(MessageType::kVerifyCheck, nlohmann::json::object()));
   KVF_ASSIGN_OR_RETURN(nlohmann::json body, session.channel().expect(MessageType::kVerifyResult));
