@@ -165,7 +165,7 @@ TEST_P(NotificationDelivery, TagsTravelAndConsumersTakeOnlyTheirs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, NotificationDelivery, ::testing::ValuesIn(kRoutes),
-                         [](const ::testing::TestParamInfo<Route>& info) { return info.param.backend; });
+                         [](const ::testing::TestParamInfo<Route>& p) { return p.param.backend; });
 
 // The side channel carries standalone notifications and waits for the answer: a full
 // inbox is a refusal the sender sees.

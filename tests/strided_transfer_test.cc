@@ -210,7 +210,9 @@ TEST_P(Strided, BatchCompletesIntoTheQueueWithTagsAndAReadableFd) {
       const bool moved = b % 4 != 2;
       const bool same = std::memcmp(l.data() + off, r.data() + off, kBlockBytes) == 0;
       ASSERT_EQ(same, moved) << "lane " << lane << " block " << b;
-      if (!moved) ASSERT_EQ(r[off], 0xEE);
+      if (!moved) {
+        ASSERT_EQ(r[off], 0xEE);
+      }
     }
   // A post that cannot start completes into the queue at once; so does a cancel.
   ASSERT_TRUE(batch[0].post(*cq).ok());
@@ -229,7 +231,7 @@ TEST_P(Strided, BatchCompletesIntoTheQueueWithTagsAndAReadableFd) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Strided, ::testing::ValuesIn(kRoutes),
-                         [](const ::testing::TestParamInfo<Route>& info) { return info.param.backend; });
+                         [](const ::testing::TestParamInfo<Route>& p) { return p.param.backend; });
 
 TEST(PieceList, StridedFormIteratesLikeItsExpansion) {
   detail::StridedPieces sp;

@@ -88,7 +88,9 @@ TEST_P(KvLinkArrangement, PullLandsTheNaiveBytesAndNothingElse) {
     const TransferTelemetry telemetry = request->telemetry();
     EXPECT_EQ(telemetry.descriptors_merged, plan.merged_descriptors());
     EXPECT_EQ(telemetry.descriptors_requested, plan.pairs());
-    if (c.one_run) EXPECT_EQ(plan.merged_descriptors(), plan.end_lane() - plan.first_lane());
+    if (c.one_run) {
+      EXPECT_EQ(plan.merged_descriptors(), plan.end_lane() - plan.first_lane());
+    }
     EXPECT_EQ(telemetry.bytes, plan.bytes());
 
     std::vector<bool> written(decode.memory.size(), false);
