@@ -3,6 +3,7 @@
 #include "agent_factory.h"
 #include "backend_traits.h"
 #include "bench_protocol.h"
+#include "block_choice.h"
 
 namespace kvferry::cli {
 
@@ -46,7 +47,27 @@ Status InitiatorSession::exchange_metadata() {
   KVF_ASSIGN_OR_RETURN(local_blocks_, agent_->prepare_local(pool_.block_descriptors()));
   KVF_ASSIGN_OR_RETURN(remote_blocks_,
                        agent_->prepare_remote(peer_, pool_.shape().block_descriptors(remote_pool_address_)));
+  KVF_ASSIGN_OR_RETURN(local_lanes_, agent_->prepare_local_lanes(pool_.shape().block_lanes(pool_.address())));
+  KVF_ASSIGN_OR_RETURN(remote_lanes_,
+                       agent_->prepare_remote_lanes(peer_, pool_.shape().block_lanes(remote_pool_address_)));
   return Status::Ok();
+}
+
+Result<TransferRequest> InitiatorSession::create_request(TransferOp op, std::span<const std::uint32_t> local_ids,
+                                                         std::span<const std::uint32_t> remote_ids,
+                                                         TransferOptions transfer) const {
+  if (options_.index_form) {
+    const std::uint32_t pool_blocks = pool_.shape().blocks_per_layer;
+    const std::vector<std::uint32_t> l(local_ids.begin(), local_ids.end()), r(remote_ids.begin(), remote_ids.end());
+    return agent_->create_transfer(op, local_blocks_, indices_in_every_layer(l, options_.layers, pool_blocks),
+                                   remote_blocks_, indices_in_every_layer(r, options_.layers, pool_blocks),
+                                   std::move(transfer));
+  }
+  LaneTransfer t;
+  t.local_blocks = local_ids;
+  t.remote_blocks = remote_ids;
+  t.lane_count = options_.layers;
+  return agent_->create_transfer(op, local_lanes_, remote_lanes_, t, std::move(transfer));
 }
 
 TransferOptions InitiatorSession::transfer_options(std::optional<std::string> notification) const {

@@ -28,6 +28,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kvferry/block_lanes.h"
 #include "kvferry/file.h"
 #include "kvferry/memory.h"
 #include "kvferry/peer_events.h"
@@ -52,7 +53,8 @@ struct AgentOptions {
   std::chrono::milliseconds connect_timeout{3000};
   // Largest notification message accepted, sent or received.
   std::size_t max_notification_bytes = 64 * 1024;
-  // Notifications kept in the inbox before new ones are dropped (and counted).
+  // Notifications kept in the inbox. One that arrives while it is full is refused: the
+  // sender's request fails (kRemoteError, "inbox ... is full"), nothing is lost silently.
   std::size_t max_inbox_notifications = 1 << 16;
   // Metadata service, "etcd://HOST:PORT/NAMESPACE" (etcd v3, its JSON gateway). Empty:
   // none; peers meet through the side channel or load_remote. With one, the agent
@@ -71,7 +73,12 @@ struct AgentOptions {
 
 struct TransferOptions {
   // Delivered to the peer's inbox after all bytes of the transfer are visible there.
+  // If the peer cannot keep it (inbox full, larger than it accepts) the request fails
+  // with kRemoteError saying why; it never completes as done with the message lost.
   std::optional<std::string> notification;
+  // The caller's name for this request: carried by its notification to the peer
+  // (Notification::tag) and by its completion (completion_queue.h). Free for any use.
+  std::uint64_t tag = 0;
   // Force a backend by name; empty picks the cheapest one that serves both sides.
   std::string backend;
 };
@@ -190,15 +197,38 @@ class Agent {
                                           std::span<const std::uint32_t> remote_indices,
                                           TransferOptions options = {});
 
+  // Lanes x block ids (block_lanes.h): each lane is checked once here, whole; a request
+  // over them then costs O(lanes + blocks), never O(lanes x blocks).
+  Result<PreparedLanes> prepare_local_lanes(const BlockLanes& lanes);
+  Result<PreparedLanes> prepare_remote_lanes(std::string_view peer, const BlockLanes& lanes);
+  // Strided transfer (the engines' hot path): the selected blocks in every selected lane.
+  // Block ids are checked by range per request; runs of ids consecutive on both sides
+  // merge once and apply to all lanes.
+  Result<TransferRequest> create_transfer(TransferOp op, const PreparedLanes& local, const PreparedLanes& remote,
+                                          const LaneTransfer& transfer, TransferOptions options = {});
+
   // --- Notifications -----------------------------------------------------------------
-  // Sends `message` to the peer's inbox (no data). Does not wait for delivery.
-  Status notify(std::string_view peer, std::string_view message);
+  // Sends `message` (with `tag`) to the peer's inbox (no data). Over a backend link it
+  // does not wait for delivery, and a refusal there (inbox full) reaches only the peer's
+  // dropped_notifications(); attach the message to a transfer to learn of it. Over the
+  // side channel it waits for the peer's answer and returns its refusal.
+  Status notify(std::string_view peer, std::string_view message, std::uint64_t tag = 0);
   // Drains the inbox.
   std::vector<Notification> take_notifications();
+  // Takes only the notifications that match `filter` (by peer, by tag); others stay for
+  // other consumers.
+  std::vector<Notification> take_notifications(const NotificationFilter& filter);
   // Blocks until the inbox holds at least one notification or `timeout` passes;
   // returns whether it holds any.
   bool wait_for_notifications(std::chrono::nanoseconds timeout);
-  // Notifications dropped because the inbox was full.
+  // Blocks until, for every key, a notification from that peer with that tag is in the
+  // inbox, then takes exactly those (the oldest match per key; a key listed twice needs
+  // two) and returns them in key order. Timeout: takes nothing; the status names the
+  // missing (peer, tag) keys. Other notifications stay for other consumers.
+  Result<std::vector<Notification>> wait_for_notifications(std::span<const NotificationKey> keys,
+                                                           std::chrono::nanoseconds timeout);
+  // Notifications this agent refused (inbox full, too large, malformed); the sender of
+  // each was told (its request failed), except for standalone notify() over a backend.
   std::uint64_t dropped_notifications() const;
 
   // With a metadata service: waits up to `timeout` until the service holds everything

@@ -84,12 +84,26 @@ Result<TransferRequest> Agent::create_transfer(TransferOp op, const PreparedList
                                                TransferOptions options) {
   return impl_->create_transfer(op, local, local_indices, remote, remote_indices, std::move(options));
 }
-Status Agent::notify(std::string_view peer, std::string_view message) { return impl_->notify(peer, message); }
-std::vector<Notification> Agent::take_notifications() { return impl_->inbox().take_all(); }
+Result<PreparedLanes> Agent::prepare_local_lanes(const BlockLanes& lanes) {
+  return impl_->prepare_lanes({}, true, lanes);
+}
+Result<PreparedLanes> Agent::prepare_remote_lanes(std::string_view peer, const BlockLanes& lanes) {
+  return impl_->prepare_lanes(peer, false, lanes);
+}
+Result<TransferRequest> Agent::create_transfer(TransferOp op, const PreparedLanes& local, const PreparedLanes& remote,
+                                               const LaneTransfer& transfer, TransferOptions options) {
+  return impl_->create_transfer(op, local, remote, transfer, std::move(options));
+}
+Status Agent::notify(std::string_view peer, std::string_view message, std::uint64_t tag) {
+  return impl_->notify(peer, message, tag);
+}
+std::vector<Notification> Agent::take_notifications() { return impl_->inbox().take({}); }
+std::vector<Notification> Agent::take_notifications(const NotificationFilter& filter) {
+  return impl_->inbox().take(filter);
+}
 bool Agent::wait_for_notifications(std::chrono::nanoseconds timeout) {
   return impl_->inbox().wait_nonempty(timeout);
 }
-std::uint64_t Agent::dropped_notifications() const { return impl_->inbox().dropped(); }
 std::vector<PeerEvent> Agent::take_peer_events() { return impl_->peer_events().take_all(); }
 bool Agent::wait_for_peer_events(std::chrono::nanoseconds timeout) { return impl_->peer_events().wait_nonempty(timeout); }
 std::vector<std::string> Agent::find_peers(std::string_view prefix) const { return impl_->find_peers(prefix); }
@@ -100,5 +114,10 @@ Result<std::vector<std::string>> Agent::wait_for_peers(std::string_view prefix, 
 Status Agent::sync_metadata(std::chrono::milliseconds timeout) { return impl_->sync_metadata(timeout); }
 std::string Agent::metrics_text() const { return impl_->metrics_text(); }
 Result<std::uint16_t> Agent::metrics_port() const { return impl_->metrics_port(); }
+Result<std::vector<Notification>> Agent::wait_for_notifications(std::span<const NotificationKey> keys,
+                                                                std::chrono::nanoseconds timeout) {
+  return impl_->inbox().wait_for(keys, timeout);
+}
+std::uint64_t Agent::dropped_notifications() const { return impl_->inbox().refused(); }
 
 }  // namespace kvferry

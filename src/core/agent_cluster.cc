@@ -143,7 +143,7 @@ std::string Agent::Impl::metrics_text() const {
     ++g.registered_regions[std::string(to_string(r.kind))];
   }
   g.inbox_depth = inbox_->size();
-  g.notifications_dropped = inbox_->dropped();
+  g.notifications_dropped = inbox_->refused();
   g.metadata_revision = revision_.load();
   {
     std::lock_guard lock(service_mu_);

@@ -5,6 +5,7 @@
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
 #include "core/host_identity.h"
+#include "core/notification_wire.h"
 
 namespace kvferry {
 
@@ -15,6 +16,10 @@ Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
   if (options.peer_timeout.count() <= 0) return InvalidArgument("peer_timeout must be positive");
   if (options.connect_timeout.count() <= 0) return InvalidArgument("connect_timeout must be positive");
   if (options.max_inbox_notifications == 0) return InvalidArgument("max_inbox_notifications must be positive");
+  if (options.max_notification_bytes > detail::kMaxNotificationMessageBytes)
+    return InvalidArgument("max_notification_bytes " + std::to_string(options.max_notification_bytes) +
+                           " exceeds the largest notification any backend carries (" +
+                           std::to_string(detail::kMaxNotificationMessageBytes) + ")");
   std::shared_ptr<Impl> impl(new Impl());
   impl->options_ = std::move(options);
   impl->instance_ = detail::random_instance_id();
@@ -22,7 +27,8 @@ Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
   detail::mark_instance_alive(impl->instance_);
   impl->host_id_ = detail::host_id();
   impl->process_id_ = detail::process_id();
-  impl->inbox_ = std::make_shared<detail::NotificationInbox>(impl->options_.max_inbox_notifications);
+  impl->inbox_ = std::make_shared<detail::NotificationInbox>(
+      impl->options_.name, impl->options_.max_inbox_notifications, impl->options_.max_notification_bytes);
   KVF_RETURN_IF_ERROR(impl->start_backends());
   impl->refresh_self_entry();
   KVF_RETURN_IF_ERROR(impl->start_cluster_services());
@@ -88,11 +94,13 @@ Status Agent::Impl::start_backends() {
     ctx.process_id = process_id_;
     ctx.peer_timeout = options_.peer_timeout;
     ctx.connect_timeout = options_.connect_timeout;
-    ctx.max_notification_bytes = options_.max_notification_bytes;
+    // Backends carry any envelope up to the wire cap; the inbox applies this agent's own
+    // cap and refuses (telling the sender) rather than dropping the link.
+    ctx.max_notification_bytes = detail::kMaxNotificationWireBytes;
     for (const auto& [key, value] : options_.backend_params)
       if (key.rfind(f.name + ".", 0) == 0) ctx.params[key.substr(f.name.size() + 1)] = value;
-    ctx.deliver_notification = [inbox = inbox_](std::string from, std::string message) {
-      inbox->push(Notification{std::move(from), std::move(message)});
+    ctx.deliver_notification = [inbox = inbox_](std::string from, std::string envelope) {
+      return inbox->deliver(std::move(from), envelope);
     };
     auto backend = f.create(ctx);
     if (!backend.ok()) return backend.status().with_context("starting backend '" + f.name + "'");

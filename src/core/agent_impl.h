@@ -3,6 +3,7 @@
 //   agent_peers.cc      remote agents, backend selection, connections, side channel
 //   agent_transfers.cc  prepared lists and transfer creation
 //   agent_cluster.cc    metadata service, peer events, named regions, metrics
+//   agent_lanes.cc      prepared lanes and strided transfers (lanes x block ids)
 #pragma once
 
 #include <atomic>
@@ -33,6 +34,13 @@ namespace kvferry {
 
 class Agent::Impl {
  public:
+  // What create_transfer built, in either form (explicit merged pieces or strided).
+  struct RequestParts {
+    std::shared_ptr<const detail::PieceList> pieces;
+    std::vector<std::uint64_t> local_region_ids;  // distinct regions to pin per post
+    std::uint64_t total_bytes = 0;
+    std::uint64_t requested = 0;  // pairs as the caller described them
+  };
   static Result<std::shared_ptr<Impl>> create(AgentOptions options);
   ~Impl();
   // Stops the side channel, then the backends (failing their jobs). Idempotent.
@@ -68,8 +76,12 @@ class Agent::Impl {
   Result<TransferRequest> create_transfer(TransferOp op, const PreparedList& local,
                                           std::span<const std::uint32_t> local_indices, const PreparedList& remote,
                                           std::span<const std::uint32_t> remote_indices, TransferOptions options);
+  // Lanes x block ids (agent_lanes.cc).
+  Result<PreparedLanes> prepare_lanes(std::string_view peer, bool local, const BlockLanes& lanes);
+  Result<TransferRequest> create_transfer(TransferOp op, const PreparedLanes& local, const PreparedLanes& remote,
+                                          const LaneTransfer& transfer, TransferOptions options);
 
-  Status notify(std::string_view peer, std::string_view message);
+  Status notify(std::string_view peer, std::string_view message, std::uint64_t tag);
   detail::NotificationInbox& inbox() { return *inbox_; }
 
   // agent_cluster.cc
@@ -135,9 +147,10 @@ class Agent::Impl {
   // Picks the cheapest backend serving (local kind -> peer's kind) and connects if needed.
   Result<Route> route(std::string_view peer, MemoryKind local_kind, MemoryKind remote_kind, std::uint64_t bytes,
                       std::uint64_t descriptors, const std::string& forced_backend);
-  Result<TransferRequest> make_request(TransferOp op, detail::MergeResult merged, std::uint64_t requested,
-                                       std::uint64_t prepare_ns, const std::string& peer, const Route& route,
-                                       TransferOptions options);
+  Result<TransferRequest> make_request(TransferOp op, RequestParts parts, std::chrono::steady_clock::time_point t0,
+                                       const std::string& peer, const Route& route, TransferOptions options);
+  Result<std::shared_ptr<const detail::PreparedLanesData>> validate_lanes(std::string_view peer, bool local,
+                                                                          const BlockLanes& lanes) const;
 
   AgentOptions options_;
   // How local vram travels over host backends (core/staged_connection.h).

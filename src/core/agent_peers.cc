@@ -4,6 +4,7 @@
 
 #include "core/agent_impl.h"
 #include "core/byte_io.h"
+#include "core/notification_wire.h"
 
 namespace kvferry {
 
@@ -181,11 +182,7 @@ Result<std::uint16_t> Agent::Impl::listen(const std::string& address, std::uint1
   // The server thread is stopped before `this` goes away (shutdown), so raw `this` is safe.
   handlers.local_metadata = [this] { return local_metadata(); };
   handlers.load_remote = [this](std::span<const std::uint8_t> md) { return load_remote(md).status(); };
-  handlers.notify = [this](std::string from, std::string message) {
-    if (message.size() > options_.max_notification_bytes) return InvalidArgument("notification too large");
-    inbox_->push(Notification{std::move(from), std::move(message)});
-    return Status::Ok();
-  };
+  handlers.notify = [this](std::string from, std::string envelope) { return inbox_->deliver(std::move(from), envelope); };
   KVF_ASSIGN_OR_RETURN(side_channel_,
                        detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout));
   side_address_ = detail::SideChannelAddress{address, side_channel_->port()};
@@ -326,7 +323,7 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
                      std::string(to_string(remote_kind)) + " with peer '" + std::string(peer) + "'" + reasons);
 }
 
-Status Agent::Impl::notify(std::string_view peer, std::string_view message) {
+Status Agent::Impl::notify(std::string_view peer, std::string_view message, std::uint64_t tag) {
   std::shared_lock life(life_mu_);
   if (closed_) return FailedPrecondition("agent is shut down");
   if (message.size() > options_.max_notification_bytes)
@@ -340,7 +337,8 @@ Status Agent::Impl::notify(std::string_view peer, std::string_view message) {
     auto other = route(peer, kind, kind, message.size(), 1, "");
     if (other.ok() || other.status().code() == StatusCode::kPeerLost) r = std::move(other);
   }
-  if (r.ok()) return r->connection->notify(message).with_context("notify '" + std::string(peer) + "'");
+  const std::string envelope = detail::encode_notification(tag, message);
+  if (r.ok()) return r->connection->notify(envelope).with_context("notify '" + std::string(peer) + "'");
   std::optional<detail::SideChannelAddress> side;
   {
     std::lock_guard lock(peers_mu_);
@@ -352,7 +350,7 @@ Status Agent::Impl::notify(std::string_view peer, std::string_view message) {
   detail::ByteWriter w;
   w.u16(static_cast<std::uint16_t>(options_.name.size()));
   w.str(options_.name);
-  w.str(message);
+  w.str(envelope);
   auto reply = detail::side_channel_call(side->host, side->port, detail::SideFrame::kNotify, w.buffer(),
                                          detail::SideFrame::kOk, detail::deadline_after(options_.connect_timeout));
   return reply.status();
