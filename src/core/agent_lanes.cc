@@ -62,7 +62,7 @@ Result<std::shared_ptr<const detail::PreparedLanesData>> Agent::Impl::validate_l
   const std::uint64_t extent = last * lanes.block_stride + lanes.block_bytes;
 
   auto data = std::make_shared<detail::PreparedLanesData>();
-  data->owner = this;
+  data->owner = instance_;
   data->local = local;
   data->lanes = lanes;
   data->region_of_lane.reserve(lanes.lane_addresses.size());
@@ -109,7 +109,7 @@ Result<TransferRequest> Agent::Impl::create_transfer(TransferOp op, const Prepar
   const detail::PreparedLanesData* l = local.data_.get();
   const detail::PreparedLanesData* r = remote.data_.get();
   if (!l || !r) return InvalidArgument("create_transfer: an empty PreparedLanes");
-  if (l->owner != this || r->owner != this)
+  if (l->owner != instance_ || r->owner != instance_)
     return InvalidArgument("create_transfer: PreparedLanes were prepared by another agent");
   if (!l->local) return InvalidArgument("create_transfer: the local lanes were prepared for peer '" + l->peer + "'");
   if (r->local) return InvalidArgument("create_transfer: the remote lanes are local prepared lanes");

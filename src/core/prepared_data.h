@@ -29,7 +29,7 @@ struct PreparedData {
 
 // What a PreparedLanes holds: the lanes, each validated whole against one region.
 struct PreparedLanesData {
-  const void* owner = nullptr;
+  InstanceId owner;  // the agent instance that validated it (an id, never a pointer)
   bool local = true;
   std::string peer;
   std::uint64_t peer_generation = 0;
