@@ -4,10 +4,11 @@
 // Roles: every prefill rank runs one TpSender on its Agent, every decode rank one
 // TpReceiver. The flow is a push (as SGLang does it):
 //  1. `create` publishes the rank in the Agent's metadata (entry "kv.tp": role, TP size,
-//     rank, the model's kv_heads, a per-instance id) besides the pool ("kv.pool"). Each
-//     decode agent then loads every prefill agent's metadata and each prefill agent every
-//     decode agent's (Agent::fetch_remote with push_local does both), and the receiver is
-//     created with the prefill agents' names: it learns their ranks from their entries.
+//     rank, the model's kv_heads, a per-instance id) besides the pool ("kv.pool"), so
+//     create both before peers load the metadata. Each decode agent then loads every
+//     prefill agent's metadata and each prefill agent every decode agent's
+//     (Agent::fetch_remote with push_local does both), and the receiver is connected to
+//     the prefill agents by name: it learns their ranks from their entries.
 //  2. Decode rank: `expect(request, block table, tokens)` picks the path, takes a staging
 //     slot where the path needs one, and asks each prefill rank it reads (tp_mapping.h)
 //     for its share, by Agent::notify (request id, heads, where to write).
@@ -171,15 +172,17 @@ class TpSender {
 
 class TpReceiver {
  public:
-  // `pool`: this decode rank's KV pool, registered with `agent`. `prefill_peers`: the
-  // prefill agents (loaded already); each must have published a "kv.tp" entry, together
-  // covering ranks 0..P-1 once each. Publishes our own entries.
-  static Result<std::unique_ptr<TpReceiver>> create(Agent& agent, const KvPool& pool, TpReceiverOptions options,
-                                                    const std::vector<std::string>& prefill_peers);
+  // `pool`: this decode rank's KV pool, registered with `agent`. Publishes our "kv.tp"
+  // and "kv.pool" entries.
+  static Result<std::unique_ptr<TpReceiver>> create(Agent& agent, const KvPool& pool, TpReceiverOptions options);
   ~TpReceiver();
   TpReceiver(const TpReceiver&) = delete;
   TpReceiver& operator=(const TpReceiver&) = delete;
 
+  // `prefill_peers`: the prefill agents (their metadata loaded); each must have published
+  // a "kv.tp" entry, every rank this decode rank reads among them once. Once, before
+  // the first expect(). Checks that their pools hold the same model.
+  Status connect(const std::vector<std::string>& prefill_peers);
   // Asks every prefill rank this rank reads for `request`'s `tokens` tokens, to land in
   // our blocks `block_table`. `path` overrides the options' path for this request.
   Status expect(std::string_view request, std::span<const std::uint32_t> block_table, std::uint64_t tokens,
