@@ -1,6 +1,7 @@
 // kvferry — the command-line tool of the kvferry library.
 //
-// Subcommands: info, bench, demo (see commands.h); serve, pull, estimate (kv_commands.h).
+// Subcommands: info, bench, demo (see commands.h); serve, pull, estimate (kv_commands.h);
+// tp-demo (tp_commands.h).
 // Exceptions stop here: CLI11 reports usage errors by throwing, and nlohmann_json or the
 // standard library may throw on exhaustion; none of them leaves main.
 #include <signal.h>
@@ -30,6 +31,8 @@ int run(int argc, char** argv) {
   EstimateOptions estimate_options;
   OffloadOptions offload_options;
   OnboardOptions onboard_options;
+  TpDemoOptions tp_demo_options;
+  TpRankOptions tp_rank_options;
   CLI::App* info = add_info_command(app, info_options);
   CLI::App* bench = add_bench_command(app, bench_options);
   CLI::App* demo = add_demo_command(app, demo_options);
@@ -39,6 +42,8 @@ int run(int argc, char** argv) {
   CLI::App* estimate = add_estimate_command(app, estimate_options);
   CLI::App* offload = add_offload_command(app, offload_options);
   CLI::App* onboard = add_onboard_command(app, onboard_options);
+  CLI::App* tp_demo = add_tp_demo_command(app, tp_demo_options);
+  CLI::App* tp_rank = add_tp_rank_command(app, tp_rank_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -54,6 +59,8 @@ int run(int argc, char** argv) {
   if (estimate->parsed()) return run_estimate_command(estimate_options);
   if (offload->parsed()) return run_offload_command(offload_options);
   if (onboard->parsed()) return run_onboard_command(onboard_options);
+  if (tp_demo->parsed()) return run_tp_demo_command(tp_demo_options);
+  if (tp_rank->parsed()) return run_tp_rank_command(tp_rank_options);
   return 2;
 }
 

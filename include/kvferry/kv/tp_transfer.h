@@ -99,6 +99,10 @@ struct TpSenderOptions {
   std::uint64_t piece_bytes = 16ull << 20;
   // Backend for the data writes; empty lets the Agent pick the cheapest.
   std::string backend;
+  // Benchmarks only: the direct path with the plan engines build by hand, one descriptor
+  // per (block, layer, K/V, head) (per token where a head's tokens are not adjacent),
+  // none merged. `kvferry bench --tp` measures what the other paths save against it.
+  bool naive_direct_plan = false;
 };
 
 struct TpReceiverOptions {

@@ -325,7 +325,8 @@ Status TpSender::Impl::post_piece(const std::string& id, SendRequest& request, G
     KVF_RETURN_IF_ERROR(tp::plan_head_slices({&pool_, request.blocks, local_heads.first},
                                              {&*grant.destination_pool, grant.destination_blocks,
                                               ask.share.destination_head_offset},
-                                             local_heads.count, piece.first, piece.tokens, tp::SlicePlan::kMerged,
+                                             local_heads.count, piece.first, piece.tokens,
+                                             options_.naive_direct_plan ? tp::SlicePlan::kNaive : tp::SlicePlan::kMerged,
                                              pairs));
     transfer = agent_.create_transfer(TransferOp::kWrite, pairs.local(), grant.peer, pairs.remote(),
                                       std::move(transfer_options));
