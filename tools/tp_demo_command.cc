@@ -63,7 +63,7 @@ CLI::App* add_tp_demo_command(CLI::App& app, TpDemoOptions& o) {
   c->add_option("--peer-timeout-ms", s.peer_timeout_ms, "A silent or dead rank becomes an error after this")->capture_default_str();
   c->add_option("--staging-mib", s.staging_mib, "Decode ranks' staging arena (default: one request)");
   c->add_flag("--json", o.json, "One JSON object per decode rank");
-  c->add_option("--kill-prefill-rank", s.kill_rank, "Tests: this prefill rank kills itself after its first chunk")->group("");
+  c->add_option("--kill-prefill-rank", s.kill_rank, "Tests: this prefill rank sends its first chunk only and is killed while the decode ranks wait")->group("");
   c->add_option("--timeout-s", s.timeout_s, "Bound on the whole transfer")->group("");
   return c;
 }

@@ -66,21 +66,21 @@ Status run_prefill(const TpRankOptions& o, const TpRunSpec& spec) {
   KVF_ASSIGN_OR_RETURN(std::uint16_t port, agent->listen("127.0.0.1", 0));
   KVF_RETURN_IF_ERROR(write_line(o.report_fd, "port " + std::to_string(port)));
   const auto limit = std::chrono::seconds(spec.timeout_s);
+  const bool doomed = spec.kill_rank == static_cast<int>(o.rank);
   for (int r = 0; r < spec.requests; ++r) {
     for (std::uint64_t first = 0; first < spec.tokens; first += spec.chunk_tokens) {
       const std::uint64_t n = std::min(spec.chunk_tokens, spec.tokens - first);
       KVF_RETURN_IF_ERROR(sender->send(request_id(r), blocks, first, n, first + n == spec.tokens));
-      if (spec.kill_rank == static_cast<int>(o.rank)) {
-        // Fault injection: die abruptly once the first chunk is on its way.
-        const auto until = Clock::now() + std::chrono::milliseconds(300);
-        while (Clock::now() < until) {
-          (void)sender->progress();
-          agent->wait_for_notifications(std::chrono::milliseconds(5));
-        }
-        std::fprintf(stderr, "kvferry tp-rank: prefill rank %u kills itself (fault injection)\n", o.rank);
-        raise(SIGKILL);
-      }
+      if (doomed) break;  // fault injection: the rest of the prompt never comes; the parent kills us
     }
+  }
+  if (doomed) {
+    const auto until = Clock::now() + limit;
+    while (Clock::now() < until) {
+      (void)sender->progress();
+      agent->wait_for_notifications(std::chrono::milliseconds(5));
+    }
+    return Timeout("fault injection: the parent never killed this rank");
   }
   for (int r = 0; r < spec.requests; ++r) {
     KVF_RETURN_IF_ERROR(sender->wait(request_id(r), limit));

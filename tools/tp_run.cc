@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <thread>
 
 #include "child_process.h"
 #include "cli_util.h"
@@ -69,6 +70,12 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
   }
   for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
     if (!early[d]) ::kill(decodes[d].pid(), SIGUSR1);
+  }
+  if (spec.kill_rank >= 0 && static_cast<std::uint32_t>(spec.kill_rank) < spec.prefill_tp) {
+    // Fault injection: that rank sent its first chunk and waits for the rest; kill it
+    // while the decode ranks wait on it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ::kill(prefills[static_cast<std::size_t>(spec.kill_rank)].pid(), SIGKILL);
   }
   std::vector<TpRankResult> results;
   const auto limit = std::chrono::seconds(spec.timeout_s + 30);

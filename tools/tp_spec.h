@@ -33,7 +33,7 @@ struct TpRunSpec {
   std::uint64_t seed = 1;
   int peer_timeout_ms = 5000;
   std::uint64_t staging_mib = 0;   // receiver staging arena, MiB (0: enough for one request)
-  int kill_rank = -1;              // tests: this prefill rank kills itself after its first chunk
+  int kill_rank = -1;              // tests: this prefill rank sends one chunk and is killed
   int timeout_s = 120;
 
   // Derived by finalize().
