@@ -71,4 +71,4 @@ for line in open(sys.argv[1]):
               f"{j['ratio']:.3f}  x{j['speedup_over_naive']:.2f} over naive  verified {j['verified']} {j.get('error', '')[:50]}")
 PY
 done
-grep -h "ingress" "$out"/bench_*.log 2>/dev/null | head -n 4
+grep -h "ingress_gbps" "$out"/bench_*.log 2>/dev/null | head -n 8

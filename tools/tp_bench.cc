@@ -207,7 +207,14 @@ int run_tp_bench(const BenchOptions& o) {
     }
     for (const char* c : {"device", "direct", "naive", "auto"}) ceiling_of[c] = {"peer copy", gpu->peer_copy_gbps};
     ceiling_of["host"] = {"pinned D2H copy", gpu->device_to_host_gbps};
-    if (!o.json) {
+    if (o.json) {
+      std::printf("%s\n", nlohmann::json{{"ceilings", {{"peer_copy_gbps", gpu->peer_copy_gbps},
+                                                      {"device_to_host_gbps", gpu->device_to_host_gbps},
+                                                      {"ingress_sources", gpu->ingress_sources},
+                                                      {"ingress_gbps", gpu->ingress_gbps}}}}
+                                .dump()
+                                .c_str());
+    } else {
       std::printf("ceilings: GPU0->GPU1 peer copy %.1f GB/s, pinned device->host %.1f GB/s", gpu->peer_copy_gbps,
                   gpu->device_to_host_gbps);
       if (gpu->ingress_gbps > 0) std::printf(", %u GPUs writing into one at once %.1f GB/s", gpu->ingress_sources, gpu->ingress_gbps);

@@ -161,7 +161,7 @@ Status TpReceiver::Impl::expect(std::string_view id, std::span<const std::uint32
                              " outside the pool of " + std::to_string(layout.blocks()) + " blocks");
     }
   }
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   if (sources_.empty()) return FailedPrecondition("tp expect: connect() the receiver to its prefill ranks first");
   if (expected_.count(id) != 0) return AlreadyExists("tp expect: request '" + std::string(id) + "' already expected");
   for (Source& s : sources_) KVF_RETURN_IF_ERROR(refresh_source(s).with_context("prefill " + source_name(s)));
@@ -181,9 +181,26 @@ Status TpReceiver::Impl::expect(std::string_view id, std::span<const std::uint32
                              std::to_string(arenas_.capacity(kind)) + " (raise TpReceiverOptions::staging)");
     }
     KVF_ASSIGN_OR_RETURN(StagingSlots * arena, arenas_.arena(kind));
-    Result<StagingSlot> slot = arena->acquire(bytes, options_.slot_timeout);
-    if (!slot.ok()) return slot.status().with_context("tp expect: request '" + std::string(id) + "': staging");
-    e.slot = std::move(slot).value();
+    // Back-pressure: wait for a slot while earlier requests complete (their progress
+    // needs the lock, so it is not held while waiting).
+    const auto deadline = Clock::now() + options_.slot_timeout;
+    while (true) {
+      Result<StagingSlot> slot = arena->try_acquire(bytes);
+      if (slot.ok()) {
+        e.slot = std::move(slot).value();
+        break;
+      }
+      if (slot.status().code() != StatusCode::kUnavailable || Clock::now() >= deadline) {
+        return Timeout("tp expect: request '" + std::string(id) + "': no staging slot of " + std::to_string(bytes) +
+                       " bytes came free within " + std::to_string(options_.slot_timeout.count()) + " ms (" +
+                       slot.status().message() + ")");
+      }
+      lock.unlock();
+      (void)progress();
+      agent_.wait_for_notifications(std::chrono::milliseconds(5));
+      lock.lock();
+      if (expected_.count(id) != 0) return AlreadyExists("tp expect: request '" + std::string(id) + "' already expected");
+    }
   }
   std::vector<std::pair<std::string, tp::TpAsk>> asks;
   for (const Source& s : sources_) {
