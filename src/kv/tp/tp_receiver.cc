@@ -62,6 +62,14 @@ class TpReceiver::Impl {
   }
 
   Status connect(const std::vector<std::string>& prefill_peers);
+  // Senders write into our staging, so it must be registered before peers load our
+  // metadata: made here, at create, not on first use.
+  Status make_arenas() {
+    std::lock_guard lock(mutex_);
+    KVF_RETURN_IF_ERROR(arenas_.arena(MemoryKind::kDram).status());
+    if (pool_.kind() == MemoryKind::kVram) KVF_RETURN_IF_ERROR(arenas_.arena(MemoryKind::kVram).status());
+    return Status::Ok();
+  }
 
   DescriptorList probe_region() const {
     DescriptorList region(MemoryKind::kDram);
@@ -444,8 +452,9 @@ Result<std::unique_ptr<TpReceiver>> TpReceiver::create(Agent& agent, const KvPoo
   Status published = tp::publish_endpoint(agent, {tp::Role::kDecode, g, options.rank, instance, 0});
   if (published.ok()) published = publish_kv_pool(agent, pool);
   if (!published.ok()) return published;
-  return std::unique_ptr<TpReceiver>(
-      new TpReceiver(std::make_unique<Impl>(agent, pool, options, std::move(mapping), instance)));
+  auto impl = std::make_unique<Impl>(agent, pool, options, std::move(mapping), instance);
+  KVF_RETURN_IF_ERROR(impl->make_arenas());
+  return std::unique_ptr<TpReceiver>(new TpReceiver(std::move(impl)));
 }
 
 TpReceiver::TpReceiver(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -80,6 +80,14 @@ class TpSender::Impl {
     (void)agent_.deregister_memory(heartbeat);
   }
 
+  // Made at create, so that the first request does not pay for pinning (or a GPU probe).
+  Status make_arenas() {
+    std::lock_guard lock(mutex_);
+    KVF_RETURN_IF_ERROR(arenas_.arena(MemoryKind::kDram).status());
+    if (pool_.kind() == MemoryKind::kVram) KVF_RETURN_IF_ERROR(arenas_.arena(MemoryKind::kVram).status());
+    return Status::Ok();
+  }
+
   Status send(std::string_view id, std::span<const std::uint32_t> blocks, std::uint64_t first, std::uint64_t tokens,
               bool last);
   Status progress();
@@ -294,6 +302,7 @@ Status TpSender::Impl::pump() {
         if (!posted.ok()) {
           request.error = posted;
           if (first_new_error_.ok()) first_new_error_ = posted;
+          refuse(grant.peer, grant.ask, posted);  // the decode rank fails now, with our reason
           break;
         }
         if (blocked) break;  // no staging slot free: back-pressure until a write finishes
@@ -468,8 +477,9 @@ Result<std::unique_ptr<TpSender>> TpSender::create(Agent& agent, const KvPool& p
     (void)agent.deregister_memory(heartbeat_region);
     return published;
   }
-  return std::unique_ptr<TpSender>(new TpSender(
-      std::make_unique<Impl>(agent, pool, std::move(options), std::move(mapping), instance, std::move(heartbeat))));
+  auto impl = std::make_unique<Impl>(agent, pool, std::move(options), std::move(mapping), instance, std::move(heartbeat));
+  KVF_RETURN_IF_ERROR(impl->make_arenas());
+  return std::unique_ptr<TpSender>(new TpSender(std::move(impl)));
 }
 
 TpSender::TpSender(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
