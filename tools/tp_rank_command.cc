@@ -13,6 +13,7 @@
 #include "agent_factory.h"
 #include "backend_traits.h"
 #include "cli_util.h"
+#include "stop_signal.h"
 #include "tp_commands.h"
 #include "tp_rank_pool.h"
 #include "tp_spec.h"
@@ -85,6 +86,9 @@ Status run_prefill(const TpRankOptions& o, const TpRunSpec& spec) {
   for (int r = 0; r < spec.requests; ++r) {
     KVF_RETURN_IF_ERROR(sender->wait(request_id(r), limit));
   }
+  // Stay, as an engine does, until the parent has every decode rank's result.
+  const auto until = Clock::now() + limit;
+  while (!stop_requested() && Clock::now() < until) agent->wait_for_notifications(std::chrono::milliseconds(50));
   return Status::Ok();
 }
 
@@ -177,6 +181,7 @@ int run_tp_rank_command(const TpRankOptions& o) {
     return 2;
   }
   if (o.role == "prefill") {
+    install_stop_signal_handlers();  // the parent ends us with SIGTERM once it has the results
     const Status status = run_prefill(o, *spec);
     if (status.ok()) return 0;
     std::fprintf(stderr, "kvferry tp-rank: prefill rank %u: %s\n", o.rank, status.to_string().c_str());

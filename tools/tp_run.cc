@@ -103,8 +103,7 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
     results.push_back(std::move(result));
   }
   for (ChildProcess& d : decodes) (void)d.wait_for_exit(std::chrono::seconds(10));
-  // Prefill ranks leave once every decode rank reading them has its share.
-  for (ChildProcess& p : prefills) (void)p.wait_for_exit(std::chrono::seconds(10));
+  for (ChildProcess& p : prefills) p.terminate();  // SIGTERM: they leave their wait at once
   return results;
 }
 

@@ -344,6 +344,16 @@ void TpReceiver::Impl::watch_sources() {
       }
     }
     if (lost.ok()) continue;
+    // A sender that finished and left: its last pieces may be in the inbox already.
+    for (const Notification& n : agent_.take_notifications()) handle(n);
+    bool still_waited_on = false;
+    for (auto& [id, e] : expected_) {
+      still_waited_on = still_waited_on || (!e.done && e.error.ok() && !e.progress.source_complete(s.peer, e.tokens));
+    }
+    if (!still_waited_on) {
+      s.probe.reset();
+      continue;
+    }
     s.lost = PeerLost("prefill sender " + source_name(s) + " lost: " + lost.to_string());
     for (auto& [id, e] : expected_) {
       if (!e.done && !e.progress.source_complete(s.peer, e.tokens)) fail(e, s.lost.with_context("request '" + id + "'"));
