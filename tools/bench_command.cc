@@ -63,10 +63,12 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   command->add_option("--peer-device", o.peer_device, "With --mem vram: the target process's GPU (default: the next one)");
   command->add_flag("--vram-target", o.vram_target, "Internal: the target process of a vram bench")->group("");
   command->add_option("--report-fd", o.report_fd, "Internal: spawned target reports its port here")->group("");
+  add_tp_bench_options(command, o.tp);
   return command;
 }
 
 int run_bench_command(BenchOptions& o) {
+  if (!o.tp.groups.empty()) return run_tp_bench(o);  // prefill TP P -> decode TP D (tp_bench.h)
   if (Status status = o.finalize(); !status.ok()) {
     std::fprintf(stderr, "kvferry bench: %s\n", status.to_string().c_str());
     return 2;

@@ -8,6 +8,7 @@
 
 #include "block_choice.h"
 #include "host_pool.h"
+#include "tp_bench.h"
 #include "kvferry/kvferry.h"
 
 namespace kvferry::cli {
@@ -48,6 +49,7 @@ struct BenchOptions {
   int device = 0;
   int peer_device = -1;      // -1: the next GPU if there is one, else the same
   bool vram_target = false;  // internal: the target process of a vram bench
+  TpBenchOptions tp;         // --tp P:D: heterogeneous tensor parallelism (tp_bench.h)
 
   // Derived by finalize().
   std::uint64_t block_size = 0;

@@ -9,6 +9,7 @@
 #include "demo_options.h"
 #include "kv_commands.h"
 #include "offload_options.h"  // offload, onboard
+#include "tp_commands.h"      // tp-demo, tp-rank
 
 namespace kvferry::cli {
 

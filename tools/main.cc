@@ -1,7 +1,7 @@
 // kvferry — the command-line tool of the kvferry library.
 //
 // Subcommands: info, bench, demo (see commands.h); serve, pull, estimate (kv_commands.h);
-// stats, swarm (cluster_commands.h).
+// stats, swarm (cluster_commands.h); tp-demo (tp_commands.h).
 // Exceptions stop here: CLI11 reports usage errors by throwing, and nlohmann_json or the
 // standard library may throw on exhaustion; none of them leaves main.
 #include <signal.h>
@@ -34,6 +34,8 @@ int run(int argc, char** argv) {
   OnboardOptions onboard_options;
   StatsOptions stats_options;
   SwarmOptions swarm_options;
+  TpDemoOptions tp_demo_options;
+  TpRankOptions tp_rank_options;
   CLI::App* info = add_info_command(app, info_options);
   CLI::App* bench = add_bench_command(app, bench_options);
   CLI::App* demo = add_demo_command(app, demo_options);
@@ -45,6 +47,8 @@ int run(int argc, char** argv) {
   CLI::App* onboard = add_onboard_command(app, onboard_options);
   CLI::App* stats = add_stats_command(app, stats_options);
   CLI::App* swarm = add_swarm_command(app, swarm_options);
+  CLI::App* tp_demo = add_tp_demo_command(app, tp_demo_options);
+  CLI::App* tp_rank = add_tp_rank_command(app, tp_rank_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -62,6 +66,8 @@ int run(int argc, char** argv) {
   if (onboard->parsed()) return run_onboard_command(onboard_options);
   if (stats->parsed()) return run_stats_command(stats_options);
   if (swarm->parsed()) return run_swarm_command(swarm_options);
+  if (tp_demo->parsed()) return run_tp_demo_command(tp_demo_options);
+  if (tp_rank->parsed()) return run_tp_rank_command(tp_rank_options);
   return 2;
 }
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Heterogeneous tensor parallelism with 4 GPUs (nvidia-h200-x4), in ONE device call.
+# Prepared, not yet run. Pack with `scripts/gpu_tp_check.sh prepare` (it copies this
+# script into build-tp-gpu/), then:
+#   run(carry=["build-tp-gpu"], command="bash build-tp-gpu/gpu_tp_check_x4.sh", kind="nvidia-h200-x4")
+# Cases (Mistral-Small-3.1 geometry unless said; GPU pools, one GPU per process, round robin
+# over the 4 GPUs, so some processes share a GPU when P + D > 4):
+#   4->2, 2->4; 3->1 with 6 KV heads; kv_heads 2 replicated 4->2; at 4,096 and 32,768 tokens.
+# Each: tp-demo over device staging (every element verified), then bench --tp with every
+# path against the same-run peer copy, the naive plan, and the multi-sender ingress ceiling
+# (GPUs 1..P writing into GPU 0 at once: what a decode rank fed by several prefill ranks
+# can take at most). Logs under $OUT; a table last.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${OUT:-/tmp/gpu_tp_check_x4}"
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+kv="$here/bin/kvferry"
+budget="${TP_CHECK_BUDGET_S:-570}"
+start=$(date +%s)
+step() {
+  local name="$1" limit="$2"
+  shift 2
+  local left=$(( budget - ($(date +%s) - start) ))
+  if (( limit > left )); then echo "== $name: skipped (needs ${limit}s, ${left}s left)"; return 0; fi
+  echo "== $name ($(date +%T), limit ${limit}s)"
+  timeout --kill-after=5 "$limit" "$@" >"$out/$name.log" 2>&1
+  echo "   rc=$? -> $out/$name.log"
+}
+{ date -u; nvidia-smi; nvidia-smi topo -m; } >"$out/machine.log" 2>&1
+
+cases=("4 2 8" "2 4 8" "3 1 6" "4 2 2")  # P D kv_heads
+for tokens in 4096 32768; do
+  for c in "${cases[@]}"; do
+    set -- $c
+    name="${1}to${2}_h${3}_t${tokens}"
+    staging=()
+    (( tokens > 4096 )) && staging=(--staging-mib 8192)
+    step "demo_$name" 90 "$kv" tp-demo --prefill-tp "$1" --decode-tp "$2" --kv-heads "$3" --tokens "$tokens" \
+      --mem vram --path device --json "${staging[@]}"
+    iters=(--iterations 3 --warmup 1)
+    (( tokens > 4096 )) && iters=(--iterations 2 --warmup 1)
+    step "bench_$name" 150 "$kv" bench --tp "$1:$2" --tp-kv-heads "$3" --tp-tokens "$tokens" --mem vram \
+      "${iters[@]}" --ceiling-reps 3 --tp-ingress --tp-path device --tp-path direct --tp-path naive --json
+  done
+done
+
+echo
+echo "================ summary ($(date -u +%F), $(nvidia-smi -L 2>/dev/null | wc -l) GPUs) ================"
+for f in "$out"/demo_*.log; do
+  python3 - "$f" <<'PY'
+import json, sys, os
+name = os.path.basename(sys.argv[1])[5:-4]
+for line in open(sys.argv[1]):
+    try: j = json.loads(line)
+    except Exception: continue
+    if "decode_rank" in j:
+        print(f"{name:18} d{j['decode_rank']} src {j['sources']} {j['bytes']/1e6:9.1f} MB {j['ms']:9.2f} ms "
+              f"{j['gbps']:7.1f} GB/s {j['path']:6} verified {j['verified']} {j.get('error', '')[:60]}")
+PY
+done
+for f in "$out"/bench_*.log; do
+  python3 - "$f" <<'PY'
+import json, sys, os
+name = os.path.basename(sys.argv[1])[6:-4]
+for line in open(sys.argv[1]):
+    try: j = json.loads(line)
+    except Exception: continue
+    if "case" in j:
+        print(f"{name:18} {j['case']:7} {j['gbps']:8.1f} GB/s vs {j['ceiling_name']} {j['ceiling_gbps']:7.1f}: "
+              f"{j['ratio']:.3f}  x{j['speedup_over_naive']:.2f} over naive  verified {j['verified']} {j.get('error', '')[:50]}")
+PY
+done
+grep -h "ingress_gbps" "$out"/bench_*.log 2>/dev/null | head -n 8

@@ -1,0 +1,67 @@
+// The path names and the cost estimate behind TpPath::kAuto.
+#include <algorithm>
+
+#include "kv/tp/tp_direct_plan.h"
+#include "kvferry/kv/tp_transfer.h"
+
+namespace kvferry {
+namespace {
+
+// What one more descriptor and one more pass over the bytes cost. Host figures are this
+// project's 2-core VM (docs/benchmarks.md, "Heterogeneous TP"): a descriptor of a host
+// backend costs about 0.3 us beyond its bytes, and a gather or scatter copies at about
+// 8 GB/s on one core. GPU figures are the H200 machine's (docs/benchmarks.md, GPU.md):
+// a copy-engine descriptor about 1 us, a gather/scatter kernel over HBM about 1.5 TB/s.
+struct PathCosts {
+  double per_descriptor_s;
+  double copy_bytes_per_s;
+  double fixed_s;  // a gather's and a scatter's launch or wake-up
+};
+constexpr PathCosts kHostCosts{0.3e-6, 8e9, 50e-6};
+constexpr PathCosts kDeviceCosts{1.0e-6, 1.5e12, 30e-6};
+
+}  // namespace
+
+std::string_view to_string(TpPath path) noexcept {
+  switch (path) {
+    case TpPath::kAuto: return "auto";
+    case TpPath::kHostStaging: return "host";
+    case TpPath::kDeviceStaging: return "device";
+    case TpPath::kDirect: return "direct";
+  }
+  return "";
+}
+
+bool parse_tp_path(std::string_view text, TpPath* out) noexcept {
+  for (TpPath p : {TpPath::kAuto, TpPath::kHostStaging, TpPath::kDeviceStaging, TpPath::kDirect}) {
+    if (text == to_string(p)) {
+      *out = p;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::uint64_t tp_direct_descriptors(const KvLayout& source, const KvLayout& destination, std::uint64_t tokens,
+                                    std::uint32_t heads) {
+  return tp::count_merged_slices(source, destination, heads, tokens);
+}
+
+TpPathEstimate tp_path_estimate(const KvLayout& source, const KvLayout& destination, MemoryKind kind,
+                                std::uint64_t tokens, std::uint32_t heads, std::uint32_t shares) {
+  const PathCosts& c = kind == MemoryKind::kVram ? kDeviceCosts : kHostCosts;
+  const KvGeometry& g = destination.geometry();
+  const std::uint64_t kv = destination.arrangement() == KvArrangement::kMla ? 1 : 2;
+  const double bytes = static_cast<double>(tokens) * heads * g.layers * kv * g.head_dim * dtype_bytes(g.dtype);
+  TpPathEstimate e;
+  const std::uint32_t per_share = std::max<std::uint32_t>(1, heads / std::max<std::uint32_t>(1, shares));
+  e.direct_descriptors = tp_direct_descriptors(source, destination, tokens, per_share) * std::max<std::uint32_t>(1, shares);
+  // The bytes cross the link on both paths; only what differs is compared.
+  e.direct_seconds = static_cast<double>(e.direct_descriptors) * c.per_descriptor_s;
+  e.staging_seconds = 2 * bytes / c.copy_bytes_per_s + 2 * c.fixed_s + static_cast<double>(shares) * c.per_descriptor_s;
+  const bool staging = e.staging_seconds < e.direct_seconds;
+  e.path = !staging ? TpPath::kDirect : kind == MemoryKind::kVram ? TpPath::kDeviceStaging : TpPath::kHostStaging;
+  return e;
+}
+
+}  // namespace kvferry

@@ -1,0 +1,136 @@
+// Heterogeneous tensor parallelism through the real tool: `kvferry tp-demo` starts P
+// prefill and D decode processes that talk over real sockets; every decode rank checks
+// every element of its heads. Prompts are small (2-core CI). Also a prefill rank killed
+// while the decode ranks wait on it: the error names it, within the peer timeout.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli_runner.h"
+
+namespace kvferry::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class TpDemo : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(cli_path())) GTEST_SKIP() << "the kvferry tool is not built: " << cli_path();
+  }
+  // Runs tp-demo --json to its end; one JSON object per decode rank.
+  std::vector<nlohmann::json> run(std::vector<std::string> args, int expected_code = 0) {
+    args.insert(args.begin(), {"tp-demo", "--json", "--model", "llama-3.1-8b"});
+    auto cli = Cli::start(args);
+    EXPECT_TRUE(cli);
+    if (!cli) return {};
+    const auto code = cli->wait_exit(90s);
+    EXPECT_EQ(code, std::optional<int>(expected_code)) << cli->out() << cli->err();
+    std::vector<nlohmann::json> rows;
+    std::size_t at = 0;
+    const std::string& out = cli->out();
+    while (at < out.size()) {
+      const std::size_t end = out.find('\n', at);
+      const auto j = nlohmann::json::parse(out.substr(at, end - at), nullptr, false);
+      if (j.is_object()) rows.push_back(j);
+      if (end == std::string::npos) break;
+      at = end + 1;
+    }
+    err_ = cli->err();
+    return rows;
+  }
+  // Every decode rank verified, with `sources` senders each.
+  void expect_verified(const std::vector<nlohmann::json>& rows, std::size_t decode_tp, std::size_t sources,
+                       const std::string& path = {}) {
+    ASSERT_EQ(rows.size(), decode_tp) << err_;
+    for (std::size_t d = 0; d < rows.size(); ++d) {
+      SCOPED_TRACE(rows[d].dump());
+      EXPECT_EQ(rows[d].value("decode_rank", 99u), d);
+      EXPECT_TRUE(rows[d].value("verified", false));
+      EXPECT_EQ(rows[d].value("sources", 0u), sources);
+      EXPECT_GT(rows[d].value("bytes", 0ull), 0u);
+      if (!path.empty()) {
+        EXPECT_EQ(rows[d].value("path", ""), path);
+      }
+    }
+  }
+  std::string err_;
+};
+
+TEST_F(TpDemo, TwoPrefillRanksIntoOneDecodeRankByHostStaging) {
+  const auto rows = run({"--prefill-tp", "2", "--decode-tp", "1", "--tokens", "77", "--path", "host"});
+  expect_verified(rows, 1, 2, "host");
+  if (!rows.empty()) {
+    EXPECT_EQ(rows[0].value("bytes", 0ull), 77ull * 32 * 2 * 8 * 128 * 2);
+  }
+}
+
+TEST_F(TpDemo, OnePrefillRankIntoTwoDecodeRanksDirect) {
+  expect_verified(run({"--prefill-tp", "1", "--decode-tp", "2", "--tokens", "70", "--path", "direct",
+                       "--src-layout", "vllm-hnd", "--dst-layout", "vllm-hnd"}),
+                  2, 1, "direct");
+}
+
+TEST_F(TpDemo, FourIntoTwoOverShmChunked) {
+  expect_verified(run({"--prefill-tp", "4", "--decode-tp", "2", "--tokens", "96", "--backend", "shm",
+                       "--chunk-tokens", "32", "--path", "host"}),
+                  2, 2, "host");
+}
+
+TEST_F(TpDemo, TwoIntoFourAuto) {
+  expect_verified(run({"--prefill-tp", "2", "--decode-tp", "4", "--tokens", "50"}), 4, 1);
+}
+
+// kv_heads 2 on TP 4: every head lives on two prefill ranks; each decode rank reads one replica.
+TEST_F(TpDemo, ReplicatedHeadsFourIntoTwo) {
+  const auto rows = run({"--prefill-tp", "4", "--decode-tp", "2", "--kv-heads", "2", "--tokens", "64", "--path", "direct"});
+  expect_verified(rows, 2, 1, "direct");
+}
+
+TEST_F(TpDemo, LayoutsAndBlockSizesConvert) {
+  expect_verified(run({"--prefill-tp", "2", "--decode-tp", "1", "--tokens", "45", "--src-layout", "vllm-hnd",
+                       "--src-block-tokens", "16", "--dst-layout", "flashinfer", "--dst-block-tokens", "8", "--path",
+                       "host"}),
+                  1, 2, "host");
+  expect_verified(run({"--prefill-tp", "1", "--decode-tp", "2", "--tokens", "45", "--src-layout", "sglang",
+                       "--src-block-tokens", "1", "--dst-layout", "vllm-nhd", "--dst-block-tokens", "16", "--path",
+                       "direct", "--chunk-tokens", "20"}),
+                  2, 1, "direct");
+}
+
+TEST_F(TpDemo, MlaLatentFromOnePrefillRankEach) {
+  auto cli = Cli::start({"tp-demo", "--json", "--model", "deepseek-v3", "--prefill-tp", "2", "--decode-tp", "2",
+                         "--tokens", "70", "--path", "host"});
+  ASSERT_TRUE(cli);
+  EXPECT_EQ(cli->wait_exit(90s), std::optional<int>(0)) << cli->out() << cli->err();
+  EXPECT_NE(cli->out().find("\"verified\":true"), std::string::npos) << cli->out();
+}
+
+TEST_F(TpDemo, KilledPrefillRankIsNamedWithinThePeerTimeout) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto rows = run({"--prefill-tp", "2", "--decode-tp", "1", "--tokens", "96", "--chunk-tokens", "32", "--path",
+                         "host", "--peer-timeout-ms", "1000", "--kill-prefill-rank", "1"},
+                        1);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(rows.size(), 1u) << err_;
+  const std::string error = rows[0].value("error", "");
+  EXPECT_FALSE(rows[0].value("verified", true));
+  EXPECT_NE(error.find("prefill rank 1"), std::string::npos) << error;
+  EXPECT_NE(error.find("lost"), std::string::npos) << error;
+  EXPECT_NE(error.find("tp-prefill-"), std::string::npos) << error;  // the agent's name
+  EXPECT_LT(elapsed, 30s);
+}
+
+TEST_F(TpDemo, RefusesHeadsThatDoNotSplit) {
+  auto cli = Cli::start({"tp-demo", "--model", "llama-3.1-8b", "--kv-heads", "6", "--prefill-tp", "4"});
+  ASSERT_TRUE(cli);
+  EXPECT_EQ(cli->wait_exit(30s), std::optional<int>(2));
+  EXPECT_NE(cli->err().find("6"), std::string::npos) << cli->err();
+}
+
+}  // namespace
+}  // namespace kvferry::testing
