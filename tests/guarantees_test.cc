@@ -261,8 +261,11 @@ TEST_P(Guarantees, PeerKilledMidReadIsPeerLostAndOurMemoryStaysPut) {
   }
   // Slices are only ever written with source bytes (several requests share one): a
   // request reported done whose slice still holds poison did not move its bytes.
-  for (std::size_t k = 0; k < reqs.size(); ++k)
-    if (done[k]) EXPECT_TRUE(slice_is_source(slice_of[k])) << "request " << k << " done, bytes wrong";
+  for (std::size_t k = 0; k < reqs.size(); ++k) {
+    if (done[k]) {
+      EXPECT_TRUE(slice_is_source(slice_of[k])) << "request " << k << " done, bytes wrong";
+    }
+  }
   EXPECT_LT(Clock::now() - killed, kPeerTimeout + 1s);
   std::memcpy(after.data(), local_.data(), kSize);
   std::this_thread::sleep_for(500ms);
