@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
+#include "soak_command.h"
 #include "kvferry/kvferry.h"
 
 namespace {
@@ -30,6 +31,8 @@ int run(int argc, char** argv) {
   EstimateOptions estimate_options;
   OffloadOptions offload_options;
   OnboardOptions onboard_options;
+  SoakOptions soak_options;
+  SoakPeerOptions soak_peer_options;
   CLI::App* info = add_info_command(app, info_options);
   CLI::App* bench = add_bench_command(app, bench_options);
   CLI::App* demo = add_demo_command(app, demo_options);
@@ -39,6 +42,8 @@ int run(int argc, char** argv) {
   CLI::App* estimate = add_estimate_command(app, estimate_options);
   CLI::App* offload = add_offload_command(app, offload_options);
   CLI::App* onboard = add_onboard_command(app, onboard_options);
+  CLI::App* soak = add_soak_command(app, soak_options);
+  CLI::App* soak_peer = add_soak_peer_command(app, soak_peer_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -54,6 +59,8 @@ int run(int argc, char** argv) {
   if (estimate->parsed()) return run_estimate_command(estimate_options);
   if (offload->parsed()) return run_offload_command(offload_options);
   if (onboard->parsed()) return run_onboard_command(onboard_options);
+  if (soak->parsed()) return run_soak_command(soak_options);
+  if (soak_peer->parsed()) return run_soak_peer_command(soak_peer_options);
   return 2;
 }
 
