@@ -60,9 +60,9 @@ step gpu_tests 180 "$here/bin/kvferry_tests" --gtest_filter='Gpu*:*Vram*:*vram*:
 # The acceptance shape: 40 layers x 1,000 scattered 64 KiB blocks (2.62 GB) per request.
 shape=(--device 0 --layers 40 --blocks 1000 --block-size 64KiB --pattern scattered --verify --json)
 common=(bench --mem vram --backend cuda_ipc --peer-device 1 "${shape[@]}" --iterations 10 --warmup 2 --ceiling-reps 3)
-step bench_kernel 100 "$kv" "${common[@]}" --param cuda_ipc.copy=kernel
+step bench_kernel 100 "$kv" "${common[@]}" --param cuda_ipc.copy=kernel --repost
 step bench_kernel_fresh 100 "$kv" "${common[@]}" --param cuda_ipc.copy=kernel --fresh-requests
-step bench_batch 100 "$kv" "${common[@]}" --param cuda_ipc.copy=batch
+step bench_batch 100 "$kv" "${common[@]}" --param cuda_ipc.copy=batch --repost
 # vram over the host paths, staged through pinned memory: GPU0 -> another process's
 # host memory over shm (ceiling: pinned copy), GPU0 -> GPU1 of another process over tcp
 # (ceiling: plain TCP stream between the same processes).

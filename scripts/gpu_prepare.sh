@@ -25,7 +25,7 @@ for lib in liburing.so.2 libxxhash.so.0; do
   path="$(ldd "$build/tools/kvferry" | awk -v l="$lib" '$1 == l { print $3 }')"
   [[ -n "$path" ]] && cp -L "$path" "$out/lib/$lib"
 done
-cp "$root/scripts/gpu_check.sh" "$root/scripts/nccl_compare.py" "$out/"
+cp "$root/scripts/gpu_check.sh" "$root/scripts/gpu_requests_check.sh" "$root/scripts/nccl_compare.py" "$out/"
 # Anything else the binaries need that a bare Ubuntu 24.04 may lack?
 missing="$(LD_LIBRARY_PATH="$out/lib" ldd "$out/bin/kvferry" "$out/bin/kvferry_tests" | grep 'not found' || true)"
 [[ -z "$missing" ]] || { echo "unresolved libraries: $missing" >&2; exit 1; }

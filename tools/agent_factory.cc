@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "backend_traits.h"
 
 namespace kvferry::cli {
@@ -32,14 +34,29 @@ Status check_backend_for_two_processes(const std::string& backend) {
 }
 
 Result<std::unique_ptr<Agent>> make_single_backend_agent(
-    std::string name, const std::string& backend, std::map<std::string, std::string> params) {
+    std::string name, const std::string& backend, std::map<std::string, std::string> params,
+    const std::string& metadata_service) {
   AgentOptions options;
   options.name = std::move(name);
   options.backends = {backend};
   options.backend_params = std::move(params);
+  options.metadata_service = metadata_service;
   Result<std::unique_ptr<Agent>> agent = Agent::create(std::move(options));
   if (!agent.ok()) return agent.status().with_context("creating an agent with backend '" + backend + "'");
   return agent;
+}
+
+Status wait_for_named_peer(Agent& agent, const std::string& name, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const std::vector<std::string> found = agent.find_peers(name);
+    if (std::find(found.begin(), found.end(), name) != found.end()) return Status::Ok();
+    if (std::chrono::steady_clock::now() >= until)
+      return Timeout("agent '" + name + "' did not appear in the metadata service within " +
+                     std::to_string(timeout.count()) + " ms");
+    agent.wait_for_peer_events(std::chrono::milliseconds(20));
+    (void)agent.take_peer_events();
+  }
 }
 
 }  // namespace kvferry::cli

@@ -13,6 +13,12 @@ namespace kvferry::cli {
 // data and a poisoned destination, compared byte for byte.
 Result<CaseResult> run_block_transfer_case(InitiatorSession& session, TransferOp op);
 
+// Batch case (--batch N): N requests of `blocks` blocks of every layer, created fresh,
+// posted with one post_batch and drained from a completion queue (waiting on its fd),
+// against one request of the same N x blocks blocks in the same run (the "ceiling").
+// The ratio is one request's time over the batch's: >= 0.91 means within 1.1x.
+Result<CaseResult> run_batch_case(InitiatorSession& session, TransferOp op);
+
 // Small-message case: an 8-byte write with a notification, posted again and again; the
 // latency is post() to wait() done. Ceiling: an 8-byte ping-pong on the control socket.
 Result<CaseResult> run_write_notify_latency_case(InitiatorSession& session);

@@ -37,6 +37,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   command->add_option("--param", o.params, "KEY=VALUE backend parameter of this process's agent (repeatable)");
   CLI::Option* serve = command->add_flag("--serve", o.serve, "Be the target: serve initiators until Ctrl-C");
   command->add_option("--listen", o.listen, "Target's control address (with --serve)")->capture_default_str();
+  command->add_option("--metadata", o.metadata,
+                      "Initiator: exchange agent metadata through this etcd://HOST:PORT/NAMESPACE (the target "
+                      "joins it too), not through the control connection");
   command->add_option("--peer", o.peer, "Initiator: a target started with --serve, HOST:PORT")->excludes(serve);
   command->add_option("--file", o.file, "With --backend file: offload to / onboard from this file (one process)");
   command->add_option("--mem", o.mem, "Memory of this process's pool: dram, or vram (a GPU pool: cuda_ipc, or tcp/shm staged)")
@@ -48,8 +51,14 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->check(CLI::IsMember({"dram", "vram"}))
       ->capture_default_str();
   command->add_flag("--fresh-requests", o.fresh_requests,
-                    "With --mem vram: create the request inside each timed iteration (as an engine that builds "
-                    "one per transfer), not once");
+                    "Create every timed request anew, over new block ids, as an engine does (the default)");
+  command->add_flag("--repost", o.repost, "Create one request per case and post it again and again");
+  command->add_flag("--index-form", o.index_form,
+                    "Describe requests as index transfers of (layer, block) pairs instead of lanes x block ids");
+  command->add_option("--batch", o.batch,
+                      "Batch case: this many requests of --blocks blocks each, posted with one post_batch and "
+                      "drained from a completion queue, against one request of the same bytes")
+      ->check(CLI::PositiveNumber);
   command->add_option("--device", o.device, "With --mem vram: this process's GPU")->capture_default_str();
   command->add_option("--peer-device", o.peer_device, "With --mem vram: the target process's GPU (default: the next one)");
   command->add_flag("--vram-target", o.vram_target, "Internal: the target process of a vram bench")->group("");

@@ -58,14 +58,16 @@ Status run_cases(const BenchOptions& o, ControlChannel& channel, ResultPrinter& 
   if (!o.json) {
     const PoolShape shape = o.pool_shape();
     std::printf("kvferry bench: backend %s, pools of %u layers x %u blocks x %s, %d iterations "
-                "(+%d warm-up), seed %llu\n",
+                "(+%d warm-up), %s requests%s, seed %llu\n",
                 o.backend.c_str(), shape.layers, shape.blocks_per_layer,
                 format_bytes(shape.block_size).c_str(), o.iterations, o.warmup,
+                o.repost ? "re-posted" : "fresh", o.index_form ? " (index form)" : "",
                 static_cast<unsigned long long>(o.seed));
     print_table_header();
   }
   for (TransferOp op : o.ops) {
-    KVF_ASSIGN_OR_RETURN(CaseResult result, run_block_transfer_case(*session, op));
+    KVF_ASSIGN_OR_RETURN(CaseResult result,
+                         o.batch > 0 ? run_batch_case(*session, op) : run_block_transfer_case(*session, op));
     printer.print(result);
   }
   if (o.small_round_trips > 0) {

@@ -34,11 +34,17 @@ Status BenchOptions::finalize() {
     if (backend != "tcp") return InvalidArgument("--streams applies to the tcp backend only");
     shared_params["tcp.streams"] = std::to_string(streams);
   }
+  fresh_requests = !repost;
+  if (batch < 0) return InvalidArgument("--batch must be positive");
+  if (batch > 0 && mem != "dram") return InvalidArgument("--batch measures host pools (--mem dram)");
   if (seed == 0) seed = (std::uint64_t{std::random_device{}()} << 32) | std::random_device{}();
   return pool_shape().validate().with_context("pool shape");
 }
 
 PoolShape BenchOptions::pool_shape() const {
+  // The batch case touches batch x blocks distinct blocks per layer, once: no memcpy
+  // ceiling halves, so a pool just large enough to scatter them.
+  if (batch > 0) return PoolShape{layers, static_cast<std::uint32_t>(batch) * blocks + 64, block_size};
   const std::uint32_t pool_blocks = std::max(2 * blocks, blocks + 64);
   return PoolShape{layers, pool_blocks, block_size};
 }

@@ -30,6 +30,7 @@ struct BenchOptions {
   bool serve = false;
   std::string listen = "127.0.0.1:0";
   std::string peer;
+  std::string metadata;  // etcd://HOST:PORT/NAMESPACE: the agents exchange metadata there
   std::string file;                 // --backend file: the file to offload to (bench_file.h)
   std::vector<std::string> params;  // KEY=VALUE, backend params of this process's agent
   std::uint64_t seed = 0;           // 0: a fresh seed per run
@@ -38,7 +39,12 @@ struct BenchOptions {
   // `device` (ours) and `peer_device` (the target process's), through cuda_ipc.
   std::string mem = "dram";
   std::string peer_mem = "vram";  // with --mem vram: the target's pool (vram, or dram)
-  bool fresh_requests = false;    // with --mem vram: create_transfer inside each timed iteration
+  // Every timed request is created fresh (as an engine does, new block ids each time);
+  // --repost creates one per case and posts it again and again. Derived: !repost.
+  bool fresh_requests = true;
+  bool repost = false;
+  bool index_form = false;  // requests as index transfers of expanded pairs (the older path)
+  int batch = 0;            // > 0: the batch case: this many requests of --blocks, one post_batch
   int device = 0;
   int peer_device = -1;      // -1: the next GPU if there is one, else the same
   bool vram_target = false;  // internal: the target process of a vram bench

@@ -39,11 +39,14 @@ json to_json(const SessionSetup& setup) {
               {"layers", setup.shape.layers},
               {"blocks_per_layer", setup.shape.blocks_per_layer},
               {"block_size", setup.shape.block_size},
-              {"metadata", json::binary(setup.metadata)}};
+              {"metadata", json::binary(setup.metadata)},
+              {"metadata_service", setup.metadata_service},
+              {"agent", setup.agent}};
 }
 
 json to_json(const SetupReply& reply) {
-  return json{{"metadata", json::binary(reply.metadata)}, {"pool_address", reply.pool_address}};
+  return json{{"metadata", json::binary(reply.metadata)}, {"pool_address", reply.pool_address},
+              {"agent", reply.agent}};
 }
 
 json to_json(const VerifyPlan& plan) {
@@ -71,6 +74,8 @@ Result<SessionSetup> parse_session_setup(const json& body) {
     setup.shape.blocks_per_layer = body.at("blocks_per_layer").get<std::uint32_t>();
     setup.shape.block_size = body.at("block_size").get<std::uint64_t>();
     setup.metadata = binary_of(body.at("metadata"));
+    setup.metadata_service = body.value("metadata_service", std::string());
+    setup.agent = body.value("agent", std::string());
     return setup;
   });
 }
@@ -80,6 +85,7 @@ Result<SetupReply> parse_setup_reply(const json& body) {
     SetupReply reply;
     reply.metadata = binary_of(body.at("metadata"));
     reply.pool_address = body.at("pool_address").get<std::uint64_t>();
+    reply.agent = body.value("agent", std::string());
     return reply;
   });
 }

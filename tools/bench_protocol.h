@@ -28,12 +28,15 @@ struct SessionSetup {
   std::string backend;
   std::map<std::string, std::string> backend_params;
   PoolShape shape;
-  std::vector<std::uint8_t> metadata;  // the initiator agent's
+  std::vector<std::uint8_t> metadata;  // the initiator agent's (empty with a metadata service)
+  std::string metadata_service;        // etcd://...: find the initiator there, by name
+  std::string agent;                   // the initiator agent's name
 };
 
 struct SetupReply {
-  std::vector<std::uint8_t> metadata;  // the target agent's
+  std::vector<std::uint8_t> metadata;  // the target agent's (empty with a metadata service)
   std::uint64_t pool_address = 0;      // where the target's pool starts, for descriptors
+  std::string agent;                   // the target agent's name
 };
 
 // One verified request: the target fills (read) or poisons and later checks (write)

@@ -27,7 +27,8 @@ struct CaseResult {
   double gbps = 0;
   double p50_us = 0;
   double p99_us = 0;
-  double prep_us = 0;  // create_transfer (incl. merging) + post(), median
+  std::string requests = "fresh";  // "fresh" (created per request), "repost", ...
+  double prep_us = 0;  // create_transfer (incl. merging) + post(), median CPU of the caller
   std::optional<double> create_us;  // create_transfer alone, median (where timed per request)
   double post_us = 0;    // post() alone, median
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "bench_options.h"
@@ -35,6 +36,14 @@ class InitiatorSession {
   std::uint64_t remote_pool_address() const { return remote_pool_address_; }
   const PreparedList& local_blocks() const { return local_blocks_; }
   const PreparedList& remote_blocks() const { return remote_blocks_; }
+  const PreparedLanes& local_lanes() const { return local_lanes_; }
+  const PreparedLanes& remote_lanes() const { return remote_lanes_; }
+  // The request moving local blocks `local_ids` <-> remote blocks `remote_ids` of every
+  // layer: a strided transfer (lanes x block ids), or with --index-form the index
+  // transfer of the expanded (layer, block) pairs.
+  Result<TransferRequest> create_request(TransferOp op, std::span<const std::uint32_t> local_ids,
+                                         std::span<const std::uint32_t> remote_ids,
+                                         TransferOptions transfer) const;
   // Forces the bench's backend; `notification` optional.
   TransferOptions transfer_options(std::optional<std::string> notification = std::nullopt) const;
 
@@ -54,6 +63,8 @@ class InitiatorSession {
   std::uint64_t remote_pool_address_ = 0;
   PreparedList local_blocks_;
   PreparedList remote_blocks_;
+  PreparedLanes local_lanes_;
+  PreparedLanes remote_lanes_;
 };
 
 }  // namespace kvferry::cli

@@ -47,14 +47,20 @@ Status TargetSession::setup(const nlohmann::json& body) {
   std::map<std::string, std::string> params = setup.backend_params;
   for (const auto& [key, value] : local_params_) params[key] = value;
   KVF_ASSIGN_OR_RETURN(agent_, make_single_backend_agent(unique_agent_name("bench-target", serial_),
-                                                         setup.backend, std::move(params)));
+                                                         setup.backend, std::move(params), setup.metadata_service));
   KVF_ASSIGN_OR_RETURN(HostPool pool, HostPool::allocate(setup.shape, 0,
                                                          wants_shared_pool(setup.backend) ? agent_.get() : nullptr));
   pool_.emplace(std::move(pool));
   KVF_RETURN_IF_ERROR(agent_->register_memory(pool_->region()).with_context("registering the target pool"));
+  if (!setup.metadata_service.empty()) {  // the initiator's metadata comes from the service
+    KVF_RETURN_IF_ERROR(agent_->sync_metadata(std::chrono::seconds(10)));  // our pool, before we answer
+    KVF_RETURN_IF_ERROR(wait_for_named_peer(*agent_, setup.agent, std::chrono::seconds(10)));
+    return channel_.send(MessageType::kSetupReply, to_json(SetupReply{{}, pool_->address(), agent_->name()}));
+  }
   KVF_RETURN_IF_ERROR(agent_->load_remote(setup.metadata).status().with_context("loading initiator metadata"));
   KVF_ASSIGN_OR_RETURN(std::vector<std::uint8_t> metadata, agent_->local_metadata());
-  return channel_.send(MessageType::kSetupReply, to_json(SetupReply{std::move(metadata), pool_->address()}));
+  return channel_.send(MessageType::kSetupReply,
+                       to_json(SetupReply{std::move(metadata), pool_->address(), agent_->name()}));
 }
 
 Status TargetSession::handle(const Message& message) {

@@ -27,16 +27,12 @@ Result<VerifyOutcome> verify_block_transfer(InitiatorSession& session, TransferO
   KVF_RETURN_IF_ERROR(session.channel().send(MessageType::kVerifyBegin, to_json(plan)));
   KVF_RETURN_IF_ERROR(session.channel().expect(MessageType::kVerifyReady).status());
 
-  const auto local_indices = indices_in_every_layer(local_ids, o.layers, pool_blocks);
-  const auto remote_indices = indices_in_every_layer(remote_ids, o.layers, pool_blocks);
   // A write carries a notification: the target checks only once it has arrived, which
   // the library promises happens after all the bytes are visible there.
   std::optional<std::string> notification;
   if (op == TransferOp::kWrite) notification = kVerifyNotification;
   KVF_ASSIGN_OR_RETURN(TransferRequest transfer,
-                       session.agent().create_transfer(op, session.local_blocks(), local_indices,
-                                                       session.remote_blocks(), remote_indices,
-                                                       session.transfer_options(notification)));
+                       session.create_request(op, local_ids, remote_ids, session.transfer_options(notification)));
   KVF_RETURN_IF_ERROR(transfer.post().with_context("verified request: post"));
   KVF_RETURN_IF_ERROR(transfer.wait(kTransferTimeout).with_context("verified request: wait"));
 

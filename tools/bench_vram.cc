@@ -33,12 +33,12 @@ int run_vram_bench(const BenchOptions&) {
 #include "bench_vram.h"
 #include "bench_vram_pool.h"
 #include "block_choice.h"
+#include "cli_util.h"
 
 namespace kvferry::cli {
 namespace {
 
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
 
 struct Ceilings {
   double write = 0, read = 0;            // what the ratio is taken against
@@ -108,17 +108,30 @@ int run_vram_bench(const BenchOptions& o) {
   auto remote = a.prepare_remote("vram-target", peer_vram
                                                     ? VramPool::block_descriptors(shape, target.address, peer_device)
                                                     : shape.block_descriptors(target.address));
+  // Fresh requests are strided (lanes x block ids): per request only the ids are checked.
+  BlockLanes local_shape = shape.block_lanes(pool->address());
+  local_shape.kind = MemoryKind::kVram;
+  local_shape.device = static_cast<std::uint32_t>(o.device);
+  BlockLanes remote_shape = shape.block_lanes(target.address);
+  if (peer_vram) {
+    remote_shape.kind = MemoryKind::kVram;
+    remote_shape.device = static_cast<std::uint32_t>(peer_device);
+  }
+  auto local_lanes = a.prepare_local_lanes(local_shape);
+  auto remote_lanes = a.prepare_remote_lanes("vram-target", remote_shape);
   if (st.ok() && !local.ok()) st = local.status();
   if (st.ok() && !remote.ok()) st = remote.status();
+  if (st.ok() && !local_lanes.ok()) st = local_lanes.status();
+  if (st.ok() && !remote_lanes.ok()) st = remote_lanes.status();
   if (!st.ok()) return std::fprintf(stderr, "kvferry bench: %s\n", st.to_string().c_str()), 1;
 
   const std::uint64_t seed = o.seed ? o.seed : static_cast<std::uint64_t>(Clock::now().time_since_epoch().count());
-  const auto local_ids = indices_in_every_layer(
-      choose_block_ids(o.block_pattern, local_side_seed(seed, 0), shape.blocks_per_layer, o.blocks), o.layers,
-      shape.blocks_per_layer);
-  const auto remote_ids = indices_in_every_layer(
-      choose_block_ids(o.block_pattern, remote_side_seed(seed, 0), shape.blocks_per_layer, o.blocks), o.layers,
-      shape.blocks_per_layer);
+  const auto local_blocks = choose_block_ids(o.block_pattern, local_side_seed(seed, 0), shape.blocks_per_layer, o.blocks);
+  const auto remote_blocks =
+      choose_block_ids(o.block_pattern, remote_side_seed(seed, 0), shape.blocks_per_layer, o.blocks);
+  const auto local_ids = indices_in_every_layer(local_blocks, o.layers, shape.blocks_per_layer);
+  const auto remote_ids = indices_in_every_layer(remote_blocks, o.layers, shape.blocks_per_layer);
+  const LaneTransfer lanes{local_blocks, remote_blocks, 0, o.layers};
   const std::uint64_t bytes = std::uint64_t{o.layers} * o.blocks * o.block_size;
   std::string copy = o.backend == "cuda_ipc" ? "kernel" : "batch";
   for (const char* key : {"cuda_ipc.copy", "staging.copy"})
@@ -144,21 +157,28 @@ int run_vram_bench(const BenchOptions& o) {
     const bool write = op == TransferOp::kWrite;
     auto req = a.create_transfer(op, *local, local_ids, *remote, remote_ids);
     if (!req.ok()) return std::fprintf(stderr, "kvferry bench: %s\n", req.status().to_string().c_str()), 1;
-    std::vector<double> ms, post_ms;  // whole request; time inside post() (host work)
+    std::vector<double> ms, post_ms, cpu_us;  // whole request; time inside post(); caller CPU create+post
     for (int i = 0; i < o.warmup + o.iterations; ++i) {
       const auto t0 = Clock::now();
-      // --fresh-requests: what an engine that builds a request per transfer pays.
+      const double cpu0 = thread_cpu_micros();
+      // Fresh requests (the default): what an engine that builds a request per transfer
+      // pays; --repost posts the one made above again.
       if (o.fresh_requests) {
-        req = a.create_transfer(op, *local, local_ids, *remote, remote_ids);
+        req = o.index_form ? a.create_transfer(op, *local, local_ids, *remote, remote_ids)
+                           : a.create_transfer(op, *local_lanes, *remote_lanes, lanes);
         if (!req.ok()) return std::fprintf(stderr, "kvferry bench: %s\n", req.status().to_string().c_str()), 1;
       }
       Status s = req->post();
+      const double cpu1 = thread_cpu_micros();
       if (s.ok()) s = req->wait(60s);
       if (!s.ok()) return std::fprintf(stderr, "kvferry bench: transfer: %s\n", s.to_string().c_str()), 1;
       if (i < o.warmup) continue;
       ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
       post_ms.push_back(static_cast<double>(req->telemetry().post_ns) / 1e6);
+      cpu_us.push_back(cpu1 - cpu0);
     }
+    std::sort(cpu_us.begin(), cpu_us.end());
+    const double cpu_median = cpu_us[cpu_us.size() / 2];
     std::sort(ms.begin(), ms.end());
     std::sort(post_ms.begin(), post_ms.end());
     const double post_median = post_ms[post_ms.size() / 2];
@@ -191,15 +211,17 @@ int run_vram_bench(const BenchOptions& o) {
     }
     std::printf("%-6s %10.3f %10.3f %8.3f %10.1f %12.1f %6.1f%% %9s%s\n", write ? "write" : "read", median, p99,
                 post_median, gbps, ceiling, 100.0 * gbps / ceiling, verified.c_str(),
-                o.fresh_requests ? "  (a new request each time)" : "");
+                o.fresh_requests ? "  (a new request each time)" : "  (re-posted)");
+    std::printf("       create + post: %.1f us of CPU (median)\n", cpu_median);
     if (o.json)
       std::printf("{\"mem\":\"vram\",\"peer_mem\":\"%s\",\"backend\":\"%s\",\"copy\":\"%s\",\"op\":\"%s\",\"device\":%d,"
                   "\"peer_device\":%d,\"layers\":%u,\"blocks\":%u,\"block_size\":%" PRIu64 ",\"bytes\":%" PRIu64
                   ",\"median_ms\":%.4f,\"p99_ms\":%.4f,\"post_ms\":%.4f,\"gbps\":%.2f,\"ceiling\":\"%s\",\"ceiling_gbps\":%.2f,"
-                  "\"ratio\":%.4f,\"pinned_copy_gbps\":%.2f,\"fresh_requests\":%s,\"verified\":\"%s\"}\n",
+                  "\"ratio\":%.4f,\"pinned_copy_gbps\":%.2f,\"fresh_requests\":%s,\"create_post_cpu_us\":%.1f,"
+                  "\"verified\":\"%s\"}\n",
                   o.peer_mem.c_str(), o.backend.c_str(), copy.c_str(), write ? "write" : "read", o.device, peer_device,
                   o.layers, o.blocks, o.block_size, bytes, median, p99, post_median, gbps, ceilings->kind, ceiling, gbps / ceiling,
-                  pcie, o.fresh_requests ? "true" : "false", verified.c_str());
+                  pcie, o.fresh_requests ? "true" : "false", cpu_median, verified.c_str());
     std::fflush(stdout);
   }
   (void)a.notify("vram-target", "quit");

@@ -28,6 +28,15 @@ struct PoolShape {
   // One descriptor per (layer, block), layer-major, for a pool starting at `base`
   // (our own, or a peer's whose address it told us).
   DescriptorList block_descriptors(std::uint64_t base) const;
+  // The same pool as lanes x blocks (one lane per layer), for strided transfers.
+  BlockLanes block_lanes(std::uint64_t base) const {
+    BlockLanes lanes;
+    for (std::uint32_t layer = 0; layer < layers; ++layer)
+      lanes.lane_addresses.push_back(base + std::uint64_t{index_of(layer, 0)} * block_size);
+    lanes.block_stride = lanes.block_bytes = block_size;
+    lanes.blocks = blocks_per_layer;
+    return lanes;
+  }
   // Rejects shapes whose descriptor indices would not fit 32 bits, or empty ones.
   Status validate() const;
 };

@@ -12,11 +12,19 @@
 
 namespace kvferry::cli {
 
+// Many agents: a metadata service instead of addresses, and a metrics endpoint.
+struct ClusterOptions {
+  std::string metadata;  // etcd://HOST:PORT/NAMESPACE; empty: none
+  int lease_s = 5;
+  std::string metrics;  // ADDRESS:PORT of a Prometheus endpoint; empty: none
+};
+
 struct ServeOptions {
   KvPoolOptions pool;
   KvMemoryOptions memory;  // --mem, --device
   std::vector<std::string> backends;  // empty: every backend usable between two processes
-  std::string listen = "127.0.0.1:7000";
+  std::string listen;  // empty: 127.0.0.1:7000, or no side channel with --metadata
+  ClusterOptions cluster;
   std::vector<std::string> params;  // KEY=VALUE backend parameters
   bool json = false;
   int peer_timeout_ms = 5000;
@@ -27,6 +35,9 @@ struct PullOptions {
   KvPoolOptions pool;
   KvMemoryOptions memory;  // --mem, --device
   std::string peer = "127.0.0.1:7000";
+  ClusterOptions cluster;
+  std::string server = "kv-serve-";  // with --metadata: the server's name or its prefix
+  int hold_s = 0;  // with --metadata: then watch the server this long; its departure is an error
   std::string backend = "tcp";
   std::vector<std::string> params;
   std::uint64_t tokens = 4096;
@@ -53,6 +64,8 @@ struct EstimateOptions {
   std::string plot = "kv_estimate.svg";
   bool json = false;
 };
+
+void add_cluster_options(CLI::App* command, ClusterOptions& options);
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& options);
 int run_serve_command(const ServeOptions& options);

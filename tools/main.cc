@@ -1,6 +1,7 @@
 // kvferry — the command-line tool of the kvferry library.
 //
-// Subcommands: info, bench, demo (see commands.h); serve, pull, estimate (kv_commands.h).
+// Subcommands: info, bench, demo (see commands.h); serve, pull, estimate (kv_commands.h);
+// stats, swarm (cluster_commands.h).
 // Exceptions stop here: CLI11 reports usage errors by throwing, and nlohmann_json or the
 // standard library may throw on exhaustion; none of them leaves main.
 #include <signal.h>
@@ -10,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cluster_commands.h"
 #include "commands.h"
 #include "soak_command.h"
 #include "kvferry/kvferry.h"
@@ -33,6 +35,8 @@ int run(int argc, char** argv) {
   OnboardOptions onboard_options;
   SoakOptions soak_options;
   SoakPeerOptions soak_peer_options;
+  StatsOptions stats_options;
+  SwarmOptions swarm_options;
   CLI::App* info = add_info_command(app, info_options);
   CLI::App* bench = add_bench_command(app, bench_options);
   CLI::App* demo = add_demo_command(app, demo_options);
@@ -44,6 +48,8 @@ int run(int argc, char** argv) {
   CLI::App* onboard = add_onboard_command(app, onboard_options);
   CLI::App* soak = add_soak_command(app, soak_options);
   CLI::App* soak_peer = add_soak_peer_command(app, soak_peer_options);
+  CLI::App* stats = add_stats_command(app, stats_options);
+  CLI::App* swarm = add_swarm_command(app, swarm_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -61,6 +67,8 @@ int run(int argc, char** argv) {
   if (onboard->parsed()) return run_onboard_command(onboard_options);
   if (soak->parsed()) return run_soak_command(soak_options);
   if (soak_peer->parsed()) return run_soak_peer_command(soak_peer_options);
+  if (stats->parsed()) return run_stats_command(stats_options);
+  if (swarm->parsed()) return run_swarm_command(swarm_options);
   return 2;
 }
 

@@ -40,6 +40,29 @@ Status compare_with_bench(const PullOptions& o, const PullSession& session, Pull
   return Status::Ok();
 }
 
+// Watches the server through the metadata service for --hold-s seconds.
+int hold(const PullOptions& o, PullSession& session) {
+  if (o.hold_s <= 0 || o.cluster.metadata.empty()) return 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(o.hold_s);
+  while (std::chrono::steady_clock::now() < until && !stop_requested()) {
+    session.agent().wait_for_peer_events(std::chrono::milliseconds(100));
+    for (const PeerEvent& e : session.agent().take_peer_events()) {
+      if (e.peer != session.server() || (e.kind != PeerEventKind::kLeft && e.kind != PeerEventKind::kRestarted))
+        continue;
+      if (o.json) {
+        std::printf("{\"event\":\"server_%s\",\"server\":\"%s\"}\n", std::string(to_string(e.kind)).c_str(),
+                    session.server().c_str());
+        std::fflush(stdout);
+      }
+      std::fprintf(stderr, "kvferry pull: server '%s' %s the metadata service\n", session.server().c_str(),
+                   e.kind == PeerEventKind::kLeft ? "left (shut down, or died and its lease ran out)"
+                                                  : "restarted in");
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int pull(const PullOptions& o) {
   Result<std::unique_ptr<PullSession>> session = PullSession::connect(o);
   if (!session.ok()) {
@@ -86,7 +109,8 @@ int pull(const PullOptions& o) {
     print_pull_summary(summary);
   }
   std::fflush(stdout);
-  return summary.all_verified ? 0 : 3;
+  if (!summary.all_verified) return 3;
+  return hold(o, **session);
 }
 
 }  // namespace
@@ -98,6 +122,14 @@ CLI::App* add_pull_command(CLI::App& app, PullOptions& o) {
   add_kv_pool_options(command, o.pool);
   add_kv_memory_options(command, o.memory);
   command->add_option("--peer", o.peer, "The server's --listen address, HOST:PORT")->capture_default_str();
+  add_cluster_options(command, o.cluster);
+  command->add_option("--server", o.server, "With --metadata: the server's agent name, or a prefix of it")
+      ->capture_default_str();
+  command
+      ->add_option("--hold-s", o.hold_s,
+                   "With --metadata: after the steps, watch the server this long; if it leaves (or dies and "
+                   "its lease runs out) say so and exit 1")
+      ->check(CLI::NonNegativeNumber);
   command->add_option("--backend", o.backend, "Backend to pull over (the server must offer it)")
       ->capture_default_str();
   command->add_option("--param", o.params, "KEY=VALUE backend parameter (repeatable)");

@@ -46,8 +46,9 @@ PullSession::PullSession(const PullOptions& options, const KvLayout& layout, std
 
 Result<std::unique_ptr<PullSession>> PullSession::connect(const PullOptions& o) {
   KVF_ASSIGN_OR_RETURN(KvLayout layout, o.pool.layout());
+  const bool via_service = !o.cluster.metadata.empty();
   const auto where = parse_host_port(o.peer);
-  if (!where) return InvalidArgument("--peer '" + o.peer + "': expected HOST:PORT");
+  if (!via_service && !where) return InvalidArgument("--peer '" + o.peer + "': expected HOST:PORT");
   const std::uint32_t blocks = layout.blocks_for_tokens(o.tokens);
   if (blocks > layout.blocks()) {
     return InvalidArgument(std::to_string(o.tokens) + " tokens need " + std::to_string(blocks) +
@@ -63,11 +64,15 @@ Result<std::unique_ptr<PullSession>> PullSession::connect(const PullOptions& o) 
   }
   std::unique_ptr<PullSession> session(new PullSession(o, layout, blocks));
   KVF_ASSIGN_OR_RETURN(session->agent_, make_kv_agent(unique_agent_name("kv-pull"), {o.backend}, o.params,
-                                                      std::chrono::milliseconds(o.peer_timeout_ms)));
+                                                      std::chrono::milliseconds(o.peer_timeout_ms), o.cluster));
   KVF_ASSIGN_OR_RETURN(session->pool_,
                        allocate_kv_pool_memory(layout, o.memory, kKvPoisonByte,
                                                wants_shared_pool(o.backend) ? session->agent_.get() : nullptr));
-  KVF_RETURN_IF_ERROR(session->handshake(where->host, where->port));
+  if (via_service) {
+    KVF_RETURN_IF_ERROR(session->handshake_via_service());
+  } else {
+    KVF_RETURN_IF_ERROR(session->handshake(where->host, where->port));
+  }
   session->parts_ = split_layers(layout.geometry().layers, o.transfers);
   session->plans_.resize(session->parts_.size());
   for (std::size_t k = 0; k < session->parts_.size(); ++k) {
@@ -87,7 +92,34 @@ Status PullSession::handshake(const std::string& host, std::uint16_t port) {
                                         " (is `kvferry serve` running there?)");
   }
   server_ = *server;
+  return greet();
+}
+
+// Through the metadata service: the server is whoever's name starts with --server; it
+// learns of us there too (our pool entry is published with our registration).
+Status PullSession::handshake_via_service() {
   KVF_RETURN_IF_ERROR(
+      agent_->register_memory(pool_->pool().tensor_regions()).with_context("registering our pool"));
+  KVF_ASSIGN_OR_RETURN(LocalKvPool local, LocalKvPool::attach(*agent_, pool_->pool()));
+  local_.emplace(std::move(local));
+  Result<std::vector<std::string>> servers = agent_->wait_for_peers(options_.server, 1, kFetchLimit);
+  if (!servers.ok()) {
+    return servers.status().with_context("finding a server named '" + options_.server + "*' in " +
+                                         options_.cluster.metadata + " (is `kvferry serve --metadata` running?)");
+  }
+  server_ = servers->front();
+  KVF_RETURN_IF_ERROR(agent_->sync_metadata(kFetchLimit));  // the server looks for our pool there
+  // A server seen at its very start may not have published its pool yet.
+  const auto until = Clock::now() + kFetchLimit;
+  while (!remote_kv_pool(*agent_, server_).ok() && Clock::now() < until) {
+    agent_->wait_for_peer_events(std::chrono::milliseconds(50));
+    (void)agent_->take_peer_events();
+  }
+  return greet();  // the server waits for our entry if our hello overtakes it
+
+}
+
+Status PullSession::greet() {  KVF_RETURN_IF_ERROR(
       agent_->notify(server_, std::string(kKvHello)).with_context("saying hello to the server"));
   Result<KvLink> link = local_->link(*agent_, server_);  // checks the server's pool against ours
   if (!link.ok()) {

@@ -46,6 +46,7 @@ class PullSession {
 
   const KvLayout& layout() const { return layout_; }
   const std::string& server() const { return server_; }
+  Agent& agent() { return *agent_; }
   std::uint32_t blocks_per_step() const { return blocks_; }
   std::uint32_t blocks_moved_per_step() const { return blocks_ - cached_blocks_; }
   std::uint32_t server_pool_blocks() const { return link_->remote_pool().layout().blocks(); }
@@ -63,6 +64,8 @@ class PullSession {
  private:
   PullSession(const PullOptions& options, const KvLayout& layout, std::uint32_t blocks);
   Status handshake(const std::string& host, std::uint16_t port);
+  Status handshake_via_service();
+  Status greet();  // hello, pool check, the server's verdict
   Result<bool> wait_for_verdict();
   // The server's block table of step `index`; `for_baseline` draws other blocks, so a
   // baseline step never finds the step's source bytes still in the caches.

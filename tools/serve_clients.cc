@@ -2,11 +2,16 @@
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <vector>
 
 #include "kv_messages.h"
 
 namespace kvferry::cli {
+
+namespace {
+constexpr std::chrono::seconds kJoinGrace{3};
+}  // namespace
 
 void ServeClients::handle(const Notification& n) {
   if (n.message == kKvHello) return hello(n.from);
@@ -17,6 +22,14 @@ void ServeClients::handle(const Notification& n) {
 
 void ServeClients::hello(const std::string& from) {
   Result<KvPool> theirs = remote_kv_pool(agent_, from);
+  // Through a metadata service the client's hello can overtake its entry: give the
+  // watch a moment to load it.
+  const auto until = std::chrono::steady_clock::now() + kJoinGrace;
+  while (!theirs.ok() && theirs.status().code() == StatusCode::kNotFound &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    theirs = remote_kv_pool(agent_, from);
+  }
   Status status = theirs.ok() ? check_kv_compatible(ours_, theirs->layout(), from) : theirs.status();
   if (!status.ok()) {
     ++refused_;
@@ -65,6 +78,13 @@ void ServeClients::pulled(const std::string& from, const std::string& message) {
       "done: " + std::to_string(c.steps_done) + " steps, " + std::to_string(c.bytes) + " bytes pulled",
       ",\"steps\":" + std::to_string(c.steps_done) + ",\"bytes\":" + std::to_string(c.bytes));
   c.finished = true;
+}
+
+void ServeClients::left(const std::string& name) {
+  auto it = clients_.find(name);
+  if (it == clients_.end()) return;
+  if (!it->second.finished) log("left", name, "left the metadata service before it finished");
+  clients_.erase(it);
 }
 
 void ServeClients::sweep() {

@@ -26,6 +26,8 @@ class ServeClients {
   // transfer may still be on its way when its notification arrives) and clients
   // silent for longer than the idle limit.
   void sweep();
+  // A client left the metadata service (it shut down, or died and its lease ran out).
+  void left(const std::string& name);
 
   std::uint64_t clients_welcomed() const { return welcomed_; }
   std::uint64_t clients_refused() const { return refused_; }

@@ -23,8 +23,10 @@ constexpr std::chrono::milliseconds kInboxSlice{200};  // how quickly a signal i
 
 Status serve(const ServeOptions& o) {
   KVF_ASSIGN_OR_RETURN(KvLayout layout, o.pool.layout());
-  const auto where = parse_host_port(o.listen);
-  if (!where) return InvalidArgument("--listen '" + o.listen + "': expected ADDRESS:PORT");
+  // With a metadata service, clients find us there; a side channel only when asked for.
+  const std::string listen = !o.listen.empty() ? o.listen : o.cluster.metadata.empty() ? "127.0.0.1:7000" : "";
+  const auto where = listen.empty() ? std::optional<HostPort>() : parse_host_port(listen);
+  if (!listen.empty() && !where) return InvalidArgument("--listen '" + listen + "': expected ADDRESS:PORT");
   const std::vector<std::string> backends = o.backends.empty() ? cross_process_backends() : o.backends;
   if (!o.json) {
     std::printf("kvferry serve: pool %s (%s per block, %s in all) in %s; filling it\n",
@@ -35,33 +37,45 @@ Status serve(const ServeOptions& o) {
   std::unique_ptr<KvPoolMemory> pool;  // declared first: it outlives the agent that serves it
   KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
                        make_kv_agent(unique_agent_name("kv-serve"), backends, o.params,
-                                     std::chrono::milliseconds(o.peer_timeout_ms)));
+                                     std::chrono::milliseconds(o.peer_timeout_ms), o.cluster));
   const bool shared = std::any_of(backends.begin(), backends.end(), wants_shared_pool);
   KVF_ASSIGN_OR_RETURN(pool, allocate_kv_pool_memory(layout, o.memory, 0, shared ? agent.get() : nullptr));
   KVF_RETURN_IF_ERROR(pool->fill_pattern().with_context("filling the pool"));
   KVF_RETURN_IF_ERROR(
       agent->register_memory(pool->pool().tensor_regions()).with_context("registering the pool"));
   KVF_ASSIGN_OR_RETURN(LocalKvPool local, LocalKvPool::attach(*agent, pool->pool()));
-  KVF_ASSIGN_OR_RETURN(std::uint16_t port, agent->listen(where->host, where->port));
+  // Clients may look as soon as we say we listen: our pool must be in the service by then.
+  KVF_RETURN_IF_ERROR(agent->sync_metadata(std::chrono::seconds(10)));
+  std::uint16_t port = 0;
+  if (where) {
+    KVF_ASSIGN_OR_RETURN(port, agent->listen(where->host, where->port));
+  }
+  const std::string metrics = metrics_where(*agent, o.cluster);
 
   std::string backend_list;
   for (const std::string& b : agent->backends()) backend_list += (backend_list.empty() ? "" : ",") + b;
   if (o.json) {
-    const nlohmann::json event{{"event", "listening"},
-                               {"host", where->host},
-                               {"port", port},
-                               {"agent", agent->name()},
+    nlohmann::json event{{"event", "listening"},
+                         {"agent", agent->name()},
                                {"backends", backend_list},
                                {"layout", layout.describe()},
                                {"pool_bytes", layout.pool_bytes()},
                                {"mem", o.memory.mem},
                                {"device", o.memory.mem == "vram" ? o.memory.device : -1},
                                {"blocks", layout.blocks()}};
+    if (where) {
+      event["host"] = where->host;
+      event["port"] = port;
+    }
+    if (!o.cluster.metadata.empty()) event["metadata"] = o.cluster.metadata;
+    if (!metrics.empty()) event["metrics"] = metrics;
     std::printf("%s\n", event.dump().c_str());
   } else {
-    std::printf("kvferry serve: listening on %s:%u as '%s' (backends: %s); Ctrl-C to stop\n",
-                where->host.c_str(), static_cast<unsigned>(port), agent->name().c_str(),
-                backend_list.c_str());
+    const std::string at = where ? "listening on " + where->host + ":" + std::to_string(port)
+                                 : "published in " + o.cluster.metadata;
+    std::printf("kvferry serve: %s as '%s' (backends: %s%s); Ctrl-C to stop\n", at.c_str(),
+                agent->name().c_str(), backend_list.c_str(),
+                metrics.empty() ? "" : ("; metrics at http://" + metrics + "/metrics").c_str());
   }
   std::fflush(stdout);
 
@@ -69,6 +83,8 @@ Status serve(const ServeOptions& o) {
   while (!stop_requested()) {
     agent->wait_for_notifications(kInboxSlice);
     for (const Notification& n : agent->take_notifications()) clients.handle(n);
+    for (const PeerEvent& e : agent->take_peer_events())
+      if (e.kind == PeerEventKind::kLeft) clients.left(e.peer);
     clients.sweep();
   }
   if (o.json) {
@@ -96,8 +112,10 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       "Hold a KV pool (default Mistral-Small-3.1, 4 GiB) that `kvferry pull` clients read, until Ctrl-C");
   add_kv_pool_options(command, o.pool);
   add_kv_memory_options(command, o.memory);
-  command->add_option("--listen", o.listen, "Address of the side channel clients connect to, ADDRESS:PORT")
-      ->capture_default_str();
+  command->add_option("--listen", o.listen,
+                      "Address of the side channel clients connect to, ADDRESS:PORT (default 127.0.0.1:7000; "
+                      "none with --metadata unless given)");
+  add_cluster_options(command, o.cluster);
   command->add_option("--backend", o.backends,
                       "Backend(s) to offer; default: every backend usable between two processes");
   command->add_option("--param", o.params, "KEY=VALUE backend parameter (repeatable), e.g. tcp.bind=0.0.0.0");

@@ -2,6 +2,8 @@
 #pragma once
 
 #include "kvferry/agent.h"
+#include "kvferry/block_lanes.h"
+#include "kvferry/completion_queue.h"
 #include "kvferry/file.h"
 #include "kvferry/memory.h"
 #include "kvferry/prepared_list.h"

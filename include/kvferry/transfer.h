@@ -6,6 +6,8 @@
 // - States: kReady (created or finished and reposted-able) -> kInProgress -> kDone or
 //   kError. A request that is kDone or kError can be posted again; posting one that is
 //   kInProgress is an error.
+// - Requests in flight may complete into a CompletionQueue instead of being waited for
+//   one by one (completion_queue.h: post(queue), post_batch).
 // - `wait(timeout)` blocks the caller up to `timeout` (spins briefly first, then sleeps).
 //   It returns OK when done, Timeout if still in progress (the transfer continues), or
 //   the transfer's error.
@@ -20,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -49,13 +52,27 @@ struct TransferTelemetry {
 };
 
 struct Notification {
-  std::string from;     // the sending agent's name
-  std::string message;  // opaque bytes
+  std::string from;       // the sending agent's name (as its backend link identified it)
+  std::string message;    // opaque bytes
+  std::uint64_t tag = 0;  // the sender's TransferOptions::tag (or notify()'s tag)
+};
+
+// Which notifications to take: a field left empty matches any.
+struct NotificationFilter {
+  std::optional<std::string> from;
+  std::optional<std::uint64_t> tag;
+};
+
+// One awaited notification: from this peer, with this tag.
+struct NotificationKey {
+  std::string from;
+  std::uint64_t tag = 0;
 };
 
 namespace detail {
 class RequestState;
 }
+class CompletionQueue;
 
 class TransferRequest {
  public:
@@ -68,6 +85,9 @@ class TransferRequest {
   // Starts the transfer. Never blocks on data. Fails fast if the peer is known lost,
   // the request is in progress, or its memory was deregistered since creation.
   Status post();
+  // The same, and the end of this post (tag, status, telemetry) is pushed to `queue`
+  // (completion_queue.h); exactly one completion per call, an error return included.
+  Status post(CompletionQueue& queue);
 
   TransferState state() const noexcept;
   // The reason of a kError state; OK otherwise.
@@ -80,6 +100,8 @@ class TransferRequest {
   TransferTelemetry telemetry() const;
   const std::string& peer() const;
   TransferOp op() const;
+  // TransferOptions::tag of its creation.
+  std::uint64_t tag() const;
 
  private:
   friend class Agent;

@@ -5,6 +5,7 @@
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
 #include "core/host_identity.h"
+#include "core/notification_wire.h"
 
 namespace kvferry {
 
@@ -15,6 +16,10 @@ Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
   if (options.peer_timeout.count() <= 0) return InvalidArgument("peer_timeout must be positive");
   if (options.connect_timeout.count() <= 0) return InvalidArgument("connect_timeout must be positive");
   if (options.max_inbox_notifications == 0) return InvalidArgument("max_inbox_notifications must be positive");
+  if (options.max_notification_bytes > detail::kMaxNotificationMessageBytes)
+    return InvalidArgument("max_notification_bytes " + std::to_string(options.max_notification_bytes) +
+                           " exceeds the largest notification any backend carries (" +
+                           std::to_string(detail::kMaxNotificationMessageBytes) + ")");
   std::shared_ptr<Impl> impl(new Impl());
   impl->options_ = std::move(options);
   impl->instance_ = detail::random_instance_id();
@@ -22,19 +27,25 @@ Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
   detail::mark_instance_alive(impl->instance_);
   impl->host_id_ = detail::host_id();
   impl->process_id_ = detail::process_id();
-  impl->inbox_ = std::make_shared<detail::NotificationInbox>(impl->options_.max_inbox_notifications);
+  impl->inbox_ = std::make_shared<detail::NotificationInbox>(
+      impl->options_.name, impl->options_.max_inbox_notifications, impl->options_.max_notification_bytes);
   KVF_RETURN_IF_ERROR(impl->start_backends());
   impl->refresh_self_entry();
+  KVF_RETURN_IF_ERROR(impl->start_cluster_services());
   return impl;
 }
 
 void Agent::Impl::refresh_self_entry() {
   std::vector<detail::RegionInfo> regions = registry_->snapshot();  // sorted by kind, device, address
   std::map<std::string, std::vector<std::uint8_t>> entries;
+  std::map<std::uint64_t, std::string> names;
   {
     std::lock_guard lock(entries_mu_);
     entries = entries_;
+    names = region_names_;
   }
+  revision_.fetch_add(1);  // after the change: a blob never claims a revision it lacks
+  publish_change();
   std::lock_guard lock(peers_mu_);
   auto [it, fresh] = peers_.try_emplace(options_.name);
   PeerEntry& self = it->second;
@@ -48,6 +59,7 @@ void Agent::Impl::refresh_self_entry() {
   }
   self.regions = std::move(regions);
   self.metadata.entries = std::move(entries);
+  self.metadata.region_names = std::move(names);
 }
 
 Status Agent::Impl::start_backends() {
@@ -86,11 +98,13 @@ Status Agent::Impl::start_backends() {
     ctx.process_id = process_id_;
     ctx.peer_timeout = options_.peer_timeout;
     ctx.connect_timeout = options_.connect_timeout;
-    ctx.max_notification_bytes = options_.max_notification_bytes;
+    // Backends carry any envelope up to the wire cap; the inbox applies this agent's own
+    // cap and refuses (telling the sender) rather than dropping the link.
+    ctx.max_notification_bytes = detail::kMaxNotificationWireBytes;
     for (const auto& [key, value] : options_.backend_params)
       if (key.rfind(f.name + ".", 0) == 0) ctx.params[key.substr(f.name.size() + 1)] = value;
-    ctx.deliver_notification = [inbox = inbox_](std::string from, std::string message) {
-      inbox->push(Notification{std::move(from), std::move(message)});
+    ctx.deliver_notification = [inbox = inbox_](std::string from, std::string envelope) {
+      return inbox->deliver(std::move(from), envelope);
     };
     auto backend = f.create(ctx);
     if (!backend.ok()) return backend.status().with_context("starting backend '" + f.name + "'");
@@ -121,6 +135,15 @@ Status Agent::Impl::parse_staging_settings() {
 Agent::Impl::~Impl() { shutdown(); }
 
 void Agent::Impl::shutdown() {
+  // The metadata service and the metrics endpoint call into us: stop them first (this
+  // leaves the namespace at once: the lease is revoked).
+  std::shared_ptr<detail::MetadataService> service;
+  {
+    std::lock_guard lock(service_mu_);
+    service = std::move(service_);
+  }
+  if (service) service->stop();  // a thread in sync_metadata may hold it a moment longer
+  metrics_server_.reset();
   // The side channel calls into us; stop it before taking the exclusive lock.
   std::unique_ptr<detail::SideChannelServer> side;
   {
@@ -146,10 +169,22 @@ std::vector<std::string> Agent::Impl::backend_names() const {
   return out;
 }
 
-Status Agent::Impl::register_memory(const DescriptorList& regions) {
+Status Agent::Impl::register_memory(const DescriptorList& regions, std::string_view name) {
+  if (!name.empty()) KVF_RETURN_IF_ERROR(detail::validate_region_name(name).with_context("register_memory"));
   std::shared_lock life(life_mu_);
   if (closed_) return FailedPrecondition("agent is shut down");
   std::lock_guard reg(registration_mu_);
+  if (!name.empty()) {
+    // One name, one memory kind: a peer gets one descriptor list back for it.
+    std::lock_guard lock(entries_mu_);
+    for (const auto& r : registry_->snapshot()) {
+      auto n = region_names_.find(r.id);
+      if (n != region_names_.end() && n->second == name && r.kind != regions.kind())
+        return InvalidArgument("register_memory: the name '" + std::string(name) + "' already names " +
+                               std::string(to_string(r.kind)) + " regions, not " +
+                               std::string(to_string(regions.kind())));
+    }
+  }
   KVF_ASSIGN_OR_RETURN(auto planned, registry_->plan_add(regions));
   // Where this process drives GPUs, the core checks every vram region itself, so the
   // error does not depend on which backends run (else the backends check), and vram
@@ -182,6 +217,10 @@ Status Agent::Impl::register_memory(const DescriptorList& regions) {
     }
   }
   registry_->commit_add(planned);
+  if (!name.empty()) {
+    std::lock_guard lock(entries_mu_);
+    for (const auto& r : planned) region_names_[r.id] = std::string(name);
+  }
   refresh_self_entry();
   return Status::Ok();
 }
@@ -191,6 +230,10 @@ Status Agent::Impl::deregister_memory(const DescriptorList& regions) {
   if (closed_) return FailedPrecondition("agent is shut down");
   std::lock_guard reg(registration_mu_);
   KVF_ASSIGN_OR_RETURN(auto removed, registry_->remove(regions));
+  {
+    std::lock_guard lock(entries_mu_);
+    for (const auto& r : removed) region_names_.erase(r.id);
+  }
   refresh_self_entry();
   Status first;
   for (const auto& b : backends_) {
@@ -207,6 +250,7 @@ Result<std::vector<std::uint8_t>> Agent::Impl::local_metadata() const {
   std::shared_lock life(life_mu_);
   if (closed_) return FailedPrecondition("agent is shut down");
   detail::AgentMetadata md;
+  md.revision = revision_.load();  // first: the state read below is at least this new
   md.name = options_.name;
   md.instance = instance_;
   md.host_id = host_id_;
@@ -220,6 +264,7 @@ Result<std::vector<std::uint8_t>> Agent::Impl::local_metadata() const {
   {
     std::lock_guard lock(entries_mu_);
     md.entries = entries_;
+    md.region_names = region_names_;
   }
   return detail::encode_metadata(md);
 }

@@ -2,8 +2,11 @@
 //   agent_impl.cc       creation, backends, registration, metadata, shutdown
 //   agent_peers.cc      remote agents, backend selection, connections, side channel
 //   agent_transfers.cc  prepared lists and transfer creation
+//   agent_cluster.cc    metadata service, peer events, named regions, metrics
+//   agent_lanes.cc      prepared lanes and strided transfers (lanes x block ids)
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -11,6 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "cluster/metadata_service.h"
+#include "cluster/metrics.h"
+#include "cluster/metrics_server.h"
+#include "cluster/peer_event_queue.h"
 #include "core/backend.h"
 #include "core/fault_connection.h"
 #include "core/instance_id.h"
@@ -28,6 +35,13 @@ namespace kvferry {
 
 class Agent::Impl {
  public:
+  // What create_transfer built, in either form (explicit merged pieces or strided).
+  struct RequestParts {
+    std::shared_ptr<const detail::PieceList> pieces;
+    std::vector<std::uint64_t> local_region_ids;  // distinct regions to pin per post
+    std::uint64_t total_bytes = 0;
+    std::uint64_t requested = 0;  // pairs as the caller described them
+  };
   static Result<std::shared_ptr<Impl>> create(AgentOptions options);
   ~Impl();
   // Stops the side channel, then the backends (failing their jobs). Idempotent.
@@ -37,7 +51,7 @@ class Agent::Impl {
   const detail::InstanceId& instance() const { return instance_; }
   std::vector<std::string> backend_names() const;
 
-  Status register_memory(const DescriptorList& regions);
+  Status register_memory(const DescriptorList& regions, std::string_view name = {});
   Result<std::shared_ptr<detail::SharedSegment>> allocate_shared_segment(std::size_t bytes);
   Status deregister_memory(const DescriptorList& regions);
   Result<std::vector<std::uint8_t>> local_metadata() const;
@@ -63,9 +77,24 @@ class Agent::Impl {
   Result<TransferRequest> create_transfer(TransferOp op, const PreparedList& local,
                                           std::span<const std::uint32_t> local_indices, const PreparedList& remote,
                                           std::span<const std::uint32_t> remote_indices, TransferOptions options);
+  // Lanes x block ids (agent_lanes.cc).
+  Result<PreparedLanes> prepare_lanes(std::string_view peer, bool local, const BlockLanes& lanes);
+  Result<TransferRequest> create_transfer(TransferOp op, const PreparedLanes& local, const PreparedLanes& remote,
+                                          const LaneTransfer& transfer, TransferOptions options);
 
-  Status notify(std::string_view peer, std::string_view message);
+  Status notify(std::string_view peer, std::string_view message, std::uint64_t tag);
   detail::NotificationInbox& inbox() { return *inbox_; }
+
+  // agent_cluster.cc
+  detail::PeerEventQueue& peer_events() { return events_; }
+  std::vector<std::string> find_peers(std::string_view prefix) const;
+  Result<std::vector<std::string>> wait_for_peers(std::string_view prefix, std::size_t count,
+                                                  std::chrono::milliseconds timeout);
+  Result<DescriptorList> remote_named_regions(std::string_view peer, std::string_view name) const;
+  Result<std::vector<std::string>> remote_region_names(std::string_view peer) const;
+  std::string metrics_text() const;
+  Status sync_metadata(std::chrono::milliseconds timeout);
+  Result<std::uint16_t> metrics_port() const;
 
  private:
   struct PeerEntry {
@@ -73,15 +102,33 @@ class Agent::Impl {
     std::uint64_t generation = 0;
     std::vector<detail::RegionInfo> regions;  // sorted by (kind, device, address)
     std::map<std::string, std::shared_ptr<detail::BackendConnection>> connections;
+    // Connections made before the peer's metadata last changed in place: they keep the
+    // transfers created on them working; new transfers connect afresh (agent_peers.cc).
+    std::vector<std::shared_ptr<detail::BackendConnection>> retired;
+    // Metrics of transfers with this peer, by connection key (kept with the route).
+    std::map<std::string, std::shared_ptr<detail::TransferCounters>> counters;
   };
   // A connection chosen for a transfer, with what the request needs to know of it.
   struct Route {
     std::shared_ptr<detail::BackendConnection> connection;
     std::string backend;
     std::uint64_t generation = 0;
+    std::shared_ptr<detail::TransferCounters> counters;
   };
+  std::shared_ptr<detail::TransferCounters> counters_of(PeerEntry& entry, const std::string& key);
 
   Impl() = default;
+  // Loads decoded metadata: a new peer, an in-place update of a known instance, or a
+  // new instance replacing an old one (agent_peers.cc). `authoritative`: the metadata
+  // service delivered it (whoever holds the name's key there holds the name), so another
+  // instance replaces the loaded one without proof that the old one is gone.
+  Result<std::string> install_peer(detail::AgentMetadata md, bool authoritative);
+  // A peer left (forgotten, or gone from the metadata service): its transfers fail.
+  void remove_peer(const std::string& name, const std::string& why);
+  // Starts the metadata service and the metrics endpoint (agent_cluster.cc).
+  Status start_cluster_services();
+  // Our metadata changed: tell the metadata service.
+  void publish_change();
   Status start_backends();
   Status parse_staging_settings();  // "staging.<key>" of the backend settings
   // This agent is its own peer (seed 004's loopback agent: local dram <-> local file,
@@ -101,9 +148,10 @@ class Agent::Impl {
   // Picks the cheapest backend serving (local kind -> peer's kind) and connects if needed.
   Result<Route> route(std::string_view peer, MemoryKind local_kind, MemoryKind remote_kind, std::uint64_t bytes,
                       std::uint64_t descriptors, const std::string& forced_backend);
-  Result<TransferRequest> make_request(TransferOp op, detail::MergeResult merged, std::uint64_t requested,
-                                       std::uint64_t prepare_ns, const std::string& peer, const Route& route,
-                                       TransferOptions options);
+  Result<TransferRequest> make_request(TransferOp op, RequestParts parts, std::chrono::steady_clock::time_point t0,
+                                       const std::string& peer, const Route& route, TransferOptions options);
+  Result<std::shared_ptr<const detail::PreparedLanesData>> validate_lanes(std::string_view peer, bool local,
+                                                                          const BlockLanes& lanes) const;
 
   AgentOptions options_;
   // How local vram travels over host backends (core/staged_connection.h).
@@ -125,6 +173,8 @@ class Agent::Impl {
   mutable std::mutex peers_mu_;
   std::map<std::string, PeerEntry, std::less<>> peers_;
   std::uint64_t next_generation_ = 1;
+  // Why a peer went away (forgotten, left the metadata service), for later errors.
+  std::map<std::string, std::string, std::less<>> departed_;
 
   // Shared allocations by base address, so registration can find a region's memfd.
   std::mutex shared_mu_;
@@ -138,6 +188,16 @@ class Agent::Impl {
 
   mutable std::mutex entries_mu_;
   std::map<std::string, std::vector<std::uint8_t>> entries_;  // published in local_metadata()
+
+  // Grows with every change of what local_metadata() says (peers apply updates in order).
+  std::atomic<std::uint64_t> revision_{0};
+  std::map<std::uint64_t, std::string> region_names_;  // region id -> name, guarded by entries_mu_
+  detail::PeerEventQueue events_;
+  std::shared_ptr<detail::AgentMetrics> metrics_ = std::make_shared<detail::AgentMetrics>();
+  mutable std::mutex service_mu_;
+  std::atomic<std::uint64_t> service_warnings_{0};  // bad entries, etcd hiccups
+  std::shared_ptr<detail::MetadataService> service_;       // guarded by service_mu_
+  std::unique_ptr<detail::MetricsServer> metrics_server_;  // set in create, reset in shutdown
 
   mutable std::mutex side_mu_;
   std::unique_ptr<detail::SideChannelServer> side_channel_;

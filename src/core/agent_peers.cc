@@ -4,6 +4,7 @@
 
 #include "core/agent_impl.h"
 #include "core/byte_io.h"
+#include "core/notification_wire.h"
 
 namespace kvferry {
 
@@ -19,37 +20,87 @@ Result<std::string> Agent::Impl::load_remote(std::span<const std::uint8_t> metad
   KVF_ASSIGN_OR_RETURN(detail::AgentMetadata md, detail::decode_metadata(metadata));
   if (md.name == options_.name)
     return InvalidArgument("load_remote: the metadata names this agent itself ('" + md.name + "')");
+  return install_peer(std::move(md), /*authoritative=*/false);
+}
+
+namespace {
+
+bool same_regions(const std::vector<detail::RegionInfo>& a, const std::vector<detail::RegionInfo>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+    return x.id == y.id && x.kind == y.kind && x.device == y.device && x.address == y.address && x.length == y.length;
+  });
+}
+
+// Connections of old announcements kept for the transfers made on them; beyond this
+// many, the oldest go (their requests fail on their next post, never in flight).
+constexpr std::size_t kMaxRetiredConnections = 16;
+// Departed peers remembered for the error of a later call to them.
+constexpr std::size_t kMaxDeparted = 1024;
+
+}  // namespace
+
+Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool authoritative) {
   std::string name = md.name;
   const detail::InstanceId incoming = md.instance;
-  PeerEntry entry;
-  entry.regions = md.regions;
-  std::sort(entry.regions.begin(), entry.regions.end(), region_less);
-  entry.metadata = std::move(md);
-  PeerEntry old;  // a replaced entry: its connections close outside the lock, its jobs fail
+  std::vector<detail::RegionInfo> regions = md.regions;
+  std::sort(regions.begin(), regions.end(), region_less);
+  PeerEntry old;  // a replaced instance: destroyed outside the lock, failing its transfers
+  std::vector<std::shared_ptr<detail::BackendConnection>> dropped;  // closed outside the lock too
+  PeerEvent event{PeerEventKind::kJoined, name, md.revision};
   // Another instance under a loaded name is judged outside the lock (it may probe the old
   // instance); the entry must still be that old instance when it is replaced.
   std::optional<detail::InstanceId> judged;
   for (int attempt = 0; attempt < 3; ++attempt) {
     detail::AgentMetadata seen;
     std::vector<std::shared_ptr<detail::BackendConnection>> seen_connections;
+    bool done = false;
     {
       std::lock_guard lock(peers_mu_);
       auto it = peers_.find(name);
       if (it != peers_.end()) {
-        const detail::AgentMetadata& current = it->second.metadata;
-        if (current.instance == incoming) {
-          KVF_RETURN_IF_ERROR(same_reachability(current, entry.metadata));
-        } else if (!judged || *judged != current.instance) {
-          seen = current;
-          for (const auto& [key, c] : it->second.connections) seen_connections.push_back(c);
+        PeerEntry& e = it->second;
+        if (e.metadata.instance == incoming) {
+          KVF_RETURN_IF_ERROR(same_reachability(e.metadata, md));
+          // Out of order or repeated (a watch and a side-channel push of one change):
+          // keep what we have. Revision 0 is a peer that counts none: always apply.
+          if (md.revision != 0 && md.revision <= e.metadata.revision) return name;
+          // An update in place: transfers in flight keep their connections; those that
+          // learned the old regions are retired, and new transfers connect afresh.
+          if (!same_regions(e.regions, regions)) {
+            for (auto& [key, conn] : e.connections) e.retired.push_back(std::move(conn));
+            e.connections.clear();
+            while (e.retired.size() > kMaxRetiredConnections) {
+              dropped.push_back(std::move(e.retired.front()));
+              e.retired.erase(e.retired.begin());
+            }
+          }
+          e.regions = std::move(regions);
+          e.metadata = std::move(md);
+          event.kind = PeerEventKind::kUpdated;
+          done = true;
+        } else if (!authoritative && (!judged || *judged != e.metadata.instance)) {
+          seen = e.metadata;
+          for (const auto& [key, c] : e.connections) seen_connections.push_back(c);
         }
       }
-      if (seen.name.empty()) {
+      if (!done && seen.name.empty()) {
+        PeerEntry entry;
+        entry.regions = std::move(regions);
+        entry.metadata = std::move(md);
         entry.generation = next_generation_++;
-        if (it != peers_.end()) old = std::move(it->second);
+        if (it != peers_.end()) {
+          old = std::move(it->second);
+          event.kind = PeerEventKind::kRestarted;
+        }
         peers_[name] = std::move(entry);
-        return name;
+        departed_.erase(name);
+        done = true;
       }
+    }
+    if (done) {
+      metrics_->count_peer_event(to_string(event.kind));
+      events_.push(std::move(event));
+      return name;
     }
     KVF_RETURN_IF_ERROR(may_replace(seen, seen_connections, incoming));
     judged = seen.instance;
@@ -57,17 +108,36 @@ Result<std::string> Agent::Impl::load_remote(std::span<const std::uint8_t> metad
   return Unavailable("load_remote: peer '" + name + "' kept changing while its metadata was being loaded");
 }
 
-Status Agent::Impl::forget_remote(std::string_view peer) {
-  std::shared_lock life(life_mu_);
-  if (is_self(peer)) return InvalidArgument("forget_remote: '" + std::string(peer) + "' is this agent itself");
+std::shared_ptr<detail::TransferCounters> Agent::Impl::counters_of(PeerEntry& entry, const std::string& key) {
+  auto& slot = entry.counters[key];
+  if (!slot) slot = metrics_->counters(key, entry.metadata.name);
+  return slot;
+}
+
+void Agent::Impl::remove_peer(const std::string& name, const std::string& why) {
   PeerEntry old;
   {
     std::lock_guard lock(peers_mu_);
-    auto it = peers_.find(peer);
-    if (it == peers_.end()) return NotFound("forget_remote: unknown peer '" + std::string(peer) + "'");
+    auto it = peers_.find(name);
+    if (it == peers_.end()) return;
     old = std::move(it->second);
     peers_.erase(it);
+    if (departed_.size() >= kMaxDeparted) departed_.erase(departed_.begin());
+    departed_[name] = why;
   }
+  metrics_->count_peer_event(to_string(PeerEventKind::kLeft));
+  events_.push(PeerEvent{PeerEventKind::kLeft, name, 0});
+}
+
+Status Agent::Impl::forget_remote(std::string_view peer) {
+  std::shared_lock life(life_mu_);
+  if (is_self(peer)) return InvalidArgument("forget_remote: '" + std::string(peer) + "' is this agent itself");
+  {
+    std::lock_guard lock(peers_mu_);
+    if (peers_.find(peer) == peers_.end())
+      return NotFound("forget_remote: unknown peer '" + std::string(peer) + "'");
+  }
+  remove_peer(std::string(peer), "forgotten");
   return Status::Ok();
 }
 
@@ -112,11 +182,7 @@ Result<std::uint16_t> Agent::Impl::listen(const std::string& address, std::uint1
   // The server thread is stopped before `this` goes away (shutdown), so raw `this` is safe.
   handlers.local_metadata = [this] { return local_metadata(); };
   handlers.load_remote = [this](std::span<const std::uint8_t> md) { return load_remote(md).status(); };
-  handlers.notify = [this](std::string from, std::string message) {
-    if (message.size() > options_.max_notification_bytes) return InvalidArgument("notification too large");
-    inbox_->push(Notification{std::move(from), std::move(message)});
-    return Status::Ok();
-  };
+  handlers.notify = [this](std::string from, std::string envelope) { return inbox_->deliver(std::move(from), envelope); };
   KVF_ASSIGN_OR_RETURN(side_channel_,
                        detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout));
   side_address_ = detail::SideChannelAddress{address, side_channel_->port()};
@@ -160,7 +226,11 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
   {
     std::lock_guard lock(peers_mu_);
     auto it = peers_.find(peer);
-    if (it == peers_.end()) return NotFound("unknown peer '" + std::string(peer) + "' (load its metadata first)");
+    if (it == peers_.end()) {
+      if (auto d = departed_.find(peer); d != departed_.end())
+        return PeerLost("peer '" + std::string(peer) + "' " + d->second);
+      return NotFound("unknown peer '" + std::string(peer) + "' (load its metadata first)");
+    }
     const auto& md = it->second.metadata;
     generation = it->second.generation;
     for (const auto& b : backends_) {
@@ -207,7 +277,7 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
     if (!candidates.empty()) {
       auto conn = it->second.connections.find(candidates.front().key());
       if (conn != it->second.connections.end())
-        return Route{conn->second, candidates.front().key(), generation};
+        return Route{conn->second, candidates.front().key(), generation, counters_of(it->second, candidates.front().key())};
     }
   }
   // Connect outside the lock (bounded by connect_timeout); the cheapest backend that
@@ -222,7 +292,7 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
         return NotFound("peer '" + std::string(peer) + "' was forgotten or reloaded while connecting");
       auto conn = it->second.connections.find(c.key());
       if (conn != it->second.connections.end() && conn->second->health().ok())
-        return Route{conn->second, c.key(), generation};
+        return Route{conn->second, c.key(), generation, counters_of(it->second, c.key())};
       conn = it->second.connections.find(bname);
       if (conn != it->second.connections.end() && conn->second->health().ok()) base = conn->second;
     }
@@ -244,18 +314,18 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
     // so requests already bound to it stay valid.
     auto [slot, inserted] = it->second.connections.try_emplace(bname, base);
     if (!inserted && !slot->second->health().ok()) slot->second = base;
-    if (!c.staged) return Route{slot->second, bname, generation};
+    if (!c.staged) return Route{slot->second, bname, generation, counters_of(it->second, bname)};
     auto [staged, fresh_staged] = it->second.connections.try_emplace(c.key(), nullptr);
     if (fresh_staged || !staged->second->health().ok())
       staged->second = std::make_shared<detail::StagedConnection>(slot->second, stager, staging_);
-    return Route{staged->second, c.key(), generation};
+    return Route{staged->second, c.key(), generation, counters_of(it->second, c.key())};
   }
   if (!forced_backend.empty() && reasons.empty()) reasons = "; backend '" + forced_backend + "' is not started";
   return Unavailable("no backend can move " + std::string(to_string(local_kind)) + " <-> " +
                      std::string(to_string(remote_kind)) + " with peer '" + std::string(peer) + "'" + reasons);
 }
 
-Status Agent::Impl::notify(std::string_view peer, std::string_view message) {
+Status Agent::Impl::notify(std::string_view peer, std::string_view message, std::uint64_t tag) {
   std::shared_lock life(life_mu_);
   if (closed_) return FailedPrecondition("agent is shut down");
   if (message.size() > options_.max_notification_bytes)
@@ -269,7 +339,8 @@ Status Agent::Impl::notify(std::string_view peer, std::string_view message) {
     auto other = route(peer, kind, kind, message.size(), 1, "");
     if (other.ok() || other.status().code() == StatusCode::kPeerLost) r = std::move(other);
   }
-  if (r.ok()) return r->connection->notify(message).with_context("notify '" + std::string(peer) + "'");
+  const std::string envelope = detail::encode_notification(tag, message);
+  if (r.ok()) return r->connection->notify(envelope).with_context("notify '" + std::string(peer) + "'");
   std::optional<detail::SideChannelAddress> side;
   {
     std::lock_guard lock(peers_mu_);
@@ -281,7 +352,7 @@ Status Agent::Impl::notify(std::string_view peer, std::string_view message) {
   detail::ByteWriter w;
   w.u16(static_cast<std::uint16_t>(options_.name.size()));
   w.str(options_.name);
-  w.str(message);
+  w.str(envelope);
   auto reply = detail::side_channel_call(side->host, side->port, detail::SideFrame::kNotify, w.buffer(),
                                          detail::SideFrame::kOk, detail::deadline_after(options_.connect_timeout));
   return reply.status();

@@ -5,6 +5,7 @@
 
 #include "core/agent_impl.h"
 #include "core/describe.h"
+#include "core/notification_wire.h"
 #include "core/request_state.h"
 
 namespace kvferry {
@@ -16,19 +17,7 @@ std::uint64_t ns_since(std::chrono::steady_clock::time_point t0) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
 }
 
-// Finds the region of a sorted vector that contains d; nullptr if none.
-const detail::RegionInfo* find_in_sorted(const std::vector<detail::RegionInfo>& sorted, MemoryKind kind,
-                                         const Descriptor& d) {
-  auto it = std::upper_bound(sorted.begin(), sorted.end(), std::make_tuple(kind, d.device, d.address),
-                             [](const auto& key, const detail::RegionInfo& r) {
-                               return key < std::make_tuple(r.kind, r.device, r.address);
-                             });
-  if (it == sorted.begin()) return nullptr;
-  --it;
-  if (it->kind != kind || it->device != d.device) return nullptr;
-  if (d.address - it->address > it->length || d.length > it->address + it->length - d.address) return nullptr;
-  return &*it;
-}
+using detail::find_region_in_sorted;
 
 // Fills region_of/region_ids for one descriptor, reusing the last region when it matches.
 struct RegionIndexer {
@@ -40,6 +29,15 @@ struct RegionIndexer {
     data.region_of.push_back(it->second);
   }
 };
+
+Agent::Impl::RequestParts parts_of(detail::MergeResult merged, std::uint64_t requested) {
+  Agent::Impl::RequestParts parts;
+  parts.total_bytes = merged.total_bytes;
+  parts.pieces = std::make_shared<const detail::PieceList>(std::move(merged.pieces));
+  parts.local_region_ids = std::move(merged.local_region_ids);
+  parts.requested = requested;
+  return parts;
+}
 
 Status check_lengths(const DescriptorList& list, const char* what) {
   if (list.empty()) return InvalidArgument(std::string(what) + ": the descriptor list is empty");
@@ -62,7 +60,7 @@ Result<std::shared_ptr<const detail::PreparedData>> Agent::Impl::validate_local(
   auto regions = registry_->snapshot();  // sorted by (kind, device, address)
   RegionIndexer indexer{*data, {}};
   for (std::size_t i = 0; i < list.size(); ++i) {
-    const detail::RegionInfo* r = find_in_sorted(regions, list.kind(), list[i]);
+    const detail::RegionInfo* r = find_region_in_sorted(regions, list.kind(), list[i]);
     if (!r)
       return OutOfRange("local descriptor " + std::to_string(i) + " " + detail::describe(list.kind(), list[i]) +
                         " is not inside memory registered with agent '" + options_.name + "'");
@@ -87,7 +85,7 @@ Result<std::shared_ptr<const detail::PreparedData>> Agent::Impl::validate_remote
   data->peer_generation = it->second.generation;
   RegionIndexer indexer{*data, {}};
   for (std::size_t i = 0; i < list.size(); ++i) {
-    const detail::RegionInfo* r = find_in_sorted(it->second.regions, list.kind(), list[i]);
+    const detail::RegionInfo* r = find_region_in_sorted(it->second.regions, list.kind(), list[i]);
     if (!r)
       return OutOfRange("remote descriptor " + std::to_string(i) + " " + detail::describe(list.kind(), list[i]) +
                         " is not inside memory that peer '" + std::string(peer) + "' announced");
@@ -130,7 +128,7 @@ Result<TransferRequest> Agent::Impl::create_transfer(TransferOp op, const Descri
     return NotFound("peer '" + std::string(peer) + "' was reloaded while the transfer was being created");
   if (is_self(peer))  // both sides are ours: pin the "remote" regions too
     merged.local_region_ids.insert(merged.local_region_ids.end(), r->region_ids.begin(), r->region_ids.end());
-  return make_request(op, std::move(merged), local.size(), ns_since(t0), std::string(peer), rt, std::move(options));
+  return make_request(op, parts_of(std::move(merged), local.size()), t0, std::string(peer), rt, std::move(options));
 }
 
 Result<TransferRequest> Agent::Impl::create_transfer(TransferOp op, const PreparedList& local,
@@ -167,11 +165,11 @@ Result<TransferRequest> Agent::Impl::create_transfer(TransferOp op, const Prepar
                               "' was reloaded since; prepare it again");
   if (self)  // both sides are ours: pin the "remote" regions too
     merged.local_region_ids.insert(merged.local_region_ids.end(), r->region_ids.begin(), r->region_ids.end());
-  return make_request(op, std::move(merged), local_indices.size(), ns_since(t0), r->peer, rt, std::move(options));
+  return make_request(op, parts_of(std::move(merged), local_indices.size()), t0, r->peer, rt, std::move(options));
 }
 
-Result<TransferRequest> Agent::Impl::make_request(TransferOp op, detail::MergeResult merged, std::uint64_t requested,
-                                                  std::uint64_t prepare_ns, const std::string& peer,
+Result<TransferRequest> Agent::Impl::make_request(TransferOp op, RequestParts parts,
+                                                  std::chrono::steady_clock::time_point t0, const std::string& peer,
                                                   const Route& rt, TransferOptions options) {
   if (options.notification && options.notification->size() > options_.max_notification_bytes)
     return InvalidArgument("notification of " + std::to_string(options.notification->size()) +
@@ -180,15 +178,17 @@ Result<TransferRequest> Agent::Impl::make_request(TransferOp op, detail::MergeRe
   plan.owner = instance_;
   plan.peer = peer;
   plan.op = op;
-  plan.total_bytes = merged.total_bytes;
-  plan.pieces = std::make_shared<const std::vector<detail::TransferPiece>>(std::move(merged.pieces));
-  plan.local_regions = std::make_shared<const std::vector<std::uint64_t>>(std::move(merged.local_region_ids));
-  plan.descriptors_requested = requested;
-  plan.prepare_ns = prepare_ns;
-  plan.notification = std::move(options.notification);
+  plan.total_bytes = parts.total_bytes;
+  plan.pieces = std::move(parts.pieces);
+  plan.local_regions = std::make_shared<const std::vector<std::uint64_t>>(std::move(parts.local_region_ids));
+  plan.descriptors_requested = parts.requested;
+  if (options.notification) plan.notification = detail::encode_notification(options.tag, *options.notification);
+  plan.tag = options.tag;
   plan.backend_name = rt.backend;
   plan.connection = rt.connection;
+  plan.counters = rt.counters;
   plan.registry = registry_;
+  plan.prepare_ns = ns_since(t0);
   return TransferRequest(std::make_shared<detail::RequestState>(std::move(plan)));
 }
 

@@ -67,6 +67,8 @@ struct RegionInfo {
   std::uint32_t file_direct_alignment = 0;  // O_DIRECT alignment of offset, length, address
 };
 
+using DeliverNotification = std::function<Status(std::string from, std::string wire_bytes)>;
+
 // Who we are; handed to each backend at creation.
 struct BackendContext {
   std::string agent_name;
@@ -74,10 +76,13 @@ struct BackendContext {
   std::string process_id;  // unique per process instance on this host
   std::chrono::milliseconds peer_timeout{5000};
   std::chrono::milliseconds connect_timeout{3000};
+  // Largest notification (its wire bytes, core/notification_wire.h) a peer may send.
   std::size_t max_notification_bytes = 64 * 1024;
   std::map<std::string, std::string> params;  // "<key>" -> value, prefix stripped
-  // Delivers a notification received from a peer to the agent's inbox.
-  std::function<void(std::string from, std::string message)> deliver_notification;
+  // Hands a notification's wire bytes received from a peer to the agent's inbox. An error
+  // means the agent did not keep it (inbox full, too large, malformed): the backend must
+  // fail the sender's request with it, never acknowledge the notification as delivered.
+  DeliverNotification deliver_notification;
 };
 
 // What a peer's metadata says about it, for one backend.

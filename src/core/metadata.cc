@@ -22,6 +22,8 @@ enum Tag : std::uint16_t {
   kTagSideChannel = 6,
   kTagEntry = 7,
   kTagInstance = 8,
+  kTagRevision = 9,
+  kTagRegionName = 10,
 };
 
 void put_record(ByteWriter& w, Tag tag, const ByteWriter& value) {
@@ -93,6 +95,24 @@ Status parse_entry(std::span<const std::uint8_t> value, AgentMetadata& md) {
   return Status::Ok();
 }
 
+Status parse_revision(std::span<const std::uint8_t> value, AgentMetadata& md) {
+  ByteReader r(value);
+  md.revision = r.u64();
+  if (!r.ok()) return Corrupt("metadata: truncated revision record");
+  return Status::Ok();
+}
+
+Status parse_region_name(std::span<const std::uint8_t> value, AgentMetadata& md) {
+  ByteReader r(value);
+  const std::uint64_t id = r.u64();
+  if (!r.ok()) return Corrupt("metadata: truncated region name record");
+  std::string name = r.str(r.remaining());
+  if (!validate_region_name(name).ok()) return Corrupt("metadata: bad region name");
+  if (md.region_names.size() >= kMaxRegions) return Corrupt("metadata: too many region names");
+  md.region_names[id] = std::move(name);
+  return Status::Ok();
+}
+
 Status parse_instance(std::span<const std::uint8_t> value, AgentMetadata& md) {
   ByteReader r(value);
   md.instance.hi = r.u64();
@@ -114,6 +134,15 @@ Status validate_entry_key(std::string_view key) {
     return InvalidArgument("metadata entry key must be 1.." + std::to_string(kMaxEntryKeyBytes) + " bytes");
   for (char c : key)
     if (c < 0x21 || c > 0x7e) return InvalidArgument("metadata entry key must be printable ASCII without spaces");
+  return Status::Ok();
+}
+
+Status validate_region_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxRegionNameBytes)
+    return InvalidArgument("region name must be 1.." + std::to_string(kMaxRegionNameBytes) + " bytes, got " +
+                           std::to_string(name.size()));
+  for (char c : name)
+    if (c < 0x21 || c > 0x7e) return InvalidArgument("region name must be printable ASCII without spaces");
   return Status::Ok();
 }
 
@@ -168,6 +197,17 @@ std::vector<std::uint8_t> encode_metadata(const AgentMetadata& md) {
     v.bytes(value);
     put_record(body, kTagEntry, v);
   }
+  if (md.revision != 0) {
+    ByteWriter v;
+    v.u64(md.revision);
+    put_record(body, kTagRevision, v);
+  }
+  for (const auto& [id, name] : md.region_names) {
+    ByteWriter v;
+    v.u64(id);
+    v.str(name);
+    put_record(body, kTagRegionName, v);
+  }
   ByteWriter out;
   out.raw(kMagic, 4);
   out.u16(kMetadataVersion);
@@ -215,6 +255,8 @@ Result<AgentMetadata> decode_metadata(std::span<const std::uint8_t> bytes) {
       case kTagSideChannel: s = parse_side_channel(value, md); break;
       case kTagEntry: s = parse_entry(value, md); break;
       case kTagInstance: s = parse_instance(value, md); break;
+      case kTagRevision: s = parse_revision(value, md); break;
+      case kTagRegionName: s = parse_region_name(value, md); break;
       default: break;  // a record from a newer version: skip
     }
     KVF_RETURN_IF_ERROR(s);

@@ -5,6 +5,12 @@
 //
 // Unknown tags and unknown memory kinds are skipped, so later additions (new kinds, new
 // backend fields) need no version change. decode() treats its input as hostile.
+//
+// Format history (version 1 throughout; each addition is an optional record that older
+// readers skip, and blobs without it decode as before: metadata_test checks both ways):
+//   tag 1..7  name, host id, process id, backend, region, side channel, entry
+//   tag 9     revision u64: grows with every change of the agent's metadata (live updates)
+//   tag 10    region name: region id u64 | name (named regions, e.g. "kv.layer.17")
 #pragma once
 
 #include <cstdint>
@@ -29,6 +35,7 @@ inline constexpr std::size_t kMaxBackendInfoBytes = 64u << 10;
 inline constexpr std::size_t kMaxEntries = 64;
 inline constexpr std::size_t kMaxEntryKeyBytes = 64;
 inline constexpr std::size_t kMaxEntryValueBytes = 64u << 10;
+inline constexpr std::size_t kMaxRegionNameBytes = 128;
 
 struct BackendEntry {
   std::string name;
@@ -49,6 +56,8 @@ struct AgentMetadata {
   std::vector<BackendEntry> backends;
   std::vector<RegionInfo> regions;
   std::map<std::string, std::vector<std::uint8_t>> entries;  // application entries
+  std::uint64_t revision = 0;                                 // 0: the peer sends none
+  std::map<std::uint64_t, std::string> region_names;          // region id -> name
 };
 
 std::vector<std::uint8_t> encode_metadata(const AgentMetadata& md);
@@ -58,5 +67,7 @@ Result<AgentMetadata> decode_metadata(std::span<const std::uint8_t> bytes);
 Status validate_agent_name(std::string_view name);
 // Application entry keys: 1..64 bytes of printable ASCII.
 Status validate_entry_key(std::string_view key);
+// Region names: 1..128 bytes of printable ASCII.
+Status validate_region_name(std::string_view name);
 
 }  // namespace kvferry::detail

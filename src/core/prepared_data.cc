@@ -1,8 +1,22 @@
 #include "core/prepared_data.h"
 
+#include <algorithm>
 #include <string>
+#include <tuple>
 
 namespace kvferry::detail {
+
+const RegionInfo* find_region_in_sorted(const std::vector<RegionInfo>& sorted, MemoryKind kind, const Descriptor& d) {
+  auto it = std::upper_bound(sorted.begin(), sorted.end(), std::make_tuple(kind, d.device, d.address),
+                             [](const auto& key, const RegionInfo& r) {
+                               return key < std::make_tuple(r.kind, r.device, r.address);
+                             });
+  if (it == sorted.begin()) return nullptr;
+  --it;
+  if (it->kind != kind || it->device != d.device) return nullptr;
+  if (d.address - it->address > it->length || d.length > it->address + it->length - d.address) return nullptr;
+  return &*it;
+}
 
 Result<MergeResult> merge_index_pairs(const PreparedData& local, std::span<const std::uint32_t> local_idx,
                                       const PreparedData& remote, std::span<const std::uint32_t> remote_idx) {

@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "core/instance_id.h"
+#include "core/backend.h"
 #include "core/transfer_job.h"
+#include "kvferry/block_lanes.h"
 #include "kvferry/memory.h"
 #include "kvferry/status.h"
 
@@ -24,6 +26,20 @@ struct PreparedData {
   std::vector<std::uint32_t> region_of;
   std::vector<std::uint64_t> region_ids;  // distinct
 };
+
+// What a PreparedLanes holds: the lanes, each validated whole against one region.
+struct PreparedLanesData {
+  InstanceId owner;  // the agent instance that validated it (an id, never a pointer)
+  bool local = true;
+  std::string peer;
+  std::uint64_t peer_generation = 0;
+  BlockLanes lanes;
+  std::vector<std::uint32_t> region_of_lane;  // index into region_ids
+  std::vector<std::uint64_t> region_ids;      // distinct
+};
+
+// The region of a sorted (kind, device, address) vector that holds all of d; null if none.
+const RegionInfo* find_region_in_sorted(const std::vector<RegionInfo>& sorted, MemoryKind kind, const Descriptor& d);
 
 struct MergeResult {
   std::vector<TransferPiece> pieces;

@@ -11,9 +11,22 @@ std::shared_ptr<TransferJob> RequestState::current_job() const {
   return job_;
 }
 
-Status RequestState::post() {
+Status RequestState::post(std::shared_ptr<CompletionSink> sink) {
   const auto t0 = steady_clock::now();
+  if (sink) sink->expect();
   std::lock_guard lock(mu_);
+  bool completed = false;  // the job's hook already pushed this post's completion
+  Status s = post_locked(sink, t0, &completed);
+  if (!s.ok() && sink && !completed) {  // did not start: complete at once, with the reason
+    TransferTelemetry t = fixed_telemetry();
+    t.posts = posts_;
+    sink->push(Completion{plan_.tag, s, plan_.peer, std::move(t)});
+  }
+  return s;
+}
+
+Status RequestState::post_locked(const std::shared_ptr<CompletionSink>& sink, steady_clock::time_point t0,
+                                 bool* completed) {
   if (job_ && !job_->finished()) return FailedPrecondition("post: the request is already in progress");
   if (!instance_alive_here(plan_.owner))
     return FailedPrecondition("post: the agent that created this request (instance " + plan_.owner.hex() +
@@ -23,16 +36,35 @@ Status RequestState::post() {
     return NotFound("post: peer '" + plan_.peer + "' was forgotten or reloaded since this request was created");
   KVF_RETURN_IF_ERROR(conn->health().with_context("post to '" + plan_.peer + "'"));
   KVF_RETURN_IF_ERROR(plan_.registry->pin(*plan_.local_regions));
-  // The hook releases the pins however the job ends (done, error, cancel).
-  auto hook = [registry = plan_.registry, regions = plan_.local_regions](const Status&) {
-    registry->unpin(*regions);
-  };
+  // The hook releases the pins however the job ends (done, error, cancel), records the
+  // metrics, and hands the completion to the queue, if any (under the job's lock: the sink
+  // takes only its own).
+  std::function<void(const Status&)> hook;
+  if (sink) {
+    TransferTelemetry t = fixed_telemetry();
+    t.posts = posts_ + 1;
+    hook = [registry = plan_.registry, regions = plan_.local_regions, counters = plan_.counters, op = plan_.op,
+            bytes = plan_.total_bytes, sink, t = std::move(t), t0, tag = plan_.tag,
+            peer = plan_.peer](const Status& st) mutable {
+      registry->unpin(*regions);
+      if (counters) counters->record(op, bytes, steady_clock::now() - t0, st);
+      t.transfer_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(steady_clock::now() - t0).count());
+      sink->push(Completion{tag, st, std::move(peer), std::move(t)});
+    };
+  } else {
+    hook = [registry = plan_.registry, regions = plan_.local_regions, counters = plan_.counters, op = plan_.op,
+            bytes = plan_.total_bytes, t0](const Status& result) {
+      registry->unpin(*regions);
+      if (counters) counters->record(op, bytes, steady_clock::now() - t0, result);
+    };
+  }
   auto job = std::make_shared<TransferJob>(plan_.op, plan_.pieces, plan_.total_bytes, plan_.notification,
                                            std::move(hook));
   posted_at_ = t0;
   Status s = conn->post(job);
   if (!s.ok()) {
-    job->finish(s);
+    job->finish(s);  // runs the hook: with a sink, that is this post's one completion
+    *completed = true;
     return s.with_context("post to '" + plan_.peer + "'");
   }
   job_ = std::move(job);
@@ -71,13 +103,18 @@ void RequestState::cancel() {
   job->finish(Cancelled("transfer cancelled"));
 }
 
-TransferTelemetry RequestState::telemetry() const {
+TransferTelemetry RequestState::fixed_telemetry() const {
   TransferTelemetry t;
   t.backend = plan_.backend_name;
   t.bytes = plan_.total_bytes;
   t.descriptors_requested = plan_.descriptors_requested;
   t.descriptors_merged = plan_.pieces->size();
   t.prepare_ns = plan_.prepare_ns;
+  return t;
+}
+
+TransferTelemetry RequestState::telemetry() const {
+  TransferTelemetry t = fixed_telemetry();
   std::lock_guard lock(mu_);
   t.post_ns = post_ns_;
   t.posts = posts_;

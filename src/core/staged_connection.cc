@@ -226,9 +226,10 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
 
   void post_host(const std::shared_ptr<Run>& run, std::size_t ci, std::uint32_t slot) {
     const Chunk& c = run->chunks[ci];
-    auto pieces = std::make_shared<std::vector<TransferPiece>>(c.host);
+    std::vector<TransferPiece> host = c.host;
     const std::uint64_t base = slot_base(slot);
-    for (TransferPiece& p : *pieces) p.local += base;
+    for (TransferPiece& p : host) p.local += base;
+    auto pieces = std::make_shared<const PieceList>(std::move(host));
     const bool last = ci + 1 == run->chunks.size();
     std::optional<std::string> note = last ? run->job->notification() : std::nullopt;
     auto self = shared_from_this();

@@ -8,9 +8,24 @@ namespace {
 constexpr int kWaitSpinMicros = 100;
 }  // namespace
 
+const std::vector<TransferPiece>& PieceList::expanded() const {
+  if (!strided_) return explicit_;
+  std::call_once(expand_once_, [this] {
+    expanded_.reserve(size_);
+    for (std::size_t lane = 0; lane < strided_->local_lanes.size(); ++lane)
+      for (const StridedRun& run : strided_->runs) expanded_.push_back(strided_->piece(lane, run));
+  });
+  return expanded_;
+}
+
 TransferJob::TransferJob(TransferOp op, std::shared_ptr<const std::vector<TransferPiece>> pieces,
                          std::uint64_t total_bytes, std::optional<std::string> notification,
                          std::function<void(const Status&)> on_finish)
+    : TransferJob(op, std::make_shared<const PieceList>(std::vector<TransferPiece>(*pieces)), total_bytes,
+                  std::move(notification), std::move(on_finish)) {}
+
+TransferJob::TransferJob(TransferOp op, std::shared_ptr<const PieceList> pieces, std::uint64_t total_bytes,
+                         std::optional<std::string> notification, std::function<void(const Status&)> on_finish)
     : op_(op),
       pieces_(std::move(pieces)),
       total_bytes_(total_bytes),

@@ -52,8 +52,11 @@ Result<BlockPlanner> BlockPlanner::create(const KvLayout& local, const KvLayout&
 Status BlockPlanner::plan(TransferOp op, const BlockSelection& selection, BlockPlan& out) const {
   Status status = fill(op, selection, out);
   if (!status.ok()) {
+    out.local_blocks_.clear();
+    out.remote_blocks_.clear();
     out.local_.clear();
     out.remote_.clear();
+    out.expanded_ = true;
     out.runs_.clear();
     out.bytes_ = 0;
     out.first_lane_ = out.end_lane_ = 0;
@@ -61,8 +64,6 @@ Status BlockPlanner::plan(TransferOp op, const BlockSelection& selection, BlockP
   return status;
 }
 
-// The vectors are resized, never cleared first: a plan of the same size as the last
-// one is rewritten in place, with no allocation and no zero-filling pass.
 Status BlockPlanner::fill(TransferOp op, const BlockSelection& selection, BlockPlan& out) const {
   const bool pull = op == TransferOp::kRead;
   const std::span<const std::uint32_t> local_ids =
@@ -95,17 +96,35 @@ Status BlockPlanner::fill(TransferOp op, const BlockSelection& selection, BlockP
   const std::uint32_t lanes_per_layer = local_.lanes_per_layer();
   const std::uint32_t first_lane = range.first * lanes_per_layer;
   const std::uint32_t end_lane = first_lane + layer_count * lanes_per_layer;
-  const std::size_t n = local_ids.size();
-  const std::size_t pairs = n * (end_lane - first_lane);
-  out.local_.resize(pairs);
-  out.remote_.resize(pairs);
-  std::uint32_t* local_out = out.local_.data();
-  std::uint32_t* remote_out = out.remote_.data();
-  const std::uint32_t* local_in = local_ids.data();
-  const std::uint32_t* remote_in = remote_ids.data();
-  for (std::uint32_t lane = first_lane; lane < end_lane; ++lane) {
-    const std::uint32_t local_base = local_.descriptor_index(lane, 0);
-    const std::uint32_t remote_base = remote_.descriptor_index(lane, 0);
+  const std::size_t pairs = local_ids.size() * (end_lane - first_lane);
+  out.local_blocks_.assign(local_ids.begin(), local_ids.end());
+  out.remote_blocks_.assign(remote_ids.begin(), remote_ids.end());
+  out.local_pool_blocks_ = local_.blocks();
+  out.remote_pool_blocks_ = remote_.blocks();
+  out.expanded_ = false;
+  find_runs(local_ids, remote_ids, out.runs_);
+  out.op_ = op;
+  out.bytes_ = std::uint64_t{pairs} * local_.segment_bytes();
+  out.first_lane_ = first_lane;
+  out.end_lane_ = end_lane;
+  return Status::Ok();
+}
+
+// The vectors are resized, never cleared first: a plan of the same size as the last
+// one is rewritten in place, with no allocation and no zero-filling pass.
+void BlockPlan::expand() const {
+  if (expanded_) return;
+  expanded_ = true;
+  const std::size_t n = local_blocks_.size();
+  local_.resize(pairs());
+  remote_.resize(pairs());
+  std::uint32_t* local_out = local_.data();
+  std::uint32_t* remote_out = remote_.data();
+  const std::uint32_t* local_in = local_blocks_.data();
+  const std::uint32_t* remote_in = remote_blocks_.data();
+  for (std::uint32_t lane = first_lane_; lane < end_lane_; ++lane) {
+    const std::uint32_t local_base = lane * local_pool_blocks_;
+    const std::uint32_t remote_base = lane * remote_pool_blocks_;
     for (std::size_t i = 0; i < n; ++i) {
       local_out[i] = local_base + local_in[i];
       remote_out[i] = remote_base + remote_in[i];
@@ -113,12 +132,6 @@ Status BlockPlanner::fill(TransferOp op, const BlockSelection& selection, BlockP
     local_out += n;
     remote_out += n;
   }
-  find_runs(local_ids, remote_ids, out.runs_);
-  out.op_ = op;
-  out.bytes_ = std::uint64_t{pairs} * local_.segment_bytes();
-  out.first_lane_ = first_lane;
-  out.end_lane_ = end_lane;
-  return Status::Ok();
 }
 
 Result<BlockPlan> BlockPlanner::plan(TransferOp op, const BlockSelection& selection) const {

@@ -9,7 +9,9 @@ Result<LocalKvPool> LocalKvPool::attach(Agent& agent, const KvPool& pool, std::s
     return blocks.status().with_context(
         "preparing the local KV pool's blocks (register its tensor_regions() first)");
   }
-  return LocalKvPool(pool, std::move(blocks).value());
+  Result<PreparedLanes> lanes = agent.prepare_local_lanes(pool.block_lanes());
+  if (!lanes.ok()) return lanes.status().with_context("preparing the local KV pool's lanes");
+  return LocalKvPool(pool, std::move(blocks).value(), std::move(lanes).value());
 }
 
 Result<KvLink> LocalKvPool::link(Agent& agent, std::string_view peer, std::string_view key) const {
@@ -22,40 +24,22 @@ Result<KvLink> LocalKvPool::link(Agent& agent, std::string_view peer, std::strin
         "preparing peer '" + std::string(peer) +
         "'s KV pool blocks (its pool lies outside the memory it registered)");
   }
+  Result<PreparedLanes> remote_lanes = agent.prepare_remote_lanes(peer, remote.block_lanes());
+  if (!remote_lanes.ok())
+    return remote_lanes.status().with_context("preparing peer '" + std::string(peer) + "'s KV pool lanes");
   return KvLink(std::string(peer), pool_, std::move(remote), std::move(planner), blocks_,
-                std::move(remote_blocks).value());
+                std::move(remote_blocks).value(), lanes_, std::move(remote_lanes).value());
 }
 
 Result<TransferRequest> KvLink::create_transfer(Agent& agent, const BlockPlan& plan,
                                                 TransferOptions options) const {
   if (plan.pairs() == 0) return InvalidArgument("kv link: the block plan is empty (nothing to move)");
-  // Consecutive blocks of a lane are adjacent in memory in every arrangement so far;
-  // the check keeps the shortcut honest if a future one (head slices) is not.
-  const KvLayout& layout = local_pool_.layout();
-  const bool runs_are_contiguous = layout.block_stride() == layout.segment_bytes();
-  if (runs_are_contiguous && plan.merged_descriptors() * 8 <= plan.pairs()) {
-    return create_merged_transfer(agent, plan, std::move(options));
-  }
-  return agent.create_transfer(plan.op(), local_blocks_, plan.local_indices(), remote_blocks_,
-                               plan.remote_indices(), std::move(options));
-}
-
-Result<TransferRequest> KvLink::create_merged_transfer(Agent& agent, const BlockPlan& plan,
-                                                       TransferOptions options) const {
-  const std::uint64_t segment = local_pool_.layout().segment_bytes();
-  DescriptorList local(local_pool_.kind());
-  DescriptorList remote(remote_pool_.kind());
-  local.reserve(plan.merged_descriptors());
-  remote.reserve(plan.merged_descriptors());
-  for (std::uint32_t lane = plan.first_lane(); lane < plan.end_lane(); ++lane) {
-    for (const BlockRun& run : plan.runs()) {
-      local.add(local_pool_.segment_address(lane, run.local_first), run.count * segment,
-                local_pool_.device());
-      remote.add(remote_pool_.segment_address(lane, run.remote_first), run.count * segment,
-                 remote_pool_.device());
-    }
-  }
-  return agent.create_transfer(plan.op(), local, peer_, remote, std::move(options));
+  LaneTransfer t;
+  t.local_blocks = plan.local_blocks();
+  t.remote_blocks = plan.remote_blocks();
+  t.first_lane = plan.first_lane();
+  t.lane_count = plan.end_lane() - plan.first_lane();
+  return agent.create_transfer(plan.op(), local_lanes_, remote_lanes_, t, std::move(options));
 }
 
 }  // namespace kvferry

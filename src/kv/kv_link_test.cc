@@ -56,7 +56,8 @@ void introduce(Agent& a, Agent& b) {
 
 class KvLinkArrangement : public ::testing::TestWithParam<KvArrangement> {};
 
-// Scattered ids go as an index transfer; a long run goes as merged descriptors.
+// Every plan goes as a strided transfer: scattered ids stay one piece per (lane, block),
+// a long run merges into one piece per lane.
 TEST_P(KvLinkArrangement, PullLandsTheNaiveBytesAndNothingElse) {
   const KvGeometry g = kv_testing::small_geometry(GetParam());
   Engine prefill("kv-link-prefill", g, GetParam(), 10, 0);
@@ -70,7 +71,7 @@ TEST_P(KvLinkArrangement, PullLandsTheNaiveBytesAndNothingElse) {
 
   struct Case {
     std::vector<std::uint32_t> source, destination;
-    bool merged_by_us;  // KvLink hands merged descriptors to the Agent
+    bool one_run;  // the pairs merge into one run per lane
   };
   const Case cases[] = {{{9, 3, 4, 5}, {1, 6, 2, 3}, false},
                         {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, true}};
@@ -85,8 +86,11 @@ TEST_P(KvLinkArrangement, PullLandsTheNaiveBytesAndNothingElse) {
     ASSERT_TRUE(request->post().ok());
     ASSERT_TRUE(request->wait(10s).ok());
     const TransferTelemetry telemetry = request->telemetry();
-    EXPECT_LE(telemetry.descriptors_merged, plan.merged_descriptors());
-    EXPECT_EQ(telemetry.descriptors_requested, c.merged_by_us ? plan.merged_descriptors() : plan.pairs());
+    EXPECT_EQ(telemetry.descriptors_merged, plan.merged_descriptors());
+    EXPECT_EQ(telemetry.descriptors_requested, plan.pairs());
+    if (c.one_run) {
+      EXPECT_EQ(plan.merged_descriptors(), plan.end_lane() - plan.first_lane());
+    }
     EXPECT_EQ(telemetry.bytes, plan.bytes());
 
     std::vector<bool> written(decode.memory.size(), false);

@@ -57,4 +57,16 @@ DescriptorList KvPool::block_descriptors() const {
   return DescriptorList(kind_, std::move(descriptors));
 }
 
+BlockLanes KvPool::block_lanes() const {
+  BlockLanes lanes;
+  lanes.kind = kind_;
+  lanes.device = device_;
+  lanes.lane_addresses.reserve(layout_.lane_count());
+  for (std::uint32_t lane = 0; lane < layout_.lane_count(); ++lane) lanes.lane_addresses.push_back(segment_address(lane, 0));
+  lanes.block_stride = layout_.block_stride();
+  lanes.block_bytes = layout_.segment_bytes();
+  lanes.blocks = layout_.blocks();
+  return lanes;
+}
+
 }  // namespace kvferry

@@ -4,13 +4,15 @@
 // - A `BlockPlanner` is an immutable value made for one pair of compatible layouts
 //   (ours and the peer's). `plan()` is const and thread-safe; it writes only into the
 //   caller's `BlockPlan`.
-// - A `BlockPlan` is the caller's reusable output buffer (not synchronised). Planning
-//   into a plan that has held one as large allocates nothing: keep one per worker
-//   thread on the hot path. Its index vectors select from the two pools'
-//   `KvPool::block_descriptors()` lists, prepared once (kv_link.h does this).
-// - Cost: one pass over the block ids (validation and run counting) plus one store
-//   per (lane, block) pair; a 32,768-token pull of a 40-layer vLLM pool (163,840
-//   pairs) plans in well under 1 ms (docs/benchmarks.md, "KV layer").
+// - A `BlockPlan` is the caller's reusable output buffer (not synchronised, not even
+//   its const accessors: local_indices() fills a cache). Planning into a plan that has
+//   held one as large allocates nothing: keep one per worker thread on the hot path.
+//   It holds the selection as lanes x block ids (what KvLink hands the Agent); its
+//   index vectors, selecting from the two pools' `KvPool::block_descriptors()` lists,
+//   are built only if asked for.
+// - Cost: one pass over the block ids (validation, copy and run counting), never a
+//   store per (lane, block) pair: a 32,768-token pull of a 40-layer vLLM pool (163,840
+//   pairs) plans in microseconds (docs/benchmarks.md, "KV layer").
 // - Merging: pairs are emitted lane-major, blocks in the caller's order, so block ids
 //   consecutive on both sides are consecutive descriptors of one lane, which the
 //   Agent merges into one descriptor per run and lane (vLLM NHD: one per run, layer
@@ -56,10 +58,22 @@ struct BlockRun {
 
 class BlockPlan {
  public:
-  // Indices into the local and the remote pool's block_descriptors(), pairwise.
-  std::span<const std::uint32_t> local_indices() const { return local_; }
-  std::span<const std::uint32_t> remote_indices() const { return remote_; }
-  std::size_t pairs() const { return local_.size(); }
+  // The selection as block ids of each side (local block i pairs with remote block i in
+  // every lane of [first_lane(), end_lane())): the strided form KvLink hands the Agent.
+  std::span<const std::uint32_t> local_blocks() const { return local_blocks_; }
+  std::span<const std::uint32_t> remote_blocks() const { return remote_blocks_; }
+  // Indices into the local and the remote pool's block_descriptors(), pairwise. Built
+  // on the first call after plan() (one store per pair), for callers that want the
+  // index form; the strided path never needs them.
+  std::span<const std::uint32_t> local_indices() const {
+    expand();
+    return local_;
+  }
+  std::span<const std::uint32_t> remote_indices() const {
+    expand();
+    return remote_;
+  }
+  std::size_t pairs() const { return local_blocks_.size() * (end_lane_ - first_lane_); }
   std::uint64_t bytes() const { return bytes_; }
   // The same selection as runs of blocks, in order, and the lanes it covers: one merged
   // descriptor per (lane, run). KvLink hands these to the Agent directly when merging
@@ -80,8 +94,14 @@ class BlockPlan {
 
  private:
   friend class BlockPlanner;
-  std::vector<std::uint32_t> local_;
-  std::vector<std::uint32_t> remote_;
+  void expand() const;
+  std::vector<std::uint32_t> local_blocks_;
+  std::vector<std::uint32_t> remote_blocks_;
+  std::uint32_t local_pool_blocks_ = 0;  // descriptor_index(lane, b) = lane * blocks + b
+  std::uint32_t remote_pool_blocks_ = 0;
+  mutable bool expanded_ = false;
+  mutable std::vector<std::uint32_t> local_;
+  mutable std::vector<std::uint32_t> remote_;
   std::vector<BlockRun> runs_;
   std::uint64_t bytes_ = 0;
   std::uint32_t first_lane_ = 0;

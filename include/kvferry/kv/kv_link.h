@@ -43,14 +43,17 @@ class LocalKvPool {
 
   const KvPool& pool() const { return pool_; }
   const PreparedList& blocks() const { return blocks_; }
+  const PreparedLanes& lanes() const { return lanes_; }
 
   // The link to a loaded peer's pool (published under `key`).
   Result<KvLink> link(Agent& agent, std::string_view peer, std::string_view key = kKvPoolMetadataKey) const;
 
  private:
-  LocalKvPool(KvPool pool, PreparedList blocks) : pool_(std::move(pool)), blocks_(std::move(blocks)) {}
+  LocalKvPool(KvPool pool, PreparedList blocks, PreparedLanes lanes)
+      : pool_(std::move(pool)), blocks_(std::move(blocks)), lanes_(std::move(lanes)) {}
   KvPool pool_;
   PreparedList blocks_;
+  PreparedLanes lanes_;
 };
 
 class KvLink {
@@ -64,26 +67,26 @@ class KvLink {
   Status plan(TransferOp op, const BlockSelection& selection, BlockPlan& out) const {
     return planner_.plan(op, selection, out);
   }
-  // The transfer of `plan`, in the direction it was planned for. Usually an index
-  // transfer over the prepared lists (the Agent merges contiguous runs). When the
-  // plan's runs merge its pairs at least 8-fold, the merged descriptors go to the Agent
-  // directly instead: it then validates a few long descriptors rather than merging
-  // every pair (a fresh engine's contiguous 32K-token pull: 80 instead of 163,840).
+  // The transfer of `plan`, in the direction it was planned for: a strided transfer
+  // (block_lanes.h) over the two pools' lanes, prepared once. The Agent checks block id
+  // ranges, merges runs of consecutive blocks once for all lanes, and never expands
+  // (lane, block) pairs: a 32K-token scattered pull costs O(blocks + lanes), not O(pairs).
   Result<TransferRequest> create_transfer(Agent& agent, const BlockPlan& plan,
                                           TransferOptions options = {}) const;
 
  private:
   friend class LocalKvPool;
-  Result<TransferRequest> create_merged_transfer(Agent& agent, const BlockPlan& plan,
-                                                 TransferOptions options) const;
   KvLink(std::string peer, KvPool local_pool, KvPool remote_pool, BlockPlanner planner,
-         PreparedList local_blocks, PreparedList remote_blocks)
+         PreparedList local_blocks, PreparedList remote_blocks, PreparedLanes local_lanes,
+         PreparedLanes remote_lanes)
       : peer_(std::move(peer)),
         local_pool_(std::move(local_pool)),
         remote_pool_(std::move(remote_pool)),
         planner_(std::move(planner)),
         local_blocks_(std::move(local_blocks)),
-        remote_blocks_(std::move(remote_blocks)) {}
+        remote_blocks_(std::move(remote_blocks)),
+        local_lanes_(std::move(local_lanes)),
+        remote_lanes_(std::move(remote_lanes)) {}
 
   std::string peer_;
   KvPool local_pool_;
@@ -91,6 +94,8 @@ class KvLink {
   BlockPlanner planner_;
   PreparedList local_blocks_;
   PreparedList remote_blocks_;
+  PreparedLanes local_lanes_;
+  PreparedLanes remote_lanes_;
 };
 
 }  // namespace kvferry

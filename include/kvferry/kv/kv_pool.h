@@ -21,6 +21,7 @@
 #include <span>
 #include <vector>
 
+#include "kvferry/block_lanes.h"
 #include "kvferry/kv/kv_layout.h"
 #include "kvferry/memory.h"
 #include "kvferry/status.h"
@@ -52,6 +53,9 @@ class KvPool {
   // Every (lane, block) segment, at index layout().descriptor_index(lane, block): the
   // list to prepare once (Agent::prepare_local / prepare_remote) for index transfers.
   DescriptorList block_descriptors() const;
+  // The same segments as lanes x blocks (block_lanes.h): lane l's block b at
+  // segment_address(l, b). What strided transfers are prepared over.
+  BlockLanes block_lanes() const;
 
   std::vector<std::uint8_t> encode() const;
   static Result<KvPool> decode(std::span<const std::uint8_t> bytes);

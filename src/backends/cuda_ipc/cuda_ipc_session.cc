@@ -115,8 +115,10 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
   KVF_RETURN_IF_ERROR(health());
   const bool write = job->op() == TransferOp::kWrite;
   const auto& pieces = job->pieces();
-  const bool one_gpu = std::all_of(pieces.begin(), pieces.end(),
-                                   [&](const TransferPiece& p) { return p.local_device == pieces[0].local_device; });
+  // A strided job's pieces share one device on each side by construction.
+  const bool one_gpu = pieces.strided() || std::all_of(pieces.begin(), pieces.end(), [&](const TransferPiece& p) {
+                         return p.local_device == pieces[0].local_device;
+                       });
   std::lock_guard lock(mu_);
   auto it = regions_.end();  // the last piece's region: most pieces share it
   // The piece as a copy between addresses the local GPU reaches.
@@ -313,9 +315,13 @@ void CudaIpcSession::on_readable() {
   ByteReader r(msg);
   const auto type = static_cast<MessageType>(r.u16());
   const std::uint64_t value = r.u64();
-  if (!r.ok() || r.remaining() != 0) return fail(Corrupt("malformed message from the peer"));
+  const bool ack = type == MessageType::kNotifyAck;
+  if (!r.ok() || (ack ? r.remaining() > kMaxAckReason : r.remaining() != 0))
+    return fail(Corrupt("malformed message from the peer"));
   if (type == MessageType::kRevoke) return on_revoke(value);
-  if (type != MessageType::kNotifyAck) return fail(Corrupt("unexpected message from the peer"));
+  if (!ack) return fail(Corrupt("unexpected message from the peer"));
+  // An ack with text: the peer's inbox refused the notification, and says why.
+  const std::string refused = r.str(r.remaining());
   std::shared_ptr<TransferJob> job;
   {
     std::lock_guard lock(mu_);
@@ -324,7 +330,8 @@ void CudaIpcSession::on_readable() {
     job = std::move(it->second.job);
     awaiting_.erase(it);
   }
-  job->finish(Status::Ok());
+  job->finish(refused.empty() ? Status::Ok()
+                              : RemoteError("peer '" + peer_ + "' did not keep the notification: " + refused));
 }
 
 void CudaIpcSession::on_revoke(std::uint64_t id) {

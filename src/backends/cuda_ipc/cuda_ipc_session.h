@@ -90,7 +90,7 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   // translation of its pieces. Dropped when the request goes away, on any revocation,
   // and beyond kKeptTables per session.
   struct Kept {
-    std::weak_ptr<const std::vector<TransferPiece>> pieces;
+    std::weak_ptr<const PieceList> pieces;
     TransferOp op;
     CopyLane* lane;
     std::shared_ptr<const cuda::KeptTable> table;
@@ -98,7 +98,7 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   static constexpr std::size_t kKeptTables = 8;
   // Requests posted once (large ones): a table is kept from a request's second post on,
   // so that engines that build a request per transfer do not pay for keeping tables.
-  std::vector<std::pair<std::weak_ptr<const std::vector<TransferPiece>>, TransferOp>> posted_once_;
+  std::vector<std::pair<std::weak_ptr<const PieceList>, TransferOp>> posted_once_;
   static constexpr std::size_t kKeepFromPieces = 1024;  // smaller requests are cheap to translate
   struct Awaiting {
     std::shared_ptr<TransferJob> job;

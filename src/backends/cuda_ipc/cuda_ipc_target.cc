@@ -151,11 +151,12 @@ void CudaIpcTarget::on_readable(Session& s) {
   if (type != MessageType::kNotify || r.remaining() > cfg_.max_notification_bytes) return drop(s);
   // The initiator sends this only after its copies completed (CUDA event), so the data
   // is visible in our memory before the message reaches the inbox.
-  cfg_.deliver(s.peer, r.str(r.remaining()));
+  Status kept = cfg_.deliver(s.peer, r.str(r.remaining()));
   if (value != 0) {
     ByteWriter w;
     w.u16(static_cast<std::uint16_t>(MessageType::kNotifyAck));
     w.u64(value);
+    if (!kept.ok()) w.str(std::string_view(kept.message()).substr(0, kMaxAckReason));  // why it was refused
     if (!send_packet(s.sock.get(), w.buffer(), deadline_after(kSendBound)).ok()) drop(s);
   }
 }

@@ -25,7 +25,7 @@ struct TargetConfig {
   std::string agent_name;
   std::chrono::milliseconds peer_timeout{5000};
   std::size_t max_notification_bytes = 64 * 1024;
-  std::function<void(std::string, std::string)> deliver;
+  DeliverNotification deliver;
 };
 
 struct ExportedRegion {

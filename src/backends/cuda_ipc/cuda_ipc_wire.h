@@ -8,7 +8,8 @@
 //                                     allocation, allocation size, cudaIpcMemHandle_t
 //                        kRegionsEnd
 //   initiator -> target  kNotify      req (0: no acknowledgement wanted), message
-//   target -> initiator  kNotifyAck   req (delivered to the inbox)
+//   target -> initiator  kNotifyAck   req (delivered to the inbox), or req + why the inbox
+//                                     refused it (at most kMaxAckReason bytes)
 //   target -> initiator  kRevoke      id (the target deregistered it: stop using it)
 //   initiator -> target  kRevokeAck   id (no copy touches it any more; handle closed)
 #pragma once
@@ -25,6 +26,7 @@ namespace kvferry::detail::cuda_ipc {
 inline constexpr std::uint32_t kProtocolVersion = 1;
 inline constexpr std::size_t kIpcHandleBytes = 64;  // sizeof(cudaIpcMemHandle_t)
 inline constexpr std::size_t kMaxWireMessage = 1u << 20;
+inline constexpr std::size_t kMaxAckReason = 4096;
 
 enum class MessageType : std::uint16_t {
   kHello = 1,

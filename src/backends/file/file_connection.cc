@@ -58,7 +58,7 @@ struct FileConnection::JobRun {
   JobRun(std::shared_ptr<TransferJob> j, const FileSettings& s)
       : job(std::move(j)),
         write(job->op() == TransferOp::kWrite),
-        planner(&job->pieces(), write, s.max_io_bytes, s.direct) {}
+        planner(&job->pieces().expanded(), write, s.max_io_bytes, s.direct) {}
   std::shared_ptr<TransferJob> job;
   bool write;
   FileOpPlanner planner;
@@ -70,7 +70,7 @@ struct FileConnection::JobRun {
 };
 
 FileConnection::FileConnection(std::shared_ptr<FileTable> files, FileSettings settings,
-                               std::string agent_name, std::function<void(std::string, std::string)> deliver)
+                               std::string agent_name, DeliverNotification deliver)
     : files_(std::move(files)),
       settings_(settings),
       agent_name_(std::move(agent_name)),
@@ -113,8 +113,7 @@ void FileConnection::cancel(const std::shared_ptr<TransferJob>& job) {
 }
 
 Status FileConnection::notify(std::string_view message) {
-  deliver_(agent_name_, std::string(message));
-  return Status::Ok();
+  return deliver_(agent_name_, std::string(message));
 }
 
 void FileConnection::run() {
@@ -243,7 +242,7 @@ void FileConnection::finalize_idle_jobs() {
         result = check_not_removed(*f, "while it was being written");
         if (!result.ok()) break;
       }
-    if (result.ok() && run.job->notification()) deliver_(agent_name_, *run.job->notification());
+    if (result.ok() && run.job->notification()) result = deliver_(agent_name_, *run.job->notification());
     std::shared_ptr<TransferJob> job = std::move(run.job);
     it = active_.erase(it);
     job->finish(std::move(result));  // before cancel() may return

@@ -45,7 +45,7 @@ struct FileSettings {
 class FileConnection final : public BackendConnection {
  public:
   FileConnection(std::shared_ptr<FileTable> files, FileSettings settings, std::string agent_name,
-                 std::function<void(std::string, std::string)> deliver);
+                 DeliverNotification deliver);
   ~FileConnection() override;
 
   Status post(const std::shared_ptr<TransferJob>& job) override;
@@ -66,7 +66,7 @@ class FileConnection final : public BackendConnection {
   const std::shared_ptr<FileTable> files_;
   const FileSettings settings_;
   const std::string agent_name_;
-  const std::function<void(std::string, std::string)> deliver_;
+  const DeliverNotification deliver_;
 
   std::mutex mu_;
   std::condition_variable work_cv_;  // worker: new jobs, cancels, stop

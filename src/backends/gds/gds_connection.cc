@@ -142,7 +142,7 @@ struct GdsConnection::Run {
 
 GdsConnection::GdsConnection(const CuFileApi* api, std::shared_ptr<GdsRegistry> registry,
                              GdsSettings settings, std::string agent_name,
-                             std::function<void(std::string, std::string)> deliver)
+                             DeliverNotification deliver)
     : api_(api),
       registry_(std::move(registry)),
       settings_(std::move(settings)),
@@ -193,8 +193,7 @@ Status GdsConnection::health() const {
 }
 
 Status GdsConnection::notify(std::string_view message) {
-  deliver_(agent_name_, std::string(message));
-  return Status::Ok();
+  return deliver_(agent_name_, std::string(message));
 }
 
 Status GdsConnection::post(const std::shared_ptr<TransferJob>& job) {
@@ -259,7 +258,7 @@ void GdsConnection::settle(std::unique_lock<std::mutex>& lock, const std::shared
   Status result = run->error;
   if (result.ok() && run->cancelled) result = Cancelled("transfer cancelled");
   lock.unlock();
-  if (result.ok() && run->job->notification()) deliver_(agent_name_, *run->job->notification());
+  if (result.ok() && run->job->notification()) result = deliver_(agent_name_, *run->job->notification());
   run->job->finish(std::move(result));
   lock.lock();
   done_cv_.notify_all();

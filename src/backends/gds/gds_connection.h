@@ -70,7 +70,7 @@ class GdsRegistry {
 class GdsConnection final : public BackendConnection {
  public:
   GdsConnection(const CuFileApi* api, std::shared_ptr<GdsRegistry> registry, GdsSettings settings,
-                std::string agent_name, std::function<void(std::string, std::string)> deliver);
+                std::string agent_name, DeliverNotification deliver);
   ~GdsConnection() override;
 
   Status post(const std::shared_ptr<TransferJob>& job) override;
@@ -101,7 +101,7 @@ class GdsConnection final : public BackendConnection {
   const std::shared_ptr<GdsRegistry> registry_;
   const GdsSettings settings_;
   const std::string agent_name_;
-  const std::function<void(std::string, std::string)> deliver_;
+  const DeliverNotification deliver_;
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;

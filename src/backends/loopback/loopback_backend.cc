@@ -43,11 +43,11 @@ class LoopbackEndpoint {
     return RemoteError("peer '" + name_ + "' refused [0x" + std::to_string(address) + ", +" + std::to_string(length) +
                        "): not inside memory it registered");
   }
-  void deliver(std::string from, std::string message) { deliver_(std::move(from), std::move(message)); }
+  Status deliver(std::string from, std::string message) { return deliver_(std::move(from), std::move(message)); }
 
  private:
   const std::string name_;
-  const std::function<void(std::string, std::string)> deliver_;
+  const DeliverNotification deliver_;
   std::shared_mutex mu_;
   std::map<std::uint64_t, RegionInfo> regions_;
 };
@@ -123,8 +123,7 @@ class LoopbackConnection final : public BackendConnection {
   Status notify(std::string_view message) override {
     auto target = target_.lock();
     if (!target) return PeerLost("loopback peer is gone");
-    target->deliver(self_name_, std::string(message));
-    return Status::Ok();
+    return target->deliver(self_name_, std::string(message));
   }
 
   Status health() const override {
@@ -169,7 +168,8 @@ class LoopbackConnection final : public BackendConnection {
         if (!s.ok()) return s;
       }
     }
-    if (job.notification()) target->deliver(self_name_, *job.notification());
+    // A notification the peer cannot keep fails the request with its reason.
+    if (job.notification()) return target->deliver(self_name_, *job.notification());
     return Status::Ok();
   }
 

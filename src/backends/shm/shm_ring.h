@@ -22,7 +22,7 @@ inline constexpr std::uint32_t kMaxRecordPayload = 256u << 10;
 
 enum class RecordType : std::uint32_t {
   kNotify = 1,     // initiator -> target: req (0: standalone), payload = message
-  kNotifyAck = 2,  // target -> initiator: req, payload empty
+  kNotifyAck = 2,  // target -> initiator: req, payload empty (kept) or why it was refused
 };
 
 struct RecordHeader {

@@ -76,6 +76,21 @@ void ShmSession::fail(const Status& why) {
 
 Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
   KVF_RETURN_IF_ERROR(health());
+  // A large strided job whose pieces are all slice-sized: the copy threads translate
+  // each piece as they copy it, so post() does no per-piece work on the caller's thread.
+  if (const StridedPieces* sp = job->pieces().strided(); sp && job->total_bytes() > cfg_.inline_bytes) {
+    std::uint32_t longest = 0;
+    for (const StridedRun& r : sp->runs) longest = std::max(longest, r.count);
+    if (std::uint64_t{longest} * sp->block_bytes <= cfg_.slice_bytes) {
+      auto work = std::make_shared<CopyWork>();
+      work->slices = job->pieces().size();
+      auto self = shared_from_this();
+      work->copy = [self, pieces = job->shared_pieces(), op = job->op()](std::size_t b, std::size_t e) {
+        return self->copy_pieces(op, *pieces, b, e);
+      };
+      return start_copy(job, std::move(work));
+    }
+  }
   auto slices = std::make_shared<std::vector<Slice>>();
   slices->reserve(job->pieces().size());
   {
@@ -104,6 +119,11 @@ Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
   work->copy = [self, slices, op = job->op()](std::size_t b, std::size_t e) {
     return self->copy_slices(op, *slices, b, e);
   };
+  return start_copy(job, std::move(work));
+}
+
+Status ShmSession::start_copy(const std::shared_ptr<TransferJob>& job, std::shared_ptr<CopyWork> work) {
+  auto self = shared_from_this();
   work->complete = [self, job](Status s) { self->complete(job, std::move(s)); };
   job->set_poller([weak = std::weak_ptr<ShmSession>(self)] {
     if (auto s = weak.lock()) s->poll_acks();
@@ -129,6 +149,38 @@ Status ShmSession::copy_slices(TransferOp op, const std::vector<Slice>& slices, 
       else std::memcpy(remote, s.local, s.length);
     } else {
       KVF_RETURN_IF_ERROR(process_vm_copy(pid_, op, s.local, s.remote, s.length));
+    }
+  }
+  return Status::Ok();
+}
+
+Status ShmSession::copy_pieces(TransferOp op, const PieceList& pieces, std::size_t begin, std::size_t end) {
+  std::shared_lock lock(map_mu_);  // as copy_slices: a revoke waits, and we see its mark
+  const MappedRegion* last = nullptr;
+  const StridedPieces& sp = *pieces.strided();
+  const std::size_t runs = sp.runs.size();
+  std::size_t lane = begin / runs, run = begin % runs;
+  for (std::size_t i = begin; i < end; ++i, run = run + 1 == runs ? (++lane, 0) : run + 1) {
+    const TransferPiece p = sp.piece(lane, sp.runs[run]);
+    const auto inside = [&](const MappedRegion& r) {
+      return p.remote >= r.remote && p.remote - r.remote <= r.length && p.length <= r.remote + r.length - p.remote;
+    };
+    if (!last || !inside(*last)) {
+      auto it = std::upper_bound(regions_.begin(), regions_.end(), p.remote,
+                                 [](std::uint64_t a, const MappedRegion& r) { return a < r.remote; });
+      if (it == regions_.begin() || !inside(*--it))
+        return RemoteError("shm: peer '" + peer_ + "' refused [0x" + std::to_string(p.remote) + ", +" +
+                           std::to_string(p.length) + "): not inside memory it announced");
+      last = &*it;
+    }
+    if (last->revoked) return RemoteError("shm: the peer deregistered memory this transfer uses");
+    auto* local = reinterpret_cast<std::uint8_t*>(p.local);
+    if (last->local) {
+      auto* remote = last->local + (p.remote - last->remote);
+      if (op == TransferOp::kRead) std::memcpy(local, remote, p.length);
+      else std::memcpy(remote, local, p.length);
+    } else {
+      KVF_RETURN_IF_ERROR(process_vm_copy(pid_, op, local, p.remote, p.length));
     }
   }
   return Status::Ok();
@@ -167,6 +219,9 @@ void ShmSession::complete(const std::shared_ptr<TransferJob>& job, Status status
 }
 
 Status ShmSession::push_notify(std::uint64_t req, std::string_view message) {
+  if (message.size() > kMaxRecordPayload)
+    return InvalidArgument("shm carries notifications of up to " + std::to_string(kMaxRecordPayload) +
+                           " bytes; this one has " + std::to_string(message.size()));
   {
     std::lock_guard lock(produce_mu_);
     const auto deadline = Clock::now() + cfg_.peer_timeout;
@@ -204,7 +259,8 @@ void ShmSession::poll_acks() {
       job = std::move(it->second.job);
       awaiting_.erase(it);
     }
-    job->finish(Status::Ok());
+    job->finish(rec.payload.empty() ? Status::Ok()
+                                    : RemoteError("peer '" + peer_ + "' did not keep the notification: " + rec.payload));
   }
   if (!err.ok()) {
     lock.unlock();

@@ -72,6 +72,9 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
     std::uint32_t region;  // index in regions_
   };
   Status copy_slices(TransferOp op, const std::vector<Slice>& slices, std::size_t begin, std::size_t end);
+  // Strided pieces [begin, end), translated as they are copied (one slice each).
+  Status copy_pieces(TransferOp op, const PieceList& pieces, std::size_t begin, std::size_t end);
+  Status start_copy(const std::shared_ptr<TransferJob>& job, std::shared_ptr<CopyWork> work);
   void complete(const std::shared_ptr<TransferJob>& job, Status status);
   Status push_notify(std::uint64_t req, std::string_view message);
 

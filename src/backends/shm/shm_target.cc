@@ -133,9 +133,12 @@ bool ShmTarget::serve_rings() {
       }
       // The initiator published this record after the transfer's last byte (release
       // on the ring's head): the data is visible before the notification is.
-      cfg_.deliver(s.peer, std::move(rec.payload));
+      Status kept = cfg_.deliver(s.peer, std::move(rec.payload));
       if (rec.req != 0) {
-        if (!ring_push(s.cb->to_initiator, RecordType::kNotifyAck, rec.req, nullptr, 0)) {
+        // An empty ack: delivered. Otherwise the ack carries why the inbox refused it.
+        const std::string why = kept.ok() ? std::string() : kept.message().substr(0, kMaxRecordPayload);
+        if (!ring_push(s.cb->to_initiator, RecordType::kNotifyAck, rec.req, why.data(),
+                       static_cast<std::uint32_t>(why.size()))) {
           err = Corrupt("the initiator's ring stays full");
           break;
         }

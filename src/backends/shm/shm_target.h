@@ -27,7 +27,7 @@ struct TargetConfig {
   std::chrono::milliseconds peer_timeout{5000};
   std::uint32_t spin_us = 50;
   std::size_t max_notification_bytes = 64 * 1024;
-  std::function<void(std::string, std::string)> deliver;
+  DeliverNotification deliver;
 };
 
 class ShmTarget {

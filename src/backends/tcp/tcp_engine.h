@@ -42,7 +42,7 @@ struct EngineConfig {
   std::uint64_t min_stripe_bytes = 256u << 10;
   std::size_t max_notification_bytes = 64 * 1024;
   std::uint32_t spin_us = 0;  // busy-poll window while requests are outstanding
-  std::function<void(std::string, std::string)> deliver;
+  DeliverNotification deliver;
 };
 
 struct Session;

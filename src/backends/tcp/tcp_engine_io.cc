@@ -306,7 +306,10 @@ bool TcpEngine::handle_header(Stream& s) {
       s.segs = pr.dest;
       return begin_body(s, pr.discard ? Sink::kDiscard : Sink::kDest, h.len, true);
     }
-    case FrameType::kNotifyAck: handle_payload_done(s); return true;
+    case FrameType::kNotifyAck:
+      if (h.flags & kFlagError) return message_body(kMaxMessageBytes);  // why it was refused
+      handle_payload_done(s);
+      return true;
     case FrameType::kReqError: return message_body(kMaxMessageBytes);
     case FrameType::kPong: return true;
     default: return protocol_error("unexpected frame type " + std::to_string(h.type) + " at initiator");
@@ -398,8 +401,8 @@ void TcpEngine::handle_payload_done(Stream& s) {
     }
     case FrameType::kReadReq: on_read_table(s); return;
     case FrameType::kNotify: {
-      if (h.req == 0) {
-        cfg_.deliver(ss->peer, std::move(s.buf));
+      if (h.req == 0) {  // standalone: nobody waits for it; a refusal is counted by the inbox
+        (void)cfg_.deliver(ss->peer, std::move(s.buf));
         return;
       }
       if (ss->target_requests.size() >= kMaxTargetRequests && !ss->target_requests.count(h.req))
@@ -430,7 +433,9 @@ void TcpEngine::handle_payload_done(Stream& s) {
       auto it = ss->requests.find(h.req);
       if (it == ss->requests.end()) return;
       it->second.notify_pending = false;
-      if (h.aux != 0 && it->second.error.ok())
+      if ((h.flags & kFlagError) && it->second.error.ok())
+        it->second.error = RemoteError("peer did not keep the notification: " + s.buf);
+      else if (h.aux != 0 && it->second.error.ok())
         it->second.error = RemoteError("peer did not deliver the notification: the transfer failed there");
       return maybe_finish(*ss, h.req);
     }
@@ -445,9 +450,12 @@ void TcpEngine::deliver_pending_notify(Session& ss, std::uint64_t req) {
   TargetRequest& tr = it->second;
   if (!tr.has_message || tr.received < tr.expected) return;
   // Every byte of the transfer has landed (all streams): now the message may be seen.
-  if (!tr.failed) cfg_.deliver(ss.peer, std::move(tr.message));
+  Status kept = tr.failed ? Status::Ok() : cfg_.deliver(ss.peer, std::move(tr.message));
   Stream& s0 = *ss.streams.front();
-  queue_frame(s0, make_frame(FrameType::kNotifyAck, req, 0, tr.failed ? 1 : 0));
+  if (!kept.ok())  // the inbox refused it: the initiator's request fails with the reason
+    queue_frame(s0, make_message_frame(FrameType::kNotifyAck, req, kept.message(), kFlagError));
+  else
+    queue_frame(s0, make_frame(FrameType::kNotifyAck, req, 0, tr.failed ? 1 : 0));
   ss.target_requests.erase(it);
 }
 

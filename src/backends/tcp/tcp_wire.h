@@ -11,7 +11,8 @@
 //            kNotify]
 //   kReadReq aux segments: table                 kReadData: the segments' data, in request
 //                                                order per stream (kError + message)
-//   kNotify  addr = bytes to await, message      kNotifyAck (aux 0 delivered, 1 not)
+//   kNotify  addr = bytes to await, message      kNotifyAck (aux 0 delivered, 1 not; kError +
+//            (core/notification_wire.h bytes)      message: the peer's inbox refused it)
 //   kPing                                        kPong
 //                                                kReqError (message) fails a request
 //
