@@ -8,6 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   libxxhash-dev liburing-dev libfmt-dev clang-format
+  clang-14 libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes (scripts/fuzz.sh)
   python3-venv python3-dev
   libucx-dev iproute2
   libcurl4-openssl-dev etcd-server etcd-client

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a tested build: installs what is missing, builds with
-# warnings as errors, and runs every test (unit, conformance, multi-process, package).
+# warnings as errors, and runs every test (unit, conformance, multi-process, package),
+# then the suite under ASan+UBSan and TSan, and every fuzz target briefly.
 # Exits non-zero on any failure. This is exactly what CI runs (.ci/run).
 set -euo pipefail
 
@@ -30,5 +31,19 @@ py_rc=0
 bash "$ROOT/tests/python/run.sh" "$BUILD_DIR" || py_rc=$?
 echo "test.sh: build $((built - start)) s, tests $((tested - built)) s, python $((SECONDS - tested)) s," \
   "ctest exit $rc, pytest exit $py_rc" >&2
+# Sanitizers and fuzzing (KVFERRY_SANITIZERS=0 skips them, e.g. for a quick local run):
+# ASan+UBSan and TSan builds of the library and tests (scripts/sanitize.sh), then every
+# fuzz target for a few seconds (scripts/fuzz.sh).
+if [[ "${KVFERRY_SANITIZERS:-1}" != 0 ]]; then
+  for kind in asan tsan; do
+    t=$SECONDS
+    bash "$ROOT/scripts/sanitize.sh" "$kind" || rc=1
+    echo "test.sh: $kind $((SECONDS - t)) s" >&2
+  done
+  t=$SECONDS
+  bash "$ROOT/scripts/fuzz.sh" "${KVFERRY_FUZZ_SECONDS:-5}" || rc=1
+  echo "test.sh: fuzz $((SECONDS - t)) s" >&2
+fi
+echo "test.sh: total $((SECONDS - start)) s" >&2
 [[ $rc -ne 0 ]] && exit "$rc"
 exit "$py_rc"

@@ -209,8 +209,11 @@ TEST(Identity, ObjectsOfADestroyedAgentAreRefused) {
     ASSERT_TRUE(b->load_remote(metadata_of(*p)).ok());
     const std::uint32_t idx[] = {0};
     auto t = b->create_transfer(TransferOp::kRead, old_local, idx, old_remote, idx);
-    if (t.ok()) ++accepted;
-    else EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument) << t.status().to_string();
+    if (t.ok()) {
+      ++accepted;
+    } else {
+      EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument) << t.status().to_string();
+    }
     Status post = old_request->post();
     EXPECT_FALSE(post.ok()) << "a request of a destroyed agent was posted";
   }

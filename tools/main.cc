@@ -13,6 +13,7 @@
 
 #include "cluster_commands.h"
 #include "commands.h"
+#include "soak_command.h"
 #include "kvferry/kvferry.h"
 
 namespace {
@@ -32,6 +33,8 @@ int run(int argc, char** argv) {
   EstimateOptions estimate_options;
   OffloadOptions offload_options;
   OnboardOptions onboard_options;
+  SoakOptions soak_options;
+  SoakPeerOptions soak_peer_options;
   StatsOptions stats_options;
   SwarmOptions swarm_options;
   TpDemoOptions tp_demo_options;
@@ -45,6 +48,8 @@ int run(int argc, char** argv) {
   CLI::App* estimate = add_estimate_command(app, estimate_options);
   CLI::App* offload = add_offload_command(app, offload_options);
   CLI::App* onboard = add_onboard_command(app, onboard_options);
+  CLI::App* soak = add_soak_command(app, soak_options);
+  CLI::App* soak_peer = add_soak_peer_command(app, soak_peer_options);
   CLI::App* stats = add_stats_command(app, stats_options);
   CLI::App* swarm = add_swarm_command(app, swarm_options);
   CLI::App* tp_demo = add_tp_demo_command(app, tp_demo_options);
@@ -64,6 +69,8 @@ int run(int argc, char** argv) {
   if (estimate->parsed()) return run_estimate_command(estimate_options);
   if (offload->parsed()) return run_offload_command(offload_options);
   if (onboard->parsed()) return run_onboard_command(onboard_options);
+  if (soak->parsed()) return run_soak_command(soak_options);
+  if (soak_peer->parsed()) return run_soak_peer_command(soak_peer_options);
   if (stats->parsed()) return run_stats_command(stats_options);
   if (swarm->parsed()) return run_swarm_command(swarm_options);
   if (tp_demo->parsed()) return run_tp_demo_command(tp_demo_options);

@@ -66,8 +66,12 @@ Status Agent::Impl::start_backends() {
   const BackendRegistry& registry = BackendRegistry::builtin();
   // Settings are "<backend>.<key>"; reject what no backend accepts, naming it.
   KVF_RETURN_IF_ERROR(parse_staging_settings());
+  std::map<std::string, std::string> fault_settings;
+  for (const auto& [key, value] : options_.backend_params)
+    if (key.rfind("fault.", 0) == 0) fault_settings[key.substr(6)] = value;
+  KVF_ASSIGN_OR_RETURN(fault_, detail::parse_fault_settings(fault_settings));
   for (const auto& [key, value] : options_.backend_params) {
-    if (key.rfind("staging.", 0) == 0) continue;  // the core's own (parse_staging_settings)
+    if (key.rfind("staging.", 0) == 0 || key.rfind("fault.", 0) == 0) continue;  // the core's own
     auto dot = key.find('.');
     const detail::BackendFactory* f = dot == std::string::npos ? nullptr : registry.find(key.substr(0, dot));
     if (!f) return InvalidArgument("backend setting '" + key + "' names no compiled-in backend");

@@ -19,6 +19,7 @@
 #include "cluster/metrics_server.h"
 #include "cluster/peer_event_queue.h"
 #include "core/backend.h"
+#include "core/fault_connection.h"
 #include "core/instance_id.h"
 #include "core/local_file.h"
 #include "core/memory_registry.h"
@@ -155,6 +156,8 @@ class Agent::Impl {
   AgentOptions options_;
   // How local vram travels over host backends (core/staged_connection.h).
   detail::StagingConfig staging_;
+  // Fault injection around backend connections ("fault.*" settings, core/fault_connection.h).
+  detail::FaultConfig fault_;
   std::string host_id_;
   std::string process_id_;
   std::vector<std::unique_ptr<detail::Backend>> backends_;

@@ -303,6 +303,8 @@ Result<Agent::Impl::Route> Agent::Impl::route(std::string_view peer, MemoryKind 
         continue;
       }
       base = std::move(fresh).value();
+      if (fault_.applies_to(bname))
+        base = std::make_shared<detail::FaultConnection>(std::move(base), fault_, options_.peer_timeout);
     }
     std::lock_guard lock(peers_mu_);
     auto it = peers_.find(peer);

@@ -7,14 +7,20 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <list>
 
+#include "core/accept_guard.h"
 #include "core/byte_io.h"
 
 namespace kvferry::detail {
 namespace {
 
-constexpr std::size_t kMaxConnections = 32;
+// Connection slots: per remote address and in total. When full, the oldest connection
+// makes room (a real client sends its one frame at once and is served within the same
+// poll round, so a flood of idle sockets only evicts itself).
+constexpr std::size_t kMaxConnectionsPerAddress = 16;
+constexpr std::size_t kMaxConnections = 64;
 
 std::vector<std::uint8_t> make_frame(SideFrame type, std::span<const std::uint8_t> payload) {
   ByteWriter w;
@@ -49,11 +55,33 @@ Header parse_header(std::span<const std::uint8_t> bytes) {
 
 struct Connection {
   UniqueFd fd;
+  std::string address;  // remote IP
   std::vector<std::uint8_t> in;
-  Clock::time_point last_activity;
+  // A frame must be complete by then: set at accept and after each served frame, never
+  // moved by bytes alone (a byte at a time must not keep a connection alive).
+  Clock::time_point frame_deadline;
 };
 
 }  // namespace
+
+Result<std::optional<SideFrameView>> next_side_frame(std::span<const std::uint8_t> in) {
+  if (in.size() < kSideHeaderBytes) return std::optional<SideFrameView>();
+  Header h = parse_header(in);
+  if (h.magic != kSideMagic) return Corrupt("side channel: not a kvferry frame");
+  if (h.length > kMaxSideFrameBytes) return Corrupt("side channel: frame larger than the cap");
+  if (in.size() - kSideHeaderBytes < h.length) return std::optional<SideFrameView>();
+  return std::optional<SideFrameView>(SideFrameView{h.type, in.subspan(kSideHeaderBytes, h.length),
+                                                    kSideHeaderBytes + h.length});
+}
+
+Result<std::pair<std::string, std::string>> parse_notify_payload(std::span<const std::uint8_t> payload) {
+  ByteReader r(payload);
+  std::uint16_t name_len = r.u16();
+  std::string from = r.str(name_len);
+  std::string message = r.str(r.remaining());
+  if (!r.ok()) return Corrupt("side channel: truncated notify frame");
+  return std::make_pair(std::move(from), std::move(message));
+}
 
 Result<std::unique_ptr<SideChannelServer>> SideChannelServer::start(const std::string& address, std::uint16_t port,
                                                                     SideChannelHandlers handlers,
@@ -75,32 +103,26 @@ SideChannelServer::~SideChannelServer() {
 }
 
 void SideChannelServer::run() {
-  std::list<Connection> conns;
+  std::list<Connection> conns;  // oldest first
   std::vector<pollfd> fds;
   std::vector<Connection*> order;
   std::uint8_t buf[64 * 1024];
+  Clock::time_point accept_paused_until{};
+  const std::size_t max_connections = descriptor_share(kMaxConnections, 8);
   for (;;) {
     fds.clear();
     order.clear();
+    const bool accepting = Clock::now() >= accept_paused_until;
     fds.push_back({wake_.get(), POLLIN, 0});
-    fds.push_back({listener_.get(), POLLIN, 0});
+    fds.push_back({accepting ? listener_.get() : -1, POLLIN, 0});  // fd -1: ignored by poll
     for (auto& c : conns) {
       fds.push_back({c.fd.get(), POLLIN, 0});
       order.push_back(&c);
     }
-    int rc = ::poll(fds.data(), fds.size(), 200);
+    int rc = ::poll(fds.data(), fds.size(), accepting ? 200 : static_cast<int>(kAcceptBackoff.count()));
     if (rc < 0 && errno != EINTR) return;
     if (fds[0].revents) return;
     auto now = Clock::now();
-    if (fds[1].revents & POLLIN) {
-      for (;;) {
-        int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) break;
-        if (conns.size() >= kMaxConnections) { ::close(fd); continue; }
-        set_nodelay(fd).ok();  // best effort; latency only
-        conns.push_back(Connection{UniqueFd(fd), {}, now});
-      }
-    }
     std::vector<Connection*> dead;
     for (std::size_t i = 0; i < order.size(); ++i) {
       Connection& c = *order[i];
@@ -108,18 +130,16 @@ void SideChannelServer::run() {
       if (fds[i + 2].revents & (POLLIN | POLLHUP | POLLERR)) {
         ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
         if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) drop = true;
-        if (n > 0) {
-          c.in.insert(c.in.end(), buf, buf + n);
-          c.last_activity = now;
-        }
+        if (n > 0) c.in.insert(c.in.end(), buf, buf + n);
         // Serve every complete frame in the buffer.
-        while (!drop && c.in.size() >= kSideHeaderBytes) {
-          Header h = parse_header(c.in);
-          if (h.magic != kSideMagic || h.length > kMaxSideFrameBytes) { drop = true; break; }
-          if (c.in.size() < kSideHeaderBytes + h.length) break;
-          std::span<const std::uint8_t> payload(c.in.data() + kSideHeaderBytes, h.length);
+        while (!drop) {
+          auto frame = next_side_frame(c.in);
+          if (!frame.ok()) { drop = true; break; }
+          if (!*frame) break;
+          const std::span<const std::uint8_t> payload = (*frame)->payload;
+          const std::size_t frame_bytes = (*frame)->bytes;
           std::vector<std::uint8_t> reply;
-          switch (static_cast<SideFrame>(h.type)) {
+          switch (static_cast<SideFrame>((*frame)->type)) {
             case SideFrame::kFetch: {
               Status s = payload.empty() ? Status::Ok() : handlers_.load_remote(payload);
               auto md = handlers_.local_metadata();
@@ -129,12 +149,8 @@ void SideChannelServer::run() {
               break;
             }
             case SideFrame::kNotify: {
-              ByteReader r(payload);
-              std::uint16_t name_len = r.u16();
-              std::string from = r.str(name_len);
-              std::string message = r.str(r.remaining());
-              Status s = r.ok() ? handlers_.notify(std::move(from), std::move(message))
-                                : Corrupt("side channel: truncated notify frame");
+              auto note = parse_notify_payload(payload);
+              Status s = note.ok() ? handlers_.notify(std::move(note->first), std::move(note->second)) : note.status();
               reply = s.ok() ? make_frame(SideFrame::kOk, {}) : error_frame(s);
               break;
             }
@@ -143,15 +159,38 @@ void SideChannelServer::run() {
               break;
           }
           if (drop) break;
-          c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(kSideHeaderBytes + h.length));
+          c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(frame_bytes));
           if (!send_all(c.fd.get(), reply.data(), reply.size(), deadline_after(std::chrono::seconds(1))).ok())
             drop = true;
+          c.frame_deadline = Clock::now() + idle_timeout_;
         }
       }
-      if (!drop && now - c.last_activity > idle_timeout_) drop = true;
+      if (!drop && now > c.frame_deadline) drop = true;
       if (drop) dead.push_back(&c);
     }
     for (Connection* d : dead) conns.remove_if([d](const Connection& c) { return &c == d; });
+    // New connections last (polled from the next round on), each within the slots.
+    if (!accepting || !(fds[1].revents & POLLIN)) continue;
+    for (int k = 0; k < 64; ++k) {
+      int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (!out_of_descriptors(errno)) break;
+        // Out of descriptors: the oldest connection gives one back; with none to give,
+        // pause (a listener that stays readable must not become a busy loop).
+        if (conns.empty()) {
+          accept_paused_until = now + kAcceptBackoff;
+          break;
+        }
+        conns.pop_front();
+        continue;
+      }
+      Connection c{UniqueFd(fd), peer_address(fd), {}, now + idle_timeout_};
+      auto evict = slot_to_free(conns, c.address, kMaxConnectionsPerAddress, max_connections,
+                                [](const Connection& held) -> const std::string& { return held.address; });
+      if (evict != conns.end()) conns.erase(evict);
+      set_nodelay(fd).ok();  // best effort; latency only
+      conns.push_back(std::move(c));
+    }
   }
 }
 

@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <utility>
 #include <span>
 #include <string>
 #include <thread>
@@ -29,6 +31,17 @@ inline constexpr std::size_t kMaxSideFrameBytes = 16u << 20;
 inline constexpr std::size_t kSideHeaderBytes = 12;
 
 enum class SideFrame : std::uint16_t { kFetch = 1, kMetadata = 2, kNotify = 3, kOk = 4, kError = 5 };
+
+// The next complete frame at the start of `in`: nullopt while it is incomplete, an
+// error when the bytes cannot be a frame (bad magic, over the cap).
+struct SideFrameView {
+  std::uint16_t type = 0;
+  std::span<const std::uint8_t> payload;
+  std::size_t bytes = 0;  // header and payload
+};
+Result<std::optional<SideFrameView>> next_side_frame(std::span<const std::uint8_t> in);
+// A kNotify payload: (sender name, message).
+Result<std::pair<std::string, std::string>> parse_notify_payload(std::span<const std::uint8_t> payload);
 
 struct SideChannelHandlers {
   // Our metadata, encoded.

@@ -77,8 +77,8 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
       for (auto& r : runs_)
         if (r->job == job) run = r;
     }
-    if (run) stop_run(run, Cancelled("transfer cancelled"));
-    job->finish(Cancelled("transfer cancelled"));
+    if (run) stop_run(run, Cancelled("transfer cancelled"));  // finishes it once no chunk runs
+    else job->finish(Cancelled("transfer cancelled"));
   }
 
   void shutdown() {
@@ -147,20 +147,29 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
   }
 
   // Marks a run failed, cancels its host jobs and waits until none of its chunks touches
-  // memory any more (bounded), then finishes the job.
+  // memory any more, then removes the run and finishes the job. Host jobs stop when
+  // cancelled (the backend's bound); a GPU copy already started cannot be recalled, and
+  // the job must not be reported finished while one may still write our memory: those
+  // are waited for (one chunk each, microseconds to milliseconds), in drain_timeout
+  // rounds that cancel again what a racing continuation may have posted.
   void stop_run(const std::shared_ptr<Run>& run, const Status& why) {
-    std::vector<std::shared_ptr<TransferJob>> jobs;
     {
       std::lock_guard lock(mu_);
       if (!run->failed) {
         run->failed = true;
         run->error = why;
       }
-      for (auto& [i, j] : run->host_jobs) jobs.push_back(j);
     }
-    for (auto& j : jobs) host_->cancel(j);
     std::unique_lock lock(mu_);
-    done_cv_.wait_for(lock, cfg_.drain_timeout, [&] { return run->active == 0; });
+    while (run->active > 0) {
+      std::vector<std::shared_ptr<TransferJob>> jobs;
+      for (auto& [i, j] : run->host_jobs) jobs.push_back(j);
+      lock.unlock();
+      for (auto& j : jobs) host_->cancel(j);
+      lock.lock();
+      done_cv_.wait_for(lock, cfg_.drain_timeout, [&] { return run->active == 0; });
+    }
+    runs_.remove(run);  // also a run that never had a chunk in flight
     const Status result = run->error;
     lock.unlock();
     run->job->finish(result);

@@ -31,7 +31,8 @@ struct StagingConfig {
   std::uint64_t chunk_bytes = 8u << 20;
   std::uint32_t slots = 8;
   StageMethod method = StageMethod::kBatch;
-  // Bounds how long cancel() and destruction wait for GPU copies already started.
+  // How often cancel() and destruction, while they wait for GPU copies already started
+  // (which cannot be recalled), cancel the host jobs of the run again.
   std::chrono::milliseconds drain_timeout{10000};
 };
 

@@ -72,7 +72,11 @@ class HostStager final : public DeviceStager {
   Status check_vram(std::uint64_t, std::uint64_t, int) override { return Status::Ok(); }
   Status copy_async(int, StageMethod, const std::vector<StageItem>& items, std::function<void(Status)> done) override {
     copies++;
-    worker_.push([items, done = std::move(done)] {
+    worker_.push([this, items, done = std::move(done)] {
+      {
+        std::unique_lock lock(gate_mu_);  // a held GPU: copies wait until released
+        gate_cv_.wait(lock, [&] { return !held_; });
+      }
       for (const StageItem& it : items)
         std::memcpy(reinterpret_cast<void*>(it.dst), reinterpret_cast<const void*>(it.src), it.length);
       done(Status::Ok());
@@ -86,8 +90,22 @@ class HostStager final : public DeviceStager {
     return f.get();
   }
   std::atomic<int> copies{0};
+  void hold() {
+    std::lock_guard lock(gate_mu_);
+    held_ = true;
+  }
+  void release() {
+    {
+      std::lock_guard lock(gate_mu_);
+      held_ = false;
+    }
+    gate_cv_.notify_all();
+  }
 
  private:
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  bool held_ = false;
   Worker worker_;
 };
 
@@ -291,6 +309,47 @@ TEST(StagedConnection, DestructionFailsJobsInFlight) {
   }
   ASSERT_TRUE(w->finished());
   EXPECT_FALSE(w->result().ok());
+}
+
+// A run that never had a chunk in flight (every slot taken by another job) is removed
+// when cancelled: nothing keeps it (or its job) alive afterwards.
+TEST(StagedConnection, CancelBeforeAnyChunkStartedRemovesTheRun) {
+  Fixture f(1u << 20);
+  f.host->hold();  // job a takes every slot and keeps them
+  StagedConnection conn(f.host, f.stager, small_chunks());
+  auto a = f.job(TransferOp::kRead, std::nullopt);
+  ASSERT_TRUE(conn.post(a).ok());
+  auto b = f.job(TransferOp::kRead, std::nullopt);
+  ASSERT_TRUE(conn.post(b).ok());
+  std::this_thread::sleep_for(50ms);
+  conn.cancel(b);
+  ASSERT_TRUE(b->finished());
+  EXPECT_EQ(b->result().code(), StatusCode::kCancelled);
+  std::weak_ptr<TransferJob> gone = b;
+  b.reset();
+  EXPECT_TRUE(gone.expired()) << "the cancelled run (and its job) stayed in the connection";
+  conn.cancel(a);
+  EXPECT_TRUE(a->finished());
+}
+
+// A GPU copy already started cannot be recalled: cancel() returns only once it ended,
+// and the job is not reported finished while the copy may still write our memory.
+TEST(StagedConnection, CancelWaitsForGpuCopiesAlreadyStarted) {
+  Fixture f(1u << 20);
+  StagingConfig cfg = small_chunks();
+  cfg.drain_timeout = 100ms;
+  StagedConnection conn(f.host, f.stager, cfg);
+  f.stager->hold();
+  auto w = f.job(TransferOp::kWrite, std::nullopt);  // gathers first: stuck on the GPU
+  ASSERT_TRUE(conn.post(w).ok());
+  std::this_thread::sleep_for(50ms);
+  auto cancelled = std::async(std::launch::async, [&] { conn.cancel(w); });
+  EXPECT_EQ(cancelled.wait_for(400ms), std::future_status::timeout) << "cancel returned while a GPU copy ran";
+  EXPECT_FALSE(w->finished()) << "the job was finished while a GPU copy may still run";
+  f.stager->release();
+  ASSERT_EQ(cancelled.wait_for(5s), std::future_status::ready);
+  ASSERT_TRUE(w->finished());
+  EXPECT_EQ(w->result().code(), StatusCode::kCancelled);
 }
 
 }  // namespace

@@ -102,10 +102,12 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
     auto type = static_cast<MessageType>(r.u16());
     if (type == MessageType::kRegionsEnd) break;
     std::uint64_t id = r.u64(), address = r.u64(), length = r.u64(), offset = r.u64();
-    if (type != MessageType::kRegion || !r.ok() || got.size() != 1) return cleanup(), Corrupt("shm: bad region message");
+    if (type != MessageType::kRegion || !r.ok() || got.size() > 1) return cleanup(), Corrupt("shm: bad region message");
     auto it = std::find_if(regions.begin(), regions.end(), [&](auto& m) { return m.id == id; });
-    // Map only what the metadata announced, exactly as announced.
+    // Use only what the metadata announced, exactly as announced.
     if (it == regions.end() || it->remote != address || it->length != length || it->map_base) continue;
+    it->live = true;
+    if (got.empty()) continue;  // reached through process_vm_*
     const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
     const std::uint64_t aligned = offset / page * page;
     const std::size_t map_length = length + (offset - aligned);
@@ -115,10 +117,12 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
     it->map_length = map_length;
     it->local = static_cast<std::uint8_t*>(p) + (offset - aligned);
   }
+  // What the peer did not announce now was deregistered since our metadata was taken.
+  for (auto& r : regions) r.revoked = !r.live;
   // Regions without a memfd are reached with process_vm_*: find out now whether the
   // system lets us, so that selection can fall back to another backend if not.
   for (const auto& r : regions) {
-    if (r.local) continue;
+    if (r.local || r.revoked) continue;
     std::uint8_t probe;
     iovec l{&probe, 1}, rem{reinterpret_cast<void*>(r.remote), 1};
     if (::process_vm_readv(pid, &l, 1, &rem, 1, 0) != 1) {

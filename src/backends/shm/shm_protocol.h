@@ -5,7 +5,10 @@
 //   initiator -> target  kHello       version, target name, initiator name
 //                                     fds: control block memfd, initiator eventfd
 //   target -> initiator  kHelloAck    ok, message;  fds: target eventfd
-//                        kRegion      id, address, length, offset;  fd: its memfd
+//                        kRegion      id, address, length, offset;  fd: its memfd, or
+//                                     none for memory reached through process_vm_*
+//                                     (every live region is announced; what is not
+//                                     announced is not reachable, whatever the metadata said)
 //                        kRegionsEnd
 //                        kRevoke      id (the target deregistered it: stop using it)
 //   initiator -> target  kRevokeAck   id (no copy touches it any more)
@@ -16,7 +19,7 @@
 
 namespace kvferry::detail::shm {
 
-inline constexpr std::uint32_t kShmProtocolVersion = 1;
+inline constexpr std::uint32_t kShmProtocolVersion = 2;
 
 enum class MessageType : std::uint16_t {
   kHello = 1,

@@ -43,6 +43,7 @@ ShmSession::ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd 
       sock_(std::move(sock)),
       cb_(cb),
       target_wake_(std::move(target_wake)),
+      peer_process_(pid),
       regions_(std::move(regions)) {}
 
 ShmSession::~ShmSession() {
@@ -191,6 +192,14 @@ void ShmSession::complete(const std::shared_ptr<TransferJob>& job, Status status
     copying_.erase(job.get());
   }
   if (status.ok() && dead()) status = health();
+  // Our copies complete even when the peer was killed meanwhile (the mappings keep its
+  // pages); only the peer's process can say whether it is still there to own them.
+  // Inline jobs finish inside post(), before anyone could see them in flight: a kill in
+  // those microseconds is one that came after the transfer, and they skip the check.
+  if (status.ok() && job->total_bytes() > cfg_.inline_bytes && peer_process_.gone()) {
+    fail(PeerLost("the peer process was killed or exited"));
+    status = health();
+  }
   if (!status.ok() || !job->notification()) {
     job->finish(std::move(status));
     return;

@@ -18,6 +18,7 @@
 #include "backends/shm/copy_pool.h"
 #include "backends/shm/shm_ring.h"
 #include "core/backend.h"
+#include "core/process_watch.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::shm {
@@ -37,7 +38,8 @@ struct MappedRegion {
   std::uint8_t* local = nullptr;  // our mapping; null: reached through process_vm_*
   void* map_base = nullptr;       // what to munmap
   std::size_t map_length = 0;
-  bool revoked = false;
+  bool live = false;     // announced by the peer when we connected
+  bool revoked = false;  // deregistered by the peer (or not live when we connected)
 };
 
 class ShmSession : public std::enable_shared_from_this<ShmSession> {
@@ -82,6 +84,7 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
   UniqueFd sock_;
   ControlBlock* cb_;
   UniqueFd target_wake_;
+  ProcessWatch peer_process_;  // a completion is reported only while the peer lives
 
   std::shared_mutex map_mu_;  // copies hold it shared; a revoke takes it exclusively
   std::vector<MappedRegion> regions_;  // sorted by remote address; fixed after connect

@@ -56,11 +56,17 @@ ShmTarget::~ShmTarget() {
 }
 
 Status ShmTarget::add_region(const RegionInfo& region) {
-  if (region.share_fd < 0) return Status::Ok();  // reached through process_vm_* by peers
-  int dup = ::fcntl(region.share_fd, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return IoErrorFromErrno("shm: dup memfd", errno);
+  // Every region is tracked, also those without a memfd (peers reach them through
+  // process_vm_*): a session announces only live regions, so an initiator that holds
+  // metadata from before a deregistration cannot reach that memory any more.
+  std::shared_ptr<UniqueFd> fd;
+  if (region.share_fd >= 0) {
+    int dup = ::fcntl(region.share_fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) return IoErrorFromErrno("shm: dup memfd", errno);
+    fd = std::make_shared<UniqueFd>(dup);
+  }
   std::lock_guard lock(mu_);
-  regions_[region.id] = {region, std::make_shared<UniqueFd>(dup)};
+  regions_[region.id] = {region, std::move(fd)};
   return Status::Ok();
 }
 
@@ -254,7 +260,7 @@ void ShmTarget::handshake(Session& s, std::vector<std::uint8_t>& msg, std::vecto
   if (s.cb->magic != kControlMagic) return refuse("bad control block");
   s.peer = from;
   s.peer_wake = std::move(fds[1]);
-  // The hello answer, then every shareable region with its memfd.
+  // The hello answer, then every live region (with its memfd where it has one).
   ByteWriter ack;
   ack.u16(static_cast<std::uint16_t>(MessageType::kHelloAck));
   ack.u8(1);
@@ -269,8 +275,9 @@ void ShmTarget::handshake(Session& s, std::vector<std::uint8_t>& msg, std::vecto
     w.u64(entry.first.address);
     w.u64(entry.first.length);
     w.u64(entry.first.share_offset);
-    int fd = entry.second->get();
-    if (!send_message(s.sock.get(), w.buffer(), {&fd, 1}, deadline).ok()) return drop(s, "region send failed");
+    int fd = entry.second ? entry.second->get() : -1;  // none: reached through process_vm_*
+    if (!send_message(s.sock.get(), w.buffer(), {&fd, entry.second ? 1u : 0u}, deadline).ok())
+      return drop(s, "region send failed");
   }
   ByteWriter end;
   end.u16(static_cast<std::uint16_t>(MessageType::kRegionsEnd));

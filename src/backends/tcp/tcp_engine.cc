@@ -407,6 +407,13 @@ void TcpEngine::check_timeouts() {
     close_stream(*s);
     return true;
   });
+  if (accept_paused_until_ != Clock::time_point{} && now >= accept_paused_until_) {
+    accept_paused_until_ = {};
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = listener_.get();
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listener_.get(), &ev);
+  }
 }
 
 }  // namespace kvferry::detail::tcp

@@ -132,6 +132,7 @@ class TcpEngine {
   std::unordered_map<std::uint64_t, std::unique_ptr<Session>> sessions_;  // by local session key
   std::unordered_map<int, Stream*> by_fd_;
   std::vector<std::unique_ptr<Stream>> pending_;  // accepted, before their hello
+  Clock::time_point accept_paused_until_{};       // listener out of epoll until then (EMFILE)
   std::unordered_map<std::uint64_t, std::uint64_t> accepted_by_remote_;  // remote session id -> key
   std::vector<std::uint64_t> dead_sessions_;  // erased at the end of a loop iteration
   std::uint64_t next_local_key_ = 1ull << 62;  // keys for accepted sessions

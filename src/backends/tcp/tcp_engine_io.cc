@@ -10,7 +10,9 @@
 #include <functional>
 
 #include "backends/tcp/tcp_engine.h"
+#include "backends/tcp/tcp_frame_check.h"
 #include "backends/tcp/tcp_session.h"
+#include "core/accept_guard.h"
 #include "core/byte_io.h"
 
 namespace kvferry::detail::tcp {
@@ -20,12 +22,9 @@ constexpr int kMaxIov = 64;
 constexpr std::size_t kMaxTargetRequests = 1u << 16;
 constexpr std::size_t kMaxSendBytes = 8u << 20;
 constexpr int kReadBudget = 64;  // receive calls per stream per wake-up, for fairness
+constexpr std::size_t kMaxPendingPerAddress = 64;  // accepted streams before their hello
+constexpr std::size_t kMaxPending = 256;
 
-std::string to_hex(std::uint64_t v) {
-  char b[24];
-  std::snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(v));
-  return b;
-}
 
 
 }  // namespace
@@ -34,7 +33,8 @@ void TcpEngine::loop() {
   epoll_event events[64];
   bool busy = false;  // requests outstanding as of the last iteration
   while (running_) {
-    int timeout_ms = busy ? 50 : (pending_.empty() ? 1000 : 200);
+    const bool paused = accept_paused_until_ != Clock::time_point{};
+    int timeout_ms = busy ? 50 : (paused ? 100 : (pending_.empty() ? 1000 : 200));
     // While requests are outstanding, poll without sleeping for a short window: a reply
     // is usually microseconds away, and a sleeping thread costs a wake-up to reach.
     int n = 0;
@@ -88,11 +88,36 @@ void TcpEngine::run_commands() {
 }
 
 void TcpEngine::on_accept() {
-  for (;;) {
+  // Streams before their hello are untrusted: capped per remote address and in total,
+  // the oldest making room (a real initiator sends its hello at once).
+  auto evict_pending = [&](std::vector<std::unique_ptr<Stream>>::iterator it) {
+    close_stream(**it);
+    pending_.erase(it);
+  };
+  for (int k = 0; k < 64; ++k) {  // bounded: then serve the streams we have
     int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return;
+    if (fd < 0) {
+      if (!out_of_descriptors(errno)) return;
+      // Out of descriptors: a silent stream gives one back; with none, stop watching the
+      // listener a while (it stays readable: watching it would be a busy loop).
+      std::erase_if(pending_, [](const std::unique_ptr<Stream>& p) { return !p->fd.valid(); });
+      if (!pending_.empty()) {
+        evict_pending(pending_.begin());
+        continue;
+      }
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener_.get(), nullptr);
+      accept_paused_until_ = Clock::now() + kAcceptBackoff;
+      return;
+    }
     set_nodelay(fd).ok();  // latency only
+    std::erase_if(pending_, [](const std::unique_ptr<Stream>& p) { return !p->fd.valid(); });
+    std::string address = peer_address(fd);
+    static const std::size_t max_pending = descriptor_share(kMaxPending, 4);
+    auto evict = slot_to_free(pending_, address, kMaxPendingPerAddress, max_pending,
+                              [](const std::unique_ptr<Stream>& p) -> const std::string& { return p->address; });
+    if (evict != pending_.end()) evict_pending(evict);
     auto st = std::make_unique<Stream>();
+    st->address = std::move(address);
     st->fd = UniqueFd(fd);
     epoll_event ev{};
     ev.events = st->events = EPOLLIN;
@@ -250,11 +275,8 @@ bool TcpEngine::handle_header(Stream& s) {
     return begin_body(s, Sink::kBuffer, h.len, true);
   };
   auto table_body = [&](bool data_follows) {
-    const std::uint64_t table = std::uint64_t{h.aux} * kSegmentEntryBytes;
-    if (h.aux == 0 || h.aux > kMaxSegments || h.len < table || h.len - table > kMaxChunkBytes ||
-        (data_follows ? h.len == table : h.len != table))
-      return protocol_error("batch frame with bad segment count or length");
-    return begin_body(s, Sink::kBuffer, table, !data_follows);
+    if (std::string why = batch_header_error(h, data_follows); !why.empty()) return protocol_error(why);
+    return begin_body(s, Sink::kBuffer, std::uint64_t{h.aux} * kSegmentEntryBytes, !data_follows);
   };
   if (h.magic != kMagic) return protocol_error("bad magic");
   const auto type = static_cast<FrameType>(h.type);
@@ -294,24 +316,6 @@ bool TcpEngine::handle_header(Stream& s) {
   }
 }
 
-// Parses a segment table received into s.buf; false if one lies outside our regions.
-static bool parse_segments(const std::string& table, const std::function<bool(std::uint64_t, std::uint64_t)>& ok,
-                           std::vector<Segment>& out, std::uint64_t& total, std::string& bad) {
-  out.clear();
-  total = 0;
-  bool all_ok = true;
-  for (std::size_t off = 0; off + kSegmentEntryBytes <= table.size(); off += kSegmentEntryBytes) {
-    std::uint64_t e[2];
-    std::memcpy(e, table.data() + off, sizeof e);
-    if (e[1] == 0 || !ok(e[0], e[1])) {
-      if (all_ok) bad = "[0x" + to_hex(e[0]) + ", +" + std::to_string(e[1]) + ")";
-      all_ok = false;
-    }
-    out.push_back(Segment{reinterpret_cast<std::uint8_t*>(e[0]), e[1]});
-    total += e[1];
-  }
-  return all_ok;
-}
 
 bool TcpEngine::on_write_table(Stream& s) {
   Session& ss = *s.session;

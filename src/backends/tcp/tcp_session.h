@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backends/tcp/tcp_engine.h"
+#include "backends/tcp/tcp_frame_check.h"
 #include "backends/tcp/tcp_wire.h"
 #include "core/device_stager.h"
 #include "core/socket_util.h"
@@ -17,10 +18,6 @@
 
 namespace kvferry::detail::tcp {
 
-struct Segment {
-  std::uint8_t* ptr;
-  std::uint64_t len;
-};
 
 struct OutFrame {
   WireHeader h;
@@ -92,6 +89,7 @@ struct Stream {
   std::uint64_t buf_have = 0;
   std::deque<PendingRead> reads;  // initiator: read replies expected, in order
   Clock::time_point created = Clock::now();
+  std::string address;  // remote IP of an accepted stream (connection slots)
 };
 
 struct InitiatorRequest {
