@@ -25,7 +25,7 @@ Result<StagingSlots*> StagingArenas::arena(MemoryKind kind) {
   o.slot_bytes = options_.slot_bytes;
   o.slots = kind == MemoryKind::kVram ? options_.device_slots : options_.host_slots;
   o.kind = kind;
-  o.device = pool_device_;
+  o.device = kind == MemoryKind::kVram ? pool_device_ : 0;  // host staging belongs to no GPU
   // A GPU pool's kernels read and write host staging over the bus: it must be pinned.
   o.require_pinned = kind == MemoryKind::kDram && pool_kind_ == MemoryKind::kVram;
   Result<std::unique_ptr<StagingSlots>> made = StagingSlots::create(o);
