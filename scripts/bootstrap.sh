@@ -8,6 +8,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   libxxhash-dev liburing-dev libfmt-dev clang-format
+  python3-venv python3-dev
+  libucx-dev iproute2
 )
 
 missing=()

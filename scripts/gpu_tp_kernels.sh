@@ -44,7 +44,7 @@ export KVFERRY_TEST_PEER="$here/bin/kvferry_test_peer"
 { date -u; nvidia-smi; } >"$out/machine.log" 2>&1
 echo "== tests ($(date +%T))"
 timeout --kill-after=5 180 "$here/bin/kvferry_tests" --gtest_color=no \
-  --gtest_filter='GpuHeadCopy*:StagingSlots*:KvHeadCopy*:TpMapping*' >"$out/tests.log" 2>&1
+  --gtest_filter='GpuHeadCopy*:StagingSlots*:KvHeadCopy*:TpMapping*:HeadCopyChunks*' >"$out/tests.log" 2>&1
 echo "   rc=$? -> $out/tests.log"
 gpus="$(nvidia-smi -L 2>/dev/null | wc -l)"
 for d in $(seq 0 $(( (gpus > 2 ? 2 : gpus) - 1 ))); do
@@ -63,4 +63,5 @@ for f in "$out"/bench_gpu*.txt; do
   echo "-- $(basename "$f")"
   cat "$f"
 done
-echo "acceptance: gather -> pinned ratio >= 0.95 (ceil d2h), scatter <- pinned >= 0.93 (ceil h2d), verified yes"
+echo "acceptance: gather -> pinned ratio >= 0.95 (ceil d2h), scatter <- pinned >= 0.93 (ceil h2d), verified yes;"
+echo "            rows \"scratch\" reach pinned memory through device scratch + copy engine (device_scratch)"

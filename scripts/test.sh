@@ -13,5 +13,22 @@ bash "$ROOT/scripts/build.sh" --werror --build-dir "$BUILD_DIR"
 built=$SECONDS
 rc=0
 ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j2 --timeout 300 || rc=$?
-echo "test.sh: build $((built - start)) s, tests $((SECONDS - built)) s, ctest exit $rc" >&2
-exit "$rc"
+# The multi-process and failure suites again over the ucx backend, on UCX's tcp (loopback
+# only) and shared-memory transports (cma for the bytes, tcp for control and peer failure);
+# then two hosts in two network namespaces (skips itself where namespaces cannot be made).
+if "$BUILD_DIR/tools/kvferry" info 2>/dev/null | grep -q "^ *ucx .*usable"; then
+  for tls in tcp sm,tcp; do
+    echo "test.sh: multi-process and failure suites over ucx (UCX_TLS=$tls)" >&2
+    KVFERRY_TEST_BACKEND=ucx UCX_TLS="$tls" UCX_NET_DEVICES=lo \
+      timeout 600 "$BUILD_DIR/tests/kvferry_tests" --gtest_filter='MultiProcess.*:Failure.*' --gtest_brief=1 || rc=1
+  done
+fi
+timeout 600 bash "$ROOT/scripts/netns_test.sh" --build-dir "$BUILD_DIR" || rc=1
+tested=$SECONDS
+# The Python package (pip install into BUILD_DIR/pyenv, reusing this build's library) and pytest.
+py_rc=0
+bash "$ROOT/tests/python/run.sh" "$BUILD_DIR" || py_rc=$?
+echo "test.sh: build $((built - start)) s, tests $((tested - built)) s, python $((SECONDS - tested)) s," \
+  "ctest exit $rc, pytest exit $py_rc" >&2
+[[ $rc -ne 0 ]] && exit "$rc"
+exit "$py_rc"

@@ -55,7 +55,9 @@ struct Pinned {
     if (ptr) cudaFreeHost(ptr);
   }
   std::uint8_t* data() const { return static_cast<std::uint8_t*>(ptr); }
-  KvStaging staging() const { return KvStaging{reinterpret_cast<std::uint64_t>(ptr), size, MemoryKind::kDram, 0}; }
+  KvStaging staging() const {
+    return KvStaging{reinterpret_cast<std::uint64_t>(ptr), size, MemoryKind::kDram, 0};
+  }
   void* ptr = nullptr;
   std::size_t size;
 };
@@ -63,12 +65,14 @@ struct Pinned {
 void check_both_ways(const KvGeometry& g, KvArrangement a, std::uint32_t blocks, std::uint64_t first,
                      std::uint64_t tokens, HeadRange heads, std::uint64_t seed) {
   SCOPED_TRACE(std::string(to_string(a)) + " bt " + std::to_string(g.block_tokens) + " dim " +
-               std::to_string(g.head_dim) + " tokens " + std::to_string(first) + "+" + std::to_string(tokens));
+               std::to_string(g.head_dim) + " tokens " + std::to_string(first) + "+" +
+               std::to_string(tokens));
   GpuPool src = GpuPool::make(g, a, blocks);
   ASSERT_TRUE(src.memory->ok());
   tp_testing::fill_random(src.host, seed);
   src.upload();
-  const std::uint32_t used = static_cast<std::uint32_t>((first + tokens + g.block_tokens - 1) / g.block_tokens);
+  const std::uint32_t used =
+      static_cast<std::uint32_t>((first + tokens + g.block_tokens - 1) / g.block_tokens);
   auto ids = tp_testing::scattered_blocks(blocks, used, seed + 1);
   const KvTokenWindow w{ids, first, tokens};
   const std::uint64_t bytes = KvStagingShape::of(src.layout, heads.count, tokens).bytes();
@@ -79,7 +83,8 @@ void check_both_ways(const KvGeometry& g, KvArrangement a, std::uint32_t blocks,
   DeviceBuffer dev(0, bytes + 256);
   std::vector<std::uint8_t> poison(bytes + 256, kPoison);
   ASSERT_TRUE(dev.upload(poison.data()));
-  ASSERT_TRUE(gather_kv_heads(src.pool, w, heads, KvStaging{dev.address(), dev.size(), MemoryKind::kVram, 0}).ok());
+  ASSERT_TRUE(
+      gather_kv_heads(src.pool, w, heads, KvStaging{dev.address(), dev.size(), MemoryKind::kVram, 0}).ok());
   EXPECT_EQ(dev.download(), want) << "gather into device staging";
   Pinned host(bytes + 256);
   ASSERT_NE(host.ptr, nullptr);
@@ -87,24 +92,39 @@ void check_both_ways(const KvGeometry& g, KvArrangement a, std::uint32_t blocks,
   Status s = gather_kv_heads(src.pool, w, heads, host.staging());
   ASSERT_TRUE(s.ok()) << s.to_string();
   EXPECT_EQ(std::memcmp(host.data(), want.data(), want.size()), 0) << "gather into pinned host staging";
+  // Through device scratch of two pieces of two layers each (the copy engine moves them).
+  const KvStagingShape shape = KvStagingShape::of(src.layout, heads.count, tokens);
+  const std::uint64_t per_layer = shape.kv * tokens * shape.row_bytes();
+  DeviceBuffer scratch(0, 4 * per_layer + 512);
+  KvHeadCopyOptions through;
+  through.device_scratch = KvStaging{scratch.address(), scratch.size(), MemoryKind::kVram, 0};
+  std::memset(host.data(), kPoison, host.size);
+  s = gather_kv_heads(src.pool, w, heads, host.staging(), through);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  EXPECT_EQ(std::memcmp(host.data(), want.data(), want.size()), 0) << "gather through device scratch";
 
   // Scatter random staging into a poisoned pool, from device and from pinned host memory.
   std::vector<std::uint8_t> staging(bytes);
   tp_testing::fill_random(staging, seed + 2);
   std::vector<std::uint8_t> expect(src.host.size(), kPoison);
   tp_testing::naive_scatter(src.layout, staging.data(), w, heads, expect.data());
-  for (bool from_device : {true, false}) {
+  for (int from : {0, 1, 2}) {  // device staging, pinned host, pinned host through device scratch
     std::vector<std::uint8_t> poisoned(src.host.size(), kPoison);
     ASSERT_TRUE(src.memory->upload(poisoned.data()));
-    if (from_device) {
+    if (from == 0) {
       std::memcpy(poison.data(), staging.data(), bytes);
       ASSERT_TRUE(dev.upload(poison.data()));
-      ASSERT_TRUE(scatter_kv_heads(KvStaging{dev.address(), dev.size(), MemoryKind::kVram, 0}, src.pool, w, heads).ok());
+      ASSERT_TRUE(
+          scatter_kv_heads(KvStaging{dev.address(), dev.size(), MemoryKind::kVram, 0}, src.pool, w, heads)
+              .ok());
     } else {
       std::memcpy(host.data(), staging.data(), bytes);
-      ASSERT_TRUE(scatter_kv_heads(host.staging(), src.pool, w, heads).ok());
+      s = scatter_kv_heads(host.staging(), src.pool, w, heads, from == 2 ? through : KvHeadCopyOptions{});
+      ASSERT_TRUE(s.ok()) << s.to_string();
     }
-    EXPECT_EQ(src.memory->download(), expect) << (from_device ? "scatter from device" : "scatter from pinned host");
+    EXPECT_EQ(src.memory->download(), expect)
+        << "scatter " << (from == 0 ? "from device" : "from pinned host")
+        << (from == 2 ? " through device scratch" : "");
   }
 }
 
@@ -134,8 +154,9 @@ TEST(GpuHeadCopy, LaunchesTileTheWindowWithinTheirLimits) {
     std::uint32_t bt;
     std::uint64_t first, tokens, upr;
   };
-  for (const Case& c : {Case{1, 0, 7000, 16}, Case{1, 3, 20000, 16}, Case{16, 5, 4096, 16}, Case{16, 0, 200000, 16},
-                        Case{6, 5, 100001, 72}, Case{3, 2, 5, 1u << 20}, Case{1024, 1000, 9000000, 16}}) {
+  for (const Case& c :
+       {Case{1, 0, 7000, 16}, Case{1, 3, 20000, 16}, Case{16, 5, 4096, 16}, Case{16, 0, 200000, 16},
+        Case{6, 5, 100001, 72}, Case{3, 2, 5, 1u << 20}, Case{1024, 1000, 9000000, 16}}) {
     detail::HeadCopyPlan p;
     p.block_tokens = c.bt;
     p.first_token = c.first;
@@ -151,7 +172,8 @@ TEST(GpuHeadCopy, LaunchesTileTheWindowWithinTheirLimits) {
       EXPECT_LT(l.first_slot, c.bt);
       EXPECT_LE(l.tokens * c.upr, 1ull << 31);
       EXPECT_EQ(l.first_block * c.bt + l.first_slot, c.first + l.t_begin);  // the slot of its first token
-      EXPECT_EQ((c.first + l.t_begin + l.tokens - 1) / c.bt, l.first_block + l.blocks - 1);  // its last token's block
+      EXPECT_EQ((c.first + l.t_begin + l.tokens - 1) / c.bt,
+                l.first_block + l.blocks - 1);  // its last token's block
       next += l.tokens;
     }
     EXPECT_EQ(next, c.tokens);
@@ -165,8 +187,8 @@ TEST(GpuHeadCopy, EveryArrangementMatchesTheReference) {
     for (std::uint32_t bt : {1u, 6u, 16u})
       for (std::uint32_t dim : {5u, 8u, 128u}) {  // 10-byte rows: 2-byte units; 16 and 256: 16-byte units
         const std::uint32_t heads = a == KvArrangement::kMla ? 1 : 4;
-        check_both_ways(geometry(heads, bt, dim), a, 64, bt + 3, 41, heads > 1 ? HeadRange{1, 2} : HeadRange{0, 1},
-                        bt * 1000 + dim);
+        check_both_ways(geometry(heads, bt, dim), a, 64, bt + 3, 41,
+                        heads > 1 ? HeadRange{1, 2} : HeadRange{0, 1}, bt * 1000 + dim);
       }
 }
 

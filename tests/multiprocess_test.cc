@@ -18,7 +18,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::unique_ptr<PeerProcess> spawn_peer(const PeerOptions& o) {
+std::unique_ptr<PeerProcess> spawn_peer(PeerOptions o) {
+  if (o.backend == "tcp") o.backend = suite_backend();
   std::string error;
   auto p = PeerProcess::spawn(o, &error);
   EXPECT_TRUE(p) << "cannot start kvferry_test_peer: " << error;
@@ -41,7 +42,7 @@ TEST(MultiProcess, FetchRemoteOverSideChannel) {
   auto peer = spawn_peer({.name = "peer", .size = kSize, .seed = 11});
   ASSERT_TRUE(peer);
   Buffer local(kSize, 0xEE);
-  auto a = make_agent("initiator", "tcp");
+  auto a = make_agent("initiator", suite_backend());
   ASSERT_TRUE(a);
   KVF_ASSERT_OK(a->register_memory(local.whole()));
   auto name = a->fetch_remote("127.0.0.1", peer->port());
@@ -53,7 +54,7 @@ TEST(MultiProcess, FetchRemoteOverSideChannel) {
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   KVF_ASSERT_OK(r->post());
   KVF_ASSERT_OK(r->wait(20s));
-  EXPECT_EQ(r->telemetry().backend, "tcp");
+  EXPECT_EQ(r->telemetry().backend, suite_backend());
   Buffer expected(kSize);
   expected.randomize(11);
   EXPECT_EQ(first_diff(local.data(), expected.data(), kSize), -1);
@@ -65,7 +66,7 @@ TEST(MultiProcess, WriteThenPeerChecksumMatches) {
   auto peer = spawn_peer({.name = "peer", .size = kSize, .seed = 12});
   ASSERT_TRUE(peer);
   Buffer local(kSize), back(kSize);
-  auto a = make_agent("initiator", "tcp");
+  auto a = make_agent("initiator", suite_backend());
   ASSERT_TRUE(a);
   KVF_ASSERT_OK(a->register_memory(local.whole()));
   KVF_ASSERT_OK(a->register_memory(back.whole()));
@@ -98,7 +99,7 @@ TEST(MultiProcess, NotificationArrivesAfterData) {
   auto peer = spawn_peer({.name = "peer", .size = kSize, .seed = 13});
   ASSERT_TRUE(peer);
   Buffer local(kSize);
-  auto a = make_agent("initiator", "tcp");
+  auto a = make_agent("initiator", suite_backend());
   ASSERT_TRUE(a);
   KVF_ASSERT_OK(a->register_memory(local.whole()));
   ASSERT_TRUE(a->fetch_remote("127.0.0.1", peer->port()).ok());
@@ -136,7 +137,7 @@ TEST(MultiProcess, IndexTransferScatteredBlocks) {
   auto peer = spawn_peer({.name = "peer", .size = kSize, .seed = 14});
   ASSERT_TRUE(peer);
   Buffer local(kSize, 0);
-  auto a = make_agent("initiator", "tcp");
+  auto a = make_agent("initiator", suite_backend());
   ASSERT_TRUE(a);
   KVF_ASSERT_OK(a->register_memory(local.whole()));
   ASSERT_TRUE(a->fetch_remote("127.0.0.1", peer->port()).ok());
@@ -202,7 +203,7 @@ TEST(MultiProcess, IndexTransferScatteredBlocks) {
 TEST(MultiProcess, StandaloneNotifyRoundTrip) {
   auto peer = spawn_peer({.name = "peer", .size = 1u << 20, .seed = 15});
   ASSERT_TRUE(peer);
-  auto a = make_agent("initiator", "tcp");
+  auto a = make_agent("initiator", suite_backend());
   ASSERT_TRUE(a);
   ASSERT_TRUE(a->fetch_remote("127.0.0.1", peer->port()).ok());
   Inbox inbox(*a);

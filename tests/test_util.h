@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -45,6 +46,13 @@ class Buffer {
   std::unique_ptr<std::uint8_t[], Free> data_;
   std::size_t size_;
 };
+
+// The backend the multi-process and failure suites run over: tcp, or the one
+// KVFERRY_TEST_BACKEND names (scripts/test.sh runs them again over ucx).
+inline std::string suite_backend() {
+  const char* b = std::getenv("KVFERRY_TEST_BACKEND");
+  return b && *b ? b : "tcp";
+}
 
 inline std::unique_ptr<Agent> make_agent(const std::string& name, const std::string& backend,
                                          std::chrono::milliseconds peer_timeout = std::chrono::milliseconds(5000)) {

@@ -53,7 +53,9 @@ class TpDemo : public ::testing::Test {
       EXPECT_TRUE(rows[d].value("verified", false));
       EXPECT_EQ(rows[d].value("sources", 0u), sources);
       EXPECT_GT(rows[d].value("bytes", 0ull), 0u);
-      if (!path.empty()) EXPECT_EQ(rows[d].value("path", ""), path);
+      if (!path.empty()) {
+        EXPECT_EQ(rows[d].value("path", ""), path);
+      }
     }
   }
   std::string err_;
@@ -62,7 +64,9 @@ class TpDemo : public ::testing::Test {
 TEST_F(TpDemo, TwoPrefillRanksIntoOneDecodeRankByHostStaging) {
   const auto rows = run({"--prefill-tp", "2", "--decode-tp", "1", "--tokens", "77", "--path", "host"});
   expect_verified(rows, 1, 2, "host");
-  if (!rows.empty()) EXPECT_EQ(rows[0].value("bytes", 0ull), 77ull * 32 * 2 * 8 * 128 * 2);
+  if (!rows.empty()) {
+    EXPECT_EQ(rows[0].value("bytes", 0ull), 77ull * 32 * 2 * 8 * 128 * 2);
+  }
 }
 
 TEST_F(TpDemo, OnePrefillRankIntoTwoDecodeRanksDirect) {

@@ -1,7 +1,13 @@
 // `kvferry bench --tp P:D` (tp_bench.h).
 #include "tp_bench.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <cstdio>
@@ -84,32 +90,48 @@ CaseResult run_case(TpRunSpec spec, const std::string& name, std::size_t skip) {
 }
 
 // One plain `kvferry bench` write of `bytes` as one descriptor (contiguous 1 MiB blocks
-// of one layer merge into one) on `backend`, run as a child: its median GB/s.
+// of one layer merge into one) on `backend`, run as a child: the GB/s of its first write
+// case (the child is stopped there: some backends go on with variants of their own).
 Result<double> plain_bench_gbps(const std::string& backend, std::uint64_t bytes, int iterations) {
-  char self[4096];
-  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return IoError("readlink(/proc/self/exe) failed");
-  self[n] = '\0';
   const std::uint64_t blocks = (bytes + (1u << 20) - 1) >> 20;
-  const std::string command = std::string("'") + self + "' bench --backend " + backend +
-                              " --op write --block-size 1MiB --layers 1 --pattern contiguous --blocks " +
-                              std::to_string(blocks) + " --iterations " + std::to_string(iterations) +
-                              " --warmup 1 --small-round-trips 0 --ceiling-reps 1 --json 2>/dev/null";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return IoError("could not run the plain bench");
-  std::string out;
-  char buffer[4096];
-  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
-  const int code = pclose(pipe);
-  std::size_t at = 0;
-  while (at < out.size()) {
-    const std::size_t end = out.find('\n', at);
-    const nlohmann::json j = nlohmann::json::parse(out.substr(at, end - at), nullptr, false);
-    if (j.is_object() && j.value("op", "") == "write") return j.value("gbps", 0.0);
-    if (end == std::string::npos) break;
-    at = end + 1;
+  std::vector<std::string> args = {"kvferry", "bench", "--backend", backend, "--op", "write", "--block-size", "1MiB",
+                                   "--layers", "1", "--pattern", "contiguous", "--blocks", std::to_string(blocks),
+                                   "--iterations", std::to_string(iterations), "--warmup", "1",
+                                   "--small-round-trips", "0", "--ceiling-reps", "1", "--json"};
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return IoErrorFromErrno("pipe2", errno);
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return IoErrorFromErrno("fork", errno);
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, STDERR_FILENO);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    execv("/proc/self/exe", argv.data());
+    _exit(127);
   }
-  return Unavailable("the plain bench on " + backend + " printed no write result (exit " + std::to_string(code) + ")");
+  close(out[1]);
+  std::optional<double> gbps;
+  std::string pending;
+  char buffer[4096];
+  ssize_t n = 0;
+  while (!gbps && (n = read(out[0], buffer, sizeof buffer)) > 0) {
+    pending.append(buffer, static_cast<std::size_t>(n));
+    std::size_t end;
+    while (!gbps && (end = pending.find('\n')) != std::string::npos) {
+      const nlohmann::json j = nlohmann::json::parse(pending.substr(0, end), nullptr, false);
+      pending.erase(0, end + 1);
+      if (j.is_object() && j.value("op", "") == "write") gbps = j.value("gbps", 0.0);
+    }
+  }
+  close(out[0]);
+  ::kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  if (!gbps) return Unavailable("the plain bench on " + backend + " printed no write result");
+  return *gbps;
 }
 
 void print_case(const CaseResult& c, double ceiling, const std::string& ceiling_name, double naive_gbps, bool json,

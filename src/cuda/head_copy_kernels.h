@@ -44,11 +44,11 @@ struct HeadCopyLaunch {
 // The launches covering the plan's window in order, each within kHeadCopyMaxIds blocks and
 // 2^31 vectors of `units_per_row` per token. Empty when `block_count` is too small.
 std::vector<HeadCopyLaunch> head_copy_launches(const HeadCopyPlan& plan, std::uint64_t block_count,
-                                              std::uint64_t units_per_row);
+                                               std::uint64_t units_per_row);
 
 // The vector width the kernels use for this plan and these addresses (16, 8, 4, 2 or 1
 // bytes): the widest that divides the row, every stride and every base address.
-std::uint32_t head_copy_unit(const HeadCopyPlan& plan, const std::uint64_t* tensors, std::uint32_t tensor_count,
-                             std::uint64_t staging);
+std::uint32_t head_copy_unit(const HeadCopyPlan& plan, const std::uint64_t* tensors,
+                             std::uint32_t tensor_count, std::uint64_t staging);
 
 }  // namespace kvferry::detail::cuda

@@ -5,9 +5,10 @@
 //     rank (8 heads) scatters them into its second bucket, heads [4, 8);
 //   prefill TP 1 -> decode TP 2: the prefill rank (8 heads) gathers heads [4, 8) for decode
 //     rank 1; a decode rank (4 heads) scatters all of them.
-// Gathers into pinned host memory (mapped) are compared with a contiguous pinned
-// device->host cudaMemcpyAsync of the same bytes, timed in the same run; scatters from
-// pinned memory with host->device; gathers into device staging with device->device.
+// Gathers into pinned host memory (the kernel writing it directly, or through 64 MiB of
+// device scratch and the copy engine) are compared with a contiguous pinned device->host
+// cudaMemcpyAsync of the same bytes, timed in the same run; scatters from pinned memory
+// with host->device; gathers into device staging with device->device.
 // Medians of --iters runs after --warmup, ceiling and kernel interleaved. Every case is
 // then verified: random pools, poisoned destination, byte comparison with kvferry's CPU
 // gather/scatter over the host copy (itself checked element by element in CI).
@@ -24,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -38,13 +40,13 @@ namespace {
 
 using namespace kvferry;
 
-#define CHECK_CUDA(expr)                                                                      \
-  do {                                                                                        \
-    cudaError_t e_ = (expr);                                                                  \
-    if (e_ != cudaSuccess) {                                                                  \
+#define CHECK_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    cudaError_t e_ = (expr);                                                                     \
+    if (e_ != cudaSuccess) {                                                                     \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                           \
-    }                                                                                         \
+      std::exit(2);                                                                              \
+    }                                                                                            \
   } while (0)
 
 void check(const Status& s, const char* what) {
@@ -83,10 +85,12 @@ struct Pool {
   void* device = nullptr;
   std::vector<std::uint8_t> host;
   KvPool vram() const {
-    return KvPool::create_contiguous(layout, MemoryKind::kVram, reinterpret_cast<std::uint64_t>(device)).value();
+    return KvPool::create_contiguous(layout, MemoryKind::kVram, reinterpret_cast<std::uint64_t>(device))
+        .value();
   }
   KvPool dram() const {
-    return KvPool::create_contiguous(layout, MemoryKind::kDram, reinterpret_cast<std::uint64_t>(host.data())).value();
+    return KvPool::create_contiguous(layout, MemoryKind::kDram, reinterpret_cast<std::uint64_t>(host.data()))
+        .value();
   }
 };
 
@@ -104,6 +108,7 @@ struct Row {
   std::string name, layout, ceiling;
   std::uint64_t bytes = 0;
   double kernel_ms = 0, ceiling_ms = 0, accept = 0;
+  double cpu_ratio = 0;  // --cpu: memcpy's process CPU time over the op's (robust to a busy machine)
   bool verified = false;
   double gbps() const { return bytes / kernel_ms / 1e6; }
   double ceiling_gbps() const { return bytes / ceiling_ms / 1e6; }
@@ -135,8 +140,10 @@ void time_pair(const Options& o, cudaStream_t stream, C ceiling, K kernel, Row* 
   for (int i = 0; i < o.warmup + o.iters; ++i) {
     for (int which = 0; which < 2; ++which) {
       CHECK_CUDA(cudaEventRecord(a, stream));
-      if (which == 0) ceiling();
-      else kernel();
+      if (which == 0)
+        ceiling();
+      else
+        kernel();
       CHECK_CUDA(cudaEventRecord(b, stream));
       CHECK_CUDA(cudaEventSynchronize(b));
       float ms = 0;
@@ -166,30 +173,26 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
   CHECK_CUDA(cudaMalloc(&dev2, bytes));
   auto* host = static_cast<std::uint8_t*>(pinned);
   const KvStaging pinned_st{reinterpret_cast<std::uint64_t>(pinned), bytes, MemoryKind::kDram, 0};
-  const KvStaging dev_st{reinterpret_cast<std::uint64_t>(dev), bytes, MemoryKind::kVram, static_cast<std::uint32_t>(o.device)};
+  const KvStaging dev_st{reinterpret_cast<std::uint64_t>(dev), bytes, MemoryKind::kVram,
+                         static_cast<std::uint32_t>(o.device)};
   auto d2h = [&] { CHECK_CUDA(cudaMemcpyAsync(pinned, dev, bytes, cudaMemcpyDeviceToHost, stream)); };
   auto h2d = [&] { CHECK_CUDA(cudaMemcpyAsync(dev, pinned, bytes, cudaMemcpyHostToDevice, stream)); };
   auto d2d = [&] { CHECK_CUDA(cudaMemcpyAsync(dev2, dev, bytes, cudaMemcpyDeviceToDevice, stream)); };
   std::vector<std::uint8_t> want(bytes), got(bytes);
   std::vector<Row> rows;
 
-  // The per-head pipeline (device staging, then the copy engine): heads are outermost in
-  // the staging, so head h's gather is its own contiguous slice, copied while h+1 gathers.
-  const std::uint64_t head_bytes = bytes / 4;
-  cudaStream_t copy = nullptr;
-  CHECK_CUDA(cudaStreamCreateWithFlags(&copy, cudaStreamNonBlocking));
-  std::vector<cudaEvent_t> events(5);
-  for (auto& e : events) CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  auto slice = [&](std::uint32_t h) {
-    return KvStaging{reinterpret_cast<std::uint64_t>(dev) + h * head_bytes, head_bytes, MemoryKind::kVram,
-                     static_cast<std::uint32_t>(o.device)};
-  };
-  auto join = [&] {  // the copy stream's work ends before anything later on `stream`
-    CHECK_CUDA(cudaEventRecord(events[4], copy));
-    CHECK_CUDA(cudaStreamWaitEvent(stream, events[4], 0));
-  };
+  // Pinned staging reached two ways: the kernel writing (reading) host memory over the bus,
+  // or the kernel working on 64 MiB of device scratch piece by piece while the copy engine
+  // moves the previous piece (KvHeadCopyOptions::device_scratch).
+  void* scratch = nullptr;
+  const std::uint64_t scratch_bytes = 64ull << 20;
+  CHECK_CUDA(cudaMalloc(&scratch, scratch_bytes));
+  KvHeadCopyOptions through;
+  through.device_scratch = KvStaging{reinterpret_cast<std::uint64_t>(scratch), scratch_bytes,
+                                     MemoryKind::kVram, static_cast<std::uint32_t>(o.device)};
+  const KvHeadCopyOptions direct;
 
-  enum class To { kPinned, kDevice, kPipelined };
+  enum class To { kPinned, kScratch, kDevice };
   struct Gather {
     const char* name;
     const Pool* pool;
@@ -198,32 +201,26 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
   };
   for (const Gather& c : {Gather{"2->1 gather -> pinned", &p4, {0, 4}, To::kPinned},
                           Gather{"1->2 gather -> pinned", &p8, {4, 4}, To::kPinned},
-                          Gather{"2->1 gather -> dev -> pinned", &p4, {0, 4}, To::kPipelined},
-                          Gather{"1->2 gather -> dev -> pinned", &p8, {4, 4}, To::kPipelined},
+                          Gather{"2->1 gather -> scratch -> pinned", &p4, {0, 4}, To::kScratch},
+                          Gather{"1->2 gather -> scratch -> pinned", &p8, {4, 4}, To::kScratch},
                           Gather{"2->1 gather -> device", &p4, {0, 4}, To::kDevice},
                           Gather{"1->2 gather -> device", &p8, {4, 4}, To::kDevice}}) {
-    Row r = make_row(c.name, a, c.to == To::kDevice ? "d2d" : "d2h", bytes, c.to == To::kPinned ? 0.95 : 0);
+    Row r = make_row(c.name, a, c.to == To::kDevice ? "d2d" : "d2h", bytes, c.to == To::kDevice ? 0 : 0.95);
     const KvPool pool = c.pool->vram();
     auto kernel = [&] {
-      if (c.to != To::kPipelined) {
-        check(enqueue_gather_kv_heads(pool, w, c.heads, c.to == To::kDevice ? dev_st : pinned_st, stream), c.name);
-        return;
-      }
-      for (std::uint32_t h = 0; h < 4; ++h) {
-        check(enqueue_gather_kv_heads(pool, w, {c.heads.first + h, 1}, slice(h), stream), c.name);
-        CHECK_CUDA(cudaEventRecord(events[h], stream));
-        CHECK_CUDA(cudaStreamWaitEvent(copy, events[h], 0));
-        CHECK_CUDA(cudaMemcpyAsync(host + h * head_bytes, static_cast<std::uint8_t*>(dev) + h * head_bytes, head_bytes,
-                                   cudaMemcpyDeviceToHost, copy));
-      }
-      join();
+      check(enqueue_gather_kv_heads(pool, w, c.heads, c.to == To::kDevice ? dev_st : pinned_st, stream,
+                                    c.to == To::kScratch ? through : direct),
+            c.name);
     };
-    if (c.to == To::kDevice) time_pair(o, stream, d2d, kernel, &r);
-    else time_pair(o, stream, d2h, kernel, &r);
+    if (c.to == To::kDevice)
+      time_pair(o, stream, d2d, kernel, &r);
+    else
+      time_pair(o, stream, d2h, kernel, &r);
     // Verify: poisoned staging, one more gather, the CPU's gather of the host copy.
-    check(gather_kv_heads(c.pool->dram(), w, c.heads,
-                          KvStaging{reinterpret_cast<std::uint64_t>(want.data()), bytes, MemoryKind::kDram, 0}),
-          "cpu gather");
+    check(
+        gather_kv_heads(c.pool->dram(), w, c.heads,
+                        KvStaging{reinterpret_cast<std::uint64_t>(want.data()), bytes, MemoryKind::kDram, 0}),
+        "cpu gather");
     CHECK_CUDA(cudaMemsetAsync(dev, 0xA5, bytes, stream));
     CHECK_CUDA(cudaStreamSynchronize(stream));
     std::memset(host, 0xA5, bytes);
@@ -238,36 +235,25 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
     const char* name;
     Pool* pool;
     HeadRange heads;
-    bool pipelined;
+    bool via_scratch;
   };
   for (const Scatter& c : {Scatter{"2->1 scatter <- pinned", &p8, {4, 4}, false},
                            Scatter{"1->2 scatter <- pinned", &p4, {0, 4}, false},
-                           Scatter{"2->1 scatter <- dev <- pinned", &p8, {4, 4}, true},
-                           Scatter{"1->2 scatter <- dev <- pinned", &p4, {0, 4}, true}}) {
-    Row r = make_row(c.name, a, "h2d", bytes, c.pipelined ? 0 : 0.93);
+                           Scatter{"2->1 scatter <- scratch <- pinned", &p8, {4, 4}, true},
+                           Scatter{"1->2 scatter <- scratch <- pinned", &p4, {0, 4}, true}}) {
+    Row r = make_row(c.name, a, "h2d", bytes, 0.93);
     fill_random(host, bytes, 7);
     const KvPool pool = c.pool->vram();
     auto kernel = [&] {
-      if (!c.pipelined) {
-        check(enqueue_scatter_kv_heads(pinned_st, pool, w, c.heads, stream), c.name);
-        return;
-      }
-      CHECK_CUDA(cudaEventRecord(events[4], stream));  // the copies start after what came before
-      CHECK_CUDA(cudaStreamWaitEvent(copy, events[4], 0));
-      for (std::uint32_t h = 0; h < 4; ++h) {
-        CHECK_CUDA(cudaMemcpyAsync(static_cast<std::uint8_t*>(dev) + h * head_bytes, host + h * head_bytes, head_bytes,
-                                   cudaMemcpyHostToDevice, copy));
-        CHECK_CUDA(cudaEventRecord(events[h], copy));
-        CHECK_CUDA(cudaStreamWaitEvent(stream, events[h], 0));
-        check(enqueue_scatter_kv_heads(slice(h), pool, w, {c.heads.first + h, 1}, stream), c.name);
-      }
+      check(enqueue_scatter_kv_heads(pinned_st, pool, w, c.heads, stream, c.via_scratch ? through : direct),
+            c.name);
     };
     time_pair(o, stream, h2d, kernel, &r);
     // Verify: poisoned pool, one more scatter, the CPU's scatter into the poisoned host copy.
     std::memset(c.pool->host.data(), 0xA5, c.pool->host.size());
     check(scatter_kv_heads(pinned_st, c.pool->dram(), w, c.heads), "cpu scatter");
     CHECK_CUDA(cudaMemsetAsync(c.pool->device, 0xA5, c.pool->host.size(), stream));
-    CHECK_CUDA(cudaMemsetAsync(dev, 0xA5, bytes, stream));
+    CHECK_CUDA(cudaMemsetAsync(scratch, 0xA5, scratch_bytes, stream));
     kernel();
     CHECK_CUDA(cudaStreamSynchronize(stream));
     std::vector<std::uint8_t> pool_bytes(c.pool->host.size());
@@ -275,8 +261,7 @@ std::vector<Row> run_layout(const Options& o, KvArrangement a, cudaStream_t stre
     r.verified = pool_bytes == c.pool->host;
     rows.push_back(r);
   }
-  for (auto& e : events) cudaEventDestroy(e);
-  cudaStreamDestroy(copy);
+  cudaFree(scratch);
   cudaFreeHost(pinned);
   cudaFree(dev);
   cudaFree(dev2);
@@ -305,10 +290,17 @@ std::vector<Row> run_layout_cpu(const Options& o, KvArrangement a) {
   fill_random(flat.data(), bytes, 5);
   fill_random(staging.data(), bytes, 6);
   const KvStaging st{reinterpret_cast<std::uint64_t>(staging.data()), bytes, MemoryKind::kDram, 0};
-  auto seconds = [](auto&& f) {
+  double cpu_used = 0;  // process CPU ms of the last timed call
+  auto seconds = [&](auto&& f) {
+    timespec c0{}, c1{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    cpu_used = (c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) / 1e6;
+    return ms;
   };
   struct Case {
     const char* name;
@@ -325,18 +317,23 @@ std::vector<Row> run_layout_cpu(const Options& o, KvArrangement a) {
       KvHeadCopyOptions opt;
       opt.threads = threads;
       const KvPool pool = c.pool->dram();
-      std::vector<double> cs, ks;
+      std::vector<double> cs, ks, ccpu, kcpu;
       for (int i = 0; i < o.warmup + o.iters; ++i) {
         const double cm = seconds([&] { std::memcpy(staging.data(), flat.data(), bytes); });
+        const double cm_cpu = cpu_used;
         const double km = seconds([&] {
-          check(c.gather ? gather_kv_heads(pool, w, c.heads, st, opt) : scatter_kv_heads(st, pool, w, c.heads, opt),
+          check(c.gather ? gather_kv_heads(pool, w, c.heads, st, opt)
+                         : scatter_kv_heads(st, pool, w, c.heads, opt),
                 c.name);
         });
         if (i >= o.warmup) {
           cs.push_back(cm);
           ks.push_back(km);
+          ccpu.push_back(cm_cpu);
+          kcpu.push_back(cpu_used);
         }
       }
+      r.cpu_ratio = median(ccpu) / median(kcpu);
       r.ceiling_ms = median(cs);
       r.kernel_ms = median(ks);
       // Verified: 2 threads give the bytes 1 thread gave (both checked element by element in CI).
@@ -414,29 +411,36 @@ int main(int argc, char** argv) {
   }
   bool ok = true;
   if (!o.json) {
-    if (o.cpu) std::printf("CPU path, %u hardware threads", std::thread::hardware_concurrency());
-    else std::printf("GPU %d %s, %d SMs", o.device, prop.name, prop.multiProcessorCount);
-    std::printf("; Mistral-Small-3.1 (40 layers, 8 KV heads, dim 128, bf16, 16-token blocks), %llu tokens, "
-                "scattered blocks; medians of %d\n",
-                static_cast<unsigned long long>(o.tokens), o.iters);
-    std::printf("%-32s %-9s %9s %9s %8s %-4s %9s %7s %7s %8s\n", "case", "layout", "MB", "kernel_ms", "GB/s", "ceil",
-                "GB/s", "ratio", "accept", "verified");
+    if (o.cpu)
+      std::printf("CPU path, %u hardware threads", std::thread::hardware_concurrency());
+    else
+      std::printf("GPU %d %s, %d SMs", o.device, prop.name, prop.multiProcessorCount);
+    std::printf(
+        "; Mistral-Small-3.1 (40 layers, 8 KV heads, dim 128, bf16, 16-token blocks), %llu tokens, "
+        "scattered blocks; medians of %d\n",
+        static_cast<unsigned long long>(o.tokens), o.iters);
+    std::printf("%-32s %-9s %9s %9s %8s %-6s %9s %7s %7s %8s%s\n", "case", "layout", "MB", "ms", "GB/s",
+                "ceil", "GB/s", "ratio", "accept", "verified", o.cpu ? "  cpu-time ratio" : "");
   }
   for (const Row& r : rows) {
     const bool pass = r.accept == 0 || r.ratio() >= r.accept;
     ok = ok && pass && r.verified;
     if (o.json) {
-      std::printf("{\"case\":\"%s\",\"layout\":\"%s\",\"tokens\":%llu,\"bytes\":%llu,\"kernel_ms\":%.4f,\"gbps\":%.2f,"
-                  "\"ceiling\":\"%s\",\"ceiling_ms\":%.4f,\"ceiling_gbps\":%.2f,\"ratio\":%.4f,\"accept\":%.2f,"
-                  "\"pass\":%s,\"verified\":%s,\"gpu\":\"%s\"}\n",
-                  r.name.c_str(), r.layout.c_str(), static_cast<unsigned long long>(o.tokens),
-                  static_cast<unsigned long long>(r.bytes), r.kernel_ms, r.gbps(), r.ceiling.c_str(), r.ceiling_ms,
-                  r.ceiling_gbps(), r.ratio(), r.accept, pass ? "true" : "false", r.verified ? "true" : "false",
-                  prop.name);
+      std::printf(
+          "{\"case\":\"%s\",\"layout\":\"%s\",\"tokens\":%llu,\"bytes\":%llu,\"kernel_ms\":%.4f,\"gbps\":%."
+          "2f,"
+          "\"ceiling\":\"%s\",\"ceiling_ms\":%.4f,\"ceiling_gbps\":%.2f,\"ratio\":%.4f,\"accept\":%.2f,"
+          "\"cpu_time_ratio\":%.4f,\"pass\":%s,\"verified\":%s,\"gpu\":\"%s\"}\n",
+          r.name.c_str(), r.layout.c_str(), static_cast<unsigned long long>(o.tokens),
+          static_cast<unsigned long long>(r.bytes), r.kernel_ms, r.gbps(), r.ceiling.c_str(), r.ceiling_ms,
+          r.ceiling_gbps(), r.ratio(), r.accept, r.cpu_ratio, pass ? "true" : "false",
+          r.verified ? "true" : "false", prop.name);
     } else {
-      std::printf("%-32s %-9s %9.1f %9.3f %8.1f %-4s %9.1f %7.3f %7s %8s\n", r.name.c_str(), r.layout.c_str(),
+      std::printf("%-32s %-9s %9.1f %9.3f %8.1f %-6s %9.1f %7.3f %7s %8s", r.name.c_str(), r.layout.c_str(),
                   r.bytes / 1e6, r.kernel_ms, r.gbps(), r.ceiling.c_str(), r.ceiling_gbps(), r.ratio(),
                   r.accept == 0 ? "-" : (pass ? "ok" : "FAIL"), r.verified ? "yes" : "NO");
+      if (o.cpu) std::printf("  %15.3f", r.cpu_ratio);
+      std::printf("\n");
     }
   }
   if (stream) cudaStreamDestroy(stream);

@@ -20,13 +20,18 @@
 //   CUDA kernel on the pool's device; its staging is device memory of the same GPU, or
 //   pinned host memory (cudaHostAlloc / cudaHostRegister, e.g. a StagingSlots slot)
 //   that the kernel reads or writes directly over the bus. Pageable host memory is refused.
-//   A build without CUDA refuses vram with NotSupported.
+//   A build without CUDA refuses vram with NotSupported. The staging is checked per call;
+//   the pool's tensors are not (they are the engine's registered device memory).
+// - The block ids a window touches must be distinct (a scatter into one slot twice
+//   leaves either value there).
 // - Threading: the functions are stateless and thread-safe; calls on disjoint memory may
 //   run concurrently. The caller keeps `block_ids` alive for the call only (the GPU
 //   variants copy them into the launch).
 // - Blocking: `gather_kv_heads` / `scatter_kv_heads` return once every byte is in place
 //   (vram: waited on a per-thread stream, at most `options.timeout`; on Timeout the copy
-//   may still run and the caller must keep both memories until the device is idle).
+//   may still run and the caller must keep both memories until the device is idle). The
+//   per-thread stream does not wait for the engine's streams: synchronise the stream that
+//   wrote the pool first, or use the `enqueue_*` variants on that stream.
 //   `enqueue_*` (vram only) order the copy on the caller's CUDA stream and return at once.
 // - Errors (InvalidArgument unless said): head range outside the pool's kv_heads, a block
 //   id outside the pool, too few block ids for the tokens, tokens 0, staging too small or
@@ -66,7 +71,8 @@ struct KvStagingShape {
   // Offset of the row (head, layer, kv, token): row_bytes() long.
   std::uint64_t row_offset(std::uint32_t head, std::uint32_t layer, std::uint32_t kv_part,
                            std::uint64_t token) const {
-    return ((std::uint64_t{head} * layers + layer) * kv + kv_part) * tokens * row_bytes() + token * row_bytes();
+    return ((std::uint64_t{head} * layers + layer) * kv + kv_part) * tokens * row_bytes() +
+           token * row_bytes();
   }
 };
 
@@ -90,22 +96,31 @@ struct KvHeadCopyOptions {
   std::chrono::milliseconds timeout{10000};
   // dram: CPU threads (0: decided by size and the cores present; 1: the calling thread).
   std::uint32_t threads = 0;
+  // vram pool with pinned host staging: device memory of the pool's GPU to go through
+  // (e.g. a vram StagingSlots slot; length 0: none, the kernel reaches host memory over
+  // the bus). The kernel gathers (head, layer range) pieces of up to half of it while the
+  // copy engine moves the previous piece to the host (scatter: the reverse), which keeps
+  // the bus at copy-engine speed. Half of it must hold one layer of one head (kv x tokens
+  // x head_dim x dtype bytes); ignored for other memory pairs.
+  KvStaging device_scratch{0, 0, MemoryKind::kVram, 0};
 };
 
 // Pool heads `heads` (the pool's local numbering) of `window`'s tokens -> staging laid
 // out as KvStagingShape::of(pool.layout(), heads.count, window.tokens).
-Status gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads, const KvStaging& staging,
-                       const KvHeadCopyOptions& options = {});
+Status gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
+                       const KvStaging& staging, const KvHeadCopyOptions& options = {});
 // The reverse: staging -> pool heads `heads` of `window`'s tokens.
-Status scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
-                        const KvHeadCopyOptions& options = {});
+Status scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window,
+                        HeadRange heads, const KvHeadCopyOptions& options = {});
 
 // vram pools only: the same copies ordered on `cuda_stream` (a cudaStream_t of the pool's
 // device; nullptr is the legacy default stream). Returns once launched; errors of the
 // launch itself are returned, later faults surface on the stream.
+// `options.device_scratch` applies (it must stay untouched until the stream passes the copy).
 Status enqueue_gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
-                               const KvStaging& staging, void* cuda_stream);
+                               const KvStaging& staging, void* cuda_stream,
+                               const KvHeadCopyOptions& options = {});
 Status enqueue_scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window,
-                                HeadRange heads, void* cuda_stream);
+                                HeadRange heads, void* cuda_stream, const KvHeadCopyOptions& options = {});
 
 }  // namespace kvferry

@@ -57,9 +57,9 @@ Result<HeadRange> tp_rank_heads(std::uint32_t kv_heads, std::uint32_t tp, std::u
 struct TpShare {
   std::uint32_t prefill_rank = 0;
   std::uint32_t decode_rank = 0;
-  HeadRange heads;                           // model numbering
-  std::uint32_t source_head_offset = 0;      // heads.first among the prefill rank's local heads
-  std::uint32_t destination_head_offset = 0; // heads.first among the decode rank's local heads
+  HeadRange heads;                            // model numbering
+  std::uint32_t source_head_offset = 0;       // heads.first among the prefill rank's local heads
+  std::uint32_t destination_head_offset = 0;  // heads.first among the decode rank's local heads
 
   friend bool operator==(const TpShare&, const TpShare&) = default;
 };
@@ -104,10 +104,10 @@ class TpMapping {
   std::uint32_t prefill_tp_ = 0;
   std::uint32_t decode_tp_ = 0;
   bool mla_ = false;
-  std::vector<TpShare> shares_;                 // by decode rank, then destination offset
-  std::vector<std::uint32_t> decode_first_;     // decode rank d: shares_[decode_first_[d] .. [d+1])
-  std::vector<TpShare> by_prefill_;             // the same shares by prefill rank
-  std::vector<std::uint32_t> prefill_first_;    // prefill rank p: by_prefill_[prefill_first_[p] .. [p+1])
+  std::vector<TpShare> shares_;               // by decode rank, then destination offset
+  std::vector<std::uint32_t> decode_first_;   // decode rank d: shares_[decode_first_[d] .. [d+1])
+  std::vector<TpShare> by_prefill_;           // the same shares by prefill rank
+  std::vector<std::uint32_t> prefill_first_;  // prefill rank p: by_prefill_[prefill_first_[p] .. [p+1])
 };
 
 }  // namespace kvferry

@@ -83,7 +83,8 @@ struct TpGroups {
 };
 
 // Staging arenas of one object: host (dram, pinned when the pool is on a GPU) and device
-// (vram on the pool's GPU), each made on first use and registered with the Agent.
+// (vram on the pool's GPU, only for a GPU pool), made and registered with the Agent at
+// create: the pinning is paid once, and a receiver's staging is in the metadata peers load.
 struct TpStagingOptions {
   std::uint64_t slot_bytes = 16ull << 20;
   std::uint32_t host_slots = 8;
@@ -120,8 +121,10 @@ struct TpReceiverOptions {
   TpGroups groups;
   std::uint32_t rank = 0;  // this decode rank
   TpPath path = TpPath::kAuto;
-  // Receiver staging holds a whole request: at least its bytes per slot run.
-  TpStagingOptions staging{256ull << 20, 4, 4, true};
+  // Receiver staging holds a whole request: at least its bytes per slot run. Made and
+  // registered at create (senders write into it): host memory always (pinned for a GPU
+  // pool), GPU memory too for a GPU pool.
+  TpStagingOptions staging{64ull << 20, 8, 8, true};
   std::chrono::milliseconds slot_timeout{5000};
   // A sender whose liveness probe fails or stays unanswered this long is lost.
   std::chrono::milliseconds peer_timeout{5000};

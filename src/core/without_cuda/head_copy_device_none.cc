@@ -3,8 +3,8 @@
 
 namespace kvferry::detail {
 
-Status device_head_copy(const HeadCopyJob& job, const KvPool&, const KvStaging&, void*, bool,
-                        std::chrono::milliseconds) {
+Status device_head_copy(const HeadCopyJob& job, const KvPool&, const KvStaging&, const KvStaging*, void*,
+                        bool, std::chrono::milliseconds) {
   return NotSupported(std::string(job.direction == HeadCopyDirection::kGather ? "gather" : "scatter") +
                       "_kv_heads: a vram pool needs a kvferry built with CUDA (this build has none)");
 }

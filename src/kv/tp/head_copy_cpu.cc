@@ -13,8 +13,8 @@ namespace {
 
 // `n` rows of N bytes: from `src` every `src_step` bytes to `dst` every `dst_step`.
 template <std::size_t N>
-void copy_rows_fixed(std::uint8_t* dst, std::uint64_t dst_step, const std::uint8_t* src, std::uint64_t src_step,
-                     std::uint64_t n) {
+void copy_rows_fixed(std::uint8_t* dst, std::uint64_t dst_step, const std::uint8_t* src,
+                     std::uint64_t src_step, std::uint64_t n) {
   for (std::uint64_t i = 0; i < n; ++i, dst += dst_step, src += src_step) std::memcpy(dst, src, N);
 }
 
@@ -50,8 +50,10 @@ void copy_planes(const HeadCopyJob& job, std::uint8_t* staging, std::uint32_t fi
         std::uint8_t* pool_row = pool_rows + h * p.head_stride;
         std::uint8_t* stage_row = staging + p.staging_row(h, layer, kv, t);
         if (adjacent) {
-          if (gather) std::memcpy(stage_row, pool_row, n * row);
-          else std::memcpy(pool_row, stage_row, n * row);
+          if (gather)
+            std::memcpy(stage_row, pool_row, n * row);
+          else
+            std::memcpy(pool_row, stage_row, n * row);
         } else if (gather) {
           copy_rows(stage_row, row, pool_row, p.token_stride, n, row);
         } else {

@@ -25,16 +25,19 @@ struct HeadCopyJob {
 
 // Validates every argument against the pool (heads, block ids, window, staging size and
 // kind) and builds the job. `what` starts the error messages ("gather_kv_heads").
-Result<HeadCopyJob> make_head_copy_job(HeadCopyDirection direction, const KvPool& pool, const KvTokenWindow& window,
-                                       HeadRange heads, const KvStaging& staging);
+Result<HeadCopyJob> make_head_copy_job(HeadCopyDirection direction, const KvPool& pool,
+                                       const KvTokenWindow& window, HeadRange heads,
+                                       const KvStaging& staging);
 
 // dram pools: copies on this thread and up to `threads - 1` more (0: decided by size).
 void cpu_head_copy(const HeadCopyJob& job, std::uint8_t* staging, std::uint32_t threads);
 
 // vram pools: checks that the staging is reachable from the pool's GPU (its device memory
 // or pinned host memory), then launches on `stream`; with `wait`, waits up to `timeout`
-// on the calling thread's per-thread stream instead (stream is then ignored).
-Status device_head_copy(const HeadCopyJob& job, const KvPool& pool, const KvStaging& staging, void* stream,
-                        bool wait, std::chrono::milliseconds timeout);
+// on the calling thread's per-thread stream instead (stream is then ignored). With
+// `scratch` (device memory of the pool's GPU) and host staging, the kernels work on the
+// scratch piece by piece and the copy engine moves the pieces (head_copy_chunks.h).
+Status device_head_copy(const HeadCopyJob& job, const KvPool& pool, const KvStaging& staging,
+                        const KvStaging* scratch, void* stream, bool wait, std::chrono::milliseconds timeout);
 
 }  // namespace kvferry::detail

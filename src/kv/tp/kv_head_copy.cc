@@ -43,16 +43,17 @@ void set_strides(const KvLayout& layout, HeadCopyPlan* p) {
 
 }  // namespace
 
-Result<HeadCopyJob> make_head_copy_job(HeadCopyDirection direction, const KvPool& pool, const KvTokenWindow& window,
-                                       HeadRange heads, const KvStaging& staging) {
+Result<HeadCopyJob> make_head_copy_job(HeadCopyDirection direction, const KvPool& pool,
+                                       const KvTokenWindow& window, HeadRange heads,
+                                       const KvStaging& staging) {
   const std::string what = std::string(name_of(direction)) + "_kv_heads: ";
   const KvLayout& layout = pool.layout();
   const KvGeometry& g = layout.geometry();
   if (heads.count == 0) return InvalidArgument(what + "the head range is empty");
   if (std::uint64_t{heads.first} + heads.count > g.kv_heads) {
     return InvalidArgument(what + "heads [" + std::to_string(heads.first) + ", " +
-                           std::to_string(std::uint64_t{heads.first} + heads.count) + ") lie outside the pool's " +
-                           std::to_string(g.kv_heads) + " KV heads");
+                           std::to_string(std::uint64_t{heads.first} + heads.count) +
+                           ") lie outside the pool's " + std::to_string(g.kv_heads) + " KV heads");
   }
   if (window.tokens == 0) return InvalidArgument(what + "no tokens to copy");
   if (window.first_token > std::numeric_limits<std::uint64_t>::max() - window.tokens)
@@ -62,9 +63,9 @@ Result<HeadCopyJob> make_head_copy_job(HeadCopyDirection direction, const KvPool
   const std::uint64_t end_block = (window.first_token + window.tokens + bt - 1) / bt;
   if (end_block > window.block_ids.size()) {
     return InvalidArgument(what + "tokens [" + std::to_string(window.first_token) + ", " +
-                           std::to_string(window.first_token + window.tokens) + ") need " + std::to_string(end_block) +
-                           " blocks of " + std::to_string(bt) + " tokens but the block table has " +
-                           std::to_string(window.block_ids.size()));
+                           std::to_string(window.first_token + window.tokens) + ") need " +
+                           std::to_string(end_block) + " blocks of " + std::to_string(bt) +
+                           " tokens but the block table has " + std::to_string(window.block_ids.size()));
   }
   for (std::uint64_t i = first_block; i < end_block; ++i) {
     if (window.block_ids[i] >= layout.blocks()) {
@@ -76,7 +77,8 @@ Result<HeadCopyJob> make_head_copy_job(HeadCopyDirection direction, const KvPool
   const KvStagingShape shape = KvStagingShape::of(layout, heads.count, window.tokens);
   // Rows (one head_dim vector each) are counted in 32 bits by the kernels.
   std::uint64_t rows = std::uint64_t{heads.count} * g.layers * shape.kv;
-  if (__builtin_mul_overflow(rows, window.tokens, &rows) || rows > std::numeric_limits<std::uint32_t>::max()) {
+  if (__builtin_mul_overflow(rows, window.tokens, &rows) ||
+      rows > std::numeric_limits<std::uint32_t>::max()) {
     return InvalidArgument(what + std::to_string(heads.count) + " heads x " + std::to_string(window.tokens) +
                            " tokens exceed 2^32 staging rows: copy fewer tokens per call");
   }
@@ -123,8 +125,10 @@ using detail::HeadCopyDirection;
 
 Status run(HeadCopyDirection direction, const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
            const KvStaging& staging, const KvHeadCopyOptions& options, void* stream, bool wait) {
-  KVF_ASSIGN_OR_RETURN(detail::HeadCopyJob job, detail::make_head_copy_job(direction, pool, window, heads, staging));
-  const std::string what = std::string(direction == HeadCopyDirection::kGather ? "gather" : "scatter") + "_kv_heads: ";
+  KVF_ASSIGN_OR_RETURN(detail::HeadCopyJob job,
+                       detail::make_head_copy_job(direction, pool, window, heads, staging));
+  const std::string what =
+      std::string(direction == HeadCopyDirection::kGather ? "gather" : "scatter") + "_kv_heads: ";
   switch (pool.kind()) {
     case MemoryKind::kDram:
       if (!wait) return InvalidArgument(what + "a dram pool copies on the CPU: use the blocking call");
@@ -143,7 +147,15 @@ Status run(HeadCopyDirection direction, const KvPool& pool, const KvTokenWindow&
         return InvalidArgument(what + "staging must be vram or pinned dram (got " +
                                std::string(to_string(staging.kind)) + ")");
       }
-      return detail::device_head_copy(job, pool, staging, stream, wait, options.timeout);
+      if (options.device_scratch.length > 0 && staging.kind == MemoryKind::kDram) {
+        const KvStaging& scratch = options.device_scratch;
+        if (scratch.kind != MemoryKind::kVram || scratch.device != pool.device()) {
+          return InvalidArgument(what + "device_scratch must be vram of the pool's GPU " +
+                                 std::to_string(pool.device()));
+        }
+        return detail::device_head_copy(job, pool, staging, &scratch, stream, wait, options.timeout);
+      }
+      return detail::device_head_copy(job, pool, staging, nullptr, stream, wait, options.timeout);
     default:
       return InvalidArgument(what + "a " + std::string(to_string(pool.kind())) +
                              " pool cannot be gathered or scattered (dram or vram only)");
@@ -152,26 +164,29 @@ Status run(HeadCopyDirection direction, const KvPool& pool, const KvTokenWindow&
 
 }  // namespace
 
-Status gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads, const KvStaging& staging,
-                       const KvHeadCopyOptions& options) {
+Status gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
+                       const KvStaging& staging, const KvHeadCopyOptions& options) {
   return run(HeadCopyDirection::kGather, pool, window, heads, staging, options, nullptr, true);
 }
 
-Status scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
-                        const KvHeadCopyOptions& options) {
+Status scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window,
+                        HeadRange heads, const KvHeadCopyOptions& options) {
   return run(HeadCopyDirection::kScatter, pool, window, heads, staging, options, nullptr, true);
 }
 
 Status enqueue_gather_kv_heads(const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
-                               const KvStaging& staging, void* cuda_stream) {
-  if (pool.kind() != MemoryKind::kVram) return InvalidArgument("enqueue_gather_kv_heads: the pool is not vram");
-  return run(HeadCopyDirection::kGather, pool, window, heads, staging, {}, cuda_stream, false);
+                               const KvStaging& staging, void* cuda_stream,
+                               const KvHeadCopyOptions& options) {
+  if (pool.kind() != MemoryKind::kVram)
+    return InvalidArgument("enqueue_gather_kv_heads: the pool is not vram");
+  return run(HeadCopyDirection::kGather, pool, window, heads, staging, options, cuda_stream, false);
 }
 
 Status enqueue_scatter_kv_heads(const KvStaging& staging, const KvPool& pool, const KvTokenWindow& window,
-                                HeadRange heads, void* cuda_stream) {
-  if (pool.kind() != MemoryKind::kVram) return InvalidArgument("enqueue_scatter_kv_heads: the pool is not vram");
-  return run(HeadCopyDirection::kScatter, pool, window, heads, staging, {}, cuda_stream, false);
+                                HeadRange heads, void* cuda_stream, const KvHeadCopyOptions& options) {
+  if (pool.kind() != MemoryKind::kVram)
+    return InvalidArgument("enqueue_scatter_kv_heads: the pool is not vram");
+  return run(HeadCopyDirection::kScatter, pool, window, heads, staging, options, cuda_stream, false);
 }
 
 }  // namespace kvferry

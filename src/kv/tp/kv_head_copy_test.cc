@@ -78,7 +78,8 @@ TEST(KvHeadCopy, ScatterTouchesExactlyTheSelectedElements) {
 
 // Gather from one arrangement and block size, scatter into another: every pair converts.
 TEST(KvHeadCopy, EveryArrangementAndBlockSizePairConverts) {
-  const std::pair<std::uint32_t, std::uint32_t> sizes[] = {{16, 32}, {32, 16}, {16, 16}, {4, 6}, {6, 4}, {1, 16}};
+  const std::pair<std::uint32_t, std::uint32_t> sizes[] = {{16, 32}, {32, 16}, {16, 16},
+                                                           {4, 6},   {6, 4},   {1, 16}};
   for (KvArrangement from : kHeadArrangements)
     for (KvArrangement to : kHeadArrangements)
       for (auto [sbt, dbt] : sizes) {
@@ -90,8 +91,10 @@ TEST(KvHeadCopy, EveryArrangementAndBlockSizePairConverts) {
         auto sids = tp_testing::scattered_blocks(40, (tokens + sbt - 1) / sbt, sbt);
         auto dids = tp_testing::scattered_blocks(40, (tokens + dbt - 1) / dbt, dbt + 1);
         std::vector<std::uint8_t> staging(KvStagingShape::of(src.pool.layout(), 2, tokens).bytes(), kPoison);
-        ASSERT_TRUE(gather_kv_heads(src.pool, {sids, 0, tokens}, {2, 2}, tp_testing::host_staging(staging)).ok());
-        ASSERT_TRUE(scatter_kv_heads(tp_testing::host_staging(staging), dst.pool, {dids, 0, tokens}, {0, 2}).ok());
+        ASSERT_TRUE(
+            gather_kv_heads(src.pool, {sids, 0, tokens}, {2, 2}, tp_testing::host_staging(staging)).ok());
+        ASSERT_TRUE(
+            scatter_kv_heads(tp_testing::host_staging(staging), dst.pool, {dids, 0, tokens}, {0, 2}).ok());
         // Expected: the reference moves element by element from source heads 2-3 to
         // destination heads 0-1; every other destination byte keeps its poison.
         std::vector<std::uint8_t> ref(staging.size()), want(dst.bytes.size(), kPoison);
@@ -99,6 +102,29 @@ TEST(KvHeadCopy, EveryArrangementAndBlockSizePairConverts) {
         tp_testing::naive_scatter(dst.pool.layout(), ref.data(), {dids, 0, tokens}, {0, 2}, want.data());
         ASSERT_EQ(dst.bytes, want) << to_string(from) << "/" << sbt << " -> " << to_string(to) << "/" << dbt;
       }
+}
+
+// MLA: the one latent converts between block sizes the same way (one part, not K and V).
+TEST(KvHeadCopy, MlaLatentConvertsBetweenBlockSizes) {
+  for (auto [sbt, dbt] : {std::pair<std::uint32_t, std::uint32_t>{16, 32}, {64, 6}, {1, 16}}) {
+    HostPool src = HostPool::make(geometry(1, sbt, 576), KvArrangement::kMla, 30);
+    HostPool dst = HostPool::make(geometry(1, dbt, 576), KvArrangement::kMla, 40);
+    tp_testing::fill_random(src.bytes, sbt + dbt);
+    std::fill(dst.bytes.begin(), dst.bytes.end(), kPoison);
+    const std::uint32_t tokens = 29;
+    auto sids = tp_testing::scattered_blocks(30, (tokens + sbt - 1) / sbt, 1);
+    auto dids = tp_testing::scattered_blocks(40, (tokens + dbt - 1) / dbt, 2);
+    const KvStagingShape shape = KvStagingShape::of(src.pool.layout(), 1, tokens);
+    EXPECT_EQ(shape.kv, 1u);
+    std::vector<std::uint8_t> staging(shape.bytes());
+    ASSERT_TRUE(gather_kv_heads(src.pool, {sids, 0, tokens}, {0, 1}, tp_testing::host_staging(staging)).ok());
+    ASSERT_TRUE(
+        scatter_kv_heads(tp_testing::host_staging(staging), dst.pool, {dids, 0, tokens}, {0, 1}).ok());
+    std::vector<std::uint8_t> ref(staging.size()), want(dst.bytes.size(), kPoison);
+    tp_testing::naive_gather(src.pool.layout(), src.bytes.data(), {sids, 0, tokens}, {0, 1}, ref.data());
+    tp_testing::naive_scatter(dst.pool.layout(), ref.data(), {dids, 0, tokens}, {0, 1}, want.data());
+    ASSERT_EQ(dst.bytes, want) << "mla " << sbt << " -> " << dbt;
+  }
 }
 
 TEST(KvHeadCopy, ChunksLandAtTheirTokenOffsets) {
@@ -122,7 +148,8 @@ TEST(KvHeadCopy, ChunksLandAtTheirTokenOffsets) {
   move(chunked, 17, 20);
   move(chunked, 37, tokens - 37);
   EXPECT_EQ(chunked.bytes, whole.bytes);
-  std::vector<std::uint8_t> want(whole.bytes.size(), kPoison), ref(KvStagingShape::of(src.pool.layout(), 2, tokens).bytes());
+  std::vector<std::uint8_t> want(whole.bytes.size(), kPoison),
+      ref(KvStagingShape::of(src.pool.layout(), 2, tokens).bytes());
   tp_testing::naive_gather(src.pool.layout(), src.bytes.data(), {sids, 0, tokens}, {0, 2}, ref.data());
   tp_testing::naive_scatter(whole.pool.layout(), ref.data(), {dids, 0, tokens}, {0, 2}, want.data());
   EXPECT_EQ(whole.bytes, want);
@@ -131,7 +158,8 @@ TEST(KvHeadCopy, ChunksLandAtTheirTokenOffsets) {
 // A whole hand-off: P prefill pools (local heads) -> staging per rank -> each share's one
 // contiguous byte range -> decode staging -> decode pools; each decode pool must hold
 // exactly its model heads. Covers the destination offsets of every bucket.
-void check_handoff(std::uint32_t kv_heads, std::uint32_t P, std::uint32_t D, KvArrangement pa, KvArrangement da) {
+void check_handoff(std::uint32_t kv_heads, std::uint32_t P, std::uint32_t D, KvArrangement pa,
+                   KvArrangement da) {
   auto m = TpMapping::create(kv_heads, P, D);
   ASSERT_TRUE(m.ok()) << m.status().to_string();
   const std::uint32_t tokens = 45, blocks = 24;
@@ -147,10 +175,12 @@ void check_handoff(std::uint32_t kv_heads, std::uint32_t P, std::uint32_t D, KvA
     // Fill the prefill pool with its heads of the model (via staging, checked above).
     std::vector<std::uint8_t> st(KvStagingShape::of(pool.pool.layout(), held.count, tokens).bytes());
     ASSERT_TRUE(gather_kv_heads(model.pool, {mids, 0, tokens}, held, tp_testing::host_staging(st)).ok());
-    ASSERT_TRUE(scatter_kv_heads(tp_testing::host_staging(st), pool.pool, {pids, 0, tokens}, {0, held.count}).ok());
+    ASSERT_TRUE(
+        scatter_kv_heads(tp_testing::host_staging(st), pool.pool, {pids, 0, tokens}, {0, held.count}).ok());
     prefill_staging[p].assign(st.size(), kPoison);
     ASSERT_TRUE(gather_kv_heads(pool.pool, {pids, 0, tokens}, {0, held.count},
-                                tp_testing::host_staging(prefill_staging[p])).ok());
+                                tp_testing::host_staging(prefill_staging[p]))
+                    .ok());
   }
   for (std::uint32_t d = 0; d < D; ++d) {
     const HeadRange mine = m->decode_heads(d);
@@ -164,17 +194,21 @@ void check_handoff(std::uint32_t kv_heads, std::uint32_t P, std::uint32_t D, KvA
                   s.heads.count * shape.head_bytes());
     }
     auto dids = tp_testing::scattered_blocks(blocks, 12, d + 9);
-    ASSERT_TRUE(scatter_kv_heads(tp_testing::host_staging(staging), pool.pool, {dids, 0, tokens}, {0, mine.count}).ok());
+    ASSERT_TRUE(
+        scatter_kv_heads(tp_testing::host_staging(staging), pool.pool, {dids, 0, tokens}, {0, mine.count})
+            .ok());
     std::vector<std::uint8_t> ref(staging.size()), want(pool.bytes.size(), kPoison);
     tp_testing::naive_gather(model.pool.layout(), model.bytes.data(), {mids, 0, tokens}, mine, ref.data());
-    tp_testing::naive_scatter(pool.pool.layout(), ref.data(), {dids, 0, tokens}, {0, mine.count}, want.data());
+    tp_testing::naive_scatter(pool.pool.layout(), ref.data(), {dids, 0, tokens}, {0, mine.count},
+                              want.data());
     ASSERT_EQ(pool.bytes, want) << m->describe() << " decode rank " << d;
   }
 }
 
 TEST(KvHeadCopy, TpHandoffsThroughSharesDeliverEveryDecodeRanksHeads) {
   for (std::uint32_t P : {1u, 2u, 4u, 8u})
-    for (std::uint32_t D : {1u, 2u, 4u, 8u}) check_handoff(8, P, D, KvArrangement::kVllmHnd, KvArrangement::kSglangTokenSlots);
+    for (std::uint32_t D : {1u, 2u, 4u, 8u})
+      check_handoff(8, P, D, KvArrangement::kVllmHnd, KvArrangement::kSglangTokenSlots);
   check_handoff(2, 8, 4, KvArrangement::kFlashInfer, KvArrangement::kVllmNhd);  // replicated both sides
   check_handoff(2, 1, 8, KvArrangement::kVllmNhd, KvArrangement::kVllmHnd);
   check_handoff(6, 2, 3, KvArrangement::kSglangTokenSlots, KvArrangement::kFlashInfer);
@@ -196,13 +230,16 @@ TEST(KvHeadCopy, RefusesWhatDoesNotFitNamingIt) {
   auto message = [](const Status& s) { return s.message(); };
   Status s = gather_kv_heads(pool.pool, {ids, 0, 48}, {2, 3}, st);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(message(s).find("heads [2, 5) lie outside the pool's 4 KV heads"), std::string::npos) << message(s);
+  EXPECT_NE(message(s).find("heads [2, 5) lie outside the pool's 4 KV heads"), std::string::npos)
+      << message(s);
   s = gather_kv_heads(pool.pool, {ids, 0, 49}, {0, 4}, st);
-  EXPECT_NE(message(s).find("need 4 blocks of 16 tokens but the block table has 3"), std::string::npos) << message(s);
+  EXPECT_NE(message(s).find("need 4 blocks of 16 tokens but the block table has 3"), std::string::npos)
+      << message(s);
   std::vector<std::uint32_t> bad = {3, 8, 1};
   s = scatter_kv_heads(st, pool.pool, {bad, 0, 48}, {0, 4});
   EXPECT_NE(message(s).find("block id 8 (entry 1 of the block table) is outside the pool's 8 blocks"),
-            std::string::npos) << message(s);
+            std::string::npos)
+      << message(s);
   KvStaging small = st;
   small.length -= 1;
   s = gather_kv_heads(pool.pool, {ids, 0, 48}, {0, 4}, small);
@@ -232,7 +269,13 @@ TEST(KvHeadCopy, AVramPoolWithoutAGpuIsAClearError) {
   std::vector<std::uint8_t> staging(KvStagingShape::of(*layout, 4, 16).bytes());
   Status s = gather_kv_heads(*pool, {ids, 0, 16}, {0, 4}, tp_testing::host_staging(staging));
   ASSERT_FALSE(s.ok());
+  KvHeadCopyOptions o;
+  o.device_scratch = tp_testing::host_staging(staging);  // dram: refused before any GPU call
+  s = gather_kv_heads(*pool, {ids, 0, 16}, {0, 4}, tp_testing::host_staging(staging), o);
+  EXPECT_NE(s.message().find("device_scratch must be vram of the pool's GPU 0"), std::string::npos)
+      << s.message();
 #ifndef KVFERRY_HAVE_CUDA
+  s = gather_kv_heads(*pool, {ids, 0, 16}, {0, 4}, tp_testing::host_staging(staging));
   EXPECT_EQ(s.code(), StatusCode::kNotSupported);
   EXPECT_NE(s.message().find("built with CUDA"), std::string::npos) << s.message();
 #endif

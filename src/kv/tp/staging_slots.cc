@@ -104,7 +104,8 @@ std::uint32_t StagingSlot::device() const { return state_ ? state_->device : 0; 
 Descriptor StagingSlot::descriptor() const { return Descriptor{address_, size_, device()}; }
 
 Result<std::unique_ptr<StagingSlots>> StagingSlots::create(const StagingSlotsOptions& o) {
-  if (o.slot_bytes == 0 || o.slots == 0) return InvalidArgument("staging slots: slot_bytes and slots must be positive");
+  if (o.slot_bytes == 0 || o.slots == 0)
+    return InvalidArgument("staging slots: slot_bytes and slots must be positive");
   if (o.slot_bytes > std::numeric_limits<std::uint64_t>::max() / o.slots)
     return InvalidArgument("staging slots: slots x slot_bytes overflows 64 bits");
   const std::uint64_t bytes = o.slot_bytes * o.slots;
@@ -121,8 +122,8 @@ Result<std::unique_ptr<StagingSlots>> StagingSlots::create(const StagingSlotsOpt
     state->pinned = true;
   } else if (o.kind == MemoryKind::kDram) {
     auto stager = detail::DeviceStager::instance();
-    Result<detail::PinnedBuffer> pinned = stager.ok() ? (*stager)->allocate_pinned(bytes)
-                                                      : Result<detail::PinnedBuffer>(stager.status());
+    Result<detail::PinnedBuffer> pinned =
+        stager.ok() ? (*stager)->allocate_pinned(bytes) : Result<detail::PinnedBuffer>(stager.status());
     if (pinned.ok()) {
       state->memory = pinned->memory;
       state->pinned = true;
@@ -146,7 +147,8 @@ Result<StagingSlot> StagingSlots::acquire(std::uint64_t bytes, std::chrono::mill
   const std::uint64_t want = (bytes + s.slot_bytes - 1) / s.slot_bytes;
   if (want > s.slots) {
     return InvalidArgument("staging slots: " + std::to_string(bytes) + " bytes need " + std::to_string(want) +
-                           " slots of " + mib(s.slot_bytes) + " but the arena has " + std::to_string(s.slots));
+                           " slots of " + mib(s.slot_bytes) + " but the arena has " +
+                           std::to_string(s.slots));
   }
   const auto count = static_cast<std::uint32_t>(want);
   std::unique_lock lock(s.mu);
@@ -158,16 +160,17 @@ Result<StagingSlot> StagingSlots::acquire(std::uint64_t bytes, std::chrono::mill
     first = s.find(count);
     return first < s.slots;
   });
-  const std::size_t ahead = static_cast<std::size_t>(std::find(s.queue.begin(), s.queue.end(), ticket) - s.queue.begin());
+  const std::size_t ahead =
+      static_cast<std::size_t>(std::find(s.queue.begin(), s.queue.end(), ticket) - s.queue.begin());
   s.queue.erase(s.queue.begin() + static_cast<std::ptrdiff_t>(ahead));
   if (!got) {
     const std::uint32_t in_use = s.in_use;
     lock.unlock();
     s.cv.notify_all();  // the next waiter may be served now
     return Timeout("staging slots: " + std::to_string(count) + " slot(s) for " + std::to_string(bytes) +
-                   " bytes not free within " + std::to_string(timeout.count()) + " ms (" + std::to_string(in_use) +
-                   " of " + std::to_string(s.slots) + " slots of " + mib(s.slot_bytes) + " in use, " +
-                   std::to_string(ahead) + " request(s) waiting ahead)");
+                   " bytes not free within " + std::to_string(timeout.count()) + " ms (" +
+                   std::to_string(in_use) + " of " + std::to_string(s.slots) + " slots of " +
+                   mib(s.slot_bytes) + " in use, " + std::to_string(ahead) + " request(s) waiting ahead)");
   }
   s.take(first, count);
   lock.unlock();

@@ -157,9 +157,7 @@ TEST(StagingSlots, PinnedOrDeviceMemoryOnlyWhereTheBuildAndMachineHaveIt) {
   o.slot_bytes = 4096;
   o.require_pinned = true;
   auto pinned = StagingSlots::create(o);
-  if (pinned.ok()) {
-    EXPECT_TRUE((*pinned)->pinned());
-  }
+  if (pinned.ok()) { EXPECT_TRUE((*pinned)->pinned()); }
   o.kind = MemoryKind::kVram;
   auto device = StagingSlots::create(o);
   if (!device.ok()) {

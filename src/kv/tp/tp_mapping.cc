@@ -98,8 +98,8 @@ HeadRange TpMapping::decode_heads(std::uint32_t decode_rank) const {
 
 std::span<const TpShare> TpMapping::decode_shares(std::uint32_t decode_rank) const {
   if (decode_rank >= decode_tp_) return {};
-  return std::span<const TpShare>(shares_).subspan(decode_first_[decode_rank],
-                                                   decode_first_[decode_rank + 1] - decode_first_[decode_rank]);
+  return std::span<const TpShare>(shares_).subspan(
+      decode_first_[decode_rank], decode_first_[decode_rank + 1] - decode_first_[decode_rank]);
 }
 
 std::span<const TpShare> TpMapping::prefill_shares(std::uint32_t prefill_rank) const {

@@ -26,7 +26,8 @@ struct HostPool {
   static HostPool make(const KvGeometry& g, KvArrangement a, std::uint32_t blocks) {
     auto layout = KvLayout::create(g, a, blocks);
     std::vector<std::uint8_t> bytes(layout.value().pool_bytes());
-    auto pool = KvPool::create_contiguous(layout.value(), MemoryKind::kDram, reinterpret_cast<std::uint64_t>(bytes.data()));
+    auto pool = KvPool::create_contiguous(layout.value(), MemoryKind::kDram,
+                                          reinterpret_cast<std::uint64_t>(bytes.data()));
     return HostPool{std::move(bytes), std::move(pool).value()};
   }
   std::uint64_t base() const { return reinterpret_cast<std::uint64_t>(bytes.data()); }
@@ -46,9 +47,11 @@ inline std::uint32_t kv_parts(const KvLayout& layout) { return kv_testing::kv_fa
 
 // Byte offset in the staging of element (h, layer, kv, t, d), byte 0.
 inline std::uint64_t naive_staging_offset(const KvLayout& layout, std::uint64_t tokens, std::uint64_t h,
-                                          std::uint64_t layer, std::uint64_t kv, std::uint64_t t, std::uint64_t d) {
+                                          std::uint64_t layer, std::uint64_t kv, std::uint64_t t,
+                                          std::uint64_t d) {
   const KvGeometry& g = layout.geometry();
-  return ((((h * g.layers + layer) * kv_parts(layout) + kv) * tokens + t) * g.head_dim + d) * dtype_bytes(g.dtype);
+  return ((((h * g.layers + layer) * kv_parts(layout) + kv) * tokens + t) * g.head_dim + d) *
+         dtype_bytes(g.dtype);
 }
 
 // Calls `f(pool_offset_from_pool_base, staging_offset, element_bytes)` for every element the
@@ -67,14 +70,15 @@ void for_each_element(const KvLayout& layout, const KvTokenWindow& w, HeadRange 
           for (std::uint32_t d = 0; d < g.head_dim; ++d) {
             const kv_testing::Place p =
                 kv_testing::naive_place(layout, l, kv, block, token % g.block_tokens, heads.first + h, d);
-            f(p.tensor * layout.tensor_bytes() + p.offset, naive_staging_offset(layout, w.tokens, h, l, kv, t, d), e);
+            f(p.tensor * layout.tensor_bytes() + p.offset,
+              naive_staging_offset(layout, w.tokens, h, l, kv, t, d), e);
           }
         }
 }
 
 // The reference gather of a contiguous pool's bytes into `staging` (sized by the caller).
-inline void naive_gather(const KvLayout& layout, const std::uint8_t* pool, const KvTokenWindow& w, HeadRange heads,
-                         std::uint8_t* staging) {
+inline void naive_gather(const KvLayout& layout, const std::uint8_t* pool, const KvTokenWindow& w,
+                         HeadRange heads, std::uint8_t* staging) {
   for_each_element(layout, w, heads, [&](std::uint64_t p, std::uint64_t s, std::uint32_t e) {
     for (std::uint32_t i = 0; i < e; ++i) staging[s + i] = pool[p + i];
   });
@@ -88,7 +92,8 @@ inline void naive_scatter(const KvLayout& layout, const std::uint8_t* staging, c
 }
 
 // `count` distinct block ids out of `blocks`, shuffled (scattered blocks, as engines have).
-inline std::vector<std::uint32_t> scattered_blocks(std::uint32_t blocks, std::uint32_t count, std::uint64_t seed) {
+inline std::vector<std::uint32_t> scattered_blocks(std::uint32_t blocks, std::uint32_t count,
+                                                   std::uint64_t seed) {
   std::vector<std::uint32_t> ids(blocks);
   for (std::uint32_t i = 0; i < blocks; ++i) ids[i] = i;
   std::mt19937_64 rng(seed);

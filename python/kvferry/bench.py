@@ -1,0 +1,128 @@
+"""What the Python binding costs on the hot path: create + post of one index transfer from
+numpy index arrays, timed from Python and, in the same process and run, the same call
+made from C++ (kvferry._kvferry._cxx_create_post). Rounds alternate between the two.
+
+    python -m kvferry.bench                      # 40 layers x K,V x 512 scattered blocks = 40,960 descriptors
+    python -m kvferry.bench --json
+
+Two agents in this process over tcp (post never waits on the data there); each request
+is waited for, untimed, before the next.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import kvferry
+from kvferry import _kvferry
+
+
+def _median_us(samples):
+    return statistics.median(samples) / 1e3
+
+
+def run(layers=40, lanes_per_layer=2, blocks=512, pool_blocks=1024, block_bytes=4096, rounds=7, iterations=10,
+        backend="tcp", seed=3):
+    lanes = layers * lanes_per_layer
+    rng = np.random.default_rng(seed)
+    with kvferry.Agent("bench-initiator", backends=[backend]) as a, kvferry.Agent("bench-target", backends=[backend]) as b:
+        src = np.zeros(lanes * pool_blocks * block_bytes, np.uint8)
+        dst = np.zeros_like(src)
+        a.register_memory(src)
+        b.register_memory(dst)
+        a.fetch_remote("127.0.0.1", b.listen())
+
+        def table(base):
+            addr = base + np.arange(lanes * pool_blocks, dtype=np.uint64) * block_bytes
+            return np.stack([addr, np.full_like(addr, block_bytes)], axis=1)
+
+        ours = a.prepare_local(table(src.ctypes.data))
+        theirs = a.prepare_remote("bench-target", table(dst.ctypes.data))
+        lane_base = (np.arange(lanes, dtype=np.uint32) * pool_blocks)[:, None]
+        li = (lane_base + np.stack([rng.choice(pool_blocks, blocks, replace=False) for _ in range(lanes)])).astype(np.uint32).ravel()
+        ri = (lane_base + np.stack([rng.choice(pool_blocks, blocks, replace=False) for _ in range(lanes)])).astype(np.uint32).ravel()
+        li64, ri64 = li.astype(np.int64), ri.astype(np.int64)
+
+        py_create, py_post, py_cpu, py64, cxx_create, cxx_post, cxx_cpu = [], [], [], [], [], [], []
+        merged = 0
+        for _ in range(rounds):
+            for _ in range(iterations):
+                cpu0 = time.thread_time_ns()
+                t0 = time.perf_counter_ns()
+                request = a.create_transfer(kvferry.WRITE, ours, li, theirs, ri)
+                t1 = time.perf_counter_ns()
+                request.post()
+                t2 = time.perf_counter_ns()
+                cpu = time.thread_time_ns() - cpu0
+                request.wait(60.0)
+                py_create.append(t1 - t0)
+                py_post.append(t2 - t1)
+                py_cpu.append(cpu)
+                merged = request.telemetry().descriptors_merged
+            for create_ns, post_ns, cpu_ns in _kvferry._cxx_create_post(a, kvferry.WRITE, ours, li, theirs, ri,
+                                                                        iterations):
+                cxx_create.append(create_ns)
+                cxx_post.append(post_ns)
+                cxx_cpu.append(cpu_ns)
+            for _ in range(max(1, iterations // 2)):  # int64 indices: one conversion each
+                cpu0 = time.thread_time_ns()
+                request = a.create_transfer(kvferry.WRITE, ours, li64, theirs, ri64)
+                request.post()
+                py64.append(time.thread_time_ns() - cpu0)
+                request.wait(60.0)
+        a.deregister_memory(src)
+        b.deregister_memory(dst)
+
+    py_total = [c + p for c, p in zip(py_create, py_post)]
+    cxx_total = [c + p for c, p in zip(cxx_create, cxx_post)]
+    return {
+        "descriptors": int(li.size), "merged": int(merged), "block_bytes": block_bytes, "backend": backend,
+        "samples": len(py_total),
+        "python_create_us": _median_us(py_create), "python_post_us": _median_us(py_post),
+        "python_total_us": _median_us(py_total),
+        "cxx_create_us": _median_us(cxx_create), "cxx_post_us": _median_us(cxx_post),
+        "cxx_total_us": _median_us(cxx_total),
+        "python_cpu_us": _median_us(py_cpu), "cxx_cpu_us": _median_us(cxx_cpu),
+        "python_int64_cpu_us": _median_us(py64),
+        # CPU time of the calling thread is the figure of merit: wall time on a shared
+        # machine mostly measures who else holds the CPU.
+        "ratio": statistics.median(py_cpu) / statistics.median(cxx_cpu),
+        "wall_ratio": statistics.median(py_total) / statistics.median(cxx_total),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=40)
+    p.add_argument("--blocks", type=int, default=512, help="scattered blocks per lane (K or V of a layer)")
+    p.add_argument("--pool-blocks", type=int, default=1024)
+    p.add_argument("--block-bytes", type=int, default=4096)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--backend", default="tcp")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    r = run(layers=args.layers, blocks=args.blocks, pool_blocks=args.pool_blocks, block_bytes=args.block_bytes,
+            rounds=args.rounds, iterations=args.iterations, backend=args.backend)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"index transfer, {r['descriptors']} descriptors ({r['merged']} after merging), {r['backend']}, "
+          f"{r['samples']} samples each, medians:")
+    print(f"  {'caller':<24}{'wall create us':>15}{'wall post us':>13}{'wall total us':>14}{'CPU us':>9}")
+    print(f"  {'C++ (same process)':<24}{r['cxx_create_us']:>15.1f}{r['cxx_post_us']:>13.1f}{r['cxx_total_us']:>14.1f}"
+          f"{r['cxx_cpu_us']:>9.1f}")
+    print(f"  {'Python, uint32 arrays':<24}{r['python_create_us']:>15.1f}{r['python_post_us']:>13.1f}"
+          f"{r['python_total_us']:>14.1f}{r['python_cpu_us']:>9.1f}")
+    print(f"  {'Python, int64 arrays':<24}{'':>15}{'':>13}{'':>14}{r['python_int64_cpu_us']:>9.1f}")
+    print(f"Python / C++, CPU of the calling thread = {r['ratio']:.3f} (acceptance <= 1.2); "
+          f"wall time {r['wall_ratio']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The Python package on the GPU machine: vram_client.py pulling a 4,096-token prompt
+# (Mistral-Small-3.1: 40 layers, 8 KV heads, dim 128, 16 tokens/block, bf16) from
+# vram_server.py, GPU0 -> GPU1 over cuda_ipc with torch tensors, next to `kvferry bench`
+# on the same shape in the same call. Acceptance: client / bench >= 0.9.
+#
+# HERE (no GPU needed; builds a cp312 package for the device machine's Python 3.12):
+#   scripts/gpu_python_check.sh prepare        # -> .device-py/ (git-ignored, < 60 MiB)
+# THERE (nothing is built or installed; no network):
+#   run(carry=[".device-py"], command="bash .device-py/gpu_python_check.sh", kind="nvidia-h200-x2")
+# Logs go to $OUT; a short table is printed last.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+
+prepare() {
+  set -e
+  local root py build venv out
+  root="$(cd "$here/.." && pwd)"
+  py="${PY312:-/root/.pyenv/versions/3.12.1/bin/python}"
+  build="${BUILD_DIR:-$root/build}"          # a C++ build with CUDA (scripts/build.sh finds nvcc)
+  venv="$build/py312env"
+  out="$root/.device-py"
+  [[ -f "$build/src/libkvferry.so.0.1.0" && -x "$build/tools/kvferry" ]] ||
+    { echo "build the C++ tree first: scripts/build.sh --build-dir $build" >&2; exit 1; }
+  [[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "nanobind>=2.4"
+  rm -rf "$out" "$build/py312wheel"
+  "$venv/bin/python" -m pip wheel -q --no-build-isolation --no-deps "$root" -w "$build/py312wheel" \
+    --config-settings=cmake.define.KVFERRY_PREBUILT_BUILD_DIR="$build" --config-settings=build-dir="$build/py312"
+  mkdir -p "$out/site" "$out/bin" "$out/lib" "$out/examples" "$out/tests"
+  "$venv/bin/python" -m zipfile -e "$build"/py312wheel/kvferry-*.whl "$out/site"
+  for so in "$out"/site/kvferry/*.so*; do strip --strip-debug "$so"; done
+  strip --strip-debug -o "$out/bin/kvferry" "$build/tools/kvferry"
+  for lib in liburing.so.2 libxxhash.so.0; do
+    cp -L "$(ldd "$build/tools/kvferry" | awk -v l="$lib" '$1 == l { print $3 }')" "$out/lib/$lib"
+  done
+  cp "$root"/examples/python/*.py "$out/examples/"
+  cp "$root"/tests/python/test_torch.py "$out/tests/"
+  cp "$root/scripts/gpu_python_check.sh" "$out/"
+  LD_LIBRARY_PATH="$out/lib:$out/site/kvferry" ldd "$out/site/kvferry/"_kvferry*.so "$out/bin/kvferry" | grep "not found" &&
+    { echo "unresolved libraries" >&2; exit 1; }
+  du -sh "$out"
+}
+
+if [[ "${1:-}" == "prepare" ]]; then
+  prepare
+  exit $?
+fi
+
+out="${OUT:-/tmp/gpu_python_check}"
+mkdir -p "$out"
+export PYTHONPATH="$here/site${PYTHONPATH:+:$PYTHONPATH}"
+export LD_LIBRARY_PATH="$here/lib:$here/site/kvferry${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+py="${PYTHON:-python3}"
+{ date -u; nvidia-smi -L; "$py" -c "import sys, torch, numpy; print(sys.version, torch.__version__, numpy.__version__)"; } \
+  >"$out/machine.log" 2>&1
+cat "$out/machine.log"
+"$py" -c "import kvferry; print('kvferry', kvferry.__version__, [(b.name, b.usable) for b in kvferry.compiled_backends()])" \
+  2>&1 | tee "$out/import.log"
+
+# torch tests of the package (CUDA tensors as vram regions), when pytest is there.
+if "$py" -c "import pytest" 2>/dev/null; then
+  (cd "$here/tests" && timeout 120 "$py" -m pytest -q -p no:cacheprovider test_torch.py) >"$out/pytest_torch.log" 2>&1
+  echo "pytest test_torch.py: rc=$? ($(tail -n 1 "$out/pytest_torch.log"))"
+fi
+
+shape=(--layers 40 --heads 8 --head-dim 128 --tokens-per-block 16 --layout flashinfer)
+timeout 300 "$py" "$here/examples/vram_server.py" --mem vram --device 0 --port 0 "${shape[@]}" >"$out/server.log" 2>&1 &
+server=$!
+port=""
+for _ in $(seq 1 240); do  # it fills its 4 GiB pool first
+  port="$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$out/server.log" | head -n 1)"
+  [[ -n "$port" ]] || ! kill -0 "$server" 2>/dev/null && break
+  sleep 0.5
+done
+[[ -n "$port" ]] || { echo "vram_server.py did not listen:"; tail -n 20 "$out/server.log"; exit 1; }
+
+client=(timeout 240 "$py" "$here/examples/vram_client.py" --mem vram --device 1 --port "$port" "${shape[@]}"
+        --num-tokens 4096 --iterations 20 --warmup 3 --backend cuda_ipc --json)
+bench=(timeout 120 "$here/bin/kvferry" bench --mem vram --backend cuda_ipc --device 1 --peer-device 0 --op read
+       --layers 40 --blocks 256 --block-size 64KiB --pattern scattered --fresh-requests --iterations 20 --warmup 3
+       --verify --json)
+# Two alternating rounds: the same GPUs, the same call.
+for round in 1 2; do
+  "${client[@]}" >"$out/client_$round.log" 2>&1
+  echo "client round $round: rc=$? $(grep -m1 'median' "$out/client_$round.log")"
+  "${bench[@]}" >"$out/bench_$round.log" 2>&1
+  echo "bench round $round: rc=$?"
+done
+kill -TERM "$server" 2>/dev/null
+wait "$server" 2>/dev/null
+
+"$py" - "$out" <<'PY'
+import json, statistics, sys, glob
+out = sys.argv[1]
+def last_json(path, key):
+    for line in reversed(open(path).read().splitlines()):
+        if line.startswith("{") and key in line:
+            return json.loads(line)
+    return None
+rows = []
+for r in (1, 2):
+    c = last_json(f"{out}/client_{r}.log", "gbps_median")
+    b = last_json(f"{out}/bench_{r}.log", '"gbps"')
+    rows.append((r, c, b))
+print(f"{'round':<6}{'client GB/s':>12}{'verified':>10}{'bench GB/s':>12}{'bench verified':>16}{'ratio':>8}")
+ratios = []
+for r, c, b in rows:
+    cg = c["gbps_median"] if c else float("nan")
+    bg = b["gbps"] if b else float("nan")
+    ratio = cg / bg if c and b else float("nan")
+    ratios.append(ratio)
+    print(f"{r:<6}{cg:>12.1f}{str(c and c['verified']):>10}{bg:>12.1f}{str(b and b['verified']):>16}{ratio:>8.3f}")
+ok = all(x == x and x >= 0.9 for x in ratios)
+print(f"vram_client.py / kvferry bench (4,096 tokens, 640 MiB, cuda_ipc GPU0->GPU1): "
+      f"{', '.join(f'{x:.3f}' for x in ratios)}  acceptance >= 0.9: {'PASS' if ok else 'FAIL'}")
+PY

@@ -1,0 +1,252 @@
+// UcxEngine: the ucx backend's one UCP worker per agent and the thread that drives it.
+//
+// Every UCP call runs on that thread: callers hand it commands (and wait, bounded, for
+// those that return something). It spins while work is in flight and otherwise sleeps
+// in epoll on the worker's event fd (ucp_worker_arm) and its own bell.
+//
+// Initiator side (ucx_initiator.cc): a Session per peer holds the endpoint (peer error
+// handling: a dead peer fails the endpoint), the peer's unpacked remote keys, and the
+// jobs posted to it. Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
+// with at most `max_ops` in flight per session; a write's notification is sent as an
+// active message only after ucp_ep_flush_nbx reported its data remotely complete.
+// Without RDMA the chunks travel as active messages instead (ucx_am_data.cc). No
+// completion for `peer_timeout` while something is in flight fails the session (a
+// stopped peer acknowledges nothing).
+//
+// Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, announced
+// in the connection info), the sessions of initiators (an endpoint back to each, learnt
+// from their hello), notifications delivered to the agent, and revocation: deregistering
+// a region tells every initiator, waits (bounded) until each flushed what it had in
+// flight, then unmaps it.
+#pragma once
+
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <set>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/ucx/ucx_context.h"
+#include "backends/ucx/ucx_wire.h"
+#include "core/backend.h"
+#include "core/socket_util.h"
+
+namespace kvferry::detail::ucx {
+
+struct EngineConfig {
+  std::string agent_name;
+  std::chrono::milliseconds peer_timeout{5000};
+  std::size_t max_notification_bytes = 64 * 1024;
+  std::function<void(std::string, std::string)> deliver;
+  std::uint32_t max_ops = 64;             // puts/gets in flight per session
+  std::uint64_t chunk_bytes = 1u << 20;   // largest single put/get
+  std::uint32_t spin_us = 50;             // busy-poll after activity before sleeping
+  bool active_messages = false;           // data as active messages, not put/get
+};
+
+class UcxEngine;
+
+struct RemoteRegion {
+  std::uint64_t id = 0, address = 0, length = 0;
+  ucp_rkey_h rkey = nullptr;
+  bool revoked = false;
+};
+
+struct Session;
+
+// What UCX hands back to the endpoint error callback: which session failed.
+struct ErrTag {
+  UcxEngine* engine = nullptr;
+  bool target = false;  // a target session's endpoint back to an initiator
+  std::uint64_t id = 0;
+};
+
+// One post of a job on a session (engine thread only, except `job`).
+struct JobState {
+  std::shared_ptr<TransferJob> job;
+  Session* session = nullptr;
+  std::size_t piece = 0;       // next piece to issue
+  std::uint64_t offset = 0;    // within it
+  std::size_t region_hint = 0;
+  std::uint32_t ops = 0;       // puts/gets in flight
+  bool issued_all = false;     // nothing more will be issued
+  std::uint32_t pending = 0;   // its flush / notification callbacks still to come
+  bool tail = false;           // flush / notification started
+  bool cancelled = false;
+  std::uint64_t token = 0;     // active-message path: names this post at the target
+  Status error;
+};
+
+// Active-message path: a read chunk waiting for the target's data.
+struct ReadChunk {
+  std::shared_ptr<JobState> js;
+  void* local = nullptr;
+  std::uint64_t length = 0;
+  bool receiving = false;  // a rendezvous receive into `local` is in flight
+};
+
+struct Session {
+  UcxEngine* engine = nullptr;
+  std::uint64_t id = 0;
+  std::string peer;
+  ErrTag tag;
+  ConnectionInfo info;  // until the engine thread unpacked it
+  // Engine thread only.
+  ucp_ep_h ep = nullptr;
+  std::vector<RemoteRegion> regions;  // sorted by address
+  std::deque<std::shared_ptr<JobState>> waiting;  // pieces left to issue, in post order
+  std::unordered_map<const TransferJob*, std::shared_ptr<JobState>> active;
+  std::uint32_t ops = 0;
+  std::uint32_t tails = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<JobState>> commits;  // token -> write awaiting its ack
+  std::unordered_map<std::uint64_t, ReadChunk> reads;                    // chunk -> read awaiting data
+  Clock::time_point last_progress{};
+  bool failed = false;
+  bool closed = false;
+  // Any thread.
+  mutable std::mutex mu;
+  std::condition_variable hello_cv;
+  bool hello_done = false;
+  Status hello;
+  Status lost;
+};
+
+class UcxEngine {
+ public:
+  static Result<std::unique_ptr<UcxEngine>> start(std::unique_ptr<UcxContext> context, EngineConfig config);
+  ~UcxEngine();
+
+  const UcxContext& context() const { return *context_; }
+  std::vector<std::uint8_t> connection_info() const;
+  Status register_region(const RegionInfo& region);
+  Status deregister_region(std::uint64_t id);
+  Result<std::shared_ptr<Session>> connect(const PeerEndpoint& peer, Deadline deadline);
+  Status post(const std::shared_ptr<Session>& s, const std::shared_ptr<TransferJob>& job);
+  void cancel(const std::shared_ptr<Session>& s, const std::shared_ptr<TransferJob>& job);
+  Status notify(const std::shared_ptr<Session>& s, std::string_view message);
+  Status health(const Session& s) const;
+  void close(const std::shared_ptr<Session>& s);
+  // UCX's own estimate of its bandwidth to the peers connected so far (GB/s; 0: none yet).
+  double reported_gbps() const { return reported_gbps_.load(std::memory_order_relaxed); }
+
+ private:
+  struct PostState {  // active-message writes of one post, at the target
+    std::uint32_t receiving = 0;
+    std::string refused;  // why a chunk was refused ("" : none)
+    bool committed = false;
+    std::optional<std::string> note;
+  };
+  struct TargetSession {
+    ErrTag tag;
+    std::string name;
+    ucp_ep_h ep = nullptr;
+    std::unordered_map<std::uint64_t, PostState> posts;
+  };
+  struct Revocation {
+    std::uint64_t region = 0;
+    std::set<std::uint64_t> waiting;  // target sessions that have not acknowledged yet
+    Deadline deadline;
+    std::promise<Status> done;
+  };
+  struct Served {
+    RegionInfo info;
+    ucp_mem_h memh = nullptr;
+    std::vector<std::uint8_t> rkey;
+    std::uint32_t inflight = 0;  // active-message receives into it / sends from it
+  };
+
+  UcxEngine(std::unique_ptr<UcxContext> context, EngineConfig config);
+  void run();
+  bool on_thread() const { return std::this_thread::get_id() == thread_id_; }
+  void submit(std::function<void()> command);
+  // Runs `command` on the engine thread and waits for it (bounded); inline on the thread.
+  Status call(std::function<Status()> command, std::chrono::milliseconds bound);
+  bool run_commands();
+  void handle_deferred();
+  void check_timeouts();
+  Status send_am(ucp_ep_h ep, AmId id, std::vector<std::uint8_t> payload, std::function<void(ucs_status_t)> done);
+  void handle_am(AmId id, const std::vector<std::uint8_t>& payload);
+  static ucs_status_t on_am(void* arg, const void* header, std::size_t header_length, void* data, std::size_t length,
+                            const ucp_am_recv_param_t* param);
+  static void on_op_done(void* request, ucs_status_t status, void* user_data);
+  static void on_flush_done(void* request, ucs_status_t status, void* user_data);
+  static void on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status);
+
+  // Initiator side (ucx_initiator.cc).
+  void open_session(const std::shared_ptr<Session>& s);
+  void issue(Session& s);
+  void advance(JobState& js);
+  void finish(JobState& js, Status status);
+  void release(JobState& js);  // forgets a finished job once no callback refers to it
+  void mark_dirty(JobState& js);
+  void fail_session(Session& s, const Status& why);
+  void close_session(Session& s);
+  void on_hello_ack(const std::vector<std::uint8_t>& payload);
+  void on_revoke(const std::vector<std::uint8_t>& payload);
+  // Target side (ucx_target.cc).
+  void on_hello(const std::vector<std::uint8_t>& payload);
+  void on_notify(const std::vector<std::uint8_t>& payload);
+  void on_revoke_ack(const std::vector<std::uint8_t>& payload);
+  void on_bye(const std::vector<std::uint8_t>& payload);
+  void drop_target_session(std::uint64_t id, const std::string& why);
+  // Active-message data path (ucx_am_data.cc).
+  bool issue_am(Session& s, JobState& js, void* local, std::uint64_t remote, std::uint64_t len);
+  void commit_am(Session& s, JobState& js);
+  void fail_am(Session& s, const Status& why);
+  Status send_data(ucp_ep_h ep, AmId id, const std::uint64_t (&header)[3], const void* data, std::size_t length,
+                   std::function<void(ucs_status_t)> done);
+  static ucs_status_t on_data_am(void* arg, const void* header, std::size_t header_length, void* data,
+                                 std::size_t length, const ucp_am_recv_param_t* param);
+  void on_put_data(const std::uint64_t* h, void* data, std::size_t length, bool rndv);
+  void on_get_data(const std::uint64_t* h, void* data, std::size_t length, bool rndv);
+  void on_commit(const std::vector<std::uint8_t>& payload);
+  void on_commit_ack(const std::vector<std::uint8_t>& payload);
+  void on_get_req(const std::vector<std::uint8_t>& payload);
+  void answer_commit(TargetSession& t, std::uint64_t token);
+  Served* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
+  void receive_into(void* desc, void* dest, std::size_t length, std::function<void(ucs_status_t)> done);
+  void settle_revocations(bool deadline_passed);
+  void rebuild_info();
+  void close_ep(ucp_ep_h ep, bool force);
+
+  const EngineConfig cfg_;
+  std::unique_ptr<UcxContext> context_;
+  ucp_worker_h worker_ = nullptr;
+  std::vector<std::uint8_t> address_;
+  UniqueFd epoll_, bell_;
+  int worker_fd_ = -1;
+  std::thread thread_;
+  std::thread::id thread_id_;
+  std::atomic<bool> running_{true};
+  std::atomic<double> reported_gbps_{0};
+
+  std::mutex commands_mu_;
+  std::vector<std::function<void()>> commands_;
+
+  mutable std::mutex info_mu_;
+  std::vector<std::uint8_t> info_;
+
+  // Engine thread only.
+  std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;
+  std::vector<std::shared_ptr<JobState>> dirty_;  // jobs to look at again after progress
+  std::vector<std::pair<ErrTag, ucs_status_t>> failed_eps_;  // endpoints UCX reported failed
+  std::vector<std::pair<AmId, std::vector<std::uint8_t>>> incoming_;
+  std::map<std::uint64_t, Served> served_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<TargetSession>> targets_;
+  std::vector<std::unique_ptr<Revocation>> revocations_;
+  std::vector<void*> closing_;  // ep close requests in progress
+  std::uint64_t next_token_ = 1;
+  std::vector<std::unique_ptr<std::pair<UcxEngine*, AmId>>> am_args_;
+};
+
+}  // namespace kvferry::detail::ucx

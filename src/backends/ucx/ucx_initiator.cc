@@ -1,0 +1,405 @@
+// The initiator half of UcxEngine: sessions, puts/gets over the pieces of a job,
+// flush-then-notify, failure and revocation. Engine thread only, except the public
+// entry points, which hand commands to it.
+#include <algorithm>
+#include <random>
+
+#include "backends/ucx/ucx_engine.h"
+#include "core/byte_io.h"
+
+namespace kvferry::detail::ucx {
+namespace {
+
+std::uint64_t random_id() {
+  std::random_device rd;
+  return ((static_cast<std::uint64_t>(rd()) << 32) ^ rd()) | 1;
+}
+
+std::string hex(std::uint64_t v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Session>> UcxEngine::connect(const PeerEndpoint& peer, Deadline deadline) {
+  auto info = decode_info(peer.connection_info);
+  if (!info.ok()) return info.status().with_context("peer '" + peer.agent_name + "'");
+  auto s = std::make_shared<Session>();
+  s->engine = this;
+  s->id = random_id();
+  s->peer = peer.agent_name;
+  s->tag = ErrTag{this, false, s->id};
+  s->info = std::move(info).value();
+  submit([this, s] { open_session(s); });
+  std::unique_lock lock(s->mu);
+  if (!s->hello_cv.wait_until(lock, deadline, [&] { return s->hello_done; })) {
+    lock.unlock();
+    close(s);
+    return Unavailable("ucx: peer '" + peer.agent_name + "' did not answer within the connect timeout");
+  }
+  if (!s->hello.ok()) {
+    Status why = s->hello;
+    lock.unlock();
+    close(s);
+    return why;
+  }
+  return s;
+}
+
+void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
+  auto fail_hello = [&](Status why) {
+    std::lock_guard lock(s->mu);
+    s->hello_done = true;
+    s->hello = std::move(why);
+    s->hello_cv.notify_all();
+  };
+  ucp_ep_params_t ep{};
+  ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                  UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  ep.address = reinterpret_cast<const ucp_address_t*>(s->info.address.data());
+  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_handler.cb = &UcxEngine::on_ep_error;
+  ep.err_handler.arg = &s->tag;
+  ucs_status_t st = ucp_ep_create(worker_, &ep, &s->ep);
+  if (st != UCS_OK) {
+    s->ep = nullptr;
+    std::string hint;
+    if (st == UCS_ERR_UNREACHABLE)
+      hint = " (no UCX transport in use here (" + context_->describe() + ") reaches it with peer-failure detection; "
+             "UCX 1.13's sysv/posix shared memory has none: add tcp, e.g. ucx.tls=sm,tcp)";
+    return fail_hello(Unavailable("ucx: cannot reach peer '" + s->peer + "': " + ucs_status_string(st) + hint));
+  }
+  sessions_[s->id] = s;
+  for (const auto& k : s->info.regions) {
+    RemoteRegion r{k.id, k.address, k.length, nullptr, false};
+    st = ucp_ep_rkey_unpack(s->ep, k.rkey.data(), &r.rkey);
+    if (st != UCS_OK) {
+      fail_session(*s, Corrupt("ucx: peer '" + s->peer + "' sent a remote key UCX cannot unpack"));
+      return fail_hello(Corrupt("ucx: peer '" + s->peer + "' sent a remote key UCX cannot unpack"));
+    }
+    s->regions.push_back(r);
+  }
+  std::sort(s->regions.begin(), s->regions.end(), [](auto& a, auto& b) { return a.address < b.address; });
+  s->info = {};
+  ByteWriter w;
+  w.u32(kProtocolVersion);
+  w.u64(s->id);
+  w.u16(static_cast<std::uint16_t>(std::min<std::size_t>(cfg_.agent_name.size(), kMaxNameBytes)));
+  w.str(std::string_view(cfg_.agent_name).substr(0, kMaxNameBytes));
+  w.u32(static_cast<std::uint32_t>(address_.size()));
+  w.bytes(address_);
+  Status sent = send_am(s->ep, kHello, w.take(), nullptr);
+  if (!sent.ok()) {
+    fail_session(*s, sent);
+    fail_hello(sent);
+  }
+}
+
+void UcxEngine::on_hello_ack(const std::vector<std::uint8_t>& payload) {
+  ByteReader r(payload);
+  const std::uint64_t id = r.u64();
+  const std::uint32_t n = r.u32();
+  if (!r.ok() || n > kMaxInfoRegions || r.remaining() != n * 8ull) return;
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  Session& s = *it->second;
+  std::vector<std::uint64_t> served(n);
+  for (auto& v : served) v = r.u64();
+  // Regions the peer withdrew after publishing the metadata we hold: refuse them here.
+  for (auto& region : s.regions)
+    region.revoked = std::find(served.begin(), served.end(), region.id) == served.end();
+  ucp_ep_evaluate_perf_param_t pp{};
+  pp.field_mask = UCP_EP_PERF_PARAM_FIELD_MESSAGE_SIZE;
+  pp.message_size = 16u << 20;
+  ucp_ep_evaluate_perf_attr_t pa{};
+  pa.field_mask = UCP_EP_PERF_ATTR_FIELD_ESTIMATED_TIME;
+  if (ucp_ep_evaluate_perf(s.ep, &pp, &pa) == UCS_OK && pa.estimated_time > 0)
+    reported_gbps_.store(static_cast<double>(pp.message_size) / pa.estimated_time / 1e9, std::memory_order_relaxed);
+  std::lock_guard lock(s.mu);
+  s.hello_done = true;
+  s.hello_cv.notify_all();
+}
+
+Status UcxEngine::post(const std::shared_ptr<Session>& s, const std::shared_ptr<TransferJob>& job) {
+  KVF_RETURN_IF_ERROR(health(*s));
+  auto js = std::make_shared<JobState>();
+  js->job = job;
+  js->session = s.get();
+  submit([this, s, js] {
+    if (s->failed || s->closed) {
+      Status why;
+      {
+        std::lock_guard lock(s->mu);
+        why = s->lost.ok() ? PeerLost("ucx: link to '" + s->peer + "' is closed") : s->lost;
+      }
+      js->job->finish(why);
+      return;
+    }
+    s->active[js->job.get()] = js;
+    s->waiting.push_back(js);
+    issue(*s);
+    advance(*js);
+  });
+  return Status::Ok();
+}
+
+void UcxEngine::issue(Session& s) {
+  while (!s.waiting.empty() && s.ops < cfg_.max_ops && !s.failed) {
+    JobState& js = *s.waiting.front();
+    const auto& pieces = js.job->pieces();
+    if (js.cancelled || !js.error.ok() || js.piece >= pieces.size()) {
+      js.issued_all = true;
+      mark_dirty(js);
+      s.waiting.pop_front();
+      continue;
+    }
+    const TransferPiece& p = pieces[js.piece];
+    const std::uint64_t remote = p.remote + js.offset;
+    const std::uint64_t len = std::min<std::uint64_t>(cfg_.chunk_bytes, p.length - js.offset);
+    // The region holding this chunk: the last one used, else a binary search.
+    auto inside = [&](const RemoteRegion& r) {
+      return remote >= r.address && remote - r.address <= r.length && len <= r.address + r.length - remote;
+    };
+    if (js.region_hint >= s.regions.size() || !inside(s.regions[js.region_hint])) {
+      auto it = std::upper_bound(s.regions.begin(), s.regions.end(), remote,
+                                 [](std::uint64_t a, const RemoteRegion& r) { return a < r.address; });
+      js.region_hint = it == s.regions.begin() ? s.regions.size() : static_cast<std::size_t>(it - s.regions.begin() - 1);
+    }
+    if (js.region_hint >= s.regions.size() || !inside(s.regions[js.region_hint]) ||
+        s.regions[js.region_hint].revoked) {
+      js.error = RemoteError("ucx: peer '" + s.peer + "' refused [" + hex(remote) + ", +" + std::to_string(len) +
+                             "): not inside memory it serves (withdrawn or never announced)");
+      continue;
+    }
+    void* local = reinterpret_cast<void*>(p.local + js.offset);
+    if (cfg_.active_messages) {
+      if (!issue_am(s, js, local, remote, len) && js.error.ok())
+        js.error = PeerLost("ucx: sending to '" + s.peer + "' failed");
+      js.offset += len;
+      if (js.offset == p.length) ++js.piece, js.offset = 0;
+      continue;
+    }
+    ucp_request_param_t prm{};
+    prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    prm.cb.send = &UcxEngine::on_op_done;
+    prm.user_data = &js;
+    ucp_rkey_h rkey = s.regions[js.region_hint].rkey;
+    ucs_status_ptr_t r = js.job->op() == TransferOp::kWrite ? ucp_put_nbx(s.ep, local, len, remote, rkey, &prm)
+                                                            : ucp_get_nbx(s.ep, local, len, remote, rkey, &prm);
+    if (UCS_PTR_IS_ERR(r)) {
+      js.error = PeerLost("ucx: " + std::string(js.job->op() == TransferOp::kWrite ? "put" : "get") + " to '" +
+                          s.peer + "' failed: " + ucs_status_string(UCS_PTR_STATUS(r)));
+      continue;
+    }
+    if (r != nullptr) {
+      if (s.ops == 0 && s.tails == 0) s.last_progress = Clock::now();
+      ++js.ops;
+      ++s.ops;
+    }
+    js.offset += len;
+    if (js.offset == p.length) {
+      ++js.piece;
+      js.offset = 0;
+    }
+  }
+}
+
+void UcxEngine::on_op_done(void* request, ucs_status_t status, void* user_data) {
+  auto& js = *static_cast<JobState*>(user_data);
+  Session& s = *js.session;
+  --js.ops;
+  --s.ops;
+  s.last_progress = Clock::now();
+  if (status != UCS_OK && js.error.ok())
+    js.error = PeerLost("ucx: transfer with '" + s.peer + "' failed: " + ucs_status_string(status));
+  s.engine->mark_dirty(js);
+  if (request) ucp_request_free(request);
+}
+
+void UcxEngine::on_flush_done(void* request, ucs_status_t status, void* user_data) {
+  auto& js = *static_cast<JobState*>(user_data);
+  Session& s = *js.session;
+  --s.tails;
+  --js.pending;
+  s.last_progress = Clock::now();
+  UcxEngine& e = *s.engine;
+  if (request) ucp_request_free(request);
+  if (js.job->finished()) return e.release(js);  // cancelled meanwhile
+  if (status != UCS_OK) return e.finish(js, PeerLost("ucx: flushing to '" + s.peer + "' failed: " + ucs_status_string(status)));
+  if (js.cancelled) return e.finish(js, Cancelled("transfer cancelled"));
+  if (!js.job->notification()) return e.finish(js, Status::Ok());
+  // The data is remotely complete: now the notification may go.
+  ByteWriter w;
+  w.u64(s.id);
+  w.str(*js.job->notification());
+  ++s.tails;
+  ++js.pending;
+  Status sent = e.send_am(s.ep, kNotify, w.take(), [&js, &s, &e](ucs_status_t st) {
+    --s.tails;
+    --js.pending;
+    e.finish(js, st == UCS_OK ? Status::Ok()
+                              : PeerLost("ucx: notifying '" + s.peer + "' failed: " + ucs_status_string(st)));
+  });
+  (void)sent;  // on failure the callback above already finished the job
+}
+
+void UcxEngine::advance(JobState& js) {
+  if (js.job->finished()) return release(js);
+  if (js.ops > 0 || !js.issued_all || js.tail) return;
+  Session& s = *js.session;
+  if (js.cancelled) return finish(js, Cancelled("transfer cancelled"));
+  if (!js.error.ok()) return finish(js, js.error);
+  js.tail = true;
+  if (js.job->op() == TransferOp::kWrite && cfg_.active_messages) return commit_am(s, js);
+  if (js.job->op() == TransferOp::kWrite) {
+    ucp_request_param_t prm{};
+    prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    prm.cb.send = &UcxEngine::on_flush_done;
+    prm.user_data = &js;
+    if (s.ops == 0 && s.tails == 0) s.last_progress = Clock::now();
+    ++s.tails;
+    ++js.pending;
+    ucs_status_ptr_t r = ucp_ep_flush_nbx(s.ep, &prm);
+    if (!UCS_PTR_IS_PTR(r)) on_flush_done(nullptr, UCS_PTR_STATUS(r), &js);
+    return;
+  }
+  // A read's data is here once its gets completed.
+  ++s.tails;
+  ++js.pending;
+  on_flush_done(nullptr, UCS_OK, &js);
+}
+
+void UcxEngine::finish(JobState& js, Status status) {
+  js.job->finish(std::move(status));
+  release(js);
+}
+
+void UcxEngine::release(JobState& js) {
+  if (js.ops == 0 && js.pending == 0 && js.job->finished()) js.session->active.erase(js.job.get());  // frees js
+}
+
+void UcxEngine::mark_dirty(JobState& js) {
+  auto it = js.session->active.find(js.job.get());
+  if (it != js.session->active.end()) dirty_.push_back(it->second);
+}
+
+void UcxEngine::cancel(const std::shared_ptr<Session>& s, const std::shared_ptr<TransferJob>& job) {
+  if (job->finished()) return;
+  submit([this, s, job] {
+    auto it = s->active.find(job.get());
+    if (it == s->active.end()) return;
+    JobState& js = *it->second;
+    js.cancelled = true;
+    auto w = std::find(s->waiting.begin(), s->waiting.end(), it->second);
+    if (w != s->waiting.end()) s->waiting.erase(w);
+    js.issued_all = true;
+    // Data ops in flight must complete before the job does (they touch our memory); a
+    // flush or notification in flight touches none of it.
+    if (js.tail || js.ops == 0) return finish(js, Cancelled("transfer cancelled"));
+  });
+  if (on_thread()) return;
+  const auto bound = cfg_.peer_timeout + std::chrono::milliseconds(500);
+  if (job->wait_until(Clock::now() + bound)) return;
+  // The peer stopped completing our operations: closing the endpoint ends them.
+  submit([this, s] { fail_session(*s, PeerLost("ucx: peer '" + s->peer + "' stalled a cancelled transfer")); });
+  job->wait_until(Clock::now() + std::chrono::seconds(5));
+}
+
+Status UcxEngine::notify(const std::shared_ptr<Session>& s, std::string_view message) {
+  KVF_RETURN_IF_ERROR(health(*s));
+  ByteWriter w;
+  w.u64(s->id);
+  w.str(message);
+  submit([this, s, payload = w.take()]() mutable {
+    if (s->failed || s->closed) return;
+    ++s->tails;
+    if (s->ops == 0 && s->tails == 1) s->last_progress = Clock::now();
+    Status sent = send_am(s->ep, kNotify, std::move(payload), [s](ucs_status_t) {
+      --s->tails;
+      s->last_progress = Clock::now();
+    });
+    (void)sent;
+  });
+  return Status::Ok();
+}
+
+Status UcxEngine::health(const Session& s) const {
+  std::lock_guard lock(s.mu);
+  return s.lost;
+}
+
+void UcxEngine::fail_session(Session& s, const Status& why) {
+  if (s.failed) return;
+  s.failed = true;
+  {
+    std::lock_guard lock(s.mu);
+    if (s.lost.ok()) s.lost = why;
+    if (!s.hello_done) {
+      s.hello_done = true;
+      s.hello = why;
+      s.hello_cv.notify_all();
+    }
+  }
+  for (auto& [job, js] : s.active) {
+    if (js->error.ok()) js->error = why;
+    js->issued_all = true;
+    dirty_.push_back(js);
+  }
+  s.waiting.clear();
+  fail_am(s, why);
+  for (auto& r : s.regions)
+    if (r.rkey) ucp_rkey_destroy(r.rkey), r.rkey = nullptr;
+  // Forcing the close completes every operation still in flight (with an error).
+  close_ep(s.ep, true);
+  s.ep = nullptr;
+}
+
+void UcxEngine::close(const std::shared_ptr<Session>& s) {
+  submit([this, s] { close_session(*s); });
+}
+
+void UcxEngine::close_session(Session& s) {
+  if (s.closed) return;
+  s.closed = true;
+  if (!s.failed && s.ep) {
+    ByteWriter w;
+    w.u64(s.id);
+    (void)send_am(s.ep, kBye, w.take(), nullptr);
+  }
+  fail_session(s, PeerLost("ucx: connection to '" + s.peer + "' closed locally"));
+}
+
+void UcxEngine::on_revoke(const std::vector<std::uint8_t>& payload) {
+  ByteReader r(payload);
+  const std::uint64_t id = r.u64(), region = r.u64();
+  if (!r.ok() || r.remaining() != 0) return;
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second->failed) return;
+  Session& s = *it->second;
+  for (auto& rr : s.regions)
+    if (rr.id == region) rr.revoked = true;
+  // Ack once everything issued so far is remotely complete: the peer may then unmap.
+  struct Ack {
+    UcxEngine* e;
+    std::shared_ptr<Session> s;
+    std::uint64_t region;
+  };
+  ucp_request_param_t prm{};
+  prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  prm.user_data = new Ack{this, it->second, region};
+  prm.cb.send = [](void* request, ucs_status_t status, void* user_data) {
+    std::unique_ptr<Ack> a(static_cast<Ack*>(user_data));
+    if (request) ucp_request_free(request);
+    if (status != UCS_OK || a->s->failed) return;
+    ByteWriter w;
+    w.u64(a->s->id);
+    w.u64(a->region);
+    (void)a->e->send_am(a->s->ep, kRevokeAck, w.take(), nullptr);
+  };
+  ucs_status_ptr_t fr = ucp_ep_flush_nbx(s.ep, &prm);
+  if (!UCS_PTR_IS_PTR(fr)) prm.cb.send(nullptr, UCS_PTR_STATUS(fr), prm.user_data);
+}
+
+}  // namespace kvferry::detail::ucx

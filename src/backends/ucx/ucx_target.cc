@@ -1,0 +1,162 @@
+// The target half of UcxEngine: registered regions and their remote keys, initiators'
+// sessions (an endpoint back to each), notifications, and revocation on deregister.
+#include <algorithm>
+#include <future>
+#include <set>
+
+#include "backends/ucx/ucx_engine.h"
+#include "core/byte_io.h"
+
+namespace kvferry::detail::ucx {
+
+Status UcxEngine::register_region(const RegionInfo& region) {
+  return call(
+      [this, region]() -> Status {
+        ucp_mem_map_params_t mp{};
+        mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+        mp.address = reinterpret_cast<void*>(region.address);
+        mp.length = region.length;
+        Served s;
+        s.info = region;
+        ucs_status_t st = ucp_mem_map(context_->get(), &mp, &s.memh);
+        if (st != UCS_OK)
+          return Unavailable("ucx: ucp_mem_map of " + std::to_string(region.length) + " bytes failed: " +
+                             ucs_status_string(st));
+        void* packed = nullptr;
+        std::size_t size = 0;
+        st = ucp_rkey_pack(context_->get(), s.memh, &packed, &size);
+        if (st != UCS_OK || size == 0 || size > kMaxRkeyBytes) {
+          if (st == UCS_OK) ucp_rkey_buffer_release(packed);
+          ucp_mem_unmap(context_->get(), s.memh);
+          return Unavailable(std::string("ucx: cannot pack a remote key: ") + ucs_status_string(st));
+        }
+        const auto* p = static_cast<const std::uint8_t*>(packed);
+        s.rkey.assign(p, p + size);
+        ucp_rkey_buffer_release(packed);
+        served_[region.id] = std::move(s);
+        rebuild_info();
+        return Status::Ok();
+      },
+      cfg_.peer_timeout);
+}
+
+Status UcxEngine::deregister_region(std::uint64_t id) {
+  auto rev = std::make_shared<std::future<Status>>();
+  Status started = call(
+      [this, id, rev]() -> Status {
+        auto it = served_.find(id);
+        if (it == served_.end()) return NotFound("ucx: region " + std::to_string(id) + " is not registered");
+        auto r = std::make_unique<Revocation>();
+        r->region = id;
+        r->deadline = Clock::now() + cfg_.peer_timeout;
+        *rev = r->done.get_future();
+        for (auto& [sid, t] : targets_) {
+          ByteWriter m;
+          m.u64(sid);
+          m.u64(id);
+          if (send_am(t->ep, kRevoke, m.take(), nullptr).ok()) r->waiting.insert(sid);
+        }
+        revocations_.push_back(std::move(r));
+        settle_revocations(false);
+        return Status::Ok();
+      },
+      cfg_.peer_timeout);
+  KVF_RETURN_IF_ERROR(started);
+  if (rev->wait_for(cfg_.peer_timeout + std::chrono::seconds(2)) != std::future_status::ready)
+    return Timeout("ucx: deregistering region " + std::to_string(id) + " did not finish in time");
+  return rev->get();
+}
+
+// Unmaps regions whose revocation every initiator acknowledged; past the deadline, the
+// silent initiators are dropped first.
+void UcxEngine::settle_revocations(bool deadline_passed) {
+  const auto now = Clock::now();
+  for (auto& r : revocations_) {
+    if (!r->waiting.empty() && (deadline_passed || now > r->deadline)) {
+      for (auto sid : std::vector<std::uint64_t>(r->waiting.begin(), r->waiting.end()))
+        drop_target_session(sid, "it did not acknowledge a revoked region in time");
+    }
+  }
+  std::erase_if(revocations_, [this](std::unique_ptr<Revocation>& r) {
+    if (!r->waiting.empty()) return false;
+    auto it = served_.find(r->region);
+    if (it != served_.end() && it->second.inflight > 0) return false;  // data still moving in or out
+    if (it != served_.end()) {
+      ucp_mem_unmap(context_->get(), it->second.memh);
+      served_.erase(it);
+      rebuild_info();
+    }
+    r->done.set_value(Status::Ok());
+    return true;
+  });
+}
+
+void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
+  ByteReader r(payload);
+  const std::uint32_t version = r.u32();
+  const std::uint64_t id = r.u64();
+  const std::uint16_t name_len = r.u16();
+  std::string name = name_len <= kMaxNameBytes ? r.str(name_len) : std::string();
+  const std::uint32_t alen = r.u32();
+  if (!r.ok() || version != kProtocolVersion || name.empty() || alen == 0 || alen > kMaxAddressBytes ||
+      r.remaining() != alen)
+    return;  // not a hello we understand: the initiator's connect times out
+  auto address = r.take(alen);
+  drop_target_session(id, "replaced");
+  auto t = std::make_unique<TargetSession>();
+  t->tag = ErrTag{this, true, id};
+  t->name = std::move(name);
+  ucp_ep_params_t ep{};
+  ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                  UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
+  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_handler.cb = &UcxEngine::on_ep_error;
+  ep.err_handler.arg = &t->tag;
+  if (ucp_ep_create(worker_, &ep, &t->ep) != UCS_OK) return;
+  std::vector<std::uint64_t> serving;  // regions being revoked are no longer served
+  for (auto& [rid, s] : served_)
+    if (std::none_of(revocations_.begin(), revocations_.end(), [rid = rid](auto& rev) { return rev->region == rid; }))
+      serving.push_back(rid);
+  ByteWriter w;
+  w.u64(id);
+  w.u32(static_cast<std::uint32_t>(serving.size()));
+  for (auto rid : serving) w.u64(rid);
+  ucp_ep_h back = t->ep;
+  targets_[id] = std::move(t);
+  if (!send_am(back, kHelloAck, w.take(), nullptr).ok()) drop_target_session(id, "the hello answer failed");
+}
+
+void UcxEngine::on_notify(const std::vector<std::uint8_t>& payload) {
+  ByteReader r(payload);
+  const std::uint64_t id = r.u64();
+  auto it = targets_.find(id);
+  if (!r.ok() || it == targets_.end() || r.remaining() > cfg_.max_notification_bytes) return;
+  std::string message = r.str(r.remaining());
+  if (cfg_.deliver) cfg_.deliver(it->second->name, std::move(message));
+}
+
+void UcxEngine::on_revoke_ack(const std::vector<std::uint8_t>& payload) {
+  ByteReader r(payload);
+  const std::uint64_t id = r.u64(), region = r.u64();
+  if (!r.ok() || r.remaining() != 0) return;
+  for (auto& rev : revocations_)
+    if (rev->region == region) rev->waiting.erase(id);
+  settle_revocations(false);
+}
+
+void UcxEngine::on_bye(const std::vector<std::uint8_t>& payload) {
+  ByteReader r(payload);
+  const std::uint64_t id = r.u64();
+  if (r.ok() && r.remaining() == 0) drop_target_session(id, "the initiator closed the link");
+}
+
+void UcxEngine::drop_target_session(std::uint64_t id, const std::string&) {
+  auto it = targets_.find(id);
+  if (it == targets_.end()) return;
+  close_ep(it->second->ep, true);
+  targets_.erase(it);
+  for (auto& rev : revocations_) rev->waiting.erase(id);
+}
+
+}  // namespace kvferry::detail::ucx

@@ -1,0 +1,65 @@
+// What the ucx backend puts in the agent's metadata, and its active messages.
+//
+// Connection info (versioned; parsed as untrusted input, every length capped):
+//   u32 magic "KVUC" | u16 version | u16 flags | u32 address bytes | worker address |
+//   u32 regions | per region: u64 id, u64 address, u64 length, u32 rkey bytes, packed rkey
+//
+// Active messages (payload only, no AM header), all checked the same way:
+//   kHello      initiator -> target  u32 version, u64 session, name, initiator worker address
+//   kHelloAck   target -> initiator  u64 session, u32 n, n x u64 region ids still served
+//   kNotify     initiator -> target  u64 session, message
+//   kRevoke     target -> initiator  u64 session, u64 region id (stop using it, then ack)
+//   kRevokeAck  initiator -> target  u64 session, u64 region id (nothing of ours in flight)
+//   kBye        initiator -> target  u64 session (the initiator closed the link)
+//
+// The active-message data path (host memory without RDMA: UCX's one-sided put over TCP
+// is a slow emulation, its rendezvous protocol is not; docs/benchmarks.md):
+//   kPutData    initiator -> target  AM header u64 session, u64 token, u64 address;
+//                                    data: the chunk (eager or rendezvous)
+//   kCommit     initiator -> target  u64 session, u64 token, u8 has_note, note
+//   kCommitAck  target -> initiator  u64 session, u64 token, u8 ok, why
+//   kGetReq     initiator -> target  u64 session, u64 chunk, u64 address, u64 length
+//   kGetData    target -> initiator  AM header u64 session, u64 chunk, u64 ok; data: the bytes
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kvferry/status.h"
+
+namespace kvferry::detail::ucx {
+
+inline constexpr std::uint32_t kInfoMagic = 0x4355564b;  // "KVUC"
+inline constexpr std::uint16_t kInfoVersion = 1;
+inline constexpr std::uint16_t kFlagRdma = 1;
+inline constexpr std::uint32_t kMaxAddressBytes = 16u << 10;
+inline constexpr std::uint32_t kMaxRkeyBytes = 4u << 10;
+inline constexpr std::uint32_t kMaxInfoRegions = 4096;
+inline constexpr std::uint32_t kMaxNameBytes = 255;
+
+enum AmId : std::uint16_t {
+  kHello = 1, kHelloAck = 2, kNotify = 3, kRevoke = 4, kRevokeAck = 5, kBye = 6,
+  kPutData = 7, kCommit = 8, kCommitAck = 9, kGetReq = 10, kGetData = 11,
+};
+inline constexpr std::size_t kDataHeaderBytes = 24;
+inline constexpr std::uint32_t kProtocolVersion = 1;
+
+struct RegionKey {
+  std::uint64_t id = 0;
+  std::uint64_t address = 0;
+  std::uint64_t length = 0;
+  std::vector<std::uint8_t> rkey;
+};
+
+struct ConnectionInfo {
+  std::uint16_t flags = 0;
+  std::vector<std::uint8_t> address;
+  std::vector<RegionKey> regions;
+};
+
+std::vector<std::uint8_t> encode_info(const ConnectionInfo& info);
+Result<ConnectionInfo> decode_info(std::span<const std::uint8_t> bytes);
+
+}  // namespace kvferry::detail::ucx

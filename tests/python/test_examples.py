@@ -1,0 +1,55 @@
+"""The examples end to end on host memory, as real processes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from conftest import EXAMPLES
+
+SMALL = ["--layers", "4", "--heads", "2", "--head-dim", "64", "--tokens-per-block", "16", "--pool-blocks", "64"]
+
+
+def test_vram_server_and_client_on_dram():
+    server = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, "vram_server.py"), "--port", "0", "--mem", "dram",
+                               *SMALL], stdout=subprocess.PIPE, text=True, cwd=EXAMPLES)
+    try:
+        port = None
+        for _ in range(10):
+            line = server.stdout.readline()
+            m = re.search(r"listening on [\d.]+:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "the server did not say where it listens"
+        for layout in ("flashinfer",):
+            client = subprocess.run(
+                [sys.executable, os.path.join(EXAMPLES, "vram_client.py"), "--port", str(port), "--mem", "dram",
+                 "--num-tokens", "500", "--iterations", "3", "--json", "--layout", layout, *SMALL],
+                capture_output=True, text=True, timeout=120, cwd=EXAMPLES)
+            assert client.returncode == 0, client.stdout + client.stderr
+            summary = json.loads(client.stdout.strip().splitlines()[-1])
+            assert summary["verified"] and len(summary["gbps"]) == 3
+            assert summary["bytes"] == 32 * 4 * 2 * 2 * 64 * 16 * 2  # 32 blocks x 4 layers x block bytes
+            assert client.stdout.count("verified") >= 4
+        # A client with another geometry is refused, naming the field.
+        bad = subprocess.run(
+            [sys.executable, os.path.join(EXAMPLES, "vram_client.py"), "--port", str(port), "--num-tokens", "64",
+             "--iterations", "1", *SMALL[:2], "--heads", "4", *SMALL[4:]],
+            capture_output=True, text=True, timeout=60, cwd=EXAMPLES)
+        assert bad.returncode != 0 and "kv_heads 4 vs 2" in bad.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
+    out = server.stdout.read()
+    assert "client done with request 0" in out
+
+
+def test_connector_requests_over_time_and_a_dying_peer():
+    r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "connector.py"), "--requests", "12",
+                        "--peer-timeout", "1.0"], capture_output=True, text=True, timeout=120, cwd=EXAMPLES)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(" layers in ") == 12 and r.stdout.count(", verified\n") == 12
+    assert "12 requests pulled and verified, 1 lost with their prefill worker" in r.stdout
+    assert "PeerLost" in r.stdout

@@ -1,0 +1,34 @@
+"""torch tensors through DLPack (torch is never linked). Skips without torch; the CUDA
+case skips without a GPU (scripts/gpu_python_check.sh runs it on the GPU machine)."""
+
+import numpy as np
+import pytest
+
+import kvferry
+
+torch = pytest.importorskip("torch")
+
+
+def test_cpu_tensors_register_and_move():
+    with kvferry.Agent("ta", backends=["loopback"]) as a, kvferry.Agent("tb", backends=["loopback"]) as b:
+        src = torch.arange(4096, dtype=torch.int32)
+        dst = torch.zeros(4096, dtype=torch.int32)
+        a.register_memory(src)
+        b.register_memory([dst])
+        a.load_remote(b.local_metadata())
+        r = a.create_transfer("write", [(src.data_ptr(), 16384)], "tb", [(dst.data_ptr(), 16384)])
+        r.post()
+        r.wait(5.0)
+        assert torch.equal(src, dst)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_tensors_are_vram_regions():
+    layout = kvferry.KvLayout.create(kvferry.KvGeometry(2, 2, 64, 16), "vllm-nhd", 8)
+    tensors = [torch.zeros((2, 8, 16, 2, 64), dtype=torch.bfloat16, device="cuda:0") for _ in range(2)]
+    with kvferry.Agent("gpu") as agent:
+        agent.register_memory(tensors)
+        pool = kvferry.KvPool.from_tensors(layout, tensors)
+        assert pool.kind == kvferry.VRAM and pool.device == 0
+        kvferry.LocalKvPool.attach(agent, pool)
+        agent.deregister_memory(tensors)
