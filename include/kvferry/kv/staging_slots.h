@@ -36,7 +36,7 @@ struct StagingSlotsOptions {
   std::uint64_t slot_bytes = 64ull << 20;
   std::uint32_t slots = 8;
   MemoryKind kind = MemoryKind::kDram;  // dram or vram
-  std::uint32_t device = 0;             // vram: the GPU
+  std::uint32_t device = 0;             // vram: the GPU (dram arenas always say device 0)
   bool require_pinned = false;          // dram: refuse plain host memory
 };
 

@@ -101,9 +101,7 @@ std::uint8_t* StagingSlot::data() const {
 }
 MemoryKind StagingSlot::kind() const { return state_ ? state_->kind : MemoryKind::kDram; }
 std::uint32_t StagingSlot::device() const { return state_ ? state_->device : 0; }
-Descriptor StagingSlot::descriptor() const {
-  return Descriptor{address_, size_, kind() == MemoryKind::kVram ? device() : 0};
-}
+Descriptor StagingSlot::descriptor() const { return Descriptor{address_, size_, device()}; }
 
 Result<std::unique_ptr<StagingSlots>> StagingSlots::create(const StagingSlotsOptions& o) {
   if (o.slot_bytes == 0 || o.slots == 0)
@@ -113,7 +111,9 @@ Result<std::unique_ptr<StagingSlots>> StagingSlots::create(const StagingSlotsOpt
   const std::uint64_t bytes = o.slot_bytes * o.slots;
   auto state = std::make_shared<StagingSlot::State>();
   state->kind = o.kind;
-  state->device = o.device;
+  // Host memory belongs to no GPU: a dram arena, its region and its slots all say device 0,
+  // as the Agent registers and checks dram descriptors, whatever GPU the pool is on.
+  state->device = o.kind == MemoryKind::kVram ? o.device : 0;
   state->slot_bytes = o.slot_bytes;
   state->slots = o.slots;
   state->used.assign(o.slots, false);
@@ -196,8 +196,7 @@ Result<StagingSlot> StagingSlots::try_acquire(std::uint64_t bytes) {
 
 DescriptorList StagingSlots::region() const {
   DescriptorList list(state_->kind);
-  list.add(state_->base(), state_->slot_bytes * state_->slots,
-           state_->kind == MemoryKind::kVram ? state_->device : 0);
+  list.add(state_->base(), state_->slot_bytes * state_->slots, state_->device);
   return list;
 }
 MemoryKind StagingSlots::kind() const { return state_->kind; }

@@ -1,5 +1,7 @@
 #include "kvferry/kv/staging_slots.h"
 
+#include "kvferry/agent.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -167,6 +169,58 @@ TEST(StagingSlots, PinnedOrDeviceMemoryOnlyWhereTheBuildAndMachineHaveIt) {
   EXPECT_FALSE(pinned.ok());
   EXPECT_EQ(device.status().code(), StatusCode::kNotSupported);
 #endif
+}
+
+
+std::unique_ptr<Agent> loopback_agent(const std::string& name) {
+  AgentOptions options;
+  options.name = name;
+  options.backends = {"loopback"};
+  Result<std::unique_ptr<Agent>> a = Agent::create(options);
+  EXPECT_TRUE(a.ok()) << a.status().to_string();
+  return a.ok() ? std::move(a).value() : nullptr;
+}
+
+// A host arena made for a KV pool on GPU 1 (as a TP rank on the second GPU makes it) is
+// host memory all the same: its region, its slots and their descriptors say device 0, so
+// a write built from a slot's fields on both sides is inside what each agent registered
+// and announced.
+TEST(StagingSlots, HostArenaOfAPoolOnAnyGpuDescribesItselfAsHostMemory) {
+  StagingSlotsOptions o;
+  o.slots = 2;
+  o.slot_bytes = 64u << 10;
+  o.device = 1;
+  auto made_local = StagingSlots::create(o);
+  auto made_remote = StagingSlots::create(o);
+  ASSERT_TRUE(made_local.ok() && made_remote.ok());
+  StagingSlots& local = **made_local;
+  StagingSlots& remote = **made_remote;
+  EXPECT_EQ(local.device(), 0u);
+  EXPECT_EQ(local.region()[0].device, 0u);
+  auto prefill = loopback_agent("staging-prefill");
+  auto decode = loopback_agent("staging-decode");
+  ASSERT_TRUE(prefill && decode);
+  ASSERT_TRUE(prefill->register_memory(local.region()).ok());
+  ASSERT_TRUE(decode->register_memory(remote.region()).ok());
+  Result<std::vector<std::uint8_t>> metadata = decode->local_metadata();
+  ASSERT_TRUE(metadata.ok());
+  Result<std::string> peer = prefill->load_remote(*metadata);
+  ASSERT_TRUE(peer.ok()) << peer.status().to_string();
+  auto from = local.acquire(1000, 0ms);
+  auto to = remote.acquire(1000, 0ms);
+  ASSERT_TRUE(from.ok() && to.ok());
+  EXPECT_EQ(from->device(), 0u);
+  EXPECT_EQ(from->descriptor().device, 0u);
+  std::memset(from->data(), 0x5a, 1000);
+  std::memset(to->data(), 0, 1000);
+  // Built as TpSender builds a staged write: each side's fields, not a GPU id of its own.
+  DescriptorList src(from->kind(), {Descriptor{from->address(), 1000, from->device()}});
+  DescriptorList dst(to->kind(), {Descriptor{to->address(), 1000, to->device()}});
+  Result<TransferRequest> write = prefill->create_transfer(TransferOp::kWrite, src, *peer, dst);
+  ASSERT_TRUE(write.ok()) << write.status().to_string();
+  ASSERT_TRUE(write->post().ok());
+  EXPECT_TRUE(write->wait(5s).ok());
+  EXPECT_EQ(std::memcmp(from->data(), to->data(), 1000), 0);
 }
 
 }  // namespace

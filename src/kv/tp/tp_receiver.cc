@@ -293,7 +293,8 @@ void TpReceiver::Impl::on_landed(const std::string& from, const tp::TpLanded& la
     const KvStaging staging{e.slot.address() + offset, bytes, e.slot.kind(), e.slot.device()};
     const KvTokenWindow window{e.blocks, landed.first_token, landed.tokens};
     const auto t0 = Clock::now();
-    Status scattered = scatter_kv_heads(staging, pool_, window, {accepted->destination_head_offset, accepted->heads.count});
+    Status scattered =
+        tp::scatter_from_host(arenas_, staging, pool_, window, {accepted->destination_head_offset, accepted->heads.count});
     e.report.scatter_ns += static_cast<std::uint64_t>(std::chrono::nanoseconds(Clock::now() - t0).count());
     if (!scattered.ok()) {
       fail(e, scattered.with_context("request '" + landed.request + "': scattering"));

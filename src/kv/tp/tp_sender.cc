@@ -173,14 +173,19 @@ Status TpSender::Impl::send(std::string_view id, std::span<const std::uint32_t> 
 }
 
 void TpSender::Impl::add_pieces(Grant& grant, Piece chunk) {
+  if (chunk.tokens == 0) return;
   const std::uint32_t heads = grant.ask.share.heads.count;
   const std::uint64_t per_token = tp::staging_token_bytes(pool_.layout(), heads);
-  std::uint64_t limit = options_.piece_bytes;
+  const bool device = grant.ask.path == TpPath::kDeviceStaging;
+  std::uint64_t limit = device ? options_.device_piece_bytes : options_.piece_bytes;
   if (grant.ask.path != TpPath::kDirect) {
-    limit = std::min(limit, arenas_.capacity(grant.ask.path == TpPath::kDeviceStaging ? MemoryKind::kVram
-                                                                                      : MemoryKind::kDram));
+    limit = std::min(limit, arenas_.capacity(device ? MemoryKind::kVram : MemoryKind::kDram));
   }
-  const std::uint64_t piece_tokens = std::max<std::uint64_t>(1, limit / per_token);
+  // Even pieces: 320 MiB under a 256 MiB limit is two of 160, not 256 and a small tail
+  // that pays the whole per-piece cost for little data.
+  const std::uint64_t most = std::max<std::uint64_t>(1, limit / per_token);
+  const std::uint64_t count = (chunk.tokens + most - 1) / most;
+  const std::uint64_t piece_tokens = std::max<std::uint64_t>(1, (chunk.tokens + count - 1) / count);
   for (std::uint64_t t = chunk.first; t < chunk.first + chunk.tokens; t += piece_tokens) {
     grant.todo.push_back({t, std::min(piece_tokens, chunk.first + chunk.tokens - t)});
   }
@@ -351,7 +356,8 @@ Status TpSender::Impl::post_piece(const std::string& id, SendRequest& request, G
     }
     flight.slot = std::move(slot).value();
     const KvStaging staging{flight.slot.address(), shape.bytes(), flight.slot.kind(), flight.slot.device()};
-    KVF_RETURN_IF_ERROR(gather_kv_heads(pool_, window, local_heads, staging).with_context("gathering request '" + id + "'"));
+    KVF_RETURN_IF_ERROR(tp::gather_to_host(arenas_, pool_, window, local_heads, staging)
+                            .with_context("gathering request '" + id + "'"));
     // The share's place in the decode rank's staging: the piece's rows start at its first
     // token; inside them, heads outermost (kv_head_copy.h).
     const KvStagingShape remote_shape = KvStagingShape::of(pool_.layout(), ask.decode_heads, piece.tokens);
@@ -463,7 +469,9 @@ Result<std::unique_ptr<TpSender>> TpSender::create(Agent& agent, const KvPool& p
                            std::to_string(g.prefill_tp));
   }
   KVF_RETURN_IF_ERROR(tp::check_pool_heads(pool.layout(), mapping.prefill_heads(options.rank), "prefill", options.rank));
-  if (options.piece_bytes == 0) return InvalidArgument("tp sender: piece_bytes must be positive");
+  if (options.piece_bytes == 0 || options.device_piece_bytes == 0) {
+    return InvalidArgument("tp sender: piece_bytes and device_piece_bytes must be positive");
+  }
   auto heartbeat = std::make_unique<std::uint64_t[]>(1);
   DescriptorList heartbeat_region(MemoryKind::kDram);
   heartbeat_region.add(make_descriptor(heartbeat.get(), sizeof(std::uint64_t)));

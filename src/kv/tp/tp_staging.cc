@@ -1,5 +1,9 @@
 #include "kv/tp/tp_staging.h"
 
+#include <optional>
+
+#include "core/device_stager.h"
+
 namespace kvferry::tp {
 
 StagingArenas::~StagingArenas() {
@@ -25,7 +29,7 @@ Result<StagingSlots*> StagingArenas::arena(MemoryKind kind) {
   o.slot_bytes = options_.slot_bytes;
   o.slots = kind == MemoryKind::kVram ? options_.device_slots : options_.host_slots;
   o.kind = kind;
-  o.device = pool_device_;
+  o.device = kind == MemoryKind::kVram ? pool_device_ : 0;  // host staging belongs to no GPU
   // A GPU pool's kernels read and write host staging over the bus: it must be pinned.
   o.require_pinned = kind == MemoryKind::kDram && pool_kind_ == MemoryKind::kVram;
   Result<std::unique_ptr<StagingSlots>> made = StagingSlots::create(o);
@@ -33,6 +37,53 @@ Result<StagingSlots*> StagingArenas::arena(MemoryKind kind) {
   KVF_RETURN_IF_ERROR(agent_.register_memory((*made)->region()).with_context("registering the staging arena"));
   arena = std::move(made).value();
   return arena.get();
+}
+
+namespace {
+
+// A device slot for `host`'s bytes, free now, and the stager to copy it; nullopt: go direct.
+struct Bounce {
+  StagingSlot slot;
+  std::shared_ptr<detail::DeviceStager> stager;
+};
+
+std::optional<Bounce> bounce_for(StagingArenas& arenas, const KvPool& pool, const KvStaging& host) {
+  if (!arenas.options().host_via_device || pool.kind() != MemoryKind::kVram || host.kind != MemoryKind::kDram)
+    return std::nullopt;
+  Result<StagingSlots*> arena = arenas.arena(MemoryKind::kVram);
+  if (!arena.ok() || host.length > arenas.capacity(MemoryKind::kVram)) return std::nullopt;
+  Result<StagingSlot> slot = (*arena)->try_acquire(host.length);
+  if (!slot.ok()) return std::nullopt;
+  Result<std::shared_ptr<detail::DeviceStager>> stager = detail::DeviceStager::instance();
+  if (!stager.ok()) return std::nullopt;
+  return Bounce{std::move(slot).value(), std::move(stager).value()};
+}
+
+constexpr std::chrono::milliseconds kCopyTimeout{10000};
+
+}  // namespace
+
+Status gather_to_host(StagingArenas& arenas, const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
+                      const KvStaging& host) {
+  std::optional<Bounce> b = bounce_for(arenas, pool, host);
+  if (!b) return gather_kv_heads(pool, window, heads, host);
+  const KvStaging device{b->slot.address(), host.length, MemoryKind::kVram, b->slot.device()};
+  KVF_RETURN_IF_ERROR(gather_kv_heads(pool, window, heads, device));
+  return b->stager->copy(static_cast<int>(pool.device()), detail::StageMethod::kBatch,
+                         {{device.address, host.address, host.length}}, kCopyTimeout)
+      .with_context("copying gathered heads to host staging");
+}
+
+Status scatter_from_host(StagingArenas& arenas, const KvStaging& host, const KvPool& pool,
+                         const KvTokenWindow& window, HeadRange heads) {
+  std::optional<Bounce> b = bounce_for(arenas, pool, host);
+  if (!b) return scatter_kv_heads(host, pool, window, heads);
+  const KvStaging device{b->slot.address(), host.length, MemoryKind::kVram, b->slot.device()};
+  KVF_RETURN_IF_ERROR(b->stager
+                          ->copy(static_cast<int>(pool.device()), detail::StageMethod::kBatch,
+                                 {{host.address, device.address, host.length}}, kCopyTimeout)
+                          .with_context("copying host staging to the GPU"));
+  return scatter_kv_heads(device, pool, window, heads);
 }
 
 }  // namespace kvferry::tp

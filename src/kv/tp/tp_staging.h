@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "kvferry/agent.h"
+#include "kvferry/kv/kv_head_copy.h"
 #include "kvferry/kv/staging_slots.h"
 #include "kvferry/kv/tp_transfer.h"
 
@@ -24,6 +25,7 @@ class StagingArenas {
   Result<StagingSlots*> arena(MemoryKind kind);
   // Bytes one acquire() of `kind` can hold at most.
   std::uint64_t capacity(MemoryKind kind) const;
+  const TpStagingOptions& options() const { return options_; }
 
  private:
   Agent& agent_;
@@ -33,5 +35,13 @@ class StagingArenas {
   std::unique_ptr<StagingSlots> host_;
   std::unique_ptr<StagingSlots> device_;
 };
+
+// Host staging of a GPU pool through a device bounce slot of `arenas` (when
+// TpStagingOptions::host_via_device and one is free now), else straight into / out of the
+// pinned `host` staging. Blocking, like gather_kv_heads / scatter_kv_heads.
+Status gather_to_host(StagingArenas& arenas, const KvPool& pool, const KvTokenWindow& window, HeadRange heads,
+                      const KvStaging& host);
+Status scatter_from_host(StagingArenas& arenas, const KvStaging& host, const KvPool& pool,
+                         const KvTokenWindow& window, HeadRange heads);
 
 }  // namespace kvferry::tp
