@@ -87,16 +87,16 @@ class FaultConnection::State : public std::enable_shared_from_this<State> {
     std::uint64_t bytes = job->total_bytes();
     std::optional<std::string> note = job->notification();
     if (fault == Fault::kTruncate) {
-      auto half = std::make_shared<std::vector<TransferPiece>>();
+      std::vector<TransferPiece> half;
       std::uint64_t want = std::max<std::uint64_t>(1, bytes / 2), got = 0;
       for (const TransferPiece& p : *pieces) {
         if (got == want) break;
         TransferPiece q = p;
         q.length = std::min(p.length, want - got);
-        half->push_back(q);
+        half.push_back(q);
         got += q.length;
       }
-      pieces = half;
+      pieces = std::make_shared<const PieceList>(std::move(half));
       bytes = got;
       note.reset();
     }
