@@ -61,6 +61,17 @@ Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool aut
         PeerEntry& e = it->second;
         if (e.metadata.instance == incoming) {
           KVF_RETURN_IF_ERROR(same_reachability(e.metadata, md));
+          // Loading a peer again after one of its connections was lost connects afresh
+          // (a lost connection stays lost until the peer is loaded again), whatever the
+          // revision says.
+          for (auto c = e.connections.begin(); c != e.connections.end();) {
+            if (c->second && !c->second->health().ok()) {
+              dropped.push_back(std::move(c->second));
+              c = e.connections.erase(c);
+            } else {
+              ++c;
+            }
+          }
           // Out of order or repeated (a watch and a side-channel push of one change):
           // keep what we have. Revision 0 is a peer that counts none: always apply.
           if (md.revision != 0 && md.revision <= e.metadata.revision) return name;
@@ -186,6 +197,9 @@ Result<std::uint16_t> Agent::Impl::listen(const std::string& address, std::uint1
   KVF_ASSIGN_OR_RETURN(side_channel_,
                        detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout));
   side_address_ = detail::SideChannelAddress{address, side_channel_->port()};
+  // The metadata now names a side channel: a new revision, so peers that loaded the old
+  // blob take this one as an update rather than as a repeat.
+  revision_.fetch_add(1);
   return side_channel_->port();
 }
 
