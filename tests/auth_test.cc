@@ -319,39 +319,43 @@ TEST(Auth, HandshakeCost) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  double fetch[2], connect[2];
+  // Without and with a secret, interleaved so that load from other processes falls on both.
+  std::unique_ptr<Agent> server[2];
+  std::uint16_t port[2];
+  Buffer remote(1 << 16, 1);
   for (int with = 0; with < 2; ++with) {
-    const std::string secret = with ? kSecret : "";
-    auto server = agent_with("server", "tcp", secret);
-    ASSERT_TRUE(server);
-    Buffer remote(1 << 16, 1);
-    KVF_ASSERT_OK(server->register_memory(remote.whole()));
-    auto port = server->listen();
-    ASSERT_TRUE(port.ok());
-    std::vector<double> f, c;
-    for (int i = 0; i < 30; ++i) {
-      auto client = agent_with("client" + std::to_string(i), "tcp", secret);
+    server[with] = agent_with("server", "tcp", with ? kSecret : "");
+    ASSERT_TRUE(server[with]);
+    KVF_ASSERT_OK(server[with]->register_memory(remote.whole()));
+    auto p = server[with]->listen();
+    ASSERT_TRUE(p.ok());
+    port[with] = *p;
+  }
+  std::vector<double> fetch[2], connect[2];
+  for (int i = 0; i < 40; ++i) {
+    for (int with = 0; with < 2; ++with) {
+      auto client = agent_with("client" + std::to_string(i), "tcp", with ? kSecret : "");
       ASSERT_TRUE(client);
       Buffer local(1 << 16);
       KVF_ASSERT_OK(client->register_memory(local.whole()));
       auto t0 = Clock::now();
-      auto name = client->fetch_remote("127.0.0.1", *port, false);
+      auto name = client->fetch_remote("127.0.0.1", port[with], false);
       ASSERT_TRUE(name.ok()) << name.status().to_string();
       auto t1 = Clock::now();
       auto r = client->create_transfer(TransferOp::kRead, local.whole(), "server", remote.whole());
       ASSERT_TRUE(r.ok()) << r.status().to_string();
       auto t2 = Clock::now();
-      f.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-      c.push_back(std::chrono::duration<double, std::micro>(t2 - t1).count());
+      fetch[with].push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+      connect[with].push_back(std::chrono::duration<double, std::micro>(t2 - t1).count());
     }
-    fetch[with] = median_us(f);
-    connect[with] = median_us(c);
   }
-  std::printf("handshake cost (median of 30, loopback): side-channel fetch %.0f us -> %.0f us with a secret; "
-              "first tcp connection %.0f us -> %.0f us\n",
-              fetch[0], fetch[1], connect[0], connect[1]);
-  EXPECT_LT(fetch[1], fetch[0] + 20000);
-  EXPECT_LT(connect[1], connect[0] + 50000);
+  const double f0 = median_us(fetch[0]), f1 = median_us(fetch[1]), c0 = median_us(connect[0]),
+               c1 = median_us(connect[1]);
+  std::printf("handshake cost (median of 40, interleaved, loopback): side-channel fetch %.0f us -> %.0f us with a "
+              "secret; first tcp connection (every stream's hello) %.0f us -> %.0f us\n",
+              f0, f1, c0, c1);
+  EXPECT_LT(f1, f0 + 20000);
+  EXPECT_LT(c1, c0 + 50000);
 }
 
 TEST(Auth, ShortSecretIsRefusedAndBackendsThatCannotAuthenticateAreNotStarted) {
