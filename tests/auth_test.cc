@@ -27,7 +27,7 @@ using Clock = std::chrono::steady_clock;
 
 const std::string kSecret = "correct horse battery staple 0123";
 const std::string kOther = "another secret of enough length!!";
-constexpr std::uint64_t kSize = 1u << 20;
+constexpr std::uint64_t kPeerBytes = 1u << 20;
 
 std::shared_ptr<const detail::SharedSecret> secret_of(const std::string& s) {
   auto k = detail::SharedSecret::create({reinterpret_cast<const std::uint8_t*>(s.data()), s.size()});
@@ -37,7 +37,7 @@ std::shared_ptr<const detail::SharedSecret> secret_of(const std::string& s) {
 
 std::unique_ptr<PeerProcess> spawn(const std::string& backend, const std::string& secret, std::uint64_t seed = 7) {
   std::string error;
-  PeerOptions o{.name = "guarded", .size = kSize, .seed = seed};
+  PeerOptions o{.name = "guarded", .size = kPeerBytes, .seed = seed};
   o.backend = backend;
   o.shared = backend == "shm";
   o.secret = secret;
@@ -59,7 +59,7 @@ std::unique_ptr<Agent> agent_with(const std::string& name, const std::string& ba
 
 // Reads the peer's whole buffer; the outcome of create_transfer, post and wait together.
 Status read_all(Agent& a, const PeerProcess& p, Buffer& local) {
-  DescriptorList remote(MemoryKind::kDram, {Descriptor{p.address(), kSize, 0}});
+  DescriptorList remote(MemoryKind::kDram, {Descriptor{p.address(), kPeerBytes, 0}});
   auto r = a.create_transfer(TransferOp::kRead, local.whole(), p.name(), remote);
   if (!r.ok()) return r.status();
   KVF_RETURN_IF_ERROR(r->post());
@@ -84,14 +84,14 @@ TEST(Auth, SameSecretWorksOverSideChannelTcpAndShm) {
     ASSERT_TRUE(peer);
     auto a = agent_with("reader-" + backend, backend, kSecret);
     ASSERT_TRUE(a);
-    Buffer local(kSize, 0xEE);
+    Buffer local(kPeerBytes, 0xEE);
     KVF_ASSERT_OK(a->register_memory(local.whole()));
     auto name = a->fetch_remote("127.0.0.1", peer->port());
     ASSERT_TRUE(name.ok()) << name.status().to_string();
     KVF_ASSERT_OK(read_all(*a, *peer, local));
-    Buffer expected(kSize);
+    Buffer expected(kPeerBytes);
     expected.randomize(11);
-    EXPECT_EQ(std::memcmp(local.data(), expected.data(), kSize), 0);
+    EXPECT_EQ(std::memcmp(local.data(), expected.data(), kPeerBytes), 0);
     Status note = a->notify("guarded", "hello over an authenticated link");
     EXPECT_TRUE(note.ok()) << note.to_string();
   }
@@ -137,14 +137,14 @@ TEST(Auth, DataConnectionsRefuseAWrongOrMissingSecret) {
     for (const Case& c : {Case{kOther, "authentication failed"}, Case{"", "authentication required"}}) {
       auto a = agent_with("intruder", backend, c.secret);
       ASSERT_TRUE(a);
-      Buffer local(kSize, 0xEE);
+      Buffer local(kPeerBytes, 0xEE);
       KVF_ASSERT_OK(a->register_memory(local.whole()));
       auto loaded = a->load_remote(md);
       ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
       Status s = read_all(*a, *peer, local);
       EXPECT_FALSE(s.ok());
       EXPECT_TRUE(contains(s, c.expect)) << (c.secret.empty() ? "no secret: " : "wrong secret: ") << s.to_string();
-      EXPECT_TRUE(std::all_of(local.data(), local.data() + kSize, [](std::uint8_t b) { return b == 0xEE; }));
+      EXPECT_TRUE(std::all_of(local.data(), local.data() + kPeerBytes, [](std::uint8_t b) { return b == 0xEE; }));
     }
   }
 }

@@ -59,11 +59,11 @@ inline void send_bytes(const Fd& s, const void* p, std::size_t n) {
 
 // Reads until EOF/reset or `timeout`; true if the server closed the connection.
 inline bool server_closes(const Fd& s, std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   char buf[4096];
-  while (Clock::now() < deadline) {
+  while (std::chrono::steady_clock::now() < deadline) {
     pollfd p{s.fd, POLLIN, 0};
-    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
     if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
     ssize_t n = ::recv(s.fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
