@@ -131,8 +131,8 @@ class Guarantees : public ::testing::TestWithParam<Param> {
   }
   bool slice_is_source(int i) const { return std::memcmp(local_.data() + i * kSlice, source_.data() + i * kSlice, kSlice) == 0; }
 
+  Buffer local_{kRegionBytes}, source_{kRegionBytes};  // outlive agent_ (declared first)
   std::unique_ptr<Agent> agent_;
-  Buffer local_{kRegionBytes}, source_{kRegionBytes};
   std::unique_ptr<PeerProcess> peer_;
   std::unique_ptr<Buffer> target_memory_;  // outlives target_ (declared first)
   std::unique_ptr<Agent> target_;
@@ -326,6 +326,9 @@ INSTANTIATE_TEST_SUITE_P(Backends, Guarantees, ::testing::ValuesIn(all_params())
 // fault.kill: the connection is dropped, its requests fail kPeerLost, later posts fail
 // fast, and loading the peer again (same instance) restores it.
 TEST(FaultInjection, KilledConnectionIsLostUntilThePeerIsLoadedAgain) {
+  // Memory outlives the agents that registered it (the contract; TSan checks it too:
+  // the target may still be serving a read the initiator's killed connection gave up).
+  Buffer x(1u << 20), y(1u << 20);
   AgentOptions o;
   o.name = "initiator";
   o.backends = {"tcp"};
@@ -334,7 +337,6 @@ TEST(FaultInjection, KilledConnectionIsLostUntilThePeerIsLoadedAgain) {
   ASSERT_TRUE(a.ok()) << a.status().to_string();
   auto b = make_agent("target", "tcp");
   ASSERT_TRUE(b);
-  Buffer x(1u << 20), y(1u << 20);
   y.randomize(3);
   KVF_ASSERT_OK((*a)->register_memory(x.whole()));
   KVF_ASSERT_OK(b->register_memory(y.whole()));
