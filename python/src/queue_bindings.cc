@@ -1,5 +1,6 @@
 // Completion queues (kvferry/completion_queue.h): many requests in flight, their ends in
 // one queue whose eventfd an event loop (select, asyncio's add_reader) waits on.
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
