@@ -270,7 +270,7 @@ class CompletionQueue:
     def fileno(self) -> int:
         """The queue's eventfd: readable exactly while completions wait."""
 
-    def drain(self, max: "std::optional<unsigned long>" | None = None) -> list[Completion]:
+    def drain(self, max: int | None = None) -> list[Completion]:
         """Takes up to `max` completions, oldest first."""
 
     def wait(self, timeout: float) -> bool:
