@@ -80,6 +80,8 @@ def main() -> int:
             note = f"request {step}" if args.notify == "transfer" else None
 
             t0 = time.perf_counter()
+            # Rebinding `request` releases the previous step's request inside the timed part,
+            # as the bench's `req = create_transfer(...)` does.
             request = agent.create_transfer(kvferry.READ, our_lanes, their_lanes, ours, theirs, notification=note,
                                             tag=step, backend=args.backend)
             request.post()
