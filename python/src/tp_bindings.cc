@@ -56,6 +56,9 @@ class TpEndpoint : public AgentDependent {
  public:
   TpEndpoint(std::unique_ptr<T> endpoint, std::shared_ptr<Agent> agent)
       : endpoint_(endpoint.release(), [agent = std::move(agent)](T* p) { delete p; }) {}
+  ~TpEndpoint() override { close(); }
+  TpEndpoint(const TpEndpoint&) = delete;
+  TpEndpoint& operator=(const TpEndpoint&) = delete;
   std::shared_ptr<T> get() const {
     std::shared_ptr<T> e = endpoint_;
     if (!e) throw StatusError(FailedPrecondition("the TP endpoint is closed"));
@@ -64,6 +67,7 @@ class TpEndpoint : public AgentDependent {
   // Cancels its transfers and deregisters its staging (GIL released).
   void close() override {
     std::shared_ptr<T> e = std::move(endpoint_);
+    if (!e) return;
     nb::gil_scoped_release release;
     e.reset();
   }
