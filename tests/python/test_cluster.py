@@ -102,8 +102,10 @@ def etcd():
 
 def test_metadata_service_joins_updates_and_leaves(etcd):
     url = etcd + "/py-" + str(os.getpid())
-    with kvferry.Agent("reader", backends=["tcp"], metadata_service=url, metadata_lease=2) as reader:
-        writer = kvferry.Agent("writer-0", backends=["tcp"], metadata_service=url, metadata_lease=2)
+    # etcd as installed grants leases of at least 2 s; metadata_lease 3 asks for 2 (one
+    # second of margin), a shorter one is refused at create.
+    with kvferry.Agent("reader", backends=["tcp"], metadata_service=url, metadata_lease=3) as reader:
+        writer = kvferry.Agent("writer-0", backends=["tcp"], metadata_service=url, metadata_lease=3)
         buf = np.zeros(8192, np.uint8)
         writer.register_memory(buf, name="pool")
         writer.sync_metadata(5.0)
