@@ -33,7 +33,7 @@ gpu_pack() {
   all="$(ninja -C "$build" -t targets all)"
   for t in $targets; do
     if [[ "$t" == *'?' ]]; then
-      grep -q "^${t%\?}:" <<<"$all" && wanted+=("${t%\?}")
+      if grep -q "^${t%\?}:" <<<"$all"; then wanted+=("${t%\?}"); fi
     else
       wanted+=("$t")
     fi
@@ -55,8 +55,8 @@ gpu_pack() {
     strip --strip-debug -o "$pack/lib/$(basename "$f")" "$(readlink -f "$f")" || return 1
   done
   for lib in liburing.so.2 libxxhash.so.0; do
-    path="$(ldd "$pack/bin/"* 2>/dev/null | awk -v l="$lib" '$1 == l { print $3; exit }')"
-    [[ -n "$path" ]] && cp -L "$path" "$pack/lib/$lib"
+    path="$(ldd "$pack/bin/"* 2>/dev/null | awk -v l="$lib" '$1 == l { p = $3 } END { print p }')"
+    if [[ -n "$path" ]]; then cp -L "$path" "$pack/lib/$lib" || return 1; fi
   done
   cp "$gpu_lib_dir/gpu_lib.sh" "$@" "$pack/"
   local missing
