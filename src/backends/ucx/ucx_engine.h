@@ -5,7 +5,8 @@
 // in epoll on the worker's event fd (ucp_worker_arm) and its own bell.
 //
 // Initiator side (ucx_initiator.cc): a Session per peer holds the endpoint (peer error
-// handling: a dead peer fails the endpoint), the peer's unpacked remote keys, and the
+// handling: a dead peer fails the endpoint), the remote keys the peer answered our hello
+// with (unpacked), and the
 // jobs posted to it. Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
 // with at most `max_ops` in flight per session; a write's notification is sent as an
 // active message only after ucp_ep_flush_nbx reported its data remotely complete.
@@ -13,8 +14,8 @@
 // completion for `peer_timeout` while something is in flight fails the session (a
 // stopped peer acknowledges nothing).
 //
-// Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, announced
-// in the connection info), the sessions of initiators (an endpoint back to each, learnt
+// Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, handed to
+// each initiator in the answer to its hello), the sessions of initiators (an endpoint back to each, learnt
 // from their hello), notifications delivered to the agent, and revocation: deregistering
 // a region tells every initiator, waits (bounded) until each flushed what it had in
 // flight, then unmaps it.
@@ -100,7 +101,6 @@ struct Session {
   std::uint64_t id = 0;
   std::string peer;
   ErrTag tag;
-  ConnectionInfo info;  // until the engine thread unpacked it
   // Engine thread only.
   ucp_ep_h ep = nullptr;
   std::vector<RemoteRegion> regions;  // sorted by address
@@ -183,7 +183,7 @@ class UcxEngine {
   static void on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status);
 
   // Initiator side (ucx_initiator.cc).
-  void open_session(const std::shared_ptr<Session>& s);
+  void open_session(const std::shared_ptr<Session>& s, const std::vector<std::uint8_t>& address);
   void issue(Session& s);
   void advance(JobState& js);
   void finish(JobState& js, Status status);
@@ -216,7 +216,6 @@ class UcxEngine {
   Served* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
   void receive_into(void* desc, void* dest, std::size_t length, std::function<void(ucs_status_t)> done);
   void settle_revocations(bool deadline_passed);
-  void rebuild_info();
   void close_ep(ucp_ep_h ep, bool force);
 
   const EngineConfig cfg_;
@@ -233,8 +232,7 @@ class UcxEngine {
   std::mutex commands_mu_;
   std::vector<std::function<void()>> commands_;
 
-  mutable std::mutex info_mu_;
-  std::vector<std::uint8_t> info_;
+  std::vector<std::uint8_t> info_;  // connection info: set before the thread starts, then constant
 
   // Engine thread only.
   std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;

@@ -31,8 +31,7 @@ Result<std::shared_ptr<Session>> UcxEngine::connect(const PeerEndpoint& peer, De
   s->id = random_id();
   s->peer = peer.agent_name;
   s->tag = ErrTag{this, false, s->id};
-  s->info = std::move(info).value();
-  submit([this, s] { open_session(s); });
+  submit([this, s, address = std::move(info->address)] { open_session(s, address); });
   std::unique_lock lock(s->mu);
   if (!s->hello_cv.wait_until(lock, deadline, [&] { return s->hello_done; })) {
     lock.unlock();
@@ -48,7 +47,7 @@ Result<std::shared_ptr<Session>> UcxEngine::connect(const PeerEndpoint& peer, De
   return s;
 }
 
-void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
+void UcxEngine::open_session(const std::shared_ptr<Session>& s, const std::vector<std::uint8_t>& address) {
   auto fail_hello = [&](Status why) {
     std::lock_guard lock(s->mu);
     s->hello_done = true;
@@ -58,7 +57,7 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
   ucp_ep_params_t ep{};
   ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                   UCP_EP_PARAM_FIELD_ERR_HANDLER;
-  ep.address = reinterpret_cast<const ucp_address_t*>(s->info.address.data());
+  ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
   ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
   ep.err_handler.cb = &UcxEngine::on_ep_error;
   ep.err_handler.arg = &s->tag;
@@ -72,17 +71,6 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
     return fail_hello(Unavailable("ucx: cannot reach peer '" + s->peer + "': " + ucs_status_string(st) + hint));
   }
   sessions_[s->id] = s;
-  for (const auto& k : s->info.regions) {
-    RemoteRegion r{k.id, k.address, k.length, nullptr, false};
-    st = ucp_ep_rkey_unpack(s->ep, k.rkey.data(), &r.rkey);
-    if (st != UCS_OK) {
-      fail_session(*s, Corrupt("ucx: peer '" + s->peer + "' sent a remote key UCX cannot unpack"));
-      return fail_hello(Corrupt("ucx: peer '" + s->peer + "' sent a remote key UCX cannot unpack"));
-    }
-    s->regions.push_back(r);
-  }
-  std::sort(s->regions.begin(), s->regions.end(), [](auto& a, auto& b) { return a.address < b.address; });
-  s->info = {};
   ByteWriter w;
   w.u32(kProtocolVersion);
   w.u64(s->id);
@@ -100,16 +88,22 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
 void UcxEngine::on_hello_ack(const std::vector<std::uint8_t>& payload) {
   ByteReader r(payload);
   const std::uint64_t id = r.u64();
-  const std::uint32_t n = r.u32();
-  if (!r.ok() || n > kMaxInfoRegions || r.remaining() != n * 8ull) return;
   auto it = sessions_.find(id);
-  if (it == sessions_.end()) return;
+  if (!r.ok() || it == sessions_.end() || it->second->failed || it->second->hello_done) return;
   Session& s = *it->second;
-  std::vector<std::uint64_t> served(n);
-  for (auto& v : served) v = r.u64();
-  // Regions the peer withdrew after publishing the metadata we hold: refuse them here.
-  for (auto& region : s.regions)
-    region.revoked = std::find(served.begin(), served.end(), region.id) == served.end();
+  // What the peer serves now (memory it withdrew after publishing the metadata we hold
+  // is not in it, and is refused here).
+  auto keys = decode_region_keys(r);
+  if (!keys.ok()) return fail_session(s, keys.status().with_context("peer '" + s.peer + "'"));
+  for (const auto& k : *keys) {
+    RemoteRegion region{k.id, k.address, k.length, nullptr, false};
+    if (ucp_ep_rkey_unpack(s.ep, k.rkey.data(), &region.rkey) != UCS_OK) {
+      s.regions.push_back(region);  // fail_session destroys the keys unpacked so far
+      return fail_session(s, Corrupt("ucx: peer '" + s.peer + "' sent a remote key UCX cannot unpack"));
+    }
+    s.regions.push_back(region);
+  }
+  std::sort(s.regions.begin(), s.regions.end(), [](auto& a, auto& b) { return a.address < b.address; });
   ucp_ep_evaluate_perf_param_t pp{};
   pp.field_mask = UCP_EP_PERF_PARAM_FIELD_MESSAGE_SIZE;
   pp.message_size = 16u << 20;

@@ -34,7 +34,6 @@ Status UcxEngine::register_region(const RegionInfo& region) {
         s.rkey.assign(p, p + size);
         ucp_rkey_buffer_release(packed);
         served_[region.id] = std::move(s);
-        rebuild_info();
         return Status::Ok();
       },
       cfg_.peer_timeout);
@@ -84,7 +83,6 @@ void UcxEngine::settle_revocations(bool deadline_passed) {
     if (it != served_.end()) {
       ucp_mem_unmap(context_->get(), it->second.memh);
       served_.erase(it);
-      rebuild_info();
     }
     r->done.set_value(Status::Ok());
     return true;
@@ -114,14 +112,13 @@ void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
   ep.err_handler.cb = &UcxEngine::on_ep_error;
   ep.err_handler.arg = &t->tag;
   if (ucp_ep_create(worker_, &ep, &t->ep) != UCS_OK) return;
-  std::vector<std::uint64_t> serving;  // regions being revoked are no longer served
+  std::vector<RegionKey> serving;  // regions being revoked are no longer served
   for (auto& [rid, s] : served_)
     if (std::none_of(revocations_.begin(), revocations_.end(), [rid = rid](auto& rev) { return rev->region == rid; }))
-      serving.push_back(rid);
+      serving.push_back(RegionKey{rid, s.info.address, s.info.length, s.rkey});
   ByteWriter w;
   w.u64(id);
-  w.u32(static_cast<std::uint32_t>(serving.size()));
-  for (auto rid : serving) w.u64(rid);
+  encode_region_keys(w, serving);
   ucp_ep_h back = t->ep;
   targets_[id] = std::move(t);
   if (!send_am(back, kHelloAck, w.take(), nullptr).ok()) drop_target_session(id, "the hello answer failed");
