@@ -77,14 +77,15 @@ delay_line_stop() {
   DL_PID=""
 }
 
-# rtt_us FROM_NS_FN TO_NS_FN ADDR: median TCP round trip (us) of 1-byte messages, or "?".
+# rtt_us ADDR: median TCP round trip (us) of 1-byte messages from namespace A to ADDR in
+# namespace B, or "?".
 rtt_us() {
   local port=$((PORT + 500))
-  "$2" python3 "$ROOT/scripts/netns_rtt_probe.py" serve "$3" "$port" >/dev/null 2>&1 &
+  ip netns exec "$NS_B" python3 "$ROOT/scripts/netns_rtt_probe.py" serve "$1" "$port" >/dev/null 2>&1 &
   local srv=$!
   local r=""
   for _ in $(seq 20); do
-    r="$("$1" python3 "$ROOT/scripts/netns_rtt_probe.py" ping "$3" "$port" 50 2>/dev/null)" && break
+    r="$(in_a python3 "$ROOT/scripts/netns_rtt_probe.py" ping "$1" "$port" 50 2>/dev/null)" && break
     sleep 0.1
   done
   kill "$srv" 2>/dev/null
@@ -97,7 +98,8 @@ start_target() {
   local addr="$1"
   shift
   PORT=$((PORT + 1))
-  in_b "$KVF" bench --serve --listen "$addr:$PORT" "$@" >"$LOG/target.out" 2>"$LOG/target.err" &
+  # Not through in_b: $! must be the target itself (ip netns exec execs it), not a subshell.
+  ip netns exec "$NS_B" "$KVF" bench --serve --listen "$addr:$PORT" "$@" >"$LOG/target.out" 2>"$LOG/target.err" &
   TARGET_PID=$!
   for _ in $(seq 100); do
     grep -q "listening" "$LOG/target.err" 2>/dev/null && return 0
@@ -106,9 +108,15 @@ start_target() {
   echo "$NETNS_NAME: the target did not start: $(cat "$LOG/target.err")" >&2
   return 1
 }
+# SIGTERM, then SIGKILL after 3 s (a target that served sessions can be slow to stop).
 stop_target() {
   [[ -z "$TARGET_PID" ]] && return 0
   kill "$TARGET_PID" 2>/dev/null
+  for _ in $(seq 30); do
+    kill -0 "$TARGET_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$TARGET_PID" 2>/dev/null
   wait "$TARGET_PID" 2>/dev/null
   TARGET_PID=""
 }

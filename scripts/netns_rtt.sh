@@ -75,7 +75,7 @@ EOF
 path() {
   local name="$1" rtt_set="$2" dev_a="$3" dev_b="$4" addr_a="$5" addr_b="$6"
   local rtt
-  rtt="$(rtt_us in_a in_b "$addr_b")"
+  rtt="$(rtt_us "$addr_b")"
   echo "netns_rtt: $name: tcp round trip ${rtt} us" >&2
   TARGET_ADDR="$addr_b"
   start_target "$addr_b" --param "tcp.bind=$addr_b" --param "ucx.devices=$dev_b" || { fail=1; return; }

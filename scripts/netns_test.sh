@@ -64,7 +64,7 @@ if [[ -n "$RATE" ]]; then
       skip "--rate needs the tbf qdisc: $(cat "$LOG/err")"
   done
 fi
-rtt="$(rtt_us in_a in_b "$ADDR_B")"
+rtt="$(rtt_us "$ADDR_B")"
 echo "netns_test: $NS_A ($ADDR_A) <-> $NS_B ($ADDR_B), tcp rtt ${rtt} us, delay ${DELAY_US} us, rate ${RATE:-none}" >&2
 
 params_a() { echo "--param tcp.bind=$ADDR_A --param ucx.devices=$IF_A"; }
@@ -148,7 +148,7 @@ if [[ -n "$why" ]]; then
 elif ! delay_line_start 1000; then
   fail=1
 else
-  dl_rtt="$(rtt_us in_a in_b "$DL_ADDR_B")"
+  dl_rtt="$(rtt_us "$DL_ADDR_B")"
   if [[ "$dl_rtt" == "?" ]] || (( dl_rtt < 1000 || dl_rtt > 20000 )); then
     echo "netns_test: FAIL: the delay line's 1 ms round trip measured ${dl_rtt} us" >&2; fail=1
   fi

@@ -127,6 +127,7 @@ class UcxEngine {
   ~UcxEngine();
 
   const UcxContext& context() const { return *context_; }
+  bool active_messages() const { return cfg_.active_messages; }  // data as active messages, not put/get
   std::vector<std::uint8_t> connection_info() const;
   Status register_region(const RegionInfo& region);
   Status deregister_region(std::uint64_t id);
