@@ -27,6 +27,7 @@
 #include "backends/tcp/tcp_wire.h"
 #include "core/backend.h"
 #include "core/device_stager.h"
+#include "core/region_table.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::tcp {
@@ -128,7 +129,7 @@ class TcpEngine {
   bool stopping_ = false;
 
   // Engine-thread state.
-  std::map<std::uint64_t, RegionInfo> regions_;  // by address
+  RegionTable<> regions_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Session>> sessions_;  // by local session key
   std::unordered_map<int, Stream*> by_fd_;
   std::vector<std::unique_ptr<Stream>> pending_;  // accepted, before their hello

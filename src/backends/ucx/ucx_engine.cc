@@ -93,8 +93,8 @@ UcxEngine::~UcxEngine() {
       if (!closing_.empty()) ::usleep(50);
     }
     handle_deferred();  // completions that came with the closes (the thread is gone: we are alone)
-    for (auto& [id, s] : served_)
-      if (s.memh) ucp_mem_unmap(context_->get(), s.memh);
+    for (auto& [address, s] : served_)
+      if (s.value.memh) ucp_mem_unmap(context_->get(), s.value.memh);
     ucp_worker_destroy(worker_);
   }
 }

@@ -40,6 +40,7 @@
 #include "backends/ucx/ucx_context.h"
 #include "backends/ucx/ucx_wire.h"
 #include "core/backend.h"
+#include "core/region_table.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::ucx {
@@ -57,8 +58,7 @@ struct EngineConfig {
 
 class UcxEngine;
 
-struct RemoteRegion {
-  std::uint64_t id = 0, address = 0, length = 0;
+struct RemoteKey {  // a peer's region, as its hello answer announced it
   ucp_rkey_h rkey = nullptr;
   bool revoked = false;
 };
@@ -78,7 +78,6 @@ struct JobState {
   Session* session = nullptr;
   std::size_t piece = 0;       // next piece to issue
   std::uint64_t offset = 0;    // within it
-  std::size_t region_hint = 0;
   std::uint32_t ops = 0;       // puts/gets in flight
   bool issued_all = false;     // nothing more will be issued
   std::uint32_t pending = 0;   // its flush / notification callbacks still to come
@@ -103,7 +102,7 @@ struct Session {
   ErrTag tag;
   // Engine thread only.
   ucp_ep_h ep = nullptr;
-  std::vector<RemoteRegion> regions;  // sorted by address
+  RegionTable<RemoteKey> regions;
   std::deque<std::shared_ptr<JobState>> waiting;  // pieces left to issue, in post order
   std::unordered_map<const TransferJob*, std::shared_ptr<JobState>> active;
   std::uint32_t ops = 0;
@@ -159,8 +158,7 @@ class UcxEngine {
     Deadline deadline;
     std::promise<Status> done;
   };
-  struct Served {
-    RegionInfo info;
+  struct Served {  // a registered region's UCX side (core/region_table.h keeps the region)
     ucp_mem_h memh = nullptr;
     std::vector<std::uint8_t> rkey;
     std::uint32_t inflight = 0;  // active-message receives into it / sends from it
@@ -214,7 +212,8 @@ class UcxEngine {
   void on_commit_ack(const std::vector<std::uint8_t>& payload);
   void on_get_req(const std::vector<std::uint8_t>& payload);
   void answer_commit(TargetSession& t, std::uint64_t token);
-  Served* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
+  using ServedRegion = RegionTable<Served>::Entry;
+  ServedRegion* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
   void receive_into(void* desc, void* dest, std::size_t length, std::function<void(ucs_status_t)> done);
   void settle_revocations(bool deadline_passed);
   void close_ep(ucp_ep_h ep, bool force);
@@ -240,7 +239,7 @@ class UcxEngine {
   std::vector<std::shared_ptr<JobState>> dirty_;  // jobs to look at again after progress
   std::vector<std::pair<ErrTag, ucs_status_t>> failed_eps_;  // endpoints UCX reported failed
   std::vector<std::pair<AmId, std::vector<std::uint8_t>>> incoming_;
-  std::map<std::uint64_t, Served> served_;
+  RegionTable<Served> served_;
   std::unordered_map<std::uint64_t, std::unique_ptr<TargetSession>> targets_;
   std::vector<std::unique_ptr<Revocation>> revocations_;
   std::vector<void*> closing_;  // ep close requests in progress

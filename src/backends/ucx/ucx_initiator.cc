@@ -96,14 +96,18 @@ void UcxEngine::on_hello_ack(const std::vector<std::uint8_t>& payload) {
   auto keys = decode_region_keys(r);
   if (!keys.ok()) return fail_session(s, keys.status().with_context("peer '" + s.peer + "'"));
   for (const auto& k : *keys) {
-    RemoteRegion region{k.id, k.address, k.length, nullptr, false};
-    if (ucp_ep_rkey_unpack(s.ep, k.rkey.data(), &region.rkey) != UCS_OK) {
-      s.regions.push_back(region);  // fail_session destroys the keys unpacked so far
+    RegionInfo info;
+    info.id = k.id;
+    info.address = k.address;
+    info.length = k.length;
+    // fail_session destroys the keys unpacked so far.
+    if (s.regions.find(k.id) || s.regions.holding(k.address, 1))
+      return fail_session(s, Corrupt("ucx: peer '" + s.peer + "' announced a region twice or overlapping"));
+    RemoteKey key;
+    if (ucp_ep_rkey_unpack(s.ep, k.rkey.data(), &key.rkey) != UCS_OK)
       return fail_session(s, Corrupt("ucx: peer '" + s.peer + "' sent a remote key UCX cannot unpack"));
-    }
-    s.regions.push_back(region);
+    s.regions.add(info, key);
   }
-  std::sort(s.regions.begin(), s.regions.end(), [](auto& a, auto& b) { return a.address < b.address; });
   ucp_ep_evaluate_perf_param_t pp{};
   pp.field_mask = UCP_EP_PERF_PARAM_FIELD_MESSAGE_SIZE;
   pp.message_size = 16u << 20;
@@ -152,17 +156,8 @@ void UcxEngine::issue(Session& s) {
     const TransferPiece& p = pieces[js.piece];
     const std::uint64_t remote = p.remote + js.offset;
     const std::uint64_t len = std::min<std::uint64_t>(cfg_.chunk_bytes, p.length - js.offset);
-    // The region holding this chunk: the last one used, else a binary search.
-    auto inside = [&](const RemoteRegion& r) {
-      return remote >= r.address && remote - r.address <= r.length && len <= r.address + r.length - remote;
-    };
-    if (js.region_hint >= s.regions.size() || !inside(s.regions[js.region_hint])) {
-      auto it = std::upper_bound(s.regions.begin(), s.regions.end(), remote,
-                                 [](std::uint64_t a, const RemoteRegion& r) { return a < r.address; });
-      js.region_hint = it == s.regions.begin() ? s.regions.size() : static_cast<std::size_t>(it - s.regions.begin() - 1);
-    }
-    if (js.region_hint >= s.regions.size() || !inside(s.regions[js.region_hint]) ||
-        s.regions[js.region_hint].revoked) {
+    const auto* region = s.regions.holding(remote, len);
+    if (!region || region->value.revoked) {
       js.error = RemoteError("ucx: peer '" + s.peer + "' refused [" + hex(remote) + ", +" + std::to_string(len) +
                              "): not inside memory it serves (withdrawn or never announced)");
       continue;
@@ -179,7 +174,7 @@ void UcxEngine::issue(Session& s) {
     prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     prm.cb.send = &UcxEngine::on_op_done;
     prm.user_data = &js;
-    ucp_rkey_h rkey = s.regions[js.region_hint].rkey;
+    ucp_rkey_h rkey = region->value.rkey;
     ucs_status_ptr_t r = js.job->op() == TransferOp::kWrite ? ucp_put_nbx(s.ep, local, len, remote, rkey, &prm)
                                                             : ucp_get_nbx(s.ep, local, len, remote, rkey, &prm);
     if (UCS_PTR_IS_ERR(r)) {
@@ -343,8 +338,8 @@ void UcxEngine::fail_session(Session& s, const Status& why) {
   }
   s.waiting.clear();
   fail_am(s, why);
-  for (auto& r : s.regions)
-    if (r.rkey) ucp_rkey_destroy(r.rkey), r.rkey = nullptr;
+  for (auto& [address, r] : s.regions)
+    if (r.value.rkey) ucp_rkey_destroy(r.value.rkey), r.value.rkey = nullptr;
   // Forcing the close completes every operation still in flight (with an error).
   close_ep(s.ep, true);
   s.ep = nullptr;
@@ -372,8 +367,7 @@ void UcxEngine::on_revoke(const std::vector<std::uint8_t>& payload) {
   auto it = sessions_.find(id);
   if (it == sessions_.end() || it->second->failed) return;
   Session& s = *it->second;
-  for (auto& rr : s.regions)
-    if (rr.id == region) rr.revoked = true;
+  if (auto* revoked = s.regions.find(region)) revoked->value.revoked = true;
   // Ack once everything issued so far is remotely complete: the peer may then unmap.
   struct Ack {
     UcxEngine* e;
