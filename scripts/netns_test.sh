@@ -142,6 +142,7 @@ fi
 stop_target
 
 # The delay line: a 1 ms round trip seen by TCP, and a verified tcp transfer across it.
+dl_start=$SECONDS
 why="$(delay_line_unusable)"
 if [[ -n "$why" ]]; then
   results+=("delay line: SKIPPED: $why")
@@ -157,7 +158,7 @@ else
       --iterations 2 --warmup 1 --verify --json --small-round-trips 0 --param "tcp.bind=$DL_ADDR_A" \
       >"$LOG/delay_line_bench.json" 2>"$LOG/delay_line_bench.err" &&
       [[ "$(grep -c '"verified":true' "$LOG/delay_line_bench.json")" -eq 2 ]]; then
-    results+=("delay line (1 ms set): tcp rtt ${dl_rtt} us; a verified tcp write and read across it OK")
+    results+=("delay line (1 ms set): tcp rtt ${dl_rtt} us; a verified tcp write and read across it OK ($((SECONDS - dl_start)) s)")
   else
     echo "netns_test: FAIL: tcp across the delay line: $(tail -2 "$LOG/delay_line_bench.err")" >&2; fail=1
   fi
