@@ -34,7 +34,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_etcd(workdir):
+def start_etcd(workdir, nice=0):
     etcd = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
     if not etcd:
         return None, None
@@ -42,10 +42,12 @@ def start_etcd(workdir):
         cport, pport = free_port(), free_port()
         client, peer = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
         proc = subprocess.Popen(
-            [etcd, "--name=scale", f"--data-dir={workdir}/data", f"--listen-client-urls={client}",
+            (["nice", "-n", str(nice)] if nice else []) + [etcd, "--name=scale", f"--data-dir={workdir}/data", f"--listen-client-urls={client}",
              f"--advertise-client-urls={client}", f"--listen-peer-urls={peer}",
              f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=scale={peer}",
-             "--logger=zap", f"--log-outputs={workdir}/etcd.log"],
+             "--logger=zap", f"--log-outputs={workdir}/etcd.log",
+             # A 1 s lease floor (1.5 election timeouts), so leases down to 2 s can be promised.
+             "--heartbeat-interval=50", "--election-timeout=500"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 15
         while time.time() < deadline and proc.poll() is None:
@@ -78,13 +80,16 @@ def main():
     ap.add_argument("--stagger-ms", type=float, default=20, help="pause between process launches")
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--kvferry", default=os.path.join(os.path.dirname(__file__), "..", "build", "tools", "kvferry"))
+    ap.add_argument("--etcd-nice", type=int, default=0,
+                    help="run etcd at this nice level (negative needs root): etcd stands for a service on its own "
+                         "hosts, which 128 agents on a few cores would otherwise starve")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.agents % a.per_process:
         sys.exit("--agents must be a multiple of --per-process")
     rng = random.Random(a.seed)
     workdir = tempfile.mkdtemp(prefix="kvferry-scale-")
-    etcd, port = start_etcd(workdir)
+    etcd, port = start_etcd(workdir, a.etcd_nice)
     if not etcd:
         print("cluster_scale: etcd is not installed or did not start (apt-get install etcd-server)", file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -170,8 +175,8 @@ def main():
         if kill_procs and missing:
             failed.append(f"{missing} (survivor, dead agent) departures were never reported")
         detect = list(seen.values())
-        if detect and max(detect) > a.lease_s * 1e3 + 1000:
-            failed.append(f"a departure took {max(detect):.0f} ms, beyond the {a.lease_s} s lease (+1 s etcd check)")
+        if detect and max(detect) > a.lease_s * 1e3:
+            failed.append(f"a departure took {max(detect):.0f} ms, beyond the {a.lease_s} s lease")
 
         # Steady-state traffic: survivors' totals at the end.
         steady_from = time.time()

@@ -108,7 +108,8 @@ TEST_F(ClusterTest, SilentPeerIsLostWhenItsLeaseRunsOutEvenIfNeverContacted) {
   detail::EtcdClient client("127.0.0.1", etcd_->port(), 2s, std::make_shared<detail::EtcdTraffic>());
   auto lease = client.lease_grant(2);
   ASSERT_TRUE(lease.ok()) << lease.status().to_string();
-  ASSERT_TRUE(client.put(name_space_ + "/agents/ghost", *md, *lease).ok());
+  ASSERT_EQ(lease->ttl_seconds, 2);
+  ASSERT_TRUE(client.put(name_space_ + "/agents/ghost", *md, lease->id).ok());
   ASSERT_TRUE(await_event(*a, "ghost", PeerEventKind::kJoined, 2s));
   const auto since = Clock::now();
   const auto left = await_event(*a, "ghost", PeerEventKind::kLeft, 6s);
@@ -117,6 +118,28 @@ TEST_F(ClusterTest, SilentPeerIsLostWhenItsLeaseRunsOutEvenIfNeverContacted) {
   // etcd expires a lease at its TTL, checking twice a second: 2 s + scheduling slack.
   EXPECT_LE(seconds, 3.5);
   EXPECT_GE(seconds, 1.0);
+}
+
+// metadata_lease is a promise: an etcd whose lease floor would break it is refused at
+// create, naming the figures, rather than silently reporting departures late.
+TEST_F(ClusterTest, LeaseLongerThanThePromiseIsRefusedAtCreate) {
+  std::string why;
+  auto slow = EtcdServer::start(&why, EtcdServer::Timing::kDefaults);
+  if (!slow) GTEST_SKIP() << "no second etcd: " << why;
+  AgentOptions o;
+  o.name = "impatient";
+  o.backends = {"tcp"};
+  o.metadata_service = slow->url(name_space_);
+  o.metadata_lease = 2s;  // asks etcd for 1 s; etcd's default floor is 2 s
+  auto a = Agent::create(o);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(a.status().message().find("granted a 2 s lease for the 1 s asked"), std::string::npos)
+      << a.status().to_string();
+  EXPECT_NE(a.status().message().find("raise metadata_lease to 3 s"), std::string::npos) << a.status().to_string();
+  o.metadata_lease = 3s;
+  auto b = Agent::create(o);
+  EXPECT_TRUE(b.ok()) << b.status().to_string();
 }
 
 TEST_F(ClusterTest, CorruptOrMislabelledEntriesAreIgnored) {

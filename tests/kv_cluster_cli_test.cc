@@ -76,7 +76,7 @@ TEST(KvCluster, ServeAndThreePullsMeetThroughEtcdAndSeeTheServerDie) {
     const auto left = pull->line_with("server_left", std::chrono::seconds(kLeaseS + 4));
     ASSERT_TRUE(left) << "a client did not report the dead server: " << pull->err();
     const double seconds = std::chrono::duration<double>(Clock::now() - killed_at).count();
-    EXPECT_LE(seconds, kLeaseS + 1.5) << "reported after " << seconds << " s";
+    EXPECT_LE(seconds, kLeaseS) << "reported after " << seconds << " s";
     std::printf("a client reported the killed server after %.2f s (lease %d s)\n", seconds, kLeaseS);
     EXPECT_EQ(pull->wait_exit(10s), std::optional<int>(1));
     EXPECT_NE(pull->err().find("lease ran out"), std::string::npos) << pull->err();

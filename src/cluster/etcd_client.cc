@@ -192,14 +192,16 @@ Status EtcdClient::delete_key(const std::string& key) {
   return error_of(j);
 }
 
-Result<std::int64_t> EtcdClient::lease_grant(std::int64_t ttl_seconds) {
+Result<EtcdClient::Lease> EtcdClient::lease_grant(std::int64_t ttl_seconds) {
   json body{{"TTL", std::to_string(ttl_seconds)}};
   KVF_ASSIGN_OR_RETURN(std::string text, post("/v3/lease/grant", body.dump()));
   KVF_ASSIGN_OR_RETURN(json j, parse_object(text, "lease grant"));
   KVF_RETURN_IF_ERROR(error_of(j));
   const std::int64_t id = int_field(j, "ID");
   if (id == 0) return Corrupt("etcd: lease grant: no lease id in the answer");
-  return id;
+  const std::int64_t ttl = int_field(j, "TTL");
+  if (ttl <= 0) return Corrupt("etcd: lease grant: no TTL in the answer");
+  return Lease{id, ttl};
 }
 
 Result<std::int64_t> EtcdClient::lease_keepalive(std::int64_t lease) {
@@ -318,6 +320,11 @@ Status EtcdClient::watch(const std::string& prefix, std::int64_t start_revision,
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout_.count()));
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_PROXY, "");
+  // A quiet stream is normal (nothing changed); a dead connection under it is found by TCP
+  // keep-alive probes, and a hung etcd by the caller's keep_going (the lease renewals).
+  curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 5L);
+  curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 2L);
   curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   curl_multi_add_handle(m, c);

@@ -52,7 +52,13 @@ class EtcdClient {
   // Keys starting with `prefix`; `revision` gets the store revision the answer reflects.
   Result<std::vector<EtcdKeyValue>> range_prefix(const std::string& prefix, std::int64_t* revision);
   Status delete_key(const std::string& key);
-  Result<std::int64_t> lease_grant(std::int64_t ttl_seconds);
+  // A new lease; etcd may grant a longer TTL than asked (its floor derives from its
+  // election timeout), so the answer carries the TTL granted.
+  struct Lease {
+    std::int64_t id = 0;
+    std::int64_t ttl_seconds = 0;
+  };
+  Result<Lease> lease_grant(std::int64_t ttl_seconds);
   // The lease's remaining TTL; PeerLost when etcd no longer knows it (expired).
   Result<std::int64_t> lease_keepalive(std::int64_t lease);
   Status lease_revoke(std::int64_t lease);

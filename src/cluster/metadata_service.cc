@@ -9,6 +9,14 @@ namespace kvferry::detail {
 namespace {
 constexpr std::chrono::milliseconds kWatchPoll{100};   // how soon a stop is noticed
 constexpr std::chrono::milliseconds kRetryPause{250};  // after etcd failed us
+// etcd deletes an expired lease's keys at a check that runs every 500 ms, then streams the
+// deletion to watchers; the lease asked of etcd is one second shorter than the bound we
+// promise, so a dead agent is seen as gone within the promise, not up to 0.5 s after it.
+constexpr std::chrono::seconds kExpiryMargin{1};
+// Renewals per TTL: each costs ~150 bytes each way; four leave three missed or slow
+// renewals of slack before a live agent's lease lapses on a starved machine.
+constexpr int kRenewalsPerTtl = 4;
+constexpr std::chrono::milliseconds kRenewalRetry{100};  // after a failed renewal
 }  // namespace
 
 Result<MetadataServiceUrl> parse_metadata_service_url(std::string_view url) {
@@ -49,18 +57,28 @@ Result<std::unique_ptr<MetadataService>> MetadataService::start(MetadataServiceU
                                                                 std::chrono::seconds lease_ttl,
                                                                 std::chrono::milliseconds timeout,
                                                                 MetadataServiceHooks hooks) {
-  if (lease_ttl.count() < 1) return InvalidArgument("metadata service: the lease must be at least 1 s");
+  if (lease_ttl < kExpiryMargin + std::chrono::seconds(1))
+    return InvalidArgument("metadata service: metadata_lease must be at least 2 s (got " +
+                           std::to_string(lease_ttl.count()) + " s)");
   std::unique_ptr<MetadataService> s(new MetadataService());
   s->url_ = std::move(url);
   s->agent_name_ = std::move(agent_name);
-  s->ttl_ = lease_ttl;
+  s->ttl_ = lease_ttl - kExpiryMargin;
   s->timeout_ = timeout;
   s->hooks_ = std::move(hooks);
   s->lease_client_ = std::make_unique<EtcdClient>(s->url_.host, s->url_.port, timeout, s->traffic_);
   const std::string where = "metadata service etcd://" + s->lease_client_->endpoint() + "/" + s->url_.name_space;
-  auto lease = s->lease_client_->lease_grant(lease_ttl.count());
+  auto lease = s->lease_client_->lease_grant(s->ttl_.count());
   if (!lease.ok()) return lease.status().with_context(where);
-  s->lease_ = *lease;
+  s->lease_ = lease->id;
+  if (lease->ttl_seconds > s->ttl_.count()) {
+    (void)s->lease_client_->lease_revoke(s->lease_);
+    return InvalidArgument(where + ": etcd granted a " + std::to_string(lease->ttl_seconds) + " s lease for the " +
+                           std::to_string(s->ttl_.count()) + " s asked, so a dead agent could not be seen gone within " +
+                           "metadata_lease " + std::to_string(lease_ttl.count()) + " s: raise metadata_lease to " +
+                           std::to_string(lease->ttl_seconds + kExpiryMargin.count()) +
+                           " s, or lower etcd's --election-timeout (its lease floor is 1.5 election timeouts)");
+  }
   if (Status st = s->publish(*s->lease_client_); !st.ok()) {
     (void)s->lease_client_->lease_revoke(s->lease_);
     return st.with_context(where);
@@ -137,7 +155,7 @@ Status MetadataService::load_all(EtcdClient& client, std::int64_t* revision) {
 }
 
 void MetadataService::lease_loop() {
-  const auto period = std::chrono::duration_cast<std::chrono::milliseconds>(ttl_) / 3;
+  const auto period = std::chrono::duration_cast<std::chrono::milliseconds>(ttl_) / kRenewalsPerTtl;
   auto next_renewal = std::chrono::steady_clock::now() + period;
   while (!stop_) {
     bool publish_now = false;
@@ -156,20 +174,24 @@ void MetadataService::lease_loop() {
         // We were silent past the TTL (a stall, or etcd lost the lease): join again.
         auto fresh = lease_client_->lease_grant(ttl_.count());
         if (fresh.ok()) {
-          lease_ = *fresh;
+          lease_ = fresh->id;
           publish_now = true;
         }
         if (fresh.ok()) ttl = ttl_.count();
         else ttl = fresh.status();
       }
       healthy_ = ttl.ok();
+      if (!ttl.ok()) {
+        renewal_failures_.fetch_add(1);
+        next_renewal = std::chrono::steady_clock::now() + kRenewalRetry;
+      }
       if (!ttl.ok() && hooks_.warn) hooks_.warn(ttl.status().with_context("renewing the metadata lease"));
     }
     if (publish_now) {
       Status s = publish(*lease_client_);
       if (s.code() == StatusCode::kPeerLost) {  // our lease ran out (a stall): join again
         if (auto fresh = lease_client_->lease_grant(ttl_.count()); fresh.ok()) {
-          lease_ = *fresh;
+          lease_ = fresh->id;
           s = publish(*lease_client_);
         }
       }
@@ -218,8 +240,12 @@ void MetadataService::watch_loop(std::int64_t revision) {
         hooks_.peer_put(name, ev.kv.value);
       }
     };
-    Status s = client.watch(url_.agents_prefix(), seen + 1, on_event, [&] { return !stop_.load(); }, kWatchPoll);
+    const std::uint64_t failures = renewal_failures_.load();
+    Status s = client.watch(
+        url_.agents_prefix(), seen + 1, on_event,
+        [&] { return !stop_.load() && renewal_failures_.load() == failures; }, kWatchPoll);
     if (stop_) return;
+    if (s.ok()) s = Unavailable("etcd did not answer a lease renewal; the watch starts over");
     if (hooks_.warn) hooks_.warn(s.with_context("watching the namespace"));
     resync = true;
     std::unique_lock lock(mu_);

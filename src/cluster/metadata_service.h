@@ -2,8 +2,9 @@
 //
 //   etcd://HOST:PORT/NAMESPACE  ->  key "NAMESPACE/agents/<agent name>" = encoded metadata
 //
-// The agent's key lives under a lease that one thread keeps alive (every third of its
-// TTL) and republishes when the agent's metadata changes; a second thread watches the
+// The agent's key lives under an etcd lease one second shorter than the promised bound
+// (etcd expires leases at a twice-a-second check) that one thread keeps alive (every quarter
+// of its TTL, at once again after a failed renewal) and republishes when the agent's metadata changes; a second thread watches the
 // namespace and hands every join, update and departure to the agent. An agent that dies
 // stops renewing: etcd deletes its key when the lease runs out and every watcher sees the
 // departure then, whether or not it ever talked to the dead agent. Closing revokes the
@@ -96,6 +97,9 @@ class MetadataService {
   std::atomic<bool> stop_{false};
   std::once_flag stopped_;
   std::atomic<bool> healthy_{true};
+  // Lease renewals that failed; the watch starts over when this moves (the stream may be
+  // silent because etcd or the path to it is gone, not because nothing changed).
+  std::atomic<std::uint64_t> renewal_failures_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   bool dirty_ = false;         // guarded by mu_
