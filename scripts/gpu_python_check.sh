@@ -1,14 +1,29 @@
 #!/usr/bin/env bash
 # The Python package on the GPU machine: vram_client.py pulling a 4,096-token prompt
-# (Mistral-Small-3.1: 40 layers, 8 KV heads, dim 128, 16 tokens/block, bf16) from
-# vram_server.py, GPU0 -> GPU1 over cuda_ipc with torch tensors, next to `kvferry bench`
-# on the same shape in the same call. Acceptance: client / bench >= 0.9.
+# (Mistral-Small-3.1: 40 layers, 8 KV heads, dim 128, 16 tokens/block, bf16, flashinfer:
+# one 64 KiB block per layer = 40 x 256 x 64 KiB = 640 MiB) from vram_server.py over
+# cuda_ipc with torch tensors, next to `kvferry bench` on the same shape in the same call.
+# Acceptance: client / bench >= 0.9.
+#
+# Both time the same thing, per step, median over 20 steps after 3 warm-up steps:
+#   create a fresh strided request (lanes x block ids, 256 scattered block ids per side)
+#   + post + wait until done; no notification; verification is outside the timed part
+#   (client: every byte of every step; bench: --verify, one request after timing).
+# The client row "with notification" (--notify transfer: the request id rides on the
+# transfer, the example's default) is printed beside them for its cost; it is not the
+# acceptance row.
+#
+# GPUs: with two or more, server and bench target on GPU0, client and bench initiator on
+# GPU1 (GPU0 -> GPU1, nvidia-h200-x2); with one, everything on GPU0 (two processes on one
+# GPU: the rows say "GPU0 -> GPU0").
 #
 # HERE (no GPU needed; builds a cp312 package for the device machine's Python 3.12):
 #   scripts/gpu_python_check.sh prepare        # -> .device-py/ (git-ignored, < 60 MiB)
 # THERE (nothing is built or installed; no network):
 #   run(carry=[".device-py"], command="bash .device-py/gpu_python_check.sh", kind="nvidia-h200-x2")
+#   (or kind="nvidia-h200": the one-GPU rows)
 # Logs go to $OUT; a short table is printed last.
+
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
@@ -64,8 +79,13 @@ if "$py" -c "import pytest" 2>/dev/null; then
   echo "pytest test_torch.py: rc=$? ($(tail -n 1 "$out/pytest_torch.log"))"
 fi
 
+gpus="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')"
+if [[ "$gpus" -ge 2 ]]; then src=0; dst=1; else src=0; dst=0; fi
+route="GPU$src -> GPU$dst"
+echo "GPUs: $gpus; server and bench target on GPU$src, client and bench initiator on GPU$dst ($route)"
+
 shape=(--layers 40 --heads 8 --head-dim 128 --tokens-per-block 16 --layout flashinfer)
-timeout 300 "$py" "$here/examples/vram_server.py" --mem vram --device 0 --port 0 "${shape[@]}" >"$out/server.log" 2>&1 &
+timeout 400 "$py" "$here/examples/vram_server.py" --mem vram --device "$src" --port 0 "${shape[@]}" >"$out/server.log" 2>&1 &
 server=$!
 port=""
 for _ in $(seq 1 240); do  # it fills its 4 GiB pool first
@@ -75,43 +95,63 @@ for _ in $(seq 1 240); do  # it fills its 4 GiB pool first
 done
 [[ -n "$port" ]] || { echo "vram_server.py did not listen:"; tail -n 20 "$out/server.log"; exit 1; }
 
-client=(timeout 240 "$py" "$here/examples/vram_client.py" --mem vram --device 1 --port "$port" "${shape[@]}"
+client=(timeout 240 "$py" "$here/examples/vram_client.py" --mem vram --device "$dst" --port "$port" "${shape[@]}"
         --num-tokens 4096 --iterations 20 --warmup 3 --backend cuda_ipc --json)
-bench=(timeout 120 "$here/bin/kvferry" bench --mem vram --backend cuda_ipc --device 1 --peer-device 0 --op read
+bench=(timeout 120 "$here/bin/kvferry" bench --mem vram --backend cuda_ipc --device "$dst" --peer-device "$src" --op read
        --layers 40 --blocks 256 --block-size 64KiB --pattern scattered --fresh-requests --iterations 20 --warmup 3
        --verify --json)
-# Two alternating rounds: the same GPUs, the same call.
+# Alternating rounds on the same GPUs in the same call: client, bench, client, bench.
 for round in 1 2; do
-  "${client[@]}" >"$out/client_$round.log" 2>&1
-  echo "client round $round: rc=$? $(grep -m1 'median' "$out/client_$round.log")"
+  "${client[@]}" --notify none >"$out/client_$round.log" 2>&1
+  echo "client round $round (no notification): rc=$? $(grep -m1 'median' "$out/client_$round.log")"
   "${bench[@]}" >"$out/bench_$round.log" 2>&1
-  echo "bench round $round: rc=$?"
+  echo "bench round $round: rc=$? $(grep -m1 'create + post' "$out/bench_$round.log")"
 done
+"${client[@]}" --notify transfer >"$out/client_notify.log" 2>&1
+echo "client with notification: rc=$? $(grep -m1 'median' "$out/client_notify.log")"
 kill -TERM "$server" 2>/dev/null
 wait "$server" 2>/dev/null
 
-"$py" - "$out" <<'PY'
-import json, statistics, sys, glob
-out = sys.argv[1]
+"$py" - "$out" "$route" <<'PY'
+import json, sys
+out, route = sys.argv[1], sys.argv[2]
 def last_json(path, key):
-    for line in reversed(open(path).read().splitlines()):
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
         if line.startswith("{") and key in line:
             return json.loads(line)
     return None
-rows = []
+nan = float("nan")
+print(f"\n{route}, cuda_ipc, 4,096 tokens = 640 MiB per request; timed: fresh strided request + post + wait")
+print(f"{'row':<34}{'GB/s':>9}{'median ms':>11}{'create+post us':>16}{'verified':>10}{'ratio':>8}")
+ratios = []
 for r in (1, 2):
     c = last_json(f"{out}/client_{r}.log", "gbps_median")
     b = last_json(f"{out}/bench_{r}.log", '"gbps"')
-    rows.append((r, c, b))
-print(f"{'round':<6}{'client GB/s':>12}{'verified':>10}{'bench GB/s':>12}{'bench verified':>16}{'ratio':>8}")
-ratios = []
-for r, c, b in rows:
-    cg = c["gbps_median"] if c else float("nan")
-    bg = b["gbps"] if b else float("nan")
-    ratio = cg / bg if c and b else float("nan")
+    ratio = c["gbps_median"] / b["gbps"] if c and b else nan
     ratios.append(ratio)
-    print(f"{r:<6}{cg:>12.1f}{str(c and c['verified']):>10}{bg:>12.1f}{str(b and b['verified']):>16}{ratio:>8.3f}")
+    if c:
+        print(f"{'vram_client.py round %d' % r:<34}{c['gbps_median']:>9.1f}{c['median_ms']:>11.3f}"
+              f"{c['create_post_us_median']:>16.1f}{str(c['verified']):>10}{ratio:>8.3f}")
+    else:
+        print(f"vram_client.py round {r}: no result (see client_{r}.log)")
+    if b:
+        print(f"{'kvferry bench round %d' % r:<34}{b['gbps']:>9.1f}{b['median_ms']:>11.3f}"
+              f"{b['create_post_cpu_us']:>16.1f}{b['verified']:>10}{'':>8}"
+              f"   (its ceiling: {b['ceiling']} {b['ceiling_gbps']:.1f} GB/s, ratio {b['ratio']:.3f})")
+    else:
+        print(f"kvferry bench round {r}: no result (see bench_{r}.log)")
+n = last_json(f"{out}/client_notify.log", "gbps_median")
+if n:
+    b = last_json(f"{out}/bench_2.log", '"gbps"')
+    print(f"{'vram_client.py with notification':<34}{n['gbps_median']:>9.1f}{n['median_ms']:>11.3f}"
+          f"{n['create_post_us_median']:>16.1f}{str(n['verified']):>10}"
+          f"{(n['gbps_median'] / b['gbps'] if b else nan):>8.3f}   (not the acceptance row)")
+print("create+post us: the client's wall time (Python, GIL released inside), the bench's thread CPU time")
 ok = all(x == x and x >= 0.9 for x in ratios)
-print(f"vram_client.py / kvferry bench (4,096 tokens, 640 MiB, cuda_ipc GPU0->GPU1): "
-      f"{', '.join(f'{x:.3f}' for x in ratios)}  acceptance >= 0.9: {'PASS' if ok else 'FAIL'}")
+print(f"vram_client.py / kvferry bench ({route}): {', '.join(f'{x:.3f}' for x in ratios)}  "
+      f"acceptance >= 0.9: {'PASS' if ok else 'FAIL'}")
 PY

@@ -14,7 +14,7 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export KVFERRY_TEST_PEER="$here/bin/kvferry_test_peer"
 kv="$here/bin/kvferry"
-shape=(--layers 40 --blocks 1000 --block-size 64KiB --pattern scattered --verify --json --iterations 10 --warmup 2
+shape=(--layers 40 --blocks 1000 --block-size 64KiB --pattern scattered --verify --json --iterations 20 --warmup 2
        --ceiling-reps 3 --param cuda_ipc.copy=kernel)
 run() {  # name limit args...
   local name="$1" limit="$2"
@@ -28,6 +28,12 @@ run fresh_0to1 110 --device 0 --peer-device 1
 run repost_0to1 110 --device 0 --peer-device 1 --repost
 run fresh_1to0 110 --device 1 --peer-device 0
 run repost_1to0 110 --device 1 --peer-device 0 --repost
+# Two requests in flight (the next created and posted while one copies), as an engine
+# moving several prompts keeps them; more iterations so the one-deep start weighs little.
+run fresh2_0to1 110 --device 0 --peer-device 1 --inflight 2
+run repost2_0to1 110 --device 0 --peer-device 1 --repost --inflight 2
+run fresh2_1to0 110 --device 1 --peer-device 0 --inflight 2
+run repost2_1to0 110 --device 1 --peer-device 0 --repost --inflight 2
 echo "== tests"
 timeout --kill-after=5 120 "$here/bin/kvferry_tests" --gtest_color=no \
   --gtest_filter='Backends/Strided.*:Backends/NotificationDelivery.*:PieceList.*' >"$out/tests.log" 2>&1
@@ -37,7 +43,7 @@ grep -E "^\[  (PASSED|FAILED|SKIPPED) +\]" "$out/tests.log" | head -n 20
 echo
 echo "================ summary ($(date -u +%F) nvidia-h200-x2, cuda_ipc, 40 x 1,000 x 64 KiB scattered) ================"
 printf "%-14s %-6s %10s %10s %12s %8s %14s %9s\n" case op median_ms GB/s peer_GB/s ratio create+post_us verified
-for c in fresh_0to1 repost_0to1 fresh_1to0 repost_1to0; do
+for c in fresh_0to1 repost_0to1 fresh_1to0 repost_1to0 fresh2_0to1 repost2_0to1 fresh2_1to0 repost2_1to0; do
   CASE="$c" python3 -c '
 import json, os, sys
 for line in sys.stdin:

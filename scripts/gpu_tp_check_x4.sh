@@ -12,21 +12,9 @@
 # can take at most). Logs under $OUT; a table last.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-out="${OUT:-/tmp/gpu_tp_check_x4}"
-mkdir -p "$out"
-export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-kv="$here/bin/kvferry"
-budget="${TP_CHECK_BUDGET_S:-570}"
-start=$(date +%s)
-step() {
-  local name="$1" limit="$2"
-  shift 2
-  local left=$(( budget - ($(date +%s) - start) ))
-  if (( limit > left )); then echo "== $name: skipped (needs ${limit}s, ${left}s left)"; return 0; fi
-  echo "== $name ($(date +%T), limit ${limit}s)"
-  timeout --kill-after=5 "$limit" "$@" >"$out/$name.log" 2>&1
-  echo "   rc=$? -> $out/$name.log"
-}
+if [[ -f "$here/gpu_lib.sh" ]]; then source "$here/gpu_lib.sh"; else source "$here/../scripts/gpu_lib.sh"; fi
+GPU_BUDGET_S="${GPU_BUDGET_S:-570}"
+gpu_env /tmp/gpu_tp_check_x4
 { date -u; nvidia-smi; nvidia-smi topo -m; } >"$out/machine.log" 2>&1
 
 cases=("4 2 8" "2 4 8" "3 1 6" "4 2 2")  # P D kv_heads
@@ -36,11 +24,11 @@ for tokens in 4096 32768; do
     name="${1}to${2}_h${3}_t${tokens}"
     staging=()
     (( tokens > 4096 )) && staging=(--staging-mib 8192)
-    step "demo_$name" 90 "$kv" tp-demo --prefill-tp "$1" --decode-tp "$2" --kv-heads "$3" --tokens "$tokens" \
+    gpu_step "demo_$name" 90 "$kv" tp-demo --prefill-tp "$1" --decode-tp "$2" --kv-heads "$3" --tokens "$tokens" \
       --mem vram --path device --json "${staging[@]}"
     iters=(--iterations 3 --warmup 1)
     (( tokens > 4096 )) && iters=(--iterations 2 --warmup 1)
-    step "bench_$name" 150 "$kv" bench --tp "$1:$2" --tp-kv-heads "$3" --tp-tokens "$tokens" --mem vram \
+    gpu_step "bench_$name" 150 "$kv" bench --tp "$1:$2" --tp-kv-heads "$3" --tp-tokens "$tokens" --mem vram \
       "${iters[@]}" --ceiling-reps 3 --tp-ingress --tp-path device --tp-path direct --tp-path naive --json
   done
 done

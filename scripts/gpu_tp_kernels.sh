@@ -12,41 +12,22 @@
 # copy, scatter <- pinned >= 0.93 of H2D, every case verified.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+if [[ -f "$here/gpu_lib.sh" ]]; then source "$here/gpu_lib.sh"; else source "$here/../scripts/gpu_lib.sh"; fi
 
 if [[ "${1:-}" == prepare ]]; then
-  root="$(cd "$here/.." && pwd)"
-  build="${BUILD_DIR:-$root/build-gpu}"
-  pack="$root/build-tp-device"
+  root="$(cd "$gpu_lib_dir/.." && pwd)"
   set -e
-  cmake -S "$root" -B "$build" -G Ninja -DKVFERRY_WERROR=ON -DKVFERRY_ENABLE_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
-  ninja -C "$build" -j"${JOBS:-2}" kvferry kvferry_tests kvferry_test_peer kvferry_tp_kernel_bench
-  rm -rf "$pack"
-  mkdir -p "$pack/bin" "$pack/lib"
-  for b in tests/kvferry_tests tests/kvferry_test_peer tests/kvferry_tp_kernel_bench; do
-    strip --strip-debug -o "$pack/bin/$(basename "$b")" "$build/$b"
-  done
-  for f in "$build"/src/libkvferry.so*; do
-    strip --strip-debug -o "$pack/lib/$(basename "$f")" "$(readlink -f "$f")"
-  done
-  for lib in liburing.so.2 libxxhash.so.0; do
-    path="$(ldd "$build/tests/kvferry_tests" | awk -v l="$lib" '$1 == l { print $3 }')"
-    [[ -n "$path" ]] && cp -L "$path" "$pack/lib/$lib"
-  done
-  cp "$root/scripts/gpu_tp_kernels.sh" "$pack/"
-  du -sh "$pack"
+  gpu_pack "$root/build-tp-device" "kvferry kvferry_tests kvferry_test_peer kvferry_tp_kernel_bench" \
+    "tests/kvferry_tests tests/kvferry_test_peer tests/kvferry_tp_kernel_bench" "$root/scripts/gpu_tp_kernels.sh"
   exit 0
 fi
 
-out="${OUT:-/tmp/gpu_tp_kernels}"
-mkdir -p "$out"
-export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export KVFERRY_TEST_PEER="$here/bin/kvferry_test_peer"
+gpu_env /tmp/gpu_tp_kernels
 { date -u; nvidia-smi; } >"$out/machine.log" 2>&1
 echo "== tests ($(date +%T))"
 timeout --kill-after=5 180 "$here/bin/kvferry_tests" --gtest_color=no \
   --gtest_filter='GpuHeadCopy*:StagingSlots*:KvHeadCopy*:TpMapping*:HeadCopyChunks*' >"$out/tests.log" 2>&1
 echo "   rc=$? -> $out/tests.log"
-gpus="$(nvidia-smi -L 2>/dev/null | wc -l)"
 for d in $(seq 0 $(( (gpus > 2 ? 2 : gpus) - 1 ))); do
   echo "== bench GPU $d ($(date +%T))"
   timeout --kill-after=5 240 "$here/bin/kvferry_tp_kernel_bench" --device "$d" --tokens 4096 --iters 10 --warmup 2 \

@@ -4,8 +4,15 @@
 // while the decode ranks wait on it: the error names it, within the peer timeout.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -73,6 +80,54 @@ TEST_F(TpDemo, OnePrefillRankIntoTwoDecodeRanksDirect) {
   expect_verified(run({"--prefill-tp", "1", "--decode-tp", "2", "--tokens", "70", "--path", "direct",
                        "--src-layout", "vllm-hnd", "--dst-layout", "vllm-hnd"}),
                   2, 1, "direct");
+}
+
+// The processes whose parent is `parent` (from /proc/<pid>/stat).
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const std::size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent) out.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return out;
+}
+
+// A rank stopped and continued (a loaded machine's scheduler, a debugger, a VM pause) sees
+// its blocking waits return EINTR on Linux; the decode ranks' wait for the start signal
+// once took that for its end ("no start signal ... within 60 s" after a few seconds).
+TEST_F(TpDemo, RanksStoppedAndContinuedWhileStartingStillFinish) {
+  auto cli = Cli::start({"tp-demo", "--json", "--model", "llama-3.1-8b", "--prefill-tp", "1", "--decode-tp", "2",
+                         "--tokens", "70", "--path", "direct", "--src-layout", "vllm-hnd", "--dst-layout", "vllm-hnd"});
+  ASSERT_TRUE(cli);
+  std::atomic<bool> ended{false};
+  std::thread pauser([&] {
+    const auto until = std::chrono::steady_clock::now() + 4s;
+    while (!ended && std::chrono::steady_clock::now() < until) {
+      for (pid_t demo : children_of(getpid())) {
+        for (pid_t rank : children_of(demo)) {
+          ::kill(rank, SIGSTOP);
+          std::this_thread::sleep_for(2ms);
+          ::kill(rank, SIGCONT);
+        }
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+  });
+  const auto code = cli->wait_exit(90s);
+  ended = true;
+  pauser.join();
+  EXPECT_EQ(code, std::optional<int>(0)) << cli->out() << cli->err();
+  EXPECT_EQ(cli->out().find("start signal"), std::string::npos) << cli->out();
 }
 
 TEST_F(TpDemo, FourIntoTwoOverShmChunked) {

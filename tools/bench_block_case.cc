@@ -1,6 +1,7 @@
 // The paged-KV throughput case and its ceiling.
 #include <algorithm>
 #include <cstdlib>
+#include <deque>
 #include <optional>
 #include <string>
 #include <thread>
@@ -89,50 +90,77 @@ Result<CaseResult> run_block_transfer_case(InitiatorSession& session, TransferOp
   result.requests = o.repost ? "repost" : (o.index_form ? "fresh, index form" : "fresh");
   if (o.streams > 0) result.streams = o.streams;
 
-  // --repost: one request per case, created before timing (request 0's blocks).
-  std::optional<TransferRequest> reposted;
+  const int depth = o.inflight;
+  if (depth > 1) result.requests += ", " + std::to_string(depth) + " in flight";
+  // --repost: `depth` requests per case, created before timing (the first rounds' blocks),
+  // posted again in turn (the one posted `depth` rounds ago has completed by then).
+  std::vector<TransferRequest> reposted;
   if (o.repost) {
-    Result<TransferRequest> once =
-        session.create_request(op, requests[0].local, requests[0].remote, session.transfer_options());
-    if (!once.ok()) return once.status().with_context("create_transfer");
-    reposted.emplace(std::move(once).value());
+    for (int k = 0; k < depth; ++k) {
+      const RequestBlocks& blocks = requests[static_cast<std::size_t>(k % total)];
+      Result<TransferRequest> once = session.create_request(op, blocks.local, blocks.remote, session.transfer_options());
+      if (!once.ok()) return once.status().with_context("create_transfer");
+      reposted.push_back(std::move(once).value());
+    }
   }
   std::vector<double> latency_us;
   std::vector<double> prep_us;
   std::vector<double> create_us;
   std::vector<double> post_us;
-  Clock::time_point measured_start = Clock::now();
+  struct Flight {
+    std::optional<TransferRequest> fresh;
+    TransferRequest* request = nullptr;
+    Clock::time_point posted_at;
+    int round = 0;
+  };
+  std::deque<Flight> flying;
   ProgressLine progress(result.op, total);
+  int finished = 0;
+  // Waits for the oldest request in flight (completion is in post order for timing's sake:
+  // a later one done first is simply found done).
+  auto finish_oldest = [&]() -> Status {
+    Flight& f = flying.front();
+    KVF_RETURN_IF_ERROR(f.request->wait(kTransferTimeout)
+                            .with_context(result.op + " request " + std::to_string(f.round) + " of " +
+                                          std::to_string(total)));
+    if (f.round >= o.warmup) latency_us.push_back(to_micros(Clock::now() - f.posted_at));
+    result.descriptors_merged = f.request->telemetry().descriptors_merged;
+    flying.pop_front();
+    progress.update(++finished);
+    return Status::Ok();
+  };
+  Clock::time_point measured_start = Clock::now();
   for (int r = 0; r < total; ++r) {
-    if (r == o.warmup) measured_start = Clock::now();
+    if (r == o.warmup) {
+      while (!flying.empty()) KVF_RETURN_IF_ERROR(finish_oldest());
+      measured_start = Clock::now();
+    }
+    while (static_cast<int>(flying.size()) >= depth) KVF_RETURN_IF_ERROR(finish_oldest());
     const RequestBlocks& blocks = requests[static_cast<std::size_t>(r)];
     // Preparation cost is CPU time of this thread: on a 2-core host the wall clock also
     // counts the time our own progress thread preempts us after post() wakes it.
     const double created_cpu = thread_cpu_micros();
-    std::optional<TransferRequest> fresh;
-    if (!reposted) {
+    Flight f;
+    f.round = r;
+    if (reposted.empty()) {
       Result<TransferRequest> made = session.create_request(op, blocks.local, blocks.remote, session.transfer_options());
       if (!made.ok()) return made.status().with_context("create_transfer");
-      fresh.emplace(std::move(made).value());
+      f.fresh.emplace(std::move(made).value());
     }
-    TransferRequest& request = reposted ? *reposted : *fresh;
     const double posted_cpu = thread_cpu_micros();
-    const auto posted_at = Clock::now();
-    KVF_RETURN_IF_ERROR(request.post().with_context("post"));
+    f.posted_at = Clock::now();
+    flying.push_back(std::move(f));
+    Flight& flight = flying.back();
+    flight.request = flight.fresh ? &*flight.fresh : &reposted[static_cast<std::size_t>(r % depth)];
+    KVF_RETURN_IF_ERROR(flight.request->post().with_context("post"));
     const double post_returned_cpu = thread_cpu_micros();
-    KVF_RETURN_IF_ERROR(request.wait(kTransferTimeout)
-                            .with_context(result.op + " request " + std::to_string(r) + " of " +
-                                          std::to_string(total)));
-    const auto done_at = Clock::now();
     if (r >= o.warmup) {
-      latency_us.push_back(to_micros(done_at - posted_at));
       prep_us.push_back(post_returned_cpu - created_cpu);
       create_us.push_back(posted_cpu - created_cpu);
       post_us.push_back(post_returned_cpu - posted_cpu);
     }
-    result.descriptors_merged = request.telemetry().descriptors_merged;
-    progress.update(r + 1);
   }
+  while (!flying.empty()) KVF_RETURN_IF_ERROR(finish_oldest());
   const double measured_seconds = to_seconds(Clock::now() - measured_start);
   result.gbps = gigabytes_per_second(result.bytes * static_cast<std::uint64_t>(o.iterations),
                                      measured_seconds);

@@ -55,6 +55,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   command->add_flag("--repost", o.repost, "Create one request per case and post it again and again");
   command->add_flag("--index-form", o.index_form,
                     "Describe requests as index transfers of (layer, block) pairs instead of lanes x block ids");
+  command->add_option("--inflight", o.inflight,
+                      "Requests in flight at once: the next is created and posted while earlier ones copy, "
+                      "as an engine moving several prompts does (1: one at a time)")
+      ->capture_default_str();
   command->add_option("--batch", o.batch,
                       "Batch case: this many requests of --blocks blocks each, posted with one post_batch and "
                       "drained from a completion queue, against one request of the same bytes")

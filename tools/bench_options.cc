@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <random>
+#include <string>
 
 #include "cli_util.h"
 
@@ -35,6 +36,7 @@ Status BenchOptions::finalize() {
     shared_params["tcp.streams"] = std::to_string(streams);
   }
   fresh_requests = !repost;
+  if (inflight < 1 || inflight > 64) return InvalidArgument("--inflight must be 1..64 (got " + std::to_string(inflight) + ")");
   if (batch < 0) return InvalidArgument("--batch must be positive");
   if (batch > 0 && mem != "dram") return InvalidArgument("--batch measures host pools (--mem dram)");
   if (seed == 0) seed = (std::uint64_t{std::random_device{}()} << 32) | std::random_device{}();

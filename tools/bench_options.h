@@ -45,6 +45,9 @@ struct BenchOptions {
   bool fresh_requests = true;
   bool repost = false;
   bool index_form = false;  // requests as index transfers of expanded pairs (the older path)
+  // Requests in flight at once (as an engine keeps several prompts moving): request r+1 is
+  // created and posted while r copies; 1 waits for each before making the next.
+  int inflight = 1;
   int batch = 0;            // > 0: the batch case: this many requests of --blocks, one post_batch
   int device = 0;
   int peer_device = -1;      // -1: the next GPU if there is one, else the same

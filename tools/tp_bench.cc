@@ -208,7 +208,7 @@ int run_tp_bench(const BenchOptions& o) {
   std::vector<std::string> cases = o.tp.paths;
   if (cases.empty()) {
     cases = vram ? std::vector<std::string>{"device", "host", "direct", "naive"}
-                 : std::vector<std::string>{"direct", "host", "naive"};
+                 : std::vector<std::string>{"auto", "direct", "host", "naive"};
   }
   const std::uint64_t bytes = spec.total_bytes();
   if (!o.json) {
@@ -227,18 +227,21 @@ int run_tp_bench(const BenchOptions& o) {
       std::fprintf(stderr, "kvferry bench --tp: GPU ceilings: %s\n", gpu.status().to_string().c_str());
       return 1;
     }
-    for (const char* c : {"device", "direct", "naive", "auto"}) ceiling_of[c] = {"peer copy", gpu->peer_copy_gbps};
+    const std::string peer = gpu->single_gpu ? "GPU0 copy (1 GPU)" : "peer copy";
+    for (const char* c : {"device", "direct", "naive", "auto"}) ceiling_of[c] = {peer, gpu->peer_copy_gbps};
     ceiling_of["host"] = {"pinned D2H copy", gpu->device_to_host_gbps};
     if (o.json) {
       std::printf("%s\n", nlohmann::json{{"ceilings", {{"peer_copy_gbps", gpu->peer_copy_gbps},
                                                       {"device_to_host_gbps", gpu->device_to_host_gbps},
                                                       {"ingress_sources", gpu->ingress_sources},
-                                                      {"ingress_gbps", gpu->ingress_gbps}}}}
+                                                      {"ingress_gbps", gpu->ingress_gbps},
+                                                      {"single_gpu", gpu->single_gpu}}}}
                                 .dump()
                                 .c_str());
     } else {
-      std::printf("ceilings: GPU0->GPU1 peer copy %.1f GB/s, pinned device->host %.1f GB/s", gpu->peer_copy_gbps,
-                  gpu->device_to_host_gbps);
+      std::printf("ceilings: %s %.1f GB/s, pinned device->host %.1f GB/s",
+                  gpu->single_gpu ? "one GPU (every rank on GPU 0): GPU0->GPU0 copy" : "GPU0->GPU1 peer copy",
+                  gpu->peer_copy_gbps, gpu->device_to_host_gbps);
       if (gpu->ingress_gbps > 0) std::printf(", %u GPUs writing into one at once %.1f GB/s", gpu->ingress_sources, gpu->ingress_gbps);
       std::printf("\n");
     }

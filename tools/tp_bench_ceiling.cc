@@ -54,6 +54,7 @@ Result<TpGpuCeilings> measure_tp_gpu_ceilings(std::uint64_t bytes, std::uint32_t
   const int gpus = cuda_gpu_count();
   if (gpus < 1) return Unavailable("no CUDA GPU here");
   TpGpuCeilings c;
+  c.single_gpu = gpus == 1;
   KVF_ASSIGN_OR_RETURN(DeviceBuffer source, DeviceBuffer::allocate(0, bytes));
   KVF_ASSIGN_OR_RETURN(DeviceBuffer destination, DeviceBuffer::allocate(gpus > 1 ? 1 : 0, bytes));
   c.peer_copy_gbps = peer_copy_ceiling(0, reinterpret_cast<const void*>(source.address()), destination.device(),

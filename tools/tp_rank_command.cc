@@ -46,6 +46,28 @@ Result<std::unique_ptr<Agent>> make_rank_agent(const TpRunSpec& spec, const std:
   return Agent::create(options);
 }
 
+// The parent's start signal (SIGUSR1, blocked since main, so only this wait takes it).
+// sigtimedwait also returns early with EINTR, without the signal: when a handled signal
+// arrives, and on Linux after the process was stopped and continued (signal(7)), which a
+// loaded machine's scheduler or a debugger may do. Those waits are resumed with the time
+// left, never taken for the end of the wait.
+Status wait_for_start_signal(std::chrono::seconds limit) {
+  sigset_t start;
+  sigemptyset(&start);
+  sigaddset(&start, SIGUSR1);
+  const auto until = Clock::now() + limit;
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(until - Clock::now());
+    if (left.count() <= 0) break;
+    const timespec wait{static_cast<time_t>(left.count() / 1000000000), static_cast<long>(left.count() % 1000000000)};
+    const int signal = sigtimedwait(&start, nullptr, &wait);
+    if (signal == SIGUSR1) return Status::Ok();
+    if (signal < 0 && errno == EINTR) continue;
+    if (signal < 0 && errno != EAGAIN) return IoErrorFromErrno("sigtimedwait (the start signal)", errno);
+  }
+  return Timeout("no start signal from the parent within " + std::to_string(limit.count()) + " s");
+}
+
 std::string request_id(int r) { return "request-" + std::to_string(r); }
 
 Status run_prefill(const TpRankOptions& o, const TpRunSpec& spec) {
@@ -119,11 +141,7 @@ Result<TpRankResult> run_decode(const TpRankOptions& o, const TpRunSpec& spec) {
   KVF_RETURN_IF_ERROR(receiver->connect(peers));
   KVF_RETURN_IF_ERROR(write_line(o.report_fd, "ready"));
   // The start signal (blocked since main, so only this wait takes it).
-  sigset_t start;
-  sigemptyset(&start);
-  sigaddset(&start, SIGUSR1);
-  const timespec limit{60, 0};
-  if (sigtimedwait(&start, nullptr, &limit) != SIGUSR1) return Timeout("no start signal from the parent within 60 s");
+  KVF_RETURN_IF_ERROR(wait_for_start_signal(std::chrono::seconds(60)));
 
   TpRankResult result;
   result.decode_rank = o.rank;

@@ -7,11 +7,13 @@ What an inference engine (vLLM, SGLang) does around kvferry, in one file:
   hold each request (in an engine the router carries this in the request's
   kv_transfer_params; here a kvferry notification does);
 - the decode worker keeps a request table; for each prefilled request it takes blocks
-  from its own free list and pulls ALL blocks of ALL layers in one asynchronous index
-  transfer whose notification carries the request id back to the prefill worker, which
-  frees that request's blocks when it arrives (after the last byte was read);
-- the decode worker never blocks on one request: it polls its in-flight table each
-  scheduler tick, verifies and frees what finished;
+  from its own free list and pulls ALL blocks of ALL layers in one asynchronous strided
+  transfer tagged with the request id; the transfer's notification carries that tag back
+  to the prefill worker, which frees that request's blocks when it arrives (after the
+  last byte was read);
+- the decode worker never blocks on one request: every pull completes into one
+  CompletionQueue (tag = request id) that each scheduler tick drains, verifying and
+  freeing what finished (an event loop would sleep on the queue's fileno());
 - finally the prefill worker dies (SIGKILL) with a request announced: the decode worker
   sees kvferry.PeerLost for it within the peer timeout, marks it for local recompute, and
   refuses further pulls from that peer quickly.
@@ -71,8 +73,7 @@ def prefill_worker(args) -> int:
         def drain(timeout: float) -> None:
             if agent.wait_for_notifications(timeout):
                 for note in agent.take_notifications():
-                    rid = int(note.message.split()[1])  # "done <rid>"
-                    free.extend(table.pop(rid))
+                    free.extend(table.pop(note.tag))  # the pull's tag is the request id
 
         for rid in range(args.requests + 1):
             drain(rng.uniform(0.0, 0.02))  # requests arrive over time
@@ -86,7 +87,7 @@ def prefill_worker(args) -> int:
                 w = words(t, blocks_total)
                 w[:, blocks] = request_data(rid, layer, count, w.shape[2])
             table[rid] = blocks
-            agent.notify("decode-0", json.dumps({"request": rid, "tokens": tokens, "blocks": blocks.tolist()}))
+            agent.notify("decode-0", json.dumps({"request": rid, "tokens": tokens, "blocks": blocks.tolist()}), tag=rid)
         # The last request is announced; the crash happens before decode can pull it.
         time.sleep(3600)
     return 0
@@ -105,6 +106,7 @@ def decode_worker(args) -> int:
         agent.notify(peer, "hello")
         free = collections.deque(range(blocks_total))
         inflight = {}  # request id -> (TransferRequest, our blocks, started)
+        completions = kvferry.CompletionQueue()  # every pull ends here, tagged with its request id
         waiting = collections.deque()  # announced, not yet pulled
         t_end = time.monotonic() + 60
         while (done + failed < args.requests + 1) and time.monotonic() < t_end:
@@ -126,18 +128,20 @@ def decode_worker(args) -> int:
                 ours = np.array([free.popleft() for _ in range(len(theirs))], dtype=np.uint32)
                 try:
                     plan = link.plan(kvferry.READ, theirs, ours)
-                    transfer = link.create_transfer(agent, plan, notification=f"done {req['request']}")
-                    transfer.post()
+                    transfer = link.create_transfer(agent, plan, notification=f"done {req['request']}",
+                                                    tag=req["request"])
+                    transfer.post(completions)
                     inflight[req["request"]] = (transfer, ours, time.perf_counter())
                 except kvferry.PeerLost as e:
                     failed += 1
                     free.extend(ours)
                     print(f"decode: request {req['request']}: prefill lost ({type(e).__name__}: {e}); "
                           f"recomputing locally", flush=True)
-            # Tick 3: poll the in-flight table (never blocks).
-            for rid, (transfer, ours, started) in list(inflight.items()):
-                state = transfer.state
-                if state == kvferry.TransferState.DONE:
+            # Tick 3: what finished since the last tick (never blocks).
+            for c in completions.drain():
+                rid = c.tag
+                transfer, ours, started = inflight.pop(rid)
+                if c.ok:
                     for layer, t in enumerate(tensors):
                         got = words(t, blocks_total)[:, ours]
                         if not np.array_equal(got, request_data(rid, layer, len(ours), got.shape[2])):
@@ -146,14 +150,11 @@ def decode_worker(args) -> int:
                     print(f"decode: request {rid}: {len(ours)} blocks x {GEOMETRY['layers']} layers in {ms:.2f} ms, "
                           f"verified", flush=True)
                     done += 1
-                elif state == kvferry.TransferState.ERROR:
-                    err = transfer.error()
+                else:
+                    err = c.error()
                     print(f"decode: request {rid}: {type(err).__name__}: {err}; recomputing locally", flush=True)
                     failed += 1
-                else:
-                    continue
                 free.extend(ours)  # decode would run here; the blocks return to our free list
-                del inflight[rid]
         agent.deregister_memory(tensors)
     if prefill.poll() is None:
         prefill.kill()

@@ -63,8 +63,11 @@ struct AgentOptions {
   // a dead agent is seen as gone within `metadata_lease`, even by agents that never
   // talked to it. Agent::create fails if the service cannot be reached.
   std::string metadata_service;
-  // The lease on this agent's entry in the metadata service; whole seconds, >= 2
-  // (etcd's floor).
+  // How soon this agent is seen as gone by the others if it dies: whole seconds, >= 2.
+  // Its etcd lease is one second shorter (etcd expires leases at a twice-a-second check),
+  // renewed every quarter of that. Agent::create fails, naming the figures, when etcd grants
+  // a longer lease (its floor is 1.5 election timeouts: 2 s with etcd's defaults, so a
+  // 2 s bound needs etcd run with --election-timeout <= 600).
   std::chrono::seconds metadata_lease{5};
   // "ADDRESS:PORT" of an HTTP endpoint serving Prometheus metrics at /metrics (port 0
   // picks a free port: Agent::metrics_port). Empty: none.

@@ -112,10 +112,15 @@ class TransferTelemetry:
     def posts(self) -> int: ...
 
 class Notification:
-    """A message from a peer: `from_` (its name) and `message` (bytes)."""
+    """
+    A message from a peer: `from_` (its name), `message` (bytes), `tag` (the sender's).
+    """
 
     @property
     def message(self) -> bytes: ...
+
+    @property
+    def tag(self) -> int: ...
 
     def __repr__(self) -> str: ...
 
@@ -124,8 +129,10 @@ class TransferRequest:
     A transfer made by Agent.create_transfer: post() starts it, wait() waits for it. Thread-safe; may outlive its Agent (it then reports errors).
     """
 
-    def post(self) -> None:
-        """Starts the transfer; never waits for the data."""
+    def post(self, queue: CompletionQueue | None = None) -> None:
+        """
+        Starts the transfer; never waits for the data. With `queue`, the end of this post (tag, status, telemetry) is pushed there: exactly one completion, a raised error included.
+        """
 
     @property
     def state(self) -> TransferState: ...
@@ -149,6 +156,9 @@ class TransferRequest:
 
     @property
     def op(self) -> TransferOp: ...
+
+    @property
+    def tag(self) -> int: ...
 
 class SharedMemory:
     """
@@ -228,14 +238,65 @@ def compiled_backends() -> list[BackendInfo]:
 
 def version_string() -> str: ...
 
+class Completion:
+    """The end of one posted request: its tag, how it ended, telemetry."""
+
+    @property
+    def tag(self) -> int: ...
+
+    @property
+    def peer(self) -> str: ...
+
+    @property
+    def telemetry(self) -> TransferTelemetry: ...
+
+    @property
+    def ok(self) -> bool: ...
+
+    def error(self) -> object:
+        """
+        The kvferry.Error of a failed request (not raised), or None when it is done.
+        """
+
+    def __repr__(self) -> str: ...
+
+class CompletionQueue:
+    """
+    Completions of requests posted into it (TransferRequest.post(queue), post_batch): exactly one per post, however it ends. fileno() is readable while completions wait (select, asyncio add_reader); only wait on it. Copies share one queue.
+    """
+
+    def __init__(self) -> None: ...
+
+    def fileno(self) -> int:
+        """The queue's eventfd: readable exactly while completions wait."""
+
+    def drain(self, max: int | None = None) -> list[Completion]:
+        """Takes up to `max` completions, oldest first."""
+
+    def wait(self, timeout: float) -> bool:
+        """
+        Blocks (GIL released) until a completion waits or `timeout` s pass; returns whether one waits.
+        """
+
+    def __len__(self) -> int:
+        """Completions waiting to be drained."""
+
+    def in_flight(self) -> int:
+        """Posts whose completion has not been pushed yet."""
+
+def post_batch(requests: object, queue: CompletionQueue) -> int:
+    """
+    Posts every request; each one's completion goes to `queue`. Returns how many started; the others have already completed into the queue with the reason (len(requests) completions arrive in all).
+    """
+
 class Agent:
     """
     One named endpoint per process or GPU worker (kvferry/agent.h). Thread-safe; blocking calls release the GIL. close() (or a `with` block) stops it; requests may outlive it.
     """
 
-    def __init__(self, name: str, backends: Sequence[str] | None = None, params: Mapping[str, str] | None = None, peer_timeout: float = 5.0, connect_timeout: float = 3.0, max_notification_bytes: int = 65536, max_inbox_notifications: int = 65536) -> None:
+    def __init__(self, name: str, backends: Sequence[str] | None = None, params: Mapping[str, str] | None = None, peer_timeout: float = 5.0, connect_timeout: float = 3.0, max_notification_bytes: int = 65536, max_inbox_notifications: int = 65536, metadata_service: str = '', metadata_lease: float = 5, metrics_address: str = '') -> None:
         """
-        `backends`: names to start (all usable when None); `params`: {'tcp.streams': '4', ...}; timeouts in seconds.
+        `backends`: names to start (all usable when None); `params`: {'tcp.streams': '4', ...}; timeouts in seconds. `metadata_service`: 'etcd://HOST:PORT/NAMESPACE' (peers join and leave through it; `metadata_lease` whole seconds >= 2); `metrics_address`: 'ADDRESS:PORT' of a Prometheus /metrics endpoint (port 0: any free port, see metrics_port()).
         """
 
     @property
@@ -254,9 +315,9 @@ class Agent:
 
     def __exit__(self, *args) -> None: ...
 
-    def register_memory(self, regions: object, kind: object | None = None) -> None:
+    def register_memory(self, regions: object, kind: object | None = None, name: str | None = None) -> None:
         """
-        Registers memory, one region per item: a numpy array, a torch tensor (CPU or CUDA), any DLPack or __cuda_array_interface__ object, an (address, length[, device]) tuple, a DescriptorList, or a list of them. `kind` ('dram', 'vram') overrides the kind found (tuples default to dram). Arrays and tensors stay referenced until deregistered.
+        Registers memory, one region per item: a numpy array, a torch tensor (CPU or CUDA), any DLPack or __cuda_array_interface__ object, an (address, length[, device]) tuple, a DescriptorList, or a list of them. `kind` ('dram', 'vram') overrides the kind found (tuples default to dram). `name` (e.g. 'kv.layer.17') travels in the metadata: peers find the regions with remote_named_regions. Arrays and tensors stay referenced until deregistered.
         """
 
     def deregister_memory(self, regions: object, kind: object | None = None) -> None:
@@ -302,28 +363,189 @@ class Agent:
     def prepare_remote(self, peer: str, descriptors: object, kind: object | None = None) -> PreparedList: ...
 
     @overload
-    def create_transfer(self, op: object, local: PreparedList, local_indices: object, remote: PreparedList, remote_indices: object, *, notification: object | None = None, backend: str = '') -> TransferRequest:
+    def create_transfer(self, op: object, local: PreparedList, local_indices: object, remote: PreparedList, remote_indices: object, *, notification: object | None = None, tag: int = 0, backend: str = '') -> TransferRequest:
         """
-        Index transfer (the hot path): pairs local[local_indices[i]] with remote[remote_indices[i]]. Index arrays: uint32 C-contiguous numpy arrays are used in place; other integer arrays and lists are converted once. `notification` (str or bytes) reaches the peer after all bytes.
+        Index transfer (the hot path): pairs local[local_indices[i]] with remote[remote_indices[i]]. Index arrays: uint32 C-contiguous numpy arrays are used in place; other integer arrays and lists are converted once. `notification` (str or bytes) reaches the peer after all bytes; `tag` (64-bit) rides with it and with the request's completion.
         """
 
     @overload
-    def create_transfer(self, op: object, local: object, peer: str, remote: object, *, notification: object | None = None, backend: str = '', local_kind: object | None = None, remote_kind: object | None = None) -> TransferRequest:
+    def create_transfer(self, op: object, local: object, peer: str, remote: object, *, notification: object | None = None, tag: int = 0, backend: str = '', local_kind: object | None = None, remote_kind: object | None = None) -> TransferRequest:
         """
         Pairwise transfer of local[i] with the peer's remote[i] (DescriptorLists, (N, 2|3) arrays or tuple lists, of kind `local_kind` / `remote_kind`, dram by default); a file of this agent is the peer `agent.name` with remote_kind='file'.
         """
 
-    def notify(self, peer: str, message: object) -> None:
-        """Sends `message` (str or bytes) to the peer's inbox, without data."""
+    @overload
+    def create_transfer(self, op: object, local: PreparedLanes, remote: PreparedLanes, local_blocks: object, remote_blocks: object, *, first_lane: int = 0, lane_count: int | None = None, notification: object | None = None, tag: int = 0, backend: str = '') -> TransferRequest:
+        """
+        Strided transfer (the engines' hot path): local block local_blocks[i] pairs with remote block remote_blocks[i] in every lane of [first_lane, first_lane + lane_count) (to the last lane when None). Block ids: uint32 C-contiguous numpy arrays are used in place; costs O(lanes + blocks).
+        """
 
-    def take_notifications(self) -> list[Notification]: ...
+    def notify(self, peer: str, message: object, tag: int = 0) -> None:
+        """
+        Sends `message` (str or bytes) with `tag` to the peer's inbox, without data.
+        """
 
+    def take_notifications(self, peer: str | None = None, tag: int | None = None) -> list[Notification]:
+        """
+        Drains the inbox; with `peer` and/or `tag`, takes only the matching notifications (others stay).
+        """
+
+    @overload
     def wait_for_notifications(self, timeout: float) -> bool:
         """
         Blocks (GIL released) until the inbox holds a notification or `timeout` s pass.
         """
 
+    @overload
+    def wait_for_notifications(self, keys: Sequence[tuple[str, int]], timeout: float) -> list[Notification]:
+        """
+        Blocks (GIL released) until, for every (peer, tag) key, a matching notification is in the inbox, then takes exactly those (the oldest match per key) and returns them in key order. Raises kvferry.Timeout naming the missing keys, taking nothing.
+        """
+
     def dropped_notifications(self) -> int: ...
+
+    def instance_id(self) -> str:
+        """
+        128 random bits (32 hex digits) drawn at creation: tells a restarted peer apart.
+        """
+
+    def remote_named_regions(self, peer: str, name: str) -> DescriptorList:
+        """
+        The regions a loaded peer registered under `name`, in its registration order.
+        """
+
+    def remote_region_names(self, peer: str) -> list[str]:
+        """The region names a loaded peer announced, sorted."""
+
+    def sync_metadata(self, timeout: float = 5.0) -> None:
+        """
+        With a metadata service: waits (GIL released) until it holds everything registered and published so far. Returns at once without one.
+        """
+
+    def take_peer_events(self) -> list[PeerEvent]:
+        """Drains the peer events recorded so far, oldest first."""
+
+    def wait_for_peer_events(self, timeout: float) -> bool:
+        """
+        Blocks (GIL released) until a peer event is pending or `timeout` s pass; returns whether one is.
+        """
+
+    def find_peers(self, prefix: str = '') -> list[str]:
+        """Loaded peers whose name starts with `prefix`, sorted."""
+
+    def wait_for_peers(self, prefix: str, count: int, timeout: float) -> list[str]:
+        """
+        Waits (GIL released) until at least `count` loaded peers match `prefix`; returns them. Raises kvferry.Timeout naming how many were found.
+        """
+
+    def metrics_text(self) -> str:
+        """The Prometheus text served at /metrics."""
+
+    def metrics_port(self) -> int:
+        """
+        The bound port of the metrics endpoint; kvferry.NotFound without metrics_address.
+        """
+
+    def prepare_local_lanes(self, lanes: BlockLanes) -> PreparedLanes:
+        """Checks every lane against registered memory once, whole."""
+
+    def prepare_remote_lanes(self, peer: str, lanes: BlockLanes) -> PreparedLanes:
+        """Checks every lane against the peer's announced regions once, whole."""
+
+class PeerEventKind(enum.Enum):
+    """What happened to a peer (kvferry/peer_events.h)."""
+
+    def __str__(self) -> str: ...
+
+    JOINED = 0
+
+    UPDATED = 1
+
+    RESTARTED = 2
+
+    LEFT = 3
+
+class PeerEvent:
+    """A peer joined, changed, restarted or left; `revision` of its metadata."""
+
+    @property
+    def kind(self) -> PeerEventKind: ...
+
+    @property
+    def peer(self) -> str: ...
+
+    @property
+    def revision(self) -> int: ...
+
+    def __repr__(self) -> str: ...
+
+class BlockLanes:
+    """
+    Lanes of equal blocks: block b of lane l starts at lane_addresses[l] + b * block_stride and is block_bytes long; block ids [0, blocks) exist in every lane. A plain value (KvPool.block_lanes() makes one for a pool).
+    """
+
+    def __init__(self, kind: object, lane_addresses: Sequence[int], block_stride: int, block_bytes: int, blocks: int, device: int = 0) -> None: ...
+
+    @property
+    def kind(self) -> MemoryKind: ...
+
+    @kind.setter
+    def kind(self, arg: MemoryKind, /) -> None: ...
+
+    @property
+    def device(self) -> int: ...
+
+    @device.setter
+    def device(self, arg: int, /) -> None: ...
+
+    @property
+    def lane_addresses(self) -> list[int]: ...
+
+    @lane_addresses.setter
+    def lane_addresses(self, arg: Sequence[int], /) -> None: ...
+
+    @property
+    def block_stride(self) -> int: ...
+
+    @block_stride.setter
+    def block_stride(self, arg: int, /) -> None: ...
+
+    @property
+    def block_bytes(self) -> int: ...
+
+    @block_bytes.setter
+    def block_bytes(self, arg: int, /) -> None: ...
+
+    @property
+    def blocks(self) -> int: ...
+
+    @blocks.setter
+    def blocks(self, arg: int, /) -> None: ...
+
+    def __repr__(self) -> str: ...
+
+class PreparedLanes:
+    """
+    Lanes validated once (Agent.prepare_local_lanes / prepare_remote_lanes), for strided transfers. Immutable; safe to share between threads.
+    """
+
+    @property
+    def valid(self) -> bool: ...
+
+    @property
+    def lanes(self) -> int: ...
+
+    @property
+    def blocks(self) -> int: ...
+
+    @property
+    def kind(self) -> MemoryKind: ...
+
+    @property
+    def is_local(self) -> bool: ...
+
+    @property
+    def peer(self) -> str: ...
 
 class KvDtype(enum.Enum):
     def __str__(self) -> str: ...
@@ -476,6 +698,9 @@ class KvPool:
 
     def tensor_regions(self) -> DescriptorList: ...
 
+    def block_lanes(self) -> BlockLanes:
+        """The pool's segments as lanes x blocks, for prepare_*_lanes."""
+
     def block_descriptors(self) -> DescriptorList: ...
 
     def encode(self) -> bytes: ...
@@ -548,7 +773,8 @@ class KvLink:
         READ: source blocks are the peer's, destination ours; WRITE: the other way round.
         """
 
-    def create_transfer(self, agent: Agent, plan: BlockPlan, *, notification: object | None = None, backend: str = '') -> TransferRequest: ...
+    def create_transfer(self, agent: Agent, plan: BlockPlan, *, notification: object | None = None, tag: int = 0, backend: str = '') -> TransferRequest:
+        """The plan's strided transfer over the two pools' lanes (prepared once)."""
 
 class LocalKvPool:
     """A pool on an Agent: published in its metadata, prepared once."""
@@ -561,6 +787,9 @@ class LocalKvPool:
 
     @property
     def blocks(self) -> PreparedList: ...
+
+    @property
+    def lanes(self) -> PreparedLanes: ...
 
     def link(self, agent: Agent, peer: str, key: str = 'kv.pool') -> KvLink:
         """
@@ -584,6 +813,325 @@ def blocks_of_slot_runs(layout: KvLayout, runs: object) -> Annotated[NDArray[num
     """
     SGLang token slots: the block ids holding `runs` ((N, 2) of first_slot, count), as a uint32 array.
     """
+
+class HeadRange:
+    """KV heads [first, first + count)."""
+
+    @overload
+    def __init__(self) -> None: ...
+
+    @overload
+    def __init__(self, first: int, count: int) -> None: ...
+
+    @property
+    def first(self) -> int: ...
+
+    @first.setter
+    def first(self, arg: int, /) -> None: ...
+
+    @property
+    def count(self) -> int: ...
+
+    @count.setter
+    def count(self, arg: int, /) -> None: ...
+
+    @property
+    def end(self) -> int: ...
+
+    def empty(self) -> bool: ...
+
+    def __eq__(self, arg: HeadRange, /) -> bool: ...
+
+    def __repr__(self) -> str: ...
+
+def tp_rank_heads(kv_heads: int, tp: int, rank: int) -> HeadRange:
+    """The heads rank `rank` of a TP group of `tp` ranks holds."""
+
+class TpShare:
+    """
+    A contiguous piece of a decode rank's heads, read from one prefill rank.
+    """
+
+    @property
+    def prefill_rank(self) -> int: ...
+
+    @property
+    def decode_rank(self) -> int: ...
+
+    @property
+    def heads(self) -> HeadRange: ...
+
+    @property
+    def source_head_offset(self) -> int: ...
+
+    @property
+    def destination_head_offset(self) -> int: ...
+
+    def __eq__(self, arg: TpShare, /) -> bool: ...
+
+    def __repr__(self) -> str: ...
+
+class TpMapping:
+    """
+    Which KV heads move between prefill TP P and decode TP D ranks. Immutable.
+    """
+
+    @staticmethod
+    def create(kv_heads: int, prefill_tp: int, decode_tp: int, mla: bool = False) -> TpMapping: ...
+
+    @property
+    def kv_heads(self) -> int: ...
+
+    @property
+    def prefill_tp(self) -> int: ...
+
+    @property
+    def decode_tp(self) -> int: ...
+
+    @property
+    def mla(self) -> bool: ...
+
+    def prefill_heads(self, prefill_rank: int) -> HeadRange: ...
+
+    def decode_heads(self, decode_rank: int) -> HeadRange: ...
+
+    def decode_shares(self, decode_rank: int) -> list[TpShare]:
+        """
+        What decode rank `d` reads, by destination offset (empty when out of range).
+        """
+
+    def prefill_shares(self, prefill_rank: int) -> list[TpShare]:
+        """What prefill rank `p` sends, by decode rank then head."""
+
+    def shares(self) -> list[TpShare]: ...
+
+    def sources_of(self, decode_rank: int) -> list[int]: ...
+
+    def describe(self) -> str: ...
+
+    def __repr__(self) -> str: ...
+
+class KvStagingShape:
+    """A staging region [heads, layers, kv, tokens, head_dim]."""
+
+    @staticmethod
+    def of(layout: KvLayout, heads: int, tokens: int) -> KvStagingShape: ...
+
+    @property
+    def heads(self) -> int: ...
+
+    @property
+    def layers(self) -> int: ...
+
+    @property
+    def kv(self) -> int: ...
+
+    @property
+    def tokens(self) -> int: ...
+
+    @property
+    def head_dim(self) -> int: ...
+
+    @property
+    def dtype(self) -> KvDtype: ...
+
+    def row_bytes(self) -> int: ...
+
+    def head_bytes(self) -> int: ...
+
+    def bytes(self) -> int: ...
+
+    def head_offset(self, head: int) -> int: ...
+
+    def row_offset(self, head: int, layer: int, kv_part: int, token: int) -> int: ...
+
+def gather_kv_heads(pool: KvPool, block_ids: object, first_token: int, tokens: int, heads: object, staging: object, *, staging_kind: object | None = None, timeout: float = 10.0, threads: int = 0) -> None:
+    """
+    Pool heads `heads` (HeadRange or (first, count), the pool's numbering) of tokens [first_token, +tokens) of the request whose block table is `block_ids` -> `staging` (an array, tensor or (address, length[, device]) tuple) laid out as KvStagingShape.of(pool.layout, heads.count, tokens). GIL released.
+    """
+
+def scatter_kv_heads(staging: object, pool: KvPool, block_ids: object, first_token: int, tokens: int, heads: object, *, staging_kind: object | None = None, timeout: float = 10.0, threads: int = 0) -> None:
+    """
+    The reverse of gather_kv_heads: staging -> pool heads `heads` of those tokens. GIL released.
+    """
+
+class TpPath(enum.Enum):
+    """How a TP request moves: staged on the host or the GPUs, or directly."""
+
+    def __str__(self) -> str: ...
+
+    AUTO = 0
+
+    HOST = 1
+
+    DEVICE = 2
+
+    DIRECT = 3
+
+class TpGroups:
+    """The model's KV heads and the two TP degrees; both sides must agree."""
+
+    def __init__(self, kv_heads: int, prefill_tp: int, decode_tp: int, mla: bool = False) -> None: ...
+
+    @property
+    def kv_heads(self) -> int: ...
+
+    @kv_heads.setter
+    def kv_heads(self, arg: int, /) -> None: ...
+
+    @property
+    def prefill_tp(self) -> int: ...
+
+    @prefill_tp.setter
+    def prefill_tp(self, arg: int, /) -> None: ...
+
+    @property
+    def decode_tp(self) -> int: ...
+
+    @decode_tp.setter
+    def decode_tp(self, arg: int, /) -> None: ...
+
+    @property
+    def mla(self) -> bool: ...
+
+    @mla.setter
+    def mla(self, arg: bool, /) -> None: ...
+
+class TpStagingOptions:
+    """Staging arenas of a TP endpoint (slots of slot_bytes)."""
+
+    def __init__(self, slot_bytes: int = 16777216, host_slots: int = 8, device_slots: int = 8, host_via_device: bool = True) -> None: ...
+
+    @property
+    def slot_bytes(self) -> int: ...
+
+    @slot_bytes.setter
+    def slot_bytes(self, arg: int, /) -> None: ...
+
+    @property
+    def host_slots(self) -> int: ...
+
+    @host_slots.setter
+    def host_slots(self, arg: int, /) -> None: ...
+
+    @property
+    def device_slots(self) -> int: ...
+
+    @device_slots.setter
+    def device_slots(self, arg: int, /) -> None: ...
+
+    @property
+    def host_via_device(self) -> bool: ...
+
+    @host_via_device.setter
+    def host_via_device(self, arg: bool, /) -> None: ...
+
+class TpReceiveReport:
+    """What a finished (or failed) receiver request did."""
+
+    @property
+    def path(self) -> TpPath: ...
+
+    @property
+    def sources(self) -> int: ...
+
+    @property
+    def bytes(self) -> int: ...
+
+    @property
+    def pieces(self) -> int: ...
+
+    @property
+    def elapsed_ns(self) -> int: ...
+
+    @property
+    def scatter_ns(self) -> int: ...
+
+class TpPathEstimate:
+    @property
+    def path(self) -> TpPath: ...
+
+    @property
+    def direct_descriptors(self) -> int: ...
+
+    @property
+    def direct_seconds(self) -> float: ...
+
+    @property
+    def staging_seconds(self) -> float: ...
+
+def tp_path_estimate(source: KvLayout, destination: KvLayout, kind: object, tokens: int, heads: int, shares: int) -> TpPathEstimate:
+    """The cost estimate TpPath.AUTO picks by."""
+
+def tp_direct_descriptors(source: KvLayout, destination: KvLayout, tokens: int, heads: int) -> int: ...
+
+KV_TP_METADATA_KEY: str = 'kv.tp'
+
+class TpSender:
+    """
+    A prefill rank's end of heterogeneous-TP transfers (kvferry/kv/tp_transfer.h). Progress is driven by progress() or wait(); blocking calls release the GIL. Agent.close() closes it.
+    """
+
+    def __init__(self, agent: Agent, pool: KvPool, groups: TpGroups, rank: int, *, staging: TpStagingOptions | None = None, piece_bytes: int | None = None, device_piece_bytes: int | None = None, backend: str = '') -> None: ...
+
+    def send(self, request: str, block_table: object, first_token: int, tokens: int, last: bool) -> None:
+        """
+        Tokens [first_token, +tokens) of `request` are computed: send them to every decode rank that reads us.
+        """
+
+    def progress(self) -> None:
+        """
+        Takes decode ranks' asks, gathers and posts what can go now, reaps finished writes.
+        """
+
+    def wait(self, request: str, timeout: float) -> None:
+        """
+        Blocks (GIL released) until every chunk of `request` landed at every decode rank reading us; raises kvferry.Timeout naming the ranks still missing.
+        """
+
+    def take_other_notifications(self) -> list[Notification]: ...
+
+    def close(self) -> None:
+        """Cancels its transfers and deregisters its staging."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *args) -> None: ...
+
+class TpReceiver:
+    """
+    A decode rank's end of heterogeneous-TP transfers (kvferry/kv/tp_transfer.h). Blocking calls release the GIL. Agent.close() closes it.
+    """
+
+    def __init__(self, agent: Agent, pool: KvPool, groups: TpGroups, rank: int, *, path: object = 'auto', staging: TpStagingOptions | None = None, slot_timeout: float = 5.0, peer_timeout: float = 5.0) -> None: ...
+
+    def connect(self, prefill_peers: Sequence[str]) -> None:
+        """The prefill agents (metadata loaded); once, before the first expect()."""
+
+    def expect(self, request: str, block_table: object, tokens: int, path: object | None = None) -> None:
+        """
+        Asks every prefill rank we read for `request`'s `tokens` tokens, to land in our blocks `block_table`.
+        """
+
+    def progress(self) -> None: ...
+
+    def wait(self, request: str, timeout: float) -> None:
+        """
+        Blocks (GIL released) until `request` is complete; raises its error, or kvferry.Timeout naming the missing senders.
+        """
+
+    def last_report(self) -> TpReceiveReport: ...
+
+    def describe_sources(self) -> list[str]: ...
+
+    def take_other_notifications(self) -> list[Notification]: ...
+
+    def close(self) -> None:
+        """Cancels its transfers and deregisters its staging."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *args) -> None: ...
 
 class KvVramPath(enum.Enum):
     AUTO = 0

@@ -1,9 +1,13 @@
-"""What the Python binding costs on the hot path: create + post of one index transfer from
-numpy index arrays, timed from Python and, in the same process and run, the same call
-made from C++ (kvferry._kvferry._cxx_create_post). Rounds alternate between the two.
+"""What the Python binding costs on the hot path: create + post of one transfer from numpy
+arrays, timed from Python and, in the same process and run, the same call made from C++
+(kvferry._kvferry._cxx_create_post / _cxx_create_post_lanes). Rounds alternate between the two.
 
     python -m kvferry.bench                      # 40 layers x K,V x 512 scattered blocks = 40,960 descriptors
+    python -m kvferry.bench --form lanes         # the same as a strided transfer: 80 lanes x 512 block ids
     python -m kvferry.bench --json
+
+Forms: "index" (index arrays of 40,960 descriptor indices per side, index_transfer) and
+"lanes" (two arrays of 512 block ids used in every lane: the engines' strided path).
 
 Two agents in this process over tcp (post never waits on the data there); each request
 is waited for, untimed, before the next.
@@ -26,7 +30,7 @@ def _median_us(samples):
 
 
 def run(layers=40, lanes_per_layer=2, blocks=512, pool_blocks=1024, block_bytes=4096, rounds=7, iterations=10,
-        backend="tcp", seed=3):
+        backend="tcp", seed=3, form="index"):
     lanes = layers * lanes_per_layer
     rng = np.random.default_rng(seed)
     with kvferry.Agent("bench-initiator", backends=[backend]) as a, kvferry.Agent("bench-target", backends=[backend]) as b:
@@ -45,6 +49,27 @@ def run(layers=40, lanes_per_layer=2, blocks=512, pool_blocks=1024, block_bytes=
         lane_base = (np.arange(lanes, dtype=np.uint32) * pool_blocks)[:, None]
         li = (lane_base + np.stack([rng.choice(pool_blocks, blocks, replace=False) for _ in range(lanes)])).astype(np.uint32).ravel()
         ri = (lane_base + np.stack([rng.choice(pool_blocks, blocks, replace=False) for _ in range(lanes)])).astype(np.uint32).ravel()
+        if form == "lanes":  # lane l: blocks of lane l's pool_blocks, contiguous, in both buffers
+            def lanes_of(base):
+                return kvferry.BlockLanes("dram", [base + l * pool_blocks * block_bytes for l in range(lanes)],
+                                          block_stride=block_bytes, block_bytes=block_bytes, blocks=pool_blocks)
+
+            ours = a.prepare_local_lanes(lanes_of(src.ctypes.data))
+            theirs = a.prepare_remote_lanes("bench-target", lanes_of(dst.ctypes.data))
+            li = rng.choice(pool_blocks, blocks, replace=False).astype(np.uint32)
+            ri = rng.choice(pool_blocks, blocks, replace=False).astype(np.uint32)
+
+            def create(local_ids, remote_ids):
+                return a.create_transfer(kvferry.WRITE, ours, theirs, local_ids, remote_ids)
+
+            def cxx(n):
+                return _kvferry._cxx_create_post_lanes(a, kvferry.WRITE, ours, theirs, li, ri, n)
+        else:
+            def create(local_ids, remote_ids):
+                return a.create_transfer(kvferry.WRITE, ours, local_ids, theirs, remote_ids)
+
+            def cxx(n):
+                return _kvferry._cxx_create_post(a, kvferry.WRITE, ours, li, theirs, ri, n)
         li64, ri64 = li.astype(np.int64), ri.astype(np.int64)
 
         py_create, py_post, py_cpu, py64, cxx_create, cxx_post, cxx_cpu = [], [], [], [], [], [], []
@@ -53,7 +78,7 @@ def run(layers=40, lanes_per_layer=2, blocks=512, pool_blocks=1024, block_bytes=
             for _ in range(iterations):
                 cpu0 = time.thread_time_ns()
                 t0 = time.perf_counter_ns()
-                request = a.create_transfer(kvferry.WRITE, ours, li, theirs, ri)
+                request = create(li, ri)
                 t1 = time.perf_counter_ns()
                 request.post()
                 t2 = time.perf_counter_ns()
@@ -63,24 +88,27 @@ def run(layers=40, lanes_per_layer=2, blocks=512, pool_blocks=1024, block_bytes=
                 py_post.append(t2 - t1)
                 py_cpu.append(cpu)
                 merged = request.telemetry().descriptors_merged
-            for create_ns, post_ns, cpu_ns in _kvferry._cxx_create_post(a, kvferry.WRITE, ours, li, theirs, ri,
-                                                                        iterations):
+                # Destroyed here, untimed, as the C++ reference destroys its requests: rebinding
+                # `request` inside the timed part would add the previous request's teardown.
+                del request
+            for create_ns, post_ns, cpu_ns in cxx(iterations):
                 cxx_create.append(create_ns)
                 cxx_post.append(post_ns)
                 cxx_cpu.append(cpu_ns)
             for _ in range(max(1, iterations // 2)):  # int64 indices: one conversion each
                 cpu0 = time.thread_time_ns()
-                request = a.create_transfer(kvferry.WRITE, ours, li64, theirs, ri64)
+                request = create(li64, ri64)
                 request.post()
                 py64.append(time.thread_time_ns() - cpu0)
                 request.wait(60.0)
+                del request
         a.deregister_memory(src)
         b.deregister_memory(dst)
 
     py_total = [c + p for c, p in zip(py_create, py_post)]
     cxx_total = [c + p for c, p in zip(cxx_create, cxx_post)]
     return {
-        "descriptors": int(li.size), "merged": int(merged), "block_bytes": block_bytes, "backend": backend,
+        "form": form, "descriptors": int(li.size) * (lanes if form == "lanes" else 1), "merged": int(merged), "block_bytes": block_bytes, "backend": backend,
         "samples": len(py_total),
         "python_create_us": _median_us(py_create), "python_post_us": _median_us(py_post),
         "python_total_us": _median_us(py_total),
@@ -104,14 +132,15 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--backend", default="tcp")
+    p.add_argument("--form", choices=["index", "lanes"], default="index")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     r = run(layers=args.layers, blocks=args.blocks, pool_blocks=args.pool_blocks, block_bytes=args.block_bytes,
-            rounds=args.rounds, iterations=args.iterations, backend=args.backend)
+            rounds=args.rounds, iterations=args.iterations, backend=args.backend, form=args.form)
     if args.json:
         print(json.dumps(r))
         return 0
-    print(f"index transfer, {r['descriptors']} descriptors ({r['merged']} after merging), {r['backend']}, "
+    print(f"{'strided' if r['form'] == 'lanes' else 'index'} transfer, {r['descriptors']} descriptors ({r['merged']} after merging), {r['backend']}, "
           f"{r['samples']} samples each, medians:")
     print(f"  {'caller':<24}{'wall create us':>15}{'wall post us':>13}{'wall total us':>14}{'CPU us':>9}")
     print(f"  {'C++ (same process)':<24}{r['cxx_create_us']:>15.1f}{r['cxx_post_us']:>13.1f}{r['cxx_total_us']:>14.1f}"

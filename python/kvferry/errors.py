@@ -12,92 +12,28 @@ class Error(Exception):
     code = "unknown"
 
 
-class InvalidArgument(Error, ValueError):
-    """The caller passed something malformed (lengths, indices, flags)."""
+# (class name, C++ status code name, built-in base besides Error, meaning): one row per
+# kvferry::StatusCode (python/src/errors.cc maps codes to these names).
+_CODES = (
+    ("InvalidArgument", "invalid argument", ValueError, "The caller passed something malformed (lengths, indices, flags)."),
+    ("NotFound", "not found", LookupError, "Unknown peer, region, backend, prepared list, metadata entry."),
+    ("AlreadyExists", "already exists", None, "Overlapping registration, duplicate name."),
+    ("OutOfRange", "out of range", IndexError, "A descriptor outside registered memory."),
+    ("FailedPrecondition", "failed precondition", None, "The state forbids it now (e.g. memory in use by a posted transfer)."),
+    ("Unavailable", "unavailable", None, "No backend can serve it here, or a peer is unreachable."),
+    ("PeerLost", "peer lost", ConnectionError, "The peer died, closed, or stopped answering within the bound."),
+    ("Timeout", "timeout", TimeoutError, "A wait ran out of time; the operation may still complete."),
+    ("Cancelled", "cancelled", None, "The caller cancelled."),
+    ("Corrupt", "corrupt", None, "Bytes from outside (metadata, frames, stores) failed validation."),
+    ("RemoteError", "remote error", None, "The peer refused or failed a request; the message says why."),
+    ("IoError", "io error", OSError, "An OS call failed; the message carries the errno text."),
+    ("NotSupported", "not supported", None, "A backend or this build lacks the capability."),
+    ("Internal", "internal", None, "A bug in kvferry: please report it."),
+)
 
-    code = "invalid argument"
+for _name, _code, _builtin, _doc in _CODES:
+    globals()[_name] = type(_name, (Error,) if _builtin is None else (Error, _builtin),
+                            {"code": _code, "__doc__": _doc, "__module__": __name__})
 
-
-class NotFound(Error, LookupError):
-    """Unknown peer, region, backend, prepared list, metadata entry."""
-
-    code = "not found"
-
-
-class AlreadyExists(Error):
-    """Overlapping registration, duplicate name."""
-
-    code = "already exists"
-
-
-class OutOfRange(Error, IndexError):
-    """A descriptor outside registered memory."""
-
-    code = "out of range"
-
-
-class FailedPrecondition(Error):
-    """The state forbids it now (e.g. memory in use by a posted transfer)."""
-
-    code = "failed precondition"
-
-
-class Unavailable(Error):
-    """No backend can serve it here, or a peer is unreachable."""
-
-    code = "unavailable"
-
-
-class PeerLost(Error, ConnectionError):
-    """The peer died, closed, or stopped answering within the bound."""
-
-    code = "peer lost"
-
-
-class Timeout(Error, TimeoutError):
-    """A wait ran out of time; the operation may still complete."""
-
-    code = "timeout"
-
-
-class Cancelled(Error):
-    """The caller cancelled."""
-
-    code = "cancelled"
-
-
-class Corrupt(Error):
-    """Bytes from outside (metadata, frames, stores) failed validation."""
-
-    code = "corrupt"
-
-
-class RemoteError(Error):
-    """The peer refused or failed a request; the message says why."""
-
-    code = "remote error"
-
-
-class IoError(Error, OSError):
-    """An OS call failed; the message carries the errno text."""
-
-    code = "io error"
-
-
-class NotSupported(Error):
-    """A backend or this build lacks the capability."""
-
-    code = "not supported"
-
-
-class Internal(Error):
-    """A bug in kvferry: please report it."""
-
-    code = "internal"
-
-
-__all__ = [
-    "Error", "InvalidArgument", "NotFound", "AlreadyExists", "OutOfRange", "FailedPrecondition",
-    "Unavailable", "PeerLost", "Timeout", "Cancelled", "Corrupt", "RemoteError", "IoError",
-    "NotSupported", "Internal",
-]
+__all__ = ["Error"] + [row[0] for row in _CODES]
+del _name, _code, _builtin, _doc

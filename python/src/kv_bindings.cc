@@ -15,6 +15,7 @@
 #include "kvferry/kv/token_blocks.h"
 #include "memory_args.h"
 #include "py_agent.h"
+#include "request_args.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -189,6 +190,7 @@ void bind_pool(nb::module_& m) {
       .def_prop_ro("tensor_addresses", &KvPool::tensor_addresses)
       .def("segment_address", &KvPool::segment_address, "lane"_a, "block"_a)
       .def("tensor_regions", &KvPool::tensor_regions)
+      .def("block_lanes", &KvPool::block_lanes, "The pool's segments as lanes x blocks, for prepare_*_lanes.")
       .def("block_descriptors", &KvPool::block_descriptors)
       .def("encode", [](const KvPool& p) {
         std::vector<std::uint8_t> b = p.encode();
@@ -266,23 +268,15 @@ void bind_links(nb::module_& m) {
           "READ: source blocks are the peer's, destination ours; WRITE: the other way round.")
       .def(
           "create_transfer",
-          [](const KvLink& l, PyAgent& agent, const BlockPlan& plan, std::optional<nb::object> notification,
+          [](const KvLink& l, PyAgent& agent, const BlockPlan& plan, nb::handle notification, std::uint64_t tag,
              std::string backend) {
-            TransferOptions options;
-            if (notification && !notification->is_none()) {
-              if (nb::isinstance<nb::bytes>(*notification)) {
-                nb::bytes b = nb::borrow<nb::bytes>(*notification);
-                options.notification = std::string(b.c_str(), b.size());
-              } else {
-                options.notification = nb::cast<std::string>(*notification);
-              }
-            }
-            options.backend = std::move(backend);
+            TransferOptions options = transfer_options(notification, tag, std::move(backend));
             auto a = agent.get();
             nb::gil_scoped_release release;
             return unwrap(l.create_transfer(*a, plan, std::move(options)));
           },
-          "agent"_a, "plan"_a, nb::kw_only(), "notification"_a = nb::none(), "backend"_a = "");
+          "agent"_a, "plan"_a, nb::kw_only(), "notification"_a = nb::none(), "tag"_a = 0, "backend"_a = "",
+          "The plan's strided transfer over the two pools' lanes (prepared once).");
 
   nb::class_<LocalKvPool>(m, "LocalKvPool", "A pool on an Agent: published in its metadata, prepared once.")
       .def_static(
@@ -295,6 +289,7 @@ void bind_links(nb::module_& m) {
           "agent"_a, "pool"_a, "key"_a = std::string(kKvPoolMetadataKey))
       .def_prop_ro("pool", &LocalKvPool::pool)
       .def_prop_ro("blocks", &LocalKvPool::blocks)
+      .def_prop_ro("lanes", &LocalKvPool::lanes)
       .def(
           "link",
           [](const LocalKvPool& p, PyAgent& agent, const std::string& peer, const std::string& key) {

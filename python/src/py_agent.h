@@ -23,6 +23,14 @@
 
 namespace kvferry::python {
 
+// Something made on an Agent that must stop before the Agent does (a TP endpoint):
+// PyAgent::close() closes it first.
+class AgentDependent {
+ public:
+  virtual ~AgentDependent() = default;
+  virtual void close() = 0;
+};
+
 class PyAgent {
  public:
   explicit PyAgent(std::shared_ptr<Agent> agent) : name_(agent->name()), agent_(std::move(agent)) {}
@@ -47,11 +55,13 @@ class PyAgent {
     kept_.erase({static_cast<int>(kind), d.address, d.length, d.device});
   }
   std::size_t kept_regions() const { return kept_.size(); }
+  void add_dependent(std::weak_ptr<AgentDependent> d) { dependents_.push_back(std::move(d)); }
 
  private:
   using Key = std::tuple<int, std::uint64_t, std::uint64_t, std::uint32_t>;
   std::string name_;
   std::map<Key, std::vector<nanobind::object>> kept_;
+  std::vector<std::weak_ptr<AgentDependent>> dependents_;
   std::shared_ptr<Agent> agent_;
 };
 
@@ -80,6 +90,11 @@ Status interruptible_wait(std::chrono::nanoseconds timeout, F&& wait) {
 TransferOp op_of(nanobind::handle object);
 
 void bind_types(nanobind::module_& m);
+// Agent methods bound in their own files (cluster_bindings.cc, lanes_bindings.cc).
+void bind_cluster(nanobind::module_& m, nanobind::class_<PyAgent>& c);
+void bind_lanes(nanobind::module_& m, nanobind::class_<PyAgent>& c);
+void bind_completion_queue(nanobind::module_& m);
+void bind_tp(nanobind::module_& m);
 void bind_agent(nanobind::module_& m);
 void bind_kv(nanobind::module_& m);
 void bind_offload(nanobind::module_& m);

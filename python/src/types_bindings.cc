@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "kvferry/completion_queue.h"
 #include "kvferry/file.h"
 #include "kvferry/info.h"
 #include "kvferry/prepared_list.h"
@@ -122,19 +123,25 @@ void bind_requests(nb::module_& m) {
       .def_ro("transfer_ns", &TransferTelemetry::transfer_ns)
       .def_ro("posts", &TransferTelemetry::posts);
 
-  nb::class_<Notification>(m, "Notification", "A message from a peer: `from_` (its name) and `message` (bytes).")
+  nb::class_<Notification>(m, "Notification",
+                           "A message from a peer: `from_` (its name), `message` (bytes), `tag` (the sender's).")
       .def_prop_ro("from_", [](const Notification& n) { return n.from; })
       .def_prop_ro("message", [](const Notification& n) { return to_bytes(n.message); })
+      .def_ro("tag", &Notification::tag)
       .def("__repr__", [](const Notification& n) {
-        return "Notification(from_='" + n.from + "', " + std::to_string(n.message.size()) + " bytes)";
+        return "Notification(from_='" + n.from + "', tag=" + std::to_string(n.tag) + ", " +
+               std::to_string(n.message.size()) + " bytes)";
       });
 
   nb::class_<TransferRequest>(m, "TransferRequest",
                               "A transfer made by Agent.create_transfer: post() starts it, wait() waits for it. "
                               "Thread-safe; may outlive its Agent (it then reports errors).")
       .def(
-          "post", [](TransferRequest& r) { check(r.post()); }, nb::call_guard<nb::gil_scoped_release>(),
-          "Starts the transfer; never waits for the data.")
+          "post",
+          [](TransferRequest& r, CompletionQueue* queue) { check(queue ? r.post(*queue) : r.post()); },
+          "queue"_a = nb::none(), nb::call_guard<nb::gil_scoped_release>(),
+          "Starts the transfer; never waits for the data. With `queue`, the end of this post (tag, status, "
+          "telemetry) is pushed there: exactly one completion, a raised error included.")
       .def_prop_ro("state", &TransferRequest::state)
       .def(
           "error", [](const TransferRequest& r) { return exception_for(r.error()); },
@@ -152,7 +159,8 @@ void bind_requests(nb::module_& m) {
       .def("cancel", &TransferRequest::cancel, nb::call_guard<nb::gil_scoped_release>())
       .def("telemetry", &TransferRequest::telemetry)
       .def_prop_ro("peer", &TransferRequest::peer)
-      .def_prop_ro("op", &TransferRequest::op);
+      .def_prop_ro("op", &TransferRequest::op)
+      .def_prop_ro("tag", &TransferRequest::tag);
 }
 
 void bind_memory_owners(nb::module_& m) {

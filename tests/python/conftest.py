@@ -40,10 +40,10 @@ class Peer:
         self.port, self.address, self.name, self.nbytes, self.seed = info["port"], info["address"], info["name"], nbytes, seed
 
     def checksum(self, agent: kvferry.Agent) -> str:
-        agent.take_notifications()
-        agent.notify(self.name, "checksum")
-        assert agent.wait_for_notifications(10.0), "the peer did not answer 'checksum' within 10 s"
-        (note,) = agent.take_notifications()
+        self.asks = getattr(self, "asks", 0) + 1
+        tag = (0xC5 << 56) + self.asks  # the answer carries it: other notifications stay
+        agent.notify(self.name, "checksum", tag=tag)
+        (note,) = agent.wait_for_notifications([(self.name, tag)], 10.0)
         return note.message.decode().split()[1]
 
     def close(self):

@@ -1,5 +1,6 @@
 """A second process for the Python tests: an agent that holds `--bytes` of seeded random
-host memory and answers notifications: "checksum" -> "sha256 <hex>", "quit" -> exits.
+host memory and answers notifications: "checksum" -> "sha256 <hex>" (with the ask's tag), "quit" -> exits, any
+other message M with tag T -> "got M" with tag T (so a test sees what arrived, tag included).
 
 Prints one JSON line {"port", "address", "name"} once it listens. Exits by itself after
 `--lifetime` seconds, so a failed test never leaves it behind.
@@ -37,7 +38,9 @@ def main() -> int:
                 if note.message == b"quit":
                     return 0
                 if note.message == b"checksum":
-                    agent.notify(note.from_, "sha256 " + hashlib.sha256(data.tobytes()).hexdigest())
+                    agent.notify(note.from_, "sha256 " + hashlib.sha256(data.tobytes()).hexdigest(), note.tag)
+                else:
+                    agent.notify(note.from_, b"got " + note.message, note.tag)
     return 0
 
 

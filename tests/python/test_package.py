@@ -11,7 +11,9 @@ import kvferry
 
 def test_names_and_build_info():
     for name in ("Agent", "TransferRequest", "PreparedList", "DescriptorList", "KvLayout", "KvPool", "LocalKvPool",
-                 "KvLink", "BlockPlanner", "PeerLost", "InvalidArgument", "Timeout", "offload_blocks"):
+                 "KvLink", "BlockPlanner", "PeerLost", "InvalidArgument", "Timeout", "offload_blocks", "BlockLanes",
+                 "PreparedLanes", "CompletionQueue", "Completion", "post_batch", "wait_completions", "PeerEvent",
+                 "PeerEventKind", "TpMapping", "TpSender", "TpReceiver", "gather_kv_heads", "scatter_kv_heads"):
         assert hasattr(kvferry, name), name
     names = {b.name for b in kvferry.compiled_backends()}
     assert {"loopback", "tcp", "shm", "file"} <= names
@@ -32,3 +34,5 @@ def test_binding_cost_bench_runs():
     from kvferry import bench
     r = bench.run(layers=2, blocks=64, pool_blocks=128, rounds=1, iterations=2)
     assert r["descriptors"] == 2 * 2 * 64 and r["ratio"] > 0
+    r = bench.run(layers=2, blocks=64, pool_blocks=128, rounds=1, iterations=2, form="lanes")
+    assert (r["form"], r["descriptors"]) == ("lanes", 2 * 2 * 64) and r["ratio"] > 0

@@ -32,3 +32,21 @@ def test_cuda_tensors_are_vram_regions():
         assert pool.kind == kvferry.VRAM and pool.device == 0
         kvferry.LocalKvPool.attach(agent, pool)
         agent.deregister_memory(tensors)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_head_gather_into_a_cuda_tensor():
+    layers, heads, tokens = 3, 4, 20
+    layout = kvferry.KvLayout.create(kvferry.KvGeometry(layers, heads, 64, 16), "vllm-nhd", 8)
+    g = torch.Generator(device="cuda:0").manual_seed(5)
+    tensors = [torch.randint(-2**15, 2**15, (2, 8, 16, heads, 64), dtype=torch.int16, device="cuda:0", generator=g)
+               for _ in range(layers)]
+    pool = kvferry.KvPool.from_tensors(layout, tensors)
+    shape = kvferry.KvStagingShape.of(layout, 2, tokens)
+    staging = torch.full((shape.bytes() // 2,), -1, dtype=torch.int16, device="cuda:0")
+    table = np.array([5, 2], np.uint32)
+    torch.cuda.synchronize()
+    kvferry.gather_kv_heads(pool, table, 0, tokens, (1, 2), staging)
+    idx = torch.as_tensor(table.astype(np.int64), device="cuda:0")
+    want = torch.stack([t[:, idx].reshape(2, -1, heads, 64)[:, :tokens, 1:3] for t in tensors])  # [L, 2, T, h, D]
+    assert torch.equal(staging.view(2, layers, 2, tokens, 64), want.permute(3, 0, 1, 2, 4))

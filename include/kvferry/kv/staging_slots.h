@@ -18,7 +18,8 @@
 //   GPU's kernels and copy engines reach it) in a build with CUDA and a usable GPU, else
 //   plain host memory aligned to 4 KiB (pre-faulted either way; `pinned()` says which;
 //   `require_pinned` refuses the fallback). `vram` is cudaMalloc memory of `device`
-//   (NotSupported without CUDA, Unavailable without a GPU).
+//   (NotSupported without CUDA, Unavailable without a GPU). `create_shared` makes a dram
+//   arena in memory a same-host peer can map (shared_memory.h).
 // - Threading: every method is thread-safe; a StagingSlot is used by one thread at a time.
 #pragma once
 
@@ -28,6 +29,7 @@
 #include <memory>
 
 #include "kvferry/memory.h"
+#include "kvferry/shared_memory.h"
 #include "kvferry/status.h"
 
 namespace kvferry {
@@ -77,6 +79,12 @@ class StagingSlot {
 class StagingSlots {
  public:
   static Result<std::unique_ptr<StagingSlots>> create(const StagingSlotsOptions& options);
+  // A dram arena in `memory` (Agent::allocate_shared_memory), so that a same-host
+  // backend (shm) maps the staging and copies into it directly instead of reaching it
+  // through the kernel. The arena keeps `memory` until it and every slot are gone;
+  // `options.kind` must be dram and `memory` must hold slots x slot_bytes. Not pinned
+  // (require_pinned is refused).
+  static Result<std::unique_ptr<StagingSlots>> create_shared(SharedMemory memory, const StagingSlotsOptions& options);
   ~StagingSlots();
   StagingSlots(const StagingSlots&) = delete;
   StagingSlots& operator=(const StagingSlots&) = delete;

@@ -13,10 +13,10 @@
 //     slot where the path needs one, and asks each prefill rank it reads (tp_mapping.h)
 //     for its share, by Agent::notify (request id, heads, where to write).
 //  3. Prefill rank: `send(request, block table, first token, tokens, last)` once per
-//     prefill chunk. For every decode rank that asked, `progress()` gathers the share's
-//     heads (kv_head_copy.h) into a staging slot and writes it as ONE descriptor (host or
-//     device staging), or writes head-slice descriptors straight into the decode pool
-//     (direct). Large chunks go in pieces that fit a slot, so gathers overlap writes.
+//     prefill chunk. For every decode rank that asked, the sender's threads gather the
+//     share's heads (kv_head_copy.h) into a staging slot and write it as ONE descriptor
+//     (host or device staging), or write head-slice descriptors straight into the decode
+//     pool (direct). Large chunks go in pieces that fit a slot, so gathers overlap writes.
 //     Each write carries a notification (request, tokens, heads, sender instance) that the
 //     Agent delivers after its bytes have landed.
 //  4. Decode rank: `progress()` scatters each landed piece into the pool at its tokens.
@@ -34,10 +34,16 @@
 //
 // Contract
 // - Threading: every public method is thread-safe (one internal lock per object).
-//   Progress is driven by the caller: `progress()`, or `wait()` which calls it.
-// - The object takes over the Agent's notification inbox: notifications that are not its
-//   own are kept and handed out by `take_other_notifications()`. One TP endpoint (sender
-//   or receiver) per Agent.
+//   A receiver is driven by the caller: `progress()`, or `wait()` which calls it. A
+//   sender runs on threads of its own from create() to its destruction: one takes the
+//   asks as they arrive, one per decode rank it feeds gathers and posts that rank's
+//   pieces (so the decode ranks are served at once and a gather overlaps the previous
+//   write), one reaps finished writes; its `progress()` only reports new errors, and
+//   calling it is optional.
+// - The object takes over the Agent's notification inbox (a sender from create() on, a
+//   receiver whenever it progresses): notifications that are not its own are kept and
+//   handed out by `take_other_notifications()`. One TP endpoint (sender or receiver)
+//   per Agent.
 // - Lifetime: the Agent must outlive the object; the pool must stay registered with it.
 //   Destroying the object cancels its transfers in flight and deregisters its staging;
 //   after that it touches no memory of the caller's.
@@ -172,8 +178,8 @@ class TpSender {
   // Chunks must not overlap; they may come in any order.
   Status send(std::string_view request, std::span<const std::uint32_t> block_table, std::uint64_t first_token,
               std::uint64_t tokens, bool last);
-  // Takes notifications (decode ranks' asks), gathers and posts what can go now, reaps
-  // finished writes. Returns the first new error of a request (also kept for wait()).
+  // Takes the notifications waiting now (the sender's listener does so too) and returns
+  // the first new error of a request (also kept for wait()).
   Status progress();
   // Blocks until every chunk of `request` has landed at every decode rank that reads
   // this rank (their writes done), or an error, or Timeout naming the decode ranks whose

@@ -139,6 +139,30 @@ Result<std::unique_ptr<StagingSlots>> StagingSlots::create(const StagingSlotsOpt
   return std::unique_ptr<StagingSlots>(new StagingSlots(std::move(state)));
 }
 
+Result<std::unique_ptr<StagingSlots>> StagingSlots::create_shared(SharedMemory memory, const StagingSlotsOptions& o) {
+  if (o.slot_bytes == 0 || o.slots == 0)
+    return InvalidArgument("staging slots: slot_bytes and slots must be positive");
+  if (o.slot_bytes > std::numeric_limits<std::uint64_t>::max() / o.slots)
+    return InvalidArgument("staging slots: slots x slot_bytes overflows 64 bits");
+  if (o.kind != MemoryKind::kDram || o.require_pinned) {
+    return InvalidArgument("staging slots: shared memory makes a dram arena, not pinned (asked: " +
+                           std::string(to_string(o.kind)) + (o.require_pinned ? ", pinned)" : ")"));
+  }
+  if (!memory.valid() || memory.size() < o.slot_bytes * o.slots) {
+    return InvalidArgument("staging slots: the shared memory holds " + std::to_string(memory.size()) + " bytes, " +
+                           std::to_string(o.slots) + " slots of " + std::to_string(o.slot_bytes) + " need " +
+                           std::to_string(o.slot_bytes * o.slots));
+  }
+  auto state = std::make_shared<StagingSlot::State>();
+  state->kind = MemoryKind::kDram;
+  state->slot_bytes = o.slot_bytes;
+  state->slots = o.slots;
+  state->used.assign(o.slots, false);
+  auto owner = std::make_shared<SharedMemory>(std::move(memory));
+  state->memory = std::shared_ptr<std::uint8_t>(owner, static_cast<std::uint8_t*>(owner->data()));
+  return std::unique_ptr<StagingSlots>(new StagingSlots(std::move(state)));
+}
+
 StagingSlots::~StagingSlots() = default;
 
 Result<StagingSlot> StagingSlots::acquire(std::uint64_t bytes, std::chrono::milliseconds timeout) {

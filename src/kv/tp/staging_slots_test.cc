@@ -223,5 +223,35 @@ TEST(StagingSlots, HostArenaOfAPoolOnAnyGpuDescribesItselfAsHostMemory) {
   EXPECT_EQ(std::memcmp(from->data(), to->data(), 1000), 0);
 }
 
+
+// An arena in shared memory: slots lie in it and the arena keeps it mapped for its slots;
+// what it cannot be is refused with the numbers.
+TEST(StagingSlots, SharedArenaLiesInTheAgentsSharedMemory) {
+  auto agent = loopback_agent("staging-shared");
+  ASSERT_TRUE(agent);
+  StagingSlotsOptions o;
+  o.slots = 3;
+  o.slot_bytes = 64u << 10;
+  Result<SharedMemory> memory = agent->allocate_shared_memory(3 * (64u << 10));
+  ASSERT_TRUE(memory.ok()) << memory.status().to_string();
+  const auto base = reinterpret_cast<std::uint64_t>(memory->data());
+  auto made = StagingSlots::create_shared(std::move(memory).value(), o);
+  ASSERT_TRUE(made.ok()) << made.status().to_string();
+  EXPECT_EQ((*made)->region()[0].address, base);
+  EXPECT_FALSE((*made)->pinned());
+  auto slot = (*made)->acquire(100u << 10, 0ms);
+  ASSERT_TRUE(slot.ok());
+  made->reset();  // the slot keeps the memory
+  std::memset(slot->data(), 0x33, 100u << 10);
+  EXPECT_EQ(slot->data()[(100u << 10) - 1], 0x33);
+
+  Result<SharedMemory> small = agent->allocate_shared_memory(4096);
+  ASSERT_TRUE(small.ok());
+  auto refused = StagingSlots::create_shared(std::move(small).value(), o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("196608"), std::string::npos) << refused.status().to_string();
+}
+
 }  // namespace
 }  // namespace kvferry

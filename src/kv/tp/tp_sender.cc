@@ -1,15 +1,16 @@
 // TpSender: a prefill rank answering decode ranks' asks with its heads of each request.
+// This file takes the asks (on a listener thread, as they arrive), turns chunks into
+// pieces and waits for requests; the piece pump (tp_piece_pump.h) moves the pieces.
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
-#include <deque>
 
-#include "kv/tp/tp_direct_plan.h"
 #include "kv/tp/tp_endpoint.h"
+#include "kv/tp/tp_piece_pump.h"
+#include "kv/tp/tp_send_book.h"
 #include "kv/tp/tp_staging.h"
 #include "kvferry/kv/kv_head_copy.h"
 #include "kvferry/kv/tp_transfer.h"
@@ -20,42 +21,15 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr std::size_t kMaxRequests = 4096;    // asks for requests not yet sent are kept up to this
-constexpr std::size_t kMaxInFlight = 16;      // writes posted and not reaped, all requests
+constexpr std::size_t kMaxRequests = 4096;  // asks for requests not yet sent are kept up to this
+// The listener and wait() sleep until woken (a notification, a piece landed); this only
+// bounds a sleep in case a wake-up is missed.
+constexpr std::chrono::milliseconds kNap{100};
 
-struct Piece {
-  std::uint64_t first = 0;
-  std::uint64_t tokens = 0;
-};
-
-// One decode rank's ask for one request.
-struct Grant {
-  tp::TpAsk ask;
+struct Refusal {
   std::string peer;
-  std::vector<std::uint32_t> destination_blocks;  // direct
-  std::optional<KvPool> destination_pool;         // direct
-  std::deque<Piece> todo;
-  std::uint32_t in_flight = 0;
-  std::uint64_t tokens_landed = 0;
-};
-
-struct SendRequest {
-  std::vector<std::uint32_t> blocks;
-  std::vector<Piece> chunks;
-  bool sent_any = false;
-  bool last_seen = false;
-  std::uint64_t end_token = 0;  // of the last chunk once seen
-  std::uint64_t tokens = 0;     // sum of chunks
-  std::map<std::uint32_t, Grant> grants;  // by decode rank
-  Status error;
-};
-
-struct InFlight {
-  std::string request;
-  std::uint32_t decode_rank = 0;
-  Piece piece;
-  StagingSlot slot;
-  std::optional<TransferRequest> transfer;
+  tp::TpAsk ask;
+  Status why;
 };
 
 }  // namespace
@@ -70,21 +44,28 @@ class TpSender::Impl {
         mapping_(std::move(mapping)),
         instance_(instance),
         heartbeat_(std::move(heartbeat)),
-        arenas_(agent, options_.staging, pool_.kind(), pool_.device()) {
+        arenas_(agent, options_.staging, pool_.kind(), pool_.device()),
+        pump_(agent, pool_, options_, instance, arenas_, book_) {
     for (const TpShare& share : mapping_.prefill_shares(options_.rank)) readers_.insert(share.decode_rank);
   }
   ~Impl() {
-    in_flight_.clear();  // cancels what is still moving before the arenas deregister
+    pump_.stop();  // sets book_.stopping; cancels what is still moving before the arenas deregister
+    if (listener_.joinable()) listener_.join();
     DescriptorList heartbeat(MemoryKind::kDram);
     heartbeat.add(make_descriptor(heartbeat_.get(), sizeof(std::uint64_t)));
     (void)agent_.deregister_memory(heartbeat);
   }
 
-  // Made at create, so that the first request does not pay for pinning (or a GPU probe).
-  Status make_arenas() {
-    std::lock_guard lock(mutex_);
-    KVF_RETURN_IF_ERROR(arenas_.arena(MemoryKind::kDram).status());
-    if (pool_.kind() == MemoryKind::kVram) KVF_RETURN_IF_ERROR(arenas_.arena(MemoryKind::kVram).status());
+  // The arenas are made at create, so that the first request does not pay for pinning
+  // (or a GPU probe); then the pump's lanes and the listener start.
+  Status start() {
+    {
+      std::lock_guard lock(book_.mutex);
+      KVF_RETURN_IF_ERROR(arenas_.arena(MemoryKind::kDram).status());
+      if (pool_.kind() == MemoryKind::kVram) KVF_RETURN_IF_ERROR(arenas_.arena(MemoryKind::kVram).status());
+    }
+    KVF_RETURN_IF_ERROR(pump_.start(readers_));
+    listener_ = std::thread([this] { listen(); });
     return Status::Ok();
   }
 
@@ -93,21 +74,24 @@ class TpSender::Impl {
   Status progress();
   Status wait(std::string_view id, std::chrono::milliseconds timeout);
   std::vector<Notification> take_other_notifications() {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(book_.mutex);
     return others_.take();
   }
 
  private:
-  void handle(const Notification& n);
-  void handle_ask(const std::string& from, tp::TpAsk ask);
-  Status accept_ask(const std::string& from, const tp::TpAsk& ask, Grant& grant);
-  void refuse(const std::string& peer, const tp::TpAsk& ask, const Status& why);
-  void add_pieces(Grant& grant, Piece chunk);
-  Status pump();
-  Status post_piece(const std::string& id, SendRequest& request, Grant& grant, bool* blocked);
-  Status reap();
-  std::optional<Status> finished(const SendRequest& request) const;
-  std::string pending_text(const SendRequest& request) const;
+  void listen();
+  void take_notifications();
+  void handle(const Notification& n, std::vector<Refusal>& refusals);
+  void handle_ask(const std::string& from, tp::TpAsk ask, std::vector<Refusal>& refusals);
+  Status accept_ask(const std::string& from, const tp::TpAsk& ask, tp::Grant& grant);
+  void add_pieces(tp::Grant& grant, tp::Piece chunk);
+  std::optional<Status> finished(const tp::SendRequest& request) const;
+  std::string pending_text(const tp::SendRequest& request) const;
+  tp::SendRequest& new_request(std::string id) {
+    tp::SendRequest& r = book_.requests.emplace(std::move(id), tp::SendRequest{}).first->second;
+    r.order = book_.next_order++;
+    return r;
+  }
 
   Agent& agent_;
   const KvPool pool_;
@@ -116,12 +100,11 @@ class TpSender::Impl {
   const std::uint64_t instance_;
   std::unique_ptr<std::uint64_t[]> heartbeat_;  // registered: receivers probe it
   std::set<std::uint32_t> readers_;              // decode ranks that read this rank
-  mutable std::mutex mutex_;
-  tp::StagingArenas arenas_;
-  std::map<std::string, SendRequest, std::less<>> requests_;
-  std::deque<InFlight> in_flight_;
-  tp::OtherInbox others_;
-  Status first_new_error_;
+  tp::StagingArenas arenas_;                     // made under book_.mutex, then only looked up
+  tp::SendBook book_;
+  tp::OtherInbox others_;  // guarded by book_.mutex
+  tp::PiecePump pump_;     // after what it uses: stopped and destroyed first
+  std::thread listener_;
 };
 
 Status TpSender::Impl::send(std::string_view id, std::span<const std::uint32_t> blocks, std::uint64_t first,
@@ -144,15 +127,14 @@ Status TpSender::Impl::send(std::string_view id, std::span<const std::uint32_t> 
     }
   }
   {
-    std::lock_guard lock(mutex_);
-    auto it = requests_.find(id);
-    if (it == requests_.end()) {
-      if (requests_.size() >= kMaxRequests) return Unavailable("tp send: " + std::to_string(kMaxRequests) + " requests pending");
-      it = requests_.emplace(std::string(id), SendRequest{}).first;
+    std::lock_guard lock(book_.mutex);
+    auto it = book_.requests.find(id);
+    if (it == book_.requests.end() && book_.requests.size() >= kMaxRequests) {
+      return Unavailable("tp send: " + std::to_string(kMaxRequests) + " requests pending");
     }
-    SendRequest& r = it->second;
+    tp::SendRequest& r = it != book_.requests.end() ? it->second : new_request(std::string(id));
     if (r.last_seen) return InvalidArgument("tp send: request '" + std::string(id) + "': a chunk after the last one");
-    for (const Piece& c : r.chunks) {
+    for (const tp::Piece& c : r.chunks) {
       if (first < c.first + c.tokens && c.first < first + tokens) {
         return InvalidArgument("tp send: request '" + std::string(id) + "': tokens [" + std::to_string(first) + ", " +
                                std::to_string(first + tokens) + ") overlap an earlier chunk [" +
@@ -169,21 +151,16 @@ Status TpSender::Impl::send(std::string_view id, std::span<const std::uint32_t> 
     }
     for (auto& [rank, grant] : r.grants) add_pieces(grant, {first, tokens});
   }
+  book_.changed.notify_all();
   return progress();
 }
 
-void TpSender::Impl::add_pieces(Grant& grant, Piece chunk) {
+void TpSender::Impl::add_pieces(tp::Grant& grant, tp::Piece chunk) {
   if (chunk.tokens == 0) return;
-  const std::uint32_t heads = grant.ask.share.heads.count;
-  const std::uint64_t per_token = tp::staging_token_bytes(pool_.layout(), heads);
-  const bool device = grant.ask.path == TpPath::kDeviceStaging;
-  std::uint64_t limit = device ? options_.device_piece_bytes : options_.piece_bytes;
-  if (grant.ask.path != TpPath::kDirect) {
-    limit = std::min(limit, arenas_.capacity(device ? MemoryKind::kVram : MemoryKind::kDram));
-  }
+  const std::uint64_t per_token = tp::staging_token_bytes(pool_.layout(), grant.ask.share.heads.count);
   // Even pieces: 320 MiB under a 256 MiB limit is two of 160, not 256 and a small tail
   // that pays the whole per-piece cost for little data.
-  const std::uint64_t most = std::max<std::uint64_t>(1, limit / per_token);
+  const std::uint64_t most = std::max<std::uint64_t>(1, pump_.piece_limit(grant) / per_token);
   const std::uint64_t count = (chunk.tokens + most - 1) / most;
   const std::uint64_t piece_tokens = std::max<std::uint64_t>(1, (chunk.tokens + count - 1) / count);
   for (std::uint64_t t = chunk.first; t < chunk.first + chunk.tokens; t += piece_tokens) {
@@ -191,62 +168,75 @@ void TpSender::Impl::add_pieces(Grant& grant, Piece chunk) {
   }
 }
 
-Status TpSender::Impl::progress() {
-  std::lock_guard lock(mutex_);
-  for (const Notification& n : agent_.take_notifications()) handle(n);
-  Status reaped = reap();
-  Status pumped = pump();
-  Status first = std::move(first_new_error_);
-  first_new_error_ = Status::Ok();
-  if (!first.ok()) return first;
-  return !reaped.ok() ? reaped : pumped;
+void TpSender::Impl::listen() {
+  while (true) {
+    agent_.wait_for_notifications(kNap);
+    {
+      std::lock_guard lock(book_.mutex);
+      if (book_.stopping) return;
+    }
+    take_notifications();
+  }
 }
 
-void TpSender::Impl::handle(const Notification& n) {
+void TpSender::Impl::take_notifications() {
+  std::vector<Notification> in = agent_.take_notifications();
+  if (in.empty()) return;
+  std::vector<Refusal> refusals;
+  {
+    std::lock_guard lock(book_.mutex);
+    for (const Notification& n : in) handle(n, refusals);
+  }
+  book_.changed.notify_all();
+  for (const Refusal& r : refusals) tp::refuse(agent_, instance_, r.peer, r.ask, r.why);
+}
+
+Status TpSender::Impl::progress() {
+  take_notifications();  // the listener does it too; a caller driving progress gets it now
+  std::lock_guard lock(book_.mutex);
+  Status first = std::move(book_.first_new_error);
+  book_.first_new_error = Status::Ok();
+  return first;
+}
+
+void TpSender::Impl::handle(const Notification& n, std::vector<Refusal>& refusals) {
   std::optional<Result<tp::TpMessage>> message = tp::decode_message(n.message);
   if (!message) {
     others_.keep(n);
     return;
   }
   if (!message->ok()) {
-    if (first_new_error_.ok()) first_new_error_ = message->status().with_context("from peer '" + n.from + "'");
+    if (book_.first_new_error.ok()) book_.first_new_error = message->status().with_context("from peer '" + n.from + "'");
     return;
   }
-  if ((*message)->kind == tp::TpMessage::Kind::kAsk) handle_ask(n.from, std::move((*message)->ask));
+  if ((*message)->kind == tp::TpMessage::Kind::kAsk) handle_ask(n.from, std::move((*message)->ask), refusals);
 }
 
-void TpSender::Impl::refuse(const std::string& peer, const tp::TpAsk& ask, const Status& why) {
-  tp::TpRefusal refusal{ask.request, instance_, why.to_string()};
-  (void)agent_.notify(peer, tp::as_string(tp::encode(refusal)));
-}
-
-void TpSender::Impl::handle_ask(const std::string& from, tp::TpAsk ask) {
-  auto it = requests_.find(ask.request);
-  if (it == requests_.end()) {
-    if (requests_.size() >= kMaxRequests) {
-      refuse(from, ask, Unavailable("prefill rank " + std::to_string(options_.rank) + " holds " +
-                                    std::to_string(kMaxRequests) + " pending requests"));
-      return;
-    }
-    it = requests_.emplace(ask.request, SendRequest{}).first;
+void TpSender::Impl::handle_ask(const std::string& from, tp::TpAsk ask, std::vector<Refusal>& refusals) {
+  auto it = book_.requests.find(ask.request);
+  if (it == book_.requests.end() && book_.requests.size() >= kMaxRequests) {
+    refusals.push_back({from, ask, Unavailable("prefill rank " + std::to_string(options_.rank) + " holds " +
+                                               std::to_string(kMaxRequests) + " pending requests")});
+    return;
   }
-  SendRequest& request = it->second;
-  Grant grant;
+  const bool fresh = it == book_.requests.end();
+  tp::SendRequest& request = fresh ? new_request(ask.request) : it->second;
+  tp::Grant grant;
   Status accepted = accept_ask(from, ask, grant);
   if (accepted.ok() && request.grants.count(ask.decode_rank) != 0) {
     accepted = InvalidArgument("decode rank " + std::to_string(ask.decode_rank) + " asked twice for request '" +
                                ask.request + "'");
   }
   if (!accepted.ok()) {
-    refuse(from, ask, accepted);
-    if (!request.sent_any && request.grants.empty()) requests_.erase(it);
+    if (!request.sent_any && request.grants.empty()) book_.requests.erase(ask.request);
+    refusals.push_back({from, std::move(ask), accepted});
     return;
   }
-  for (const Piece& chunk : request.chunks) add_pieces(grant, chunk);
+  for (const tp::Piece& chunk : request.chunks) add_pieces(grant, chunk);
   request.grants.emplace(ask.decode_rank, std::move(grant));
 }
 
-Status TpSender::Impl::accept_ask(const std::string& from, const tp::TpAsk& ask, Grant& grant) {
+Status TpSender::Impl::accept_ask(const std::string& from, const tp::TpAsk& ask, tp::Grant& grant) {
   const TpGroups& g = options_.groups;
   if (ask.groups.kv_heads != g.kv_heads || ask.groups.prefill_tp != g.prefill_tp ||
       ask.groups.decode_tp != g.decode_tp || ask.groups.mla != g.mla) {
@@ -297,116 +287,7 @@ Status TpSender::Impl::accept_ask(const std::string& from, const tp::TpAsk& ask,
   return Status::Ok();
 }
 
-Status TpSender::Impl::pump() {
-  for (auto& [id, request] : requests_) {
-    if (!request.error.ok()) continue;
-    for (auto& [rank, grant] : request.grants) {
-      while (!grant.todo.empty() && in_flight_.size() < kMaxInFlight) {
-        bool blocked = false;
-        Status posted = post_piece(id, request, grant, &blocked);
-        if (!posted.ok()) {
-          request.error = posted;
-          if (first_new_error_.ok()) first_new_error_ = posted;
-          refuse(grant.peer, grant.ask, posted);  // the decode rank fails now, with our reason
-          break;
-        }
-        if (blocked) break;  // no staging slot free: back-pressure until a write finishes
-      }
-    }
-  }
-  return Status::Ok();
-}
-
-Status TpSender::Impl::post_piece(const std::string& id, SendRequest& request, Grant& grant, bool* blocked) {
-  const tp::TpAsk& ask = grant.ask;
-  const Piece piece = grant.todo.front();
-  const KvTokenWindow window{request.blocks, piece.first, piece.tokens};
-  const HeadRange local_heads{ask.share.source_head_offset, ask.share.heads.count};
-  if (piece.first + piece.tokens > ask.tokens) {
-    return InvalidArgument("request '" + id + "': tokens up to " + std::to_string(piece.first + piece.tokens) +
-                           " sent, but decode rank " + std::to_string(ask.decode_rank) + " expects " +
-                           std::to_string(ask.tokens));
-  }
-  tp::TpLanded landed{id, options_.rank, instance_, piece.first, piece.tokens, ask.share.heads};
-  TransferOptions transfer_options;
-  transfer_options.notification = tp::as_string(tp::encode(landed));
-  transfer_options.backend = options_.backend;
-  InFlight flight{id, ask.decode_rank, piece, StagingSlot{}, std::nullopt};
-  Result<TransferRequest> transfer = Internal("tp: no transfer built");
-  if (ask.path == TpPath::kDirect) {
-    tp::DescriptorPairs pairs(pool_.kind(), pool_.device(), grant.destination_pool->kind(),
-                              grant.destination_pool->device());
-    KVF_RETURN_IF_ERROR(tp::plan_head_slices({&pool_, request.blocks, local_heads.first},
-                                             {&*grant.destination_pool, grant.destination_blocks,
-                                              ask.share.destination_head_offset},
-                                             local_heads.count, piece.first, piece.tokens,
-                                             options_.naive_direct_plan ? tp::SlicePlan::kNaive : tp::SlicePlan::kMerged,
-                                             pairs));
-    transfer = agent_.create_transfer(TransferOp::kWrite, pairs.local(), grant.peer, pairs.remote(),
-                                      std::move(transfer_options));
-  } else {
-    const MemoryKind kind = ask.path == TpPath::kDeviceStaging ? MemoryKind::kVram : MemoryKind::kDram;
-    KVF_ASSIGN_OR_RETURN(StagingSlots * arena, arenas_.arena(kind));
-    const KvStagingShape shape = KvStagingShape::of(pool_.layout(), local_heads.count, piece.tokens);
-    Result<StagingSlot> slot = arena->try_acquire(shape.bytes());
-    if (!slot.ok()) {
-      if (slot.status().code() != StatusCode::kUnavailable || in_flight_.empty()) return slot.status();
-      *blocked = true;
-      return Status::Ok();
-    }
-    flight.slot = std::move(slot).value();
-    const KvStaging staging{flight.slot.address(), shape.bytes(), flight.slot.kind(), flight.slot.device()};
-    KVF_RETURN_IF_ERROR(tp::gather_to_host(arenas_, pool_, window, local_heads, staging)
-                            .with_context("gathering request '" + id + "'"));
-    // The share's place in the decode rank's staging: the piece's rows start at its first
-    // token; inside them, heads outermost (kv_head_copy.h).
-    const KvStagingShape remote_shape = KvStagingShape::of(pool_.layout(), ask.decode_heads, piece.tokens);
-    const std::uint64_t offset = piece.first * tp::staging_token_bytes(pool_.layout(), ask.decode_heads) +
-                                 remote_shape.head_offset(ask.share.destination_head_offset);
-    DescriptorList local(staging.kind, {Descriptor{staging.address, shape.bytes(), staging.device}});
-    DescriptorList remote(ask.slot_kind, {Descriptor{ask.slot_address + offset, shape.bytes(), ask.slot_device}});
-    transfer = agent_.create_transfer(TransferOp::kWrite, local, grant.peer, remote, std::move(transfer_options));
-  }
-  if (!transfer.ok()) {
-    return transfer.status().with_context("request '" + id + "' to decode rank " + std::to_string(ask.decode_rank) +
-                                          " ('" + grant.peer + "')");
-  }
-  flight.transfer = std::move(transfer).value();
-  KVF_RETURN_IF_ERROR(flight.transfer->post().with_context("posting request '" + id + "' to '" + grant.peer + "'"));
-  grant.todo.pop_front();
-  ++grant.in_flight;
-  in_flight_.push_back(std::move(flight));
-  return Status::Ok();
-}
-
-Status TpSender::Impl::reap() {
-  Status first;
-  for (auto it = in_flight_.begin(); it != in_flight_.end();) {
-    const TransferState state = it->transfer->state();
-    if (state == TransferState::kInProgress) {
-      ++it;
-      continue;
-    }
-    auto request = requests_.find(it->request);
-    if (request != requests_.end()) {
-      auto grant = request->second.grants.find(it->decode_rank);
-      if (grant != request->second.grants.end()) {
-        --grant->second.in_flight;
-        if (state == TransferState::kDone) grant->second.tokens_landed += it->piece.tokens;
-      }
-      if (state == TransferState::kError && request->second.error.ok()) {
-        request->second.error = it->transfer->error().with_context(
-            "request '" + it->request + "': writing tokens [" + std::to_string(it->piece.first) + ", " +
-            std::to_string(it->piece.first + it->piece.tokens) + ") to decode rank " + std::to_string(it->decode_rank));
-        if (first.ok()) first = request->second.error;
-      }
-    }
-    it = in_flight_.erase(it);  // returns the staging slot
-  }
-  return first;
-}
-
-std::optional<Status> TpSender::Impl::finished(const SendRequest& request) const {
+std::optional<Status> TpSender::Impl::finished(const tp::SendRequest& request) const {
   if (!request.error.ok()) {
     bool idle = true;
     for (const auto& [rank, grant] : request.grants) idle = idle && grant.in_flight == 0;
@@ -421,7 +302,7 @@ std::optional<Status> TpSender::Impl::finished(const SendRequest& request) const
   return Status::Ok();
 }
 
-std::string TpSender::Impl::pending_text(const SendRequest& request) const {
+std::string TpSender::Impl::pending_text(const tp::SendRequest& request) const {
   std::string text;
   if (!request.last_seen) text += "the last chunk was not sent; ";
   for (std::uint32_t reader : readers_) {
@@ -439,25 +320,22 @@ std::string TpSender::Impl::pending_text(const SendRequest& request) const {
 
 Status TpSender::Impl::wait(std::string_view id, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
+  take_notifications();
+  // Asks are taken by the listener and pieces moved by the pump as they come; both signal
+  // book_.changed, so this only sleeps until something happened.
+  std::unique_lock lock(book_.mutex);
   while (true) {
-    (void)progress();  // errors are kept per request
-    bool writing = false;
-    {
-      std::lock_guard lock(mutex_);
-      writing = !in_flight_.empty();
-      auto it = requests_.find(id);
-      if (it == requests_.end()) return NotFound("tp send: no request '" + std::string(id) + "'");
-      if (std::optional<Status> done = finished(it->second)) {
-        requests_.erase(it);
-        return *done;
-      }
-      if (Clock::now() >= deadline) {
-        return Timeout("tp send: request '" + std::string(id) + "' not delivered: " + pending_text(it->second));
-      }
+    auto it = book_.requests.find(id);
+    if (it == book_.requests.end()) return NotFound("tp send: no request '" + std::string(id) + "'");
+    if (std::optional<Status> done = finished(it->second)) {
+      book_.requests.erase(it);
+      return *done;
     }
-    // Asks arrive as notifications (they wake us); writes finish on their own, so while
-    // some are in flight look again soon. No spinning: the backends need the cores.
-    agent_.wait_for_notifications(writing ? std::chrono::microseconds(200) : std::chrono::microseconds(2000));
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      return Timeout("tp send: request '" + std::string(id) + "' not delivered: " + pending_text(it->second));
+    }
+    book_.changed.wait_until(lock, std::min(deadline, now + kNap));
   }
 }
 
@@ -486,7 +364,7 @@ Result<std::unique_ptr<TpSender>> TpSender::create(Agent& agent, const KvPool& p
     return published;
   }
   auto impl = std::make_unique<Impl>(agent, pool, std::move(options), std::move(mapping), instance, std::move(heartbeat));
-  KVF_RETURN_IF_ERROR(impl->make_arenas());
+  KVF_RETURN_IF_ERROR(impl->start());
   return std::unique_ptr<TpSender>(new TpSender(std::move(impl)));
 }
 

@@ -32,7 +32,14 @@ Result<StagingSlots*> StagingArenas::arena(MemoryKind kind) {
   o.device = kind == MemoryKind::kVram ? pool_device_ : 0;  // host staging belongs to no GPU
   // A GPU pool's kernels read and write host staging over the bus: it must be pinned.
   o.require_pinned = kind == MemoryKind::kDram && pool_kind_ == MemoryKind::kVram;
-  Result<std::unique_ptr<StagingSlots>> made = StagingSlots::create(o);
+  Result<std::unique_ptr<StagingSlots>> made = InvalidArgument("no arena made");
+  if (kind == MemoryKind::kDram && pool_kind_ == MemoryKind::kDram) {
+    // Host pools stage in shared memory: a same-host peer (shm) maps it and copies into
+    // it directly; other backends see plain host memory. Plain memory if refused.
+    Result<SharedMemory> shared = agent_.allocate_shared_memory(o.slot_bytes * o.slots);
+    if (shared.ok()) made = StagingSlots::create_shared(std::move(shared).value(), o);
+  }
+  if (!made.ok()) made = StagingSlots::create(o);
   if (!made.ok()) return made.status().with_context(std::string("making the ") + std::string(to_string(kind)) + " staging arena");
   KVF_RETURN_IF_ERROR(agent_.register_memory((*made)->region()).with_context("registering the staging arena"));
   arena = std::move(made).value();
