@@ -12,6 +12,7 @@ PACKAGES=(
   python3-venv python3-dev
   libucx-dev iproute2
   libcurl4-openssl-dev etcd-server etcd-client
+  libssl-dev  # HMAC-SHA256 for shared-secret authentication (src/core/peer_auth.cc)
 )
 
 missing=()

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Builds the library and its tests with sanitizers and runs the suite under them.
+# Builds the library and its tests with sanitizers and runs the whole suite under them.
 #
 #   scripts/sanitize.sh asan   # AddressSanitizer + UndefinedBehaviorSanitizer, build-asan/
 #   scripts/sanitize.sh tsan   # ThreadSanitizer, build-tsan/
 #
-# CUDA and the CLI are left out (no GPU in CI; the tool's own suite runs in the main
-# build). Any report fails the run. Extra arguments go to ctest (e.g. -R Failure).
-# TSan runs the suites that exercise our threads (core, backends, failure, multi-process);
-# the KV-layer and file suites, single-threaded over the same engines, run under ASan only
-# (TSAN_SUBSET below), to keep CI within its budget.
+# Built to fit CI's budget on two cores: the library, kvferry_tests and its peer process
+# only (no CUDA: no GPU in CI; no CLI: the tool's own suites, which drive the `kvferry`
+# binary, skip themselves here and run in the main build), as a unity build at -O1 with
+# line tables (-g1: enough for the reports' stack traces). Any report fails the run.
+# -Wno-subobject-linkage: GCC warns when a class uses a type from an anonymous namespace
+# of a file other than the main one, which a unity build makes of every source after the
+# first in a batch; each such type is still used in one source only.
+# Extra arguments go to ctest (e.g. -R Failure). KVFERRY_SANITIZE_JOBS sets ctest's -j.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,16 +25,35 @@ esac
 BUILD="$ROOT/build-$KIND"
 GENERATOR=(-G Ninja)
 [[ -f "$BUILD/CMakeCache.txt" ]] && GENERATOR=()
-cmake -S "$ROOT" -B "$BUILD" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVFERRY_SANITIZE="$SAN" \
-  -DKVFERRY_ENABLE_CUDA=OFF -DKVFERRY_BUILD_CLI=OFF -DKVFERRY_BUILD_TESTS=ON -DKVFERRY_WERROR=ON >/dev/null
+LAUNCHER=()
+command -v ccache >/dev/null 2>&1 && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+cmake -S "$ROOT" -B "$BUILD" "${GENERATOR[@]}" "${LAUNCHER[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=8 \
+  -DCMAKE_CXX_FLAGS="-Wno-subobject-linkage" \
+  -DKVFERRY_SANITIZE="$SAN" -DKVFERRY_ENABLE_CUDA=OFF -DKVFERRY_BUILD_CLI=OFF -DKVFERRY_BUILD_TESTS=ON \
+  -DKVFERRY_WERROR=ON >/dev/null
 cmake --build "$BUILD" -j"$(nproc 2>/dev/null || echo 2)" --target kvferry_tests kvferry_test_peer
 
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:halt_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/scripts/tsan.supp"
-FILTER=()
+# UCX's memory hooks (libucm, loaded with the ucx backend) patch madvise/mmap; glibc calls
+# madvise as a thread exits, after TSan has torn down that thread's state, and the hook's
+# rwlock then crashes inside TSan's interceptor (SIGSEGV in __tsan::MutexPreReadLock under
+# ucm_madvise, seen 2026-11-30). The hooks only serve UCX's registration cache; without
+# them UCX registers memory per transfer, which changes no behaviour under test.
 if [[ "$KIND" == tsan ]]; then
-  TSAN_SUBSET='^(StagedConnection|SideChannel|MemoryRegistry|Metadata|Conformance|Failure|MultiProcess|ShmMultiProcess|ShmFailure|ShmSelection|Identity|ConnectionLimits|Cancel|Fault|SelfTransfer|AgentMetadata)'
-  FILTER=(-R "$TSAN_SUBSET")
+  export UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no
 fi
-ctest --test-dir "$BUILD" --output-on-failure --no-tests=error -j2 --timeout 600 -E '^package' "${FILTER[@]}" "$@"
+EXCLUDE='^package'  # the install-tree test builds the library again: the main build runs it
+if [[ "$KIND" == tsan ]]; then
+  # Left out under TSan's 5-15x slowdown, and only these: benchmark-like cases whose
+  # assertions are speed figures; and ShmFailure.*InFlightWhenThePeerIsKilled*, which
+  # kill a peer under 24 copies of 64 MiB each and bound the outcome to peer_timeout + 1 s:
+  # TSan's memcpy instrumentation makes one copy slice outlast that bound (measured:
+  # 5.0 s), and the 24 reads share one destination by design (TSan reports those
+  # overlapping writes to the test's own buffer). Both run in the main and ASan builds.
+  EXCLUDE="$EXCLUDE|Bench|Throughput|\\.HandshakeCost$|\\.HandshakeCpuCost$|^ShmFailure\\..*InFlightWhenThePeerIsKilled"
+fi
+ctest --test-dir "$BUILD" --output-on-failure --no-tests=error -j"${KVFERRY_SANITIZE_JOBS:-2}" --timeout 600 \
+  -E "$EXCLUDE" "$@"

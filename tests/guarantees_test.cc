@@ -56,10 +56,10 @@ std::map<std::string, std::string> fault_settings(bool on) {
 
 constexpr std::uint64_t kSlice = 4u << 20;
 constexpr int kSlices = 12;
-constexpr std::uint64_t kSize = kSlice * kSlices;
+constexpr std::uint64_t kRegionBytes = kSlice * kSlices;
 constexpr auto kPeerTimeout = 1500ms;
 
-// One initiator and a source of kSize random bytes (seed 41) it reads from, on a backend.
+// One initiator and a source of kRegionBytes random bytes (seed 41) it reads from, on a backend.
 class Guarantees : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
@@ -78,19 +78,19 @@ class Guarantees : public ::testing::TestWithParam<Param> {
     switch (p.backend.peer) {
       case BackendCase::kProcess: {
         std::string error;
-        peer_ = PeerProcess::spawn({.name = "target", .size = kSize, .seed = 41, .peer_timeout = kPeerTimeout,
+        peer_ = PeerProcess::spawn({.name = "target", .size = kRegionBytes, .seed = 41, .peer_timeout = kPeerTimeout,
                                     .backend = p.backend.backend, .shared = p.backend.backend == "shm"},
                                    &error);
         ASSERT_TRUE(peer_) << error;
         ASSERT_TRUE(agent_->fetch_remote("127.0.0.1", peer_->port()).ok());
         peer_name_ = "target";
-        remote_ = DescriptorList(MemoryKind::kDram, {Descriptor{peer_->address(), kSize, 0}});
+        remote_ = DescriptorList(MemoryKind::kDram, {Descriptor{peer_->address(), kRegionBytes, 0}});
         break;
       }
       case BackendCase::kInProcess: {
         target_ = make_agent("target", p.backend.backend, kPeerTimeout);
         ASSERT_TRUE(target_);
-        target_memory_ = std::make_unique<Buffer>(kSize);
+        target_memory_ = std::make_unique<Buffer>(kRegionBytes);
         target_memory_->randomize(41);
         KVF_ASSERT_OK(target_->register_memory(target_memory_->whole()));
         introduce(*agent_, *target_);
@@ -101,7 +101,7 @@ class Guarantees : public ::testing::TestWithParam<Param> {
       case BackendCase::kOwnFile: {
         FileOpenOptions fo;
         fo.create = fo.truncate = true;
-        fo.capacity = kSize;
+        fo.capacity = kRegionBytes;
         auto f = agent_->register_file(dir_.file("source"), fo);
         ASSERT_TRUE(f.ok()) << f.status().to_string();
         peer_name_ = "solo";
@@ -132,8 +132,8 @@ class Guarantees : public ::testing::TestWithParam<Param> {
   }
   bool slice_is_source(int i) const { return std::memcmp(local_.data() + i * kSlice, source_.data() + i * kSlice, kSlice) == 0; }
 
+  Buffer local_{kRegionBytes}, source_{kRegionBytes};  // outlive agent_ (declared first)
   std::unique_ptr<Agent> agent_;
-  Buffer local_{kSize}, source_{kSize};
   std::unique_ptr<PeerProcess> peer_;
   std::unique_ptr<Buffer> target_memory_;  // outlives target_ (declared first)
   std::unique_ptr<Agent> target_;
@@ -145,7 +145,7 @@ class Guarantees : public ::testing::TestWithParam<Param> {
 // Reads into poisoned slices, each cancelled after a random short delay. When cancel()
 // returns the request is done (exact bytes) or failed; its slice never changes again.
 TEST_P(Guarantees, AfterCancelReturnsOurMemoryNeverChanges) {
-  std::memset(local_.data(), 0xA5, kSize);
+  std::memset(local_.data(), 0xA5, kRegionBytes);
   std::mt19937_64 rng(5);
   std::vector<TransferRequest> reqs;
   for (int i = 0; i < kSlices; ++i) {
@@ -198,7 +198,7 @@ TEST_P(Guarantees, AfterCancelReturnsOurMemoryNeverChanges) {
 // Every request that ends in an error (injected or not) leaves its slice as it was at
 // that moment; every done request moved exactly the source bytes.
 TEST_P(Guarantees, AfterAnErrorReturnsOurMemoryNeverChanges) {
-  std::memset(local_.data(), 0x5A, kSize);
+  std::memset(local_.data(), 0x5A, kRegionBytes);
   std::vector<TransferRequest> reqs;
   for (int i = 0; i < kSlices; ++i) {
     auto r = agent_->create_transfer(TransferOp::kRead, local_slice(i), peer_name_, remote_slice(i));
@@ -232,7 +232,7 @@ TEST_P(Guarantees, AfterAnErrorReturnsOurMemoryNeverChanges) {
 // peer is ShmFailure.*InFlightWhenThePeerIsKilledArePeerLost.)
 TEST_P(Guarantees, PeerKilledMidReadIsPeerLostAndOurMemoryStaysPut) {
   if (GetParam().backend.peer != BackendCase::kProcess) GTEST_SKIP() << "no peer process to kill on this backend";
-  std::memset(local_.data(), 0xC3, kSize);
+  std::memset(local_.data(), 0xC3, kRegionBytes);
   std::vector<TransferRequest> reqs;
   std::vector<int> slice_of;
   for (int round = 0; round < 3; ++round)
@@ -248,7 +248,7 @@ TEST_P(Guarantees, PeerKilledMidReadIsPeerLostAndOurMemoryStaysPut) {
   const auto killed = Clock::now();
   std::vector<TransferState> at_kill;
   for (auto& r : reqs) at_kill.push_back(r.state());
-  std::vector<std::uint8_t> after(kSize);
+  std::vector<std::uint8_t> after(kRegionBytes);
   int lost = 0;
   std::vector<bool> done(reqs.size(), false);
   for (std::size_t k = 0; k < reqs.size(); ++k) {
@@ -268,9 +268,9 @@ TEST_P(Guarantees, PeerKilledMidReadIsPeerLostAndOurMemoryStaysPut) {
     }
   }
   EXPECT_LT(Clock::now() - killed, kPeerTimeout + 1s);
-  std::memcpy(after.data(), local_.data(), kSize);
+  std::memcpy(after.data(), local_.data(), kRegionBytes);
   std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(std::memcmp(after.data(), local_.data(), kSize), 0) << "our memory changed after every request ended";
+  EXPECT_EQ(std::memcmp(after.data(), local_.data(), kRegionBytes), 0) << "our memory changed after every request ended";
   EXPECT_GT(lost, 0);
 }
 
@@ -287,13 +287,13 @@ TEST_P(Guarantees, RestartedPeerIsLoadedWithoutDisturbingAnother) {
   const DescriptorList other_remote(MemoryKind::kDram, {Descriptor{other->address(), kSlice, 0}});
   ASSERT_TRUE(peer_->signal(SIGKILL));
   ASSERT_TRUE(peer_->wait_exit(5s));
-  auto reborn = PeerProcess::spawn({.name = "target", .size = kSize, .seed = 44, .peer_timeout = kPeerTimeout,
+  auto reborn = PeerProcess::spawn({.name = "target", .size = kRegionBytes, .seed = 44, .peer_timeout = kPeerTimeout,
                                     .backend = GetParam().backend.backend},
                                    &error);
   ASSERT_TRUE(reborn) << error;
   auto name = agent_->fetch_remote("127.0.0.1", reborn->port());
   ASSERT_TRUE(name.ok()) << "the restarted peer was refused: " << name.status().to_string();
-  Buffer expected(kSize);
+  Buffer expected(kRegionBytes);
   expected.randomize(44);
   Buffer other_expected(kSlice);
   other_expected.randomize(43);
@@ -327,6 +327,9 @@ INSTANTIATE_TEST_SUITE_P(Backends, Guarantees, ::testing::ValuesIn(all_params())
 // fault.kill: the connection is dropped, its requests fail kPeerLost, later posts fail
 // fast, and loading the peer again (same instance) restores it.
 TEST(FaultInjection, KilledConnectionIsLostUntilThePeerIsLoadedAgain) {
+  // Memory outlives the agents that registered it (the contract; TSan checks it too:
+  // the target may still be serving a read the initiator's killed connection gave up).
+  Buffer x(1u << 20), y(1u << 20);
   AgentOptions o;
   o.name = "initiator";
   o.backends = {"tcp"};
@@ -335,7 +338,6 @@ TEST(FaultInjection, KilledConnectionIsLostUntilThePeerIsLoadedAgain) {
   ASSERT_TRUE(a.ok()) << a.status().to_string();
   auto b = make_agent("target", "tcp");
   ASSERT_TRUE(b);
-  Buffer x(1u << 20), y(1u << 20);
   y.randomize(3);
   KVF_ASSERT_OK((*a)->register_memory(x.whole()));
   KVF_ASSERT_OK(b->register_memory(y.whole()));

@@ -34,7 +34,7 @@ int gpus_here() {
 #define SKIP_WITHOUT_GPUS(n) \
   if (gpus_here() < (n)) GTEST_SKIP() << "needs " << (n) << " CUDA GPU(s); this machine has " << gpus_here()
 
-const std::vector<std::string> kSmallPool = {"--layers", "4", "--pool-blocks", "64"};
+const std::vector<std::string> kVramCliPool = {"--layers", "4", "--pool-blocks", "64"};
 
 std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
   args.insert(args.end(), more.begin(), more.end());
@@ -50,7 +50,7 @@ class KvCliVram : public ::testing::Test {
   // backend it can; returns its "HOST:PORT".
   std::string start_server(const std::string& mem) {
     server_ = Cli::start(
-        with({"serve", "--listen", "127.0.0.1:0", "--json", "--mem", mem, "--device", "0"}, kSmallPool));
+        with({"serve", "--listen", "127.0.0.1:0", "--json", "--mem", mem, "--device", "0"}, kVramCliPool));
     const auto line = server_->line_with("\"listening\"", 30s);
     EXPECT_TRUE(line) << "server did not start: " << server_->err();
     if (!line) return {};
@@ -65,7 +65,7 @@ class KvCliVram : public ::testing::Test {
     const int device = gpus_here() > 1 ? 1 : 0;
     return Cli::start(with(with({"pull", "--peer", peer, "--tokens", "256", "--steps", "3", "--json", "--mem",
                                  mem, "--device", std::to_string(device), "--backend", backend},
-                                kSmallPool),
+                                kVramCliPool),
                            extra));
   }
   void stop_server() {

@@ -53,10 +53,11 @@ TEST(NamedRegions, FoundByNameInRegistrationOrder) {
 }
 
 TEST(LiveMetadata, UpdatesApplyInPlaceAndStaleOnesAreIgnored) {
+  // Memory outlives the agents that registered it (the contract; TSan checks it too).
+  Buffer first(4096), second(4096), local(4096);
   auto a = make_agent("live-a", "tcp");
   auto b = make_agent("live-b", "tcp");
   ASSERT_TRUE(a && b);
-  Buffer first(4096), second(4096), local(4096);
   ASSERT_TRUE(a->register_memory(first.whole()).ok());
   ASSERT_TRUE(b->register_memory(local.whole()).ok());
   auto old_md = a->local_metadata();
@@ -87,14 +88,15 @@ TEST(LiveMetadata, UpdatesApplyInPlaceAndStaleOnesAreIgnored) {
 // Over the side channel: eight reads in flight from a peer when it registers more memory
 // and the reader fetches its metadata again (so the update lands while they run).
 TEST(LiveMetadata, EightTransfersInFlightSurviveAnUpdateOverTheSideChannel) {
+  constexpr std::size_t kEach = 8 << 20;
+  constexpr int kTransfers = 8;
+  // Memory outlives the agents that registered it (the contract; TSan checks it too).
+  Buffer source(kEach * kTransfers), sink(kEach * kTransfers, 0xEE), more(1 << 20);
   auto holder = make_agent("side-holder", "tcp");
   auto reader = make_agent("side-reader", "tcp");
   ASSERT_TRUE(holder && reader);
   auto port = holder->listen("127.0.0.1", 0);
   ASSERT_TRUE(port.ok());
-  constexpr std::size_t kEach = 8 << 20;
-  constexpr int kTransfers = 8;
-  Buffer source(kEach * kTransfers), sink(kEach * kTransfers, 0xEE), more(1 << 20);
   source.randomize(3);
   more.randomize(4);
   ASSERT_TRUE(holder->register_memory(source.whole()).ok());

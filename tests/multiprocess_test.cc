@@ -10,7 +10,7 @@
 #include <numeric>
 #include <random>
 
-#include "peer_process.h"
+#include "peer_test_util.h"
 #include "test_util.h"
 
 namespace kvferry::testing {
@@ -18,23 +18,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::unique_ptr<PeerProcess> spawn_peer(PeerOptions o) {
-  if (o.backend == "tcp") o.backend = suite_backend();
-  std::string error;
-  auto p = PeerProcess::spawn(o, &error);
-  EXPECT_TRUE(p) << "cannot start kvferry_test_peer: " << error;
-  return p;
-}
-
 // Offset of the first differing byte, or -1.
 long long first_diff(const std::uint8_t* a, const std::uint8_t* b, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i)
     if (a[i] != b[i]) return static_cast<long long>(i);
   return -1;
-}
-
-DescriptorList remote_range(const PeerProcess& p, std::uint64_t offset, std::uint64_t length) {
-  return DescriptorList(MemoryKind::kDram, {Descriptor{p.address() + offset, length, 0}});
 }
 
 TEST(MultiProcess, FetchRemoteOverSideChannel) {

@@ -17,22 +17,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Route {
-  std::string backend;
-  MemoryKind kind;
-};
-
-void PrintTo(const Route& r, std::ostream* os) { *os << r.backend << " " << to_string(r.kind); }
-
-const Route kRoutes[] = {
-    {"loopback", MemoryKind::kDram},
-    {"tcp", MemoryKind::kDram},
-    {"shm", MemoryKind::kDram},
-#ifdef KVFERRY_HAVE_CUDA
-    {"cuda_ipc", MemoryKind::kVram},
-#endif
-};
-
 std::unique_ptr<Agent> agent_with_inbox(const std::string& name, const std::string& backend, std::size_t inbox,
                                         std::size_t max_bytes = 64 * 1024) {
   AgentOptions o;
@@ -45,7 +29,7 @@ std::unique_ptr<Agent> agent_with_inbox(const std::string& name, const std::stri
   return a.ok() ? std::move(a).value() : nullptr;
 }
 
-class NotificationDelivery : public ::testing::TestWithParam<Route> {
+class NotificationDelivery : public ::testing::TestWithParam<AgentPairRoute> {
  protected:
   void SetUp() override {
     std::string why;
@@ -164,8 +148,8 @@ TEST_P(NotificationDelivery, TagsTravelAndConsumersTakeOnlyTheirs) {
   EXPECT_EQ(rest[0].tag, 1001u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, NotificationDelivery, ::testing::ValuesIn(kRoutes),
-                         [](const ::testing::TestParamInfo<Route>& p) { return p.param.backend; });
+INSTANTIATE_TEST_SUITE_P(Backends, NotificationDelivery, ::testing::ValuesIn(kAgentPairRoutes),
+                         [](const ::testing::TestParamInfo<AgentPairRoute>& p) { return p.param.backend; });
 
 // The side channel carries standalone notifications and waits for the answer: a full
 // inbox is a refusal the sender sees.

@@ -82,6 +82,10 @@ std::unique_ptr<PeerProcess> PeerProcess::spawn(const PeerOptions& options, std:
     args.push_back("--push-to");
     args.push_back(std::to_string(options.push_to));
   }
+  if (!options.secret.empty()) {
+    args.push_back("--secret");
+    args.push_back(options.secret);
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

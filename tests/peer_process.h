@@ -68,6 +68,8 @@ struct PeerOptions {
   std::uint16_t push_to = 0;
   // RLIMIT_NOFILE of the peer (0: inherited).
   int max_fds = 0;
+  // AgentOptions::secret of the peer (printable text here); empty: none.
+  std::string secret;
 };
 
 class PeerProcess {

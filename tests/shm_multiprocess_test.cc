@@ -10,17 +10,13 @@
 #include <cstdio>
 #include <thread>
 
-#include "peer_process.h"
+#include "peer_test_util.h"
 #include "test_util.h"
 
 namespace kvferry::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-DescriptorList remote_range(const PeerProcess& p, std::uint64_t offset, std::uint64_t length) {
-  return DescriptorList(MemoryKind::kDram, {Descriptor{p.address() + offset, length, 0}});
-}
 
 class ShmMultiProcess : public ::testing::TestWithParam<bool> {};  // param: shared pool
 

@@ -18,21 +18,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Route {
-  std::string backend;
-  MemoryKind kind;
-};
-void PrintTo(const Route& r, std::ostream* os) { *os << r.backend << " " << to_string(r.kind); }
-
-const Route kRoutes[] = {
-    {"loopback", MemoryKind::kDram},
-    {"tcp", MemoryKind::kDram},
-    {"shm", MemoryKind::kDram},
-#ifdef KVFERRY_HAVE_CUDA
-    {"cuda_ipc", MemoryKind::kVram},
-#endif
-};
-
 constexpr std::uint32_t kLanes = 6;
 constexpr std::uint32_t kBlocks = 64;
 constexpr std::uint64_t kBlockBytes = 4096;
@@ -42,7 +27,7 @@ bool readable(int fd) {
   return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
-class Strided : public ::testing::TestWithParam<Route> {
+class Strided : public ::testing::TestWithParam<AgentPairRoute> {
  protected:
   // Lanes interleaved with a gap: lane l's block b at l * kLaneBytes + b * stride_.
   void SetUp() override {
@@ -230,8 +215,8 @@ TEST_P(Strided, BatchCompletesIntoTheQueueWithTagsAndAReadableFd) {
   EXPECT_EQ(cq->in_flight(), 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Strided, ::testing::ValuesIn(kRoutes),
-                         [](const ::testing::TestParamInfo<Route>& p) { return p.param.backend; });
+INSTANTIATE_TEST_SUITE_P(Backends, Strided, ::testing::ValuesIn(kAgentPairRoutes),
+                         [](const ::testing::TestParamInfo<AgentPairRoute>& p) { return p.param.backend; });
 
 TEST(PieceList, StridedFormIteratesLikeItsExpansion) {
   detail::StridedPieces sp;

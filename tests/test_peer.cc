@@ -3,7 +3,7 @@
 //   kvferry_test_peer --name NAME --size BYTES --seed N [--fill random|zero]
 //                     [--peer-timeout-ms MS] [--lifetime-s S] [--mode serve]
 //                     [--backend tcp|shm] [--shared 0|1] [--mem dram|vram --device N]
-//                     [--push-to PORT] [--max-fds N]
+//                     [--push-to PORT] [--max-fds N] [--secret TEXT]
 //
 // Creates an Agent (tcp by default, or --backend), registers a page-aligned, pre-faulted buffer of
 // BYTES filled from std::mt19937_64(seed) 8 bytes at a time (test_util.h's
@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
   [[maybe_unused]] int device = 0;  // used with CUDA only
   std::uint64_t size = 0, seed = 0;
   long peer_timeout_ms = 5000, lifetime_s = 120, push_to = 0, max_fds = 0;
+  std::string secret;  // AgentOptions::secret (its bytes); empty: none
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string_view k = argv[i];
     const char* v = argv[i + 1];
@@ -101,6 +102,7 @@ int main(int argc, char** argv) {
     else if (k == "--mem") mem_kind = v;
     else if (k == "--push-to") push_to = std::strtol(v, nullptr, 10);
     else if (k == "--max-fds") max_fds = std::strtol(v, nullptr, 10);
+    else if (k == "--secret") secret = v;
     else if (k == "--device") device = static_cast<int>(std::strtol(v, nullptr, 10));
     else return fail("unknown option " + std::string(k));
   }
@@ -115,6 +117,7 @@ int main(int argc, char** argv) {
   o.name = name;
   if (backend != "all") o.backends = {backend};
   o.peer_timeout = std::chrono::milliseconds(peer_timeout_ms);
+  o.secret.assign(secret.begin(), secret.end());
   auto created = kvferry::Agent::create(o);
   if (!created.ok()) return fail("Agent::create: " + created.status().to_string());
   std::unique_ptr<kvferry::Agent> agent = std::move(created).value();

@@ -65,6 +65,23 @@ inline std::unique_ptr<Agent> make_agent(const std::string& name, const std::str
   return a.ok() ? std::move(a).value() : nullptr;
 }
 
+// A backend that links two agents of one process, and the memory kind it moves: the
+// parameter of suites that run over every such backend.
+struct AgentPairRoute {
+  std::string backend;
+  MemoryKind kind;
+};
+inline void PrintTo(const AgentPairRoute& r, std::ostream* os) { *os << r.backend << " " << to_string(r.kind); }
+
+inline const AgentPairRoute kAgentPairRoutes[] = {
+    {"loopback", MemoryKind::kDram},
+    {"tcp", MemoryKind::kDram},
+    {"shm", MemoryKind::kDram},
+#ifdef KVFERRY_HAVE_CUDA
+    {"cuda_ipc", MemoryKind::kVram},
+#endif
+};
+
 // Loads each agent's metadata into the other.
 inline void introduce(Agent& a, Agent& b) {
   auto ma = a.local_metadata();

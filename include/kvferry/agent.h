@@ -72,6 +72,12 @@ struct AgentOptions {
   // "ADDRESS:PORT" of an HTTP endpoint serving Prometheus metrics at /metrics (port 0
   // picks a free port: Agent::metrics_port). Empty: none.
   std::string metrics_address;
+  // Shared secret (16..1024 bytes; 32 random bytes recommended). Empty: off. With one,
+  // side-channel frames and the handshakes of backends that reach other processes are
+  // authenticated (HMAC-SHA256, fresh challenge per connection: no replay); a peer with
+  // no secret or another one is refused, naming why. Backends that cannot authenticate
+  // are not started. Data after a handshake is not encrypted (docs/reliability.md).
+  std::vector<std::uint8_t> secret;
 };
 
 struct TransferOptions {

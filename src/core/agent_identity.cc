@@ -56,7 +56,7 @@ Status Agent::Impl::may_replace(const detail::AgentMetadata& old,
   } else if (old.side_channel) {
     auto probe = detail::side_channel_call(old.side_channel->host, old.side_channel->port, detail::SideFrame::kFetch,
                                            {}, detail::SideFrame::kMetadata,
-                                           detail::deadline_after(std::min(options_.connect_timeout, kProbeLimit)));
+                                           detail::deadline_after(std::min(options_.connect_timeout, kProbeLimit)), secret_);
     if (probe.ok()) {
       auto md = detail::decode_metadata(*probe);
       if (md.ok() && (md->name != old.name || md->instance != old.instance)) return Status::Ok();

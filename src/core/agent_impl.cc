@@ -21,6 +21,11 @@ Result<std::shared_ptr<Agent::Impl>> Agent::Impl::create(AgentOptions options) {
                            " exceeds the largest notification any backend carries (" +
                            std::to_string(detail::kMaxNotificationMessageBytes) + ")");
   std::shared_ptr<Impl> impl(new Impl());
+  if (!options.secret.empty()) {
+    KVF_ASSIGN_OR_RETURN(impl->secret_, detail::SharedSecret::create(options.secret));
+    std::fill(options.secret.begin(), options.secret.end(), std::uint8_t{0});  // kept once, in secret_
+    options.secret.clear();
+  }
   impl->options_ = std::move(options);
   impl->instance_ = detail::random_instance_id();
   impl->registry_ = std::make_shared<detail::MemoryRegistry>((impl->instance_.lo >> 2) | 1);
@@ -94,6 +99,7 @@ Status Agent::Impl::start_backends() {
     }
     detail::BackendContext ctx;
     ctx.agent_name = options_.name;
+    ctx.secret = secret_;
     ctx.host_id = host_id_;
     ctx.process_id = process_id_;
     ctx.peer_timeout = options_.peer_timeout;
@@ -108,6 +114,15 @@ Status Agent::Impl::start_backends() {
     };
     auto backend = f.create(ctx);
     if (!backend.ok()) return backend.status().with_context("starting backend '" + f.name + "'");
+    // With a secret, a backend that reaches other processes must authenticate its
+    // handshakes (Capabilities::authenticates); one that does not yet is not started.
+    const auto caps = (*backend)->capabilities();
+    if (secret_ && !caps.same_process_only && !caps.authenticates) {
+      if (requested)
+        return NotSupported("backend '" + f.name +
+                            "' does not authenticate its handshakes yet; it cannot be used with AgentOptions::secret");
+      continue;
+    }
     backends_.push_back(std::move(backend).value());
   }
   if (backends_.empty()) return Unavailable("no usable backend could be started");

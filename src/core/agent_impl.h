@@ -25,6 +25,7 @@
 #include "core/memory_registry.h"
 #include "core/metadata.h"
 #include "core/notification_inbox.h"
+#include "core/peer_auth.h"
 #include "core/prepared_data.h"
 #include "core/shared_segment.h"
 #include "core/side_channel.h"
@@ -162,6 +163,8 @@ class Agent::Impl {
   std::string process_id_;
   std::vector<std::unique_ptr<detail::Backend>> backends_;
   detail::InstanceId instance_;  // drawn at creation (core/instance_id.h)
+  // AgentOptions::secret (core/peer_auth.h); null: no authentication.
+  std::shared_ptr<const detail::SharedSecret> secret_;
   std::shared_ptr<detail::MemoryRegistry> registry_;
   std::shared_ptr<detail::NotificationInbox> inbox_;
 

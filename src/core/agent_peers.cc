@@ -195,7 +195,7 @@ Result<std::uint16_t> Agent::Impl::listen(const std::string& address, std::uint1
   handlers.load_remote = [this](std::span<const std::uint8_t> md) { return load_remote(md).status(); };
   handlers.notify = [this](std::string from, std::string envelope) { return inbox_->deliver(std::move(from), envelope); };
   KVF_ASSIGN_OR_RETURN(side_channel_,
-                       detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout));
+                       detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout, secret_));
   side_address_ = detail::SideChannelAddress{address, side_channel_->port()};
   // The metadata now names a side channel: a new revision, so peers that loaded the old
   // blob take this one as an update rather than as a repeat.
@@ -211,7 +211,7 @@ Result<std::string> Agent::Impl::fetch_remote(const std::string& host, std::uint
   }
   KVF_ASSIGN_OR_RETURN(auto theirs, detail::side_channel_call(host, port, detail::SideFrame::kFetch, ours,
                                                               detail::SideFrame::kMetadata,
-                                                              detail::deadline_after(timeout)));
+                                                              detail::deadline_after(timeout), secret_));
   return load_remote(theirs);
 }
 
@@ -368,7 +368,7 @@ Status Agent::Impl::notify(std::string_view peer, std::string_view message, std:
   w.str(options_.name);
   w.str(envelope);
   auto reply = detail::side_channel_call(side->host, side->port, detail::SideFrame::kNotify, w.buffer(),
-                                         detail::SideFrame::kOk, detail::deadline_after(options_.connect_timeout));
+                                         detail::SideFrame::kOk, detail::deadline_after(options_.connect_timeout), secret_);
   return reply.status();
 }
 

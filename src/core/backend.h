@@ -24,6 +24,8 @@
 
 namespace kvferry::detail {
 
+class SharedSecret;  // core/peer_auth.h
+
 struct Capabilities {
   MemoryKindSet local_kinds;   // our memory it moves as the initiator
   MemoryKindSet remote_kinds;  // peer memory it reaches
@@ -35,6 +37,10 @@ struct Capabilities {
   bool same_process_only = false;
   bool same_host_only = false;
   bool notifications = false;
+  // Its connection handshakes use BackendContext::secret when set (core/peer_auth.h:
+  // InitiatorAuth / TargetAuth). With a secret, the agent starts only backends that do,
+  // or that never leave the process (same_process_only).
+  bool authenticates = false;
 };
 
 // Small performance model used to choose among backends (UCX's overhead/bandwidth).
@@ -83,6 +89,9 @@ struct BackendContext {
   // means the agent did not keep it (inbox full, too large, malformed): the backend must
   // fail the sender's request with it, never acknowledge the notification as delivered.
   DeliverNotification deliver_notification;
+  // AgentOptions::secret; null: no authentication. A backend with
+  // Capabilities::authenticates runs core/peer_auth.h's handshake on every connection.
+  std::shared_ptr<const SharedSecret> secret;
 };
 
 // What a peer's metadata says about it, for one backend.

@@ -5,7 +5,14 @@
 //
 // Requests: kFetch (payload: the caller's metadata or empty) -> kMetadata (ours);
 //           kNotify (payload: name length u16, name, message) -> kOk.
-// Any failure -> kError (payload: message) or the connection is closed. One thread
+// Any failure -> kError (payload: message) or the connection is closed.
+//
+// With a shared secret (core/peer_auth.h) the client first sends kAuthHello (its nonce)
+// and the server answers kChallenge (its nonce and proof); then every request and reply
+// carries a 32-byte HMAC tag after its payload, bound to both nonces, the direction and
+// the frame's sequence number on the connection: a recorded frame is refused on any other
+// connection or position. A server with a secret answers an unauthenticated request with
+// kError ("authentication required"); one without answers kAuthHello with kError. One thread
 // serves all connections with poll(); an idle or slow connection is dropped after a
 // timeout, so garbage on the port costs nothing but a socket for a while.
 #pragma once
@@ -14,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <span>
@@ -21,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/peer_auth.h"
 #include "core/socket_util.h"
 #include "kvferry/status.h"
 
@@ -30,7 +39,15 @@ inline constexpr std::uint32_t kSideMagic = 0x5346564b;  // "KVFS" little-endian
 inline constexpr std::size_t kMaxSideFrameBytes = 16u << 20;
 inline constexpr std::size_t kSideHeaderBytes = 12;
 
-enum class SideFrame : std::uint16_t { kFetch = 1, kMetadata = 2, kNotify = 3, kOk = 4, kError = 5 };
+enum class SideFrame : std::uint16_t {
+  kFetch = 1,
+  kMetadata = 2,
+  kNotify = 3,
+  kOk = 4,
+  kError = 5,
+  kAuthHello = 6,
+  kChallenge = 7,
+};
 
 // The next complete frame at the start of `in`: nullopt while it is incomplete, an
 // error when the bytes cannot be a frame (bad magic, over the cap).
@@ -55,7 +72,8 @@ class SideChannelServer {
  public:
   static Result<std::unique_ptr<SideChannelServer>> start(const std::string& address, std::uint16_t port,
                                                           SideChannelHandlers handlers,
-                                                          std::chrono::milliseconds idle_timeout);
+                                                          std::chrono::milliseconds idle_timeout,
+                                                          std::shared_ptr<const SharedSecret> secret = nullptr);
   ~SideChannelServer();  // stops the thread and closes every connection
   std::uint16_t port() const { return port_; }
 
@@ -68,12 +86,15 @@ class SideChannelServer {
   std::uint16_t port_ = 0;
   SideChannelHandlers handlers_;
   std::chrono::milliseconds idle_timeout_{5000};
+  std::shared_ptr<const SharedSecret> secret_;  // null: no authentication
   std::thread thread_;
 };
 
-// Client side: one request, one reply, within the deadline.
+// Client side: one request, one reply, within the deadline; authenticated (both ways)
+// when `secret` is set.
 Result<std::vector<std::uint8_t>> side_channel_call(const std::string& host, std::uint16_t port, SideFrame type,
                                                     std::span<const std::uint8_t> payload, SideFrame expect,
-                                                    Deadline deadline);
+                                                    Deadline deadline,
+                                                    const std::shared_ptr<const SharedSecret>& secret = nullptr);
 
 }  // namespace kvferry::detail

@@ -46,6 +46,7 @@ class ShmBackend final : public Backend {
     c.remote_kinds = {MemoryKind::kDram};
     c.same_host_only = true;
     c.notifications = true;
+    c.authenticates = true;  // the hello on its socket (shm_target.cc, shm_initiator.cc)
     return c;
   }
   // Memory copies: a few microseconds per request, ~15 GB/s per thread on our VMs.
@@ -89,6 +90,7 @@ Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
   tc.spin_us = static_cast<std::uint32_t>(spin_us);
   tc.max_notification_bytes = ctx.max_notification_bytes;
   tc.deliver = ctx.deliver_notification;
+  tc.secret = ctx.secret;
   KVF_ASSIGN_OR_RETURN(auto target, ShmTarget::start(std::move(tc)));
   SessionConfig sc;
   sc.agent_name = ctx.agent_name;
@@ -96,6 +98,7 @@ Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
   sc.inline_bytes = inline_kib << 10;
   sc.slice_bytes = slice_kib << 10;
   sc.pool = pool.get();
+  sc.secret = ctx.secret;
   KVF_ASSIGN_OR_RETURN(auto initiator, ShmInitiator::start(sc));
   return std::unique_ptr<Backend>(new ShmBackend(ctx, std::move(pool), std::move(target), std::move(initiator)));
 }

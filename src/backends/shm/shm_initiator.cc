@@ -74,15 +74,32 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
   hello.str(peer.agent_name);
   hello.u16(static_cast<std::uint16_t>(cfg_.agent_name.size()));
   hello.str(cfg_.agent_name);
+  std::unique_ptr<InitiatorAuth> auth;
+  if (cfg_.secret) {
+    auth = std::make_unique<InitiatorAuth>(cfg_.secret, "shm");
+    hello.bytes(auth->offer());
+  }
   const int fds[2] = {control_fd.get(), wake_.get()};
   if (Status s = send_message(sock.get(), hello.buffer(), fds, deadline); !s.ok()) return unmap_cb(), s;
 
   std::vector<std::uint8_t> msg;
   std::vector<UniqueFd> got;
   if (Status s = recv_message(sock.get(), &msg, &got, deadline); !s.ok()) return unmap_cb(), s;
+  if (msg.size() >= 2 && static_cast<MessageType>(msg[0] | (msg[1] << 8)) == MessageType::kChallenge) {
+    if (!auth) return unmap_cb(), Corrupt("shm: unexpected authentication challenge from the peer");
+    auto proof = auth->respond(hello.buffer(), std::span<const std::uint8_t>(msg).subspan(2), "shm");
+    if (!proof.ok()) return unmap_cb(), proof.status();
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kAuth));
+    w.bytes(*proof);
+    if (Status s = send_message(sock.get(), w.buffer(), {}, deadline); !s.ok()) return unmap_cb(), s;
+    if (Status s = recv_message(sock.get(), &msg, &got, deadline); !s.ok()) return unmap_cb(), s;
+    auth.reset();  // done
+  }
   ByteReader ack(msg);
   if (static_cast<MessageType>(ack.u16()) != MessageType::kHelloAck || !ack.ok()) return unmap_cb(), Corrupt("shm: bad hello answer");
   if (ack.u8() != 1) return unmap_cb(), RemoteError("shm: peer refused: " + ack.str(ack.remaining()));
+  if (auth) return unmap_cb(), Corrupt("shm: the peer accepted the connection without authenticating itself");
   if (got.size() != 1) return unmap_cb(), Corrupt("shm: hello answer without the peer's eventfd");
   UniqueFd target_wake = std::move(got[0]);
 

@@ -12,6 +12,11 @@
 //                        kRegionsEnd
 //                        kRevoke      id (the target deregistered it: stop using it)
 //   initiator -> target  kRevokeAck   id (no copy touches it any more)
+//
+// With a shared secret (core/peer_auth.h) the hello ends with the initiator's nonce and,
+// before kHelloAck:
+//   target -> initiator  kChallenge   the target's nonce and proof
+//   initiator -> target  kAuth        the initiator's proof
 #pragma once
 
 #include <cstdint>
@@ -28,6 +33,8 @@ enum class MessageType : std::uint16_t {
   kRegionsEnd = 4,
   kRevoke = 5,
   kRevokeAck = 6,
+  kChallenge = 7,
+  kAuth = 8,
 };
 
 }  // namespace kvferry::detail::shm

@@ -18,6 +18,7 @@
 #include "backends/shm/copy_pool.h"
 #include "backends/shm/shm_ring.h"
 #include "core/backend.h"
+#include "core/peer_auth.h"
 #include "core/process_watch.h"
 #include "core/socket_util.h"
 
@@ -29,6 +30,7 @@ struct SessionConfig {
   std::uint64_t inline_bytes = 256u << 10;  // copied on the posting thread
   std::uint64_t slice_bytes = 1u << 20;     // largest unit of work for the copy pool
   CopyPool* pool = nullptr;
+  std::shared_ptr<const SharedSecret> secret;  // null: no authentication
 };
 
 struct MappedRegion {

@@ -26,6 +26,12 @@ struct ShmTarget::Session {
   UniqueFd peer_wake;  // the initiator's eventfd
   std::uint64_t outstanding_revokes = 0;
   Clock::time_point accepted = Clock::now();
+  // With a shared secret: the handshake after the hello's challenge, and the hello with
+  // its descriptors, processed once the initiator's proof checks out.
+  std::unique_ptr<TargetAuth> auth;
+  std::vector<std::uint8_t> hello;
+  std::vector<UniqueFd> hello_fds;
+  bool authenticated = false;
   ~Session() {
     if (cb) ::munmap(cb, sizeof(ControlBlock));
   }
@@ -235,11 +241,7 @@ void ShmTarget::on_session_readable(Session& s) {
 }
 
 void ShmTarget::handshake(Session& s, std::vector<std::uint8_t>& msg, std::vector<UniqueFd>& fds) {
-  ByteReader r(msg);
-  auto type = static_cast<MessageType>(r.u16());
-  std::uint32_t version = r.u32();
-  std::string target = r.str(r.u16());
-  std::string from = r.str(r.u16());
+  const std::string where = "agent '" + cfg_.agent_name + "', shm";
   auto refuse = [&](const std::string& why) {
     ByteWriter w;
     w.u16(static_cast<std::uint16_t>(MessageType::kHelloAck));
@@ -248,9 +250,40 @@ void ShmTarget::handshake(Session& s, std::vector<std::uint8_t>& msg, std::vecto
     (void)send_message(s.sock.get(), w.buffer(), {}, deadline_after(std::chrono::milliseconds(100)));
     drop(s, why);
   };
-  if (!r.ok() || type != MessageType::kHello || version != kShmProtocolVersion || fds.size() != 2 || from.empty())
+  if (s.auth && !s.authenticated) {  // the initiator's proof: then the hello it answers
+    ByteReader a(msg);
+    const bool is_auth = static_cast<MessageType>(a.u16()) == MessageType::kAuth && a.ok() && fds.empty();
+    Status ok = is_auth ? s.auth->verify(std::span<const std::uint8_t>(msg).subspan(2), where)
+                        : Corrupt(where + ": expected the authentication response");
+    if (!ok.ok()) return refuse(ok.message());
+    s.authenticated = true;
+    msg = std::move(s.hello);
+    fds = std::move(s.hello_fds);
+  }
+  ByteReader r(msg);
+  auto type = static_cast<MessageType>(r.u16());
+  std::uint32_t version = r.u32();
+  std::string target = r.str(r.u16());
+  std::string from = r.str(r.u16());
+  const bool offered = r.remaining() == kAuthNonceBytes;  // the initiator authenticates
+  if (!r.ok() || type != MessageType::kHello || version != kShmProtocolVersion || fds.size() != 2 || from.empty() ||
+      (r.remaining() != 0 && !offered))
     return refuse("malformed hello");
   if (target != cfg_.agent_name) return refuse("this is agent '" + cfg_.agent_name + "', not '" + target + "'");
+  if (Status agree = auth_agreement(cfg_.secret != nullptr, offered, where); !agree.ok())
+    return refuse(agree.message());
+  if (cfg_.secret && !s.authenticated) {  // challenge; the hello is processed after the proof
+    s.auth = std::make_unique<TargetAuth>(cfg_.secret, "shm");
+    std::vector<std::uint8_t> challenge = s.auth->challenge(msg, std::span<const std::uint8_t>(msg).last(kAuthNonceBytes));
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kChallenge));
+    w.bytes(challenge);
+    if (!send_message(s.sock.get(), w.buffer(), {}, deadline_after(cfg_.peer_timeout)).ok())
+      return drop(s, "challenge failed");
+    s.hello = std::move(msg);
+    s.hello_fds = std::move(fds);
+    return;
+  }
   struct stat st {};
   if (::fstat(fds[0].get(), &st) != 0 || static_cast<std::size_t>(st.st_size) < sizeof(ControlBlock))
     return refuse("control block too small");

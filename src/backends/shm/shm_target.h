@@ -18,6 +18,7 @@
 
 #include "backends/shm/shm_ring.h"
 #include "core/backend.h"
+#include "core/peer_auth.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::shm {
@@ -28,6 +29,7 @@ struct TargetConfig {
   std::uint32_t spin_us = 50;
   std::size_t max_notification_bytes = 64 * 1024;
   DeliverNotification deliver;
+  std::shared_ptr<const SharedSecret> secret;  // null: initiators are not authenticated
 };
 
 class ShmTarget {

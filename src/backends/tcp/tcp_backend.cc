@@ -81,6 +81,7 @@ class TcpBackend final : public Backend {
     c.remote_kinds = {MemoryKind::kDram, MemoryKind::kVram};
     c.served_kinds = {MemoryKind::kDram, MemoryKind::kVram};
     c.notifications = true;
+    c.authenticates = true;  // every stream's hello (tcp_engine_io.cc, open_stream)
     return c;
   }
   // Loopback TCP on the VMs we measured: ~60 us round trip, ~4-6 GB/s.
@@ -103,8 +104,9 @@ class TcpBackend final : public Backend {
 };
 
 // Opens one stream and performs the hello exchange, blocking up to the deadline.
+// With `auth`, the hello ends with its offer and the target's challenge is answered.
 Result<UniqueFd> open_stream(const std::string& host, std::uint16_t port, const std::vector<std::uint8_t>& hello,
-                             Deadline deadline, std::chrono::milliseconds peer_timeout) {
+                             Deadline deadline, std::chrono::milliseconds peer_timeout, InitiatorAuth* auth) {
   KVF_ASSIGN_OR_RETURN(UniqueFd fd, tcp_connect(host, port, deadline));
   // Unacknowledged data this long means the peer is gone, whatever TCP would retry.
   unsigned int user_timeout = static_cast<unsigned int>(peer_timeout.count());
@@ -115,6 +117,18 @@ Result<UniqueFd> open_stream(const std::string& host, std::uint16_t port, const 
   KVF_RETURN_IF_ERROR(send_all(fd.get(), hello.data(), hello.size(), deadline));
   WireHeader ack;
   KVF_RETURN_IF_ERROR(recv_all(fd.get(), &ack, sizeof ack, deadline));
+  if (ack.magic == kMagic && ack.type == static_cast<std::uint8_t>(FrameType::kChallenge)) {
+    if (!auth || ack.len != kAuthChallengeBytes) return Corrupt("unexpected authentication challenge from the peer");
+    std::vector<std::uint8_t> challenge(kAuthChallengeBytes);
+    KVF_RETURN_IF_ERROR(recv_all(fd.get(), challenge.data(), challenge.size(), deadline));
+    KVF_ASSIGN_OR_RETURN(AuthTag proof, auth->respond(hello, challenge, "tcp"));
+    OutFrame f2 = make_frame(FrameType::kAuth, 0);
+    f2.h.len = proof.size();
+    KVF_RETURN_IF_ERROR(send_all(fd.get(), &f2.h, sizeof f2.h, deadline));
+    KVF_RETURN_IF_ERROR(send_all(fd.get(), proof.data(), proof.size(), deadline));
+    KVF_RETURN_IF_ERROR(recv_all(fd.get(), &ack, sizeof ack, deadline));
+    auth = nullptr;  // done
+  }
   if (ack.magic != kMagic || ack.type != static_cast<std::uint8_t>(FrameType::kHelloAck))
     return Corrupt("the peer's tcp port did not answer with a kvferry hello");
   if (ack.flags & kFlagError) {
@@ -123,6 +137,7 @@ Result<UniqueFd> open_stream(const std::string& host, std::uint16_t port, const 
     KVF_RETURN_IF_ERROR(recv_all(fd.get(), why.data(), why.size(), deadline));
     return RemoteError("peer refused the connection: " + why);
   }
+  if (auth) return Corrupt("the peer accepted the connection without authenticating itself");
   KVF_RETURN_IF_ERROR(set_nonblocking(fd.get(), true));
   return fd;
 }
@@ -146,7 +161,12 @@ Result<std::unique_ptr<BackendConnection>> TcpBackend::connect(const PeerEndpoin
     hello.str(peer.agent_name);
     hello.u16(static_cast<std::uint16_t>(ctx_.agent_name.size()));
     hello.str(ctx_.agent_name);
-    auto fd = open_stream(host, port, hello.buffer(), deadline, ctx_.peer_timeout);
+    std::unique_ptr<InitiatorAuth> auth;
+    if (ctx_.secret) {
+      auth = std::make_unique<InitiatorAuth>(ctx_.secret, "tcp");
+      hello.bytes(auth->offer());
+    }
+    auto fd = open_stream(host, port, hello.buffer(), deadline, ctx_.peer_timeout, auth.get());
     if (!fd.ok()) return fd.status().with_context("tcp: connecting to '" + peer.agent_name + "' at " + host + ":" +
                                                   std::to_string(port));
     fds.push_back(std::move(fd).value());
@@ -168,6 +188,7 @@ Result<std::unique_ptr<Backend>> create_tcp_backend(const BackendContext& ctx) {
   cfg.batch_bytes = std::max<std::uint64_t>(settings.chunk_bytes, 4u << 20);
   cfg.max_notification_bytes = ctx.max_notification_bytes;
   cfg.deliver = ctx.deliver_notification;
+  cfg.secret = ctx.secret;
   auto engine = std::make_shared<TcpEngine>(std::move(cfg), std::move(listener));
   return std::unique_ptr<Backend>(new TcpBackend(ctx, std::move(settings), port, std::move(engine)));
 }

@@ -26,6 +26,7 @@
 
 #include "backends/tcp/tcp_wire.h"
 #include "core/backend.h"
+#include "core/peer_auth.h"
 #include "core/device_stager.h"
 #include "core/region_table.h"
 #include "core/socket_util.h"
@@ -44,6 +45,7 @@ struct EngineConfig {
   std::size_t max_notification_bytes = 64 * 1024;
   std::uint32_t spin_us = 0;  // busy-poll window while requests are outstanding
   DeliverNotification deliver;
+  std::shared_ptr<const SharedSecret> secret;  // null: streams are not authenticated
 };
 
 struct Session;

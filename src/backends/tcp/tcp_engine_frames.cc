@@ -54,6 +54,10 @@ bool TcpEngine::handle_header(Stream& s) {
   if (h.magic != kMagic) return protocol_error("bad magic");
   const auto type = static_cast<FrameType>(h.type);
   if (!ss) {
+    if (s.auth && !s.authenticated) {
+      if (type != FrameType::kAuth) return protocol_error("expected the authentication response");
+      return message_body(kAuthTagBytes);
+    }
     if (type != FrameType::kHello) return protocol_error("expected a hello");
     return message_body(kMaxHelloBytes);
   }
@@ -233,6 +237,21 @@ void TcpEngine::deliver_pending_notify(Session& ss, std::uint64_t req) {
 }
 
 void TcpEngine::process_hello(Stream& s) {
+  const std::string where = "agent '" + cfg_.agent_name + "', tcp";
+  auto send_now = [&](const OutFrame& f) {  // a pending stream has no send queue; the socket buffer is empty
+    ::send(s.fd.get(), &f.h, sizeof f.h, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::send(s.fd.get(), f.prefix.data(), f.prefix.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  };
+  if (s.auth && !s.authenticated) {  // the initiator's proof: then the hello it answers
+    Status ok = s.auth->verify({reinterpret_cast<const std::uint8_t*>(s.buf.data()), s.buf.size()}, where);
+    if (!ok.ok()) {
+      send_now(make_message_frame(FrameType::kHelloAck, 0, ok.message(), kFlagError));
+      close_stream(s);  // the pending entry is reaped by check_timeouts
+      return;
+    }
+    s.authenticated = true;
+    s.buf = std::move(s.hello);
+  }
   ByteReader r({reinterpret_cast<const std::uint8_t*>(s.buf.data()), s.buf.size()});
   std::uint32_t version = r.u32();
   std::uint64_t session_id = r.u64();
@@ -242,15 +261,26 @@ void TcpEngine::process_hello(Stream& s) {
   std::string from = r.str(r.u16());
   auto owned = std::find_if(pending_.begin(), pending_.end(), [&](const auto& p) { return p.get() == &s; });
   auto refuse = [&](const std::string& why) {
-    OutFrame f = make_message_frame(FrameType::kHelloAck, 0, why, kFlagError);
-    ::send(s.fd.get(), &f.h, sizeof f.h, MSG_NOSIGNAL | MSG_DONTWAIT);
-    ::send(s.fd.get(), f.prefix.data(), f.prefix.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    send_now(make_message_frame(FrameType::kHelloAck, 0, why, kFlagError));
     close_stream(s);  // the pending entry is reaped by check_timeouts
   };
-  if (!r.ok() || version != kProtocolVersion || count == 0 || count > 64 || index >= count || from.empty())
+  const bool offered = r.remaining() == kAuthNonceBytes;  // the initiator authenticates
+  if (!r.ok() || version != kProtocolVersion || count == 0 || count > 64 || index >= count || from.empty() ||
+      (r.remaining() != 0 && !offered))
     return refuse("malformed hello");
   if (target != cfg_.agent_name)
     return refuse("this is agent '" + cfg_.agent_name + "', not '" + target + "'");
+  if (Status agree = auth_agreement(cfg_.secret != nullptr, offered, where); !agree.ok())
+    return refuse(agree.message());
+  if (cfg_.secret && !s.authenticated) {  // challenge; the hello is processed after the proof
+    const std::span<const std::uint8_t> hello(reinterpret_cast<const std::uint8_t*>(s.buf.data()), s.buf.size());
+    s.auth = std::make_unique<TargetAuth>(cfg_.secret, "tcp");
+    std::vector<std::uint8_t> challenge = s.auth->challenge(hello, hello.last(kAuthNonceBytes));
+    send_now(make_message_frame(FrameType::kChallenge, 0, std::string(challenge.begin(), challenge.end())));
+    s.hello = std::move(s.buf);
+    s.buf.clear();
+    return;
+  }
   if (owned == pending_.end()) return;
   Session* ss;
   auto known = accepted_by_remote_.find(session_id);

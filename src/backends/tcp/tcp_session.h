@@ -13,6 +13,7 @@
 #include "backends/tcp/tcp_frame_check.h"
 #include "backends/tcp/tcp_wire.h"
 #include "core/device_stager.h"
+#include "core/peer_auth.h"
 #include "core/socket_util.h"
 #include "core/transfer_job.h"
 
@@ -90,6 +91,11 @@ struct Stream {
   std::deque<PendingRead> reads;  // initiator: read replies expected, in order
   Clock::time_point created = Clock::now();
   std::string address;  // remote IP of an accepted stream (connection slots)
+  // Accepted side with a shared secret: the handshake after the hello's challenge, and
+  // the hello itself, processed once the initiator's proof checks out.
+  std::unique_ptr<TargetAuth> auth;
+  std::string hello;
+  bool authenticated = false;
 };
 
 struct InitiatorRequest {

@@ -16,6 +16,12 @@
 //   kPing                                        kPong
 //                                                kReqError (message) fails a request
 //
+// With a shared secret (core/peer_auth.h) the hello ends with the initiator's nonce and
+// the target answers kChallenge (its nonce and proof); the initiator sends kAuth (its
+// proof), then the target answers kHelloAck as usual. Each stream authenticates itself.
+//   kHello   ... + nonce                          kChallenge (nonce, proof)
+//   kAuth    proof                                kHelloAck
+//
 // A batch frame carries up to 64 segments so the receiver validates them together and
 // lands them with one readv() into scattered destinations: one system call per batch
 // rather than per block is what lets 64 KiB blocks reach the plain-stream ceiling.
@@ -40,6 +46,8 @@ enum class FrameType : std::uint8_t {
   kPing = 9,
   kPong = 10,
   kReqError = 11,
+  kChallenge = 12,
+  kAuth = 13,
 };
 
 enum FrameFlags : std::uint8_t {

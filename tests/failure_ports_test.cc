@@ -1,0 +1,290 @@
+// Failure suite, hostile or absent endpoints: garbage on the listening ports leaves the
+// agent healthy; requests outside registered memory are refused by the target; a closed
+// side-channel port fails fast.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "failure_util.h"
+
+namespace kvferry::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+TEST(Failure, GarbageOnListeningPortsLeavesAgentHealthy) {
+  constexpr std::size_t kSize = 16u << 20;
+  auto peer = spawn_peer({.name = "peer", .size = kSize, .seed = 19});
+  ASSERT_TRUE(peer);
+  std::mt19937_64 rng(19);
+  std::vector<Fd> idle;  // (c): connected, silent, held open through the health check
+
+  // --- side channel --------------------------------------------------------------------
+  {
+    Fd s = raw_connect(peer->port());  // (a) random bytes
+    ASSERT_GE(s.fd, 0);
+    auto g = random_bytes(rng, 64u << 10);
+    send_bytes(s, g.data(), g.size());
+    EXPECT_TRUE(server_closes(s, 3s)) << "side channel kept a connection that sent garbage";
+  }
+  {
+    Fd s = raw_connect(peer->port());  // (b) a valid header claiming a 4 GiB payload
+    ASSERT_GE(s.fd, 0);
+    auto h = side_header(1, 0xFFFFFFFFu);
+    send_bytes(s, h.data(), h.size());
+    auto g = random_bytes(rng, 4096);
+    send_bytes(s, g.data(), g.size());
+    EXPECT_TRUE(server_closes(s, 3s)) << "side channel kept a connection announcing 4 GiB";
+  }
+  {
+    Fd s = raw_connect(peer->port());  // (b') at the cap, then only part of it, then close
+    ASSERT_GE(s.fd, 0);
+    auto h = side_header(1, 16u << 20);
+    send_bytes(s, h.data(), h.size());
+    auto g = random_bytes(rng, 1u << 20);
+    send_bytes(s, g.data(), g.size());
+  }
+  {
+    Fd s = raw_connect(peer->port());  // unknown frame type
+    ASSERT_GE(s.fd, 0);
+    auto h = side_header(77, 0);
+    send_bytes(s, h.data(), h.size());
+    EXPECT_TRUE(server_closes(s, 3s));
+  }
+  {
+    Fd s = raw_connect(peer->port());  // a truncated notify: answered with an error frame
+    ASSERT_GE(s.fd, 0);
+    auto h = side_header(3, 1);
+    h.push_back(0x7f);
+    send_bytes(s, h.data(), h.size());
+    std::uint8_t reply[12] = {};
+    ssize_t n = ::recv(s.fd, reply, sizeof reply, MSG_WAITALL);
+    EXPECT_EQ(n, 12);
+    if (n == 12) {
+      EXPECT_EQ(reply[4], 5) << "expected an error frame";
+    }
+  }
+  {
+    Fd s = raw_connect(peer->port());  // a fetch whose pushed "metadata" is garbage
+    ASSERT_GE(s.fd, 0);
+    auto g = random_bytes(rng, 300);
+    auto h = side_header(1, static_cast<std::uint32_t>(g.size()));
+    h.insert(h.end(), g.begin(), g.end());
+    send_bytes(s, h.data(), h.size());
+    std::uint8_t reply[12] = {};
+    ssize_t n = ::recv(s.fd, reply, sizeof reply, MSG_WAITALL);
+    EXPECT_EQ(n, 12);
+    if (n == 12) {
+      EXPECT_EQ(reply[4], 5) << "expected an error frame";
+    }
+  }
+  for (int i = 0; i < 3; ++i) {  // (c) nothing, kept open
+    idle.push_back(raw_connect(peer->port()));
+    ASSERT_GE(idle.back().fd, 0);
+  }
+  {
+    Fd s = raw_connect(peer->port());  // (d) a partial header, then close
+    ASSERT_GE(s.fd, 0);
+    auto h = side_header(1, 0);
+    send_bytes(s, h.data(), 6);
+  }
+
+  // --- tcp data port (found by the peer scanning its own listening sockets); over ucx,
+  // the side channel only: UCX's own ports belong to UCX -----------------------------------
+  const bool tcp = suite_backend() == "tcp";
+  const std::uint16_t dp = tcp ? peer->data_port() : 0;
+  EXPECT_TRUE(!tcp || dp != 0) << "the peer could not find its tcp data port; that part is not exercised";
+  if (dp != 0) {
+    {
+      Fd s = raw_connect(dp);  // (a) random bytes
+      ASSERT_GE(s.fd, 0);
+      auto g = random_bytes(rng, 64u << 10);
+      send_bytes(s, g.data(), g.size());
+      EXPECT_TRUE(server_closes(s, 3s)) << "tcp port kept a connection that sent garbage";
+    }
+    {
+      Fd s = raw_connect(dp);  // (b) a hello header claiming 4 GiB
+      ASSERT_GE(s.fd, 0);
+      auto h = tcp_header(1, 0, 0xFFFFFFFFull + 1);
+      send_bytes(s, h.data(), h.size());
+      EXPECT_TRUE(server_closes(s, 3s)) << "tcp port kept a connection announcing 4 GiB";
+    }
+    {
+      Fd s = raw_connect(dp);  // a write before any hello, aimed at the registered buffer
+      ASSERT_GE(s.fd, 0);
+      auto h = tcp_header(3, peer->address(), 4096);
+      auto g = random_bytes(rng, 4096);
+      h.insert(h.end(), g.begin(), g.end());
+      send_bytes(s, h.data(), h.size());
+      EXPECT_TRUE(server_closes(s, 3s)) << "tcp port accepted a write before a hello";
+    }
+    {
+      Fd s = raw_connect(dp);  // a hello with a malformed payload: refused
+      ASSERT_GE(s.fd, 0);
+      auto g = random_bytes(rng, 10);
+      auto h = tcp_header(1, 0, g.size());
+      h.insert(h.end(), g.begin(), g.end());
+      send_bytes(s, h.data(), h.size());
+      EXPECT_TRUE(server_closes(s, 3s)) << "tcp port kept a connection with a malformed hello";
+    }
+    for (int i = 0; i < 3; ++i) {  // (c) nothing, kept open
+      idle.push_back(raw_connect(dp));
+      ASSERT_GE(idle.back().fd, 0);
+    }
+    {
+      Fd s = raw_connect(dp);  // (d) a partial header, then close
+      ASSERT_GE(s.fd, 0);
+      auto h = tcp_header(1, 0, 16);
+      send_bytes(s, h.data(), 13);
+    }
+  }
+
+  // --- the peer is alive and serves a normal initiator ----------------------------------
+  EXPECT_EQ(::kill(peer->pid(), 0), 0);
+  ASSERT_TRUE(peer->alive()) << "the peer died of garbage on its ports";
+  Buffer local(kSize);
+  auto a = make_agent("initiator", suite_backend());
+  ASSERT_TRUE(a);
+  KVF_ASSERT_OK(a->register_memory(local.whole()));
+  auto name = a->fetch_remote("127.0.0.1", peer->port());
+  ASSERT_TRUE(name.ok()) << name.status().to_string();
+  auto r = a->create_transfer(TransferOp::kRead, local.whole(), "peer", remote_range(*peer, 0, kSize));
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  KVF_ASSERT_OK(r->post());
+  KVF_ASSERT_OK(r->wait(20s));
+  Buffer expected(kSize);
+  expected.randomize(19);
+  EXPECT_EQ(std::memcmp(local.data(), expected.data(), kSize), 0) << "the garbage changed the peer's memory";
+  Inbox inbox(*a);
+  KVF_ASSERT_OK(a->notify("peer", "echo still here"));
+  auto reply = inbox.next_from("peer", 5s);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(*reply, "still here");
+  EXPECT_TRUE(peer->alive());
+}
+
+TEST(Failure, RequestOutsideRegisteredMemoryIsRefusedByTarget) {
+  constexpr std::size_t kSize = 16u << 20, kPiece = 1u << 20;
+  auto peer = spawn_peer({.name = "peer", .size = kSize, .seed = 10});
+  ASSERT_TRUE(peer);
+  Buffer local(kPiece);
+  auto a = make_agent("initiator", suite_backend());
+  ASSERT_TRUE(a);
+  KVF_ASSERT_OK(a->register_memory(local.whole()));
+  ASSERT_TRUE(a->fetch_remote("127.0.0.1", peer->port()).ok());
+  Inbox inbox(*a);
+
+  // Valid against what the peer announced; then the peer withdraws the memory.
+  auto w = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote_range(*peer, 4 * kPiece, kPiece));
+  auto r = a->create_transfer(TransferOp::kRead, local.whole(), "peer", remote_range(*peer, 8 * kPiece, kPiece));
+  TransferOptions o;
+  o.notification = "should-not-arrive";
+  auto wn = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote_range(*peer, 0, kPiece), o);
+  ASSERT_TRUE(w.ok() && r.ok() && wn.ok());
+  KVF_ASSERT_OK(a->notify("peer", "deregister"));
+  auto reply = inbox.next_from("peer", 5s);
+  ASSERT_TRUE(reply);
+  ASSERT_EQ(*reply, "deregistered");
+
+  local.randomize(5);
+  for (TransferRequest* t : {&*w, &*r, &*wn}) {
+    KVF_ASSERT_OK(t->post());
+    Status s = t->wait(10s);
+    EXPECT_EQ(s.code(), StatusCode::kRemoteError) << to_string(t->op()) << ": " << s.to_string();
+    EXPECT_NE(s.message().find("refused"), std::string::npos) << to_string(t->op()) << ": " << s.to_string();
+  }
+  // The failed write's notification must not reach the peer (it would answer "got ...").
+  auto stray = inbox.next_from("peer", 500ms);
+  EXPECT_FALSE(stray) << "the peer received the notification of a refused write: " << *stray;
+  EXPECT_EQ(::kill(peer->pid(), 0), 0);
+  EXPECT_TRUE(peer->alive());
+
+  // The link still works, and fresh metadata makes the initiator refuse locally.
+  KVF_ASSERT_OK(a->notify("peer", "echo ok"));
+  reply = inbox.next_from("peer", 5s);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(*reply, "ok");
+  auto again = a->fetch_remote("127.0.0.1", peer->port());
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  auto stale = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote_range(*peer, 0, kPiece));
+  EXPECT_EQ(stale.status().code(), StatusCode::kOutOfRange) << stale.status().to_string();
+}
+
+TEST(Failure, FetchFromClosedPortFailsFast) {
+  auto a = make_agent("initiator", suite_backend());
+  ASSERT_TRUE(a);
+
+  // A port nobody listens on: bound once to learn a free number, then closed.
+  std::uint16_t closed_port = 0;
+  {
+    Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sa = loopback(0);
+    ASSERT_EQ(::bind(s.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    socklen_t len = sizeof sa;
+    ASSERT_EQ(::getsockname(s.fd, reinterpret_cast<sockaddr*>(&sa), &len), 0);
+    closed_port = ntohs(sa.sin_port);
+  }
+  auto t0 = Clock::now();
+  auto r = a->fetch_remote("127.0.0.1", closed_port, true, 5s);
+  auto took = ms_since(t0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().to_string();
+  EXPECT_LT(took, 1000) << r.status().to_string();
+
+  // A listener that never accepts nor answers: the kernel completes the handshake, the
+  // reply never comes.
+  Fd silent(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sa = loopback(0);
+  ASSERT_EQ(::bind(silent.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ASSERT_EQ(::listen(silent.fd, 8), 0);
+  socklen_t len = sizeof sa;
+  ASSERT_EQ(::getsockname(silent.fd, reinterpret_cast<sockaddr*>(&sa), &len), 0);
+  const std::uint16_t silent_port = ntohs(sa.sin_port);
+  t0 = Clock::now();
+  r = a->fetch_remote("127.0.0.1", silent_port, true, 500ms);
+  took = ms_since(t0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kTimeout) << r.status().to_string();
+  EXPECT_GE(took, 400);
+  EXPECT_LT(took, 1500) << r.status().to_string();
+
+  // A server that accepts and answers garbage, and one that accepts and hangs up.
+  for (int variant = 0; variant < 2; ++variant) {
+    // Connections left in the backlog by the earlier attempts go first.
+    for (pollfd p{silent.fd, POLLIN, 0}; ::poll(&p, 1, 0) > 0; p.revents = 0) Fd drained(::accept(silent.fd, nullptr, nullptr));
+    std::atomic<bool> done{false};
+    std::thread server([&] {
+      pollfd p{silent.fd, POLLIN, 0};
+      if (::poll(&p, 1, 3000) <= 0) return;
+      Fd c(::accept(silent.fd, nullptr, nullptr));
+      if (c.fd < 0 || variant == 1) return;  // variant 1: hang up at once
+      std::vector<std::uint8_t> g(64, 0x5a);
+      send_bytes(c, g.data(), g.size());
+      for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(10ms);
+    });
+    t0 = Clock::now();
+    r = a->fetch_remote("127.0.0.1", silent_port, true, 2s);
+    took = ms_since(t0);
+    done = true;
+    server.join();
+    ASSERT_FALSE(r.ok()) << "variant " << variant;
+    if (variant == 0) {
+      EXPECT_EQ(r.status().code(), StatusCode::kCorrupt) << r.status().to_string();
+    } else {
+      EXPECT_NE(r.status().code(), StatusCode::kTimeout) << r.status().to_string();
+    }
+    EXPECT_LT(took, 1000) << "variant " << variant << ": " << r.status().to_string();
+  }
+}
+
+}  // namespace
+}  // namespace kvferry::testing
