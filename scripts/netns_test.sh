@@ -9,9 +9,12 @@
 # Checks, per backend: metadata over the control channel and a verified transfer across
 # the boundary; shm is refused across it ("another host": the namespaces share the boot
 # id, not the network namespace); cutting the link (ip link set down) fails the transfers
-# within the peer timeout; after the link is back, a reloaded target serves again.
-# --delay-us needs the kernel's netem qdisc, --rate its tbf qdisc. Prints a table last.
-# Skips (exit 0, one line saying why) where namespaces cannot be created.
+# within the peer timeout; after the link is back, a reloaded target serves again. Then a
+# short check of the delay line (tests/tools/delay_line.cc, this kernel has no netem) that
+# scripts/netns_rtt.sh measures round trips with: its 1 ms round trip is seen by TCP, and a
+# verified transfer crosses it. --delay-us needs the kernel's netem qdisc, --rate its tbf
+# qdisc. Prints a table last. Skips (exit 0, one line saying why) where namespaces cannot
+# be created; the delay line check skips where there is no /dev/net/tun.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,35 +41,12 @@ while [[ $# -gt 0 ]]; do
 done
 
 KVF="$BUILD_DIR/tools/kvferry"
+DELAY_LINE="$BUILD_DIR/tests/kvferry_delay_line"
+NETNS_NAME=netns_test
 [[ -x "$KVF" ]] || { echo "netns_test: $KVF is not built" >&2; exit 2; }
 skip() { echo "netns_test: SKIPPED: $*" >&2; exit 0; }
-[[ "$(id -u)" -eq 0 ]] || skip "needs root to create network namespaces"
-command -v ip >/dev/null || skip "no 'ip' command (iproute2)"
-
-TAG="$$"
-NS_A="kvfA$TAG"; NS_B="kvfB$TAG"; IF_A="kvfa$TAG"; IF_B="kvfb$TAG"
-ADDR_A=10.250.0.1; ADDR_B=10.250.0.2; PORT=7500
-LOG="$(mktemp -d /tmp/kvferry-netns.XXXXXX)"
-TARGET_PID=""
-
-cleanup() {
-  [[ -n "$TARGET_PID" ]] && kill "$TARGET_PID" 2>/dev/null && wait "$TARGET_PID" 2>/dev/null
-  ip netns del "$NS_A" 2>/dev/null
-  ip netns del "$NS_B" 2>/dev/null
-  ip link del "$IF_A" 2>/dev/null
-  true
-}
-trap cleanup EXIT
-
-ip netns add "$NS_A" 2>"$LOG/err" || skip "cannot create a network namespace: $(cat "$LOG/err")"
-ip netns add "$NS_B" || skip "cannot create a second network namespace"
-ip link add "$IF_A" type veth peer name "$IF_B" 2>"$LOG/err" || skip "cannot create a veth pair: $(cat "$LOG/err")"
-ip link set "$IF_A" netns "$NS_A" && ip link set "$IF_B" netns "$NS_B" || skip "cannot move the veth ends"
-in_a() { ip netns exec "$NS_A" "$@"; }
-in_b() { ip netns exec "$NS_B" "$@"; }
-in_a ip addr add "$ADDR_A/24" dev "$IF_A"; in_b ip addr add "$ADDR_B/24" dev "$IF_B"
-for ns in "$NS_A" "$NS_B"; do ip netns exec "$ns" ip link set lo up; done
-in_a ip link set "$IF_A" up; in_b ip link set "$IF_B" up
+source "$ROOT/scripts/netns_lib.sh"
+netns_setup
 
 # Delay on each end is half the round trip; a rate limit on both directions.
 if [[ "$DELAY_US" -gt 0 ]]; then
@@ -84,29 +64,15 @@ if [[ -n "$RATE" ]]; then
       skip "--rate needs the tbf qdisc: $(cat "$LOG/err")"
   done
 fi
-rtt=""
-command -v ping >/dev/null && rtt="$(in_a ping -c 5 -i 0.2 -q "$ADDR_B" 2>/dev/null | sed -n 's/.*= [0-9.]*\/\([0-9.]*\)\/.*/\1/p')"
-echo "netns_test: $NS_A ($ADDR_A) <-> $NS_B ($ADDR_B), ping rtt ${rtt:-?} ms, delay ${DELAY_US} us, rate ${RATE:-none}" >&2
+rtt="$(rtt_us "$ADDR_B")"
+echo "netns_test: $NS_A ($ADDR_A) <-> $NS_B ($ADDR_B), tcp rtt ${rtt} us, delay ${DELAY_US} us, rate ${RATE:-none}" >&2
 
 params_a() { echo "--param tcp.bind=$ADDR_A --param ucx.devices=$IF_A"; }
 params_b() { echo "--param tcp.bind=$ADDR_B --param ucx.devices=$IF_B"; }
 
-start_target() {  # the target serves whatever backend an initiator asks for (a fresh port each time)
-  PORT=$((PORT + 1))
-  in_b "$KVF" bench --serve --listen "$ADDR_B:$PORT" $(params_b) >"$LOG/target.out" 2>"$LOG/target.err" &
-  TARGET_PID=$!
-  for _ in $(seq 100); do
-    grep -q "listening" "$LOG/target.err" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "netns_test: the target did not start: $(cat "$LOG/target.err")" >&2
-  return 1
-}
-stop_target() { [[ -n "$TARGET_PID" ]] && kill "$TARGET_PID" 2>/dev/null; wait "$TARGET_PID" 2>/dev/null; TARGET_PID=""; }
-
 fail=0
 results=()
-start_target || exit 1
+start_target "$ADDR_B" $(params_b) || exit 1
 for b in $BACKENDS; do
   out="$LOG/bench-$b.json"
   if in_a timeout 300 "$KVF" bench --peer "$ADDR_B:$PORT" --backend "$b" --op both --layers "$LAYERS" \
@@ -163,7 +129,7 @@ if [[ "$CUT" -eq 1 ]]; then
     fi
     # The target of the cut session is reloaded; the link is back.
     stop_target
-    start_target || exit 1
+    start_target "$ADDR_B" $(params_b) || exit 1
     sleep 1
     if in_a timeout 120 "$KVF" bench --peer "$ADDR_B:$PORT" --backend "$b" --op read --layers 4 --blocks 64 \
         --iterations 3 --warmup 1 --verify --small-round-trips 0 $(params_a) >"$LOG/again-$b.out" 2>"$LOG/again-$b.err"; then
@@ -175,7 +141,32 @@ if [[ "$CUT" -eq 1 ]]; then
 fi
 stop_target
 
-echo "---- two namespaces, rtt ${rtt:-?} ms (delay ${DELAY_US} us, rate ${RATE:-none}), ${LAYERS} x ${BLOCKS} blocks of 64 KiB"
+# The delay line: a 1 ms round trip seen by TCP, and a verified tcp transfer across it.
+dl_start=$SECONDS
+why="$(delay_line_unusable)"
+if [[ -n "$why" ]]; then
+  results+=("delay line: SKIPPED: $why")
+elif ! delay_line_start 1000; then
+  fail=1
+else
+  dl_rtt="$(rtt_us "$DL_ADDR_B")"
+  if [[ "$dl_rtt" == "?" ]] || (( dl_rtt < 1000 || dl_rtt > 20000 )); then
+    echo "netns_test: FAIL: the delay line's 1 ms round trip measured ${dl_rtt} us" >&2; fail=1
+  fi
+  start_target "$DL_ADDR_B" --param "tcp.bind=$DL_ADDR_B" || exit 1
+  if in_a timeout 120 "$KVF" bench --peer "$DL_ADDR_B:$PORT" --backend tcp --op both --layers 4 --blocks 64 \
+      --iterations 2 --warmup 1 --verify --json --small-round-trips 0 --param "tcp.bind=$DL_ADDR_A" \
+      >"$LOG/delay_line_bench.json" 2>"$LOG/delay_line_bench.err" &&
+      [[ "$(grep -c '"verified":true' "$LOG/delay_line_bench.json")" -eq 2 ]]; then
+    results+=("delay line (1 ms set): tcp rtt ${dl_rtt} us; a verified tcp write and read across it OK ($((SECONDS - dl_start)) s)")
+  else
+    echo "netns_test: FAIL: tcp across the delay line: $(tail -2 "$LOG/delay_line_bench.err")" >&2; fail=1
+  fi
+  stop_target
+  delay_line_stop
+fi
+
+echo "---- two namespaces, tcp rtt ${rtt} us (delay ${DELAY_US} us, rate ${RATE:-none}), ${LAYERS} x ${BLOCKS} blocks of 64 KiB"
 printf '%s\n' "${results[@]}"
 [[ "$fail" -eq 0 ]] && echo "netns_test: OK (logs in $LOG)" || echo "netns_test: FAILED (logs in $LOG)"
 exit "$fail"

@@ -22,7 +22,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 TEST(Failure, GarbageOnListeningPortsLeavesAgentHealthy) {
-  if (suite_backend() != "tcp") GTEST_SKIP() << "this case writes garbage to the tcp backend's port";
   constexpr std::size_t kSize = 16u << 20;
   auto peer = spawn_peer({.name = "peer", .size = kSize, .seed = 19});
   ASSERT_TRUE(peer);
@@ -99,9 +98,11 @@ TEST(Failure, GarbageOnListeningPortsLeavesAgentHealthy) {
     send_bytes(s, h.data(), 6);
   }
 
-  // --- tcp data port (found by the peer scanning its own listening sockets) -------------
-  const std::uint16_t dp = peer->data_port();
-  EXPECT_NE(dp, 0) << "the peer could not find its tcp data port; that part is not exercised";
+  // --- tcp data port (found by the peer scanning its own listening sockets); over ucx,
+  // the side channel only: UCX's own ports belong to UCX -----------------------------------
+  const bool tcp = suite_backend() == "tcp";
+  const std::uint16_t dp = tcp ? peer->data_port() : 0;
+  EXPECT_TRUE(!tcp || dp != 0) << "the peer could not find its tcp data port; that part is not exercised";
   if (dp != 0) {
     {
       Fd s = raw_connect(dp);  // (a) random bytes
@@ -212,7 +213,8 @@ TEST(Failure, RequestOutsideRegisteredMemoryIsRefusedByTarget) {
   reply = inbox.next_from("peer", 5s);
   ASSERT_TRUE(reply);
   EXPECT_EQ(*reply, "ok");
-  ASSERT_TRUE(a->fetch_remote("127.0.0.1", peer->port()).ok());
+  auto again = a->fetch_remote("127.0.0.1", peer->port());
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
   auto stale = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote_range(*peer, 0, kPiece));
   EXPECT_EQ(stale.status().code(), StatusCode::kOutOfRange) << stale.status().to_string();
 }

@@ -34,6 +34,7 @@ const BackendCase kBackends[] = {
     {"loopback", BackendCase::kInProcess},
     {"tcp", BackendCase::kProcess},
     {"shm", BackendCase::kProcess},
+    {"ucx", BackendCase::kProcess},
     {"file", BackendCase::kOwnFile},
 };
 

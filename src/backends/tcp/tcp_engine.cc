@@ -150,8 +150,8 @@ Status TcpEngine::notify(std::uint64_t session_id, std::string message) {
 
 Status TcpEngine::register_region(const RegionInfo& region) {
   return run_sync([this, region] {
-    auto [it, added] = regions_.insert_or_assign(region.address, region);
-    (void)it;
+    const bool added = regions_.find(region.id) == nullptr;
+    regions_.add(region);
     if (added && region.kind == MemoryKind::kVram) vram_regions_++;
     return Status::Ok();
   });
@@ -165,20 +165,16 @@ Status TcpEngine::deregister_region(std::uint64_t id) {
 }
 
 const RegionInfo* TcpEngine::find_region(std::uint64_t addr, std::uint64_t len) const {
-  auto it = regions_.upper_bound(addr);
-  if (it == regions_.begin()) return nullptr;
-  --it;
-  const RegionInfo& r = it->second;
-  if (addr - r.address > r.length || len > r.address + r.length - addr) return nullptr;
-  return &r;
+  const auto* e = regions_.holding(addr, len);
+  return e ? &e->info : nullptr;
 }
 
 void TcpEngine::deregister_on_thread(std::uint64_t id) {
-  auto it = std::find_if(regions_.begin(), regions_.end(), [id](const auto& kv) { return kv.second.id == id; });
-  if (it == regions_.end()) return;
-  const std::uint64_t lo = it->second.address, hi = lo + it->second.length;
-  if (it->second.kind == MemoryKind::kVram) vram_regions_--;
-  regions_.erase(it);
+  const auto* e = regions_.find(id);
+  if (!e) return;
+  const std::uint64_t lo = e->info.address, hi = lo + e->info.length;
+  if (e->info.kind == MemoryKind::kVram) vram_regions_--;
+  regions_.erase(id);
   auto inside = [&](const Segment& g) {
     auto p = reinterpret_cast<std::uint64_t>(g.ptr);
     return p < hi && p + g.len > lo;

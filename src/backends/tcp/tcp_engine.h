@@ -28,6 +28,7 @@
 #include "core/backend.h"
 #include "core/peer_auth.h"
 #include "core/device_stager.h"
+#include "core/region_table.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::tcp {
@@ -130,7 +131,7 @@ class TcpEngine {
   bool stopping_ = false;
 
   // Engine-thread state.
-  std::map<std::uint64_t, RegionInfo> regions_;  // by address
+  RegionTable<> regions_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Session>> sessions_;  // by local session key
   std::unordered_map<int, Stream*> by_fd_;
   std::vector<std::unique_ptr<Stream>> pending_;  // accepted, before their hello

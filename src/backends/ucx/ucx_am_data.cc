@@ -213,16 +213,12 @@ void UcxEngine::fail_am(Session& s, const Status& why) {
 
 // ---- target ----------------------------------------------------------------------------
 
-UcxEngine::Served* UcxEngine::serving(std::uint64_t address, std::uint64_t length) {
-  auto it = served_.begin();
-  for (; it != served_.end(); ++it) {
-    const RegionInfo& r = it->second.info;
-    if (address >= r.address && address - r.address <= r.length && length <= r.address + r.length - address) break;
-  }
-  if (it == served_.end()) return nullptr;
+UcxEngine::ServedRegion* UcxEngine::serving(std::uint64_t address, std::uint64_t length) {
+  ServedRegion* r = served_.holding(address, length);
+  if (!r) return nullptr;
   for (auto& rev : revocations_)
-    if (rev->region == it->first) return nullptr;
-  return &it->second;
+    if (rev->region == r->info.id) return nullptr;
+  return r;
 }
 
 void UcxEngine::on_put_data(const std::uint64_t* h, void* data, std::size_t length, bool rndv) {
@@ -232,7 +228,7 @@ void UcxEngine::on_put_data(const std::uint64_t* h, void* data, std::size_t leng
     return;
   }
   PostState& post = t->second->posts[h[1]];
-  Served* region = serving(h[2], length);
+  ServedRegion* region = serving(h[2], length);
   if (!region) {
     if (post.refused.empty())
       post.refused = "refused a write to [" + std::to_string(h[2]) + ", +" + std::to_string(length) +
@@ -245,10 +241,10 @@ void UcxEngine::on_put_data(const std::uint64_t* h, void* data, std::size_t leng
     return;
   }
   ++post.receiving;
-  ++region->inflight;
+  ++region->value.inflight;
   const std::uint64_t session = h[0], token = h[1], region_id = region->info.id;
   receive_into(data, reinterpret_cast<void*>(h[2]), length, [this, session, token, region_id](ucs_status_t st) {
-    if (auto r = served_.find(region_id); r != served_.end()) --r->second.inflight;
+    if (auto* r = served_.find(region_id)) --r->value.inflight;
     auto ts = targets_.find(session);
     if (ts == targets_.end()) return;
     auto p = ts->second->posts.find(token);
@@ -291,18 +287,18 @@ void UcxEngine::on_get_req(const std::vector<std::uint8_t>& payload) {
   const std::uint64_t id = r.u64(), chunk = r.u64(), address = r.u64(), length = r.u64();
   auto t = targets_.find(id);
   if (!r.ok() || r.remaining() != 0 || t == targets_.end()) return;
-  Served* region = length <= kMaxChunkBytes ? serving(address, length) : nullptr;
+  ServedRegion* region = length <= kMaxChunkBytes ? serving(address, length) : nullptr;
   const std::uint64_t refused[3] = {id, chunk, 0};
   if (!region) {
     (void)send_data(t->second->ep, kGetData, refused, nullptr, 0, nullptr);
     return;
   }
-  ++region->inflight;
+  ++region->value.inflight;
   const std::uint64_t ok[3] = {id, chunk, 1};
   const std::uint64_t region_id = region->info.id;
   (void)send_data(t->second->ep, kGetData, ok, reinterpret_cast<const void*>(address), length,
                   [this, region_id](ucs_status_t) {
-                    if (auto it = served_.find(region_id); it != served_.end()) --it->second.inflight;
+                    if (auto* served = served_.find(region_id)) --served->value.inflight;
                   });
 }
 

@@ -34,7 +34,10 @@ class UcxBackend final : public Backend {
     Capabilities c;
     c.local_kinds = {MemoryKind::kDram};
     c.remote_kinds = {MemoryKind::kDram};
-    if (engine_->context().has_cuda()) {  // UCX moves CUDA memory itself (cuda_copy, GPUDirect RDMA)
+    // UCX moves CUDA memory itself (cuda_copy, GPUDirect RDMA) with put/get. The
+    // active-message path copies small (eager) chunks with memcpy: there vram goes
+    // through the core's pinned staging instead.
+    if (engine_->context().has_cuda() && !engine_->active_messages()) {
       c.local_kinds.insert(MemoryKind::kVram);
       c.remote_kinds.insert(MemoryKind::kVram);
     }

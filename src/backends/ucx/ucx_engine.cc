@@ -57,7 +57,10 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::start(std::unique_ptr<UcxContext> 
     ev.data.fd = fd;
     if (::epoll_ctl(e->epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return IoErrorFromErrno("ucx: epoll_ctl", errno);
   }
-  e->rebuild_info();
+  ConnectionInfo info;  // the same for the engine's lifetime
+  info.flags = e->context_->has_rdma() ? kFlagRdma : 0;
+  info.address = e->address_;
+  e->info_ = encode_info(info);
   e->thread_ = std::thread([raw = e.get()] { raw->run(); });
   e->thread_id_ = e->thread_.get_id();
   return e;
@@ -90,8 +93,8 @@ UcxEngine::~UcxEngine() {
       if (!closing_.empty()) ::usleep(50);
     }
     handle_deferred();  // completions that came with the closes (the thread is gone: we are alone)
-    for (auto& [id, s] : served_)
-      if (s.memh) ucp_mem_unmap(context_->get(), s.memh);
+    for (auto& [address, s] : served_)
+      if (s.value.memh) ucp_mem_unmap(context_->get(), s.value.memh);
     ucp_worker_destroy(worker_);
   }
 }
@@ -235,7 +238,8 @@ ucs_status_t UcxEngine::on_am(void* arg, const void*, std::size_t, void* data, s
                               const ucp_am_recv_param_t* param) {
   auto [engine, id] = *static_cast<std::pair<UcxEngine*, AmId>*>(arg);
   // Control messages are sent eagerly and are small; anything else is not ours.
-  if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length > (1u << 20)) return UCS_OK;
+  const std::size_t cap = id == kHelloAck ? kMaxHelloAckBytes : std::size_t{1} << 20;
+  if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length > cap) return UCS_OK;
   const auto* p = static_cast<const std::uint8_t*>(data);
   engine->incoming_.emplace_back(id, std::vector<std::uint8_t>(p, p + length));
   return UCS_OK;
@@ -270,19 +274,6 @@ void UcxEngine::close_ep(ucp_ep_h ep, bool force) {
   if (UCS_PTR_IS_PTR(r)) closing_.push_back(r);
 }
 
-std::vector<std::uint8_t> UcxEngine::connection_info() const {
-  std::lock_guard lock(info_mu_);
-  return info_;
-}
-
-void UcxEngine::rebuild_info() {
-  ConnectionInfo info;
-  info.flags = context_->has_rdma() ? kFlagRdma : 0;
-  info.address = address_;
-  for (const auto& [id, s] : served_) info.regions.push_back(RegionKey{id, s.info.address, s.info.length, s.rkey});
-  auto bytes = encode_info(info);
-  std::lock_guard lock(info_mu_);
-  info_ = std::move(bytes);
-}
+std::vector<std::uint8_t> UcxEngine::connection_info() const { return info_; }
 
 }  // namespace kvferry::detail::ucx

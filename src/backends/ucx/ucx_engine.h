@@ -5,7 +5,8 @@
 // in epoll on the worker's event fd (ucp_worker_arm) and its own bell.
 //
 // Initiator side (ucx_initiator.cc): a Session per peer holds the endpoint (peer error
-// handling: a dead peer fails the endpoint), the peer's unpacked remote keys, and the
+// handling: a dead peer fails the endpoint), the remote keys the peer answered our hello
+// with (unpacked), and the
 // jobs posted to it. Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
 // with at most `max_ops` in flight per session; a write's notification is sent as an
 // active message only after ucp_ep_flush_nbx reported its data remotely complete.
@@ -13,8 +14,8 @@
 // completion for `peer_timeout` while something is in flight fails the session (a
 // stopped peer acknowledges nothing).
 //
-// Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, announced
-// in the connection info), the sessions of initiators (an endpoint back to each, learnt
+// Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, handed to
+// each initiator in the answer to its hello), the sessions of initiators (an endpoint back to each, learnt
 // from their hello), notifications delivered to the agent, and revocation: deregistering
 // a region tells every initiator, waits (bounded) until each flushed what it had in
 // flight, then unmaps it.
@@ -39,6 +40,7 @@
 #include "backends/ucx/ucx_context.h"
 #include "backends/ucx/ucx_wire.h"
 #include "core/backend.h"
+#include "core/region_table.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::ucx {
@@ -56,8 +58,7 @@ struct EngineConfig {
 
 class UcxEngine;
 
-struct RemoteRegion {
-  std::uint64_t id = 0, address = 0, length = 0;
+struct RemoteKey {  // a peer's region, as its hello answer announced it
   ucp_rkey_h rkey = nullptr;
   bool revoked = false;
 };
@@ -77,7 +78,6 @@ struct JobState {
   Session* session = nullptr;
   std::size_t piece = 0;       // next piece to issue
   std::uint64_t offset = 0;    // within it
-  std::size_t region_hint = 0;
   std::uint32_t ops = 0;       // puts/gets in flight
   bool issued_all = false;     // nothing more will be issued
   std::uint32_t pending = 0;   // its flush / notification callbacks still to come
@@ -100,10 +100,9 @@ struct Session {
   std::uint64_t id = 0;
   std::string peer;
   ErrTag tag;
-  ConnectionInfo info;  // until the engine thread unpacked it
   // Engine thread only.
   ucp_ep_h ep = nullptr;
-  std::vector<RemoteRegion> regions;  // sorted by address
+  RegionTable<RemoteKey> regions;
   std::deque<std::shared_ptr<JobState>> waiting;  // pieces left to issue, in post order
   std::unordered_map<const TransferJob*, std::shared_ptr<JobState>> active;
   std::uint32_t ops = 0;
@@ -127,6 +126,7 @@ class UcxEngine {
   ~UcxEngine();
 
   const UcxContext& context() const { return *context_; }
+  bool active_messages() const { return cfg_.active_messages; }  // data as active messages, not put/get
   std::vector<std::uint8_t> connection_info() const;
   Status register_region(const RegionInfo& region);
   Status deregister_region(std::uint64_t id);
@@ -158,8 +158,7 @@ class UcxEngine {
     Deadline deadline;
     std::promise<Status> done;
   };
-  struct Served {
-    RegionInfo info;
+  struct Served {  // a registered region's UCX side (core/region_table.h keeps the region)
     ucp_mem_h memh = nullptr;
     std::vector<std::uint8_t> rkey;
     std::uint32_t inflight = 0;  // active-message receives into it / sends from it
@@ -183,7 +182,7 @@ class UcxEngine {
   static void on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status);
 
   // Initiator side (ucx_initiator.cc).
-  void open_session(const std::shared_ptr<Session>& s);
+  void open_session(const std::shared_ptr<Session>& s, const std::vector<std::uint8_t>& address);
   void issue(Session& s);
   void advance(JobState& js);
   void finish(JobState& js, Status status);
@@ -213,10 +212,10 @@ class UcxEngine {
   void on_commit_ack(const std::vector<std::uint8_t>& payload);
   void on_get_req(const std::vector<std::uint8_t>& payload);
   void answer_commit(TargetSession& t, std::uint64_t token);
-  Served* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
+  using ServedRegion = RegionTable<Served>::Entry;
+  ServedRegion* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
   void receive_into(void* desc, void* dest, std::size_t length, std::function<void(ucs_status_t)> done);
   void settle_revocations(bool deadline_passed);
-  void rebuild_info();
   void close_ep(ucp_ep_h ep, bool force);
 
   const EngineConfig cfg_;
@@ -233,15 +232,14 @@ class UcxEngine {
   std::mutex commands_mu_;
   std::vector<std::function<void()>> commands_;
 
-  mutable std::mutex info_mu_;
-  std::vector<std::uint8_t> info_;
+  std::vector<std::uint8_t> info_;  // connection info: set before the thread starts, then constant
 
   // Engine thread only.
   std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;
   std::vector<std::shared_ptr<JobState>> dirty_;  // jobs to look at again after progress
   std::vector<std::pair<ErrTag, ucs_status_t>> failed_eps_;  // endpoints UCX reported failed
   std::vector<std::pair<AmId, std::vector<std::uint8_t>>> incoming_;
-  std::map<std::uint64_t, Served> served_;
+  RegionTable<Served> served_;
   std::unordered_map<std::uint64_t, std::unique_ptr<TargetSession>> targets_;
   std::vector<std::unique_ptr<Revocation>> revocations_;
   std::vector<void*> closing_;  // ep close requests in progress

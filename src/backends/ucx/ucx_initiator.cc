@@ -31,8 +31,7 @@ Result<std::shared_ptr<Session>> UcxEngine::connect(const PeerEndpoint& peer, De
   s->id = random_id();
   s->peer = peer.agent_name;
   s->tag = ErrTag{this, false, s->id};
-  s->info = std::move(info).value();
-  submit([this, s] { open_session(s); });
+  submit([this, s, address = std::move(info->address)] { open_session(s, address); });
   std::unique_lock lock(s->mu);
   if (!s->hello_cv.wait_until(lock, deadline, [&] { return s->hello_done; })) {
     lock.unlock();
@@ -48,7 +47,7 @@ Result<std::shared_ptr<Session>> UcxEngine::connect(const PeerEndpoint& peer, De
   return s;
 }
 
-void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
+void UcxEngine::open_session(const std::shared_ptr<Session>& s, const std::vector<std::uint8_t>& address) {
   auto fail_hello = [&](Status why) {
     std::lock_guard lock(s->mu);
     s->hello_done = true;
@@ -58,7 +57,7 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
   ucp_ep_params_t ep{};
   ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                   UCP_EP_PARAM_FIELD_ERR_HANDLER;
-  ep.address = reinterpret_cast<const ucp_address_t*>(s->info.address.data());
+  ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
   ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
   ep.err_handler.cb = &UcxEngine::on_ep_error;
   ep.err_handler.arg = &s->tag;
@@ -72,17 +71,6 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
     return fail_hello(Unavailable("ucx: cannot reach peer '" + s->peer + "': " + ucs_status_string(st) + hint));
   }
   sessions_[s->id] = s;
-  for (const auto& k : s->info.regions) {
-    RemoteRegion r{k.id, k.address, k.length, nullptr, false};
-    st = ucp_ep_rkey_unpack(s->ep, k.rkey.data(), &r.rkey);
-    if (st != UCS_OK) {
-      fail_session(*s, Corrupt("ucx: peer '" + s->peer + "' sent a remote key UCX cannot unpack"));
-      return fail_hello(Corrupt("ucx: peer '" + s->peer + "' sent a remote key UCX cannot unpack"));
-    }
-    s->regions.push_back(r);
-  }
-  std::sort(s->regions.begin(), s->regions.end(), [](auto& a, auto& b) { return a.address < b.address; });
-  s->info = {};
   ByteWriter w;
   w.u32(kProtocolVersion);
   w.u64(s->id);
@@ -100,16 +88,26 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s) {
 void UcxEngine::on_hello_ack(const std::vector<std::uint8_t>& payload) {
   ByteReader r(payload);
   const std::uint64_t id = r.u64();
-  const std::uint32_t n = r.u32();
-  if (!r.ok() || n > kMaxInfoRegions || r.remaining() != n * 8ull) return;
   auto it = sessions_.find(id);
-  if (it == sessions_.end()) return;
+  if (!r.ok() || it == sessions_.end() || it->second->failed || it->second->hello_done) return;
   Session& s = *it->second;
-  std::vector<std::uint64_t> served(n);
-  for (auto& v : served) v = r.u64();
-  // Regions the peer withdrew after publishing the metadata we hold: refuse them here.
-  for (auto& region : s.regions)
-    region.revoked = std::find(served.begin(), served.end(), region.id) == served.end();
+  // What the peer serves now (memory it withdrew after publishing the metadata we hold
+  // is not in it, and is refused here).
+  auto keys = decode_region_keys(r);
+  if (!keys.ok()) return fail_session(s, keys.status().with_context("peer '" + s.peer + "'"));
+  for (const auto& k : *keys) {
+    RegionInfo info;
+    info.id = k.id;
+    info.address = k.address;
+    info.length = k.length;
+    // fail_session destroys the keys unpacked so far.
+    if (s.regions.find(k.id) || s.regions.holding(k.address, 1))
+      return fail_session(s, Corrupt("ucx: peer '" + s.peer + "' announced a region twice or overlapping"));
+    RemoteKey key;
+    if (ucp_ep_rkey_unpack(s.ep, k.rkey.data(), &key.rkey) != UCS_OK)
+      return fail_session(s, Corrupt("ucx: peer '" + s.peer + "' sent a remote key UCX cannot unpack"));
+    s.regions.add(info, key);
+  }
   ucp_ep_evaluate_perf_param_t pp{};
   pp.field_mask = UCP_EP_PERF_PARAM_FIELD_MESSAGE_SIZE;
   pp.message_size = 16u << 20;
@@ -158,17 +156,8 @@ void UcxEngine::issue(Session& s) {
     const TransferPiece& p = pieces[js.piece];
     const std::uint64_t remote = p.remote + js.offset;
     const std::uint64_t len = std::min<std::uint64_t>(cfg_.chunk_bytes, p.length - js.offset);
-    // The region holding this chunk: the last one used, else a binary search.
-    auto inside = [&](const RemoteRegion& r) {
-      return remote >= r.address && remote - r.address <= r.length && len <= r.address + r.length - remote;
-    };
-    if (js.region_hint >= s.regions.size() || !inside(s.regions[js.region_hint])) {
-      auto it = std::upper_bound(s.regions.begin(), s.regions.end(), remote,
-                                 [](std::uint64_t a, const RemoteRegion& r) { return a < r.address; });
-      js.region_hint = it == s.regions.begin() ? s.regions.size() : static_cast<std::size_t>(it - s.regions.begin() - 1);
-    }
-    if (js.region_hint >= s.regions.size() || !inside(s.regions[js.region_hint]) ||
-        s.regions[js.region_hint].revoked) {
+    const auto* region = s.regions.holding(remote, len);
+    if (!region || region->value.revoked) {
       js.error = RemoteError("ucx: peer '" + s.peer + "' refused [" + hex(remote) + ", +" + std::to_string(len) +
                              "): not inside memory it serves (withdrawn or never announced)");
       continue;
@@ -185,7 +174,7 @@ void UcxEngine::issue(Session& s) {
     prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     prm.cb.send = &UcxEngine::on_op_done;
     prm.user_data = &js;
-    ucp_rkey_h rkey = s.regions[js.region_hint].rkey;
+    ucp_rkey_h rkey = region->value.rkey;
     ucs_status_ptr_t r = js.job->op() == TransferOp::kWrite ? ucp_put_nbx(s.ep, local, len, remote, rkey, &prm)
                                                             : ucp_get_nbx(s.ep, local, len, remote, rkey, &prm);
     if (UCS_PTR_IS_ERR(r)) {
@@ -349,8 +338,8 @@ void UcxEngine::fail_session(Session& s, const Status& why) {
   }
   s.waiting.clear();
   fail_am(s, why);
-  for (auto& r : s.regions)
-    if (r.rkey) ucp_rkey_destroy(r.rkey), r.rkey = nullptr;
+  for (auto& [address, r] : s.regions)
+    if (r.value.rkey) ucp_rkey_destroy(r.value.rkey), r.value.rkey = nullptr;
   // Forcing the close completes every operation still in flight (with an error).
   close_ep(s.ep, true);
   s.ep = nullptr;
@@ -378,8 +367,7 @@ void UcxEngine::on_revoke(const std::vector<std::uint8_t>& payload) {
   auto it = sessions_.find(id);
   if (it == sessions_.end() || it->second->failed) return;
   Session& s = *it->second;
-  for (auto& rr : s.regions)
-    if (rr.id == region) rr.revoked = true;
+  if (auto* revoked = s.regions.find(region)) revoked->value.revoked = true;
   // Ack once everything issued so far is remotely complete: the peer may then unmap.
   struct Ack {
     UcxEngine* e;

@@ -17,7 +17,6 @@ Status UcxEngine::register_region(const RegionInfo& region) {
         mp.address = reinterpret_cast<void*>(region.address);
         mp.length = region.length;
         Served s;
-        s.info = region;
         ucs_status_t st = ucp_mem_map(context_->get(), &mp, &s.memh);
         if (st != UCS_OK)
           return Unavailable("ucx: ucp_mem_map of " + std::to_string(region.length) + " bytes failed: " +
@@ -33,8 +32,7 @@ Status UcxEngine::register_region(const RegionInfo& region) {
         const auto* p = static_cast<const std::uint8_t*>(packed);
         s.rkey.assign(p, p + size);
         ucp_rkey_buffer_release(packed);
-        served_[region.id] = std::move(s);
-        rebuild_info();
+        served_.add(region, std::move(s));
         return Status::Ok();
       },
       cfg_.peer_timeout);
@@ -44,8 +42,7 @@ Status UcxEngine::deregister_region(std::uint64_t id) {
   auto rev = std::make_shared<std::future<Status>>();
   Status started = call(
       [this, id, rev]() -> Status {
-        auto it = served_.find(id);
-        if (it == served_.end()) return NotFound("ucx: region " + std::to_string(id) + " is not registered");
+        if (!served_.find(id)) return NotFound("ucx: region " + std::to_string(id) + " is not registered");
         auto r = std::make_unique<Revocation>();
         r->region = id;
         r->deadline = Clock::now() + cfg_.peer_timeout;
@@ -79,12 +76,11 @@ void UcxEngine::settle_revocations(bool deadline_passed) {
   }
   std::erase_if(revocations_, [this](std::unique_ptr<Revocation>& r) {
     if (!r->waiting.empty()) return false;
-    auto it = served_.find(r->region);
-    if (it != served_.end() && it->second.inflight > 0) return false;  // data still moving in or out
-    if (it != served_.end()) {
-      ucp_mem_unmap(context_->get(), it->second.memh);
-      served_.erase(it);
-      rebuild_info();
+    auto* served = served_.find(r->region);
+    if (served && served->value.inflight > 0) return false;  // data still moving in or out
+    if (served) {
+      ucp_mem_unmap(context_->get(), served->value.memh);
+      served_.erase(r->region);
     }
     r->done.set_value(Status::Ok());
     return true;
@@ -114,14 +110,13 @@ void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
   ep.err_handler.cb = &UcxEngine::on_ep_error;
   ep.err_handler.arg = &t->tag;
   if (ucp_ep_create(worker_, &ep, &t->ep) != UCS_OK) return;
-  std::vector<std::uint64_t> serving;  // regions being revoked are no longer served
-  for (auto& [rid, s] : served_)
-    if (std::none_of(revocations_.begin(), revocations_.end(), [rid = rid](auto& rev) { return rev->region == rid; }))
-      serving.push_back(rid);
+  std::vector<RegionKey> serving;  // regions being revoked are no longer served
+  for (auto& [start, s] : served_)
+    if (std::none_of(revocations_.begin(), revocations_.end(), [&s](auto& rev) { return rev->region == s.info.id; }))
+      serving.push_back(RegionKey{s.info.id, s.info.address, s.info.length, s.value.rkey});
   ByteWriter w;
   w.u64(id);
-  w.u32(static_cast<std::uint32_t>(serving.size()));
-  for (auto rid : serving) w.u64(rid);
+  encode_region_keys(w, serving);
   ucp_ep_h back = t->ep;
   targets_[id] = std::move(t);
   if (!send_am(back, kHelloAck, w.take(), nullptr).ok()) drop_target_session(id, "the hello answer failed");

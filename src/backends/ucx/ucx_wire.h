@@ -1,12 +1,19 @@
 // What the ucx backend puts in the agent's metadata, and its active messages.
 //
-// Connection info (versioned; parsed as untrusted input, every length capped):
-//   u32 magic "KVUC" | u16 version | u16 flags | u32 address bytes | worker address |
-//   u32 regions | per region: u64 id, u64 address, u64 length, u32 rkey bytes, packed rkey
+// Connection info (versioned; parsed as untrusted input, every length capped). It says
+// only where the agent is reached, so it stays the same for the agent's lifetime (the
+// core refuses an instance whose connection info changes):
+//   u32 magic "KVUC" | u16 version | u16 flags | u32 address bytes | worker address
+//
+// The remote keys of the registered regions come with the answer to a hello instead, so
+// a session always starts from what the target serves at that moment (a peer that
+// registers more memory bumps its metadata revision; the core then connects afresh).
 //
 // Active messages (payload only, no AM header), all checked the same way:
 //   kHello      initiator -> target  u32 version, u64 session, name, initiator worker address
-//   kHelloAck   target -> initiator  u64 session, u32 n, n x u64 region ids still served
+//   kHelloAck   target -> initiator  u64 session, region keys: u32 n, per region: u64 id,
+//                                    u64 address, u64 length, u32 rkey bytes, packed rkey
+//                                    (regions being revoked are left out)
 //   kNotify     initiator -> target  u64 session, message
 //   kRevoke     target -> initiator  u64 session, u64 region id (stop using it, then ack)
 //   kRevokeAck  initiator -> target  u64 session, u64 region id (nothing of ours in flight)
@@ -27,16 +34,19 @@
 #include <string>
 #include <vector>
 
+#include "core/byte_io.h"
 #include "kvferry/status.h"
 
 namespace kvferry::detail::ucx {
 
 inline constexpr std::uint32_t kInfoMagic = 0x4355564b;  // "KVUC"
-inline constexpr std::uint16_t kInfoVersion = 1;
+inline constexpr std::uint16_t kInfoVersion = 2;
 inline constexpr std::uint16_t kFlagRdma = 1;
 inline constexpr std::uint32_t kMaxAddressBytes = 16u << 10;
 inline constexpr std::uint32_t kMaxRkeyBytes = 4u << 10;
 inline constexpr std::uint32_t kMaxInfoRegions = 4096;
+// The largest hello answer: every region with the largest remote key.
+inline constexpr std::size_t kMaxHelloAckBytes = 12 + kMaxInfoRegions * (28ull + kMaxRkeyBytes);
 inline constexpr std::uint32_t kMaxNameBytes = 255;
 
 enum AmId : std::uint16_t {
@@ -44,7 +54,7 @@ enum AmId : std::uint16_t {
   kPutData = 7, kCommit = 8, kCommitAck = 9, kGetReq = 10, kGetData = 11,
 };
 inline constexpr std::size_t kDataHeaderBytes = 24;
-inline constexpr std::uint32_t kProtocolVersion = 1;
+inline constexpr std::uint32_t kProtocolVersion = 2;
 
 struct RegionKey {
   std::uint64_t id = 0;
@@ -56,10 +66,13 @@ struct RegionKey {
 struct ConnectionInfo {
   std::uint16_t flags = 0;
   std::vector<std::uint8_t> address;
-  std::vector<RegionKey> regions;
 };
 
 std::vector<std::uint8_t> encode_info(const ConnectionInfo& info);
 Result<ConnectionInfo> decode_info(std::span<const std::uint8_t> bytes);
+
+// The body of a hello answer after its session id.
+void encode_region_keys(ByteWriter& w, const std::vector<RegionKey>& keys);
+Result<std::vector<RegionKey>> decode_region_keys(ByteReader& r);
 
 }  // namespace kvferry::detail::ucx
