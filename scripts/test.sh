@@ -48,11 +48,12 @@ py_rc=0
 bash "$ROOT/tests/python/run.sh" "$BUILD_DIR" || py_rc=$?
 echo "test.sh: build $((built - start)) s, tests $((tested - built)) s, python $((SECONDS - tested)) s," \
   "ctest exit $rc, pytest exit $py_rc" >&2
-# Sanitizers and fuzzing (KVFERRY_SANITIZERS=0 skips them, e.g. for a quick local run):
-# ASan+UBSan and TSan builds of the library and tests, each running the whole suite
-# (scripts/sanitize.sh), then every fuzz target for a few seconds (scripts/fuzz.sh).
-# CI's time split is measured in docs/reliability.md.
-if [[ "${KVFERRY_SANITIZERS:-1}" != 0 ]]; then
+# Sanitizers and fuzzing (KVFERRY_SANITIZERS=1 runs them): ASan+UBSan and TSan builds of
+# the library and tests, each running the whole suite (scripts/sanitize.sh), then every
+# fuzz target for a few seconds (scripts/fuzz.sh). Still opt-in: the TSan suite is clean
+# with the fixes of 2026-11-30 but an ASan run of the whole suite and the time split on an
+# unloaded 2-core machine are not measured yet (docs/reliability.md has the estimate).
+if [[ "${KVFERRY_SANITIZERS:-0}" != 0 ]]; then
   for kind in asan tsan; do
     t=$SECONDS
     bash "$ROOT/scripts/sanitize.sh" "$kind" || rc=1
