@@ -101,3 +101,21 @@ gpu_step() {
   timeout --kill-after=5 "$limit" "$@" >"$out/$name.log" 2>&1
   echo "   rc=$? -> $out/$name.log"
 }
+
+# One row per decode rank of every tp-demo log given (files named demo_<case>.log).
+gpu_tp_demo_rows() {
+  local f
+  for f in "$@"; do
+    [[ -f "$f" ]] || continue
+    python3 - "$f" <<'PY'
+import json, sys, os
+name = os.path.basename(sys.argv[1])[len("demo_"):-len(".log")]
+for line in open(sys.argv[1]):
+    try: j = json.loads(line)
+    except Exception: continue
+    if "decode_rank" in j:
+        print(f"{name:18} d{j['decode_rank']} sources {j['sources']} {j['bytes']/1e6:9.1f} MB {j['ms']:9.2f} ms "
+              f"{j['gbps']:7.1f} GB/s path {j['path']:6} verified {j['verified']} {j.get('error', '')[:80]}")
+PY
+  done
+}

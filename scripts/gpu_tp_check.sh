@@ -86,18 +86,6 @@ grep -hE "^\[  PASSED  \] [0-9]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]|^\[=======
   head -n 30 | sed 's/^/tests: /'
 [[ -f "$out/kernels.log" ]] && { echo "-- head kernels"; tail -n 12 "$out/kernels.log"; }
 echo "-- tp-demo (one row per decode rank)"
-for f in "$out"/demo_*.log; do
-  [[ -f "$f" ]] || continue
-  python3 - "$f" <<'PY'
-import json, sys, os
-name = os.path.basename(sys.argv[1])[5:-4]
-for line in open(sys.argv[1]):
-    try: j = json.loads(line)
-    except Exception: continue
-    if "decode_rank" in j:
-        print(f"{name:16} d{j['decode_rank']} sources {j['sources']} {j['bytes']/1e6:8.1f} MB {j['ms']:8.2f} ms "
-              f"{j['gbps']:7.1f} GB/s path {j['path']:6} verified {j['verified']} {j.get('error', '')[:80]}")
-PY
-done
+gpu_tp_demo_rows "$out"/demo_*.log
 echo "acceptance (2 GPUs): device ratio >= 0.8 of the peer copy, 2:1 and 1:2; kernels: gather >= 0.95 of D2H,"
 echo "scatter >= 0.93 of H2D. On 1 GPU the ratios are against a copy inside GPU 0 and are not the acceptance."

@@ -35,18 +35,7 @@ done
 
 echo
 echo "================ summary ($(date -u +%F), $(nvidia-smi -L 2>/dev/null | wc -l) GPUs) ================"
-for f in "$out"/demo_*.log; do
-  python3 - "$f" <<'PY'
-import json, sys, os
-name = os.path.basename(sys.argv[1])[5:-4]
-for line in open(sys.argv[1]):
-    try: j = json.loads(line)
-    except Exception: continue
-    if "decode_rank" in j:
-        print(f"{name:18} d{j['decode_rank']} src {j['sources']} {j['bytes']/1e6:9.1f} MB {j['ms']:9.2f} ms "
-              f"{j['gbps']:7.1f} GB/s {j['path']:6} verified {j['verified']} {j.get('error', '')[:60]}")
-PY
-done
+gpu_tp_demo_rows "$out"/demo_*.log
 for f in "$out"/bench_*.log; do
   python3 - "$f" <<'PY'
 import json, sys, os

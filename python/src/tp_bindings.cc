@@ -153,6 +153,26 @@ void bind_mapping(nb::module_& m) {
       .def("__repr__", [](const TpMapping& t) { return "TpMapping(" + t.describe() + ")"; });
 }
 
+
+// The Python arguments gather_kv_heads and scatter_kv_heads share, converted once (with the
+// GIL held); `ids` keeps the block-id array alive for the window that points into it.
+struct HeadCopyCall {
+  HeadCopyCall(nb::handle block_ids, std::uint64_t first_token, std::uint64_t tokens, nb::handle heads_arg,
+               nb::handle staging_arg, nb::handle staging_kind, double timeout, std::uint32_t threads)
+      : ids(block_ids),
+        window{ids.span(), first_token, tokens},
+        staging(staging_of(staging_arg, staging_kind)),
+        heads(heads_of(heads_arg)) {
+    options.timeout = millis_arg(timeout, "timeout");
+    options.threads = threads;
+  }
+  IndexArray ids;
+  KvTokenWindow window;
+  KvStaging staging;
+  HeadRange heads;
+  KvHeadCopyOptions options;
+};
+
 void bind_head_copy(nb::module_& m) {
   nb::class_<KvStagingShape>(m, "KvStagingShape", "A staging region [heads, layers, kv, tokens, head_dim].")
       .def_static("of", &KvStagingShape::of, "layout"_a, "heads"_a, "tokens"_a)
@@ -172,15 +192,9 @@ void bind_head_copy(nb::module_& m) {
       "gather_kv_heads",
       [](const KvPool& pool, nb::handle block_ids, std::uint64_t first_token, std::uint64_t tokens, nb::handle heads,
          nb::handle staging, nb::handle staging_kind, double timeout, std::uint32_t threads) {
-        IndexArray ids(block_ids);
-        KvTokenWindow window{ids.span(), first_token, tokens};
-        KvStaging s = staging_of(staging, staging_kind);
-        HeadRange h = heads_of(heads);
-        KvHeadCopyOptions o;
-        o.timeout = millis_arg(timeout, "timeout");
-        o.threads = threads;
+        HeadCopyCall c(block_ids, first_token, tokens, heads, staging, staging_kind, timeout, threads);
         nb::gil_scoped_release release;
-        check(gather_kv_heads(pool, window, h, s, o));
+        check(gather_kv_heads(pool, c.window, c.heads, c.staging, c.options));
       },
       "pool"_a, "block_ids"_a, "first_token"_a, "tokens"_a, "heads"_a, "staging"_a, nb::kw_only(),
       "staging_kind"_a = nb::none(), "timeout"_a = 10.0, "threads"_a = 0,
@@ -191,15 +205,9 @@ void bind_head_copy(nb::module_& m) {
       "scatter_kv_heads",
       [](nb::handle staging, const KvPool& pool, nb::handle block_ids, std::uint64_t first_token, std::uint64_t tokens,
          nb::handle heads, nb::handle staging_kind, double timeout, std::uint32_t threads) {
-        IndexArray ids(block_ids);
-        KvTokenWindow window{ids.span(), first_token, tokens};
-        KvStaging s = staging_of(staging, staging_kind);
-        HeadRange h = heads_of(heads);
-        KvHeadCopyOptions o;
-        o.timeout = millis_arg(timeout, "timeout");
-        o.threads = threads;
+        HeadCopyCall c(block_ids, first_token, tokens, heads, staging, staging_kind, timeout, threads);
         nb::gil_scoped_release release;
-        check(scatter_kv_heads(s, pool, window, h, o));
+        check(scatter_kv_heads(c.staging, pool, c.window, c.heads, c.options));
       },
       "staging"_a, "pool"_a, "block_ids"_a, "first_token"_a, "tokens"_a, "heads"_a, nb::kw_only(),
       "staging_kind"_a = nb::none(), "timeout"_a = 10.0, "threads"_a = 0,
