@@ -244,6 +244,44 @@ Status CopyLane::submit_kept(const KeptTable& table, Submission* out) {
   return Status::Ok();
 }
 
+Status CopyLane::submit_strided(std::span<const std::uint64_t> src_lanes, std::span<const std::uint64_t> dst_lanes,
+                                std::span<const CopyItem> chunks, Submission* out) {
+  if (method_ != CopyMethod::kKernel) return Internal("copy lane: strided copies need the kernel method");
+  if (src_lanes.size() != dst_lanes.size() || src_lanes.size() > UINT32_MAX || chunks.size() > UINT32_MAX)
+    return Internal("copy lane: strided copy with mismatched or too many lanes or chunks");
+  DeviceScope scope(device_);
+  KVF_RETURN_IF_ERROR(scope.status());
+  std::lock_guard lock(mu_);
+  Submission s;
+  KVF_ASSIGN_OR_RETURN(s.event, take_event());
+  // Table layout: source lane bases, destination lane bases, chunks (all 8-byte words).
+  const std::size_t lane_bytes = src_lanes.size() * sizeof(std::uint64_t);
+  const std::size_t bytes = 2 * lane_bytes + chunks.size() * sizeof(CopyItem);
+  Status st = reserve_table((bytes + sizeof(CopyItem) - 1) / sizeof(CopyItem), &s);
+  if (st.ok()) {
+    auto* host = static_cast<unsigned char*>(s.pinned);
+    std::memcpy(host, src_lanes.data(), lane_bytes);
+    std::memcpy(host + lane_bytes, dst_lanes.data(), lane_bytes);
+    std::memcpy(host + 2 * lane_bytes, chunks.data(), chunks.size() * sizeof(CopyItem));
+    st = check(cudaMemcpyAsync(table_, s.pinned, bytes, cudaMemcpyHostToDevice, stream_), "upload copy table");
+  }
+  if (st.ok()) {
+    const auto* dev = static_cast<const unsigned char*>(table_);
+    st = check(static_cast<cudaError_t>(launch_copy_strided(
+                   reinterpret_cast<const std::uint64_t*>(dev), reinterpret_cast<const std::uint64_t*>(dev + lane_bytes),
+                   reinterpret_cast<const CopyItem*>(dev + 2 * lane_bytes), static_cast<std::uint32_t>(src_lanes.size()),
+                   static_cast<std::uint32_t>(chunks.size()), stream_, blocks_)),
+               "strided copy kernel launch");
+  }
+  if (st.ok()) st = check(cudaEventRecord(s.event, stream_), "cudaEventRecord");
+  if (!st.ok()) {
+    abandon(s);
+    return st;
+  }
+  *out = s;
+  return Status::Ok();
+}
+
 Status CopyLane::submit(const std::vector<CopyPair>& pairs, Submission* out) {
   std::size_t max_items = 0;
   for (const CopyPair& p : pairs) max_items += (p.length + kMaxItemBytes - 1) / kMaxItemBytes;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "cuda/copy_kernels.h"
@@ -91,6 +92,12 @@ class CopyLane {
   // kMaxItemBytes of any pair longer than that.
   Result<Builder> start(std::size_t max_items);
 
+  // Kernel method: one launch of the strided kernel (launch_copy_strided) over lanes x
+  // chunks. Uploads the lanes' bases and the chunks, O(lanes + chunks) bytes, instead of
+  // one item per (lane, chunk): no per-item work on the host. Both lane arrays have the
+  // same size.
+  Status submit_strided(std::span<const std::uint64_t> src_lanes, std::span<const std::uint64_t> dst_lanes,
+                        std::span<const CopyItem> chunks, Submission* out);
   // The whole list at once.
   Status submit(const std::vector<CopyPair>& pairs, Submission* out);
   void release(Submission& s);
