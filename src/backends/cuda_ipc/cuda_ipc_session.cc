@@ -258,19 +258,28 @@ Result<bool> CudaIpcSession::post_strided(const StridedPieces& sp, bool write, C
     KVF_ASSIGN_OR_RETURN(std::uint64_t base, peer_address(*r, static_cast<int>(sp.local_device)));
     remote[l] = base + (sp.remote_lanes[l] - r->address);  // the lane's base as mapped here (mod 2^64)
   }
-  // A run's bytes cut at kMaxItemBytes, so that the grid's blocks share work evenly.
+  // A run's bytes cut at kMaxItemBytes, so that the grid's blocks share work evenly;
+  // runs of kEngineMinBytes or more go to the copy engines whole, one copy per lane.
   std::vector<cuda::CopyItem> chunks;
+  std::vector<CopyPair> engine;
   chunks.reserve(sp.runs.size());
   for (const StridedRun& r : sp.runs) {
     const std::uint64_t local = r.local_first * sp.local_stride, far = r.remote_first * sp.remote_stride;
     const std::uint64_t length = r.count * sp.block_bytes;
+    if (length >= cuda::kEngineMinBytes) {
+      for (std::size_t l = 0; l < remote.size(); ++l) {
+        const std::uint64_t a = sp.local_lanes[l] + local, b = remote[l] + far;
+        engine.push_back(write ? CopyPair{a, b, length} : CopyPair{b, a, length});
+      }
+      continue;
+    }
     for (std::uint64_t off = 0; off < length; off += cuda::kMaxItemBytes) {
       const std::uint64_t n = std::min(cuda::kMaxItemBytes, length - off);
       chunks.push_back(write ? cuda::CopyItem{local + off, far + off, n} : cuda::CopyItem{far + off, local + off, n});
     }
   }
-  KVF_RETURN_IF_ERROR(write ? lane.submit_strided(sp.local_lanes, remote, chunks, out)
-                            : lane.submit_strided(remote, sp.local_lanes, chunks, out));
+  KVF_RETURN_IF_ERROR(write ? lane.submit_strided(sp.local_lanes, remote, chunks, engine, out)
+                            : lane.submit_strided(remote, sp.local_lanes, chunks, engine, out));
   return true;
 }
 
@@ -314,7 +323,8 @@ void CudaIpcSession::poll() {
         ++it;
         continue;
       }
-      if (it->keep_table && st.ok() && it->subs.size() == 1) {
+      // A table is kept only when it is the whole submission (no engine copies beside it).
+      if (it->keep_table && st.ok() && it->subs.size() == 1 && !it->subs.front().second.engine_copies) {
         auto& [lane, sub] = it->subs.front();
         auto table = std::make_shared<const cuda::KeptTable>(lane->release_keeping_table(sub));
         if (kept_.size() >= kKeptTables) kept_.erase(kept_.begin());
