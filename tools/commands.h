@@ -5,11 +5,11 @@
 
 #include <CLI/CLI.hpp>
 
-#include "bench_options.h"
-#include "demo_options.h"
-#include "kv_commands.h"
-#include "offload_options.h"  // offload, onboard
-#include "tp_commands.h"      // tp-demo, tp-rank
+#include "bench/bench_options.h"
+#include "demo/demo_options.h"
+#include "kv/kv_commands.h"
+#include "store/offload_options.h"  // offload, onboard
+#include "tp/tp_commands.h"      // tp-demo, tp-rank
 
 namespace kvferry::cli {
 

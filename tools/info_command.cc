@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend_traits.h"
+#include "common/backend_traits.h"
 #include "commands.h"
 #include "kvferry/kvferry.h"
 

@@ -11,9 +11,9 @@
 
 #include <CLI/CLI.hpp>
 
-#include "cluster_commands.h"
+#include "cluster/cluster_commands.h"
 #include "commands.h"
-#include "soak_command.h"
+#include "soak/soak_command.h"
 #include "kvferry/kvferry.h"
 
 namespace {

@@ -1,0 +1,286 @@
+// `kvferry bench --tp P:D` (tp_bench.h).
+#include "tp/tp_bench.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <optional>
+
+#include "bench/bench_options.h"
+#include "common/cli_util.h"
+#include "kv/kv_presets.h"
+#include "tp/tp_bench_ceiling.h"
+#include "tp/tp_commands.h"
+#include "common/vram_support.h"
+
+namespace kvferry::cli {
+namespace {
+
+struct CaseResult {
+  std::string name;  // the path, or "naive"
+  double gbps = 0;   // all decode ranks together, measured prompts
+  double ms = 0;     // median prompt time of the slowest rank
+  bool verified = false;
+  std::string path;  // what the receiver reported
+  std::string error;
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+Result<std::pair<std::uint32_t, std::uint32_t>> parse_groups(const std::string& text) {
+  unsigned p = 0, d = 0;
+  char tail = 0;
+  if (std::sscanf(text.c_str(), "%u:%u%c", &p, &d, &tail) != 2 || p == 0 || d == 0 || p > 64 || d > 64) {
+    return InvalidArgument("--tp '" + text + "': expected P:D, e.g. 4:2");
+  }
+  return std::make_pair(p, d);
+}
+
+// The measured prompts (after `skip` warm-up ones) of every rank: bytes over the time
+// from the first start to the last end.
+double measured_gbps(const std::vector<TpRankResult>& ranks, std::size_t skip) {
+  std::int64_t first = INT64_MAX, last = INT64_MIN;
+  std::uint64_t bytes = 0;
+  for (const TpRankResult& r : ranks) {
+    if (r.failed || r.start_ns.size() <= skip) return 0;
+    first = std::min(first, r.start_ns[skip]);
+    last = std::max(last, r.end_ns.back());
+    bytes += r.bytes * (r.ms.size() - skip);
+  }
+  return last > first ? static_cast<double>(bytes) / static_cast<double>(last - first) : 0;
+}
+
+CaseResult run_case(TpRunSpec spec, const std::string& name, std::size_t skip) {
+  CaseResult c;
+  c.name = name;
+  spec.naive = name == "naive";
+  spec.path = spec.naive ? "direct" : name;
+  if (Status s = spec.finalize(); !s.ok()) {
+    c.error = s.to_string();
+    return c;
+  }
+  Result<std::vector<TpRankResult>> ranks = run_tp_ranks(spec);
+  if (!ranks.ok()) {
+    c.error = ranks.status().to_string();
+    return c;
+  }
+  c.verified = true;
+  for (const TpRankResult& r : *ranks) {
+    if (r.failed) c.error = "decode rank " + std::to_string(r.decode_rank) + ": " + r.message;
+    c.verified = c.verified && r.verified;
+    if (!r.verified && c.error.empty()) c.error = "decode rank " + std::to_string(r.decode_rank) + ": " + r.message;
+    std::vector<double> measured(r.ms.begin() + static_cast<std::ptrdiff_t>(std::min(skip, r.ms.size())), r.ms.end());
+    c.ms = std::max(c.ms, median(measured));
+    c.path = r.path;
+  }
+  c.gbps = measured_gbps(*ranks, skip);
+  return c;
+}
+
+// One plain `kvferry bench` write of `bytes` as one descriptor (contiguous 1 MiB blocks
+// of one layer merge into one) on `backend`, run as a child: the GB/s of its first write
+// case (the child is stopped there: some backends go on with variants of their own).
+Result<double> plain_bench_gbps(const std::string& backend, std::uint64_t bytes, int iterations) {
+  const std::uint64_t blocks = (bytes + (1u << 20) - 1) >> 20;
+  std::vector<std::string> args = {"kvferry", "bench", "--backend", backend, "--op", "write", "--block-size", "1MiB",
+                                   "--layers", "1", "--pattern", "contiguous", "--blocks", std::to_string(blocks),
+                                   "--iterations", std::to_string(iterations), "--warmup", "1",
+                                   "--small-round-trips", "0", "--ceiling-reps", "1", "--json"};
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return IoErrorFromErrno("pipe2", errno);
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return IoErrorFromErrno("fork", errno);
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, STDERR_FILENO);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    execv("/proc/self/exe", argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  std::optional<double> gbps;
+  std::string pending;
+  char buffer[4096];
+  ssize_t n = 0;
+  while (!gbps && (n = read(out[0], buffer, sizeof buffer)) > 0) {
+    pending.append(buffer, static_cast<std::size_t>(n));
+    std::size_t end;
+    while (!gbps && (end = pending.find('\n')) != std::string::npos) {
+      const nlohmann::json j = nlohmann::json::parse(pending.substr(0, end), nullptr, false);
+      pending.erase(0, end + 1);
+      if (j.is_object() && j.value("op", "") == "write") gbps = j.value("gbps", 0.0);
+    }
+  }
+  close(out[0]);
+  ::kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  if (!gbps) return Unavailable("the plain bench on " + backend + " printed no write result");
+  return *gbps;
+}
+
+void print_case(const CaseResult& c, double ceiling, const std::string& ceiling_name, double naive_gbps, bool json,
+                const TpRunSpec& spec) {
+  const double ratio = ceiling > 0 ? c.gbps / ceiling : 0;
+  const double speedup = naive_gbps > 0 && c.name != "naive" ? c.gbps / naive_gbps : 0;
+  if (json) {
+    nlohmann::json j{{"tp", std::to_string(spec.prefill_tp) + ":" + std::to_string(spec.decode_tp)},
+                     {"model", spec.model}, {"kv_heads", spec.model_geometry.kv_heads}, {"tokens", spec.tokens},
+                     {"mem", spec.mem}, {"backend", spec.host_backend()}, {"case", c.name}, {"path", c.path},
+                     {"bytes", spec.total_bytes()}, {"gbps", c.gbps}, {"ms", c.ms},
+                     {"ceiling_gbps", ceiling}, {"ceiling_name", ceiling_name}, {"ratio", ratio},
+                     {"speedup_over_naive", speedup}, {"verified", c.verified}};
+    if (!c.error.empty()) j["error"] = c.error;
+    std::printf("%s\n", j.dump().c_str());
+  } else if (!c.error.empty()) {
+    std::printf("%-8s error: %s\n", c.name.c_str(), c.error.c_str());
+  } else {
+    std::printf("%-8s %8.2f %9.1f %-22s %8.2f %6.2f %9s  %s\n", c.name.c_str(), c.gbps, c.ms, ceiling_name.c_str(),
+                ceiling, ratio, speedup > 0 ? (std::to_string(speedup).substr(0, 5) + "x").c_str() : "-",
+                c.verified ? "yes" : "FAILED");
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+void add_tp_bench_options(CLI::App* bench, TpBenchOptions& o) {
+  const char* group = "Heterogeneous TP (--tp)";
+  bench->add_option("--tp", o.groups, "P:D: prefill TP P -> decode TP D processes, per path, against the naive plan")->group(group);
+  bench->add_option("--tp-model", o.model, "Model geometry: " + kv_model_preset_names())->group(group)->capture_default_str();
+  bench->add_option("--tp-kv-heads", o.kv_heads, "The model's KV heads (default: the model's)")->group(group);
+  bench->add_option("--tp-tokens", o.tokens, "Prompt length")->group(group)->capture_default_str();
+  bench->add_option("--tp-src-layout", o.src_layout, "Prefill pools' arrangement")->group(group);
+  bench->add_option("--tp-dst-layout", o.dst_layout, "Decode pools' arrangement")->group(group);
+  bench->add_option("--tp-src-block-tokens", o.src_block_tokens, "Prefill pools' tokens per block")->group(group);
+  bench->add_option("--tp-dst-block-tokens", o.dst_block_tokens, "Decode pools' tokens per block")->group(group);
+  bench->add_option("--tp-path", o.paths, "Cases: direct, host, device, naive (repeatable; default: all that apply)")
+      ->check(CLI::IsMember({"direct", "host", "device", "naive", "auto"}))
+      ->group(group);
+  bench->add_flag("--tp-ingress", o.ingress, "GPU pools: also several GPUs writing into one at once")->group(group);
+}
+
+int run_tp_bench(const BenchOptions& o) {
+  Result<std::pair<std::uint32_t, std::uint32_t>> groups = parse_groups(o.tp.groups);
+  if (!groups.ok()) {
+    std::fprintf(stderr, "kvferry bench: %s\n", groups.status().to_string().c_str());
+    return 2;
+  }
+  TpRunSpec spec;
+  std::tie(spec.prefill_tp, spec.decode_tp) = *groups;
+  spec.model = o.tp.model;
+  spec.kv_heads = o.tp.kv_heads;
+  spec.tokens = o.tp.tokens;
+  spec.src_layout = o.tp.src_layout;
+  spec.dst_layout = o.tp.dst_layout;
+  spec.src_block_tokens = o.tp.src_block_tokens;
+  spec.dst_block_tokens = o.tp.dst_block_tokens;
+  spec.mem = o.mem;
+  spec.backend = o.backend;
+  spec.requests = o.warmup + o.iterations;
+  spec.seed = o.seed != 0 ? o.seed : 1;
+  if (Status s = spec.finalize(); !s.ok()) {
+    std::fprintf(stderr, "kvferry bench --tp: %s\n", s.to_string().c_str());
+    return 2;
+  }
+  const bool vram = spec.kind == MemoryKind::kVram;
+  if (vram) {
+    if (const auto why = vram_unusable(0, "--mem vram")) {
+      std::fprintf(stderr, "kvferry bench --tp --mem vram: %s\n", why->c_str());
+      return 2;
+    }
+  }
+  std::vector<std::string> cases = o.tp.paths;
+  if (cases.empty()) {
+    cases = vram ? std::vector<std::string>{"device", "host", "direct", "naive"}
+                 : std::vector<std::string>{"auto", "direct", "host", "naive"};
+  }
+  const std::uint64_t bytes = spec.total_bytes();
+  if (!o.json) {
+    std::printf("kvferry bench --tp %u:%u: %s (%u KV heads), %llu-token prompt = %s over all decode ranks; %s pools, %s; "
+                "%d warm-up + %d measured prompts per case\n",
+                spec.prefill_tp, spec.decode_tp, spec.model.c_str(), spec.model_geometry.kv_heads,
+                static_cast<unsigned long long>(spec.tokens), format_bytes(bytes).c_str(), spec.mem.c_str(),
+                vram ? "cuda_ipc + tcp" : spec.host_backend().c_str(), o.warmup, o.iterations);
+  }
+  // The ceilings, measured in this run (host pools: before and after the cases).
+  std::map<std::string, std::pair<std::string, double>> ceiling_of;  // case -> (name, GB/s)
+  std::optional<double> plain_before;
+  if (vram) {
+    Result<TpGpuCeilings> gpu = measure_tp_gpu_ceilings(bytes, o.tp.ingress ? spec.prefill_tp : 0, o.ceiling_reps);
+    if (!gpu.ok()) {
+      std::fprintf(stderr, "kvferry bench --tp: GPU ceilings: %s\n", gpu.status().to_string().c_str());
+      return 1;
+    }
+    const std::string peer = gpu->single_gpu ? "GPU0 copy (1 GPU)" : "peer copy";
+    for (const char* c : {"device", "direct", "naive", "auto"}) ceiling_of[c] = {peer, gpu->peer_copy_gbps};
+    ceiling_of["host"] = {"pinned D2H copy", gpu->device_to_host_gbps};
+    if (o.json) {
+      std::printf("%s\n", nlohmann::json{{"ceilings", {{"peer_copy_gbps", gpu->peer_copy_gbps},
+                                                      {"device_to_host_gbps", gpu->device_to_host_gbps},
+                                                      {"ingress_sources", gpu->ingress_sources},
+                                                      {"ingress_gbps", gpu->ingress_gbps},
+                                                      {"single_gpu", gpu->single_gpu}}}}
+                                .dump()
+                                .c_str());
+    } else {
+      std::printf("ceilings: %s %.1f GB/s, pinned device->host %.1f GB/s",
+                  gpu->single_gpu ? "one GPU (every rank on GPU 0): GPU0->GPU0 copy" : "GPU0->GPU1 peer copy",
+                  gpu->peer_copy_gbps, gpu->device_to_host_gbps);
+      if (gpu->ingress_gbps > 0) std::printf(", %u GPUs writing into one at once %.1f GB/s", gpu->ingress_sources, gpu->ingress_gbps);
+      std::printf("\n");
+    }
+  } else {
+    Result<double> plain = plain_bench_gbps(spec.host_backend(), bytes, std::max(3, o.iterations));
+    if (!plain.ok()) {
+      std::fprintf(stderr, "kvferry bench --tp: ceiling: %s\n", plain.status().to_string().c_str());
+      return 1;
+    }
+    plain_before = *plain;
+  }
+  std::vector<CaseResult> results;
+  for (const std::string& name : cases) results.push_back(run_case(spec, name, static_cast<std::size_t>(o.warmup)));
+  if (!vram) {
+    Result<double> after = plain_bench_gbps(spec.host_backend(), bytes, std::max(3, o.iterations));
+    const double ceiling = after.ok() ? (*plain_before + *after) / 2 : *plain_before;
+    if (!o.json) {
+      std::printf("ceiling: the same bytes as one plain bench write on %s: %.2f GB/s before the cases, %s after\n",
+                  spec.host_backend().c_str(), *plain_before,
+                  after.ok() ? (std::to_string(*after).substr(0, 5) + " GB/s").c_str() : "failed");
+    }
+    for (const char* c : {"direct", "host", "naive", "auto"}) ceiling_of[c] = {"plain " + spec.host_backend() + " write", ceiling};
+  }
+  double naive = 0;
+  for (const CaseResult& c : results) {
+    if (c.name == "naive" && c.error.empty()) naive = c.gbps;
+  }
+  if (!o.json) {
+    std::printf("\n%-8s %8s %9s %-22s %8s %6s %9s  %s\n", "case", "GB/s", "ms/prompt", "ceiling", "GB/s", "ratio",
+                "vs naive", "verified");
+  }
+  int code = 0;
+  for (const CaseResult& c : results) {
+    const auto& [name, gbps] = ceiling_of[c.name];
+    print_case(c, gbps, name, naive, o.json, spec);
+    if (!c.error.empty()) code = 1;
+    if (c.error.empty() && !c.verified && code == 0) code = 3;
+  }
+  return code;
+}
+
+}  // namespace kvferry::cli

@@ -1,0 +1,122 @@
+// run_tp_ranks: the parent of a heterogeneous-TP run.
+#include <signal.h>
+
+#include <algorithm>
+#include <optional>
+#include <thread>
+
+#include "common/child_process.h"
+#include "common/cli_util.h"
+#include "tp/tp_commands.h"
+#include "common/vram_support.h"
+
+namespace kvferry::cli {
+namespace {
+
+constexpr std::chrono::seconds kStartLimit{120};  // a rank fills its pool before reporting
+
+std::vector<std::string> rank_args(const TpRunSpec& spec, const char* role, std::uint32_t rank, int device) {
+  return {"tp-rank", "--role", role, "--rank", std::to_string(rank), "--spec", spec.to_json().dump(),
+          "--device", std::to_string(device)};
+}
+
+Result<std::uint16_t> parse_port(const std::string& line) {
+  if (line.rfind("port ", 0) != 0) return Corrupt("a prefill rank reported '" + line + "'");
+  const long port = std::strtol(line.c_str() + 5, nullptr, 10);
+  if (port <= 0 || port > 65535) return Corrupt("a prefill rank reported '" + line + "'");
+  return static_cast<std::uint16_t>(port);
+}
+
+}  // namespace
+
+Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
+  const int gpus = spec.kind == MemoryKind::kVram ? std::max(1, cuda_gpu_count()) : 1;
+  std::vector<ChildProcess> prefills;
+  std::vector<std::string> ports;
+  for (std::uint32_t p = 0; p < spec.prefill_tp; ++p) {
+    KVF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::spawn_self(rank_args(spec, "prefill", p, static_cast<int>(p) % gpus)));
+    prefills.push_back(std::move(child));
+  }
+  for (std::uint32_t p = 0; p < spec.prefill_tp; ++p) {
+    Result<std::string> line = prefills[p].read_report_line(kStartLimit);
+    if (!line.ok()) return line.status().with_context("prefill rank " + std::to_string(p));
+    KVF_ASSIGN_OR_RETURN(std::uint16_t port, parse_port(*line));
+    ports.push_back(std::to_string(port));
+  }
+  std::string port_list;
+  for (const std::string& port : ports) port_list += (port_list.empty() ? "" : ",") + port;
+  std::vector<ChildProcess> decodes;
+  for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
+    std::vector<std::string> args =
+        rank_args(spec, "decode", d, static_cast<int>(spec.prefill_tp + d) % gpus);
+    args.insert(args.end(), {"--prefill-ports", port_list});
+    KVF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::spawn_self(std::move(args)));
+    decodes.push_back(std::move(child));
+  }
+  std::vector<std::optional<TpRankResult>> early(spec.decode_tp);
+  for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
+    Result<std::string> line = decodes[d].read_report_line(kStartLimit);
+    if (line.ok() && *line == "ready") continue;
+    // It failed while setting up: its result line says why (or it died).
+    TpRankResult failed;
+    failed.decode_rank = d;
+    failed.failed = true;
+    if (line.ok() && line->rfind("result ", 0) == 0) {
+      failed = TpRankResult::from_json(nlohmann::json::parse(line->substr(7), nullptr, false));
+    } else {
+      failed.message = line.ok() ? "reported '" + *line + "'" : line.status().to_string();
+    }
+    early[d] = failed;
+  }
+  for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
+    if (!early[d]) ::kill(decodes[d].pid(), SIGUSR1);
+  }
+  if (spec.kill_rank >= 0 && static_cast<std::uint32_t>(spec.kill_rank) < spec.prefill_tp) {
+    // Fault injection: that rank sent its first chunk and waits for the rest; kill it
+    // while the decode ranks wait on it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ::kill(prefills[static_cast<std::size_t>(spec.kill_rank)].pid(), SIGKILL);
+  }
+  std::vector<TpRankResult> results;
+  const auto limit = std::chrono::seconds(spec.timeout_s + 30);
+  for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
+    if (early[d]) {
+      results.push_back(*early[d]);
+      continue;
+    }
+    Result<std::string> line = decodes[d].read_report_line(limit);
+    TpRankResult result;
+    result.decode_rank = d;
+    result.failed = true;
+    if (!line.ok()) {
+      result.message = line.status().to_string();
+    } else if (line->rfind("result ", 0) != 0) {
+      result.message = "reported '" + *line + "'";
+    } else {
+      const nlohmann::json j = nlohmann::json::parse(line->substr(7), nullptr, false);
+      if (j.is_object()) {
+        result = TpRankResult::from_json(j);
+      } else {
+        result.message = "reported a malformed result";
+      }
+    }
+    results.push_back(std::move(result));
+  }
+  for (ChildProcess& d : decodes) (void)d.wait_for_exit(std::chrono::seconds(10));
+  for (ChildProcess& p : prefills) p.terminate();  // SIGTERM: they leave their wait at once
+  return results;
+}
+
+double tp_aggregate_gbps(const std::vector<TpRankResult>& ranks) {
+  std::int64_t first = INT64_MAX, last = INT64_MIN;
+  std::uint64_t bytes = 0;
+  for (const TpRankResult& r : ranks) {
+    if (r.failed || r.start_ns.empty()) return 0;
+    first = std::min(first, r.start_ns.front());
+    last = std::max(last, r.end_ns.back());
+    bytes += r.bytes * r.ms.size();
+  }
+  return last > first ? static_cast<double>(bytes) / static_cast<double>(last - first) : 0;
+}
+
+}  // namespace kvferry::cli
