@@ -111,9 +111,11 @@ void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
   ep.err_handler.arg = &t->tag;
   if (ucp_ep_create(worker_, &ep, &t->ep) != UCS_OK) return;
   std::vector<RegionKey> serving;  // regions being revoked are no longer served
-  for (auto& [start, s] : served_)
+  for (auto& entry : served_) {  // not a structured binding: clang 14 cannot capture one
+    auto& s = entry.second;
     if (std::none_of(revocations_.begin(), revocations_.end(), [&s](auto& rev) { return rev->region == s.info.id; }))
       serving.push_back(RegionKey{s.info.id, s.info.address, s.info.length, s.value.rkey});
+  }
   ByteWriter w;
   w.u64(id);
   encode_region_keys(w, serving);
