@@ -52,7 +52,7 @@ echo "test.sh: build $((built - start)) s, tests $((tested - built)) s, python $
 # each running the whole suite (scripts/sanitize.sh), then every fuzz target for a few
 # seconds (scripts/fuzz.sh). The two trees build and run side by side (the suites wait
 # mostly on timeouts and peers). KVFERRY_SANITIZERS=0 skips them locally.
-if [[ "${KVFERRY_SANITIZERS:-@DEFAULT@}" != 0 ]]; then
+if [[ "${KVFERRY_SANITIZERS:-0}" != 0 ]]; then
   t=$SECONDS
   declare -A san_pid
   for kind in asan tsan; do
