@@ -65,11 +65,27 @@ struct RemoteKey {  // a peer's region, as its hello answer announced it
 
 struct Session;
 
-// What UCX hands back to the endpoint error callback: which session failed.
+// What UCX hands back to the endpoint error callback: which link failed.
 struct ErrTag {
   UcxEngine* engine = nullptr;
-  bool target = false;  // a target session's endpoint back to an initiator
+  std::uint64_t link = 0;
+};
+
+// A UCP endpoint to another worker, shared by every session that rides it (ucx_links.cc).
+// UCP pairs the endpoints two workers create to each other by order: the n-th one this
+// worker creates to a peer worker and the n-th one the peer creates to this worker are
+// one connection, whoever asked for them. So an initiator's session endpoint may also be
+// the target's endpoint back for another session, or the peer's own session endpoint to
+// us; closing it for one would break the others. A link is therefore closed only when no
+// session uses it (or when it failed, failing them all), and a hello names the index of
+// the initiator's endpoint so that the target answers over the same connection.
+struct Link {
   std::uint64_t id = 0;
+  std::uint32_t index = 0;             // the n-th endpoint to this peer worker (UCX's pairing)
+  std::vector<std::uint8_t> peer;      // the peer worker's address
+  ucp_ep_h ep = nullptr;
+  std::uint32_t users = 0;             // sessions (ours and the peer's) riding it
+  std::unique_ptr<ErrTag> tag;         // outlives the endpoint until its close completed
 };
 
 // One post of a job on a session (engine thread only, except `job`).
@@ -99,9 +115,9 @@ struct Session {
   UcxEngine* engine = nullptr;
   std::uint64_t id = 0;
   std::string peer;
-  ErrTag tag;
   // Engine thread only.
-  ucp_ep_h ep = nullptr;
+  std::uint64_t link = 0;  // the link it rides (0: none)
+  ucp_ep_h ep = nullptr;   // the link's endpoint (null once the session failed)
   RegionTable<RemoteKey> regions;
   std::deque<std::shared_ptr<JobState>> waiting;  // pieces left to issue, in post order
   std::unordered_map<const TransferJob*, std::shared_ptr<JobState>> active;
@@ -147,7 +163,8 @@ class UcxEngine {
     std::optional<std::string> note;
   };
   struct TargetSession {
-    ErrTag tag;
+    std::uint64_t id = 0;    // the initiator's session id
+    std::uint64_t link = 0;  // the link it answers over
     std::string name;
     ucp_ep_h ep = nullptr;
     std::unordered_map<std::uint64_t, PostState> posts;
@@ -216,7 +233,15 @@ class UcxEngine {
   ServedRegion* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
   void receive_into(void* desc, void* dest, std::size_t length, std::function<void(ucs_status_t)> done);
   void settle_revocations(bool deadline_passed);
-  void close_ep(ucp_ep_h ep, bool force);
+  // Links (ucx_links.cc).
+  Result<Link*> open_link(const std::vector<std::uint8_t>& peer);  // a new endpoint to it
+  // The link paired with the peer's endpoint `index` to us, creating the endpoints before it.
+  Result<Link*> paired_link(const std::vector<std::uint8_t>& peer, std::uint32_t index);
+  void release_link(std::uint64_t id);  // one user less; closed when none is left
+  void fail_link(std::uint64_t id, const Status& why);  // fails every session on it, closes it
+  void close_link(Link& link);
+  void close_all_links();
+  void close_ep(ucp_ep_h ep, bool force, std::unique_ptr<ErrTag> tag = nullptr);
 
   const EngineConfig cfg_;
   std::unique_ptr<UcxContext> context_;
@@ -242,7 +267,19 @@ class UcxEngine {
   RegionTable<Served> served_;
   std::unordered_map<std::uint64_t, std::unique_ptr<TargetSession>> targets_;
   std::vector<std::unique_ptr<Revocation>> revocations_;
-  std::vector<void*> closing_;  // ep close requests in progress
+  struct PeerWorker {
+    std::uint32_t created = 0;                        // endpoints created to it so far
+    std::map<std::uint32_t, std::uint64_t> by_index;  // open links by index
+  };
+  std::map<std::vector<std::uint8_t>, PeerWorker> peer_workers_;  // by worker address, kept for
+                                                                  // the engine's life (UCX's count is)
+  std::unordered_map<std::uint64_t, std::unique_ptr<Link>> links_;
+  std::uint64_t next_link_ = 1;
+  struct Closing {
+    void* request = nullptr;
+    std::unique_ptr<ErrTag> tag;
+  };
+  std::vector<Closing> closing_;  // ep close requests in progress
   std::uint64_t next_token_ = 1;
   std::vector<std::unique_ptr<std::pair<UcxEngine*, AmId>>> am_args_;
 };

@@ -10,7 +10,10 @@
 // registers more memory bumps its metadata revision; the core then connects afresh).
 //
 // Active messages (payload only, no AM header), all checked the same way:
-//   kHello      initiator -> target  u32 version, u64 session, name, initiator worker address
+//   kHello      initiator -> target  u32 version, u64 session, u32 endpoint index (the n-th
+//                                    endpoint the initiator created to the target's worker:
+//                                    UCX pairs it with the target's n-th, ucx_links.cc),
+//                                    name, initiator worker address
 //   kHelloAck   target -> initiator  u64 session, region keys: u32 n, per region: u64 id,
 //                                    u64 address, u64 length, u32 rkey bytes, packed rkey
 //                                    (regions being revoked are left out)
@@ -54,7 +57,7 @@ enum AmId : std::uint16_t {
   kPutData = 7, kCommit = 8, kCommitAck = 9, kGetReq = 10, kGetData = 11,
 };
 inline constexpr std::size_t kDataHeaderBytes = 24;
-inline constexpr std::uint32_t kProtocolVersion = 2;
+inline constexpr std::uint32_t kProtocolVersion = 3;
 
 struct RegionKey {
   std::uint64_t id = 0;
