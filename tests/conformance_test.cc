@@ -58,6 +58,7 @@ const Case kCases[] = {
     {"ucx", kDram, kDram, "ucx", "tcp"},
     {"ucx", kDram, kDram, "ucx", "sm,tcp"},
     {"ucx", kVram, kDram, "ucx+staging", "tcp"},
+    {"ucx", kVram, kDram, "ucx+staging", "sm,tcp"},
 #ifdef KVFERRY_HAVE_CUDA  // the backend exists only in CUDA builds (src/CMakeLists.txt)
     {"cuda_ipc", kVram, kVram, "cuda_ipc"},
 #endif
