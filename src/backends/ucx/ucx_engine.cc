@@ -36,7 +36,7 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::start(std::unique_ptr<UcxContext> 
   st = ucp_worker_get_efd(e->worker_, &e->worker_fd_);
   if (st != UCS_OK) return Unavailable(std::string("ucx: ucp_worker_get_efd: ") + ucs_status_string(st));
   for (AmId id : {kHello, kHelloAck, kNotify, kRevoke, kRevokeAck, kBye, kPutData, kCommit, kCommitAck, kGetReq,
-                  kGetData}) {
+                  kGetData, kChallenge, kResponse, kRefuse}) {
     ucp_am_handler_param_t hp{};
     hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
                     UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
@@ -75,6 +75,7 @@ UcxEngine::~UcxEngine() {
       std::vector<std::uint64_t> ids;
       for (auto& [id, t] : targets_) ids.push_back(id);
       for (auto id : ids) drop_target_session(id, "the agent is shutting down");
+      pending_auth_.clear();
       close_all_links();
       settle_revocations(true);
       handle_deferred();  // jobs failed above finish now
@@ -203,6 +204,7 @@ void UcxEngine::check_timeouts() {
     fail_link(s->link, PeerLost("ucx: peer '" + s->peer + "' made no progress for " +
                               std::to_string(cfg_.peer_timeout.count()) + " ms"));
   settle_revocations(false);
+  expire_pending_auth();
   std::erase_if(closing_, [](Closing& c) {
     if (ucp_request_check_status(c.request) == UCS_INPROGRESS) return false;
     ucp_request_free(c.request);
@@ -254,6 +256,9 @@ void UcxEngine::handle_am(AmId id, const std::vector<std::uint8_t>& payload) {
     case kCommit: on_commit(payload); break;
     case kCommitAck: on_commit_ack(payload); break;
     case kGetReq: on_get_req(payload); break;
+    case kChallenge: on_challenge(payload); break;
+    case kResponse: on_response(payload); break;
+    case kRefuse: on_refuse(payload); break;
     default: break;
   }
 }

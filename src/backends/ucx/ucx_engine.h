@@ -40,6 +40,7 @@
 #include "backends/ucx/ucx_context.h"
 #include "backends/ucx/ucx_wire.h"
 #include "core/backend.h"
+#include "core/peer_auth.h"
 #include "core/region_table.h"
 #include "core/socket_util.h"
 
@@ -47,6 +48,7 @@ namespace kvferry::detail::ucx {
 
 struct EngineConfig {
   std::string agent_name;
+  std::shared_ptr<const SharedSecret> secret;  // null: sessions are not authenticated
   std::chrono::milliseconds peer_timeout{5000};
   std::size_t max_notification_bytes = 64 * 1024;
   std::function<void(std::string, std::string)> deliver;
@@ -128,6 +130,8 @@ struct Session {
   Clock::time_point last_progress{};
   bool failed = false;
   bool closed = false;
+  std::unique_ptr<InitiatorAuth> auth;  // with a secret, until the handshake is done
+  std::vector<std::uint8_t> hello_bytes;  // the hello as sent (the proofs cover it)
   // Any thread.
   mutable std::mutex mu;
   std::condition_variable hello_cv;
@@ -169,6 +173,12 @@ class UcxEngine {
     ucp_ep_h ep = nullptr;
     std::unordered_map<std::uint64_t, PostState> posts;
   };
+  struct PendingAuth {  // a target session challenged and not yet proven (ucx_auth.cc)
+    std::unique_ptr<TargetSession> session;
+    std::unique_ptr<TargetAuth> auth;
+    Clock::time_point deadline;
+  };
+  static constexpr std::size_t kMaxPendingAuth = 1024;
   struct Revocation {
     std::uint64_t region = 0;
     std::set<std::uint64_t> waiting;  // target sessions that have not acknowledged yet
@@ -215,6 +225,14 @@ class UcxEngine {
   void on_revoke_ack(const std::vector<std::uint8_t>& payload);
   void on_bye(const std::vector<std::uint8_t>& payload);
   void drop_target_session(std::uint64_t id, const std::string& why);
+  void accept_target(std::unique_ptr<TargetSession> t);
+  // Shared-secret handshake (ucx_auth.cc, core/peer_auth.h).
+  void refuse_hello(ucp_ep_h ep, std::uint64_t session, const std::string& why);
+  void on_challenge(const std::vector<std::uint8_t>& payload);
+  void on_response(const std::vector<std::uint8_t>& payload);
+  void on_refuse(const std::vector<std::uint8_t>& payload);
+  void drop_pending_auth(std::uint64_t id);
+  void expire_pending_auth();
   // Active-message data path (ucx_am_data.cc).
   bool issue_am(Session& s, JobState& js, void* local, std::uint64_t remote, std::uint64_t len);
   void commit_am(Session& s, JobState& js);
@@ -266,6 +284,7 @@ class UcxEngine {
   std::vector<std::pair<AmId, std::vector<std::uint8_t>>> incoming_;
   RegionTable<Served> served_;
   std::unordered_map<std::uint64_t, std::unique_ptr<TargetSession>> targets_;
+  std::unordered_map<std::uint64_t, PendingAuth> pending_auth_;  // by initiator session id
   std::vector<std::unique_ptr<Revocation>> revocations_;
   struct PeerWorker {
     std::uint32_t created = 0;                        // endpoints created to it so far

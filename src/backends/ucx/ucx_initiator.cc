@@ -70,6 +70,11 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s, const std::vecto
   w.str(std::string_view(cfg_.agent_name).substr(0, kMaxNameBytes));
   w.u32(static_cast<std::uint32_t>(address_.size()));
   w.bytes(address_);
+  if (cfg_.secret) {  // the target challenges instead of answering (ucx_auth.cc)
+    s->auth = std::make_unique<InitiatorAuth>(cfg_.secret, "ucx");
+    w.bytes(s->auth->offer());
+    s->hello_bytes = w.buffer();
+  }
   Status sent = send_am(s->ep, kHello, w.take(), nullptr);
   if (!sent.ok()) {
     fail_link(s->link, sent);  // fails the session (and its hello) with it

@@ -6,6 +6,7 @@
 
 #include "backends/ucx/ucx_engine.h"
 #include "core/byte_io.h"
+#include "core/peer_auth.h"
 
 namespace kvferry::detail::ucx {
 
@@ -96,19 +97,40 @@ void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
   std::string name = name_len <= kMaxNameBytes ? r.str(name_len) : std::string();
   const std::uint32_t alen = r.u32();
   if (!r.ok() || version != kProtocolVersion || name.empty() || alen == 0 || alen > kMaxAddressBytes ||
-      r.remaining() != alen)
+      (r.remaining() != alen && r.remaining() != alen + kAuthNonceBytes))
     return;  // not a hello we understand: the initiator's connect times out
   auto address = r.take(alen);
+  const bool offered = r.remaining() == kAuthNonceBytes;  // the initiator authenticates
   drop_target_session(id, "replaced");
+  pending_auth_.erase(id);
   // Answer over our end of the initiator's own endpoint (struct Link): the same connection.
   auto link = paired_link(std::vector<std::uint8_t>(address.begin(), address.end()), link_index);
   if (!link.ok()) return;  // nothing reaches the initiator there: its connect times out
+  const std::string where = "agent '" + cfg_.agent_name + "', ucx";
+  if (Status agree = auth_agreement(cfg_.secret != nullptr, offered, where); !agree.ok())
+    return refuse_hello((*link)->ep, id, agree.message());
   auto t = std::make_unique<TargetSession>();
   t->id = id;
   t->name = std::move(name);
   t->link = (*link)->id;
   t->ep = (*link)->ep;
   (*link)->users++;
+  if (!cfg_.secret) return accept_target(std::move(t));
+  // Challenge; the session serves nothing (and learns no remote key) until the proof.
+  if (pending_auth_.size() >= kMaxPendingAuth) return release_link(t->link);
+  PendingAuth pending{std::move(t), std::make_unique<TargetAuth>(cfg_.secret, "ucx"), Clock::now() + cfg_.peer_timeout};
+  const std::vector<std::uint8_t> challenge = pending.auth->challenge(payload, std::span(payload).last(kAuthNonceBytes));
+  ByteWriter w;
+  w.u64(id);
+  w.bytes(challenge);
+  ucp_ep_h back = pending.session->ep;
+  pending_auth_[id] = std::move(pending);
+  if (!send_am(back, kChallenge, w.take(), nullptr).ok()) drop_pending_auth(id);
+}
+
+// The session is established: it is served, and its answer carries the remote keys.
+void UcxEngine::accept_target(std::unique_ptr<TargetSession> t) {
+  const std::uint64_t id = t->id;
   std::vector<RegionKey> serving;  // regions being revoked are no longer served
   for (auto& [start, s] : served_)
     if (std::none_of(revocations_.begin(), revocations_.end(), [&s](auto& rev) { return rev->region == s.info.id; }))

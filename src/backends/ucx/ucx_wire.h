@@ -14,6 +14,10 @@
 //                                    endpoint the initiator created to the target's worker:
 //                                    UCX pairs it with the target's n-th, ucx_links.cc),
 //                                    name, initiator worker address
+//               with a shared secret, the hello ends with the initiator's nonce (core/peer_auth.h)
+//   kChallenge  target -> initiator  u64 session, target nonce, target proof (instead of kHelloAck)
+//   kResponse   initiator -> target  u64 session, initiator proof; the target then answers kHelloAck
+//   kRefuse     target -> initiator  u64 session, why (secrets disagree, proof wrong)
 //   kHelloAck   target -> initiator  u64 session, region keys: u32 n, per region: u64 id,
 //                                    u64 address, u64 length, u32 rkey bytes, packed rkey
 //                                    (regions being revoked are left out)
@@ -55,6 +59,7 @@ inline constexpr std::uint32_t kMaxNameBytes = 255;
 enum AmId : std::uint16_t {
   kHello = 1, kHelloAck = 2, kNotify = 3, kRevoke = 4, kRevokeAck = 5, kBye = 6,
   kPutData = 7, kCommit = 8, kCommitAck = 9, kGetReq = 10, kGetData = 11,
+  kChallenge = 12, kResponse = 13, kRefuse = 14,
 };
 inline constexpr std::size_t kDataHeaderBytes = 24;
 inline constexpr std::uint32_t kProtocolVersion = 3;
