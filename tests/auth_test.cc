@@ -102,6 +102,11 @@ TEST(Auth, SameSecretWorksOverSideChannelTcpShmAndUcx) {
     EXPECT_EQ(std::memcmp(local.data(), expected.data(), kPeerBytes), 0);
     Status note = a->notify("guarded", "hello over an authenticated link");
     EXPECT_TRUE(note.ok()) << note.to_string();
+    // The peer answers over its own link to us: authenticated the other way round.
+    ASSERT_TRUE(a->wait_for_notifications(10s));
+    auto got = a->take_notifications();
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].message, "got hello over an authenticated link");
   }
 }
 
