@@ -57,7 +57,7 @@ void UcxEngine::on_refuse(const std::vector<std::uint8_t>& payload) {
   std::string why = r.str(std::min<std::size_t>(r.remaining(), 1024));
   auto it = sessions_.find(id);
   if (!r.ok() || it == sessions_.end() || it->second->failed || it->second->hello_done) return;
-  fail_session(*it->second, FailedPrecondition("ucx: peer '" + it->second->peer + "' refused the connection: " + why));
+  fail_session(*it->second, RemoteError("ucx: peer '" + it->second->peer + "' refused the connection: " + why));
 }
 
 void UcxEngine::drop_pending_auth(std::uint64_t id) {

@@ -197,7 +197,9 @@ void UcxEngine::check_timeouts() {
       it = sessions_.erase(it);
       continue;
     }
-    if (!s.failed && (s.ops > 0 || s.tails > 0) && now - s.last_progress > cfg_.peer_timeout) stalled.push_back(&s);
+    // Also a failed session: what it still has in flight on a link that others keep open
+    // must end within the bound too.
+    if ((s.ops > 0 || s.tails > 0) && now - s.last_progress > cfg_.peer_timeout) stalled.push_back(&s);
     ++it;
   }
   for (Session* s : stalled)  // a stalled peer stalls every session on the link
@@ -205,6 +207,7 @@ void UcxEngine::check_timeouts() {
                               std::to_string(cfg_.peer_timeout.count()) + " ms"));
   settle_revocations(false);
   expire_pending_auth();
+  expire_spare_links();
   std::erase_if(closing_, [](Closing& c) {
     if (ucp_request_check_status(c.request) == UCS_INPROGRESS) return false;
     ucp_request_free(c.request);

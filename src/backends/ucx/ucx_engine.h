@@ -87,6 +87,8 @@ struct Link {
   std::vector<std::uint8_t> peer;      // the peer worker's address
   ucp_ep_h ep = nullptr;
   std::uint32_t users = 0;             // sessions (ours and the peer's) riding it
+  bool claimed = false;                // has had a user (else: created for a hello on the way)
+  Clock::time_point created{};
   std::unique_ptr<ErrTag> tag;         // outlives the endpoint until its close completed
 };
 
@@ -119,6 +121,7 @@ struct Session {
   std::string peer;
   // Engine thread only.
   std::uint64_t link = 0;  // the link it rides (0: none)
+  bool released = false;   // it no longer counts as a user of `link`
   ucp_ep_h ep = nullptr;   // the link's endpoint (null once the session failed)
   RegionTable<RemoteKey> regions;
   std::deque<std::shared_ptr<JobState>> waiting;  // pieces left to issue, in post order
@@ -259,6 +262,7 @@ class UcxEngine {
   void fail_link(std::uint64_t id, const Status& why);  // fails every session on it, closes it
   void close_link(Link& link);
   void close_all_links();
+  void expire_spare_links();  // created for hellos that never came
   void close_ep(ucp_ep_h ep, bool force, std::unique_ptr<ErrTag> tag = nullptr);
 
   const EngineConfig cfg_;

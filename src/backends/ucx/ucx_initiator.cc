@@ -59,6 +59,7 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s, const std::vecto
     return fail_hello(link.status().with_context("peer '" + s->peer + "'"));
   }
   (*link)->users++;
+  (*link)->claimed = true;
   s->link = (*link)->id;
   s->ep = (*link)->ep;
   sessions_[s->id] = s;
@@ -344,9 +345,9 @@ void UcxEngine::fail_session(Session& s, const Status& why) {
   // The link may carry other sessions (struct Link): it closes, completing what is still
   // in flight with an error, once none is left; what this session has in flight on a link
   // that stays open completes normally, and its jobs finish then.
+  // (A link that stays open is still watched for this session's stall: check_timeouts.)
   s.ep = nullptr;
-  const std::uint64_t link = std::exchange(s.link, 0);
-  release_link(link);
+  if (!std::exchange(s.released, true)) release_link(s.link);
 }
 
 void UcxEngine::close(const std::shared_ptr<Session>& s) {

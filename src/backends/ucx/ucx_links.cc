@@ -23,6 +23,7 @@ Result<Link*> UcxEngine::open_link(const std::vector<std::uint8_t>& peer) {
   link->index = pw.created++;  // UCX counts the attempt even when it fails
   link->peer = peer;
   link->tag = std::make_unique<ErrTag>(ErrTag{this, link->id});
+  link->created = Clock::now();
   ucp_ep_params_t ep{};
   ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                   UCP_EP_PARAM_FIELD_ERR_HANDLER;
@@ -86,6 +87,16 @@ void UcxEngine::fail_link(std::uint64_t id, const Status& why) {
   for (auto tid : targets) drop_target_session(tid, why.message());
   it = links_.find(id);
   if (it != links_.end()) close_link(*it->second);
+}
+
+// A link created for a hello that did not come within peer_timeout (its session was
+// closed before the hello left, or the hello was lost with its connection) is closed.
+void UcxEngine::expire_spare_links() {
+  const auto now = Clock::now();
+  std::vector<Link*> spare;
+  for (auto& [id, l] : links_)
+    if (l->users == 0 && !l->claimed && now - l->created > cfg_.peer_timeout) spare.push_back(l.get());
+  for (Link* l : spare) close_link(*l);
 }
 
 void UcxEngine::close_all_links() {

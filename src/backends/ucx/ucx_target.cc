@@ -102,7 +102,7 @@ void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
   auto address = r.take(alen);
   const bool offered = r.remaining() == kAuthNonceBytes;  // the initiator authenticates
   drop_target_session(id, "replaced");
-  pending_auth_.erase(id);
+  drop_pending_auth(id);
   // Answer over our end of the initiator's own endpoint (struct Link): the same connection.
   auto link = paired_link(std::vector<std::uint8_t>(address.begin(), address.end()), link_index);
   if (!link.ok()) return;  // nothing reaches the initiator there: its connect times out
@@ -115,6 +115,7 @@ void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
   t->link = (*link)->id;
   t->ep = (*link)->ep;
   (*link)->users++;
+  (*link)->claimed = true;
   if (!cfg_.secret) return accept_target(std::move(t));
   // Challenge; the session serves nothing (and learns no remote key) until the proof.
   if (pending_auth_.size() >= kMaxPendingAuth) return release_link(t->link);
