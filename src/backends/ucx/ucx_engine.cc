@@ -95,6 +95,7 @@ UcxEngine::~UcxEngine() {
       if (!closing_.empty()) ::usleep(50);
     }
     handle_deferred();  // completions that came with the closes (the thread is gone: we are alone)
+    for (auto& [id, s] : sessions_) drop_rkeys(*s);
     for (auto& [address, s] : served_)
       if (s.value.memh) ucp_mem_unmap(context_->get(), s.value.memh);
     ucp_worker_destroy(worker_);
@@ -193,6 +194,7 @@ void UcxEngine::check_timeouts() {
   std::vector<Session*> stalled;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     Session& s = *it->second;
+    if (s.failed && s.ops == 0) drop_rkeys(s);
     if (s.closed && s.ops == 0 && s.tails == 0 && s.active.empty()) {
       it = sessions_.erase(it);
       continue;

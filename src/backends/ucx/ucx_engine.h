@@ -4,10 +4,11 @@
 // those that return something). It spins while work is in flight and otherwise sleeps
 // in epoll on the worker's event fd (ucp_worker_arm) and its own bell.
 //
-// Initiator side (ucx_initiator.cc): a Session per peer holds the endpoint (peer error
-// handling: a dead peer fails the endpoint), the remote keys the peer answered our hello
-// with (unpacked), and the
-// jobs posted to it. Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
+// Initiator side (ucx_initiator.cc): a Session per peer rides a Link, a UCP endpoint that
+// other sessions may share (peer error handling: a dead peer fails the link and every
+// session on it), and holds the remote keys the peer answered our hello with (unpacked)
+// and the jobs posted to it. With a shared secret, the hello is authenticated first
+// (ucx_auth.cc). Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
 // with at most `max_ops` in flight per session; a write's notification is sent as an
 // active message only after ucp_ep_flush_nbx reported its data remotely complete.
 // Without RDMA the chunks travel as active messages instead (ucx_am_data.cc). No
@@ -15,8 +16,8 @@
 // stopped peer acknowledges nothing).
 //
 // Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, handed to
-// each initiator in the answer to its hello), the sessions of initiators (an endpoint back to each, learnt
-// from their hello), notifications delivered to the agent, and revocation: deregistering
+// each initiator in the answer to its hello), the sessions of initiators (each answered
+// over the link paired with the initiator's own endpoint, which its hello names), notifications delivered to the agent, and revocation: deregistering
 // a region tells every initiator, waits (bounded) until each flushed what it had in
 // flight, then unmaps it.
 #pragma once
@@ -219,6 +220,7 @@ class UcxEngine {
   void release(JobState& js);  // forgets a finished job once no callback refers to it
   void mark_dirty(JobState& js);
   void fail_session(Session& s, const Status& why);
+  void drop_rkeys(Session& s);
   void close_session(Session& s);
   void on_hello_ack(const std::vector<std::uint8_t>& payload);
   void on_revoke(const std::vector<std::uint8_t>& payload);

@@ -340,14 +340,18 @@ void UcxEngine::fail_session(Session& s, const Status& why) {
   }
   s.waiting.clear();
   fail_am(s, why);
-  for (auto& [address, r] : s.regions)
-    if (r.value.rkey) ucp_rkey_destroy(r.value.rkey), r.value.rkey = nullptr;
+  if (s.ops == 0) drop_rkeys(s);  // else once its puts/gets ended (check_timeouts): they use them
   // The link may carry other sessions (struct Link): it closes, completing what is still
   // in flight with an error, once none is left; what this session has in flight on a link
   // that stays open completes normally, and its jobs finish then.
   // (A link that stays open is still watched for this session's stall: check_timeouts.)
   s.ep = nullptr;
   if (!std::exchange(s.released, true)) release_link(s.link);
+}
+
+void UcxEngine::drop_rkeys(Session& s) {
+  for (auto& [address, r] : s.regions)
+    if (r.value.rkey) ucp_rkey_destroy(r.value.rkey), r.value.rkey = nullptr;
 }
 
 void UcxEngine::close(const std::shared_ptr<Session>& s) {
