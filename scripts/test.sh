@@ -51,7 +51,8 @@ echo "test.sh: build $((built - start)) s, tests $((tested - built)) s, python $
 # Sanitizers and fuzzing: ASan+UBSan and TSan builds of the library and tests (clang),
 # each running the whole suite (scripts/sanitize.sh), then every fuzz target for a few
 # seconds (scripts/fuzz.sh). The two trees build and run side by side (the suites wait
-# mostly on timeouts and peers). KVFERRY_SANITIZERS=0 skips them locally.
+# mostly on timeouts and peers). Opt-in (KVFERRY_SANITIZERS=1) until the ASan suite is
+# clean twice: docs/reliability.md names the teardown abort that still fails it at times.
 if [[ "${KVFERRY_SANITIZERS:-0}" != 0 ]]; then
   t=$SECONDS
   declare -A san_pid
