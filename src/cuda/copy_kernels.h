@@ -38,6 +38,14 @@ inline void append_items(std::vector<CopyItem>* out, std::uint64_t src, std::uin
 // cudaError_t as an int (0 = success). `blocks` bounds the grid (0: 4 per SM).
 int launch_copy_items(const CopyItem* device_items, std::uint32_t count, void* stream, std::uint32_t blocks);
 
+// Launches the strided copy kernel: for every lane l < `lanes` and chunk c < `chunks`,
+// chunks[c].length bytes from src_lanes[l] + chunks[c].src to dst_lanes[l] + chunks[c].dst
+// (a chunk's addresses are offsets from its lane's bases). The three arrays lie in device
+// memory. One launch moves lanes x chunks items whose table the host never expanded.
+int launch_copy_strided(const std::uint64_t* device_src_lanes, const std::uint64_t* device_dst_lanes,
+                        const CopyItem* device_chunks, std::uint32_t lanes, std::uint32_t chunks, void* stream,
+                        std::uint32_t blocks);
+
 // The number of streaming multiprocessors of `device` (0 if unknown).
 std::uint32_t multiprocessor_count(int device);
 

@@ -141,7 +141,7 @@ CopyLane::Builder::~Builder() {
 }
 
 Status CopyLane::Builder::add(std::uint64_t src, std::uint64_t dst, std::uint64_t length) {
-  if (lane_->method_ == CopyMethod::kBatch) {
+  if (lane_->method_ == CopyMethod::kBatch || length >= kEngineMinBytes) {
     pairs_.push_back(CopyPair{src, dst, length});
     return Status::Ok();
   }
@@ -174,6 +174,10 @@ Status CopyLane::Builder::finish(Submission* out) {
   DeviceScope scope(lane_->device_);
   Status st = scope.status();
   if (st.ok()) st = lane_->method_ == CopyMethod::kBatch ? batch_copy(pairs_, lane_->stream_) : launch_pending();
+  if (st.ok() && lane_->method_ == CopyMethod::kKernel && !pairs_.empty()) {
+    st = lane_->engine_copy(pairs_);
+    sub_.engine_copies = true;
+  }
   if (st.ok()) st = check(cudaEventRecord(sub_.event, lane_->stream_), "cudaEventRecord");
   done_ = true;
   if (!st.ok()) {
@@ -241,6 +245,57 @@ Status CopyLane::submit_kept(const KeptTable& table, Submission* out) {
     return st;
   }
   *out = s;  // s.pinned stays null: the table is the caller's
+  return Status::Ok();
+}
+
+Status CopyLane::engine_copy(std::span<const CopyPair> pairs) {
+  for (const CopyPair& p : pairs)
+    KVF_RETURN_IF_ERROR(check(cudaMemcpyAsync(reinterpret_cast<void*>(p.dst), reinterpret_cast<const void*>(p.src),
+                                              p.length, cudaMemcpyDefault, stream_),
+                              "cudaMemcpyAsync (engine copy)"));
+  return Status::Ok();
+}
+
+Status CopyLane::submit_strided(std::span<const std::uint64_t> src_lanes, std::span<const std::uint64_t> dst_lanes,
+                                std::span<const CopyItem> chunks, std::span<const CopyPair> engine_pairs,
+                                Submission* out) {
+  if (method_ != CopyMethod::kKernel) return Internal("copy lane: strided copies need the kernel method");
+  if (src_lanes.size() != dst_lanes.size() || src_lanes.size() > UINT32_MAX || chunks.size() > UINT32_MAX)
+    return Internal("copy lane: strided copy with mismatched or too many lanes or chunks");
+  DeviceScope scope(device_);
+  KVF_RETURN_IF_ERROR(scope.status());
+  std::lock_guard lock(mu_);
+  Submission s;
+  KVF_ASSIGN_OR_RETURN(s.event, take_event());
+  // Table layout: source lane bases, destination lane bases, chunks (all 8-byte words).
+  const std::size_t lane_bytes = src_lanes.size() * sizeof(std::uint64_t);
+  const std::size_t bytes = 2 * lane_bytes + chunks.size() * sizeof(CopyItem);
+  Status st = reserve_table((bytes + sizeof(CopyItem) - 1) / sizeof(CopyItem), &s);
+  if (st.ok()) {
+    auto* host = static_cast<unsigned char*>(s.pinned);
+    std::memcpy(host, src_lanes.data(), lane_bytes);
+    std::memcpy(host + lane_bytes, dst_lanes.data(), lane_bytes);
+    std::memcpy(host + 2 * lane_bytes, chunks.data(), chunks.size() * sizeof(CopyItem));
+    st = check(cudaMemcpyAsync(table_, s.pinned, bytes, cudaMemcpyHostToDevice, stream_), "upload copy table");
+  }
+  if (st.ok() && !chunks.empty()) {
+    const auto* dev = static_cast<const unsigned char*>(table_);
+    st = check(static_cast<cudaError_t>(launch_copy_strided(
+                   reinterpret_cast<const std::uint64_t*>(dev), reinterpret_cast<const std::uint64_t*>(dev + lane_bytes),
+                   reinterpret_cast<const CopyItem*>(dev + 2 * lane_bytes), static_cast<std::uint32_t>(src_lanes.size()),
+                   static_cast<std::uint32_t>(chunks.size()), stream_, blocks_)),
+               "strided copy kernel launch");
+  }
+  if (st.ok() && !engine_pairs.empty()) {
+    st = engine_copy(engine_pairs);
+    s.engine_copies = true;
+  }
+  if (st.ok()) st = check(cudaEventRecord(s.event, stream_), "cudaEventRecord");
+  if (!st.ok()) {
+    abandon(s);
+    return st;
+  }
+  *out = s;
   return Status::Ok();
 }
 

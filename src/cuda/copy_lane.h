@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "cuda/copy_kernels.h"
@@ -32,7 +33,14 @@ struct Submission {
   void* pinned = nullptr;  // the item table's host copy (kernel method)
   std::size_t pinned_bytes = 0;
   std::size_t items = 0;   // in `pinned`
+  bool engine_copies = false;  // some pairs went to the copy engines (not in the table)
 };
+
+// Pairs at least this long go to the copy engines (cudaMemcpyAsync on the lane's stream,
+// after the kernel): on H200 NVLink an engine moves one long contiguous copy at the
+// link's full rate, while SM copies stop at ~0.93-0.95 of it; below a few MiB the
+// engines lose (64 KiB copies: ~0.27).
+inline constexpr std::uint64_t kEngineMinBytes = 16u << 20;
 
 // A kernel submission's item table kept for posting the same copies again: owned
 // pinned memory (freed on destruction, which the owner must not do while a submission
@@ -60,7 +68,8 @@ class CopyLane {
   int device() const { return device_; }
 
   // Builds one submission pair by pair, holding the lane meanwhile. With the kernel
-  // method the GPU starts early: once an eighth of the announced items (at least 1,024)
+  // method, pairs of kEngineMinBytes or more are copied by the engines after the
+  // kernel, and the GPU starts early: once an eighth of the announced items (at least 1,024)
   // are in the table, that slice is uploaded and launched, and the host translates the
   // rest while it runs (a 40,000-block table costs ~0.3 ms to build; the copy ~7 ms).
   // Destroying a builder that was not finished waits for what it launched.
@@ -84,13 +93,20 @@ class CopyLane {
     std::size_t count_ = 0;     // items in it
     std::size_t launched_ = 0;  // items already launched
     std::size_t first_launch_ = 0;
-    std::vector<CopyPair> pairs_;  // batch method
+    std::vector<CopyPair> pairs_;  // batch method; kernel method: the engines' pairs
     bool done_ = false;
   };
   // `max_items` bounds the items the builder will get: pairs, plus one per
   // kMaxItemBytes of any pair longer than that.
   Result<Builder> start(std::size_t max_items);
 
+  // Kernel method: one launch of the strided kernel (launch_copy_strided) over lanes x
+  // chunks. Uploads the lanes' bases and the chunks, O(lanes + chunks) bytes, instead of
+  // one item per (lane, chunk): no per-item work on the host. Both lane arrays have the
+  // same size.
+  // `engine_pairs` (whole copies of kEngineMinBytes or more) follow on the engines.
+  Status submit_strided(std::span<const std::uint64_t> src_lanes, std::span<const std::uint64_t> dst_lanes,
+                        std::span<const CopyItem> chunks, std::span<const CopyPair> engine_pairs, Submission* out);
   // The whole list at once.
   Status submit(const std::vector<CopyPair>& pairs, Submission* out);
   void release(Submission& s);
@@ -107,6 +123,7 @@ class CopyLane {
   Result<cudaEvent_t> take_event();                        // mu_ held
   Status ensure_device_table(std::size_t bytes);           // mu_ held
   void abandon(Submission& s);                              // mu_ held: waits, recycles
+  Status engine_copy(std::span<const CopyPair> pairs);      // mu_ held: enqueued on stream_
 
   const int device_;
   const CopyMethod method_;

@@ -286,10 +286,11 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < items.size(); i += 37)
       CK(cudaMemset(reinterpret_cast<void*>(items[i].dst), 0xA5, block));
   };
-  auto variant = [&](const std::string& name, auto launch) {
+  auto variant = [&](const std::string& name, auto launch, auto on_direction) {
     Timing t[2], c[2];
     bool ok = true;
     for (int dir = 0; dir < 2; ++dir) {
+      on_direction(dir);
       const auto& items = dir == 0 ? write : read;
       CK(cudaMemcpy(table, items.data(), items.size() * sizeof(Item), cudaMemcpyHostToDevice));
       poison(items);
@@ -310,7 +311,8 @@ int main(int argc, char** argv) {
   };
   auto sm = [&](auto kernel, unsigned threads, unsigned per_sm, const char* tag) {
     variant(std::string("sm ") + tag + " G" + std::to_string(per_sm),
-            [&, kernel, threads, per_sm](std::uint32_t n) { kernel<<<per_sm * sms, threads, 0, st>>>(table, n); });
+            [&, kernel, threads, per_sm](std::uint32_t n) { kernel<<<per_sm * sms, threads, 0, st>>>(table, n); },
+            [](int) {});
   };
   const bool orders = argc > 1 && std::string(argv[argc - 1]) == "--orders";
   if (argc > 1 && std::string(argv[argc - 1]) == "--engines") {
@@ -360,6 +362,48 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  if (argc > 1 && std::string(argv[argc - 1]) == "--hybrid") {
+    // SMs and copy engines at once: the kernel takes the first items, one
+    // cudaMemcpyBatchAsync on a second stream the last `share` of them. Does the engine
+    // add bandwidth beside the SMs' (SM copies alone stop at ~0.93 of a peer copy)?
+    cudaStream_t ce;
+    CK(cudaStreamCreateWithFlags(&ce, cudaStreamNonBlocking));
+    cudaEvent_t forked;
+    CK(cudaEventCreateWithFlags(&forked, cudaEventDisableTiming));
+    for (double share : {0.0, 0.03, 0.06, 0.1, 0.15}) {
+      std::vector<void*> d[2];
+      std::vector<const void*> src[2];
+      std::vector<std::size_t> n[2];
+      for (int dir = 0; dir < 2; ++dir) {
+        const auto& items = dir == 0 ? write : read;
+        for (std::size_t i = items.size() - std::size_t(share * items.size()); i < items.size(); ++i) {
+          d[dir].push_back(reinterpret_cast<void*>(items[i].dst));
+          src[dir].push_back(reinterpret_cast<const void*>(items[i].src));
+          n[dir].push_back(items[i].length);
+        }
+      }
+      int dir_now = 0;
+      char name[64];
+      std::snprintf(name, sizeof name, "sm 512/4 + CE %.0f%%", share * 100);
+      variant(name, [&](std::uint32_t count) {
+        const int dir = dir_now;
+        const std::uint32_t k = static_cast<std::uint32_t>(d[dir].size());
+        CK(cudaEventRecord(forked, st));
+        CK(cudaStreamWaitEvent(ce, forked, 0));
+        if (k > 0) {
+          cudaMemcpyAttributes attr{};
+          attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+          attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+          std::size_t idx = 0;
+          CK(cudaMemcpyBatchAsync(d[dir].data(), src[dir].data(), n[dir].data(), k, &attr, &idx, 1, ce));
+        }
+        block_copy<512, 4, true><<<4 * sms, 512, 0, st>>>(table, count - k);
+        CK(cudaEventRecord(forked, ce));
+        CK(cudaStreamWaitEvent(st, forked, 0));
+      }, [&](int dir) { dir_now = dir; });
+    }
+    return 0;
+  }
   if (!orders) {
     sm(block_copy<512, 4, true>, 512, 4, "512/4/cs");  // kvferry's kernel today
     sm(block_copy<512, 4, true>, 512, 2, "512/4/cs");
@@ -369,14 +413,15 @@ int main(int argc, char** argv) {
     sm(block_copy<256, 4, true>, 256, 8, "256/4/cs");
     sm(block_copy<1024, 4, true>, 1024, 2, "1024/4/cs");
     sm(block_copy<128, 8, true>, 128, 16, "128/8/cs");
-    variant("warp U8 G8", [&](std::uint32_t n) { warp_copy<8><<<8 * sms, 256, 0, st>>>(table, n); });
-    variant("warp U4 G8", [&](std::uint32_t n) { warp_copy<4><<<8 * sms, 256, 0, st>>>(table, n); });
+    variant("warp U8 G8", [&](std::uint32_t n) { warp_copy<8><<<8 * sms, 256, 0, st>>>(table, n); }, [](int) {});
+    variant("warp U4 G8", [&](std::uint32_t n) { warp_copy<4><<<8 * sms, 256, 0, st>>>(table, n); }, [](int) {});
   }
   auto bulk = [&](auto kernel, int stages, std::uint32_t chunk, unsigned per_sm) {
     const int smem = stages * static_cast<int>(chunk);
     CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     variant("bulk " + std::to_string(stages) + "x" + std::to_string(chunk >> 10) + "K G" + std::to_string(per_sm),
-            [&, kernel, smem, per_sm](std::uint32_t n) { kernel<<<per_sm * sms, 32, smem, st>>>(table, n); });
+            [&, kernel, smem, per_sm](std::uint32_t n) { kernel<<<per_sm * sms, 32, smem, st>>>(table, n); },
+            [](int) {});
   };
   if (!orders) {
     bulk(bulk_copy<4, 16384>, 4, 16384, 2);

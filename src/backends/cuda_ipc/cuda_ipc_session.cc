@@ -144,6 +144,18 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
   };
   InFlight f;
   f.job = job;
+  if (const StridedPieces* sp = pieces.strided()) {
+    KVF_ASSIGN_OR_RETURN(CopyLane * lane, cfg_.lanes->get(static_cast<int>(sp->local_device)));
+    Submission sub;
+    bool posted = false;
+    if (lane->method() == CopyMethod::kKernel) {
+      KVF_ASSIGN_OR_RETURN(posted, post_strided(*sp, write, *lane, &sub));
+    }
+    if (posted) {
+      f.subs.emplace_back(lane, sub);
+      return start_watching(std::move(f));
+    }
+  }
   if (one_gpu && pieces.size() >= kKeepFromPieces) {
     std::erase_if(kept_, [](const Kept& k) { return k.pieces.expired(); });
     auto hit = std::find_if(kept_.begin(), kept_.end(), [&](const Kept& k) {
@@ -222,6 +234,56 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
   return start_watching(std::move(f));
 }
 
+PeerRegion* CudaIpcSession::region_holding(std::uint64_t address, std::uint64_t length) {
+  auto it = std::upper_bound(regions_.begin(), regions_.end(), address,
+                             [](std::uint64_t a, const PeerRegion& r) { return a < r.address; });
+  if (it == regions_.begin()) return nullptr;
+  --it;
+  const bool inside = address - it->address <= it->length && length <= it->address + it->length - address;
+  return inside ? &*it : nullptr;
+}
+
+Result<bool> CudaIpcSession::post_strided(const StridedPieces& sp, bool write, CopyLane& lane, Submission* out) {
+  if (sp.runs.empty() || sp.local_lanes.empty()) return false;
+  // The remote bytes a lane's runs touch, as offsets from the lane's base.
+  std::uint64_t lo = UINT64_MAX, hi = 0;
+  for (const StridedRun& r : sp.runs) {
+    lo = std::min(lo, r.remote_first * sp.remote_stride);
+    hi = std::max(hi, r.remote_first * sp.remote_stride + r.count * sp.block_bytes);
+  }
+  std::vector<std::uint64_t> remote(sp.remote_lanes.size());
+  for (std::size_t l = 0; l < remote.size(); ++l) {
+    PeerRegion* r = region_holding(sp.remote_lanes[l] + lo, hi - lo);
+    if (!r || r->revoked || r->device != sp.remote_device) return false;
+    KVF_ASSIGN_OR_RETURN(std::uint64_t base, peer_address(*r, static_cast<int>(sp.local_device)));
+    remote[l] = base + (sp.remote_lanes[l] - r->address);  // the lane's base as mapped here (mod 2^64)
+  }
+  // A run's bytes cut at kMaxItemBytes, so that the grid's blocks share work evenly;
+  // runs of kEngineMinBytes or more go to the copy engines whole, one copy per lane.
+  std::vector<cuda::CopyItem> chunks;
+  std::vector<CopyPair> engine;
+  chunks.reserve(sp.runs.size());
+  for (const StridedRun& r : sp.runs) {
+    const std::uint64_t local = r.local_first * sp.local_stride, far = r.remote_first * sp.remote_stride;
+    const std::uint64_t length = r.count * sp.block_bytes;
+    if (length >= cuda::kEngineMinBytes) {
+      for (std::size_t l = 0; l < remote.size(); ++l) {
+        const std::uint64_t a = sp.local_lanes[l] + local, b = remote[l] + far;
+        engine.push_back(write ? CopyPair{a, b, length} : CopyPair{b, a, length});
+      }
+      continue;
+    }
+    for (std::uint64_t off = 0; off < length; off += cuda::kMaxItemBytes) {
+      const std::uint64_t n = std::min(cuda::kMaxItemBytes, length - off);
+      chunks.push_back(write ? cuda::CopyItem{local + off, far + off, n} : cuda::CopyItem{far + off, local + off, n});
+    }
+  }
+  KVF_RETURN_IF_ERROR(write ? lane.submit_strided(sp.local_lanes, remote, chunks, engine, out)
+                            : lane.submit_strided(remote, sp.local_lanes, chunks, engine, out));
+  return true;
+}
+
+
 Status CudaIpcSession::start_watching(InFlight f) {  // mu_ held
   std::shared_ptr<TransferJob> job = f.job;
   inflight_.push_back(std::move(f));
@@ -261,7 +323,8 @@ void CudaIpcSession::poll() {
         ++it;
         continue;
       }
-      if (it->keep_table && st.ok() && it->subs.size() == 1) {
+      // A table is kept only when it is the whole submission (no engine copies beside it).
+      if (it->keep_table && st.ok() && it->subs.size() == 1 && !it->subs.front().second.engine_copies) {
         auto& [lane, sub] = it->subs.front();
         auto table = std::make_shared<const cuda::KeptTable>(lane->release_keeping_table(sub));
         if (kept_.size() >= kKeptTables) kept_.erase(kept_.begin());

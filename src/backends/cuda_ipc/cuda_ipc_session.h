@@ -1,7 +1,9 @@
 // CudaIpcSession: an initiator's link to one same-host target. It opens each of the
 // target's IPC handles once per local GPU (cached, closed on revocation or when the
 // session ends), turns a job's pieces into one submission per local GPU (copy kernel or
-// cudaMemcpyBatchAsync, see copy_lane.h), finishes the job when its CUDA events
+// cudaMemcpyBatchAsync, see copy_lane.h; a strided job, lanes x block runs, becomes one
+// launch of the strided kernel over the lanes' bases and the runs, never an expanded
+// table, so a fresh request costs what a re-post does), finishes the job when its CUDA events
 // complete, and only then sends the notification, finishing the job when the target
 // acknowledges it. A peer in this very process is reached without IPC (same pointers).
 #pragma once
@@ -104,6 +106,11 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
     std::shared_ptr<TransferJob> job;
     Clock::time_point deadline;
   };
+  // mu_ held: a strided job in one launch from its lanes and runs (no expanded table);
+  // false when a lane's blocks do not lie in one announced region (the caller then takes
+  // the per-piece path, whose errors name the piece).
+  Result<bool> post_strided(const StridedPieces& sp, bool write, CopyLane& lane, Submission* out);
+  PeerRegion* region_holding(std::uint64_t address, std::uint64_t length);  // mu_ held
   Result<std::uint64_t> peer_address(PeerRegion& r, int local_device);  // mu_ held
   Result<std::uint64_t> open_region(PeerRegion& r, int local_device);   // mu_ held
   void drain(std::list<InFlight>& work);  // waits for the events, releases them
