@@ -13,6 +13,13 @@
 # transfer, the example's default) is printed beside them for its cost; it is not the
 # acceptance row.
 #
+# Where the client's extra time goes (diagnostic rows, not acceptance): each client row
+# splits its median step into create, post, transfer (post until the library noticed the
+# end) and wake-up (noticed -> wait() returned). "bench's conditions" runs the client as
+# the bench runs: a 512-block pool per layer on both sides (the bench's
+# max(2 x 256, 256 + 64)) instead of the 4 GiB pool, and the same block ids every step.
+# "pinned" runs one client and one bench on the CPUs local to the initiator's GPU.
+#
 # GPUs: with two or more, server and bench target on GPU0, client and bench initiator on
 # GPU1 (GPU0 -> GPU1, nvidia-h200-x2); with one, everything on GPU0 (two processes on one
 # GPU: the rows say "GPU0 -> GPU0").
@@ -85,15 +92,21 @@ route="GPU$src -> GPU$dst"
 echo "GPUs: $gpus; server and bench target on GPU$src, client and bench initiator on GPU$dst ($route)"
 
 shape=(--layers 40 --heads 8 --head-dim 128 --tokens-per-block 16 --layout flashinfer)
-timeout 400 "$py" "$here/examples/vram_server.py" --mem vram --device "$src" --port 0 "${shape[@]}" >"$out/server.log" 2>&1 &
-server=$!
-port=""
-for _ in $(seq 1 240); do  # it fills its 4 GiB pool first
-  port="$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$out/server.log" | head -n 1)"
-  [[ -n "$port" ]] || ! kill -0 "$server" 2>/dev/null && break
-  sleep 0.5
-done
-[[ -n "$port" ]] || { echo "vram_server.py did not listen:"; tail -n 20 "$out/server.log"; exit 1; }
+# start_server LOG [options]: a vram_server.py in the background; sets server (pid) and port.
+start_server() {
+  local log="$1"
+  shift
+  timeout 500 "$py" "$here/examples/vram_server.py" --mem vram --device "$src" --port 0 "${shape[@]}" "$@" >"$log" 2>&1 &
+  server=$!
+  port=""
+  for _ in $(seq 1 240); do  # it fills its pool first
+    port="$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -n 1)"
+    [[ -n "$port" ]] || ! kill -0 "$server" 2>/dev/null && break
+    sleep 0.5
+  done
+  [[ -n "$port" ]] || { echo "vram_server.py did not listen:"; tail -n 20 "$log"; exit 1; }
+}
+start_server "$out/server.log"
 
 client=(timeout 240 "$py" "$here/examples/vram_client.py" --mem vram --device "$dst" --port "$port" "${shape[@]}"
         --num-tokens 4096 --iterations 20 --warmup 3 --backend cuda_ipc --json)
@@ -109,6 +122,23 @@ for round in 1 2; do
 done
 "${client[@]}" --notify transfer >"$out/client_notify.log" 2>&1
 echo "client with notification: rc=$? $(grep -m1 'median' "$out/client_notify.log")"
+# Pinned: client and bench on the CPUs of the initiator GPU's NUMA node.
+bus="$(nvidia-smi -i "$dst" --query-gpu=pci.bus_id --format=csv,noheader 2>/dev/null | tr 'A-F' 'a-f' | sed 's/^0000//')"
+cpus="$(cat "/sys/bus/pci/devices/$bus/local_cpulist" 2>/dev/null)"
+if [[ -n "$cpus" ]]; then
+  taskset -c "$cpus" "${client[@]}" --notify none >"$out/client_pinned.log" 2>&1
+  echo "client pinned to CPUs $cpus: rc=$? $(grep -m1 'median' "$out/client_pinned.log")"
+  taskset -c "$cpus" "${bench[@]}" >"$out/bench_pinned.log" 2>&1
+  echo "bench pinned to CPUs $cpus: rc=$? $(grep -m1 'create + post' "$out/bench_pinned.log")"
+else
+  echo "no CPU list for GPU$dst ($bus): pinned rows skipped"
+fi
+kill -TERM "$server" 2>/dev/null
+wait "$server" 2>/dev/null
+# The bench's conditions: its pool size on both sides and the same block ids every step.
+start_server "$out/server_512.log" --pool-blocks 512
+"${client[@]}" --port "$port" --notify none --pool-blocks 512 --same-blocks >"$out/client_bench_conditions.log" 2>&1
+echo "client in the bench's conditions: rc=$? $(grep -m1 'median' "$out/client_bench_conditions.log")"
 kill -TERM "$server" 2>/dev/null
 wait "$server" 2>/dev/null
 
@@ -150,6 +180,33 @@ if n:
     print(f"{'vram_client.py with notification':<34}{n['gbps_median']:>9.1f}{n['median_ms']:>11.3f}"
           f"{n['create_post_us_median']:>16.1f}{str(n['verified']):>10}"
           f"{(n['gbps_median'] / b['gbps'] if b else nan):>8.3f}   (not the acceptance row)")
+# Diagnostic rows (not acceptance): the client pinned, the bench pinned, the client in the bench's conditions.
+bp = last_json(f"{out}/bench_pinned.log", '"gbps"')
+for name, log, against in (("vram_client.py pinned", "client_pinned", bp),
+                           ("vram_client.py bench's conditions", "client_bench_conditions",
+                            last_json(f"{out}/bench_2.log", '"gbps"'))):
+    c = last_json(f"{out}/{log}.log", "gbps_median")
+    if c:
+        print(f"{name:<34}{c['gbps_median']:>9.1f}{c['median_ms']:>11.3f}{c['create_post_us_median']:>16.1f}"
+              f"{str(c['verified']):>10}{(c['gbps_median'] / against['gbps'] if against else nan):>8.3f}")
+if bp:
+    print(f"{'kvferry bench pinned':<34}{bp['gbps']:>9.1f}{bp['median_ms']:>11.3f}{bp['create_post_cpu_us']:>16.1f}"
+          f"{bp['verified']:>10}")
+print("\nwhere a step's median time goes (medians of each part): after post = post() returned -> wait() returned;")
+print("wake-up = the library noticed the end -> wait() returned (client only; inside 'after post')")
+print(f"{'row':<34}{'create us':>10}{'post us':>9}{'after post ms':>15}{'wake-up us':>12}{'pool':>6}{'ids':>7}")
+for name, log in (("client round 1", "client_1"), ("client round 2", "client_2"),
+                  ("client with notification", "client_notify"), ("client pinned", "client_pinned"),
+                  ("client, bench's conditions", "client_bench_conditions")):
+    c = last_json(f"{out}/{log}.log", "gbps_median")
+    if c and "after_post_ms_median" in c:
+        print(f"{name:<34}{c['create_us_median']:>10.1f}{c['post_us_median']:>9.1f}{c['after_post_ms_median']:>15.3f}"
+              f"{c['wake_us_median']:>12.1f}{c['pool_blocks']:>6}{'same' if c['same_blocks'] else 'fresh':>7}")
+for name, log in (("bench round 1", "bench_1"), ("bench round 2", "bench_2"), ("bench pinned", "bench_pinned")):
+    b = last_json(f"{out}/{log}.log", '"gbps"')
+    if b:  # the bench prints the median request and the median post: their difference ~ create + after post
+        print(f"{name:<34}{'':>10}{b['post_ms'] * 1e3:>9.1f}{b['median_ms'] - b['post_ms']:>15.3f}"
+              f"{'':>12}{512:>6}{'same':>7}")
 print("create+post us: the client's wall time (Python, GIL released inside), the bench's thread CPU time")
 ok = all(x == x and x >= 0.9 for x in ratios)
 print(f"vram_client.py / kvferry bench ({route}): {', '.join(f'{x:.3f}' for x in ratios)}  "

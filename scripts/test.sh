@@ -48,17 +48,30 @@ py_rc=0
 bash "$ROOT/tests/python/run.sh" "$BUILD_DIR" || py_rc=$?
 echo "test.sh: build $((built - start)) s, tests $((tested - built)) s, python $((SECONDS - tested)) s," \
   "ctest exit $rc, pytest exit $py_rc" >&2
-# Sanitizers and fuzzing (KVFERRY_SANITIZERS=1 runs them): ASan+UBSan and TSan builds of
-# the library and tests, each running the whole suite (scripts/sanitize.sh), then every
-# fuzz target for a few seconds (scripts/fuzz.sh). Still opt-in: the TSan suite is clean
-# with the fixes of 2026-11-30 but an ASan run of the whole suite and the time split on an
-# unloaded 2-core machine are not measured yet (docs/reliability.md has the estimate).
+# Sanitizers and fuzzing: ASan+UBSan and TSan builds of the library and tests (clang),
+# each running the whole suite (scripts/sanitize.sh), then every fuzz target for a few
+# seconds (scripts/fuzz.sh). The two trees build and run side by side (the suites wait
+# mostly on timeouts and peers). Opt-in (KVFERRY_SANITIZERS=1) until the ASan suite is
+# clean twice: docs/reliability.md names the teardown abort that still fails it at times.
 if [[ "${KVFERRY_SANITIZERS:-0}" != 0 ]]; then
+  t=$SECONDS
+  declare -A san_pid
   for kind in asan tsan; do
-    t=$SECONDS
-    bash "$ROOT/scripts/sanitize.sh" "$kind" || rc=1
-    echo "test.sh: $kind $((SECONDS - t)) s" >&2
+    (TIMEFORMAT="test.sh: $kind cpu user %U s, sys %S s, wall %R s"
+     time bash "$ROOT/scripts/sanitize.sh" "$kind") >"$BUILD_DIR/sanitize_$kind.log" 2>&1 &
+    san_pid[$kind]=$!
   done
+  for kind in asan tsan; do
+    san_rc=0
+    wait "${san_pid[$kind]}" || san_rc=$?
+    tail -n 1 "$BUILD_DIR/sanitize_$kind.log" >&2
+    echo "test.sh: $kind suite exit $san_rc (log: $BUILD_DIR/sanitize_$kind.log)" >&2
+    if [[ $san_rc -ne 0 ]]; then
+      tail -n 300 "$BUILD_DIR/sanitize_$kind.log" >&2
+      rc=1
+    fi
+  done
+  echo "test.sh: sanitizers $((SECONDS - t)) s" >&2
   t=$SECONDS
   bash "$ROOT/scripts/fuzz.sh" "${KVFERRY_FUZZ_SECONDS:-5}" || rc=1
   echo "test.sh: fuzz $((SECONDS - t)) s" >&2

@@ -1,5 +1,5 @@
 // Shared-secret authentication (AgentOptions::secret, core/peer_auth.h) with real peer
-// processes: the same secret works over the side channel, tcp and shm; a wrong or
+// processes: the same secret works over the side channel, tcp, shm and ucx; a wrong or
 // missing secret is refused on the side channel and on data connections, naming why; a
 // recorded handshake or side-channel frame replayed on a new connection is refused.
 #include <gtest/gtest.h>
@@ -77,8 +77,16 @@ std::vector<std::uint8_t> metadata_of(const PeerProcess& p) {
 
 bool contains(const Status& s, const std::string& what) { return s.message().find(what) != std::string::npos; }
 
-TEST(Auth, SameSecretWorksOverSideChannelTcpAndShm) {
-  for (const std::string backend : {"tcp", "shm"}) {
+// The backends whose data connections authenticate: tcp, shm, and ucx where it is built.
+std::vector<std::string> data_backends() {
+  std::vector<std::string> out{"tcp", "shm"};
+  for (const BackendInfo& b : compiled_backends())
+    if (b.name == "ucx") out.push_back("ucx");
+  return out;
+}
+
+TEST(Auth, SameSecretWorksOverSideChannelTcpShmAndUcx) {
+  for (const std::string& backend : data_backends()) {
     SCOPED_TRACE(backend);
     auto peer = spawn(backend, kSecret, 11);
     ASSERT_TRUE(peer);
@@ -94,6 +102,11 @@ TEST(Auth, SameSecretWorksOverSideChannelTcpAndShm) {
     EXPECT_EQ(std::memcmp(local.data(), expected.data(), kPeerBytes), 0);
     Status note = a->notify("guarded", "hello over an authenticated link");
     EXPECT_TRUE(note.ok()) << note.to_string();
+    // The peer answers over its own link to us: authenticated the other way round.
+    ASSERT_TRUE(a->wait_for_notifications(10s));
+    auto got = a->take_notifications();
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].message, "got hello over an authenticated link");
   }
 }
 
@@ -125,7 +138,7 @@ TEST(Auth, SideChannelRefusesAWrongOrMissingSecretNamingWhy) {
 }
 
 TEST(Auth, DataConnectionsRefuseAWrongOrMissingSecret) {
-  for (const std::string backend : {"tcp", "shm"}) {
+  for (const std::string& backend : data_backends()) {
     SCOPED_TRACE(backend);
     auto peer = spawn(backend, kSecret);
     ASSERT_TRUE(peer);
@@ -371,7 +384,8 @@ TEST(Auth, ShortSecretIsRefusedAndBackendsThatCannotAuthenticateAreNotStarted) {
   auto b = Agent::create(o);
   ASSERT_TRUE(b.ok()) << b.status().to_string();
   for (const auto& name : (*b)->backends())
-    EXPECT_TRUE(name == "tcp" || name == "shm" || name == "loopback" || name == "file" || name == "gds") << name;
+    EXPECT_TRUE(name == "tcp" || name == "shm" || name == "ucx" || name == "loopback" || name == "file" || name == "gds")
+        << name;
 }
 
 }  // namespace

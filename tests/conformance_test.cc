@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <numeric>
 #include <ostream>
 #include <string>
@@ -57,6 +58,7 @@ const Case kCases[] = {
     {"ucx", kDram, kDram, "ucx", "tcp"},
     {"ucx", kDram, kDram, "ucx", "sm,tcp"},
     {"ucx", kVram, kDram, "ucx+staging", "tcp"},
+    {"ucx", kVram, kDram, "ucx+staging", "sm,tcp"},
 #ifdef KVFERRY_HAVE_CUDA  // the backend exists only in CUDA builds (src/CMakeLists.txt)
     {"cuda_ipc", kVram, kVram, "cuda_ipc"},
 #endif
@@ -345,18 +347,30 @@ TEST_P(Conformance, ManyConcurrentRequestsFromSeveralThreads) {
   local().randomize(77);
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
+  std::mutex first_mu;
+  std::string first_failure;  // which step of which request, and its status
+  auto failed = [&](int t, int i, const char* step, const Status& s) {
+    std::lock_guard lock(first_mu);
+    if (failures++ == 0)
+      first_failure = "thread " + std::to_string(t) + " request " + std::to_string(i) + ": " + step + ": " + s.to_string();
+  };
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       DescriptorList l = local().range(t * kSlice, kSlice);
       DescriptorList r = remote().range(t * kSlice, kSlice);
       for (int i = 0; i < kPerThread; ++i) {
         auto w = a_->create_transfer(TransferOp::kWrite, l, "target", r);
-        if (!w.ok() || !w->post().ok() || !w->wait(10s).ok()) failures++;
+        if (!w.ok()) {
+          failed(t, i, "create_transfer", w.status());
+          continue;
+        }
+        if (Status s = w->post(); !s.ok()) failed(t, i, "post", s);
+        else if (Status s2 = w->wait(10s); !s2.ok()) failed(t, i, "wait", s2);
       }
     });
   }
   for (auto& th : threads) th.join();
-  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(failures.load(), 0) << "first failure: " << first_failure;
   EXPECT_TRUE(SameBytes(local().bytes(), remote().bytes()));
 }
 

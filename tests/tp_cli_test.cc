@@ -136,6 +136,22 @@ TEST_F(TpDemo, FourIntoTwoOverShmChunked) {
                   2, 2, "host");
 }
 
+// The direct path's strided form: hnd block units with chunks that start and end inside
+// blocks (their partial blocks go by the explicit plan), and nhd token units, over both
+// host backends.
+TEST_F(TpDemo, DirectStridedUnitsWithUnalignedChunks) {
+  for (const char* backend : {"shm", "tcp"}) {
+    expect_verified(run({"--prefill-tp", "4", "--decode-tp", "2", "--tokens", "100", "--backend", backend,
+                         "--src-layout", "vllm-hnd", "--dst-layout", "vllm-hnd", "--chunk-tokens", "37", "--path",
+                         "direct"}),
+                    2, 2, "direct");
+    expect_verified(run({"--prefill-tp", "2", "--decode-tp", "4", "--tokens", "77", "--backend", backend,
+                         "--src-layout", "vllm-nhd", "--dst-layout", "vllm-nhd", "--dst-block-tokens", "32",
+                         "--chunk-tokens", "30", "--path", "direct"}),
+                    4, 1, "direct");
+  }
+}
+
 TEST_F(TpDemo, TwoIntoFourAuto) {
   expect_verified(run({"--prefill-tp", "2", "--decode-tp", "4", "--tokens", "50"}), 4, 1);
 }

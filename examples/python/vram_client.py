@@ -15,7 +15,9 @@ The decode side of disaggregated inference, reduced to its transfer work:
 
 What a step times (the same as `kvferry bench --mem vram --fresh-requests`): create the
 request from the block ids + post + wait until done. Poisoning the destination, drawing
-block ids and verifying are outside it.
+block ids and verifying are outside it. Each step also prints where its time went: create,
+post (inside post()), the transfer as the library saw it (post until its completion was
+noticed) and the wake-up (completion noticed -> wait() returned here).
 
     python3 vram_client.py --mem vram --device 1 --num-tokens 4096 --iterations 10
 """
@@ -43,6 +45,9 @@ def main() -> int:
     parser.add_argument("--notify", choices=["transfer", "none"], default="transfer",
                         help="transfer: the request id rides on the transfer as its notification (the server "
                              "learns the blocks are free); none: no notification, as `kvferry bench` times it")
+    parser.add_argument("--same-blocks", action="store_true",
+                        help="draw the block ids once and move the same blocks every step, as `kvferry bench` "
+                             "does (default: fresh scattered ids per step, as a scheduler hands them out)")
     parser.add_argument("--json", action="store_true", help="a JSON summary as the last line")
     args = parser.parse_args()
 
@@ -71,10 +76,13 @@ def main() -> int:
         their_lanes = agent.prepare_remote_lanes(peer, link.remote_pool.block_lanes())
         rng = np.random.default_rng(7)
         step_ms, create_post_us, bad_total, backend = [], [], 0, ""
+        split = {"create_us": [], "post_us": [], "after_post_ms": [], "transfer_ms": [], "wake_us": []}
+        theirs = ours = None
         for step in range(args.warmup + args.iterations):
             # Block ids as schedulers hand them out: scattered over both pools.
-            theirs = rng.choice(remote_layout.blocks, blocks, replace=False).astype(np.uint32)
-            ours = rng.choice(layout.blocks, blocks, replace=False).astype(np.uint32)
+            if theirs is None or not args.same_blocks:
+                theirs = rng.choice(remote_layout.blocks, blocks, replace=False).astype(np.uint32)
+                ours = rng.choice(layout.blocks, blocks, replace=False).astype(np.uint32)
             poison(tensors, layout, ours)
             sync()
             note = f"request {step}" if args.notify == "transfer" else None
@@ -84,22 +92,34 @@ def main() -> int:
             # as the bench's `req = create_transfer(...)` does.
             request = agent.create_transfer(kvferry.READ, our_lanes, their_lanes, ours, theirs, notification=note,
                                             tag=step, backend=args.backend)
+            tc = time.perf_counter()
             request.post()
             t1 = time.perf_counter()
             request.wait(args.timeout)
-            seconds = time.perf_counter() - t0
+            t2 = time.perf_counter()
+            seconds = t2 - t0
 
             bad = pattern.check(tensors, ours, theirs)
             bad_total += bad
             t = request.telemetry()
             backend = t.backend
+            # post() started about post_ns before t1; transfer_ns runs from there to the moment the
+            # library noticed the end; what remains until wait() returned is the wake-up.
+            wake_us = ((t2 - t1) - (t.transfer_ns - t.post_ns) / 1e9) * 1e6
             label = "warm-up" if step < args.warmup else f"step {step - args.warmup}"
             print(f"{label}: {step_bytes / seconds / 1e9:8.2f} GB/s  {seconds * 1e3:8.3f} ms  "
-                  f"create+post {(t1 - t0) * 1e6:7.1f} us  {t.descriptors_requested} -> {t.descriptors_merged} "
+                  f"create+post {(t1 - t0) * 1e6:7.1f} us (create {(tc - t0) * 1e6:6.1f}, post {t.post_ns / 1e3:6.1f})  "
+                  f"transfer {t.transfer_ns / 1e6:6.3f} ms  wake-up {wake_us:6.1f} us  "
+                  f"{t.descriptors_requested} -> {t.descriptors_merged} "
                   f"descriptors over {t.backend}  {'verified' if bad == 0 else f'{bad} BLOCKS DIFFER'}", flush=True)
             if step >= args.warmup:
                 step_ms.append(seconds * 1e3)
                 create_post_us.append((t1 - t0) * 1e6)
+                split["create_us"].append((tc - t0) * 1e6)
+                split["post_us"].append(t.post_ns / 1e3)
+                split["after_post_ms"].append((t2 - t1) * 1e3)
+                split["transfer_ms"].append(t.transfer_ns / 1e6)
+                split["wake_us"].append(wake_us)
 
         agent.deregister_memory(tensors)
 
@@ -114,6 +134,8 @@ def main() -> int:
                           "gbps": [round(step_bytes / (ms / 1e3) / 1e9, 3) for ms in step_ms],
                           "create_post_us_median": round(statistics.median(create_post_us), 1) if create_post_us else None,
                           "bytes": step_bytes, "backend": backend, "notify": args.notify,
+                          "same_blocks": args.same_blocks, "pool_blocks": layout.blocks,
+                          **{k + "_median": round(statistics.median(v), 4) for k, v in split.items() if v},
                           "timed": "create (strided, from numpy block ids) + post + wait", "verified": bad_total == 0}))
     return 0 if bad_total == 0 else 3
 

@@ -355,12 +355,17 @@ class Agent:
         Exchanges metadata with a listening peer (GIL released, up to `timeout` s); returns its name.
         """
 
-    def prepare_local(self, descriptors: object, kind: object | None = None) -> PreparedList:
-        """
-        Validates a DescriptorList, an (N, 2) / (N, 3) integer array or a list of (address, length[, device]) once, for index transfers.
-        """
+    def prepare_local_lanes(self, lanes: BlockLanes) -> PreparedLanes:
+        """Checks every lane against registered memory once, whole."""
 
-    def prepare_remote(self, peer: str, descriptors: object, kind: object | None = None) -> PreparedList: ...
+    def prepare_remote_lanes(self, peer: str, lanes: BlockLanes) -> PreparedLanes:
+        """Checks every lane against the peer's announced regions once, whole."""
+
+    @overload
+    def create_transfer(self, op: object, local: PreparedLanes, remote: PreparedLanes, local_blocks: object, remote_blocks: object, *, first_lane: int = 0, lane_count: int | None = None, notification: object | None = None, tag: int = 0, backend: str = '') -> TransferRequest:
+        """
+        Strided transfer (the engines' hot path): local block local_blocks[i] pairs with remote block remote_blocks[i] in every lane of [first_lane, first_lane + lane_count) (to the last lane when None). Block ids: uint32 C-contiguous numpy arrays are used in place; costs O(lanes + blocks).
+        """
 
     @overload
     def create_transfer(self, op: object, local: PreparedList, local_indices: object, remote: PreparedList, remote_indices: object, *, notification: object | None = None, tag: int = 0, backend: str = '') -> TransferRequest:
@@ -374,11 +379,12 @@ class Agent:
         Pairwise transfer of local[i] with the peer's remote[i] (DescriptorLists, (N, 2|3) arrays or tuple lists, of kind `local_kind` / `remote_kind`, dram by default); a file of this agent is the peer `agent.name` with remote_kind='file'.
         """
 
-    @overload
-    def create_transfer(self, op: object, local: PreparedLanes, remote: PreparedLanes, local_blocks: object, remote_blocks: object, *, first_lane: int = 0, lane_count: int | None = None, notification: object | None = None, tag: int = 0, backend: str = '') -> TransferRequest:
+    def prepare_local(self, descriptors: object, kind: object | None = None) -> PreparedList:
         """
-        Strided transfer (the engines' hot path): local block local_blocks[i] pairs with remote block remote_blocks[i] in every lane of [first_lane, first_lane + lane_count) (to the last lane when None). Block ids: uint32 C-contiguous numpy arrays are used in place; costs O(lanes + blocks).
+        Validates a DescriptorList, an (N, 2) / (N, 3) integer array or a list of (address, length[, device]) once, for index transfers.
         """
+
+    def prepare_remote(self, peer: str, descriptors: object, kind: object | None = None) -> PreparedList: ...
 
     def notify(self, peer: str, message: object, tag: int = 0) -> None:
         """
@@ -445,39 +451,6 @@ class Agent:
         """
         The bound port of the metrics endpoint; kvferry.NotFound without metrics_address.
         """
-
-    def prepare_local_lanes(self, lanes: BlockLanes) -> PreparedLanes:
-        """Checks every lane against registered memory once, whole."""
-
-    def prepare_remote_lanes(self, peer: str, lanes: BlockLanes) -> PreparedLanes:
-        """Checks every lane against the peer's announced regions once, whole."""
-
-class PeerEventKind(enum.Enum):
-    """What happened to a peer (kvferry/peer_events.h)."""
-
-    def __str__(self) -> str: ...
-
-    JOINED = 0
-
-    UPDATED = 1
-
-    RESTARTED = 2
-
-    LEFT = 3
-
-class PeerEvent:
-    """A peer joined, changed, restarted or left; `revision` of its metadata."""
-
-    @property
-    def kind(self) -> PeerEventKind: ...
-
-    @property
-    def peer(self) -> str: ...
-
-    @property
-    def revision(self) -> int: ...
-
-    def __repr__(self) -> str: ...
 
 class BlockLanes:
     """
@@ -546,6 +519,33 @@ class PreparedLanes:
 
     @property
     def peer(self) -> str: ...
+
+class PeerEventKind(enum.Enum):
+    """What happened to a peer (kvferry/peer_events.h)."""
+
+    def __str__(self) -> str: ...
+
+    JOINED = 0
+
+    UPDATED = 1
+
+    RESTARTED = 2
+
+    LEFT = 3
+
+class PeerEvent:
+    """A peer joined, changed, restarted or left; `revision` of its metadata."""
+
+    @property
+    def kind(self) -> PeerEventKind: ...
+
+    @property
+    def peer(self) -> str: ...
+
+    @property
+    def revision(self) -> int: ...
+
+    def __repr__(self) -> str: ...
 
 class KvDtype(enum.Enum):
     def __str__(self) -> str: ...

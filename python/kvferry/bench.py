@@ -4,6 +4,7 @@ arrays, timed from Python and, in the same process and run, the same call made f
 
     python -m kvferry.bench                      # 40 layers x K,V x 512 scattered blocks = 40,960 descriptors
     python -m kvferry.bench --form lanes         # the same as a strided transfer: 80 lanes x 512 block ids
+    python -m kvferry.bench --form wait --backend shm  # post -> wait returns: the waiter's wake-up
     python -m kvferry.bench --json
 
 Forms: "index" (index arrays of 40,960 descriptor indices per side, index_transfer) and
@@ -11,6 +12,12 @@ Forms: "index" (index arrays of 40,960 descriptor indices per side, index_transf
 
 Two agents in this process over tcp (post never waits on the data there); each request
 is waited for, untimed, before the next.
+
+Form "wait" times the other half of a request: one request of --wait-bytes (one
+descriptor) posted and waited for, again and again, from Python (`post(); wait()`) and from
+C++ (kvferry._kvferry._cxx_post_wait), rounds alternating. Per post: the time until wait()
+returns, and that minus the request's transfer_ns (post until the backend finished it):
+the wake-up of the waiter, which a binding could only add to.
 """
 
 import argparse
@@ -123,6 +130,41 @@ def run(layers=40, lanes_per_layer=2, blocks=512, pool_blocks=1024, block_bytes=
     }
 
 
+def run_wait(sizes=(64, 4 << 20), rounds=5, iterations=200, backend="shm"):
+    """Post -> wait() returns, Python against C++, per transfer size; medians in us."""
+    results = []
+    with kvferry.Agent("wait-initiator", backends=[backend]) as a, kvferry.Agent("wait-target", backends=[backend]) as b:
+        src = np.random.default_rng(5).integers(0, 255, max(sizes), dtype=np.uint8)
+        dst = np.zeros_like(src)
+        a.register_memory(src)
+        b.register_memory(dst)
+        a.fetch_remote("127.0.0.1", b.listen())
+        for size in sizes:
+            request = a.create_transfer(kvferry.WRITE, [(src.ctypes.data, size)], "wait-target", [(dst.ctypes.data, size)])
+            py_total, py_wake, cxx_total, cxx_wake = [], [], [], []
+            for _ in range(rounds):
+                for _ in range(iterations):
+                    t0 = time.perf_counter_ns()
+                    request.post()
+                    request.wait(60.0)
+                    t1 = time.perf_counter_ns()
+                    py_total.append(t1 - t0)
+                    py_wake.append(t1 - t0 - request.telemetry().transfer_ns)
+                for total, transfer in _kvferry._cxx_post_wait(request, iterations):
+                    cxx_total.append(total)
+                    cxx_wake.append(total - transfer)
+            if not np.array_equal(src[:size], dst[:size]):
+                raise RuntimeError(f"{size}-byte transfer: destination differs")
+            results.append({"bytes": size, "backend": backend, "samples": len(py_total),
+                            "python_us": _median_us(py_total), "python_wake_us": _median_us(py_wake),
+                            "cxx_us": _median_us(cxx_total), "cxx_wake_us": _median_us(cxx_wake),
+                            "transfer_us": _median_us([t - w for t, w in zip(cxx_total, cxx_wake)])})
+            del request
+        a.deregister_memory(src)
+        b.deregister_memory(dst)
+    return results
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=40)
@@ -132,9 +174,25 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--backend", default="tcp")
-    p.add_argument("--form", choices=["index", "lanes"], default="index")
+    p.add_argument("--form", choices=["index", "lanes", "wait"], default="index")
+    p.add_argument("--wait-bytes", type=int, nargs="+", default=[64, 4 << 20],
+                   help="form wait: transfer sizes (one descriptor each)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.form == "wait":
+        rows = run_wait(sizes=args.wait_bytes, rounds=args.rounds, iterations=args.iterations * 20,
+                        backend=args.backend)
+        if args.json:
+            print(json.dumps(rows))
+            return 0
+        print(f"post -> wait() returns over {args.backend}, {rows[0]['samples']} samples each, medians in us "
+              "(wake-up: after the backend finished the request)")
+        print(f"  {'bytes':>10}{'transfer':>10}{'C++ total':>11}{'C++ wake-up':>13}{'Python total':>14}"
+              f"{'Python wake-up':>16}")
+        for r in rows:
+            print(f"  {r['bytes']:>10}{r['transfer_us']:>10.1f}{r['cxx_us']:>11.1f}{r['cxx_wake_us']:>13.1f}"
+                  f"{r['python_us']:>14.1f}{r['python_wake_us']:>16.1f}")
+        return 0
     r = run(layers=args.layers, blocks=args.blocks, pool_blocks=args.pool_blocks, block_bytes=args.block_bytes,
             rounds=args.rounds, iterations=args.iterations, backend=args.backend, form=args.form)
     if args.json:

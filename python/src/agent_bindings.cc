@@ -319,10 +319,13 @@ void bind_agent(nb::module_& m) {
       .def("_kept_regions", &PyAgent::kept_regions);
   bind_registration(c);
   bind_metadata(c);
+  // The strided create_transfer first: overloads are tried in order, and a failed try
+  // costs a type lookup that matters on the cheapest form (O(lanes + blocks)), not on
+  // the others.
+  bind_lanes(m, c);
   bind_transfers(c);
   bind_notifications(c);
   bind_cluster(m, c);
-  bind_lanes(m, c);
 }
 
 }  // namespace kvferry::python

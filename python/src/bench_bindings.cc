@@ -80,6 +80,26 @@ void bind_bench(nb::module_& m) {
       },
       "agent"_a, "op"_a, "local"_a, "remote"_a, "local_blocks"_a, "remote_blocks"_a, "iterations"_a,
       "timeout"_a = 60.0, "The same for a strided transfer over every lane.");
+  m.def(
+      "_cxx_post_wait",
+      [](TransferRequest& request, std::uint32_t iterations, double timeout) {
+        const auto bound = seconds_arg(timeout, "timeout");
+        std::vector<std::tuple<std::int64_t, std::int64_t>> times;
+        nb::gil_scoped_release release;
+        for (std::uint32_t i = 0; i < iterations; ++i) {
+          const auto t0 = std::chrono::steady_clock::now();
+          check(request.post());
+          check(request.wait(bound));
+          const auto t1 = std::chrono::steady_clock::now();
+          times.emplace_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(),
+                             static_cast<std::int64_t>(request.telemetry().transfer_ns));
+        }
+        return times;
+      },
+      "request"_a, "iterations"_a, "timeout"_a = 60.0,
+      "Benchmark helper: posts `request` and waits for it from C++, `iterations` times; returns "
+      "[(post_to_return_ns, transfer_ns)] (transfer_ns: post until the backend finished it, so the "
+      "difference is the waiter's wake-up).");
 }
 
 }  // namespace kvferry::python

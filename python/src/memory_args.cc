@@ -1,5 +1,6 @@
 #include "memory_args.h"
 
+#include <bit>
 #include <string>
 
 #include "errors.h"
@@ -96,10 +97,41 @@ bool is_sequence(nb::handle object) { return nb::isinstance<nb::list>(object) ||
 
 }  // namespace
 
+namespace {
+
+// The struct-module format of a native 4-byte unsigned integer: "I", optionally with the
+// native ('@', '=') or, on a little-endian host, the little-endian ('<') prefix.
+bool is_u32_format(const char* format) {
+  if (format == nullptr) return false;
+  if (*format == '@' || *format == '=' || (*format == '<' && std::endian::native == std::endian::little)) ++format;
+  return format[0] == 'I' && format[1] == '\0' && sizeof(unsigned int) == 4;
+}
+
+}  // namespace
+
 IndexArray::IndexArray(nb::handle object) {
-  if (nb::try_cast(object, array_, false)) return;
-  nb::object converted = arrays_module().attr("as_index_array")(object);
-  array_ = nb::cast<IndexNdarray>(converted, false);
+  // PyBUF_ND asks for a C-contiguous buffer (exporters refuse otherwise); read-only is fine.
+  if (PyObject_CheckBuffer(object.ptr())) {
+    if (PyObject_GetBuffer(object.ptr(), &view_, PyBUF_ND | PyBUF_FORMAT) == 0) {
+      if (view_.ndim == 1 && view_.itemsize == 4 && is_u32_format(view_.format) &&
+          reinterpret_cast<std::uintptr_t>(view_.buf) % alignof(std::uint32_t) == 0) {
+        span_ = {static_cast<const std::uint32_t*>(view_.buf), static_cast<std::size_t>(view_.shape[0])};
+        return;
+      }
+      PyBuffer_Release(&view_);  // another type or shape: the paths below
+    } else {
+      PyErr_Clear();  // e.g. not contiguous: converted below
+    }
+  }
+  if (!nb::try_cast(object, array_, false)) {
+    nb::object converted = arrays_module().attr("as_index_array")(object);
+    array_ = nb::cast<IndexNdarray>(converted, false);
+  }
+  span_ = {array_.data(), array_.shape(0)};
+}
+
+IndexArray::~IndexArray() {
+  if (view_.obj != nullptr) PyBuffer_Release(&view_);
 }
 
 std::optional<MemoryKind> kind_of(nb::handle object) {

@@ -26,14 +26,23 @@ namespace kvferry::python {
 using IndexNdarray = nanobind::ndarray<const std::uint32_t, nanobind::ndim<1>, nanobind::c_contig,
                                        nanobind::device::cpu>;
 
-// One index array, held alive while its span is used (with the GIL released).
+// One index array, held alive while its span is used (with the GIL released). Made and
+// destroyed with the GIL held. A C-contiguous 1-D uint32 buffer (a numpy array) is used
+// in place through the buffer protocol: no Python call and no allocation per array (a
+// DLPack import costs a __dlpack__ call, a capsule and its release, several times more
+// on the hot path). Anything else is imported as an ndarray or converted once.
 class IndexArray {
  public:
   explicit IndexArray(nanobind::handle object);
-  std::span<const std::uint32_t> span() const { return {array_.data(), array_.shape(0)}; }
+  ~IndexArray();
+  IndexArray(const IndexArray&) = delete;
+  IndexArray& operator=(const IndexArray&) = delete;
+  std::span<const std::uint32_t> span() const { return span_; }
 
  private:
-  IndexNdarray array_;
+  Py_buffer view_{};    // the in-place path (view_.obj is set while held)
+  IndexNdarray array_;  // the other paths
+  std::span<const std::uint32_t> span_;
 };
 
 // The memory one Python object spans.

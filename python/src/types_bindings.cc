@@ -25,7 +25,16 @@ std::chrono::nanoseconds seconds_arg(double seconds, const char* what) {
   return std::chrono::nanoseconds(static_cast<std::int64_t>(seconds * 1e9));
 }
 
+namespace {
+// TransferOp.READ and TransferOp.WRITE (held for the module's life): op_of compares by
+// identity first, which costs nothing, where the enum caster looks the member up in a table.
+PyObject* g_read_member = nullptr;
+PyObject* g_write_member = nullptr;
+}  // namespace
+
 TransferOp op_of(nb::handle object) {
+  if (object.ptr() == g_read_member) return TransferOp::kRead;
+  if (object.ptr() == g_write_member) return TransferOp::kWrite;
   if (nb::isinstance<TransferOp>(object)) return nb::cast<TransferOp>(object);
   if (nb::isinstance<nb::str>(object)) {
     std::string text = nb::cast<std::string>(object);
@@ -57,10 +66,13 @@ void bind_enums(nb::module_& m) {
       .value("VRAM", MemoryKind::kVram)
       .value("FILE", MemoryKind::kFile)
       .def("__str__", [](MemoryKind k) { return std::string(to_string(k)); });
-  nb::enum_<TransferOp>(m, "TransferOp", "Direction seen from the initiator: READ remote -> local, WRITE local -> remote.")
-      .value("READ", TransferOp::kRead)
-      .value("WRITE", TransferOp::kWrite)
-      .def("__str__", [](TransferOp k) { return std::string(to_string(k)); });
+  auto ops = nb::enum_<TransferOp>(m, "TransferOp",
+                                   "Direction seen from the initiator: READ remote -> local, WRITE local -> remote.")
+                 .value("READ", TransferOp::kRead)
+                 .value("WRITE", TransferOp::kWrite)
+                 .def("__str__", [](TransferOp k) { return std::string(to_string(k)); });
+  g_read_member = nb::object(ops.attr("READ")).release().ptr();
+  g_write_member = nb::object(ops.attr("WRITE")).release().ptr();
   nb::enum_<TransferState>(m, "TransferState")
       .value("READY", TransferState::kReady)
       .value("IN_PROGRESS", TransferState::kInProgress)

@@ -41,6 +41,32 @@ Result<FaultConfig> parse_fault_settings(const std::map<std::string, std::string
 
 namespace {
 enum class Fault { kNone, kFail, kTruncate, kStall, kKill };
+
+// Counts the inner jobs' hooks running now. The connection's destructor closes it and waits
+// for them: a hook holds the State while it runs, and the State must never die inside one,
+// on the wrapped backend's own thread (its destructor would join that very thread).
+struct HookGate {
+  std::mutex mu;
+  std::condition_variable cv;
+  int running = 0;
+  bool closed = false;
+
+  bool enter() {
+    std::lock_guard lock(mu);
+    if (closed) return false;
+    ++running;
+    return true;
+  }
+  void leave() {
+    std::lock_guard lock(mu);
+    if (--running == 0) cv.notify_all();
+  }
+  void close_and_drain() {
+    std::unique_lock lock(mu);
+    closed = true;
+    cv.wait(lock, [&] { return running == 0; });
+  }
+};
 }  // namespace
 
 class FaultConnection::State : public std::enable_shared_from_this<State> {
@@ -49,6 +75,8 @@ class FaultConnection::State : public std::enable_shared_from_this<State> {
       : inner_(std::move(inner)), cfg_(std::move(cfg)), peer_timeout_(peer_timeout), rng_(cfg_.seed) {
     timer_ = std::thread([this] { run_timer(); });
   }
+
+  const std::shared_ptr<HookGate>& gate() const { return gate_; }
 
   void stop() {
     {
@@ -103,8 +131,10 @@ class FaultConnection::State : public std::enable_shared_from_this<State> {
     std::weak_ptr<State> weak = shared_from_this();
     const std::uint64_t total = job->total_bytes();
     auto inner = std::make_shared<TransferJob>(
-        job->op(), pieces, bytes, std::move(note), [weak, job, fault, bytes, total](const Status& st) {
+        job->op(), pieces, bytes, std::move(note), [weak, gate = gate_, job, fault, bytes, total](const Status& st) {
+          if (!gate->enter()) return;  // the connection is being destroyed: stop() ends the job
           if (auto self = weak.lock()) self->inner_done(job, fault, bytes, total, st);
+          gate->leave();
         });
     {
       std::lock_guard lock(mu_);
@@ -279,6 +309,7 @@ class FaultConnection::State : public std::enable_shared_from_this<State> {
   std::unordered_map<const TransferJob*, Flight> flights_;
   std::multimap<std::chrono::steady_clock::time_point, std::function<void()>> timers_;
   bool stopping_ = false;
+  const std::shared_ptr<HookGate> gate_ = std::make_shared<HookGate>();
   std::thread timer_;
 };
 
@@ -286,7 +317,11 @@ FaultConnection::FaultConnection(std::shared_ptr<BackendConnection> inner, Fault
                                  std::chrono::milliseconds peer_timeout)
     : state_(std::make_shared<State>(std::move(inner), std::move(config), peer_timeout)) {}
 
-FaultConnection::~FaultConnection() { state_->stop(); }
+FaultConnection::~FaultConnection() {
+  state_->stop();
+  // No hook holds the State after this, so it dies here, on the caller's thread.
+  state_->gate()->close_and_drain();
+}
 
 Status FaultConnection::post(const std::shared_ptr<TransferJob>& job) { return state_->post(job); }
 void FaultConnection::cancel(const std::shared_ptr<TransferJob>& job) { state_->cancel(job); }

@@ -36,3 +36,10 @@ def test_binding_cost_bench_runs():
     assert r["descriptors"] == 2 * 2 * 64 and r["ratio"] > 0
     r = bench.run(layers=2, blocks=64, pool_blocks=128, rounds=1, iterations=2, form="lanes")
     assert (r["form"], r["descriptors"]) == ("lanes", 2 * 2 * 64) and r["ratio"] > 0
+
+
+def test_wait_latency_bench_runs():
+    from kvferry import bench
+    (small, large) = bench.run_wait(sizes=(64, 1 << 20), rounds=1, iterations=5, backend="tcp")
+    assert (small["bytes"], large["bytes"], large["samples"]) == (64, 1 << 20, 5)
+    assert large["cxx_us"] > 0 and large["python_us"] > 0 and large["transfer_us"] > 0

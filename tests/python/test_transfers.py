@@ -99,6 +99,49 @@ def test_loopback_two_agents_in_one_process_list_forms():
         assert "b" not in a.remote_agents()
 
 
+def test_index_array_forms_move_the_same_blocks():
+    """Block ids as uint32 arrays used in place (read-only too), and as forms converted once
+    (strided, big-endian, int64, lists, memoryview of array.array): each moves exactly its blocks."""
+    import array
+    blocks = 32
+    with kvferry.Agent("a", backends=["loopback"]) as a, kvferry.Agent("b", backends=["loopback"]) as b:
+        src = seeded_bytes(11, 2 * blocks * BLOCK)  # two lanes of 32 blocks
+        dst = np.zeros_like(src)
+        a.register_memory(src)
+        b.register_memory(dst)
+        a.load_remote(b.local_metadata())
+        b.load_remote(a.local_metadata())
+
+        def lanes(base):
+            return kvferry.BlockLanes("dram", [base, base + blocks * BLOCK], block_stride=BLOCK, block_bytes=BLOCK,
+                                      blocks=blocks)
+
+        ours, theirs = a.prepare_local_lanes(lanes(src.ctypes.data)), a.prepare_remote_lanes("b", lanes(dst.ctypes.data))
+        local_ids = np.array([5, 0, 31, 7, 2, 9], dtype=np.uint32)
+        remote_ids = np.array([1, 30, 4, 12, 8, 17], dtype=np.uint32)
+        readonly = remote_ids.copy()
+        readonly.flags.writeable = False
+        forms = [(local_ids, remote_ids), (local_ids, readonly),
+                 (np.repeat(local_ids, 2)[::2], remote_ids.astype(">u4")),  # not contiguous; big-endian
+                 (local_ids.astype(np.int64), remote_ids.tolist()),
+                 (memoryview(array.array("I", local_ids.tolist())), remote_ids)]
+        for local, remote in forms:
+            dst[:] = 0
+            request = a.create_transfer(kvferry.WRITE, ours, theirs, local, remote)
+            request.post()
+            request.wait(5.0)
+            got, want = dst.reshape(2, blocks, BLOCK), src.reshape(2, blocks, BLOCK)
+            assert np.array_equal(got[:, remote_ids], want[:, local_ids])
+            untouched = np.setdiff1d(np.arange(blocks), remote_ids)
+            assert not got[:, untouched].any()
+        with pytest.raises(kvferry.OutOfRange):
+            a.create_transfer(kvferry.WRITE, ours, theirs, np.array([32], dtype=np.uint32), np.array([0], np.uint32))
+        with pytest.raises(kvferry.InvalidArgument):
+            a.create_transfer(kvferry.WRITE, ours, theirs, np.zeros((2, 2), dtype=np.uint32), remote_ids[:4])
+        a.deregister_memory(src)
+        b.deregister_memory(dst)
+
+
 def test_file_offload_and_onboard_of_numpy_blocks(tmp_path):
     n = 32 * BLOCK
     path = str(tmp_path / "kv.bin")

@@ -27,6 +27,8 @@ int run_vram_bench(const BenchOptions&) {
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +74,49 @@ Result<Ceilings> measure_ceilings(const BenchOptions& o, Agent& a, VramPool& poo
   KVF_ASSIGN_OR_RETURN(c.write, socket_stream_ceiling(a, bytes, true, o.ceiling_reps));
   KVF_ASSIGN_OR_RETURN(c.read, socket_stream_ceiling(a, bytes, false, o.ceiling_reps));
   return c;
+}
+
+// --inflight K: K requests in flight at once, as an engine moving several prompts keeps
+// them: each new one is created (fresh) or taken from K re-posted ones and posted while
+// earlier ones copy; the oldest is waited for first. The timed figure is throughput: the
+// timed requests' wall time / their number (in `ms`, one entry per request).
+template <typename Make>
+Status run_in_flight(const BenchOptions& o, Make& make, std::vector<double>& ms, std::vector<double>& post_ms,
+                     std::vector<double>& cpu_us) {
+  const int depth = o.inflight, total = o.warmup + o.iterations;
+  std::vector<std::optional<TransferRequest>> slot(static_cast<std::size_t>(depth));
+  std::deque<int> flying;  // slots in post order
+  auto finish_oldest = [&]() -> Status {
+    TransferRequest& r = *slot[static_cast<std::size_t>(flying.front())];
+    flying.pop_front();
+    KVF_RETURN_IF_ERROR(r.wait(60s));
+    post_ms.push_back(static_cast<double>(r.telemetry().post_ns) / 1e6);
+    return Status::Ok();
+  };
+  auto start = Clock::now();
+  for (int i = 0; i < total; ++i) {
+    if (i == o.warmup) {
+      while (!flying.empty()) KVF_RETURN_IF_ERROR(finish_oldest());
+      post_ms.clear();
+      start = Clock::now();
+    }
+    if (static_cast<int>(flying.size()) >= depth) KVF_RETURN_IF_ERROR(finish_oldest());
+    const int k = i % depth;
+    auto& r = slot[static_cast<std::size_t>(k)];
+    const double cpu0 = thread_cpu_micros();
+    if (o.fresh_requests || !r) {
+      auto made = make();
+      if (!made.ok()) return made.status();
+      r.emplace(std::move(made).value());
+    }
+    KVF_RETURN_IF_ERROR(r->post());
+    if (i >= o.warmup) cpu_us.push_back(thread_cpu_micros() - cpu0);
+    flying.push_back(k);
+  }
+  while (!flying.empty()) KVF_RETURN_IF_ERROR(finish_oldest());
+  const double per = std::chrono::duration<double, std::milli>(Clock::now() - start).count() / o.iterations;
+  ms.assign(static_cast<std::size_t>(o.iterations), per);
+  return Status::Ok();
 }
 
 }  // namespace
@@ -164,7 +209,11 @@ int run_vram_bench(const BenchOptions& o) {
     auto req = make();
     if (!req.ok()) return std::fprintf(stderr, "kvferry bench: %s\n", req.status().to_string().c_str()), 1;
     std::vector<double> ms, post_ms, cpu_us;  // whole request; time inside post(); caller CPU create+post
-    for (int i = 0; i < o.warmup + o.iterations; ++i) {
+    if (o.inflight > 1) {
+      Status s = run_in_flight(o, make, ms, post_ms, cpu_us);
+      if (!s.ok()) return std::fprintf(stderr, "kvferry bench: transfer: %s\n", s.to_string().c_str()), 1;
+    }
+    for (int i = 0; o.inflight == 1 && i < o.warmup + o.iterations; ++i) {
       const auto t0 = Clock::now();
       const double cpu0 = thread_cpu_micros();
       // Fresh requests (the default): what an engine that builds a request per transfer
@@ -217,6 +266,8 @@ int run_vram_bench(const BenchOptions& o) {
     std::printf("%-6s %10.3f %10.3f %8.3f %10.1f %12.1f %6.1f%% %9s%s\n", write ? "write" : "read", median, p99,
                 post_median, gbps, ceiling, 100.0 * gbps / ceiling, verified.c_str(),
                 o.fresh_requests ? "  (a new request each time)" : "  (re-posted)");
+    if (o.inflight > 1)
+      std::printf("       %d requests in flight: median_ms is the timed run's wall time / requests\n", o.inflight);
     std::printf("       create + post: %.1f us of CPU (median)\n", cpu_median);
     if (o.json)
       std::printf("{\"mem\":\"vram\",\"peer_mem\":\"%s\",\"backend\":\"%s\",\"copy\":\"%s\",\"op\":\"%s\",\"device\":%d,"

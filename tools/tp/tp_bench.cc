@@ -48,20 +48,6 @@ Result<std::pair<std::uint32_t, std::uint32_t>> parse_groups(const std::string& 
   return std::make_pair(p, d);
 }
 
-// The measured prompts (after `skip` warm-up ones) of every rank: bytes over the time
-// from the first start to the last end.
-double measured_gbps(const std::vector<TpRankResult>& ranks, std::size_t skip) {
-  std::int64_t first = INT64_MAX, last = INT64_MIN;
-  std::uint64_t bytes = 0;
-  for (const TpRankResult& r : ranks) {
-    if (r.failed || r.start_ns.size() <= skip) return 0;
-    first = std::min(first, r.start_ns[skip]);
-    last = std::max(last, r.end_ns.back());
-    bytes += r.bytes * (r.ms.size() - skip);
-  }
-  return last > first ? static_cast<double>(bytes) / static_cast<double>(last - first) : 0;
-}
-
 CaseResult run_case(TpRunSpec spec, const std::string& name, std::size_t skip) {
   CaseResult c;
   c.name = name;
@@ -85,7 +71,7 @@ CaseResult run_case(TpRunSpec spec, const std::string& name, std::size_t skip) {
     c.ms = std::max(c.ms, median(measured));
     c.path = r.path;
   }
-  c.gbps = measured_gbps(*ranks, skip);
+  c.gbps = tp_aggregate_gbps(*ranks, skip);
   return c;
 }
 

@@ -39,7 +39,8 @@ int run_tp_rank_command(const TpRankOptions& options);
 // could not be set up. Every child is reaped on every path.
 Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec);
 
-// All decode ranks' bytes over the time from the first start to the last end, GB/s.
-double tp_aggregate_gbps(const std::vector<TpRankResult>& ranks);
+// All decode ranks' bytes of their prompts after the first `skip` over the time at least
+// one rank had one of them in flight, GB/s.
+double tp_aggregate_gbps(const std::vector<TpRankResult>& ranks, std::size_t skip = 0);
 
 }  // namespace kvferry::cli

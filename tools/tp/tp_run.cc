@@ -107,16 +107,31 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
   return results;
 }
 
-double tp_aggregate_gbps(const std::vector<TpRankResult>& ranks) {
-  std::int64_t first = INT64_MAX, last = INT64_MIN;
+double tp_aggregate_gbps(const std::vector<TpRankResult>& ranks, std::size_t skip) {
+  // Time counts while at least one decode rank has a prompt in flight (the union of the
+  // ranks' expect-to-complete intervals): what a rank does between its prompts (the
+  // poisoning before the verified one) is not transfer time, and the plain write's
+  // figure it is compared with holds no such gaps either.
+  std::vector<std::pair<std::int64_t, std::int64_t>> spans;
   std::uint64_t bytes = 0;
   for (const TpRankResult& r : ranks) {
-    if (r.failed || r.start_ns.empty()) return 0;
-    first = std::min(first, r.start_ns.front());
-    last = std::max(last, r.end_ns.back());
-    bytes += r.bytes * r.ms.size();
+    if (r.failed || r.start_ns.size() <= skip || r.end_ns.size() != r.start_ns.size()) return 0;
+    for (std::size_t i = skip; i < r.start_ns.size(); ++i) spans.emplace_back(r.start_ns[i], r.end_ns[i]);
+    bytes += r.bytes * (r.start_ns.size() - skip);
   }
-  return last > first ? static_cast<double>(bytes) / static_cast<double>(last - first) : 0;
+  std::sort(spans.begin(), spans.end());
+  std::int64_t busy = 0, open = INT64_MIN, close = INT64_MIN;
+  for (const auto& [start, end] : spans) {
+    if (start > close) {
+      if (close > open) busy += close - open;
+      open = start;
+      close = end;
+    } else {
+      close = std::max(close, end);
+    }
+  }
+  if (close > open) busy += close - open;
+  return busy > 0 ? static_cast<double>(bytes) / static_cast<double>(busy) : 0;
 }
 
 }  // namespace kvferry::cli

@@ -27,8 +27,10 @@
 // host backend such as tcp or shm), device staging (staging on the GPUs, moved by a
 // backend that joins two GPUs such as cuda_ipc), direct (no staging: one descriptor per
 // block and head range where both pools keep a head's tokens together (vllm-hnd), else
-// per token). kAuto picks by a cost estimate (tp_path_estimate below); any path can be
-// forced. Staging memory comes from bounded StagingSlots arenas (staging_slots.h): a
+// per token; for host pools of one family (vllm-hnd with one block size; vllm-nhd and
+// sglang token slots; mla) these go as one strided transfer per piece, lanes x blocks or
+// token slots, with no per-descriptor work on either side). kAuto picks by a cost
+// estimate (tp_path_estimate below); any path can be forced. Staging memory comes from bounded StagingSlots arenas (staging_slots.h): a
 // sender waits for a free slot (back-pressure), a receiver's expect() waits up to
 // `slot_timeout` for one and then fails with Timeout.
 //

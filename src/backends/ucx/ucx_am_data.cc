@@ -118,7 +118,7 @@ void UcxEngine::commit_am(Session& s, JobState& js) {
   ++s.tails;
   ++js.pending;
   if (!send_am(s.ep, kCommit, w.take(), nullptr).ok())
-    fail_session(s, PeerLost("ucx: committing a write to '" + s.peer + "' failed"));
+    fail_link(s.link, PeerLost("ucx: committing a write to '" + s.peer + "' failed"));
 }
 
 void UcxEngine::on_commit_ack(const std::vector<std::uint8_t>& payload) {
@@ -275,7 +275,7 @@ void UcxEngine::answer_commit(TargetSession& t, std::uint64_t token) {
   t.posts.erase(p);
   if (post.refused.empty() && post.note && cfg_.deliver) cfg_.deliver(t.name, std::move(*post.note));
   ByteWriter w;
-  w.u64(t.tag.id);
+  w.u64(t.id);
   w.u64(token);
   w.u8(post.refused.empty() ? 1 : 0);
   w.str(post.refused);

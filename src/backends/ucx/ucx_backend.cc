@@ -42,6 +42,7 @@ class UcxBackend final : public Backend {
       c.remote_kinds.insert(MemoryKind::kVram);
     }
     c.notifications = true;
+    c.authenticates = true;  // every session's hello (ucx_auth.cc)
     return c;
   }
   // With RDMA, UCX is the fast path between hosts: a few microseconds per request and the
@@ -82,6 +83,7 @@ Result<std::unique_ptr<Backend>> make_ucx_backend(const BackendContext& ctx) {
   KVF_ASSIGN_OR_RETURN(auto context, UcxContext::create(cs));
   EngineConfig cfg;
   cfg.agent_name = ctx.agent_name;
+  cfg.secret = ctx.secret;
   cfg.peer_timeout = ctx.peer_timeout;
   cfg.max_notification_bytes = ctx.max_notification_bytes;
   cfg.deliver = ctx.deliver_notification;

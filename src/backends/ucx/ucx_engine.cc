@@ -36,7 +36,7 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::start(std::unique_ptr<UcxContext> 
   st = ucp_worker_get_efd(e->worker_, &e->worker_fd_);
   if (st != UCS_OK) return Unavailable(std::string("ucx: ucp_worker_get_efd: ") + ucs_status_string(st));
   for (AmId id : {kHello, kHelloAck, kNotify, kRevoke, kRevokeAck, kBye, kPutData, kCommit, kCommitAck, kGetReq,
-                  kGetData}) {
+                  kGetData, kChallenge, kResponse, kRefuse}) {
     ucp_am_handler_param_t hp{};
     hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
                     UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
@@ -75,6 +75,8 @@ UcxEngine::~UcxEngine() {
       std::vector<std::uint64_t> ids;
       for (auto& [id, t] : targets_) ids.push_back(id);
       for (auto id : ids) drop_target_session(id, "the agent is shutting down");
+      pending_auth_.clear();
+      close_all_links();
       settle_revocations(true);
       handle_deferred();  // jobs failed above finish now
       running_ = false;
@@ -85,14 +87,15 @@ UcxEngine::~UcxEngine() {
     // Let closing endpoints finish (bounded), then release what is left.
     for (int i = 0; i < 20000 && !closing_.empty(); ++i) {
       ucp_worker_progress(worker_);
-      std::erase_if(closing_, [](void* r) {
-        if (ucp_request_check_status(r) == UCS_INPROGRESS) return false;
-        ucp_request_free(r);
+      std::erase_if(closing_, [](Closing& c) {
+        if (ucp_request_check_status(c.request) == UCS_INPROGRESS) return false;
+        ucp_request_free(c.request);
         return true;
       });
       if (!closing_.empty()) ::usleep(50);
     }
     handle_deferred();  // completions that came with the closes (the thread is gone: we are alone)
+    for (auto& [id, s] : sessions_) drop_rkeys(*s);
     for (auto& [address, s] : served_)
       if (s.value.memh) ucp_mem_unmap(context_->get(), s.value.memh);
     ucp_worker_destroy(worker_);
@@ -166,13 +169,10 @@ void UcxEngine::handle_deferred() {
     auto failed = std::move(failed_eps_);
     failed_eps_.clear();
     for (auto& [tag, status] : failed) {
-      if (tag.target) {
-        drop_target_session(tag.id, std::string("endpoint failed: ") + ucs_status_string(status));
-        continue;
-      }
-      auto it = sessions_.find(tag.id);
-      if (it != sessions_.end())
-        fail_session(*it->second, PeerLost("ucx: lost peer '" + it->second->peer + "': " + ucs_status_string(status)));
+      std::string who = "a peer";
+      for (auto& [id, s] : sessions_)
+        if (s->link == tag.link) who = "peer '" + s->peer + "'";
+      fail_link(tag.link, PeerLost("ucx: lost " + who + ": " + ucs_status_string(status)));
     }
   }
   while (!incoming_.empty()) {
@@ -194,20 +194,25 @@ void UcxEngine::check_timeouts() {
   std::vector<Session*> stalled;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     Session& s = *it->second;
+    if (s.failed && s.ops == 0) drop_rkeys(s);
     if (s.closed && s.ops == 0 && s.tails == 0 && s.active.empty()) {
       it = sessions_.erase(it);
       continue;
     }
-    if (!s.failed && (s.ops > 0 || s.tails > 0) && now - s.last_progress > cfg_.peer_timeout) stalled.push_back(&s);
+    // Also a failed session: what it still has in flight on a link that others keep open
+    // must end within the bound too.
+    if ((s.ops > 0 || s.tails > 0) && now - s.last_progress > cfg_.peer_timeout) stalled.push_back(&s);
     ++it;
   }
-  for (Session* s : stalled)
-    fail_session(*s, PeerLost("ucx: peer '" + s->peer + "' made no progress for " +
+  for (Session* s : stalled)  // a stalled peer stalls every session on the link
+    fail_link(s->link, PeerLost("ucx: peer '" + s->peer + "' made no progress for " +
                               std::to_string(cfg_.peer_timeout.count()) + " ms"));
   settle_revocations(false);
-  std::erase_if(closing_, [](void* r) {
-    if (ucp_request_check_status(r) == UCS_INPROGRESS) return false;
-    ucp_request_free(r);
+  expire_pending_auth();
+  expire_spare_links();
+  std::erase_if(closing_, [](Closing& c) {
+    if (ucp_request_check_status(c.request) == UCS_INPROGRESS) return false;
+    ucp_request_free(c.request);
     return true;
   });
 }
@@ -256,6 +261,9 @@ void UcxEngine::handle_am(AmId id, const std::vector<std::uint8_t>& payload) {
     case kCommit: on_commit(payload); break;
     case kCommitAck: on_commit_ack(payload); break;
     case kGetReq: on_get_req(payload); break;
+    case kChallenge: on_challenge(payload); break;
+    case kResponse: on_response(payload); break;
+    case kRefuse: on_refuse(payload); break;
     default: break;
   }
 }
@@ -265,13 +273,13 @@ void UcxEngine::on_ep_error(void* arg, ucp_ep_h, ucs_status_t status) {
   tag->engine->failed_eps_.emplace_back(*tag, status);
 }
 
-void UcxEngine::close_ep(ucp_ep_h ep, bool force) {
+void UcxEngine::close_ep(ucp_ep_h ep, bool force, std::unique_ptr<ErrTag> tag) {
   if (!ep) return;
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
   p.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
   ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &p);
-  if (UCS_PTR_IS_PTR(r)) closing_.push_back(r);
+  if (UCS_PTR_IS_PTR(r)) closing_.push_back(Closing{r, std::move(tag)});
 }
 
 std::vector<std::uint8_t> UcxEngine::connection_info() const { return info_; }

@@ -4,10 +4,11 @@
 // those that return something). It spins while work is in flight and otherwise sleeps
 // in epoll on the worker's event fd (ucp_worker_arm) and its own bell.
 //
-// Initiator side (ucx_initiator.cc): a Session per peer holds the endpoint (peer error
-// handling: a dead peer fails the endpoint), the remote keys the peer answered our hello
-// with (unpacked), and the
-// jobs posted to it. Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
+// Initiator side (ucx_initiator.cc): a Session per peer rides a Link, a UCP endpoint that
+// other sessions may share (peer error handling: a dead peer fails the link and every
+// session on it), and holds the remote keys the peer answered our hello with (unpacked)
+// and the jobs posted to it. With a shared secret, the hello is authenticated first
+// (ucx_auth.cc). Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
 // with at most `max_ops` in flight per session; a write's notification is sent as an
 // active message only after ucp_ep_flush_nbx reported its data remotely complete.
 // Without RDMA the chunks travel as active messages instead (ucx_am_data.cc). No
@@ -15,8 +16,8 @@
 // stopped peer acknowledges nothing).
 //
 // Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, handed to
-// each initiator in the answer to its hello), the sessions of initiators (an endpoint back to each, learnt
-// from their hello), notifications delivered to the agent, and revocation: deregistering
+// each initiator in the answer to its hello), the sessions of initiators (each answered
+// over the link paired with the initiator's own endpoint, which its hello names), notifications delivered to the agent, and revocation: deregistering
 // a region tells every initiator, waits (bounded) until each flushed what it had in
 // flight, then unmaps it.
 #pragma once
@@ -40,6 +41,7 @@
 #include "backends/ucx/ucx_context.h"
 #include "backends/ucx/ucx_wire.h"
 #include "core/backend.h"
+#include "core/peer_auth.h"
 #include "core/region_table.h"
 #include "core/socket_util.h"
 
@@ -47,6 +49,7 @@ namespace kvferry::detail::ucx {
 
 struct EngineConfig {
   std::string agent_name;
+  std::shared_ptr<const SharedSecret> secret;  // null: sessions are not authenticated
   std::chrono::milliseconds peer_timeout{5000};
   std::size_t max_notification_bytes = 64 * 1024;
   std::function<void(std::string, std::string)> deliver;
@@ -65,11 +68,29 @@ struct RemoteKey {  // a peer's region, as its hello answer announced it
 
 struct Session;
 
-// What UCX hands back to the endpoint error callback: which session failed.
+// What UCX hands back to the endpoint error callback: which link failed.
 struct ErrTag {
   UcxEngine* engine = nullptr;
-  bool target = false;  // a target session's endpoint back to an initiator
+  std::uint64_t link = 0;
+};
+
+// A UCP endpoint to another worker, shared by every session that rides it (ucx_links.cc).
+// UCP pairs the endpoints two workers create to each other by order: the n-th one this
+// worker creates to a peer worker and the n-th one the peer creates to this worker are
+// one connection, whoever asked for them. So an initiator's session endpoint may also be
+// the target's endpoint back for another session, or the peer's own session endpoint to
+// us; closing it for one would break the others. A link is therefore closed only when no
+// session uses it (or when it failed, failing them all), and a hello names the index of
+// the initiator's endpoint so that the target answers over the same connection.
+struct Link {
   std::uint64_t id = 0;
+  std::uint32_t index = 0;             // the n-th endpoint to this peer worker (UCX's pairing)
+  std::vector<std::uint8_t> peer;      // the peer worker's address
+  ucp_ep_h ep = nullptr;
+  std::uint32_t users = 0;             // sessions (ours and the peer's) riding it
+  bool claimed = false;                // has had a user (else: created for a hello on the way)
+  Clock::time_point created{};
+  std::unique_ptr<ErrTag> tag;         // outlives the endpoint until its close completed
 };
 
 // One post of a job on a session (engine thread only, except `job`).
@@ -99,9 +120,10 @@ struct Session {
   UcxEngine* engine = nullptr;
   std::uint64_t id = 0;
   std::string peer;
-  ErrTag tag;
   // Engine thread only.
-  ucp_ep_h ep = nullptr;
+  std::uint64_t link = 0;  // the link it rides (0: none)
+  bool released = false;   // it no longer counts as a user of `link`
+  ucp_ep_h ep = nullptr;   // the link's endpoint (null once the session failed)
   RegionTable<RemoteKey> regions;
   std::deque<std::shared_ptr<JobState>> waiting;  // pieces left to issue, in post order
   std::unordered_map<const TransferJob*, std::shared_ptr<JobState>> active;
@@ -112,6 +134,8 @@ struct Session {
   Clock::time_point last_progress{};
   bool failed = false;
   bool closed = false;
+  std::unique_ptr<InitiatorAuth> auth;  // with a secret, until the handshake is done
+  std::vector<std::uint8_t> hello_bytes;  // the hello as sent (the proofs cover it)
   // Any thread.
   mutable std::mutex mu;
   std::condition_variable hello_cv;
@@ -147,11 +171,18 @@ class UcxEngine {
     std::optional<std::string> note;
   };
   struct TargetSession {
-    ErrTag tag;
+    std::uint64_t id = 0;    // the initiator's session id
+    std::uint64_t link = 0;  // the link it answers over
     std::string name;
     ucp_ep_h ep = nullptr;
     std::unordered_map<std::uint64_t, PostState> posts;
   };
+  struct PendingAuth {  // a target session challenged and not yet proven (ucx_auth.cc)
+    std::unique_ptr<TargetSession> session;
+    std::unique_ptr<TargetAuth> auth;
+    Clock::time_point deadline;
+  };
+  static constexpr std::size_t kMaxPendingAuth = 1024;
   struct Revocation {
     std::uint64_t region = 0;
     std::set<std::uint64_t> waiting;  // target sessions that have not acknowledged yet
@@ -189,6 +220,7 @@ class UcxEngine {
   void release(JobState& js);  // forgets a finished job once no callback refers to it
   void mark_dirty(JobState& js);
   void fail_session(Session& s, const Status& why);
+  void drop_rkeys(Session& s);
   void close_session(Session& s);
   void on_hello_ack(const std::vector<std::uint8_t>& payload);
   void on_revoke(const std::vector<std::uint8_t>& payload);
@@ -198,6 +230,14 @@ class UcxEngine {
   void on_revoke_ack(const std::vector<std::uint8_t>& payload);
   void on_bye(const std::vector<std::uint8_t>& payload);
   void drop_target_session(std::uint64_t id, const std::string& why);
+  void accept_target(std::unique_ptr<TargetSession> t);
+  // Shared-secret handshake (ucx_auth.cc, core/peer_auth.h).
+  void refuse_hello(ucp_ep_h ep, std::uint64_t session, const std::string& why);
+  void on_challenge(const std::vector<std::uint8_t>& payload);
+  void on_response(const std::vector<std::uint8_t>& payload);
+  void on_refuse(const std::vector<std::uint8_t>& payload);
+  void drop_pending_auth(std::uint64_t id);
+  void expire_pending_auth();
   // Active-message data path (ucx_am_data.cc).
   bool issue_am(Session& s, JobState& js, void* local, std::uint64_t remote, std::uint64_t len);
   void commit_am(Session& s, JobState& js);
@@ -216,7 +256,16 @@ class UcxEngine {
   ServedRegion* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
   void receive_into(void* desc, void* dest, std::size_t length, std::function<void(ucs_status_t)> done);
   void settle_revocations(bool deadline_passed);
-  void close_ep(ucp_ep_h ep, bool force);
+  // Links (ucx_links.cc).
+  Result<Link*> open_link(const std::vector<std::uint8_t>& peer);  // a new endpoint to it
+  // The link paired with the peer's endpoint `index` to us, creating the endpoints before it.
+  Result<Link*> paired_link(const std::vector<std::uint8_t>& peer, std::uint32_t index);
+  void release_link(std::uint64_t id);  // one user less; closed when none is left
+  void fail_link(std::uint64_t id, const Status& why);  // fails every session on it, closes it
+  void close_link(Link& link);
+  void close_all_links();
+  void expire_spare_links();  // created for hellos that never came
+  void close_ep(ucp_ep_h ep, bool force, std::unique_ptr<ErrTag> tag = nullptr);
 
   const EngineConfig cfg_;
   std::unique_ptr<UcxContext> context_;
@@ -241,8 +290,21 @@ class UcxEngine {
   std::vector<std::pair<AmId, std::vector<std::uint8_t>>> incoming_;
   RegionTable<Served> served_;
   std::unordered_map<std::uint64_t, std::unique_ptr<TargetSession>> targets_;
+  std::unordered_map<std::uint64_t, PendingAuth> pending_auth_;  // by initiator session id
   std::vector<std::unique_ptr<Revocation>> revocations_;
-  std::vector<void*> closing_;  // ep close requests in progress
+  struct PeerWorker {
+    std::uint32_t created = 0;                        // endpoints created to it so far
+    std::map<std::uint32_t, std::uint64_t> by_index;  // open links by index
+  };
+  std::map<std::vector<std::uint8_t>, PeerWorker> peer_workers_;  // by worker address, kept for
+                                                                  // the engine's life (UCX's count is)
+  std::unordered_map<std::uint64_t, std::unique_ptr<Link>> links_;
+  std::uint64_t next_link_ = 1;
+  struct Closing {
+    void* request = nullptr;
+    std::unique_ptr<ErrTag> tag;
+  };
+  std::vector<Closing> closing_;  // ep close requests in progress
   std::uint64_t next_token_ = 1;
   std::vector<std::unique_ptr<std::pair<UcxEngine*, AmId>>> am_args_;
 };

@@ -3,6 +3,7 @@
 // entry points, which hand commands to it.
 #include <algorithm>
 #include <random>
+#include <utility>
 
 #include "backends/ucx/ucx_engine.h"
 #include "core/byte_io.h"
@@ -30,7 +31,6 @@ Result<std::shared_ptr<Session>> UcxEngine::connect(const PeerEndpoint& peer, De
   s->engine = this;
   s->id = random_id();
   s->peer = peer.agent_name;
-  s->tag = ErrTag{this, false, s->id};
   submit([this, s, address = std::move(info->address)] { open_session(s, address); });
   std::unique_lock lock(s->mu);
   if (!s->hello_cv.wait_until(lock, deadline, [&] { return s->hello_done; })) {
@@ -54,33 +54,31 @@ void UcxEngine::open_session(const std::shared_ptr<Session>& s, const std::vecto
     s->hello = std::move(why);
     s->hello_cv.notify_all();
   };
-  ucp_ep_params_t ep{};
-  ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                  UCP_EP_PARAM_FIELD_ERR_HANDLER;
-  ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
-  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-  ep.err_handler.cb = &UcxEngine::on_ep_error;
-  ep.err_handler.arg = &s->tag;
-  ucs_status_t st = ucp_ep_create(worker_, &ep, &s->ep);
-  if (st != UCS_OK) {
-    s->ep = nullptr;
-    std::string hint;
-    if (st == UCS_ERR_UNREACHABLE)
-      hint = " (no UCX transport in use here (" + context_->describe() + ") reaches it with peer-failure detection; "
-             "UCX 1.13's sysv/posix shared memory has none: add tcp, e.g. ucx.tls=sm,tcp)";
-    return fail_hello(Unavailable("ucx: cannot reach peer '" + s->peer + "': " + ucs_status_string(st) + hint));
+  auto link = open_link(address);
+  if (!link.ok()) {
+    return fail_hello(link.status().with_context("peer '" + s->peer + "'"));
   }
+  (*link)->users++;
+  (*link)->claimed = true;
+  s->link = (*link)->id;
+  s->ep = (*link)->ep;
   sessions_[s->id] = s;
   ByteWriter w;
   w.u32(kProtocolVersion);
   w.u64(s->id);
+  w.u32((*link)->index);
   w.u16(static_cast<std::uint16_t>(std::min<std::size_t>(cfg_.agent_name.size(), kMaxNameBytes)));
   w.str(std::string_view(cfg_.agent_name).substr(0, kMaxNameBytes));
   w.u32(static_cast<std::uint32_t>(address_.size()));
   w.bytes(address_);
+  if (cfg_.secret) {  // the target challenges instead of answering (ucx_auth.cc)
+    s->auth = std::make_unique<InitiatorAuth>(cfg_.secret, "ucx");
+    w.bytes(s->auth->offer());
+    s->hello_bytes = w.buffer();
+  }
   Status sent = send_am(s->ep, kHello, w.take(), nullptr);
   if (!sent.ok()) {
-    fail_session(*s, sent);
+    fail_link(s->link, sent);  // fails the session (and its hello) with it
     fail_hello(sent);
   }
 }
@@ -216,6 +214,10 @@ void UcxEngine::on_flush_done(void* request, ucs_status_t status, void* user_dat
   UcxEngine& e = *s.engine;
   if (request) ucp_request_free(request);
   if (js.job->finished()) return e.release(js);  // cancelled meanwhile
+  if (s.failed) {  // its link stayed open for others: the flush completed, the session did not
+    std::lock_guard lock(s.mu);
+    return e.finish(js, s.lost.ok() ? PeerLost("ucx: link to '" + s.peer + "' is closed") : s.lost);
+  }
   if (status != UCS_OK) return e.finish(js, PeerLost("ucx: flushing to '" + s.peer + "' failed: " + ucs_status_string(status)));
   if (js.cancelled) return e.finish(js, Cancelled("transfer cancelled"));
   if (!js.job->notification()) return e.finish(js, Status::Ok());
@@ -292,7 +294,7 @@ void UcxEngine::cancel(const std::shared_ptr<Session>& s, const std::shared_ptr<
   const auto bound = cfg_.peer_timeout + std::chrono::milliseconds(500);
   if (job->wait_until(Clock::now() + bound)) return;
   // The peer stopped completing our operations: closing the endpoint ends them.
-  submit([this, s] { fail_session(*s, PeerLost("ucx: peer '" + s->peer + "' stalled a cancelled transfer")); });
+  submit([this, s] { fail_link(s->link, PeerLost("ucx: peer '" + s->peer + "' stalled a cancelled transfer")); });
   job->wait_until(Clock::now() + std::chrono::seconds(5));
 }
 
@@ -338,11 +340,18 @@ void UcxEngine::fail_session(Session& s, const Status& why) {
   }
   s.waiting.clear();
   fail_am(s, why);
+  if (s.ops == 0) drop_rkeys(s);  // else once its puts/gets ended (check_timeouts): they use them
+  // The link may carry other sessions (struct Link): it closes, completing what is still
+  // in flight with an error, once none is left; what this session has in flight on a link
+  // that stays open completes normally, and its jobs finish then.
+  // (A link that stays open is still watched for this session's stall: check_timeouts.)
+  s.ep = nullptr;
+  if (!std::exchange(s.released, true)) release_link(s.link);
+}
+
+void UcxEngine::drop_rkeys(Session& s) {
   for (auto& [address, r] : s.regions)
     if (r.value.rkey) ucp_rkey_destroy(r.value.rkey), r.value.rkey = nullptr;
-  // Forcing the close completes every operation still in flight (with an error).
-  close_ep(s.ep, true);
-  s.ep = nullptr;
 }
 
 void UcxEngine::close(const std::shared_ptr<Session>& s) {

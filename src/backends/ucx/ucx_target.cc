@@ -6,6 +6,7 @@
 
 #include "backends/ucx/ucx_engine.h"
 #include "core/byte_io.h"
+#include "core/peer_auth.h"
 
 namespace kvferry::detail::ucx {
 
@@ -91,29 +92,52 @@ void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
   ByteReader r(payload);
   const std::uint32_t version = r.u32();
   const std::uint64_t id = r.u64();
+  const std::uint32_t link_index = r.u32();
   const std::uint16_t name_len = r.u16();
   std::string name = name_len <= kMaxNameBytes ? r.str(name_len) : std::string();
   const std::uint32_t alen = r.u32();
   if (!r.ok() || version != kProtocolVersion || name.empty() || alen == 0 || alen > kMaxAddressBytes ||
-      r.remaining() != alen)
+      (r.remaining() != alen && r.remaining() != alen + kAuthNonceBytes))
     return;  // not a hello we understand: the initiator's connect times out
   auto address = r.take(alen);
+  const bool offered = r.remaining() == kAuthNonceBytes;  // the initiator authenticates
   drop_target_session(id, "replaced");
+  drop_pending_auth(id);
+  // Answer over our end of the initiator's own endpoint (struct Link): the same connection.
+  auto link = paired_link(std::vector<std::uint8_t>(address.begin(), address.end()), link_index);
+  if (!link.ok()) return;  // nothing reaches the initiator there: its connect times out
+  const std::string where = "agent '" + cfg_.agent_name + "', ucx";
+  if (Status agree = auth_agreement(cfg_.secret != nullptr, offered, where); !agree.ok())
+    return refuse_hello((*link)->ep, id, agree.message());
   auto t = std::make_unique<TargetSession>();
-  t->tag = ErrTag{this, true, id};
+  t->id = id;
   t->name = std::move(name);
-  ucp_ep_params_t ep{};
-  ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                  UCP_EP_PARAM_FIELD_ERR_HANDLER;
-  ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
-  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-  ep.err_handler.cb = &UcxEngine::on_ep_error;
-  ep.err_handler.arg = &t->tag;
-  if (ucp_ep_create(worker_, &ep, &t->ep) != UCS_OK) return;
+  t->link = (*link)->id;
+  t->ep = (*link)->ep;
+  (*link)->users++;
+  (*link)->claimed = true;
+  if (!cfg_.secret) return accept_target(std::move(t));
+  // Challenge; the session serves nothing (and learns no remote key) until the proof.
+  if (pending_auth_.size() >= kMaxPendingAuth) return release_link(t->link);
+  PendingAuth pending{std::move(t), std::make_unique<TargetAuth>(cfg_.secret, "ucx"), Clock::now() + cfg_.peer_timeout};
+  const std::vector<std::uint8_t> challenge = pending.auth->challenge(payload, std::span(payload).last(kAuthNonceBytes));
+  ByteWriter w;
+  w.u64(id);
+  w.bytes(challenge);
+  ucp_ep_h back = pending.session->ep;
+  pending_auth_[id] = std::move(pending);
+  if (!send_am(back, kChallenge, w.take(), nullptr).ok()) drop_pending_auth(id);
+}
+
+// The session is established: it is served, and its answer carries the remote keys.
+void UcxEngine::accept_target(std::unique_ptr<TargetSession> t) {
+  const std::uint64_t id = t->id;
   std::vector<RegionKey> serving;  // regions being revoked are no longer served
-  for (auto& [start, s] : served_)
+  for (auto& entry : served_) {  // not a structured binding: clang 14 cannot capture one
+    auto& s = entry.second;
     if (std::none_of(revocations_.begin(), revocations_.end(), [&s](auto& rev) { return rev->region == s.info.id; }))
       serving.push_back(RegionKey{s.info.id, s.info.address, s.info.length, s.value.rkey});
+  }
   ByteWriter w;
   w.u64(id);
   encode_region_keys(w, serving);
@@ -149,8 +173,9 @@ void UcxEngine::on_bye(const std::vector<std::uint8_t>& payload) {
 void UcxEngine::drop_target_session(std::uint64_t id, const std::string&) {
   auto it = targets_.find(id);
   if (it == targets_.end()) return;
-  close_ep(it->second->ep, true);
+  const std::uint64_t link = it->second->link;
   targets_.erase(it);
+  release_link(link);
   for (auto& rev : revocations_) rev->waiting.erase(id);
 }
 

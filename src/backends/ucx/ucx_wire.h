@@ -10,7 +10,14 @@
 // registers more memory bumps its metadata revision; the core then connects afresh).
 //
 // Active messages (payload only, no AM header), all checked the same way:
-//   kHello      initiator -> target  u32 version, u64 session, name, initiator worker address
+//   kHello      initiator -> target  u32 version, u64 session, u32 endpoint index (the n-th
+//                                    endpoint the initiator created to the target's worker:
+//                                    UCX pairs it with the target's n-th, ucx_links.cc),
+//                                    name, initiator worker address
+//               with a shared secret, the hello ends with the initiator's nonce (core/peer_auth.h)
+//   kChallenge  target -> initiator  u64 session, target nonce, target proof (instead of kHelloAck)
+//   kResponse   initiator -> target  u64 session, initiator proof; the target then answers kHelloAck
+//   kRefuse     target -> initiator  u64 session, why (secrets disagree, proof wrong)
 //   kHelloAck   target -> initiator  u64 session, region keys: u32 n, per region: u64 id,
 //                                    u64 address, u64 length, u32 rkey bytes, packed rkey
 //                                    (regions being revoked are left out)
@@ -52,9 +59,10 @@ inline constexpr std::uint32_t kMaxNameBytes = 255;
 enum AmId : std::uint16_t {
   kHello = 1, kHelloAck = 2, kNotify = 3, kRevoke = 4, kRevokeAck = 5, kBye = 6,
   kPutData = 7, kCommit = 8, kCommitAck = 9, kGetReq = 10, kGetData = 11,
+  kChallenge = 12, kResponse = 13, kRefuse = 14,
 };
 inline constexpr std::size_t kDataHeaderBytes = 24;
-inline constexpr std::uint32_t kProtocolVersion = 2;
+inline constexpr std::uint32_t kProtocolVersion = 3;
 
 struct RegionKey {
   std::uint64_t id = 0;

@@ -124,6 +124,17 @@ Result<TransferRequest> PiecePump::build(Job& job, std::uint64_t tag) {
       as_string(encode(TpLanded{job.request, options_.rank, instance_, job.piece.first, job.piece.tokens, ask.share.heads}));
   transfer_options.backend = options_.backend;
   transfer_options.tag = tag;
+  if (ask.path == TpPath::kDirect && grant.lanes &&
+      lanes_cover(grant.lanes->unit, pool_.layout(), job.piece.first, job.piece.tokens)) {
+    // The strided form (tp_head_lanes.h): unit ids on both sides, O(lanes + units).
+    std::vector<std::uint32_t> local_units, remote_units;
+    unit_ids(grant.lanes->unit, pool_.layout(), job.blocks, job.piece.first, job.piece.tokens, local_units);
+    unit_ids(grant.lanes->unit, grant.destination_pool->layout(), grant.destination_blocks, job.piece.first,
+             job.piece.tokens, remote_units);
+    const LaneTransfer lanes{local_units, remote_units};
+    return agent_.create_transfer(TransferOp::kWrite, grant.lanes->local, grant.lanes->remote, lanes,
+                                  std::move(transfer_options));
+  }
   if (ask.path == TpPath::kDirect) {
     DescriptorPairs pairs(pool_.kind(), pool_.device(), grant.destination_pool->kind(), grant.destination_pool->device());
     KVF_RETURN_IF_ERROR(plan_head_slices({&pool_, job.blocks, local_heads.first},

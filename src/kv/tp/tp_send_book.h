@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kv/tp/tp_head_lanes.h"
 #include "kv/tp/tp_wire.h"
 #include "kvferry/kv/kv_pool.h"
 #include "kvferry/status.h"
@@ -31,6 +32,7 @@ struct Grant {
   std::string peer;
   std::vector<std::uint32_t> destination_blocks;  // direct
   std::optional<KvPool> destination_pool;         // direct
+  std::optional<DirectLanes> lanes;               // direct, where both pools have a lane form
   std::deque<Piece> todo;
   std::uint32_t in_flight = 0;  // pieces taken by the pump and not reaped
   std::uint64_t tokens_landed = 0;

@@ -84,6 +84,7 @@ class TpSender::Impl {
   void handle(const Notification& n, std::vector<Refusal>& refusals);
   void handle_ask(const std::string& from, tp::TpAsk ask, std::vector<Refusal>& refusals);
   Status accept_ask(const std::string& from, const tp::TpAsk& ask, tp::Grant& grant);
+  Status prepare_lanes(const std::string& from, const tp::TpAsk& ask, tp::Grant& grant);
   void add_pieces(tp::Grant& grant, tp::Piece chunk);
   std::optional<Status> finished(const tp::SendRequest& request) const;
   std::string pending_text(const tp::SendRequest& request) const;
@@ -160,12 +161,40 @@ void TpSender::Impl::add_pieces(tp::Grant& grant, tp::Piece chunk) {
   const std::uint64_t per_token = tp::staging_token_bytes(pool_.layout(), grant.ask.share.heads.count);
   // Even pieces: 320 MiB under a 256 MiB limit is two of 160, not 256 and a small tail
   // that pays the whole per-piece cost for little data.
-  const std::uint64_t most = std::max<std::uint64_t>(1, pump_.piece_limit(grant) / per_token);
-  const std::uint64_t count = (chunk.tokens + most - 1) / most;
-  const std::uint64_t piece_tokens = std::max<std::uint64_t>(1, (chunk.tokens + count - 1) / count);
-  for (std::uint64_t t = chunk.first; t < chunk.first + chunk.tokens; t += piece_tokens) {
-    grant.todo.push_back({t, std::min(piece_tokens, chunk.first + chunk.tokens - t)});
+  // Block-unit lanes move whole blocks: pieces start and end on block boundaries, and a
+  // chunk's partial blocks at either end go as pieces of their own (explicit plan).
+  const std::uint64_t align = grant.lanes ? tp::unit_tokens(grant.lanes->unit, pool_.layout()) : 1;
+  std::uint64_t first = chunk.first;
+  std::uint64_t end = chunk.first + chunk.tokens;
+  const std::uint64_t aligned_first = std::min(end, (first + align - 1) / align * align);
+  const std::uint64_t aligned_end = std::max(aligned_first, end / align * align);
+  if (aligned_first > first) grant.todo.push_back({first, aligned_first - first});
+  first = aligned_first;
+  const std::uint64_t tokens = aligned_end - first;
+  if (tokens > 0) {
+    const std::uint64_t most = std::max<std::uint64_t>(align, pump_.piece_limit(grant) / per_token / align * align);
+    const std::uint64_t count = (tokens + most - 1) / most;
+    const std::uint64_t piece_tokens = (tokens / align + count - 1) / count * align;
+    for (std::uint64_t t = first; t < aligned_end; t += piece_tokens) {
+      grant.todo.push_back({t, std::min(piece_tokens, aligned_end - t)});
+    }
   }
+  if (aligned_end < end) grant.todo.push_back({aligned_end, end - aligned_end});
+}
+
+Status TpSender::Impl::prepare_lanes(const std::string& from, const tp::TpAsk& ask, tp::Grant& grant) {
+  const KvPool& destination = *grant.destination_pool;
+  const tp::LaneUnit unit = options_.naive_direct_plan ? tp::LaneUnit::kNone : tp::head_lane_unit(pool_, destination);
+  if (unit == tp::LaneUnit::kNone) return Status::Ok();
+  const std::uint32_t heads = ask.share.heads.count;
+  tp::DirectLanes lanes;
+  lanes.unit = unit;
+  KVF_ASSIGN_OR_RETURN(lanes.local,
+                       agent_.prepare_local_lanes(tp::head_lanes(pool_, unit, ask.share.source_head_offset, heads)));
+  KVF_ASSIGN_OR_RETURN(lanes.remote, agent_.prepare_remote_lanes(
+                                         from, tp::head_lanes(destination, unit, ask.share.destination_head_offset, heads)));
+  grant.lanes = std::move(lanes);
+  return Status::Ok();
 }
 
 void TpSender::Impl::listen() {
@@ -270,6 +299,7 @@ Status TpSender::Impl::accept_ask(const std::string& from, const tp::TpAsk& ask,
                              " blocks, too few for " + std::to_string(ask.tokens) + " tokens");
     }
     grant.destination_pool = std::move(destination);
+    KVF_RETURN_IF_ERROR(prepare_lanes(from, ask, grant));
   } else {
     if (ask.slot_bytes / per_token < ask.tokens) {
       return InvalidArgument("the ask's staging slot of " + std::to_string(ask.slot_bytes) + " bytes cannot hold " +
