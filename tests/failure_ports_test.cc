@@ -53,6 +53,15 @@ TEST(Failure, GarbageOnListeningPortsLeavesAgentHealthy) {
     auto g = random_bytes(rng, 1u << 20);
     send_bytes(s, g.data(), g.size());
   }
+  // The side channel answers a malformed request with one 12-byte error frame (type 5).
+  auto expect_error_frame = [](const Fd& s) {
+    std::uint8_t reply[12] = {};
+    ssize_t n = ::recv(s.fd, reply, sizeof reply, MSG_WAITALL);
+    EXPECT_EQ(n, 12);
+    if (n == 12) {
+      EXPECT_EQ(reply[4], 5) << "expected an error frame";
+    }
+  };
   {
     Fd s = raw_connect(peer->port());  // unknown frame type
     ASSERT_GE(s.fd, 0);
@@ -66,12 +75,7 @@ TEST(Failure, GarbageOnListeningPortsLeavesAgentHealthy) {
     auto h = side_header(3, 1);
     h.push_back(0x7f);
     send_bytes(s, h.data(), h.size());
-    std::uint8_t reply[12] = {};
-    ssize_t n = ::recv(s.fd, reply, sizeof reply, MSG_WAITALL);
-    EXPECT_EQ(n, 12);
-    if (n == 12) {
-      EXPECT_EQ(reply[4], 5) << "expected an error frame";
-    }
+    expect_error_frame(s);
   }
   {
     Fd s = raw_connect(peer->port());  // a fetch whose pushed "metadata" is garbage
@@ -80,12 +84,7 @@ TEST(Failure, GarbageOnListeningPortsLeavesAgentHealthy) {
     auto h = side_header(1, static_cast<std::uint32_t>(g.size()));
     h.insert(h.end(), g.begin(), g.end());
     send_bytes(s, h.data(), h.size());
-    std::uint8_t reply[12] = {};
-    ssize_t n = ::recv(s.fd, reply, sizeof reply, MSG_WAITALL);
-    EXPECT_EQ(n, 12);
-    if (n == 12) {
-      EXPECT_EQ(reply[4], 5) << "expected an error frame";
-    }
+    expect_error_frame(s);
   }
   for (int i = 0; i < 3; ++i) {  // (c) nothing, kept open
     idle.push_back(raw_connect(peer->port()));

@@ -11,10 +11,6 @@ using namespace nb::literals;
 namespace kvferry::python {
 namespace {
 
-std::chrono::milliseconds millis_arg(double seconds, const char* what) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(seconds_arg(seconds, what));
-}
-
 void bind_peer_events(nb::module_& m) {
   nb::enum_<PeerEventKind>(m, "PeerEventKind", "What happened to a peer (kvferry/peer_events.h).")
       .value("JOINED", PeerEventKind::kJoined)

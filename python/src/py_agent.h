@@ -67,6 +67,10 @@ class PyAgent {
 
 // Seconds (float) -> a C++ duration; negative is InvalidArgument.
 std::chrono::nanoseconds seconds_arg(double seconds, const char* what);
+// The same, whole milliseconds (options that keep milliseconds).
+inline std::chrono::milliseconds millis_arg(double seconds, const char* what) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(seconds_arg(seconds, what));
+}
 
 // Runs `wait(slice)` with the GIL released, in slices of at most 100 ms until it returns
 // something other than Timeout or `timeout` passes, checking for Ctrl-C between slices.

@@ -24,10 +24,6 @@ using namespace nb::literals;
 namespace kvferry::python {
 namespace {
 
-std::chrono::milliseconds millis_arg(double seconds, const char* what) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(seconds_arg(seconds, what));
-}
-
 HeadRange heads_of(nb::handle object) {
   if (nb::isinstance<HeadRange>(object)) return nb::cast<HeadRange>(object);
   auto [first, count] = nb::cast<std::tuple<std::uint32_t, std::uint32_t>>(object);

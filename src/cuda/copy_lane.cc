@@ -267,24 +267,28 @@ Status CopyLane::submit_strided(std::span<const std::uint64_t> src_lanes, std::s
   std::lock_guard lock(mu_);
   Submission s;
   KVF_ASSIGN_OR_RETURN(s.event, take_event());
-  // Table layout: source lane bases, destination lane bases, chunks (all 8-byte words).
-  const std::size_t lane_bytes = src_lanes.size() * sizeof(std::uint64_t);
-  const std::size_t bytes = 2 * lane_bytes + chunks.size() * sizeof(CopyItem);
-  Status st = reserve_table((bytes + sizeof(CopyItem) - 1) / sizeof(CopyItem), &s);
-  if (st.ok()) {
-    auto* host = static_cast<unsigned char*>(s.pinned);
-    std::memcpy(host, src_lanes.data(), lane_bytes);
-    std::memcpy(host + lane_bytes, dst_lanes.data(), lane_bytes);
-    std::memcpy(host + 2 * lane_bytes, chunks.data(), chunks.size() * sizeof(CopyItem));
-    st = check(cudaMemcpyAsync(table_, s.pinned, bytes, cudaMemcpyHostToDevice, stream_), "upload copy table");
-  }
-  if (st.ok() && !chunks.empty()) {
-    const auto* dev = static_cast<const unsigned char*>(table_);
-    st = check(static_cast<cudaError_t>(launch_copy_strided(
-                   reinterpret_cast<const std::uint64_t*>(dev), reinterpret_cast<const std::uint64_t*>(dev + lane_bytes),
-                   reinterpret_cast<const CopyItem*>(dev + 2 * lane_bytes), static_cast<std::uint32_t>(src_lanes.size()),
-                   static_cast<std::uint32_t>(chunks.size()), stream_, blocks_)),
-               "strided copy kernel launch");
+  Status st;
+  if (!chunks.empty()) {  // with engine copies alone there is no table to upload and no kernel
+    // Table layout: source lane bases, destination lane bases, chunks (all 8-byte words).
+    const std::size_t lane_bytes = src_lanes.size() * sizeof(std::uint64_t);
+    const std::size_t bytes = 2 * lane_bytes + chunks.size() * sizeof(CopyItem);
+    st = reserve_table((bytes + sizeof(CopyItem) - 1) / sizeof(CopyItem), &s);
+    if (st.ok()) {
+      auto* host = static_cast<unsigned char*>(s.pinned);
+      std::memcpy(host, src_lanes.data(), lane_bytes);
+      std::memcpy(host + lane_bytes, dst_lanes.data(), lane_bytes);
+      std::memcpy(host + 2 * lane_bytes, chunks.data(), chunks.size() * sizeof(CopyItem));
+      st = check(cudaMemcpyAsync(table_, s.pinned, bytes, cudaMemcpyHostToDevice, stream_), "upload copy table");
+    }
+    if (st.ok()) {
+      const auto* dev = static_cast<const unsigned char*>(table_);
+      st = check(static_cast<cudaError_t>(launch_copy_strided(
+                     reinterpret_cast<const std::uint64_t*>(dev), reinterpret_cast<const std::uint64_t*>(dev + lane_bytes),
+                     reinterpret_cast<const CopyItem*>(dev + 2 * lane_bytes),
+                     static_cast<std::uint32_t>(src_lanes.size()), static_cast<std::uint32_t>(chunks.size()), stream_,
+                     blocks_)),
+                 "strided copy kernel launch");
+    }
   }
   if (st.ok() && !engine_pairs.empty()) {
     st = engine_copy(engine_pairs);

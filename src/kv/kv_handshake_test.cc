@@ -1,6 +1,7 @@
 // The handshake: mismatches name every differing field; the pool travels in the
 // Agent's metadata and comes back intact.
 #include "kvferry/kv/kv_handshake.h"
+#include "test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -51,18 +52,9 @@ TEST(KvHandshake, LayersAndBlockTokensAreNamed) {
   EXPECT_NE(status.message().find("block_tokens 16 vs 32"), std::string::npos);
 }
 
-std::unique_ptr<Agent> agent(const std::string& name) {
-  AgentOptions options;
-  options.name = name;
-  options.backends = {"loopback"};
-  Result<std::unique_ptr<Agent>> a = Agent::create(options);
-  EXPECT_TRUE(a.ok()) << a.status().to_string();
-  return a.ok() ? std::move(a).value() : nullptr;
-}
-
 TEST(KvHandshake, PoolTravelsInMetadata) {
-  auto prefill = agent("kv-prefill");
-  auto decode = agent("kv-decode");
+  auto prefill = testing::make_agent("kv-prefill", "loopback");
+  auto decode = testing::make_agent("kv-decode", "loopback");
   ASSERT_TRUE(prefill && decode);
   Result<KvPool> pool = KvPool::create_contiguous(layout_of(kMistral, KvArrangement::kFlashInfer, 64),
                                                   MemoryKind::kDram, 0x7f0000000000ull);

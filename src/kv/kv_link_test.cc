@@ -9,20 +9,12 @@
 #include <cstring>
 
 #include "kv/kv_test_reference.h"
+#include "test_util.h"
 
 namespace kvferry {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::unique_ptr<Agent> tcp_agent(const std::string& name) {
-  AgentOptions options;
-  options.name = name;
-  options.backends = {"tcp"};
-  Result<std::unique_ptr<Agent>> agent = Agent::create(options);
-  EXPECT_TRUE(agent.ok()) << agent.status().to_string();
-  return agent.ok() ? std::move(agent).value() : nullptr;
-}
 
 // One engine: memory, a pool over it, registered and attached to its agent.
 struct Engine {
@@ -36,7 +28,7 @@ struct Engine {
     Result<KvLayout> layout = KvLayout::create(g, a, blocks);
     EXPECT_TRUE(layout.ok());
     memory.assign(layout->pool_bytes(), fill);
-    agent = tcp_agent(name);
+    agent = testing::make_agent(name, "tcp");
     Result<KvPool> p =
         KvPool::create_contiguous(*layout, MemoryKind::kDram, reinterpret_cast<std::uint64_t>(memory.data()));
     EXPECT_TRUE(p.ok());

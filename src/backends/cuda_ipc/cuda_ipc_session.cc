@@ -15,6 +15,13 @@ namespace kvferry::detail::cuda_ipc {
 using cuda::check;
 using cuda::DeviceScope;
 
+namespace {
+// [address, +length) lies inside `r` (overflow-safe).
+bool holds(const PeerRegion& r, std::uint64_t address, std::uint64_t length) {
+  return address >= r.address && address - r.address <= r.length && length <= r.address + r.length - address;
+}
+}  // namespace
+
 Result<CopyLane*> Lanes::get(int device) {
   std::lock_guard lock(mu_);
   auto& lane = lanes_[device];
@@ -120,26 +127,18 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
                          return p.local_device == pieces[0].local_device;
                        });
   std::lock_guard lock(mu_);
-  auto it = regions_.end();  // the last piece's region: most pieces share it
+  PeerRegion* region = nullptr;  // the last piece's region: most pieces share it
   // The piece as a copy between addresses the local GPU reaches.
   auto translate = [&](const TransferPiece& p) -> Result<CopyPair> {
-    const auto contains = [&](std::vector<PeerRegion>::iterator r) {
-      return p.remote - r->address <= r->length && p.length <= r->address + r->length - p.remote;
-    };
-    bool inside = it != regions_.end() && p.remote >= it->address && contains(it);
-    if (!inside) {
-      it = std::upper_bound(regions_.begin(), regions_.end(), p.remote,
-                            [](std::uint64_t a, const PeerRegion& r) { return a < r.address; });
-      inside = it != regions_.begin() && (--it, p.remote >= it->address && contains(it));
-    }
-    if (!inside || it->revoked || it->device != p.remote_device)
+    if (!region || !holds(*region, p.remote, p.length)) region = region_holding(p.remote, p.length);
+    if (!region || region->revoked || region->device != p.remote_device)
       return RemoteError("cuda_ipc: peer '" + peer_ + "' refused a range at offset " + std::to_string(p.remote) +
                          " (+" + std::to_string(p.length) + "): " +
-                         (!inside        ? "not inside vram it announced"
-                          : it->revoked ? "it deregistered that memory"
-                                        : "the descriptor names another GPU"));
-    KVF_ASSIGN_OR_RETURN(std::uint64_t base, peer_address(*it, static_cast<int>(p.local_device)));
-    const std::uint64_t remote = base + (p.remote - it->address);
+                         (!region          ? "not inside vram it announced"
+                          : region->revoked ? "it deregistered that memory"
+                                            : "the descriptor names another GPU"));
+    KVF_ASSIGN_OR_RETURN(std::uint64_t base, peer_address(*region, static_cast<int>(p.local_device)));
+    const std::uint64_t remote = base + (p.remote - region->address);
     return write ? CopyPair{p.local, remote, p.length} : CopyPair{remote, p.local, p.length};
   };
   InFlight f;
@@ -181,16 +180,15 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
     const PeerRegion* last = nullptr;
     std::uint64_t last_base = 0;
     for (const TransferPiece& p : pieces) {
-      if (last && p.remote >= last->address && p.remote - last->address <= last->length &&
-          p.length <= last->address + last->length - p.remote && p.remote_device == last->device) {
+      if (last && holds(*last, p.remote, p.length) && p.remote_device == last->device) {
         const std::uint64_t remote = last_base + (p.remote - last->address);
         KVF_RETURN_IF_ERROR(write ? b.add(p.local, remote, p.length) : b.add(remote, p.local, p.length));
         continue;
       }
       KVF_ASSIGN_OR_RETURN(CopyPair c, translate(p));
       KVF_RETURN_IF_ERROR(b.add(c.src, c.dst, c.length));
-      last = &*it;  // translate() left `it` on the piece's region (live, not revoked)
-      last_base = (write ? c.dst : c.src) - (p.remote - it->address);
+      last = region;  // translate() left `region` on the piece's region (live, not revoked)
+      last_base = (write ? c.dst : c.src) - (p.remote - region->address);
     }
     Submission sub;
     KVF_RETURN_IF_ERROR(b.finish(&sub));
@@ -239,8 +237,7 @@ PeerRegion* CudaIpcSession::region_holding(std::uint64_t address, std::uint64_t 
                              [](std::uint64_t a, const PeerRegion& r) { return a < r.address; });
   if (it == regions_.begin()) return nullptr;
   --it;
-  const bool inside = address - it->address <= it->length && length <= it->address + it->length - address;
-  return inside ? &*it : nullptr;
+  return holds(*it, address, length) ? &*it : nullptr;
 }
 
 Result<bool> CudaIpcSession::post_strided(const StridedPieces& sp, bool write, CopyLane& lane, Submission* out) {

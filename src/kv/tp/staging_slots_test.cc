@@ -1,6 +1,7 @@
 #include "kvferry/kv/staging_slots.h"
 
 #include "kvferry/agent.h"
+#include "test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -171,16 +172,6 @@ TEST(StagingSlots, PinnedOrDeviceMemoryOnlyWhereTheBuildAndMachineHaveIt) {
 #endif
 }
 
-
-std::unique_ptr<Agent> loopback_agent(const std::string& name) {
-  AgentOptions options;
-  options.name = name;
-  options.backends = {"loopback"};
-  Result<std::unique_ptr<Agent>> a = Agent::create(options);
-  EXPECT_TRUE(a.ok()) << a.status().to_string();
-  return a.ok() ? std::move(a).value() : nullptr;
-}
-
 // A host arena made for a KV pool on GPU 1 (as a TP rank on the second GPU makes it) is
 // host memory all the same: its region, its slots and their descriptors say device 0, so
 // a write built from a slot's fields on both sides is inside what each agent registered
@@ -197,8 +188,8 @@ TEST(StagingSlots, HostArenaOfAPoolOnAnyGpuDescribesItselfAsHostMemory) {
   StagingSlots& remote = **made_remote;
   EXPECT_EQ(local.device(), 0u);
   EXPECT_EQ(local.region()[0].device, 0u);
-  auto prefill = loopback_agent("staging-prefill");
-  auto decode = loopback_agent("staging-decode");
+  auto prefill = testing::make_agent("staging-prefill", "loopback");
+  auto decode = testing::make_agent("staging-decode", "loopback");
   ASSERT_TRUE(prefill && decode);
   ASSERT_TRUE(prefill->register_memory(local.region()).ok());
   ASSERT_TRUE(decode->register_memory(remote.region()).ok());
@@ -227,7 +218,7 @@ TEST(StagingSlots, HostArenaOfAPoolOnAnyGpuDescribesItselfAsHostMemory) {
 // An arena in shared memory: slots lie in it and the arena keeps it mapped for its slots;
 // what it cannot be is refused with the numbers.
 TEST(StagingSlots, SharedArenaLiesInTheAgentsSharedMemory) {
-  auto agent = loopback_agent("staging-shared");
+  auto agent = testing::make_agent("staging-shared", "loopback");
   ASSERT_TRUE(agent);
   StagingSlotsOptions o;
   o.slots = 3;

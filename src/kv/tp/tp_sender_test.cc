@@ -13,20 +13,12 @@
 #include "kvferry/agent.h"
 #include "kvferry/kv/kv_head_copy.h"
 #include "kvferry/kv/tp_transfer.h"
+#include "test_util.h"
 
 namespace kvferry {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::unique_ptr<Agent> loopback_agent(const std::string& name) {
-  AgentOptions options;
-  options.name = name;
-  options.backends = {"loopback"};
-  Result<std::unique_ptr<Agent>> a = Agent::create(options);
-  EXPECT_TRUE(a.ok()) << a.status().to_string();
-  return a.ok() ? std::move(a).value() : nullptr;
-}
 
 void exchange_metadata(Agent& a, Agent& b) {
   for (auto [from, to] : {std::pair{&a, &b}, std::pair{&b, &a}}) {
@@ -60,7 +52,7 @@ TEST(TpSender, ServesTwoDecodeRanksOnItsOwnThreads) {
   const std::vector<std::uint32_t> prefill_blocks{5, 2, 7, 0, 3, 1, 6};
   const std::vector<std::uint32_t> decode_blocks{1, 6, 0, 4, 2, 7, 3};
 
-  auto prefill = loopback_agent("tp-sender-test-prefill");
+  auto prefill = testing::make_agent("tp-sender-test-prefill", "loopback");
   ASSERT_TRUE(prefill);
   ASSERT_TRUE(prefill->register_memory(prefill_pool.pool.tensor_regions()).ok());
   TpSenderOptions so;
@@ -73,7 +65,7 @@ TEST(TpSender, ServesTwoDecodeRanksOnItsOwnThreads) {
   std::vector<std::unique_ptr<Agent>> decode_agents;
   std::vector<std::unique_ptr<TpReceiver>> receivers;
   for (std::uint32_t d = 0; d < 2; ++d) {
-    decode_agents.push_back(loopback_agent("tp-sender-test-decode-" + std::to_string(d)));
+    decode_agents.push_back(testing::make_agent("tp-sender-test-decode-" + std::to_string(d), "loopback"));
     ASSERT_TRUE(decode_agents[d]);
     ASSERT_TRUE(decode_agents[d]->register_memory(decode_pools[d].pool.tensor_regions()).ok());
     TpReceiverOptions ro;
