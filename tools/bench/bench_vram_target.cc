@@ -6,7 +6,9 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "bench/bench_vram.h"
@@ -29,7 +31,7 @@ class TargetPool {
   static Result<TargetPool> allocate(const BenchOptions& o, Agent& agent) {
     TargetPool p;
     if (o.peer_mem == "vram") {
-      KVF_ASSIGN_OR_RETURN(auto v, VramPool::allocate(o.pool_shape(), o.device));
+      KVF_ASSIGN_OR_RETURN(auto v, VramPool::allocate(o.pool_shape(), o.device, o.layer_tensors));
       p.vram_.emplace(std::move(v));
     } else {
       KVF_ASSIGN_OR_RETURN(auto h, HostPool::allocate(o.pool_shape(), 0xA5, o.backend == "shm" ? &agent : nullptr));
@@ -38,7 +40,11 @@ class TargetPool {
     return p;
   }
   DescriptorList region() const { return vram_ ? vram_->region() : host_->region(); }
-  std::uint64_t address() const { return vram_ ? vram_->address() : host_->address(); }
+  // What the initiator needs to find every layer: one address, or one per layer tensor.
+  std::vector<std::uint64_t> addresses() const {
+    if (vram_) return vram_->one_allocation() ? std::vector{vram_->layer_bases().front()} : vram_->layer_bases();
+    return {host_->address()};
+  }
   Status fill(std::uint64_t seed) {
     if (vram_) return vram_->fill_pattern(seed);
     fill_pattern_bytes(host_->base(), host_->bytes(), seed);
@@ -98,8 +104,12 @@ int run_vram_target(const BenchOptions& o) {
     return std::fprintf(stderr, "vram target: register: %s\n", s.to_string().c_str()), 1;
   auto port = a.listen("127.0.0.1", 0);
   if (!port.ok()) return std::fprintf(stderr, "vram target: listen: %s\n", port.status().to_string().c_str()), 1;
-  char ready[64];
-  std::snprintf(ready, sizeof ready, "READY %u %" PRIx64, static_cast<unsigned>(*port), pool->address());
+  std::string ready = "READY " + std::to_string(*port);
+  for (std::uint64_t address : pool->addresses()) {
+    char hex[24];
+    std::snprintf(hex, sizeof hex, " %" PRIx64, address);
+    ready += hex;
+  }
   if (Status s = write_report_line(o.report_fd, ready); !s.ok())
     return std::fprintf(stderr, "vram target: %s\n", s.to_string().c_str()), 1;
   // Spawned as a ChildProcess: the kernel kills us if the initiator dies.
@@ -127,6 +137,7 @@ Status spawn_vram_target(const BenchOptions& o, int peer_device, VramTarget* t) 
                                    "--device", std::to_string(peer_device), "--peer-mem", o.peer_mem,
                                    "--layers", std::to_string(o.layers), "--blocks", std::to_string(o.blocks),
                                    "--block-size", std::to_string(o.block_size)};
+  if (o.layer_tensors) args.push_back("--layer-tensors");
   for (const auto& p : o.params) {
     args.push_back("--param");
     args.push_back(p);
@@ -135,7 +146,18 @@ Status spawn_vram_target(const BenchOptions& o, int peer_device, VramTarget* t) 
   t->child.emplace(std::move(child));
   KVF_ASSIGN_OR_RETURN(std::string line, t->child->read_report_line(60s));
   unsigned port = 0;
-  if (std::sscanf(line.c_str(), "READY %u %" SCNx64, &port, &t->address) != 2) return Corrupt("bad READY: " + line);
+  int used = 0;
+  if (std::sscanf(line.c_str(), "READY %u%n", &port, &used) != 1) return Corrupt("bad READY: " + line);
+  std::vector<std::uint64_t> reported;
+  for (const char* at = line.c_str() + used; *at;) {
+    char* end = nullptr;
+    reported.push_back(std::strtoull(at, &end, 16));
+    if (end == at) return Corrupt("bad READY: " + line);
+    at = end;
+    while (*at == ' ') ++at;
+  }
+  t->layer_bases = VramPool::layer_bases_of(o.pool_shape(), reported);
+  if (t->layer_bases.empty()) return Corrupt("READY names " + std::to_string(reported.size()) + " addresses: " + line);
   t->port = static_cast<std::uint16_t>(port);
   return Status::Ok();
 }
