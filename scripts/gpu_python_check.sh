@@ -173,10 +173,13 @@ def gbps(r):
 def ratio(a, b):
     return gbps(a) / gbps(b) if a and b else nan
 print(f"\n{route}, cuda_ipc, 4,096 tokens = 640 MiB per request; timed: fresh strided request + post + wait")
-print("after post: post() returned -> wait() returned; wake-up: the library saw the end -> wait() returned")
+print("after post: post() returned -> wait() returned; wake-up: the library saw the end -> wait() returned;")
+print("gap: the previous request's end -> this one's start, no copy running (client: its check, poisoning, "
+      "pause; bench: its pause)")
 print("create+post us: the client's wall time, the bench's thread CPU time; ratios: GB/s over the bench "
       "per-layer row of the same round, and over the single-allocation bench row")
-head = f"{'row':<40}{'GB/s':>8}{'med ms':>8}{'c+p us':>8}{'after ms':>9}{'wake us':>8}{'verified':>10}{'/layers':>9}{'/single':>9}"
+head = (f"{'row':<40}{'GB/s':>8}{'med ms':>8}{'c+p us':>8}{'after ms':>9}{'wake us':>8}{'gap ms':>8}{'verified':>10}"
+        f"{'/layers':>9}{'/single':>9}")
 print(head)
 def row(name, r, against_layers=None, against_single=None, note=""):
     if r is None:
@@ -185,8 +188,9 @@ def row(name, r, against_layers=None, against_single=None, note=""):
     is_client = "gbps_median" in r
     cp = r["create_post_us_median"] if is_client else r["create_post_cpu_us"]
     ver = (f"{r.get('steps_checked', '?')} steps" if r["verified"] else "FAILED") if is_client else r["verified"]
+    gap = r.get("gap_ms_median", nan) if is_client else r.get("pause_ms", nan)
     print(f"{name:<40}{gbps(r):>8.1f}{r['median_ms']:>8.3f}{cp:>8.1f}{r.get('after_post_ms_median', r.get('after_post_ms', nan)):>9.3f}"
-          f"{r.get('wake_us_median', r.get('wake_us', nan)):>8.1f}{ver:>10}{ratio(r, against_layers):>9.3f}"
+          f"{r.get('wake_us_median', r.get('wake_us', nan)):>8.1f}{gap:>8.1f}{ver:>10}{ratio(r, against_layers):>9.3f}"
           f"{ratio(r, against_single):>9.3f}{note}")
 accept, accept_single = [], []
 for k in (1, 2):

@@ -86,7 +86,9 @@ def main() -> int:
         their_lanes = agent.prepare_remote_lanes(peer, link.remote_pool.block_lanes())
         rng = np.random.default_rng(7)
         step_ms, create_post_us, bad_total, backend, checked = [], [], 0, "", 0
-        split = {"create_us": [], "post_us": [], "after_post_ms": [], "transfer_ms": [], "wake_us": []}
+        # gap: the previous step's end -> this step's start (its check, poisoning, a pause): no copy runs.
+        split = {"create_us": [], "post_us": [], "after_post_ms": [], "transfer_ms": [], "wake_us": [], "gap_ms": []}
+        t2 = None
         theirs = ours = None
         steps = args.warmup + args.iterations
         for step in range(steps):
@@ -103,6 +105,7 @@ def main() -> int:
             note = f"request {step}" if args.notify == "transfer" else None
 
             t0 = time.perf_counter()
+            gap_ms = (t0 - t2) * 1e3 if t2 is not None else None
             # Rebinding `request` releases the previous step's request inside the timed part,
             # as the bench's `req = create_transfer(...)` does.
             request = agent.create_transfer(kvferry.READ, our_lanes, their_lanes, ours, theirs, notification=note,
@@ -125,7 +128,7 @@ def main() -> int:
             label = "warm-up" if step < args.warmup else f"step {step - args.warmup}"
             print(f"{label}: {step_bytes / seconds / 1e9:8.2f} GB/s  {seconds * 1e3:8.3f} ms  "
                   f"create+post {(t1 - t0) * 1e6:7.1f} us (create {(tc - t0) * 1e6:6.1f}, post {t.post_ns / 1e3:6.1f})  "
-                  f"transfer {t.transfer_ns / 1e6:6.3f} ms  wake-up {wake_us:6.1f} us  "
+                  f"transfer {t.transfer_ns / 1e6:6.3f} ms  wake-up {wake_us:6.1f} us  gap {gap_ms or 0:7.1f} ms  "
                   f"{t.descriptors_requested} -> {t.descriptors_merged} "
                   f"descriptors over {t.backend}  "
                   f"{'not checked' if not verify else 'verified' if bad == 0 else f'{bad} BLOCKS DIFFER'}", flush=True)
@@ -137,6 +140,8 @@ def main() -> int:
                 split["after_post_ms"].append((t2 - t1) * 1e3)
                 split["transfer_ms"].append(t.transfer_ns / 1e6)
                 split["wake_us"].append(wake_us)
+                if gap_ms is not None:
+                    split["gap_ms"].append(gap_ms)
 
         agent.deregister_memory(tensors)
 
