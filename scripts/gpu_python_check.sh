@@ -101,7 +101,7 @@ shape=(--layers 40 --heads 8 --head-dim 128 --tokens-per-block 16 --layout flash
 start_server() {
   local log="$1"
   shift
-  timeout 420 "$py" "$here/examples/vram_server.py" --mem vram --device "$src" --port 0 "${shape[@]}" "$@" >"$log" 2>&1 &
+  timeout 500 "$py" "$here/examples/vram_server.py" --mem vram --device "$src" --port 0 "${shape[@]}" "$@" >"$log" 2>&1 &
   server=$!
   port=""
   for _ in $(seq 1 240); do  # it fills its pool first

@@ -63,3 +63,21 @@ def test_connector_requests_over_time_and_a_dying_peer():
     assert r.stdout.count(" layers in ") == 12 and r.stdout.count(", verified\n") == 12
     assert "12 requests pulled and verified, 1 lost with their prefill worker" in r.stdout
     assert "PeerLost" in r.stdout
+
+
+def test_example_check_counts_the_blocks_that_differ():
+    sys.path.insert(0, EXAMPLES)
+    import kv_example
+    import numpy as np
+
+    import kvferry
+    for arrangement in ("flashinfer", "vllm-nhd"):
+        layout = kvferry.KvLayout.create(kvferry.KvGeometry(3, 2, 64, 16), arrangement, 32)
+        tensors = kv_example.allocate_tensors(layout, "dram", 0)
+        pattern = kv_example.Pattern(layout, 9)
+        pattern.fill(tensors)
+        every = np.arange(32, dtype=np.uint32)
+        assert pattern.check(tensors, every, every) == 0
+        kv_example.poison(tensors, layout, np.array([3, 17], dtype=np.uint32))
+        assert pattern.check(tensors, every, every) == 6  # 2 blocks x 3 layers
+        assert pattern.check(tensors, np.array([5], np.uint32), np.array([6], np.uint32)) == 3
