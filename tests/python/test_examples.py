@@ -33,15 +33,17 @@ def test_vram_server_and_client_on_dram():
             assert summary["verified"] and len(summary["gbps"]) == 3
             assert summary["bytes"] == 32 * 4 * 2 * 2 * 64 * 16 * 2  # 32 blocks x 4 layers x block bytes
             assert client.stdout.count("verified") >= 4
-        # Only the last step checked (the others back to back, as the bench times them), with a pause.
+        # Only the last step checked (the others back to back, as the bench times them), with a
+        # pause, from an agent that starts tcp alone.
         client = subprocess.run(
             [sys.executable, os.path.join(EXAMPLES, "vram_client.py"), "--port", str(port), "--mem", "dram",
              "--num-tokens", "500", "--iterations", "3", "--warmup", "1", "--verify", "last", "--pause-ms", "1",
-             "--json", *SMALL],
+             "--agent-backends", "tcp", "--backend", "tcp", "--json", *SMALL],
             capture_output=True, text=True, timeout=120, cwd=EXAMPLES)
         assert client.returncode == 0, client.stdout + client.stderr
         summary = json.loads(client.stdout.strip().splitlines()[-1])
         assert summary["verified"] and summary["steps_checked"] == 1 and summary["verify"] == "last"
+        assert summary["backend"] == "tcp" and len(summary["gbps"]) == 3 and summary["gap_ms_median"] >= 1.0
         assert client.stdout.count("not checked") == 3 and "every byte of the last step verified" in client.stdout
         # A client with another geometry is refused, naming the field.
         bad = subprocess.run(
