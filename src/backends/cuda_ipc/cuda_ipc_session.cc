@@ -38,7 +38,10 @@ Result<CopyLane*> Lanes::get(int device) {
 
 CudaIpcSession::CudaIpcSession(SessionConfig cfg, std::string peer, bool same_process, UniqueFd sock,
                                std::vector<PeerRegion> regions)
-    : cfg_(std::move(cfg)), peer_(std::move(peer)), same_process_(same_process), sock_(std::move(sock)),
+    : cfg_(std::move(cfg)),
+      // A lost peer's socket is shut down (the target sees EOF and drops its side).
+      peer_session_("cuda_ipc", std::move(peer), cfg_.peer_timeout, [this] { ::shutdown(sock_.get(), SHUT_RDWR); }),
+      same_process_(same_process), sock_(std::move(sock)),
       regions_(std::move(regions)) {
   std::sort(regions_.begin(), regions_.end(), [](auto& a, auto& b) { return a.address < b.address; });
 }
@@ -57,27 +60,6 @@ CudaIpcSession::~CudaIpcSession() {
     DeviceScope scope(key.second);
     cudaIpcCloseMemHandle(base);
   }
-}
-
-Status CudaIpcSession::health() const {
-  std::lock_guard lock(status_mu_);
-  return lost_;
-}
-
-void CudaIpcSession::fail(const Status& why) {
-  if (dead_.exchange(true, std::memory_order_acq_rel)) return;
-  {
-    std::lock_guard lock(status_mu_);
-    lost_ = PeerLost("cuda_ipc peer '" + peer_ + "': " + why.message());
-  }
-  ::shutdown(sock_.get(), SHUT_RDWR);
-  std::unordered_map<std::uint64_t, Awaiting> awaiting;
-  {
-    std::lock_guard lock(mu_);
-    awaiting.swap(awaiting_);
-  }
-  for (auto& [req, a] : awaiting) a.job->finish(health());
-  // Jobs whose copies still run finish (peer lost) when their events complete.
 }
 
 Result<std::uint64_t> CudaIpcSession::peer_address(PeerRegion& r, int local_device) {
@@ -111,7 +93,7 @@ Result<std::uint64_t> CudaIpcSession::open_region(PeerRegion& r, int local_devic
     KVF_RETURN_IF_ERROR(scope.status());
     KVF_RETURN_IF_ERROR(check(cudaIpcOpenMemHandle(&base, h, cudaIpcMemLazyEnablePeerAccess),
                               "cudaIpcOpenMemHandle")
-                            .with_context("cuda_ipc: opening memory of '" + peer_ + "' on GPU " +
+                            .with_context("cuda_ipc: opening memory of '" + peer_session_.peer() + "' on GPU " +
                                           std::to_string(local_device)));
     it = opened_.emplace(key, base).first;
   }
@@ -132,7 +114,7 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
   auto translate = [&](const TransferPiece& p) -> Result<CopyPair> {
     if (!region || !holds(*region, p.remote, p.length)) region = region_holding(p.remote, p.length);
     if (!region || region->revoked || region->device != p.remote_device)
-      return RemoteError("cuda_ipc: peer '" + peer_ + "' refused a range at offset " + std::to_string(p.remote) +
+      return RemoteError("cuda_ipc: peer '" + peer_session_.peer() + "' refused a range at offset " + std::to_string(p.remote) +
                          " (+" + std::to_string(p.length) + "): " +
                          (!region          ? "not inside vram it announced"
                           : region->revoked ? "it deregistered that memory"
@@ -333,29 +315,15 @@ void CudaIpcSession::poll() {
       it = inflight_.erase(it);
     }
   }
-  for (auto& [job, st] : done) {
-    if (st.ok() && dead()) st = health();
-    if (!st.ok() || !job->notification()) {
-      job->finish(std::move(st));
-      continue;
-    }
-    std::uint64_t req;
-    {
-      std::lock_guard lock(mu_);
-      req = next_req_++;
-      awaiting_[req] = Awaiting{job, Clock::now() + cfg_.peer_timeout};
-    }
-    // The copies completed (event): the bytes are in the target's memory now.
+  // The copies completed (event): the bytes are in the target's memory now.
+  const auto send = [this](std::uint64_t req, std::string_view message) {
     ByteWriter w;
     w.u16(static_cast<std::uint16_t>(MessageType::kNotify));
     w.u64(req);
-    w.str(*job->notification());
-    Status sent = send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
-    if (!sent.ok()) {
-      std::lock_guard lock(mu_);
-      if (awaiting_.erase(req)) job->finish(sent);
-    }
-  }
+    w.str(message);
+    return send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
+  };
+  for (auto& [job, st] : done) peer_session_.settle(job, std::move(st), send);
 }
 
 Status CudaIpcSession::notify(std::string_view message) {
@@ -381,17 +349,7 @@ void CudaIpcSession::on_readable() {
   if (type == MessageType::kRevoke) return on_revoke(value);
   if (!ack) return fail(Corrupt("unexpected message from the peer"));
   // An ack with text: the peer's inbox refused the notification, and says why.
-  const std::string refused = r.str(r.remaining());
-  std::shared_ptr<TransferJob> job;
-  {
-    std::lock_guard lock(mu_);
-    auto it = awaiting_.find(value);
-    if (it == awaiting_.end()) return;  // cancelled meanwhile
-    job = std::move(it->second.job);
-    awaiting_.erase(it);
-  }
-  job->finish(refused.empty() ? Status::Ok()
-                              : RemoteError("peer '" + peer_ + "' did not keep the notification: " + refused));
+  peer_session_.on_answer(value, r.str(r.remaining()));
 }
 
 void CudaIpcSession::on_revoke(std::uint64_t id) {
@@ -435,19 +393,12 @@ void CudaIpcSession::close_handles(const std::string& handle) {
   }
 }
 
-void CudaIpcSession::check_deadlines() {
-  const auto now = Clock::now();
-  bool overdue = false;
+bool CudaIpcSession::busy() {
   {
     std::lock_guard lock(mu_);
-    for (auto& [req, a] : awaiting_) overdue = overdue || now > a.deadline;
+    if (!inflight_.empty()) return true;
   }
-  if (overdue) fail(PeerLost("no acknowledgement for " + std::to_string(cfg_.peer_timeout.count()) + " ms"));
-}
-
-bool CudaIpcSession::busy() {
-  std::lock_guard lock(mu_);
-  return !inflight_.empty() || !awaiting_.empty();
+  return peer_session_.awaiting();
 }
 
 void CudaIpcSession::cancel(const std::shared_ptr<TransferJob>& job) {
@@ -460,13 +411,8 @@ void CudaIpcSession::cancel(const std::shared_ptr<TransferJob>& job) {
         break;
       }
     }
-    for (auto a = awaiting_.begin(); a != awaiting_.end(); ++a) {
-      if (a->second.job == job) {
-        awaiting_.erase(a);
-        break;
-      }
-    }
   }
+  peer_session_.forget(job);
   drain(mine);  // a GPU copy cannot be stopped: wait until it no longer touches our memory
   job->finish(Cancelled("transfer cancelled"));
 }

@@ -20,6 +20,7 @@
 #include "cuda/copy_lane.h"
 #include "backends/cuda_ipc/cuda_ipc_wire.h"
 #include "core/backend.h"
+#include "core/peer_session.h"
 
 namespace kvferry::detail::cuda_ipc {
 
@@ -70,15 +71,16 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   Status post(const std::shared_ptr<TransferJob>& job);
   void cancel(const std::shared_ptr<TransferJob>& job);
   Status notify(std::string_view message);
-  Status health() const;
+  Status health() const { return peer_session_.health(); }
 
   // For the progress thread (and spinning waiters).
   void poll();            // completes jobs whose events are done
   void on_readable();     // a message from the target
-  void check_deadlines();
+  void check_deadlines() { peer_session_.check_deadlines(); }
   bool busy();            // GPU work or acknowledgements outstanding
-  void fail(const Status& why);
-  bool dead() const { return dead_.load(std::memory_order_acquire); }
+  // Jobs whose copies still run finish (peer lost) when their events complete.
+  void fail(const Status& why) { peer_session_.fail(why); }
+  bool dead() const { return peer_session_.dead(); }
   int socket_fd() const { return sock_.get(); }
 
  private:
@@ -102,10 +104,6 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   // so that engines that build a request per transfer do not pay for keeping tables.
   std::vector<std::pair<std::weak_ptr<const PieceList>, TransferOp>> posted_once_;
   static constexpr std::size_t kKeepFromPieces = 1024;  // smaller requests are cheap to translate
-  struct Awaiting {
-    std::shared_ptr<TransferJob> job;
-    Clock::time_point deadline;
-  };
   // mu_ held: a strided job in one launch from its lanes and runs (no expanded table);
   // false when a lane's blocks do not lie in one announced region (the caller then takes
   // the per-piece path, whose errors name the piece).
@@ -119,7 +117,8 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   void close_handles(const std::string& handle);  // mu_ held
 
   const SessionConfig cfg_;
-  const std::string peer_;
+  // Health, notification acknowledgements (ids, deadlines), peer loss: the core's part.
+  PeerSession peer_session_;
   const bool same_process_;
   UniqueFd sock_;
 
@@ -128,12 +127,6 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   std::map<std::pair<std::string, int>, void*> opened_;  // (handle, local GPU) -> mapping
   std::list<InFlight> inflight_;
   std::vector<Kept> kept_;  // newest last
-  std::unordered_map<std::uint64_t, Awaiting> awaiting_;
-  std::uint64_t next_req_ = 1;
-
-  mutable std::mutex status_mu_;
-  Status lost_;
-  std::atomic<bool> dead_{false};
 };
 
 }  // namespace kvferry::detail::cuda_ipc

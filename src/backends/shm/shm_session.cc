@@ -38,7 +38,7 @@ Status process_vm_copy(pid_t pid, TransferOp op, std::uint8_t* local, std::uint6
 ShmSession::ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd sock, ControlBlock* cb,
                        UniqueFd target_wake, std::vector<MappedRegion> regions)
     : cfg_(std::move(cfg)),
-      peer_(std::move(peer)),
+      peer_session_("shm", std::move(peer), cfg_.peer_timeout),
       pid_(pid),
       sock_(std::move(sock)),
       cb_(cb),
@@ -51,27 +51,6 @@ ShmSession::~ShmSession() {
   for (auto& r : regions_)
     if (r.map_base) ::munmap(r.map_base, r.map_length);
   if (cb_) ::munmap(cb_, sizeof(ControlBlock));
-}
-
-Status ShmSession::health() const {
-  std::lock_guard lock(status_mu_);
-  return lost_;
-}
-
-void ShmSession::fail(const Status& why) {
-  if (dead_.exchange(true, std::memory_order_acq_rel)) return;
-  {
-    std::lock_guard lock(status_mu_);
-    lost_ = PeerLost("shm peer '" + peer_ + "': " + why.message());
-  }
-  std::unordered_map<std::uint64_t, Awaiting> awaiting;
-  {
-    std::lock_guard lock(jobs_mu_);
-    awaiting.swap(awaiting_);
-  }
-  for (auto& [req, a] : awaiting) a.job->finish(health());
-  // Copies in flight finish into mappings that stay valid until we are destroyed, then
-  // report the loss from complete().
 }
 
 Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
@@ -101,7 +80,7 @@ Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
       const bool inside = it != regions_.begin() && (--it, p.remote - it->remote <= it->length &&
                                                       p.length <= it->remote + it->length - p.remote);
       if (!inside || it->revoked)
-        return RemoteError("shm: peer '" + peer_ + "' refused [0x" + std::to_string(p.remote) + ", +" +
+        return RemoteError("shm: peer '" + peer_session_.peer() + "' refused [0x" + std::to_string(p.remote) + ", +" +
                            std::to_string(p.length) + "): " +
                            (inside ? "it deregistered that memory" : "not inside memory it announced"));
       const auto region = static_cast<std::uint32_t>(it - regions_.begin());
@@ -169,7 +148,7 @@ Status ShmSession::copy_pieces(TransferOp op, const PieceList& pieces, std::size
       auto it = std::upper_bound(regions_.begin(), regions_.end(), p.remote,
                                  [](std::uint64_t a, const MappedRegion& r) { return a < r.remote; });
       if (it == regions_.begin() || !inside(*--it))
-        return RemoteError("shm: peer '" + peer_ + "' refused [0x" + std::to_string(p.remote) + ", +" +
+        return RemoteError("shm: peer '" + peer_session_.peer() + "' refused [0x" + std::to_string(p.remote) + ", +" +
                            std::to_string(p.length) + "): not inside memory it announced");
       last = &*it;
     }
@@ -200,22 +179,9 @@ void ShmSession::complete(const std::shared_ptr<TransferJob>& job, Status status
     fail(PeerLost("the peer process was killed or exited"));
     status = health();
   }
-  if (!status.ok() || !job->notification()) {
-    job->finish(std::move(status));
-    return;
-  }
-  std::uint64_t req;
-  {
-    std::lock_guard lock(jobs_mu_);
-    req = next_req_++;
-    awaiting_[req] = Awaiting{job, Clock::now() + cfg_.peer_timeout};
-  }
   // The ring's release publishes the data copied above before the notification.
-  Status pushed = push_notify(req, *job->notification());
-  if (!pushed.ok()) {
-    std::lock_guard lock(jobs_mu_);
-    if (awaiting_.erase(req)) job->finish(pushed);
-  }
+  peer_session_.settle(job, std::move(status),
+                       [this](std::uint64_t req, std::string_view message) { return push_notify(req, message); });
 }
 
 Status ShmSession::push_notify(std::uint64_t req, std::string_view message) {
@@ -251,37 +217,12 @@ void ShmSession::poll_acks() {
       err = Corrupt("unexpected record from the peer");
       break;
     }
-    std::shared_ptr<TransferJob> job;
-    {
-      std::lock_guard jobs(jobs_mu_);
-      auto it = awaiting_.find(rec.req);
-      if (it == awaiting_.end()) continue;  // cancelled meanwhile
-      job = std::move(it->second.job);
-      awaiting_.erase(it);
-    }
-    job->finish(rec.payload.empty() ? Status::Ok()
-                                    : RemoteError("peer '" + peer_ + "' did not keep the notification: " + rec.payload));
+    peer_session_.on_answer(rec.req, rec.payload);  // empty: kept; else why the inbox refused it
   }
   if (!err.ok()) {
     lock.unlock();
     fail(err);
   }
-}
-
-void ShmSession::check_deadlines() {
-  const auto now = Clock::now();
-  bool overdue = false;
-  {
-    std::lock_guard lock(jobs_mu_);
-    for (auto& [req, a] : awaiting_) overdue = overdue || now > a.deadline;
-  }
-  if (overdue)
-    fail(PeerLost("no acknowledgement for " + std::to_string(cfg_.peer_timeout.count()) + " ms"));
-}
-
-bool ShmSession::awaiting_acks() {
-  std::lock_guard lock(jobs_mu_);
-  return !awaiting_.empty();
 }
 
 void ShmSession::set_sleeping(bool sleeping) {
@@ -294,13 +235,8 @@ void ShmSession::cancel(const std::shared_ptr<TransferJob>& job) {
     std::lock_guard lock(jobs_mu_);
     auto it = copying_.find(job.get());
     if (it != copying_.end()) work = it->second;
-    for (auto a = awaiting_.begin(); a != awaiting_.end(); ++a) {
-      if (a->second.job == job) {
-        awaiting_.erase(a);
-        break;
-      }
-    }
   }
+  peer_session_.forget(job);
   // Returns once no copy of this job runs; its completion then finishes it (cancelled).
   if (work) CopyPool::stop_and_wait(*work, Cancelled("transfer cancelled"));
   job->finish(Cancelled("transfer cancelled"));

@@ -19,6 +19,7 @@
 #include "backends/shm/shm_ring.h"
 #include "core/backend.h"
 #include "core/peer_auth.h"
+#include "core/peer_session.h"
 #include "core/process_watch.h"
 #include "core/socket_util.h"
 
@@ -53,16 +54,18 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
   Status post(const std::shared_ptr<TransferJob>& job);
   void cancel(const std::shared_ptr<TransferJob>& job);
   Status notify(std::string_view message);
-  Status health() const;
+  Status health() const { return peer_session_.health(); }
 
   // For the progress thread (and spinning waiters): take acknowledgements.
   void poll_acks();
-  void check_deadlines();
+  void check_deadlines() { peer_session_.check_deadlines(); }
   void on_revoke(std::uint64_t region_id);  // the caller then sends the ack
-  void fail(const Status& why);
+  // Copies in flight finish into mappings that stay valid until we are destroyed, then
+  // report the loss from complete().
+  void fail(const Status& why) { peer_session_.fail(why); }
   int socket_fd() const { return sock_.get(); }
-  bool dead() const { return dead_.load(std::memory_order_acquire); }
-  bool awaiting_acks();
+  bool dead() const { return peer_session_.dead(); }
+  bool awaiting_acks() const { return peer_session_.awaiting(); }
   void set_sleeping(bool sleeping);
   ControlBlock* control() const { return cb_; }
 
@@ -81,7 +84,8 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
   Status push_notify(std::uint64_t req, std::string_view message);
 
   const SessionConfig cfg_;
-  const std::string peer_;
+  // Health, notification acknowledgements (ids, deadlines), peer loss: the core's part.
+  PeerSession peer_session_;
   const pid_t pid_;
   UniqueFd sock_;
   ControlBlock* cb_;
@@ -94,18 +98,8 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
   std::mutex produce_mu_;  // single producer of cb_->to_target
   std::mutex consume_mu_;  // single consumer of cb_->to_initiator
 
-  struct Awaiting {
-    std::shared_ptr<TransferJob> job;
-    Clock::time_point deadline;
-  };
   std::mutex jobs_mu_;
-  std::uint64_t next_req_ = 1;
-  std::unordered_map<std::uint64_t, Awaiting> awaiting_;
   std::unordered_map<const TransferJob*, std::shared_ptr<CopyWork>> copying_;
-
-  mutable std::mutex status_mu_;
-  Status lost_;
-  std::atomic<bool> dead_{false};
 };
 
 }  // namespace kvferry::detail::shm
