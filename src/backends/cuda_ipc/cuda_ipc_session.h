@@ -21,6 +21,7 @@
 #include "backends/cuda_ipc/cuda_ipc_wire.h"
 #include "core/backend.h"
 #include "core/peer_session.h"
+#include "core/region_table.h"
 
 namespace kvferry::detail::cuda_ipc {
 
@@ -42,11 +43,9 @@ class Lanes {
   std::map<int, std::unique_ptr<CopyLane>> lanes_;
 };
 
-struct PeerRegion {
-  std::uint64_t id = 0;
-  std::uint32_t device = 0;
-  std::uint64_t address = 0;  // the target's
-  std::uint64_t length = 0;
+// How we reach one of the target's vram regions (the table's RegionInfo has its id,
+// GPU, and the target's address and length).
+struct IpcRegion {
   std::uint64_t offset = 0;   // in its allocation
   std::string handle;         // kIpcHandleBytes
   bool revoked = false;
@@ -54,6 +53,9 @@ struct PeerRegion {
   // opened_, cleared on revocation.
   std::vector<std::pair<int, std::uint64_t>> mapped;
 };
+// The target's regions by address; fixed after connect (entries never move).
+using PeerRegions = RegionTable<IpcRegion>;
+using PeerRegion = PeerRegions::Entry;
 
 struct SessionConfig {
   std::string agent_name;
@@ -65,7 +67,7 @@ struct SessionConfig {
 class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
  public:
   CudaIpcSession(SessionConfig cfg, std::string peer, bool same_process, UniqueFd sock,
-                 std::vector<PeerRegion> regions);
+                 PeerRegions regions);
   ~CudaIpcSession();
 
   Status post(const std::shared_ptr<TransferJob>& job);
@@ -108,7 +110,6 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   // false when a lane's blocks do not lie in one announced region (the caller then takes
   // the per-piece path, whose errors name the piece).
   Result<bool> post_strided(const StridedPieces& sp, bool write, CopyLane& lane, Submission* out);
-  PeerRegion* region_holding(std::uint64_t address, std::uint64_t length);  // mu_ held
   Result<std::uint64_t> peer_address(PeerRegion& r, int local_device);  // mu_ held
   Result<std::uint64_t> open_region(PeerRegion& r, int local_device);   // mu_ held
   void drain(std::list<InFlight>& work);  // waits for the events, releases them
@@ -123,7 +124,7 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   UniqueFd sock_;
 
   std::mutex mu_;
-  std::vector<PeerRegion> regions_;  // sorted by address
+  PeerRegions regions_;
   std::map<std::pair<std::string, int>, void*> opened_;  // (handle, local GPU) -> mapping
   std::list<InFlight> inflight_;
   std::vector<Kept> kept_;  // newest last

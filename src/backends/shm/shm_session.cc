@@ -36,7 +36,7 @@ Status process_vm_copy(pid_t pid, TransferOp op, std::uint8_t* local, std::uint6
 }  // namespace
 
 ShmSession::ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd sock, ControlBlock* cb,
-                       UniqueFd target_wake, std::vector<MappedRegion> regions)
+                       UniqueFd target_wake, PeerRegions regions)
     : cfg_(std::move(cfg)),
       peer_session_("shm", std::move(peer), cfg_.peer_timeout),
       pid_(pid),
@@ -48,8 +48,8 @@ ShmSession::ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd 
 
 ShmSession::~ShmSession() {
   fail(PeerLost("connection closed"));
-  for (auto& r : regions_)
-    if (r.map_base) ::munmap(r.map_base, r.map_length);
+  for (auto& [address, r] : regions_)
+    if (r.value.map_base) ::munmap(r.value.map_base, r.value.map_length);
   if (cb_) ::munmap(cb_, sizeof(ControlBlock));
 }
 
@@ -75,19 +75,16 @@ Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
   {
     std::shared_lock lock(map_mu_);
     for (const TransferPiece& p : job->pieces()) {
-      auto it = std::upper_bound(regions_.begin(), regions_.end(), p.remote,
-                                 [](std::uint64_t a, const MappedRegion& r) { return a < r.remote; });
-      const bool inside = it != regions_.begin() && (--it, p.remote - it->remote <= it->length &&
-                                                      p.length <= it->remote + it->length - p.remote);
-      if (!inside || it->revoked)
+      const PeerRegions::Entry* region = regions_.holding(p.remote, p.length);
+      if (!region || region->value.revoked)
         return RemoteError("shm: peer '" + peer_session_.peer() + "' refused [0x" + std::to_string(p.remote) + ", +" +
                            std::to_string(p.length) + "): " +
-                           (inside ? "it deregistered that memory" : "not inside memory it announced"));
-      const auto region = static_cast<std::uint32_t>(it - regions_.begin());
+                           (region ? "it deregistered that memory" : "not inside memory it announced"));
+      const Mapping& m = region->value;
       for (std::uint64_t off = 0; off < p.length; off += cfg_.slice_bytes) {
         const std::uint64_t n = std::min(cfg_.slice_bytes, p.length - off);
-        const std::uint64_t remote = it->local ? reinterpret_cast<std::uint64_t>(it->local) + (p.remote - it->remote) + off
-                                               : p.remote + off;
+        const std::uint64_t remote = m.local ? reinterpret_cast<std::uint64_t>(m.local) + (p.remote - region->info.address) + off
+                                             : p.remote + off;
         slices->push_back(Slice{reinterpret_cast<std::uint8_t*>(p.local + off), remote, n, region});
       }
     }
@@ -120,7 +117,7 @@ Status ShmSession::copy_slices(TransferOp op, const std::vector<Slice>& slices, 
   std::shared_lock lock(map_mu_);  // a revoke waits for this batch, and we see its mark
   for (std::size_t i = begin; i < end; ++i) {
     const Slice& s = slices[i];
-    const MappedRegion& r = regions_[s.region];
+    const Mapping& r = s.region->value;
     if (r.revoked) return RemoteError("shm: the peer deregistered memory this transfer uses");
     if (r.local) {
       auto* remote = reinterpret_cast<std::uint8_t*>(s.remote);
@@ -135,27 +132,22 @@ Status ShmSession::copy_slices(TransferOp op, const std::vector<Slice>& slices, 
 
 Status ShmSession::copy_pieces(TransferOp op, const PieceList& pieces, std::size_t begin, std::size_t end) {
   std::shared_lock lock(map_mu_);  // as copy_slices: a revoke waits, and we see its mark
-  const MappedRegion* last = nullptr;
+  const PeerRegions::Entry* last = nullptr;
   const StridedPieces& sp = *pieces.strided();
   const std::size_t runs = sp.runs.size();
   std::size_t lane = begin / runs, run = begin % runs;
   for (std::size_t i = begin; i < end; ++i, run = run + 1 == runs ? (++lane, 0) : run + 1) {
     const TransferPiece p = sp.piece(lane, sp.runs[run]);
-    const auto inside = [&](const MappedRegion& r) {
-      return p.remote >= r.remote && p.remote - r.remote <= r.length && p.length <= r.remote + r.length - p.remote;
-    };
-    if (!last || !inside(*last)) {
-      auto it = std::upper_bound(regions_.begin(), regions_.end(), p.remote,
-                                 [](std::uint64_t a, const MappedRegion& r) { return a < r.remote; });
-      if (it == regions_.begin() || !inside(*--it))
+    if (!last || !region_holds(last->info, p.remote, p.length)) {
+      last = regions_.holding(p.remote, p.length);
+      if (!last)
         return RemoteError("shm: peer '" + peer_session_.peer() + "' refused [0x" + std::to_string(p.remote) + ", +" +
                            std::to_string(p.length) + "): not inside memory it announced");
-      last = &*it;
     }
-    if (last->revoked) return RemoteError("shm: the peer deregistered memory this transfer uses");
+    if (last->value.revoked) return RemoteError("shm: the peer deregistered memory this transfer uses");
     auto* local = reinterpret_cast<std::uint8_t*>(p.local);
-    if (last->local) {
-      auto* remote = last->local + (p.remote - last->remote);
+    if (last->value.local) {
+      auto* remote = last->value.local + (p.remote - last->info.address);
       if (op == TransferOp::kRead) std::memcpy(local, remote, p.length);
       else std::memcpy(remote, local, p.length);
     } else {
@@ -244,8 +236,8 @@ void ShmSession::cancel(const std::shared_ptr<TransferJob>& job) {
 
 void ShmSession::on_revoke(std::uint64_t region_id) {
   std::unique_lock lock(map_mu_);  // waits for copies in flight
-  for (auto& r : regions_) {
-    if (r.id != region_id) continue;
+  if (PeerRegions::Entry* e = regions_.find(region_id)) {
+    Mapping& r = e->value;
     r.revoked = true;
     if (r.map_base) ::munmap(r.map_base, r.map_length);
     r.map_base = nullptr;

@@ -21,6 +21,7 @@
 #include "core/peer_auth.h"
 #include "core/peer_session.h"
 #include "core/process_watch.h"
+#include "core/region_table.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::shm {
@@ -34,21 +35,22 @@ struct SessionConfig {
   std::shared_ptr<const SharedSecret> secret;  // null: no authentication
 };
 
-struct MappedRegion {
-  std::uint64_t id = 0;
-  std::uint64_t remote = 0;  // the target's address
-  std::uint64_t length = 0;
+// How we reach one of the target's regions (the table's RegionInfo has its id and the
+// target's address and length).
+struct Mapping {
   std::uint8_t* local = nullptr;  // our mapping; null: reached through process_vm_*
   void* map_base = nullptr;       // what to munmap
   std::size_t map_length = 0;
   bool live = false;     // announced by the peer when we connected
   bool revoked = false;  // deregistered by the peer (or not live when we connected)
 };
+// The target's regions by address; fixed after connect (entries never move).
+using PeerRegions = RegionTable<Mapping>;
 
 class ShmSession : public std::enable_shared_from_this<ShmSession> {
  public:
   ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd sock, ControlBlock* cb,
-             UniqueFd target_wake, std::vector<MappedRegion> regions);
+             UniqueFd target_wake, PeerRegions regions);
   ~ShmSession();
 
   Status post(const std::shared_ptr<TransferJob>& job);
@@ -74,7 +76,7 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
     std::uint8_t* local;
     std::uint64_t remote;  // mapped pointer, or the target's address for process_vm_*
     std::uint64_t length;
-    std::uint32_t region;  // index in regions_
+    const PeerRegions::Entry* region;
   };
   Status copy_slices(TransferOp op, const std::vector<Slice>& slices, std::size_t begin, std::size_t end);
   // Strided pieces [begin, end), translated as they are copied (one slice each).
@@ -93,7 +95,7 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
   ProcessWatch peer_process_;  // a completion is reported only while the peer lives
 
   std::shared_mutex map_mu_;  // copies hold it shared; a revoke takes it exclusively
-  std::vector<MappedRegion> regions_;  // sorted by remote address; fixed after connect
+  PeerRegions regions_;
 
   std::mutex produce_mu_;  // single producer of cb_->to_target
   std::mutex consume_mu_;  // single consumer of cb_->to_initiator
