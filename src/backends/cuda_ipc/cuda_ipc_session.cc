@@ -36,9 +36,13 @@ Result<CopyLane*> Lanes::get(int device) {
   return lane.get();
 }
 
-CudaIpcSession::CudaIpcSession(SessionConfig cfg, std::string peer, bool same_process, UniqueFd sock,
+CudaIpcSession::CudaIpcSession(SessionConfig cfg, std::string peer, pid_t peer_pid, UniqueFd sock,
                                std::vector<PeerRegion> regions)
-    : cfg_(std::move(cfg)), peer_(std::move(peer)), same_process_(same_process), sock_(std::move(sock)),
+    : cfg_(std::move(cfg)),
+      peer_(std::move(peer)),
+      same_process_(peer_pid == 0),
+      sock_(std::move(sock)),
+      peer_process_(peer_pid == 0 ? ProcessWatch() : ProcessWatch(peer_pid)),
       regions_(std::move(regions)) {
   std::sort(regions_.begin(), regions_.end(), [](auto& a, auto& b) { return a.address < b.address; });
 }
@@ -335,6 +339,10 @@ void CudaIpcSession::poll() {
   }
   for (auto& [job, st] : done) {
     if (st.ok() && dead()) st = health();
+    if (st.ok() && peer_process_.gone()) {
+      fail(PeerLost("the peer process was killed or exited"));
+      st = health();
+    }
     if (!st.ok() || !job->notification()) {
       job->finish(std::move(st));
       continue;
