@@ -75,8 +75,9 @@ Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndp
     });
     if (announced) regions.add(info, std::move(ipc));
   }
-  const bool same_process = peer.process_id == process_id_;
-  auto session = std::make_shared<CudaIpcSession>(cfg_, peer.agent_name, same_process, std::move(sock),
+  const pid_t peer_pid =
+      peer.process_id == process_id_ ? 0 : static_cast<pid_t>(std::strtol(peer.process_id.c_str(), nullptr, 10));
+  auto session = std::make_shared<CudaIpcSession>(cfg_, peer.agent_name, peer_pid, std::move(sock),
                                                   std::move(regions));
   {
     std::lock_guard lock(mu_);

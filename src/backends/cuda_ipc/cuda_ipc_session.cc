@@ -29,12 +29,14 @@ Result<CopyLane*> Lanes::get(int device) {
   return lane.get();
 }
 
-CudaIpcSession::CudaIpcSession(SessionConfig cfg, std::string peer, bool same_process, UniqueFd sock,
+CudaIpcSession::CudaIpcSession(SessionConfig cfg, std::string peer, pid_t peer_pid, UniqueFd sock,
                                PeerRegions regions)
     : cfg_(std::move(cfg)),
       // A lost peer's socket is shut down (the target sees EOF and drops its side).
       peer_session_("cuda_ipc", std::move(peer), cfg_.peer_timeout, [this] { ::shutdown(sock_.get(), SHUT_RDWR); }),
-      same_process_(same_process), sock_(std::move(sock)),
+      same_process_(peer_pid == 0),
+      sock_(std::move(sock)),
+      peer_process_(peer_pid == 0 ? ProcessWatch() : ProcessWatch(peer_pid)),
       regions_(std::move(regions)) {}
 
 CudaIpcSession::~CudaIpcSession() {
@@ -306,7 +308,15 @@ void CudaIpcSession::poll() {
     w.str(message);
     return send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
   };
-  for (auto& [job, st] : done) peer_session_.settle(job, std::move(st), send);
+  for (auto& [job, st] : done) {
+    // Copies through IPC mappings complete even after the peer process was killed: done
+    // only while it lives.
+    if (st.ok() && !dead() && peer_process_.gone()) {
+      fail(PeerLost("the peer process was killed or exited"));
+      st = health();
+    }
+    peer_session_.settle(job, std::move(st), send);
+  }
 }
 
 Status CudaIpcSession::notify(std::string_view message) {

@@ -21,6 +21,7 @@
 #include "backends/cuda_ipc/cuda_ipc_wire.h"
 #include "core/backend.h"
 #include "core/peer_session.h"
+#include "core/process_watch.h"
 #include "core/region_table.h"
 
 namespace kvferry::detail::cuda_ipc {
@@ -66,7 +67,9 @@ struct SessionConfig {
 
 class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
  public:
-  CudaIpcSession(SessionConfig cfg, std::string peer, bool same_process, UniqueFd sock,
+  // `peer_pid`: the peer's process (checked against the socket at connect); 0 when it is
+  // this process.
+  CudaIpcSession(SessionConfig cfg, std::string peer, pid_t peer_pid, UniqueFd sock,
                  PeerRegions regions);
   ~CudaIpcSession();
 
@@ -122,6 +125,9 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   PeerSession peer_session_;
   const bool same_process_;
   UniqueFd sock_;
+  // Copies through IPC mappings complete even after the peer process was killed, and its
+  // socket hangs up only later: a completion is reported done only while the peer lives.
+  ProcessWatch peer_process_;
 
   std::mutex mu_;
   PeerRegions regions_;

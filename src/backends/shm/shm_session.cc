@@ -116,6 +116,10 @@ Status ShmSession::start_copy(const std::shared_ptr<TransferJob>& job, std::shar
 Status ShmSession::copy_slices(TransferOp op, const std::vector<Slice>& slices, std::size_t begin, std::size_t end) {
   std::shared_lock lock(map_mu_);  // a revoke waits for this batch, and we see its mark
   for (std::size_t i = begin; i < end; ++i) {
+    // Once the peer is known lost, the rest of this job and every job queued behind it
+    // stops at the next slice instead of copying into a dead peer's pages: the loss is
+    // reported within one slice's copy, not after every queued byte.
+    if (dead()) return health();
     const Slice& s = slices[i];
     const Mapping& r = s.region->value;
     if (r.revoked) return RemoteError("shm: the peer deregistered memory this transfer uses");
@@ -137,6 +141,7 @@ Status ShmSession::copy_pieces(TransferOp op, const PieceList& pieces, std::size
   const std::size_t runs = sp.runs.size();
   std::size_t lane = begin / runs, run = begin % runs;
   for (std::size_t i = begin; i < end; ++i, run = run + 1 == runs ? (++lane, 0) : run + 1) {
+    if (dead()) return health();  // as copy_slices: stop at the next piece once the peer is lost
     const TransferPiece p = sp.piece(lane, sp.runs[run]);
     if (!last || !region_holds(last->info, p.remote, p.length)) {
       last = regions_.holding(p.remote, p.length);
