@@ -50,7 +50,7 @@ prepare() {
   [[ -f "$build/src/libkvferry.so.0.1.0" && -x "$build/tools/kvferry" ]] ||
     { echo "build the C++ tree first: scripts/build.sh --build-dir $build" >&2; exit 1; }
   [[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "nanobind>=2.4"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "nanobind>=2.4" numpy
   rm -rf "$out" "$build/py312wheel"
   "$venv/bin/python" -m pip wheel -q --no-build-isolation --no-deps "$root" -w "$build/py312wheel" \
     --config-settings=cmake.define.KVFERRY_PREBUILT_BUILD_DIR="$build" --config-settings=build-dir="$build/py312"
