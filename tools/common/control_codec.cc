@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <new>
 
 namespace kvferry::cli {
 namespace {
@@ -84,10 +85,18 @@ Result<ControlHeader> decode_control_header(std::span<const std::uint8_t> bytes,
 }
 
 Result<nlohmann::json> decode_control_body(std::span<const std::uint8_t> bytes) {
-  nlohmann::json body = nlohmann::json::from_cbor(bytes.begin(), bytes.end(), /*strict=*/true,
-                                                  /*allow_exceptions=*/false);
-  if (body.is_discarded() || !body.is_object()) return Corrupt("control frame: body is not one CBOR object");
-  return body;
+  // allow_exceptions=false is not enough: nlohmann still throws on some hostile sizes
+  // (e.g. out_of_range 408, "excessive object size", for a map that claims 2^62 entries).
+  try {
+    nlohmann::json body = nlohmann::json::from_cbor(bytes.begin(), bytes.end(), /*strict=*/true,
+                                                    /*allow_exceptions=*/false);
+    if (body.is_discarded() || !body.is_object()) return Corrupt("control frame: body is not one CBOR object");
+    return body;
+  } catch (const nlohmann::json::exception& e) {
+    return Corrupt(std::string("control frame: body is not valid CBOR (") + e.what() + ")");
+  } catch (const std::bad_alloc&) {
+    return Corrupt("control frame: body claims more memory than it can hold");
+  }
 }
 
 Result<std::optional<ControlTaken>> take_control(std::span<const std::uint8_t> bytes, std::uint32_t max_body) {
@@ -117,7 +126,10 @@ Result<ControlMessage> decode_control(std::string_view bytes, std::uint32_t max_
 
 Result<std::uint64_t> control_uint(const nlohmann::json& body, const char* key, std::uint64_t max) {
   const auto it = body.find(key);
-  if (it == body.end() || !it->is_number_unsigned()) {
+  // CBOR decodes every non-negative integer as unsigned; a body built here may hold signed ones.
+  const bool non_negative = it != body.end() && (it->is_number_unsigned() ||
+                                                 (it->is_number_integer() && it->get<std::int64_t>() >= 0));
+  if (!non_negative) {
     return Corrupt(std::string("control message: field '") + key + "' missing or not an unsigned number");
   }
   const auto value = it->get<std::uint64_t>();

@@ -12,6 +12,7 @@
 
 #include "common/agent_factory.h"
 #include "common/backend_traits.h"
+#include "common/child_process.h"
 #include "common/cli_util.h"
 #include "common/stop_signal.h"
 #include "tp/tp_commands.h"
