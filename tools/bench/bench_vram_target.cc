@@ -6,7 +6,6 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
-#include <cstdlib>
 #include <optional>
 #include <string>
 #include <vector>
@@ -104,13 +103,10 @@ int run_vram_target(const BenchOptions& o) {
     return std::fprintf(stderr, "vram target: register: %s\n", s.to_string().c_str()), 1;
   auto port = a.listen("127.0.0.1", 0);
   if (!port.ok()) return std::fprintf(stderr, "vram target: listen: %s\n", port.status().to_string().c_str()), 1;
-  std::string ready = "READY " + std::to_string(*port);
-  for (std::uint64_t address : pool->addresses()) {
-    char hex[24];
-    std::snprintf(hex, sizeof hex, " %" PRIx64, address);
-    ready += hex;
-  }
-  if (Status s = write_report_line(o.report_fd, ready); !s.ok())
+  // One allocation: its address; per-layer tensors (--layer-tensors): every layer's base too.
+  nlohmann::json ready = {{"port", *port}, {"pool_address", pool->addresses().front()}};
+  if (const auto bases = pool->addresses(); bases.size() > 1) ready["layer_bases"] = bases;
+  if (Status s = write_report(o.report_fd, ControlType::kListening, ready); !s.ok())
     return std::fprintf(stderr, "vram target: %s\n", s.to_string().c_str()), 1;
   // Spawned as a ChildProcess: the kernel kills us if the initiator dies.
   for (;;) {
@@ -144,21 +140,22 @@ Status spawn_vram_target(const BenchOptions& o, int peer_device, VramTarget* t) 
   }
   KVF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::spawn_self(std::move(args)));
   t->child.emplace(std::move(child));
-  KVF_ASSIGN_OR_RETURN(std::string line, t->child->read_report_line(60s));
-  unsigned port = 0;
-  int used = 0;
-  if (std::sscanf(line.c_str(), "READY %u%n", &port, &used) != 1) return Corrupt("bad READY: " + line);
-  std::vector<std::uint64_t> reported;
-  for (const char* at = line.c_str() + used; *at;) {
-    char* end = nullptr;
-    reported.push_back(std::strtoull(at, &end, 16));
-    if (end == at) return Corrupt("bad READY: " + line);
-    at = end;
-    while (*at == ' ') ++at;
+  KVF_ASSIGN_OR_RETURN(ControlMessage report, t->child->read_report(60s));
+  KVF_ASSIGN_OR_RETURN(t->port, listening_port(report));
+  KVF_ASSIGN_OR_RETURN(std::uint64_t pool_address, control_uint(report.body, "pool_address"));
+  std::vector<std::uint64_t> reported{pool_address};
+  if (auto it = report.body.find("layer_bases"); it != report.body.end()) {
+    if (!it->is_array()) return Corrupt("vram target: layer_bases is not a list");
+    reported.clear();
+    for (const auto& base : *it) {
+      if (!base.is_number_unsigned()) return Corrupt("vram target: a layer base is not an unsigned integer");
+      reported.push_back(base.get<std::uint64_t>());
+    }
   }
   t->layer_bases = VramPool::layer_bases_of(o.pool_shape(), reported);
-  if (t->layer_bases.empty()) return Corrupt("READY names " + std::to_string(reported.size()) + " addresses: " + line);
-  t->port = static_cast<std::uint16_t>(port);
+  if (t->layer_bases.empty())
+    return Corrupt("vram target: " + std::to_string(reported.size()) + " layer bases for " +
+                   std::to_string(o.pool_shape().layers) + " layers");
   return Status::Ok();
 }
 

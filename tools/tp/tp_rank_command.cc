@@ -12,6 +12,7 @@
 
 #include "common/agent_factory.h"
 #include "common/backend_traits.h"
+#include "common/child_process.h"
 #include "common/cli_util.h"
 #include "common/stop_signal.h"
 #include "tp/tp_commands.h"
@@ -23,20 +24,6 @@ namespace {
 
 constexpr std::uint8_t kPoison = 0xAB;
 constexpr std::uint64_t kSlotBytes = 16ull << 20;
-
-Status write_line(int fd, const std::string& line) {
-  const std::string text = line + "\n";
-  std::size_t written = 0;
-  while (written < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return IoErrorFromErrno("write(report fd)", errno);
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  return Status::Ok();
-}
 
 Result<std::unique_ptr<Agent>> make_rank_agent(const TpRunSpec& spec, const std::string& role, std::uint32_t rank) {
   AgentOptions options;
@@ -87,7 +74,7 @@ Status run_prefill(const TpRankOptions& o, const TpRunSpec& spec) {
   options.naive_direct_plan = spec.naive;
   KVF_ASSIGN_OR_RETURN(std::unique_ptr<TpSender> sender, TpSender::create(*agent, pool->pool(), options));
   KVF_ASSIGN_OR_RETURN(std::uint16_t port, agent->listen("127.0.0.1", 0));
-  KVF_RETURN_IF_ERROR(write_line(o.report_fd, "port " + std::to_string(port)));
+  KVF_RETURN_IF_ERROR(write_report(o.report_fd, ControlType::kListening, {{"port", port}}));
   const auto limit = std::chrono::seconds(spec.timeout_s);
   const bool doomed = spec.kill_rank == static_cast<int>(o.rank);
   for (int r = 0; r < spec.requests; ++r) {
@@ -139,7 +126,7 @@ Result<TpRankResult> run_decode(const TpRankOptions& o, const TpRunSpec& spec) {
     peers.push_back(peer);
   }
   KVF_RETURN_IF_ERROR(receiver->connect(peers));
-  KVF_RETURN_IF_ERROR(write_line(o.report_fd, "ready"));
+  KVF_RETURN_IF_ERROR(write_report(o.report_fd, ControlType::kReady));
   // The start signal (blocked since main, so only this wait takes it).
   KVF_RETURN_IF_ERROR(wait_for_start_signal(std::chrono::seconds(60)));
 
@@ -213,7 +200,7 @@ int run_tp_rank_command(const TpRankOptions& o) {
     failed.message = result.status().to_string();
     result = failed;
   }
-  (void)write_line(o.report_fd, "result " + result->to_json().dump());
+  (void)write_report(o.report_fd, ControlType::kResult, result->to_json());
   return result->failed ? 1 : 0;
 }
 
