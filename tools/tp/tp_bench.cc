@@ -27,17 +27,11 @@ namespace {
 struct CaseResult {
   std::string name;  // the path, or "naive"
   double gbps = 0;   // all decode ranks together, measured prompts
-  double ms = 0;     // median prompt time of the slowest rank
+  double ms = 0;     // median prompt time, whole prompt (first expect to last completion)
   bool verified = false;
   std::string path;  // what the receiver reported
   std::string error;
 };
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 Result<std::pair<std::uint32_t, std::uint32_t>> parse_groups(const std::string& text) {
   unsigned p = 0, d = 0;
@@ -67,10 +61,10 @@ CaseResult run_case(TpRunSpec spec, const std::string& name, std::size_t skip) {
     if (r.failed) c.error = "decode rank " + std::to_string(r.decode_rank) + ": " + r.message;
     c.verified = c.verified && r.verified;
     if (!r.verified && c.error.empty()) c.error = "decode rank " + std::to_string(r.decode_rank) + ": " + r.message;
-    std::vector<double> measured(r.ms.begin() + static_cast<std::ptrdiff_t>(std::min(skip, r.ms.size())), r.ms.end());
-    c.ms = std::max(c.ms, median(measured));
     c.path = r.path;
   }
+  // GB/s and ms/prompt are one figure: a prompt's bytes over its median whole-prompt time.
+  c.ms = tp_median(tp_prompt_spans_ms(*ranks, skip));
   c.gbps = tp_aggregate_gbps(*ranks, skip);
   return c;
 }
