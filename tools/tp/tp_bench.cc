@@ -128,9 +128,11 @@ void print_case(const CaseResult& c, double ceiling, const std::string& ceiling_
     if (!c.error.empty()) j["error"] = c.error;
     std::printf("%s\n", j.dump().c_str());
   } else if (!c.error.empty()) {
-    std::printf("%-8s error: %s\n", c.name.c_str(), c.error.c_str());
+    std::printf("%-11s error: %s\n", c.name.c_str(), c.error.c_str());
   } else {
-    std::printf("%-8s %8.2f %9.1f %-22s %8.2f %6.2f %9s  %s\n", c.name.c_str(), c.gbps, c.ms, ceiling_name.c_str(),
+    // auto says which path it took.
+    const std::string name = c.name == "auto" && !c.path.empty() ? "auto>" + c.path : c.name;
+    std::printf("%-11s %8.2f %9.1f %-22s %8.2f %6.2f %9s  %s\n", name.c_str(), c.gbps, c.ms, ceiling_name.c_str(),
                 ceiling, ratio, speedup > 0 ? (std::to_string(speedup).substr(0, 5) + "x").c_str() : "-",
                 c.verified ? "yes" : "FAILED");
   }
@@ -250,7 +252,7 @@ int run_tp_bench(const BenchOptions& o) {
     if (c.name == "naive" && c.error.empty()) naive = c.gbps;
   }
   if (!o.json) {
-    std::printf("\n%-8s %8s %9s %-22s %8s %6s %9s  %s\n", "case", "GB/s", "ms/prompt", "ceiling", "GB/s", "ratio",
+    std::printf("\n%-11s %8s %9s %-22s %8s %6s %9s  %s\n", "case", "GB/s", "ms/prompt", "ceiling", "GB/s", "ratio",
                 "vs naive", "verified");
   }
   int code = 0;
