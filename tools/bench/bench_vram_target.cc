@@ -98,9 +98,8 @@ int run_vram_target(const BenchOptions& o) {
     return std::fprintf(stderr, "vram target: register: %s\n", s.to_string().c_str()), 1;
   auto port = a.listen("127.0.0.1", 0);
   if (!port.ok()) return std::fprintf(stderr, "vram target: listen: %s\n", port.status().to_string().c_str()), 1;
-  char ready[64];
-  std::snprintf(ready, sizeof ready, "READY %u %" PRIx64, static_cast<unsigned>(*port), pool->address());
-  if (Status s = write_report_line(o.report_fd, ready); !s.ok())
+  if (Status s = write_report(o.report_fd, ControlType::kListening, {{"port", *port}, {"pool_address", pool->address()}});
+      !s.ok())
     return std::fprintf(stderr, "vram target: %s\n", s.to_string().c_str()), 1;
   // Spawned as a ChildProcess: the kernel kills us if the initiator dies.
   for (;;) {
@@ -133,10 +132,9 @@ Status spawn_vram_target(const BenchOptions& o, int peer_device, VramTarget* t) 
   }
   KVF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::spawn_self(std::move(args)));
   t->child.emplace(std::move(child));
-  KVF_ASSIGN_OR_RETURN(std::string line, t->child->read_report_line(60s));
-  unsigned port = 0;
-  if (std::sscanf(line.c_str(), "READY %u %" SCNx64, &port, &t->address) != 2) return Corrupt("bad READY: " + line);
-  t->port = static_cast<std::uint16_t>(port);
+  KVF_ASSIGN_OR_RETURN(ControlMessage report, t->child->read_report(60s));
+  KVF_ASSIGN_OR_RETURN(t->port, listening_port(report));
+  KVF_ASSIGN_OR_RETURN(t->address, control_uint(report.body, "pool_address"));
   return Status::Ok();
 }
 

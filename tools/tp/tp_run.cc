@@ -20,13 +20,6 @@ std::vector<std::string> rank_args(const TpRunSpec& spec, const char* role, std:
           "--device", std::to_string(device)};
 }
 
-Result<std::uint16_t> parse_port(const std::string& line) {
-  if (line.rfind("port ", 0) != 0) return Corrupt("a prefill rank reported '" + line + "'");
-  const long port = std::strtol(line.c_str() + 5, nullptr, 10);
-  if (port <= 0 || port > 65535) return Corrupt("a prefill rank reported '" + line + "'");
-  return static_cast<std::uint16_t>(port);
-}
-
 }  // namespace
 
 Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
@@ -38,10 +31,10 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
     prefills.push_back(std::move(child));
   }
   for (std::uint32_t p = 0; p < spec.prefill_tp; ++p) {
-    Result<std::string> line = prefills[p].read_report_line(kStartLimit);
-    if (!line.ok()) return line.status().with_context("prefill rank " + std::to_string(p));
-    KVF_ASSIGN_OR_RETURN(std::uint16_t port, parse_port(*line));
-    ports.push_back(std::to_string(port));
+    const Result<ControlMessage> report = prefills[p].read_report(kStartLimit);
+    const Result<std::uint16_t> port = report.ok() ? listening_port(*report) : Result<std::uint16_t>(report.status());
+    if (!port.ok()) return port.status().with_context("prefill rank " + std::to_string(p));
+    ports.push_back(std::to_string(*port));
   }
   std::string port_list;
   for (const std::string& port : ports) port_list += (port_list.empty() ? "" : ",") + port;
@@ -55,16 +48,17 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
   }
   std::vector<std::optional<TpRankResult>> early(spec.decode_tp);
   for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
-    Result<std::string> line = decodes[d].read_report_line(kStartLimit);
-    if (line.ok() && *line == "ready") continue;
-    // It failed while setting up: its result line says why (or it died).
+    Result<ControlMessage> report = decodes[d].read_report(kStartLimit);
+    if (report.ok() && report->type == ControlType::kReady) continue;
+    // It failed while setting up: its result says why (or it died).
     TpRankResult failed;
     failed.decode_rank = d;
     failed.failed = true;
-    if (line.ok() && line->rfind("result ", 0) == 0) {
-      failed = TpRankResult::from_json(nlohmann::json::parse(line->substr(7), nullptr, false));
+    if (report.ok() && report->type == ControlType::kResult) {
+      failed = TpRankResult::from_json(report->body);
     } else {
-      failed.message = line.ok() ? "reported '" + *line + "'" : line.status().to_string();
+      failed.message = report.ok() ? "reported " + control_type_name(static_cast<std::uint32_t>(report->type))
+                                   : report.status().to_string();
     }
     early[d] = failed;
   }
@@ -78,19 +72,19 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
     ::kill(prefills[static_cast<std::size_t>(spec.kill_rank)].pid(), SIGKILL);
   }
   const auto limit = std::chrono::seconds(spec.timeout_s + 30);
-  // Prompts after the first: each decode rank says "next" when it is ready for one, and
-  // they all start it at the same signal. A rank that reports anything else has ended
-  // (its line is its result) and takes no part in the later prompts.
-  std::vector<std::optional<Result<std::string>>> ended(spec.decode_tp);
+  // Prompts after the first: each decode rank reports ready again when it is ready for
+  // one, and they all start it at the same signal. A rank that reports anything else has
+  // ended (that report is its result) and takes no part in the later prompts.
+  std::vector<std::optional<Result<ControlMessage>>> ended(spec.decode_tp);
   for (int r = 1; r < spec.requests; ++r) {
     std::vector<std::uint32_t> ready;
     for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
       if (early[d] || ended[d]) continue;
-      Result<std::string> line = decodes[d].read_report_line(limit);
-      if (line.ok() && *line == "next") {
+      Result<ControlMessage> report = decodes[d].read_report(limit);
+      if (report.ok() && report->type == ControlType::kReady) {
         ready.push_back(d);
       } else {
-        ended[d] = std::move(line);
+        ended[d] = std::move(report);
       }
     }
     for (std::uint32_t d : ready) ::kill(decodes[d].pid(), SIGUSR1);
@@ -101,21 +95,16 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
       results.push_back(*early[d]);
       continue;
     }
-    Result<std::string> line = ended[d] ? std::move(*ended[d]) : decodes[d].read_report_line(limit);
+    Result<ControlMessage> report = ended[d] ? std::move(*ended[d]) : decodes[d].read_report(limit);
     TpRankResult result;
     result.decode_rank = d;
     result.failed = true;
-    if (!line.ok()) {
-      result.message = line.status().to_string();
-    } else if (line->rfind("result ", 0) != 0) {
-      result.message = "reported '" + *line + "'";
+    if (!report.ok()) {
+      result.message = report.status().to_string();
+    } else if (report->type != ControlType::kResult) {
+      result.message = "reported " + control_type_name(static_cast<std::uint32_t>(report->type));
     } else {
-      const nlohmann::json j = nlohmann::json::parse(line->substr(7), nullptr, false);
-      if (j.is_object()) {
-        result = TpRankResult::from_json(j);
-      } else {
-        result.message = "reported a malformed result";
-      }
+      result = TpRankResult::from_json(report->body);
     }
     results.push_back(std::move(result));
   }
