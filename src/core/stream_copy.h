@@ -6,8 +6,9 @@
 // writes the line whole, two bytes per byte. glibc's memcpy streams only single calls
 // larger than its threshold (a share of the last-level cache), never the 512 B - 1 MiB
 // pieces a KV transfer is made of. Measured on the 2-core VM (docs/benchmarks.md, "TP on
-// two cores: the path the bytes take"): 320 MiB in 8 KiB pieces 1.7 GB/s with memcpy,
-// 2.6 with this; 512 B pieces into a 1 KiB stride 1.05 against 2.1.
+// two cores: the whole prompt, the path the bytes take, streaming stores"): 320 MiB in
+// 8 KiB pieces 1.7 GB/s with memcpy, 2.6 with this; 512 B pieces into a 1 KiB stride
+// 1.05 against 2.1.
 // A job that streams calls stream_fence() before it reports its end: streaming stores
 // are weakly ordered, and the peer may read the bytes as soon as it learns of the end.
 // Used by the shm backend's copies and the CPU head gather/scatter (kv/tp).

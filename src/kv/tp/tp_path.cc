@@ -31,9 +31,12 @@ constexpr PathCosts kDeviceCosts{1.0e-6, 1.0e-6, 1.5e12, 30e-6};
 // tcp sends each piece as its own segment (an iovec and a table entry, 64 per frame,
 // and a readv on the receiving side). Plain `kvferry bench --backend tcp --op write` of
 // 160 MiB on the 2-core VM: 512 B pieces 0.30 and 8 KiB pieces 0.87 of 1 MiB pieces, i.e.
-// 1.7-1.8 us per piece at load 14 (docs/benchmarks.md, "TP on two cores: the path the
-// bytes take"); 1 us is that figure on a quieter machine. Backends not listed here
-// copy pieces in memory (shm) or were not measured: they keep the generic figures.
+// 1.7-1.8 us per piece at load 14 (docs/benchmarks.md, "TP on two cores: the whole
+// prompt, the path the bytes take, streaming stores"). 1 us is a round figure below that
+// loaded one and well inside what separates the layouts (Mistral-Small-3.1 4->2: direct
+// beats staging for vllm-hnd's 8 KiB pieces below ~2 us a piece, for vllm-nhd's 512 B
+// ones below ~0.13 us). Backends not listed here copy pieces in memory (shm) or were
+// not measured: they keep the generic figures.
 struct BackendPieceCost {
   std::string_view backend;
   double per_piece_s;
