@@ -1,7 +1,9 @@
 // The hidden `kvferry tp-rank`: one prefill or decode rank of a `tp-demo` / `bench --tp`
 // run, spawned by the parent with the run's spec as JSON. It reports on its report fd:
 // prefill "port N"; decode "ready", then (after SIGUSR1, the parent's start signal, so
-// every decode rank starts at once) "result {json}".
+// every decode rank starts at once) "ready" again after each prompt but the last, waiting
+// for the next signal (so every prompt starts on all decode ranks at once), then
+// "result {json}".
 #include <signal.h>
 #include <unistd.h>
 
@@ -136,7 +138,14 @@ Result<TpRankResult> run_decode(const TpRankOptions& o, const TpRunSpec& spec) {
   result.bytes = request_bytes;
   const std::vector<std::uint32_t> blocks = spec.block_table(layout, false, o.rank);
   for (int r = 0; r < spec.requests; ++r) {
-    if (r + 1 == spec.requests && r > 0) KVF_RETURN_IF_ERROR(pool->poison());  // the verified one lands on poison
+    if (r > 0) {
+      // Every prompt starts at the parent's signal, on every decode rank at once: a
+      // prompt's time is then the whole prompt's (all its decode ranks'), and the poison
+      // before the verified one runs while no prompt moves.
+      if (r + 1 == spec.requests) KVF_RETURN_IF_ERROR(pool->poison());  // the verified one lands on poison
+      KVF_RETURN_IF_ERROR(write_report(o.report_fd, ControlType::kReady));
+      KVF_RETURN_IF_ERROR(wait_for_start_signal(std::chrono::seconds(spec.timeout_s + 60)));
+    }
     const auto t0 = Clock::now();
     Status status = receiver->expect(request_id(r), blocks, spec.tokens);
     if (status.ok()) status = receiver->wait(request_id(r), std::chrono::seconds(spec.timeout_s));

@@ -71,14 +71,31 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     ::kill(prefills[static_cast<std::size_t>(spec.kill_rank)].pid(), SIGKILL);
   }
-  std::vector<TpRankResult> results;
   const auto limit = std::chrono::seconds(spec.timeout_s + 30);
+  // Prompts after the first: each decode rank reports ready again when it is ready for
+  // one, and they all start it at the same signal. A rank that reports anything else has
+  // ended (that report is its result) and takes no part in the later prompts.
+  std::vector<std::optional<Result<ControlMessage>>> ended(spec.decode_tp);
+  for (int r = 1; r < spec.requests; ++r) {
+    std::vector<std::uint32_t> ready;
+    for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
+      if (early[d] || ended[d]) continue;
+      Result<ControlMessage> report = decodes[d].read_report(limit);
+      if (report.ok() && report->type == ControlType::kReady) {
+        ready.push_back(d);
+      } else {
+        ended[d] = std::move(report);
+      }
+    }
+    for (std::uint32_t d : ready) ::kill(decodes[d].pid(), SIGUSR1);
+  }
+  std::vector<TpRankResult> results;
   for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
     if (early[d]) {
       results.push_back(*early[d]);
       continue;
     }
-    Result<ControlMessage> report = decodes[d].read_report(limit);
+    Result<ControlMessage> report = ended[d] ? std::move(*ended[d]) : decodes[d].read_report(limit);
     TpRankResult result;
     result.decode_rank = d;
     result.failed = true;
@@ -97,30 +114,40 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
 }
 
 double tp_aggregate_gbps(const std::vector<TpRankResult>& ranks, std::size_t skip) {
-  // Time counts while at least one decode rank has a prompt in flight (the union of the
-  // ranks' expect-to-complete intervals): what a rank does between its prompts (the
-  // poisoning before the verified one) is not transfer time, and the plain write's
-  // figure it is compared with holds no such gaps either.
-  std::vector<std::pair<std::int64_t, std::int64_t>> spans;
+  const std::vector<double> spans = tp_prompt_spans_ms(ranks, skip);
   std::uint64_t bytes = 0;
+  for (const TpRankResult& r : ranks) bytes += r.bytes;
+  const double ms = tp_median(spans);
+  return ms > 0 ? static_cast<double>(bytes) / (ms * 1e6) : 0;
+}
+
+std::vector<double> tp_prompt_spans_ms(const std::vector<TpRankResult>& ranks, std::size_t skip) {
+  // A prompt is moved when every decode rank has its share: from the first rank's
+  // expect() to the last rank's completion (the ranks start each prompt at one signal).
+  std::vector<double> spans;
+  if (ranks.empty()) return spans;
   for (const TpRankResult& r : ranks) {
-    if (r.failed || r.start_ns.size() <= skip || r.end_ns.size() != r.start_ns.size()) return 0;
-    for (std::size_t i = skip; i < r.start_ns.size(); ++i) spans.emplace_back(r.start_ns[i], r.end_ns[i]);
-    bytes += r.bytes * (r.start_ns.size() - skip);
-  }
-  std::sort(spans.begin(), spans.end());
-  std::int64_t busy = 0, open = INT64_MIN, close = INT64_MIN;
-  for (const auto& [start, end] : spans) {
-    if (start > close) {
-      if (close > open) busy += close - open;
-      open = start;
-      close = end;
-    } else {
-      close = std::max(close, end);
+    if (r.failed || r.start_ns.size() <= skip || r.end_ns.size() != r.start_ns.size() ||
+        r.start_ns.size() != ranks.front().start_ns.size()) {
+      return {};
     }
   }
-  if (close > open) busy += close - open;
-  return busy > 0 ? static_cast<double>(bytes) / static_cast<double>(busy) : 0;
+  for (std::size_t i = skip; i < ranks.front().start_ns.size(); ++i) {
+    std::int64_t first = INT64_MAX, last = INT64_MIN;
+    for (const TpRankResult& r : ranks) {
+      first = std::min(first, r.start_ns[i]);
+      last = std::max(last, r.end_ns[i]);
+    }
+    spans.push_back(static_cast<double>(last - first) / 1e6);
+  }
+  return spans;
+}
+
+double tp_median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
 }  // namespace kvferry::cli
