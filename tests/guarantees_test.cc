@@ -6,7 +6,9 @@
 // - a peer process killed mid-transfer turns its requests into kPeerLost, never "done";
 // - a killed and restarted peer is loaded again without disturbing another peer.
 // A new backend joins with one line in kBackends. Process peers run kvferry_test_peer;
-// loopback has an in-process target; file reads a file of the agent itself.
+// loopback has an in-process target; file reads a file of the agent itself; cuda_ipc
+// moves GPU memory (ours on GPU 0, the peer's on GPU 1 where there is one) and skips
+// where no GPU is present.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 
 #include "file_test_util.h"
 #include "peer_process.h"
+#include "test_memory.h"
 #include "test_util.h"
 
 namespace kvferry::testing {
@@ -29,6 +32,7 @@ using Clock = std::chrono::steady_clock;
 struct BackendCase {
   std::string backend;
   enum Peer { kProcess, kInProcess, kOwnFile } peer;
+  MemoryKind memory = MemoryKind::kDram;  // of both sides
 };
 const BackendCase kBackends[] = {
     {"loopback", BackendCase::kInProcess},
@@ -36,7 +40,27 @@ const BackendCase kBackends[] = {
     {"shm", BackendCase::kProcess},
     {"ucx", BackendCase::kProcess},
     {"file", BackendCase::kOwnFile},
+    {"cuda_ipc", BackendCase::kProcess, MemoryKind::kVram},
 };
+
+// The peer's GPU for vram cases: another one where there are two.
+int peer_device() { return visible_gpus() > 1 ? 1 : 0; }
+
+// A peer process's pool as a remote list of the case's memory kind.
+DescriptorList peer_range(const BackendCase& b, const PeerProcess& peer, std::uint64_t length) {
+  const std::uint32_t device = b.memory == MemoryKind::kVram ? static_cast<std::uint32_t>(peer_device()) : 0;
+  return DescriptorList(b.memory, {Descriptor{peer.address(), length, device}});
+}
+
+// A peer process serving `size` bytes of mt19937_64(seed) in the case's memory.
+std::unique_ptr<PeerProcess> spawn_peer(const BackendCase& b, const std::string& name, std::uint64_t size,
+                                        std::uint64_t seed, std::chrono::milliseconds peer_timeout, std::string* error) {
+  const bool vram = b.memory == MemoryKind::kVram;
+  return PeerProcess::spawn({.name = name, .size = size, .seed = seed, .peer_timeout = peer_timeout,
+                             .backend = b.backend, .shared = b.backend == "shm", .mem = vram ? "vram" : "dram",
+                             .device = vram ? peer_device() : 0},
+                            error);
+}
 
 struct Param {
   BackendCase backend;
@@ -64,6 +88,10 @@ class Guarantees : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
     const Param& p = GetParam();
+    std::string why;
+    if (p.backend.memory == MemoryKind::kVram && visible_gpus() == 0) GTEST_SKIP() << "needs a CUDA GPU";
+    local_ = TestMemory::make(p.backend.memory, 0, kRegionBytes, &why);
+    if (!local_) GTEST_SKIP() << why;
     AgentOptions o;
     o.name = p.backend.peer == BackendCase::kOwnFile ? "solo" : "initiator";
     o.backends = {p.backend.backend};
@@ -73,18 +101,16 @@ class Guarantees : public ::testing::TestWithParam<Param> {
     auto a = Agent::create(o);
     ASSERT_TRUE(a.ok()) << a.status().to_string();
     agent_ = std::move(a).value();
-    KVF_ASSERT_OK(agent_->register_memory(local_.whole()));
+    KVF_ASSERT_OK(agent_->register_memory(local_->whole()));
     source_.randomize(41);
     switch (p.backend.peer) {
       case BackendCase::kProcess: {
         std::string error;
-        peer_ = PeerProcess::spawn({.name = "target", .size = kRegionBytes, .seed = 41, .peer_timeout = kPeerTimeout,
-                                    .backend = p.backend.backend, .shared = p.backend.backend == "shm"},
-                                   &error);
+        peer_ = spawn_peer(p.backend, "target", kRegionBytes, 41, kPeerTimeout, &error);
         ASSERT_TRUE(peer_) << error;
         ASSERT_TRUE(agent_->fetch_remote("127.0.0.1", peer_->port()).ok());
         peer_name_ = "target";
-        remote_ = DescriptorList(MemoryKind::kDram, {Descriptor{peer_->address(), kRegionBytes, 0}});
+        remote_ = peer_range(p.backend, *peer_, kRegionBytes);
         break;
       }
       case BackendCase::kInProcess: {
@@ -121,18 +147,21 @@ class Guarantees : public ::testing::TestWithParam<Param> {
     }
   }
 
-  DescriptorList local_slice(int i) const {
-    return DescriptorList(MemoryKind::kDram, {Descriptor{local_.addr(i * kSlice), kSlice, 0}});
-  }
-  DescriptorList remote_slice(int i) const {
+  DescriptorList local_slice(int i) const { return local_->range(i * kSlice, kSlice); }
+  std::vector<std::uint8_t> slice_bytes(int i) const { return local_->bytes_at(i * kSlice, kSlice); }
+  DescriptorList remote_slice(int i) const { return remote_range(i, 1); }
+  DescriptorList remote_range(int first, int slices) const {
     DescriptorList out(remote_.kind());
     const Descriptor& d = remote_[0];
-    out.add(d.address + i * kSlice, kSlice, d.device);
+    out.add(d.address + first * kSlice, slices * kSlice, d.device);
     return out;
   }
-  bool slice_is_source(int i) const { return std::memcmp(local_.data() + i * kSlice, source_.data() + i * kSlice, kSlice) == 0; }
+  bool slice_is_source(int i) const {
+    return slice_bytes(i) == std::vector<std::uint8_t>(source_.data() + i * kSlice, source_.data() + (i + 1) * kSlice);
+  }
 
-  Buffer local_{kRegionBytes}, source_{kRegionBytes};  // outlive agent_ (declared first)
+  Buffer source_{kRegionBytes};  // outlives agent_ (declared first)
+  std::unique_ptr<TestMemory> local_;  // ours, of the case's memory kind; outlives agent_
   std::unique_ptr<Agent> agent_;
   std::unique_ptr<PeerProcess> peer_;
   std::unique_ptr<Buffer> target_memory_;  // outlives target_ (declared first)
@@ -145,7 +174,7 @@ class Guarantees : public ::testing::TestWithParam<Param> {
 // Reads into poisoned slices, each cancelled after a random short delay. When cancel()
 // returns the request is done (exact bytes) or failed; its slice never changes again.
 TEST_P(Guarantees, AfterCancelReturnsOurMemoryNeverChanges) {
-  std::memset(local_.data(), 0xA5, kRegionBytes);
+  local_->fill(0xA5);
   std::mt19937_64 rng(5);
   std::vector<TransferRequest> reqs;
   for (int i = 0; i < kSlices; ++i) {
@@ -161,7 +190,7 @@ TEST_P(Guarantees, AfterCancelReturnsOurMemoryNeverChanges) {
     reqs[i].cancel();
     const TransferState st = reqs[i].state();
     ASSERT_NE(st, TransferState::kInProgress) << "request " << i << " is in progress after cancel returned";
-    at_cancel[i].assign(local_.data() + i * kSlice, local_.data() + (i + 1) * kSlice);
+    at_cancel[i] = slice_bytes(i);
     if (st == TransferState::kDone) {
       ++done;
       EXPECT_TRUE(slice_is_source(i)) << "request " << i << " reported done with wrong bytes";
@@ -178,8 +207,7 @@ TEST_P(Guarantees, AfterCancelReturnsOurMemoryNeverChanges) {
   }
   std::this_thread::sleep_for(500ms);  // anything still moving would land by now
   for (int i = 0; i < kSlices; ++i)
-    EXPECT_EQ(std::memcmp(at_cancel[i].data(), local_.data() + i * kSlice, kSlice), 0)
-        << "slice " << i << " changed after cancel() returned";
+    EXPECT_TRUE(at_cancel[i] == slice_bytes(i)) << "slice " << i << " changed after cancel() returned";
   RecordProperty("done", done);
   RecordProperty("cancelled", cancelled);
   // The link still works afterwards (faults may fail single attempts).
@@ -198,7 +226,7 @@ TEST_P(Guarantees, AfterCancelReturnsOurMemoryNeverChanges) {
 // Every request that ends in an error (injected or not) leaves its slice as it was at
 // that moment; every done request moved exactly the source bytes.
 TEST_P(Guarantees, AfterAnErrorReturnsOurMemoryNeverChanges) {
-  std::memset(local_.data(), 0x5A, kRegionBytes);
+  local_->fill(0x5A);
   std::vector<TransferRequest> reqs;
   for (int i = 0; i < kSlices; ++i) {
     auto r = agent_->create_transfer(TransferOp::kRead, local_slice(i), peer_name_, remote_slice(i));
@@ -211,7 +239,7 @@ TEST_P(Guarantees, AfterAnErrorReturnsOurMemoryNeverChanges) {
   for (int i = 0; i < kSlices; ++i) {
     Status s = reqs[i].wait(kPeerTimeout + 10s);
     ASSERT_NE(s.code(), StatusCode::kTimeout) << "request " << i << " never ended";
-    at_end[i].assign(local_.data() + i * kSlice, local_.data() + (i + 1) * kSlice);
+    at_end[i] = slice_bytes(i);
     failed[i] = !s.ok();
     if (s.ok()) {
       EXPECT_TRUE(slice_is_source(i)) << "request " << i << " reported done with wrong bytes";
@@ -221,7 +249,7 @@ TEST_P(Guarantees, AfterAnErrorReturnsOurMemoryNeverChanges) {
   }
   std::this_thread::sleep_for(500ms);
   for (int i = 0; i < kSlices; ++i)
-    EXPECT_EQ(std::memcmp(at_end[i].data(), local_.data() + i * kSlice, kSlice), 0)
+    EXPECT_TRUE(at_end[i] == slice_bytes(i))
         << "slice " << i << (failed[i] ? " (failed)" : " (done)") << " changed after its request returned";
 }
 
@@ -232,23 +260,27 @@ TEST_P(Guarantees, AfterAnErrorReturnsOurMemoryNeverChanges) {
 // peer is ShmFailure.*InFlightWhenThePeerIsKilledArePeerLost.)
 TEST_P(Guarantees, PeerKilledMidReadIsPeerLostAndOurMemoryStaysPut) {
   if (GetParam().backend.peer != BackendCase::kProcess) GTEST_SKIP() << "no peer process to kill on this backend";
-  std::memset(local_.data(), 0xC3, kRegionBytes);
+  local_->fill(0xC3);
+  // A GPU copies a slice far faster than a request is posted: there, whole-region requests,
+  // many rounds and no pause keep copies in flight when the kill lands.
+  const bool gpu = GetParam().backend.memory == MemoryKind::kVram;
+  const int span = gpu ? kSlices : 1, rounds = gpu ? 128 : 3;
   std::vector<TransferRequest> reqs;
   std::vector<int> slice_of;
-  for (int round = 0; round < 3; ++round)
-    for (int i = 0; i < kSlices; ++i) {
-      auto r = agent_->create_transfer(TransferOp::kRead, local_slice(i), peer_name_, remote_slice(i));
+  for (int round = 0; round < rounds; ++round)
+    for (int i = 0; i < kSlices; i += span) {
+      auto r = agent_->create_transfer(TransferOp::kRead, local_->range(i * kSlice, span * kSlice), peer_name_,
+                                       remote_range(i, span));
       ASSERT_TRUE(r.ok());
       if (!r->post().ok()) continue;
       reqs.push_back(std::move(r).value());
       slice_of.push_back(i);
     }
-  std::this_thread::sleep_for(2ms);
+  if (!gpu) std::this_thread::sleep_for(2ms);
   ASSERT_TRUE(peer_->signal(SIGKILL));
   const auto killed = Clock::now();
   std::vector<TransferState> at_kill;
   for (auto& r : reqs) at_kill.push_back(r.state());
-  std::vector<std::uint8_t> after(kRegionBytes);
   int lost = 0;
   std::vector<bool> done(reqs.size(), false);
   for (std::size_t k = 0; k < reqs.size(); ++k) {
@@ -263,14 +295,13 @@ TEST_P(Guarantees, PeerKilledMidReadIsPeerLostAndOurMemoryStaysPut) {
   // Slices are only ever written with source bytes (several requests share one): a
   // request reported done whose slice still holds poison did not move its bytes.
   for (std::size_t k = 0; k < reqs.size(); ++k) {
-    if (done[k]) {
-      EXPECT_TRUE(slice_is_source(slice_of[k])) << "request " << k << " done, bytes wrong";
-    }
+    for (int j = slice_of[k]; done[k] && j < slice_of[k] + span; ++j)
+      EXPECT_TRUE(slice_is_source(j)) << "request " << k << " done, bytes of slice " << j << " wrong";
   }
   EXPECT_LT(Clock::now() - killed, kPeerTimeout + 1s);
-  std::memcpy(after.data(), local_.data(), kRegionBytes);
+  const std::vector<std::uint8_t> after = local_->bytes();
   std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(std::memcmp(after.data(), local_.data(), kRegionBytes), 0) << "our memory changed after every request ended";
+  EXPECT_TRUE(after == local_->bytes()) << "our memory changed after every request ended";
   EXPECT_GT(lost, 0);
 }
 
@@ -279,17 +310,14 @@ TEST_P(Guarantees, PeerKilledMidReadIsPeerLostAndOurMemoryStaysPut) {
 TEST_P(Guarantees, RestartedPeerIsLoadedWithoutDisturbingAnother) {
   if (GetParam().backend.peer != BackendCase::kProcess) GTEST_SKIP() << "no peer process to restart on this backend";
   std::string error;
-  auto other = PeerProcess::spawn({.name = "other", .size = kSlice, .seed = 43, .peer_timeout = kPeerTimeout,
-                                   .backend = GetParam().backend.backend},
-                                  &error);
+  const BackendCase& b = GetParam().backend;
+  auto other = spawn_peer(b, "other", kSlice, 43, kPeerTimeout, &error);
   ASSERT_TRUE(other) << error;
   ASSERT_TRUE(agent_->fetch_remote("127.0.0.1", other->port()).ok());
-  const DescriptorList other_remote(MemoryKind::kDram, {Descriptor{other->address(), kSlice, 0}});
+  const DescriptorList other_remote = peer_range(b, *other, kSlice);
   ASSERT_TRUE(peer_->signal(SIGKILL));
   ASSERT_TRUE(peer_->wait_exit(5s));
-  auto reborn = PeerProcess::spawn({.name = "target", .size = kRegionBytes, .seed = 44, .peer_timeout = kPeerTimeout,
-                                    .backend = GetParam().backend.backend},
-                                   &error);
+  auto reborn = spawn_peer(b, "target", kRegionBytes, 44, kPeerTimeout, &error);
   ASSERT_TRUE(reborn) << error;
   auto name = agent_->fetch_remote("127.0.0.1", reborn->port());
   ASSERT_TRUE(name.ok()) << "the restarted peer was refused: " << name.status().to_string();
@@ -309,10 +337,9 @@ TEST_P(Guarantees, RestartedPeerIsLoadedWithoutDisturbingAnother) {
     return s;
   };
   KVF_ASSERT_OK(read_until_ok(local_slice(0), "other", other_remote));
-  EXPECT_EQ(std::memcmp(local_.data(), other_expected.data(), kSlice), 0);
-  KVF_ASSERT_OK(read_until_ok(local_slice(1), "target",
-                              DescriptorList(MemoryKind::kDram, {Descriptor{reborn->address(), kSlice, 0}})));
-  EXPECT_EQ(std::memcmp(local_.data() + kSlice, expected.data(), kSlice), 0);
+  EXPECT_TRUE(slice_bytes(0) == std::vector<std::uint8_t>(other_expected.data(), other_expected.data() + kSlice));
+  KVF_ASSERT_OK(read_until_ok(local_slice(1), "target", peer_range(b, *reborn, kSlice)));
+  EXPECT_TRUE(slice_bytes(1) == std::vector<std::uint8_t>(expected.data(), expected.data() + kSlice));
 }
 
 std::vector<Param> all_params() {

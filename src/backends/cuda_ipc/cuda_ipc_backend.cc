@@ -8,24 +8,12 @@
 #include "cuda/cuda_util.h"
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
+#include "core/session_connection.h"
 
 namespace kvferry::detail::cuda_ipc {
 
 using cuda::device_count;
 namespace {
-
-class CudaIpcConnection final : public BackendConnection {
- public:
-  explicit CudaIpcConnection(std::shared_ptr<CudaIpcSession> s) : session_(std::move(s)) {}
-  ~CudaIpcConnection() override { session_->fail(PeerLost("connection closed locally")); }
-  Status post(const std::shared_ptr<TransferJob>& job) override { return session_->post(job); }
-  void cancel(const std::shared_ptr<TransferJob>& job) override { session_->cancel(job); }
-  Status notify(std::string_view message) override { return session_->notify(message); }
-  Status health() const override { return session_->health(); }
-
- private:
-  std::shared_ptr<CudaIpcSession> session_;
-};
 
 class CudaIpcBackend final : public Backend {
  public:
@@ -58,7 +46,7 @@ class CudaIpcBackend final : public Backend {
       return Corrupt("cuda_ipc: bad connection info from '" + peer.agent_name + "'");
     std::string name(peer.connection_info.begin(), peer.connection_info.end());
     KVF_ASSIGN_OR_RETURN(auto session, initiator_->connect(peer, name, deadline_after(ctx_.connect_timeout)));
-    return std::unique_ptr<BackendConnection>(new CudaIpcConnection(std::move(session)));
+    return std::unique_ptr<BackendConnection>(new SessionConnection<CudaIpcSession>(std::move(session)));
   }
 
  private:

@@ -50,31 +50,34 @@ Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndp
   if (ack.u8() != 1) return RemoteError("cuda_ipc: peer refused: " + ack.str(ack.remaining()));
 
   // Only what the metadata announced, exactly as announced, is used.
-  std::vector<PeerRegion> regions;
+  PeerRegions regions;
   for (;;) {
     KVF_RETURN_IF_ERROR(recv_packet(sock.get(), &msg, deadline));
     ByteReader r(msg);
     const auto type = static_cast<MessageType>(r.u16());
     if (type == MessageType::kRegionsEnd && r.ok() && r.remaining() == 0) break;
-    PeerRegion pr;
-    pr.id = r.u64();
-    pr.device = r.u32();
-    pr.address = r.u64();
-    pr.length = r.u64();
-    pr.offset = r.u64();
+    RegionInfo info;
+    info.kind = MemoryKind::kVram;
+    info.id = r.u64();
+    info.device = r.u32();
+    info.address = r.u64();
+    info.length = r.u64();
+    IpcRegion ipc;
+    ipc.offset = r.u64();
     const std::uint64_t alloc_size = r.u64();
-    pr.handle = r.str(kIpcHandleBytes);
-    if (type != MessageType::kRegion || !r.ok() || r.remaining() != 0 || pr.offset > alloc_size ||
-        pr.length > alloc_size - pr.offset)
+    ipc.handle = r.str(kIpcHandleBytes);
+    if (type != MessageType::kRegion || !r.ok() || r.remaining() != 0 || ipc.offset > alloc_size ||
+        info.length > alloc_size - ipc.offset)
       return Corrupt("cuda_ipc: bad region message from '" + peer.agent_name + "'");
     const bool announced = std::any_of(peer.regions.begin(), peer.regions.end(), [&](const RegionInfo& m) {
-      return m.id == pr.id && m.kind == MemoryKind::kVram && m.address == pr.address && m.length == pr.length &&
-             m.device == pr.device;
+      return m.id == info.id && m.kind == MemoryKind::kVram && m.address == info.address && m.length == info.length &&
+             m.device == info.device;
     });
-    if (announced) regions.push_back(std::move(pr));
+    if (announced) regions.add(info, std::move(ipc));
   }
-  const bool same_process = peer.process_id == process_id_;
-  auto session = std::make_shared<CudaIpcSession>(cfg_, peer.agent_name, same_process, std::move(sock),
+  const pid_t peer_pid =
+      peer.process_id == process_id_ ? 0 : static_cast<pid_t>(std::strtol(peer.process_id.c_str(), nullptr, 10));
+  auto session = std::make_shared<CudaIpcSession>(cfg_, peer.agent_name, peer_pid, std::move(sock),
                                                   std::move(regions));
   {
     std::lock_guard lock(mu_);

@@ -15,13 +15,6 @@ namespace kvferry::detail::cuda_ipc {
 using cuda::check;
 using cuda::DeviceScope;
 
-namespace {
-// [address, +length) lies inside `r` (overflow-safe).
-bool holds(const PeerRegion& r, std::uint64_t address, std::uint64_t length) {
-  return address >= r.address && address - r.address <= r.length && length <= r.address + r.length - address;
-}
-}  // namespace
-
 Result<CopyLane*> Lanes::get(int device) {
   std::lock_guard lock(mu_);
   auto& lane = lanes_[device];
@@ -36,12 +29,15 @@ Result<CopyLane*> Lanes::get(int device) {
   return lane.get();
 }
 
-CudaIpcSession::CudaIpcSession(SessionConfig cfg, std::string peer, bool same_process, UniqueFd sock,
-                               std::vector<PeerRegion> regions)
-    : cfg_(std::move(cfg)), peer_(std::move(peer)), same_process_(same_process), sock_(std::move(sock)),
-      regions_(std::move(regions)) {
-  std::sort(regions_.begin(), regions_.end(), [](auto& a, auto& b) { return a.address < b.address; });
-}
+CudaIpcSession::CudaIpcSession(SessionConfig cfg, std::string peer, pid_t peer_pid, UniqueFd sock,
+                               PeerRegions regions)
+    : cfg_(std::move(cfg)),
+      // A lost peer's socket is shut down (the target sees EOF and drops its side).
+      peer_session_("cuda_ipc", std::move(peer), cfg_.peer_timeout, [this] { ::shutdown(sock_.get(), SHUT_RDWR); }),
+      same_process_(peer_pid == 0),
+      sock_(std::move(sock)),
+      peer_process_(peer_pid == 0 ? ProcessWatch() : ProcessWatch(peer_pid)),
+      regions_(std::move(regions)) {}
 
 CudaIpcSession::~CudaIpcSession() {
   fail(PeerLost("connection closed"));
@@ -59,32 +55,11 @@ CudaIpcSession::~CudaIpcSession() {
   }
 }
 
-Status CudaIpcSession::health() const {
-  std::lock_guard lock(status_mu_);
-  return lost_;
-}
-
-void CudaIpcSession::fail(const Status& why) {
-  if (dead_.exchange(true, std::memory_order_acq_rel)) return;
-  {
-    std::lock_guard lock(status_mu_);
-    lost_ = PeerLost("cuda_ipc peer '" + peer_ + "': " + why.message());
-  }
-  ::shutdown(sock_.get(), SHUT_RDWR);
-  std::unordered_map<std::uint64_t, Awaiting> awaiting;
-  {
-    std::lock_guard lock(mu_);
-    awaiting.swap(awaiting_);
-  }
-  for (auto& [req, a] : awaiting) a.job->finish(health());
-  // Jobs whose copies still run finish (peer lost) when their events complete.
-}
-
 Result<std::uint64_t> CudaIpcSession::peer_address(PeerRegion& r, int local_device) {
-  for (const auto& [dev, addr] : r.mapped)
+  for (const auto& [dev, addr] : r.value.mapped)
     if (dev == local_device) return addr;
   KVF_ASSIGN_OR_RETURN(std::uint64_t addr, open_region(r, local_device));
-  r.mapped.emplace_back(local_device, addr);
+  r.value.mapped.emplace_back(local_device, addr);
   return addr;
 }
 
@@ -92,30 +67,30 @@ Result<std::uint64_t> CudaIpcSession::open_region(PeerRegion& r, int local_devic
   if (same_process_) {
     // One address space: the target's pointer works; the copy kernel on another GPU
     // needs peer access to it (cudaMemcpyBatchAsync does not).
-    if (static_cast<int>(r.device) != local_device) {
+    if (static_cast<int>(r.info.device) != local_device) {
       DeviceScope scope(local_device);
       KVF_RETURN_IF_ERROR(scope.status());
-      cudaError_t e = cudaDeviceEnablePeerAccess(static_cast<int>(r.device), 0);
+      cudaError_t e = cudaDeviceEnablePeerAccess(static_cast<int>(r.info.device), 0);
       if (e == cudaErrorPeerAccessAlreadyEnabled) (void)cudaGetLastError();
       else KVF_RETURN_IF_ERROR(check(e, "cudaDeviceEnablePeerAccess"));
     }
-    return r.address;
+    return r.info.address;
   }
-  auto key = std::make_pair(r.handle, local_device);
+  auto key = std::make_pair(r.value.handle, local_device);
   auto it = opened_.find(key);
   if (it == opened_.end()) {
     cudaIpcMemHandle_t h;
-    std::memcpy(&h, r.handle.data(), sizeof h);
+    std::memcpy(&h, r.value.handle.data(), sizeof h);
     void* base = nullptr;
     DeviceScope scope(local_device);
     KVF_RETURN_IF_ERROR(scope.status());
     KVF_RETURN_IF_ERROR(check(cudaIpcOpenMemHandle(&base, h, cudaIpcMemLazyEnablePeerAccess),
                               "cudaIpcOpenMemHandle")
-                            .with_context("cuda_ipc: opening memory of '" + peer_ + "' on GPU " +
+                            .with_context("cuda_ipc: opening memory of '" + peer_session_.peer() + "' on GPU " +
                                           std::to_string(local_device)));
     it = opened_.emplace(key, base).first;
   }
-  return reinterpret_cast<std::uint64_t>(it->second) + r.offset;
+  return reinterpret_cast<std::uint64_t>(it->second) + r.value.offset;
 }
 
 Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
@@ -130,15 +105,15 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
   PeerRegion* region = nullptr;  // the last piece's region: most pieces share it
   // The piece as a copy between addresses the local GPU reaches.
   auto translate = [&](const TransferPiece& p) -> Result<CopyPair> {
-    if (!region || !holds(*region, p.remote, p.length)) region = region_holding(p.remote, p.length);
-    if (!region || region->revoked || region->device != p.remote_device)
-      return RemoteError("cuda_ipc: peer '" + peer_ + "' refused a range at offset " + std::to_string(p.remote) +
+    if (!region || !region_holds(region->info, p.remote, p.length)) region = regions_.holding(p.remote, p.length);
+    if (!region || region->value.revoked || region->info.device != p.remote_device)
+      return RemoteError("cuda_ipc: peer '" + peer_session_.peer() + "' refused a range at offset " + std::to_string(p.remote) +
                          " (+" + std::to_string(p.length) + "): " +
                          (!region          ? "not inside vram it announced"
-                          : region->revoked ? "it deregistered that memory"
+                          : region->value.revoked ? "it deregistered that memory"
                                             : "the descriptor names another GPU"));
     KVF_ASSIGN_OR_RETURN(std::uint64_t base, peer_address(*region, static_cast<int>(p.local_device)));
-    const std::uint64_t remote = base + (p.remote - region->address);
+    const std::uint64_t remote = base + (p.remote - region->info.address);
     return write ? CopyPair{p.local, remote, p.length} : CopyPair{remote, p.local, p.length};
   };
   InFlight f;
@@ -180,15 +155,15 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
     const PeerRegion* last = nullptr;
     std::uint64_t last_base = 0;
     for (const TransferPiece& p : pieces) {
-      if (last && holds(*last, p.remote, p.length) && p.remote_device == last->device) {
-        const std::uint64_t remote = last_base + (p.remote - last->address);
+      if (last && region_holds(last->info, p.remote, p.length) && p.remote_device == last->info.device) {
+        const std::uint64_t remote = last_base + (p.remote - last->info.address);
         KVF_RETURN_IF_ERROR(write ? b.add(p.local, remote, p.length) : b.add(remote, p.local, p.length));
         continue;
       }
       KVF_ASSIGN_OR_RETURN(CopyPair c, translate(p));
       KVF_RETURN_IF_ERROR(b.add(c.src, c.dst, c.length));
       last = region;  // translate() left `region` on the piece's region (live, not revoked)
-      last_base = (write ? c.dst : c.src) - (p.remote - region->address);
+      last_base = (write ? c.dst : c.src) - (p.remote - region->info.address);
     }
     Submission sub;
     KVF_RETURN_IF_ERROR(b.finish(&sub));
@@ -232,14 +207,6 @@ Status CudaIpcSession::post(const std::shared_ptr<TransferJob>& job) {
   return start_watching(std::move(f));
 }
 
-PeerRegion* CudaIpcSession::region_holding(std::uint64_t address, std::uint64_t length) {
-  auto it = std::upper_bound(regions_.begin(), regions_.end(), address,
-                             [](std::uint64_t a, const PeerRegion& r) { return a < r.address; });
-  if (it == regions_.begin()) return nullptr;
-  --it;
-  return holds(*it, address, length) ? &*it : nullptr;
-}
-
 Result<bool> CudaIpcSession::post_strided(const StridedPieces& sp, bool write, CopyLane& lane, Submission* out) {
   if (sp.runs.empty() || sp.local_lanes.empty()) return false;
   // The remote bytes a lane's runs touch, as offsets from the lane's base.
@@ -250,10 +217,10 @@ Result<bool> CudaIpcSession::post_strided(const StridedPieces& sp, bool write, C
   }
   std::vector<std::uint64_t> remote(sp.remote_lanes.size());
   for (std::size_t l = 0; l < remote.size(); ++l) {
-    PeerRegion* r = region_holding(sp.remote_lanes[l] + lo, hi - lo);
-    if (!r || r->revoked || r->device != sp.remote_device) return false;
+    PeerRegion* r = regions_.holding(sp.remote_lanes[l] + lo, hi - lo);
+    if (!r || r->value.revoked || r->info.device != sp.remote_device) return false;
     KVF_ASSIGN_OR_RETURN(std::uint64_t base, peer_address(*r, static_cast<int>(sp.local_device)));
-    remote[l] = base + (sp.remote_lanes[l] - r->address);  // the lane's base as mapped here (mod 2^64)
+    remote[l] = base + (sp.remote_lanes[l] - r->info.address);  // the lane's base as mapped here (mod 2^64)
   }
   // A run's bytes cut at kMaxItemBytes, so that the grid's blocks share work evenly;
   // runs of kEngineMinBytes or more go to the copy engines whole, one copy per lane.
@@ -333,28 +300,22 @@ void CudaIpcSession::poll() {
       it = inflight_.erase(it);
     }
   }
-  for (auto& [job, st] : done) {
-    if (st.ok() && dead()) st = health();
-    if (!st.ok() || !job->notification()) {
-      job->finish(std::move(st));
-      continue;
-    }
-    std::uint64_t req;
-    {
-      std::lock_guard lock(mu_);
-      req = next_req_++;
-      awaiting_[req] = Awaiting{job, Clock::now() + cfg_.peer_timeout};
-    }
-    // The copies completed (event): the bytes are in the target's memory now.
+  // The copies completed (event): the bytes are in the target's memory now.
+  const auto send = [this](std::uint64_t req, std::string_view message) {
     ByteWriter w;
     w.u16(static_cast<std::uint16_t>(MessageType::kNotify));
     w.u64(req);
-    w.str(*job->notification());
-    Status sent = send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
-    if (!sent.ok()) {
-      std::lock_guard lock(mu_);
-      if (awaiting_.erase(req)) job->finish(sent);
+    w.str(message);
+    return send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
+  };
+  for (auto& [job, st] : done) {
+    // Copies through IPC mappings complete even after the peer process was killed: done
+    // only while it lives.
+    if (st.ok() && !dead() && peer_process_.gone()) {
+      fail(PeerLost("the peer process was killed or exited"));
+      st = health();
     }
+    peer_session_.settle(job, std::move(st), send);
   }
 }
 
@@ -381,27 +342,16 @@ void CudaIpcSession::on_readable() {
   if (type == MessageType::kRevoke) return on_revoke(value);
   if (!ack) return fail(Corrupt("unexpected message from the peer"));
   // An ack with text: the peer's inbox refused the notification, and says why.
-  const std::string refused = r.str(r.remaining());
-  std::shared_ptr<TransferJob> job;
-  {
-    std::lock_guard lock(mu_);
-    auto it = awaiting_.find(value);
-    if (it == awaiting_.end()) return;  // cancelled meanwhile
-    job = std::move(it->second.job);
-    awaiting_.erase(it);
-  }
-  job->finish(refused.empty() ? Status::Ok()
-                              : RemoteError("peer '" + peer_ + "' did not keep the notification: " + refused));
+  peer_session_.on_answer(value, r.str(r.remaining()));
 }
 
 void CudaIpcSession::on_revoke(std::uint64_t id) {
   std::vector<Submission> pending;
   {
     std::lock_guard lock(mu_);  // posts after this see the mark
-    for (auto& r : regions_) {
-      if (r.id != id) continue;
-      r.revoked = true;
-      r.mapped.clear();
+    if (PeerRegion* r = regions_.find(id)) {
+      r->value.revoked = true;
+      r->value.mapped.clear();
     }
     kept_.clear();  // their tables may point into the revoked memory
     for (auto& f : inflight_)
@@ -412,8 +362,7 @@ void CudaIpcSession::on_revoke(std::uint64_t id) {
   for (auto& sub : pending) cudaEventSynchronize(sub.event);
   {
     std::lock_guard lock(mu_);
-    for (auto& r : regions_)
-      if (r.id == id) close_handles(r.handle);
+    if (PeerRegion* r = regions_.find(id)) close_handles(r->value.handle);
   }
   ByteWriter w;
   w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
@@ -422,8 +371,8 @@ void CudaIpcSession::on_revoke(std::uint64_t id) {
 }
 
 void CudaIpcSession::close_handles(const std::string& handle) {
-  for (const auto& r : regions_)
-    if (r.handle == handle && !r.revoked) return;  // another live region shares the allocation
+  for (const auto& [address, r] : regions_)
+    if (r.value.handle == handle && !r.value.revoked) return;  // another live region shares the allocation
   for (auto it = opened_.begin(); it != opened_.end();) {
     if (it->first.first != handle) {
       ++it;
@@ -435,19 +384,12 @@ void CudaIpcSession::close_handles(const std::string& handle) {
   }
 }
 
-void CudaIpcSession::check_deadlines() {
-  const auto now = Clock::now();
-  bool overdue = false;
+bool CudaIpcSession::busy() {
   {
     std::lock_guard lock(mu_);
-    for (auto& [req, a] : awaiting_) overdue = overdue || now > a.deadline;
+    if (!inflight_.empty()) return true;
   }
-  if (overdue) fail(PeerLost("no acknowledgement for " + std::to_string(cfg_.peer_timeout.count()) + " ms"));
-}
-
-bool CudaIpcSession::busy() {
-  std::lock_guard lock(mu_);
-  return !inflight_.empty() || !awaiting_.empty();
+  return peer_session_.awaiting();
 }
 
 void CudaIpcSession::cancel(const std::shared_ptr<TransferJob>& job) {
@@ -460,13 +402,8 @@ void CudaIpcSession::cancel(const std::shared_ptr<TransferJob>& job) {
         break;
       }
     }
-    for (auto a = awaiting_.begin(); a != awaiting_.end(); ++a) {
-      if (a->second.job == job) {
-        awaiting_.erase(a);
-        break;
-      }
-    }
   }
+  peer_session_.forget(job);
   drain(mine);  // a GPU copy cannot be stopped: wait until it no longer touches our memory
   job->finish(Cancelled("transfer cancelled"));
 }

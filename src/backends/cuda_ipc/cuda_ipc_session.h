@@ -20,6 +20,9 @@
 #include "cuda/copy_lane.h"
 #include "backends/cuda_ipc/cuda_ipc_wire.h"
 #include "core/backend.h"
+#include "core/peer_session.h"
+#include "core/process_watch.h"
+#include "core/region_table.h"
 
 namespace kvferry::detail::cuda_ipc {
 
@@ -41,11 +44,9 @@ class Lanes {
   std::map<int, std::unique_ptr<CopyLane>> lanes_;
 };
 
-struct PeerRegion {
-  std::uint64_t id = 0;
-  std::uint32_t device = 0;
-  std::uint64_t address = 0;  // the target's
-  std::uint64_t length = 0;
+// How we reach one of the target's vram regions (the table's RegionInfo has its id,
+// GPU, and the target's address and length).
+struct IpcRegion {
   std::uint64_t offset = 0;   // in its allocation
   std::string handle;         // kIpcHandleBytes
   bool revoked = false;
@@ -53,6 +54,9 @@ struct PeerRegion {
   // opened_, cleared on revocation.
   std::vector<std::pair<int, std::uint64_t>> mapped;
 };
+// The target's regions by address; fixed after connect (entries never move).
+using PeerRegions = RegionTable<IpcRegion>;
+using PeerRegion = PeerRegions::Entry;
 
 struct SessionConfig {
   std::string agent_name;
@@ -63,22 +67,25 @@ struct SessionConfig {
 
 class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
  public:
-  CudaIpcSession(SessionConfig cfg, std::string peer, bool same_process, UniqueFd sock,
-                 std::vector<PeerRegion> regions);
+  // `peer_pid`: the peer's process (checked against the socket at connect); 0 when it is
+  // this process.
+  CudaIpcSession(SessionConfig cfg, std::string peer, pid_t peer_pid, UniqueFd sock,
+                 PeerRegions regions);
   ~CudaIpcSession();
 
   Status post(const std::shared_ptr<TransferJob>& job);
   void cancel(const std::shared_ptr<TransferJob>& job);
   Status notify(std::string_view message);
-  Status health() const;
+  Status health() const { return peer_session_.health(); }
 
   // For the progress thread (and spinning waiters).
   void poll();            // completes jobs whose events are done
   void on_readable();     // a message from the target
-  void check_deadlines();
+  void check_deadlines() { peer_session_.check_deadlines(); }
   bool busy();            // GPU work or acknowledgements outstanding
-  void fail(const Status& why);
-  bool dead() const { return dead_.load(std::memory_order_acquire); }
+  // Jobs whose copies still run finish (peer lost) when their events complete.
+  void fail(const Status& why) { peer_session_.fail(why); }
+  bool dead() const { return peer_session_.dead(); }
   int socket_fd() const { return sock_.get(); }
 
  private:
@@ -102,15 +109,10 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   // so that engines that build a request per transfer do not pay for keeping tables.
   std::vector<std::pair<std::weak_ptr<const PieceList>, TransferOp>> posted_once_;
   static constexpr std::size_t kKeepFromPieces = 1024;  // smaller requests are cheap to translate
-  struct Awaiting {
-    std::shared_ptr<TransferJob> job;
-    Clock::time_point deadline;
-  };
   // mu_ held: a strided job in one launch from its lanes and runs (no expanded table);
   // false when a lane's blocks do not lie in one announced region (the caller then takes
   // the per-piece path, whose errors name the piece).
   Result<bool> post_strided(const StridedPieces& sp, bool write, CopyLane& lane, Submission* out);
-  PeerRegion* region_holding(std::uint64_t address, std::uint64_t length);  // mu_ held
   Result<std::uint64_t> peer_address(PeerRegion& r, int local_device);  // mu_ held
   Result<std::uint64_t> open_region(PeerRegion& r, int local_device);   // mu_ held
   void drain(std::list<InFlight>& work);  // waits for the events, releases them
@@ -119,21 +121,19 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   void close_handles(const std::string& handle);  // mu_ held
 
   const SessionConfig cfg_;
-  const std::string peer_;
+  // Health, notification acknowledgements (ids, deadlines), peer loss: the core's part.
+  PeerSession peer_session_;
   const bool same_process_;
   UniqueFd sock_;
+  // Copies through IPC mappings complete even after the peer process was killed, and its
+  // socket hangs up only later: a completion is reported done only while the peer lives.
+  ProcessWatch peer_process_;
 
   std::mutex mu_;
-  std::vector<PeerRegion> regions_;  // sorted by address
+  PeerRegions regions_;
   std::map<std::pair<std::string, int>, void*> opened_;  // (handle, local GPU) -> mapping
   std::list<InFlight> inflight_;
   std::vector<Kept> kept_;  // newest last
-  std::unordered_map<std::uint64_t, Awaiting> awaiting_;
-  std::uint64_t next_req_ = 1;
-
-  mutable std::mutex status_mu_;
-  Status lost_;
-  std::atomic<bool> dead_{false};
 };
 
 }  // namespace kvferry::detail::cuda_ipc

@@ -11,22 +11,10 @@
 #include "backends/shm/shm_target.h"
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
+#include "core/session_connection.h"
 
 namespace kvferry::detail::shm {
 namespace {
-
-class ShmConnection final : public BackendConnection {
- public:
-  explicit ShmConnection(std::shared_ptr<ShmSession> s) : session_(std::move(s)) {}
-  ~ShmConnection() override { session_->fail(PeerLost("connection closed locally")); }
-  Status post(const std::shared_ptr<TransferJob>& job) override { return session_->post(job); }
-  void cancel(const std::shared_ptr<TransferJob>& job) override { session_->cancel(job); }
-  Status notify(std::string_view message) override { return session_->notify(message); }
-  Status health() const override { return session_->health(); }
-
- private:
-  std::shared_ptr<ShmSession> session_;
-};
 
 class ShmBackend final : public Backend {
  public:
@@ -62,7 +50,7 @@ class ShmBackend final : public Backend {
       return Corrupt("shm: bad connection info from '" + peer.agent_name + "'");
     std::string name(peer.connection_info.begin(), peer.connection_info.end());
     KVF_ASSIGN_OR_RETURN(auto session, initiator_->connect(peer, name, deadline_after(ctx_.connect_timeout)));
-    return std::unique_ptr<BackendConnection>(new ShmConnection(std::move(session)));
+    return std::unique_ptr<BackendConnection>(new SessionConnection<ShmSession>(std::move(session)));
   }
 
  private:

@@ -103,14 +103,19 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
   if (got.size() != 1) return unmap_cb(), Corrupt("shm: hello answer without the peer's eventfd");
   UniqueFd target_wake = std::move(got[0]);
 
-  // The announced regions, sorted by address; mapped where the peer sends a memfd.
-  std::vector<MappedRegion> regions;
-  for (const RegionInfo& r : peer.regions)
-    if (r.kind == MemoryKind::kDram) regions.push_back(MappedRegion{r.id, r.address, r.length});
-  std::sort(regions.begin(), regions.end(), [](auto& a, auto& b) { return a.remote < b.remote; });
+  // The announced regions; mapped where the peer sends a memfd.
+  PeerRegions regions;
+  for (const RegionInfo& r : peer.regions) {
+    if (r.kind != MemoryKind::kDram) continue;
+    RegionInfo info;  // only what the peer announced (local-only fields stay unset)
+    info.id = r.id;
+    info.address = r.address;
+    info.length = r.length;
+    regions.add(info);
+  }
   auto cleanup = [&] {
-    for (auto& r : regions)
-      if (r.map_base) ::munmap(r.map_base, r.map_length);
+    for (auto& [address, r] : regions)
+      if (r.value.map_base) ::munmap(r.value.map_base, r.value.map_length);
     unmap_cb();
   };
   for (;;) {
@@ -120,28 +125,29 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
     if (type == MessageType::kRegionsEnd) break;
     std::uint64_t id = r.u64(), address = r.u64(), length = r.u64(), offset = r.u64();
     if (type != MessageType::kRegion || !r.ok() || got.size() > 1) return cleanup(), Corrupt("shm: bad region message");
-    auto it = std::find_if(regions.begin(), regions.end(), [&](auto& m) { return m.id == id; });
+    PeerRegions::Entry* e = regions.find(id);
     // Use only what the metadata announced, exactly as announced.
-    if (it == regions.end() || it->remote != address || it->length != length || it->map_base) continue;
-    it->live = true;
+    if (!e || e->info.address != address || e->info.length != length || e->value.map_base) continue;
+    Mapping& m = e->value;
+    m.live = true;
     if (got.empty()) continue;  // reached through process_vm_*
     const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
     const std::uint64_t aligned = offset / page * page;
     const std::size_t map_length = length + (offset - aligned);
     void* p = ::mmap(nullptr, map_length, PROT_READ | PROT_WRITE, MAP_SHARED, got[0].get(), static_cast<off_t>(aligned));
     if (p == MAP_FAILED) return cleanup(), IoErrorFromErrno("shm: mapping the peer's region", errno);
-    it->map_base = p;
-    it->map_length = map_length;
-    it->local = static_cast<std::uint8_t*>(p) + (offset - aligned);
+    m.map_base = p;
+    m.map_length = map_length;
+    m.local = static_cast<std::uint8_t*>(p) + (offset - aligned);
   }
   // What the peer did not announce now was deregistered since our metadata was taken.
-  for (auto& r : regions) r.revoked = !r.live;
+  for (auto& [address, r] : regions) r.value.revoked = !r.value.live;
   // Regions without a memfd are reached with process_vm_*: find out now whether the
   // system lets us, so that selection can fall back to another backend if not.
-  for (const auto& r : regions) {
-    if (r.local || r.revoked) continue;
+  for (const auto& [address, r] : regions) {
+    if (r.value.local || r.value.revoked) continue;
     std::uint8_t probe;
-    iovec l{&probe, 1}, rem{reinterpret_cast<void*>(r.remote), 1};
+    iovec l{&probe, 1}, rem{reinterpret_cast<void*>(address), 1};
     if (::process_vm_readv(pid, &l, 1, &rem, 1, 0) != 1) {
       const int err = errno;
       cleanup();

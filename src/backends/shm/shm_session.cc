@@ -36,9 +36,9 @@ Status process_vm_copy(pid_t pid, TransferOp op, std::uint8_t* local, std::uint6
 }  // namespace
 
 ShmSession::ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd sock, ControlBlock* cb,
-                       UniqueFd target_wake, std::vector<MappedRegion> regions)
+                       UniqueFd target_wake, PeerRegions regions)
     : cfg_(std::move(cfg)),
-      peer_(std::move(peer)),
+      peer_session_("shm", std::move(peer), cfg_.peer_timeout),
       pid_(pid),
       sock_(std::move(sock)),
       cb_(cb),
@@ -48,30 +48,9 @@ ShmSession::ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd 
 
 ShmSession::~ShmSession() {
   fail(PeerLost("connection closed"));
-  for (auto& r : regions_)
-    if (r.map_base) ::munmap(r.map_base, r.map_length);
+  for (auto& [address, r] : regions_)
+    if (r.value.map_base) ::munmap(r.value.map_base, r.value.map_length);
   if (cb_) ::munmap(cb_, sizeof(ControlBlock));
-}
-
-Status ShmSession::health() const {
-  std::lock_guard lock(status_mu_);
-  return lost_;
-}
-
-void ShmSession::fail(const Status& why) {
-  if (dead_.exchange(true, std::memory_order_acq_rel)) return;
-  {
-    std::lock_guard lock(status_mu_);
-    lost_ = PeerLost("shm peer '" + peer_ + "': " + why.message());
-  }
-  std::unordered_map<std::uint64_t, Awaiting> awaiting;
-  {
-    std::lock_guard lock(jobs_mu_);
-    awaiting.swap(awaiting_);
-  }
-  for (auto& [req, a] : awaiting) a.job->finish(health());
-  // Copies in flight finish into mappings that stay valid until we are destroyed, then
-  // report the loss from complete().
 }
 
 Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
@@ -96,19 +75,16 @@ Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
   {
     std::shared_lock lock(map_mu_);
     for (const TransferPiece& p : job->pieces()) {
-      auto it = std::upper_bound(regions_.begin(), regions_.end(), p.remote,
-                                 [](std::uint64_t a, const MappedRegion& r) { return a < r.remote; });
-      const bool inside = it != regions_.begin() && (--it, p.remote - it->remote <= it->length &&
-                                                      p.length <= it->remote + it->length - p.remote);
-      if (!inside || it->revoked)
-        return RemoteError("shm: peer '" + peer_ + "' refused [0x" + std::to_string(p.remote) + ", +" +
+      const PeerRegions::Entry* region = regions_.holding(p.remote, p.length);
+      if (!region || region->value.revoked)
+        return RemoteError("shm: peer '" + peer_session_.peer() + "' refused [0x" + std::to_string(p.remote) + ", +" +
                            std::to_string(p.length) + "): " +
-                           (inside ? "it deregistered that memory" : "not inside memory it announced"));
-      const auto region = static_cast<std::uint32_t>(it - regions_.begin());
+                           (region ? "it deregistered that memory" : "not inside memory it announced"));
+      const Mapping& m = region->value;
       for (std::uint64_t off = 0; off < p.length; off += cfg_.slice_bytes) {
         const std::uint64_t n = std::min(cfg_.slice_bytes, p.length - off);
-        const std::uint64_t remote = it->local ? reinterpret_cast<std::uint64_t>(it->local) + (p.remote - it->remote) + off
-                                               : p.remote + off;
+        const std::uint64_t remote = m.local ? reinterpret_cast<std::uint64_t>(m.local) + (p.remote - region->info.address) + off
+                                             : p.remote + off;
         slices->push_back(Slice{reinterpret_cast<std::uint8_t*>(p.local + off), remote, n, region});
       }
     }
@@ -140,8 +116,12 @@ Status ShmSession::start_copy(const std::shared_ptr<TransferJob>& job, std::shar
 Status ShmSession::copy_slices(TransferOp op, const std::vector<Slice>& slices, std::size_t begin, std::size_t end) {
   std::shared_lock lock(map_mu_);  // a revoke waits for this batch, and we see its mark
   for (std::size_t i = begin; i < end; ++i) {
+    // Once the peer is known lost, the rest of this job and every job queued behind it
+    // stops at the next slice instead of copying into a dead peer's pages: the loss is
+    // reported within one slice's copy, not after every queued byte.
+    if (dead()) return health();
     const Slice& s = slices[i];
-    const MappedRegion& r = regions_[s.region];
+    const Mapping& r = s.region->value;
     if (r.revoked) return RemoteError("shm: the peer deregistered memory this transfer uses");
     if (r.local) {
       auto* remote = reinterpret_cast<std::uint8_t*>(s.remote);
@@ -156,27 +136,23 @@ Status ShmSession::copy_slices(TransferOp op, const std::vector<Slice>& slices, 
 
 Status ShmSession::copy_pieces(TransferOp op, const PieceList& pieces, std::size_t begin, std::size_t end) {
   std::shared_lock lock(map_mu_);  // as copy_slices: a revoke waits, and we see its mark
-  const MappedRegion* last = nullptr;
+  const PeerRegions::Entry* last = nullptr;
   const StridedPieces& sp = *pieces.strided();
   const std::size_t runs = sp.runs.size();
   std::size_t lane = begin / runs, run = begin % runs;
   for (std::size_t i = begin; i < end; ++i, run = run + 1 == runs ? (++lane, 0) : run + 1) {
+    if (dead()) return health();  // as copy_slices: stop at the next piece once the peer is lost
     const TransferPiece p = sp.piece(lane, sp.runs[run]);
-    const auto inside = [&](const MappedRegion& r) {
-      return p.remote >= r.remote && p.remote - r.remote <= r.length && p.length <= r.remote + r.length - p.remote;
-    };
-    if (!last || !inside(*last)) {
-      auto it = std::upper_bound(regions_.begin(), regions_.end(), p.remote,
-                                 [](std::uint64_t a, const MappedRegion& r) { return a < r.remote; });
-      if (it == regions_.begin() || !inside(*--it))
-        return RemoteError("shm: peer '" + peer_ + "' refused [0x" + std::to_string(p.remote) + ", +" +
+    if (!last || !region_holds(last->info, p.remote, p.length)) {
+      last = regions_.holding(p.remote, p.length);
+      if (!last)
+        return RemoteError("shm: peer '" + peer_session_.peer() + "' refused [0x" + std::to_string(p.remote) + ", +" +
                            std::to_string(p.length) + "): not inside memory it announced");
-      last = &*it;
     }
-    if (last->revoked) return RemoteError("shm: the peer deregistered memory this transfer uses");
+    if (last->value.revoked) return RemoteError("shm: the peer deregistered memory this transfer uses");
     auto* local = reinterpret_cast<std::uint8_t*>(p.local);
-    if (last->local) {
-      auto* remote = last->local + (p.remote - last->remote);
+    if (last->value.local) {
+      auto* remote = last->value.local + (p.remote - last->info.address);
       if (op == TransferOp::kRead) std::memcpy(local, remote, p.length);
       else std::memcpy(remote, local, p.length);
     } else {
@@ -200,22 +176,9 @@ void ShmSession::complete(const std::shared_ptr<TransferJob>& job, Status status
     fail(PeerLost("the peer process was killed or exited"));
     status = health();
   }
-  if (!status.ok() || !job->notification()) {
-    job->finish(std::move(status));
-    return;
-  }
-  std::uint64_t req;
-  {
-    std::lock_guard lock(jobs_mu_);
-    req = next_req_++;
-    awaiting_[req] = Awaiting{job, Clock::now() + cfg_.peer_timeout};
-  }
   // The ring's release publishes the data copied above before the notification.
-  Status pushed = push_notify(req, *job->notification());
-  if (!pushed.ok()) {
-    std::lock_guard lock(jobs_mu_);
-    if (awaiting_.erase(req)) job->finish(pushed);
-  }
+  peer_session_.settle(job, std::move(status),
+                       [this](std::uint64_t req, std::string_view message) { return push_notify(req, message); });
 }
 
 Status ShmSession::push_notify(std::uint64_t req, std::string_view message) {
@@ -251,37 +214,12 @@ void ShmSession::poll_acks() {
       err = Corrupt("unexpected record from the peer");
       break;
     }
-    std::shared_ptr<TransferJob> job;
-    {
-      std::lock_guard jobs(jobs_mu_);
-      auto it = awaiting_.find(rec.req);
-      if (it == awaiting_.end()) continue;  // cancelled meanwhile
-      job = std::move(it->second.job);
-      awaiting_.erase(it);
-    }
-    job->finish(rec.payload.empty() ? Status::Ok()
-                                    : RemoteError("peer '" + peer_ + "' did not keep the notification: " + rec.payload));
+    peer_session_.on_answer(rec.req, rec.payload);  // empty: kept; else why the inbox refused it
   }
   if (!err.ok()) {
     lock.unlock();
     fail(err);
   }
-}
-
-void ShmSession::check_deadlines() {
-  const auto now = Clock::now();
-  bool overdue = false;
-  {
-    std::lock_guard lock(jobs_mu_);
-    for (auto& [req, a] : awaiting_) overdue = overdue || now > a.deadline;
-  }
-  if (overdue)
-    fail(PeerLost("no acknowledgement for " + std::to_string(cfg_.peer_timeout.count()) + " ms"));
-}
-
-bool ShmSession::awaiting_acks() {
-  std::lock_guard lock(jobs_mu_);
-  return !awaiting_.empty();
 }
 
 void ShmSession::set_sleeping(bool sleeping) {
@@ -294,13 +232,8 @@ void ShmSession::cancel(const std::shared_ptr<TransferJob>& job) {
     std::lock_guard lock(jobs_mu_);
     auto it = copying_.find(job.get());
     if (it != copying_.end()) work = it->second;
-    for (auto a = awaiting_.begin(); a != awaiting_.end(); ++a) {
-      if (a->second.job == job) {
-        awaiting_.erase(a);
-        break;
-      }
-    }
   }
+  peer_session_.forget(job);
   // Returns once no copy of this job runs; its completion then finishes it (cancelled).
   if (work) CopyPool::stop_and_wait(*work, Cancelled("transfer cancelled"));
   job->finish(Cancelled("transfer cancelled"));
@@ -308,8 +241,8 @@ void ShmSession::cancel(const std::shared_ptr<TransferJob>& job) {
 
 void ShmSession::on_revoke(std::uint64_t region_id) {
   std::unique_lock lock(map_mu_);  // waits for copies in flight
-  for (auto& r : regions_) {
-    if (r.id != region_id) continue;
+  if (PeerRegions::Entry* e = regions_.find(region_id)) {
+    Mapping& r = e->value;
     r.revoked = true;
     if (r.map_base) ::munmap(r.map_base, r.map_length);
     r.map_base = nullptr;

@@ -19,7 +19,9 @@
 #include "backends/shm/shm_ring.h"
 #include "core/backend.h"
 #include "core/peer_auth.h"
+#include "core/peer_session.h"
 #include "core/process_watch.h"
+#include "core/region_table.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::shm {
@@ -33,36 +35,39 @@ struct SessionConfig {
   std::shared_ptr<const SharedSecret> secret;  // null: no authentication
 };
 
-struct MappedRegion {
-  std::uint64_t id = 0;
-  std::uint64_t remote = 0;  // the target's address
-  std::uint64_t length = 0;
+// How we reach one of the target's regions (the table's RegionInfo has its id and the
+// target's address and length).
+struct Mapping {
   std::uint8_t* local = nullptr;  // our mapping; null: reached through process_vm_*
   void* map_base = nullptr;       // what to munmap
   std::size_t map_length = 0;
   bool live = false;     // announced by the peer when we connected
   bool revoked = false;  // deregistered by the peer (or not live when we connected)
 };
+// The target's regions by address; fixed after connect (entries never move).
+using PeerRegions = RegionTable<Mapping>;
 
 class ShmSession : public std::enable_shared_from_this<ShmSession> {
  public:
   ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd sock, ControlBlock* cb,
-             UniqueFd target_wake, std::vector<MappedRegion> regions);
+             UniqueFd target_wake, PeerRegions regions);
   ~ShmSession();
 
   Status post(const std::shared_ptr<TransferJob>& job);
   void cancel(const std::shared_ptr<TransferJob>& job);
   Status notify(std::string_view message);
-  Status health() const;
+  Status health() const { return peer_session_.health(); }
 
   // For the progress thread (and spinning waiters): take acknowledgements.
   void poll_acks();
-  void check_deadlines();
+  void check_deadlines() { peer_session_.check_deadlines(); }
   void on_revoke(std::uint64_t region_id);  // the caller then sends the ack
-  void fail(const Status& why);
+  // Copies in flight finish into mappings that stay valid until we are destroyed, then
+  // report the loss from complete().
+  void fail(const Status& why) { peer_session_.fail(why); }
   int socket_fd() const { return sock_.get(); }
-  bool dead() const { return dead_.load(std::memory_order_acquire); }
-  bool awaiting_acks();
+  bool dead() const { return peer_session_.dead(); }
+  bool awaiting_acks() const { return peer_session_.awaiting(); }
   void set_sleeping(bool sleeping);
   ControlBlock* control() const { return cb_; }
 
@@ -71,7 +76,7 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
     std::uint8_t* local;
     std::uint64_t remote;  // mapped pointer, or the target's address for process_vm_*
     std::uint64_t length;
-    std::uint32_t region;  // index in regions_
+    const PeerRegions::Entry* region;
   };
   Status copy_slices(TransferOp op, const std::vector<Slice>& slices, std::size_t begin, std::size_t end);
   // Strided pieces [begin, end), translated as they are copied (one slice each).
@@ -81,7 +86,8 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
   Status push_notify(std::uint64_t req, std::string_view message);
 
   const SessionConfig cfg_;
-  const std::string peer_;
+  // Health, notification acknowledgements (ids, deadlines), peer loss: the core's part.
+  PeerSession peer_session_;
   const pid_t pid_;
   UniqueFd sock_;
   ControlBlock* cb_;
@@ -89,23 +95,13 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
   ProcessWatch peer_process_;  // a completion is reported only while the peer lives
 
   std::shared_mutex map_mu_;  // copies hold it shared; a revoke takes it exclusively
-  std::vector<MappedRegion> regions_;  // sorted by remote address; fixed after connect
+  PeerRegions regions_;
 
   std::mutex produce_mu_;  // single producer of cb_->to_target
   std::mutex consume_mu_;  // single consumer of cb_->to_initiator
 
-  struct Awaiting {
-    std::shared_ptr<TransferJob> job;
-    Clock::time_point deadline;
-  };
   std::mutex jobs_mu_;
-  std::uint64_t next_req_ = 1;
-  std::unordered_map<std::uint64_t, Awaiting> awaiting_;
   std::unordered_map<const TransferJob*, std::shared_ptr<CopyWork>> copying_;
-
-  mutable std::mutex status_mu_;
-  Status lost_;
-  std::atomic<bool> dead_{false};
 };
 
 }  // namespace kvferry::detail::shm
