@@ -116,7 +116,8 @@ done
 for t in "${retry[@]}"; do
   echo "sanitize.sh: $KIND: RETRIED $t, which failed once (first failure):" >&2
   # ctest prints a failed test's output right after its result line.
-  awk -v t="$t" '$0 ~ "Test +#[0-9]+: " t " " {p = 1; next} p && /Test +#[0-9]+: / {p = 0} p' "$LOG" >"$LOG.first"
+  awk -v t="$t" '$0 ~ "Test +#[0-9]+: " t " " {p = 1; next} p && /Test +#[0-9]+: |^ +Start +[0-9]+: / {p = 0} p' \
+    "$LOG" >"$LOG.first"
   if grep -q 'Failure' "$LOG.first"; then sed -n '/Failure/,$p' "$LOG.first" | head -40 >&2
   else tail -n 20 "$LOG.first" >&2; fi
 done
