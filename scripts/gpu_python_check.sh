@@ -3,22 +3,27 @@
 # (Mistral-Small-3.1: 40 layers, 8 KV heads, dim 128, 16 tokens/block, bf16, flashinfer:
 # one 64 KiB block per layer = 40 x 256 x 64 KiB = 640 MiB) from vram_server.py over
 # cuda_ipc with torch tensors, next to `kvferry bench` on the same shape in the same call.
-# Acceptance: client / bench >= 0.9.
+# Acceptance: client / bench >= 0.9, against the bench with one allocation per layer on
+# each side (--layer-tensors: the client's shape, an engine's per-layer tensors); the ratio
+# to the bench's single-allocation pool is printed beside it.
 #
 # Both time the same thing, per step, median over 20 steps after 3 warm-up steps:
 #   create a fresh strided request (lanes x block ids, 256 scattered block ids per side)
 #   + post + wait until done; no notification; verification is outside the timed part
-#   (client: every byte of every step; bench: --verify, one request after timing).
-# The client row "with notification" (--notify transfer: the request id rides on the
-# transfer, the example's default) is printed beside them for its cost; it is not the
-# acceptance row.
+#   (client: every byte of every step, checked on the GPU; bench: --verify, one request
+#   after timing).
+# Every row splits its median step: create + post, after post (post() returned ->
+# wait() returned) and wake-up (the library saw the end -> wait() returned).
 #
-# Where the client's extra time goes (diagnostic rows, not acceptance): each client row
-# splits its median step into create, post, transfer (post until the library noticed the
-# end) and wake-up (noticed -> wait() returned). "bench's conditions" runs the client as
-# the bench runs: a 512-block pool per layer on both sides (the bench's
-# max(2 x 256, 256 + 64)) instead of the 4 GiB pool, and the same block ids every step.
-# "pinned" runs one client and one bench on the CPUs local to the initiator's GPU.
+# Diagnostic rows (not acceptance), to locate what separates client and bench:
+#   client, host-side check: the check as it was before (numpy expectations uploaded
+#     layer by layer, ~0.5 s per step during which both GPUs sit idle);
+#   client, last step checked: the steps back to back, as the bench's timed requests;
+#   client, last step checked + 500 ms pause: idle GPUs between steps, no check;
+#   bench per-layer + 500 ms pause: the bench with the same idle time;
+#   client with the transfer's notification (the example's default);
+#   client and server agents with every usable backend (the examples' default; the rows
+#   above start cuda_ipc alone on both sides, as the bench does).
 #
 # GPUs: with two or more, server and bench target on GPU0, client and bench initiator on
 # GPU1 (GPU0 -> GPU1, nvidia-h200-x2); with one, everything on GPU0 (two processes on one
@@ -26,7 +31,7 @@
 #
 # HERE (no GPU needed; builds a cp312 package for the device machine's Python 3.12):
 #   scripts/gpu_python_check.sh prepare        # -> .device-py/ (git-ignored, < 60 MiB)
-# THERE (nothing is built or installed; no network):
+# THERE (nothing is built or installed; no network; ~4 minutes):
 #   run(carry=[".device-py"], command="bash .device-py/gpu_python_check.sh", kind="nvidia-h200-x2")
 #   (or kind="nvidia-h200": the one-GPU rows)
 # Logs go to $OUT; a short table is printed last.
@@ -45,7 +50,7 @@ prepare() {
   [[ -f "$build/src/libkvferry.so.0.1.0" && -x "$build/tools/kvferry" ]] ||
     { echo "build the C++ tree first: scripts/build.sh --build-dir $build" >&2; exit 1; }
   [[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "nanobind>=2.4"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "nanobind>=2.4" numpy
   rm -rf "$out" "$build/py312wheel"
   "$venv/bin/python" -m pip wheel -q --no-build-isolation --no-deps "$root" -w "$build/py312wheel" \
     --config-settings=cmake.define.KVFERRY_PREBUILT_BUILD_DIR="$build" --config-settings=build-dir="$build/py312"
@@ -106,109 +111,107 @@ start_server() {
   done
   [[ -n "$port" ]] || { echo "vram_server.py did not listen:"; tail -n 20 "$log"; exit 1; }
 }
-start_server "$out/server.log"
+# Both agents start cuda_ipc alone, as the bench's two processes do (--backend).
+start_server "$out/server.log" --agent-backends cuda_ipc
 
-client=(timeout 240 "$py" "$here/examples/vram_client.py" --mem vram --device "$dst" --port "$port" "${shape[@]}"
+client=(timeout 120 "$py" "$here/examples/vram_client.py" --mem vram --device "$dst" --port "$port" "${shape[@]}"
         --num-tokens 4096 --iterations 20 --warmup 3 --backend cuda_ipc --json)
+only_ipc=(--agent-backends cuda_ipc)
 bench=(timeout 120 "$here/bin/kvferry" bench --mem vram --backend cuda_ipc --device "$dst" --peer-device "$src" --op read
        --layers 40 --blocks 256 --block-size 64KiB --pattern scattered --fresh-requests --iterations 20 --warmup 3
        --verify --json)
-# Alternating rounds on the same GPUs in the same call: client, bench, client, bench.
+# run NAME KIND COMMAND...: one row's log ($out/NAME.log) and a line of progress.
+run() {
+  local name="$1" kind="$2"
+  shift 2
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  if [[ "$kind" == client ]]; then
+    echo "$name: rc=$rc $(grep -m1 'median' "$out/$name.log")"
+  else
+    echo "$name: rc=$rc $(grep -m1 '^read' "$out/$name.log")"
+  fi
+}
+# Alternating rounds on the same GPUs in the same call: client, bench, bench per-layer.
 for round in 1 2; do
-  "${client[@]}" --notify none >"$out/client_$round.log" 2>&1
-  echo "client round $round (no notification): rc=$? $(grep -m1 'median' "$out/client_$round.log")"
-  "${bench[@]}" >"$out/bench_$round.log" 2>&1
-  echo "bench round $round: rc=$? $(grep -m1 'create + post' "$out/bench_$round.log")"
+  run "client_$round" client "${client[@]}" "${only_ipc[@]}" --notify none
+  run "bench_$round" bench "${bench[@]}"
+  run "bench_layers_$round" bench "${bench[@]}" --layer-tensors
 done
-"${client[@]}" --notify transfer >"$out/client_notify.log" 2>&1
-echo "client with notification: rc=$? $(grep -m1 'median' "$out/client_notify.log")"
-# Pinned: client and bench on the CPUs of the initiator GPU's NUMA node.
-bus="$(nvidia-smi -i "$dst" --query-gpu=pci.bus_id --format=csv,noheader 2>/dev/null | tr 'A-F' 'a-f' | sed 's/^0000//')"
-cpus="$(cat "/sys/bus/pci/devices/$bus/local_cpulist" 2>/dev/null)"
-if [[ -n "$cpus" ]]; then
-  taskset -c "$cpus" "${client[@]}" --notify none >"$out/client_pinned.log" 2>&1
-  echo "client pinned to CPUs $cpus: rc=$? $(grep -m1 'median' "$out/client_pinned.log")"
-  taskset -c "$cpus" "${bench[@]}" >"$out/bench_pinned.log" 2>&1
-  echo "bench pinned to CPUs $cpus: rc=$? $(grep -m1 'create + post' "$out/bench_pinned.log")"
-else
-  echo "no CPU list for GPU$dst ($bus): pinned rows skipped"
-fi
+run client_host_check client "${client[@]}" "${only_ipc[@]}" --notify none --check host
+run client_back_to_back client "${client[@]}" "${only_ipc[@]}" --notify none --verify last
+run client_pause client "${client[@]}" "${only_ipc[@]}" --notify none --verify last --pause-ms 500
+run bench_layers_pause bench "${bench[@]}" --layer-tensors --pause-ms 500
+run client_notify client "${client[@]}" "${only_ipc[@]}" --notify transfer
 kill -TERM "$server" 2>/dev/null
 wait "$server" 2>/dev/null
-# The bench's conditions: its pool size on both sides and the same block ids every step.
-start_server "$out/server_512.log" --pool-blocks 512
-"${client[@]}" --port "$port" --notify none --pool-blocks 512 --same-blocks >"$out/client_bench_conditions.log" 2>&1
-echo "client in the bench's conditions: rc=$? $(grep -m1 'median' "$out/client_bench_conditions.log")"
+# Both agents with every usable backend (the examples' default; the previous runs).
+start_server "$out/server_all.log"
+run client_all_backends client "${client[@]}" --port "$port" --notify none
 kill -TERM "$server" 2>/dev/null
 wait "$server" 2>/dev/null
 
 "$py" - "$out" "$route" <<'PY'
 import json, sys
 out, route = sys.argv[1], sys.argv[2]
-def last_json(path, key):
+def last_json(name, key):
     try:
-        lines = open(path).read().splitlines()
+        lines = open(f"{out}/{name}.log").read().splitlines()
     except OSError:
         return None
     for line in reversed(lines):
         if line.startswith("{") and key in line:
             return json.loads(line)
     return None
+def client(name):
+    return last_json(name, "gbps_median")
+def bench(name):
+    return last_json(name, '"gbps"')
 nan = float("nan")
+def gbps(r):
+    return nan if r is None else r.get("gbps_median", r.get("gbps"))
+def ratio(a, b):
+    return gbps(a) / gbps(b) if a and b else nan
 print(f"\n{route}, cuda_ipc, 4,096 tokens = 640 MiB per request; timed: fresh strided request + post + wait")
-print(f"{'row':<34}{'GB/s':>9}{'median ms':>11}{'create+post us':>16}{'verified':>10}{'ratio':>8}")
-ratios = []
-for r in (1, 2):
-    c = last_json(f"{out}/client_{r}.log", "gbps_median")
-    b = last_json(f"{out}/bench_{r}.log", '"gbps"')
-    ratio = c["gbps_median"] / b["gbps"] if c and b else nan
-    ratios.append(ratio)
-    if c:
-        print(f"{'vram_client.py round %d' % r:<34}{c['gbps_median']:>9.1f}{c['median_ms']:>11.3f}"
-              f"{c['create_post_us_median']:>16.1f}{str(c['verified']):>10}{ratio:>8.3f}")
-    else:
-        print(f"vram_client.py round {r}: no result (see client_{r}.log)")
-    if b:
-        print(f"{'kvferry bench round %d' % r:<34}{b['gbps']:>9.1f}{b['median_ms']:>11.3f}"
-              f"{b['create_post_cpu_us']:>16.1f}{b['verified']:>10}{'':>8}"
-              f"   (its ceiling: {b['ceiling']} {b['ceiling_gbps']:.1f} GB/s, ratio {b['ratio']:.3f})")
-    else:
-        print(f"kvferry bench round {r}: no result (see bench_{r}.log)")
-n = last_json(f"{out}/client_notify.log", "gbps_median")
-if n:
-    b = last_json(f"{out}/bench_2.log", '"gbps"')
-    print(f"{'vram_client.py with notification':<34}{n['gbps_median']:>9.1f}{n['median_ms']:>11.3f}"
-          f"{n['create_post_us_median']:>16.1f}{str(n['verified']):>10}"
-          f"{(n['gbps_median'] / b['gbps'] if b else nan):>8.3f}   (not the acceptance row)")
-# Diagnostic rows (not acceptance): the client pinned, the bench pinned, the client in the bench's conditions.
-bp = last_json(f"{out}/bench_pinned.log", '"gbps"')
-for name, log, against in (("vram_client.py pinned", "client_pinned", bp),
-                           ("vram_client.py bench's conditions", "client_bench_conditions",
-                            last_json(f"{out}/bench_2.log", '"gbps"'))):
-    c = last_json(f"{out}/{log}.log", "gbps_median")
-    if c:
-        print(f"{name:<34}{c['gbps_median']:>9.1f}{c['median_ms']:>11.3f}{c['create_post_us_median']:>16.1f}"
-              f"{str(c['verified']):>10}{(c['gbps_median'] / against['gbps'] if against else nan):>8.3f}")
-if bp:
-    print(f"{'kvferry bench pinned':<34}{bp['gbps']:>9.1f}{bp['median_ms']:>11.3f}{bp['create_post_cpu_us']:>16.1f}"
-          f"{bp['verified']:>10}")
-print("\nwhere a step's median time goes (medians of each part): after post = post() returned -> wait() returned;")
-print("wake-up = the library noticed the end -> wait() returned (client only; inside 'after post')")
-print(f"{'row':<34}{'create us':>10}{'post us':>9}{'after post ms':>15}{'wake-up us':>12}{'pool':>6}{'ids':>7}")
-for name, log in (("client round 1", "client_1"), ("client round 2", "client_2"),
-                  ("client with notification", "client_notify"), ("client pinned", "client_pinned"),
-                  ("client, bench's conditions", "client_bench_conditions")):
-    c = last_json(f"{out}/{log}.log", "gbps_median")
-    if c and "after_post_ms_median" in c:
-        print(f"{name:<34}{c['create_us_median']:>10.1f}{c['post_us_median']:>9.1f}{c['after_post_ms_median']:>15.3f}"
-              f"{c['wake_us_median']:>12.1f}{c['pool_blocks']:>6}{'same' if c['same_blocks'] else 'fresh':>7}")
-for name, log in (("bench round 1", "bench_1"), ("bench round 2", "bench_2"), ("bench pinned", "bench_pinned")):
-    b = last_json(f"{out}/{log}.log", '"gbps"')
-    if b:  # the bench prints the median request and the median post: their difference ~ create + after post
-        print(f"{name:<34}{'':>10}{b['post_ms'] * 1e3:>9.1f}{b['median_ms'] - b['post_ms']:>15.3f}"
-              f"{'':>12}{512:>6}{'same':>7}")
-print("create+post us: the client's wall time (Python, GIL released inside), the bench's thread CPU time")
-ok = all(x == x and x >= 0.9 for x in ratios)
-print(f"vram_client.py / kvferry bench ({route}): {', '.join(f'{x:.3f}' for x in ratios)}  "
-      f"acceptance >= 0.9: {'PASS' if ok else 'FAIL'}")
+print("after post: post() returned -> wait() returned; wake-up: the library saw the end -> wait() returned;")
+print("gap: the previous request's end -> this one's start, no copy running (client: its check, poisoning, "
+      "pause; bench: its pause)")
+print("create+post us: the client's wall time, the bench's thread CPU time; ratios: GB/s over the bench "
+      "per-layer row of the same round, and over the single-allocation bench row")
+head = (f"{'row':<40}{'GB/s':>8}{'med ms':>8}{'c+p us':>8}{'after ms':>9}{'wake us':>8}{'gap ms':>8}{'verified':>10}"
+        f"{'/layers':>9}{'/single':>9}")
+print(head)
+def row(name, r, against_layers=None, against_single=None, note=""):
+    if r is None:
+        print(f"{name:<40}  no result (see the log)")
+        return
+    is_client = "gbps_median" in r
+    cp = r["create_post_us_median"] if is_client else r["create_post_cpu_us"]
+    ver = (f"{r.get('steps_checked', '?')} steps" if r["verified"] else "FAILED") if is_client else r["verified"]
+    gap = r.get("gap_ms_median", nan) if is_client else r.get("pause_ms", nan)
+    print(f"{name:<40}{gbps(r):>8.1f}{r['median_ms']:>8.3f}{cp:>8.1f}{r.get('after_post_ms_median', r.get('after_post_ms', nan)):>9.3f}"
+          f"{r.get('wake_us_median', r.get('wake_us', nan)):>8.1f}{gap:>8.1f}{ver:>10}{ratio(r, against_layers):>9.3f}"
+          f"{ratio(r, against_single):>9.3f}{note}")
+accept, accept_single = [], []
+for k in (1, 2):
+    c, b, bl = client(f"client_{k}"), bench(f"bench_{k}"), bench(f"bench_layers_{k}")
+    row(f"vram_client.py round {k}", c, bl, b)
+    row(f"kvferry bench per-layer round {k}", bl, None, b,
+        f"   (peer copy {bl['ceiling_gbps']:.1f} GB/s, ratio {bl['ratio']:.3f})" if bl else "")
+    row(f"kvferry bench single round {k}", b, None, None,
+        f"   (peer copy {b['ceiling_gbps']:.1f} GB/s, ratio {b['ratio']:.3f})" if b else "")
+    accept.append(ratio(c, bl))
+    accept_single.append(ratio(c, b))
+bl2, b2 = bench("bench_layers_2"), bench("bench_2")
+print("diagnostic rows (not acceptance):")
+row("client, host-side check (as before)", client("client_host_check"), bl2, b2)
+row("client, last step checked (back to back)", client("client_back_to_back"), bl2, b2)
+row("client, last step checked, 500 ms pause", client("client_pause"), bl2, b2)
+row("bench per-layer, 500 ms pause", bench("bench_layers_pause"), bl2, b2)
+row("client with the transfer's notification", client("client_notify"), bl2, b2)
+row("client + server with every backend", client("client_all_backends"), bl2, b2)
+ok = all(x == x and x >= 0.9 for x in accept)
+print(f"vram_client.py / kvferry bench --layer-tensors ({route}): {', '.join(f'{x:.3f}' for x in accept)}  "
+      f"acceptance >= 0.9: {'PASS' if ok else 'FAIL'}   (over the single-allocation bench: "
+      f"{', '.join(f'{x:.3f}' for x in accept_single)})")
 PY

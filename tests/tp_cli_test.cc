@@ -152,6 +152,39 @@ TEST_F(TpDemo, DirectStridedUnitsWithUnalignedChunks) {
   }
 }
 
+// kAuto counts the backend the bytes take: vllm-nhd pools cut a share into 512 B token
+// rows, which shm copies at memcpy cost but tcp sends as one segment each, so auto takes
+// direct on shm and host staging on tcp; vllm-hnd's 8 KiB block rows go direct on both.
+TEST_F(TpDemo, AutoCountsTheBackendTheBytesTake) {
+  const std::vector<std::string> nhd = {"--src-layout", "vllm-nhd", "--dst-layout", "vllm-nhd"};
+  const std::vector<std::string> hnd = {"--src-layout", "vllm-hnd", "--dst-layout", "vllm-hnd"};
+  struct Case {
+    const char* backend;
+    const std::vector<std::string>& layouts;
+    const char* path;
+  };
+  for (const Case& c : {Case{"shm", nhd, "direct"}, Case{"tcp", nhd, "host"}, Case{"tcp", hnd, "direct"}}) {
+    SCOPED_TRACE(std::string(c.backend) + " " + c.layouts[1] + " -> " + c.path);
+    std::vector<std::string> args = {"--prefill-tp", "4", "--decode-tp", "2", "--tokens", "64", "--backend", c.backend,
+                                     "--path", "auto"};
+    args.insert(args.end(), c.layouts.begin(), c.layouts.end());
+    expect_verified(run(args), 2, 2, c.path);
+  }
+}
+
+// Pieces of 8 MiB and more: shm and the head gather/scatter copy them with streaming
+// stores. Every path, every element verified.
+TEST_F(TpDemo, LargePiecesOverShm) {
+  for (const char* layout : {"vllm-nhd", "vllm-hnd"}) {
+    for (const char* path : {"direct", "host"}) {
+      SCOPED_TRACE(std::string(layout) + " " + path);
+      expect_verified(run({"--prefill-tp", "2", "--decode-tp", "1", "--tokens", "300", "--backend", "shm",
+                           "--src-layout", layout, "--dst-layout", layout, "--path", path, "--requests", "2"}),
+                      1, 2, path);
+    }
+  }
+}
+
 TEST_F(TpDemo, TwoIntoFourAuto) {
   expect_verified(run({"--prefill-tp", "2", "--decode-tp", "4", "--tokens", "50"}), 4, 1);
 }

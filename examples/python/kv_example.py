@@ -4,8 +4,10 @@ engine (one tensor per layer, as vLLM allocates them) and their verifiable conte
 Contents: every 8-byte word of block b, lane part p (K/V) of layer l is
 ``base(seed, l, p, b) ^ (word index * odd constant)``: every block differs and every word
 inside it differs, so a block moved to the wrong place, shifted or torn is caught; the
-expected bytes of any block are computed in a few vectorised operations (numpy on the
-host, torch on a GPU), without keeping a copy of the peer's pool.
+expected bytes of any block are computed in a few vectorised operations, without keeping
+a copy of the peer's pool: with numpy for host pools; on the GPU itself for torch tensors
+(a 640 MiB check takes milliseconds there, and the GPUs are not left idle for the half
+second that computing it on the host and uploading it would take).
 """
 
 import argparse
@@ -33,6 +35,14 @@ def add_geometry_options(parser: argparse.ArgumentParser) -> None:
                         help="host memory (numpy) or GPU memory (torch tensors)")
     parser.add_argument("--device", type=int, default=0, help="CUDA device with --mem vram")
     parser.add_argument("--backend", default="", help="force a backend (tcp, shm, cuda_ipc); default: the cheapest")
+    parser.add_argument("--agent-backends", default="",
+                        help="comma-separated backends the agent starts, as `kvferry bench` starts only the one it "
+                             "measures on both sides (default: every usable backend)")
+
+
+def agent_backends(args):
+    """The `backends` argument of kvferry.Agent from --agent-backends (None: every usable one)."""
+    return [b for b in args.agent_backends.split(",") if b] or None
 
 
 def layout_of(args) -> kvferry.KvLayout:
@@ -78,6 +88,16 @@ class Pattern:
         self.base = _mix(key)  # [layers, 2, blocks]
         with np.errstate(over="ignore"):
             self.ramp = np.arange(self.words, dtype=np.uint64) * _GOLDEN  # [words]
+        self._on_device = {}  # device -> (base, ramp) as int64 tensors there
+
+    def _tables_on(self, device):
+        tables = self._on_device.get(str(device))
+        if tables is None:
+            import torch
+            tables = (torch.from_numpy(self.base.view(np.int64)).to(device),
+                      torch.from_numpy(self.ramp.view(np.int64)).to(device))
+            self._on_device[str(device)] = tables
+        return tables
 
     def words_view(self, tensor):
         """The tensor as [2, blocks, words] (vllm-nhd) or [blocks, 2, words] (flashinfer) of 64-bit words."""
@@ -112,9 +132,13 @@ class Pattern:
                 import torch
                 w.copy_(torch.from_numpy(expect.view(np.int64)))
 
-    def check(self, tensors, local_blocks: np.ndarray, remote_blocks: np.ndarray) -> int:
+    def check(self, tensors, local_blocks: np.ndarray, remote_blocks: np.ndarray, on_host: bool = False) -> int:
         """Compares every byte of `local_blocks` (ours) with what remote blocks `remote_blocks`
-        hold; returns how many (layer, block) pairs differ."""
+        hold; returns how many (layer, block) pairs differ. Torch tensors are checked on
+        their device (one synchronisation in all), unless `on_host`: then the expected
+        words are computed with numpy and uploaded, layer by layer."""
+        if not on_host and not isinstance(tensors[0], np.ndarray):
+            return self._check_on_device(tensors, local_blocks, remote_blocks)
         bad = 0
         for layer, t in enumerate(tensors):
             expect = self.expected(layer, remote_blocks)
@@ -127,6 +151,24 @@ class Pattern:
             per_block = diff.any(axis=(1, 2)) if self.flashinfer else diff.any(axis=(0, 2))
             bad += int(per_block.sum())
         return bad
+
+    def _check_on_device(self, tensors, local_blocks: np.ndarray, remote_blocks: np.ndarray) -> int:
+        import torch
+        device = tensors[0].device
+        base, ramp = self._tables_on(device)
+        ours = torch.as_tensor(np.asarray(local_blocks, dtype=np.int64), device=device)
+        theirs = torch.as_tensor(np.asarray(remote_blocks, dtype=np.int64), device=device)
+        bad = torch.zeros((), dtype=torch.int64, device=device)
+        for layer, t in enumerate(tensors):
+            expect = base[layer].index_select(1, theirs).unsqueeze(2) ^ ramp.view(1, 1, -1)  # [2, n, words]
+            words = self.words_view(t)
+            if self.flashinfer:  # [n, 2, words]
+                diff = words.index_select(0, ours) != expect.transpose(0, 1)
+                bad += diff.any(2).any(1).sum()
+            else:  # [2, n, words]
+                diff = words.index_select(1, ours) != expect
+                bad += diff.any(2).any(0).sum()
+        return int(bad.item())
 
 
 def poison(tensors, layout: kvferry.KvLayout, blocks: np.ndarray) -> None:

@@ -11,7 +11,9 @@ The decode side of disaggregated inference, reduced to its transfer work:
   waited for;
 - the transfer's own notification carries the request id to the server (no second
   message; --notify none leaves it out); every byte of every moved block is checked,
-  after poisoning the destination, outside the timed part.
+  after poisoning the destination, outside the timed part (on the GPU for torch tensors:
+  milliseconds, not the half second of a host-side check that would leave the GPUs idle
+  between steps, as `kvferry bench` never does).
 
 What a step times (the same as `kvferry bench --mem vram --fresh-requests`): create the
 request from the block ids + post + wait until done. Poisoning the destination, drawing
@@ -31,7 +33,7 @@ import time
 import numpy as np
 
 import kvferry
-from kv_example import Pattern, add_geometry_options, allocate_tensors, layout_of, poison
+from kv_example import Pattern, add_geometry_options, agent_backends, allocate_tensors, layout_of, poison
 from vram_server import SEED_KEY
 
 
@@ -48,6 +50,14 @@ def main() -> int:
     parser.add_argument("--same-blocks", action="store_true",
                         help="draw the block ids once and move the same blocks every step, as `kvferry bench` "
                              "does (default: fresh scattered ids per step, as a scheduler hands them out)")
+    parser.add_argument("--verify", choices=["every", "last"], default="every",
+                        help="every: poison and check every step (default); last: only the last step, the "
+                             "others run back to back as `kvferry bench`'s timed requests do")
+    parser.add_argument("--check", choices=["device", "host"], default="device",
+                        help="where torch tensors are checked: on their GPU (default) or with numpy on the "
+                             "host (slow: the GPUs sit idle for ~0.5 s between steps)")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="idle milliseconds before each step, outside the timed part")
     parser.add_argument("--json", action="store_true", help="a JSON summary as the last line")
     args = parser.parse_args()
 
@@ -55,7 +65,7 @@ def main() -> int:
     tensors = allocate_tensors(layout, args.mem, args.device)
     sync = (lambda: __import__("torch").cuda.synchronize(args.device)) if args.mem == "vram" else (lambda: None)
 
-    with kvferry.Agent("client") as agent:
+    with kvferry.Agent("client", backends=agent_backends(args)) as agent:
         agent.register_memory(tensors)  # one region per layer tensor
         local = kvferry.LocalKvPool.attach(agent, kvferry.KvPool.from_tensors(layout, tensors))
         peer = agent.fetch_remote(args.ip, args.port)  # metadata both ways, once
@@ -75,19 +85,27 @@ def main() -> int:
         our_lanes = local.lanes
         their_lanes = agent.prepare_remote_lanes(peer, link.remote_pool.block_lanes())
         rng = np.random.default_rng(7)
-        step_ms, create_post_us, bad_total, backend = [], [], 0, ""
-        split = {"create_us": [], "post_us": [], "after_post_ms": [], "transfer_ms": [], "wake_us": []}
+        step_ms, create_post_us, bad_total, backend, checked = [], [], 0, "", 0
+        # gap: the previous step's end -> this step's start (its check, poisoning, a pause): no copy runs.
+        split = {"create_us": [], "post_us": [], "after_post_ms": [], "transfer_ms": [], "wake_us": [], "gap_ms": []}
+        t2 = None
         theirs = ours = None
-        for step in range(args.warmup + args.iterations):
+        steps = args.warmup + args.iterations
+        for step in range(steps):
             # Block ids as schedulers hand them out: scattered over both pools.
             if theirs is None or not args.same_blocks:
                 theirs = rng.choice(remote_layout.blocks, blocks, replace=False).astype(np.uint32)
                 ours = rng.choice(layout.blocks, blocks, replace=False).astype(np.uint32)
-            poison(tensors, layout, ours)
+            verify = args.verify == "every" or step == steps - 1
+            if verify:
+                poison(tensors, layout, ours)
             sync()
+            if args.pause_ms > 0:
+                time.sleep(args.pause_ms / 1e3)
             note = f"request {step}" if args.notify == "transfer" else None
 
             t0 = time.perf_counter()
+            gap_ms = (t0 - t2) * 1e3 if t2 is not None else None
             # Rebinding `request` releases the previous step's request inside the timed part,
             # as the bench's `req = create_transfer(...)` does.
             request = agent.create_transfer(kvferry.READ, our_lanes, their_lanes, ours, theirs, notification=note,
@@ -99,8 +117,9 @@ def main() -> int:
             t2 = time.perf_counter()
             seconds = t2 - t0
 
-            bad = pattern.check(tensors, ours, theirs)
+            bad = pattern.check(tensors, ours, theirs, on_host=args.check == "host") if verify else 0
             bad_total += bad
+            checked += verify
             t = request.telemetry()
             backend = t.backend
             # post() started about post_ns before t1; transfer_ns runs from there to the moment the
@@ -109,9 +128,10 @@ def main() -> int:
             label = "warm-up" if step < args.warmup else f"step {step - args.warmup}"
             print(f"{label}: {step_bytes / seconds / 1e9:8.2f} GB/s  {seconds * 1e3:8.3f} ms  "
                   f"create+post {(t1 - t0) * 1e6:7.1f} us (create {(tc - t0) * 1e6:6.1f}, post {t.post_ns / 1e3:6.1f})  "
-                  f"transfer {t.transfer_ns / 1e6:6.3f} ms  wake-up {wake_us:6.1f} us  "
+                  f"transfer {t.transfer_ns / 1e6:6.3f} ms  wake-up {wake_us:6.1f} us  gap {gap_ms or 0:7.1f} ms  "
                   f"{t.descriptors_requested} -> {t.descriptors_merged} "
-                  f"descriptors over {t.backend}  {'verified' if bad == 0 else f'{bad} BLOCKS DIFFER'}", flush=True)
+                  f"descriptors over {t.backend}  "
+                  f"{'not checked' if not verify else 'verified' if bad == 0 else f'{bad} BLOCKS DIFFER'}", flush=True)
             if step >= args.warmup:
                 step_ms.append(seconds * 1e3)
                 create_post_us.append((t1 - t0) * 1e6)
@@ -120,21 +140,26 @@ def main() -> int:
                 split["after_post_ms"].append((t2 - t1) * 1e3)
                 split["transfer_ms"].append(t.transfer_ns / 1e6)
                 split["wake_us"].append(wake_us)
+                if gap_ms is not None:
+                    split["gap_ms"].append(gap_ms)
 
         agent.deregister_memory(tensors)
 
     # The bench's statistic: the median step time (upper middle of an even count), as GB/s.
     median_ms = sorted(step_ms)[len(step_ms) // 2] if step_ms else float("inf")
     median = step_bytes / (median_ms / 1e3) / 1e9
+    what = "every step" if args.verify == "every" else "the last step"
     print(f"client: median {median:.2f} GB/s ({median_ms:.3f} ms) over {len(step_ms)} steps, create+post "
           f"{statistics.median(create_post_us) if create_post_us else 0:.1f} us (median), "
-          f"{'every byte verified' if bad_total == 0 else f'{bad_total} blocks differ'}", flush=True)
+          f"{f'every byte of {what} verified' if bad_total == 0 else f'{bad_total} blocks differ'}", flush=True)
     if args.json:
         print(json.dumps({"gbps_median": round(median, 3), "median_ms": round(median_ms, 4),
                           "gbps": [round(step_bytes / (ms / 1e3) / 1e9, 3) for ms in step_ms],
                           "create_post_us_median": round(statistics.median(create_post_us), 1) if create_post_us else None,
                           "bytes": step_bytes, "backend": backend, "notify": args.notify,
                           "same_blocks": args.same_blocks, "pool_blocks": layout.blocks,
+                          "verify": args.verify, "check": args.check, "pause_ms": args.pause_ms,
+                          "steps_checked": checked,
                           **{k + "_median": round(statistics.median(v), 4) for k, v in split.items() if v},
                           "timed": "create (strided, from numpy block ids) + post + wait", "verified": bad_total == 0}))
     return 0 if bad_total == 0 else 3

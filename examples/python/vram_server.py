@@ -19,7 +19,7 @@ import sys
 import time
 
 import kvferry
-from kv_example import Pattern, add_geometry_options, allocate_tensors, layout_of
+from kv_example import Pattern, add_geometry_options, agent_backends, allocate_tensors, layout_of
 
 SEED_KEY = "example.seed"
 
@@ -41,7 +41,7 @@ def main() -> int:
     print(f"server: {layout.describe()}, {layout.pool_bytes() / 2**30:.2f} GiB on {args.mem}, "
           f"filled in {time.perf_counter() - t0:.1f} s", flush=True)
 
-    with kvferry.Agent("server") as agent:
+    with kvferry.Agent("server", backends=agent_backends(args)) as agent:
         agent.register_memory(tensors)  # one region per layer tensor
         pool = kvferry.KvPool.from_tensors(layout, tensors)
         kvferry.LocalKvPool.attach(agent, pool)  # publishes "kv.pool" in our metadata

@@ -1,4 +1,4 @@
-// kvferry/file.h — files as transfer memory (seed 004's loopback agent: KV offload).
+// kvferry/file.h — files as transfer memory (an agent is its own peer: KV offload).
 //
 // Contract
 // - `Agent::register_file` opens a file (or duplicates a descriptor the caller owns) and

@@ -1,5 +1,10 @@
 #include "memory_args.h"
 
+// numpy's C API for the hot path of index arrays: a type check and field reads instead of
+// a buffer export (which builds a format string and allocates on every call).
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
 #include <bit>
 #include <string>
 
@@ -109,7 +114,28 @@ bool is_u32_format(const char* format) {
 
 }  // namespace
 
+namespace {
+bool numpy_api = false;  // set once at import, with the GIL held
+}  // namespace
+
+void import_numpy_api() {
+  if (_import_array() < 0) {
+    PyErr_Clear();  // the buffer protocol path below still works
+    return;
+  }
+  numpy_api = true;
+}
+
 IndexArray::IndexArray(nb::handle object) {
+  // A 1-D, C-contiguous, aligned, native-order uint32 numpy array: read in place.
+  if (numpy_api && PyArray_Check(object.ptr())) {
+    auto* a = reinterpret_cast<PyArrayObject*>(object.ptr());
+    if (PyArray_NDIM(a) == 1 && PyArray_TYPE(a) == NPY_UINT32 && PyArray_ISCARRAY_RO(a) && PyArray_ISNOTSWAPPED(a)) {
+      held_ = nb::borrow(object);
+      span_ = {static_cast<const std::uint32_t*>(PyArray_DATA(a)), static_cast<std::size_t>(PyArray_DIM(a, 0))};
+      return;
+    }
+  }
   // PyBUF_ND asks for a C-contiguous buffer (exporters refuse otherwise); read-only is fine.
   if (PyObject_CheckBuffer(object.ptr())) {
     if (PyObject_GetBuffer(object.ptr(), &view_, PyBUF_ND | PyBUF_FORMAT) == 0) {

@@ -26,6 +26,9 @@ namespace kvferry::python {
 using IndexNdarray = nanobind::ndarray<const std::uint32_t, nanobind::ndim<1>, nanobind::c_contig,
                                        nanobind::device::cpu>;
 
+// numpy's C API for IndexArray; called once when the module is imported (GIL held).
+void import_numpy_api();
+
 // One index array, held alive while its span is used (with the GIL released). Made and
 // destroyed with the GIL held. A C-contiguous 1-D uint32 buffer (a numpy array) is used
 // in place through the buffer protocol: no Python call and no allocation per array (a
@@ -40,8 +43,9 @@ class IndexArray {
   std::span<const std::uint32_t> span() const { return span_; }
 
  private:
-  Py_buffer view_{};    // the in-place path (view_.obj is set while held)
-  IndexNdarray array_;  // the other paths
+  nanobind::object held_;  // a numpy array read in place through numpy's C API
+  Py_buffer view_{};       // the buffer-protocol path (view_.obj is set while held)
+  IndexNdarray array_;     // the other paths
   std::span<const std::uint32_t> span_;
 };
 

@@ -76,21 +76,21 @@ Status run_single_once(InitiatorSession& session, TransferOp op, const BatchBloc
 // byte of the batch's blocks compared by the side that owns the destination.
 Result<VerifyOutcome> verify_batch(InitiatorSession& session, TransferOp op, CompletionQueue& queue) {
   const BenchOptions& o = session.options();
-  const std::uint32_t pool_blocks = session.pool().shape().blocks_per_layer;
+  const std::uint32_t pool_blocks = session.pool().layout().blocks();
   const std::uint64_t round = 0x5EED0000u + static_cast<std::uint64_t>(o.iterations);
   const BatchBlocks b = choose_batch(o, pool_blocks, round);
   VerifyPlan plan{op, o.block_pattern, static_cast<std::uint32_t>(o.batch) * o.blocks,
                   remote_side_seed(o.seed, round), mix64(o.seed ^ round)};
   if (op == TransferOp::kWrite) fill_request_blocks(session.pool(), b.local, plan.data_seed);
   else poison_pool(session.pool());
-  KVF_RETURN_IF_ERROR(session.channel().send(MessageType::kVerifyBegin, to_json(plan)));
-  KVF_RETURN_IF_ERROR(session.channel().expect(MessageType::kVerifyReady).status());
+  KVF_RETURN_IF_ERROR(session.channel().send(ControlType::kVerifyBegin, to_json(plan)));
+  KVF_RETURN_IF_ERROR(session.channel().expect(ControlType::kVerifyReady).status());
   std::optional<std::string> note;
   if (op == TransferOp::kWrite) note = kVerifyNotification;
   KVF_RETURN_IF_ERROR(run_batch_once(session, op, b, queue, note).with_context("verified batch"));
   if (op == TransferOp::kRead) return check_request_blocks(session.pool(), b.local, plan.data_seed);
-  KVF_RETURN_IF_ERROR(session.channel().send(MessageType::kVerifyCheck, nlohmann::json::object()));
-  KVF_ASSIGN_OR_RETURN(nlohmann::json body, session.channel().expect(MessageType::kVerifyResult));
+  KVF_RETURN_IF_ERROR(session.channel().send(ControlType::kVerifyCheck, nlohmann::json::object()));
+  KVF_ASSIGN_OR_RETURN(nlohmann::json body, session.channel().expect(ControlType::kVerifyResult));
   return parse_verify_outcome(body);
 }
 
@@ -98,7 +98,7 @@ Result<VerifyOutcome> verify_batch(InitiatorSession& session, TransferOp op, Com
 
 Result<CaseResult> run_batch_case(InitiatorSession& session, TransferOp op) {
   const BenchOptions& o = session.options();
-  const std::uint32_t pool_blocks = session.pool().shape().blocks_per_layer;
+  const std::uint32_t pool_blocks = session.pool().layout().blocks();
   KVF_ASSIGN_OR_RETURN(CompletionQueue queue, CompletionQueue::create());
 
   CaseResult result;

@@ -44,7 +44,11 @@ unsigned copy_threads_of(const BenchOptions& o) {
     if (it != params->end()) return static_cast<unsigned>(std::max(1L, std::strtol(it->second.c_str(), nullptr, 10)));
   }
   if (o.backend != "shm") return 1;
-  return std::min(4u, std::max(1u, std::thread::hardware_concurrency()));
+  // shm's default (src/backends/shm/shm_backend.cc): up to 4 threads on small hosts, half
+  // the cores (at most 16) on large ones. A ceiling with fewer threads than the backend
+  // copies with reads above 1 on large hosts.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  return std::clamp(cores / 2, std::min(cores, 4u), 16u);
 }
 
 Status measure_ceiling(InitiatorSession& session, TransferOp op, CaseResult& result) {
@@ -59,8 +63,8 @@ Status measure_ceiling(InitiatorSession& session, TransferOp op, CaseResult& res
     KVF_ASSIGN_OR_RETURN(gbps, measure_stream_gbps(session.channel(), session.pool(), plan));
     gbps.erase(gbps.begin());
   } else {
-    // As many memcpy threads as the backend copies with (shm.copy_threads, default
-    // min(cores, 4)): one copy thread is compared with one memcpy thread.
+    // As many memcpy threads as the backend copies with (shm.copy_threads or its
+    // default): one copy thread is compared with one memcpy thread.
     const unsigned threads = copy_threads_of(o);
     gbps = measure_memcpy_gbps(session.pool(), result.bytes, o.block_size, o.ceiling_reps, threads);
     if (threads > 1) result.ceiling_name = "memcpy x" + std::to_string(threads) + " threads";

@@ -23,7 +23,7 @@ Status check_fits(const HostPool& pool, std::uint64_t bytes) {
 Result<std::vector<double>> measure_stream_gbps(ControlChannel& channel, const HostPool& pool,
                                                 const StreamPlan& plan) {
   KVF_RETURN_IF_ERROR(check_fits(pool, plan.bytes));
-  KVF_RETURN_IF_ERROR(channel.send(MessageType::kStreamBegin, to_json(plan)));
+  KVF_RETURN_IF_ERROR(channel.send(ControlType::kStreamBegin, to_json(plan)));
   std::vector<double> gbps;
   std::uint8_t token = 1;
   for (std::uint32_t rep = 0; rep < plan.reps; ++rep) {
@@ -67,7 +67,7 @@ std::vector<double> measure_memcpy_gbps(const HostPool& pool, std::uint64_t byte
 }
 
 Result<std::vector<double>> measure_ping_pong_us(ControlChannel& channel, std::uint32_t count) {
-  KVF_RETURN_IF_ERROR(channel.send(MessageType::kPingPongBegin, nlohmann::json{{"count", count}}));
+  KVF_RETURN_IF_ERROR(channel.send(ControlType::kPingPongBegin, nlohmann::json{{"count", count}}));
   std::vector<double> round_trips_us;
   round_trips_us.reserve(count);
   std::uint64_t ping = 0;

@@ -65,6 +65,13 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->check(CLI::PositiveNumber);
   command->add_option("--device", o.device, "With --mem vram: this process's GPU")->capture_default_str();
   command->add_option("--peer-device", o.peer_device, "With --mem vram: the target process's GPU (default: the next one)");
+  command->add_flag("--layer-tensors", o.layer_tensors,
+                    "With --mem vram: one GPU allocation per layer on each side, as an engine's per-layer KV "
+                    "tensors (default: one allocation per pool)");
+  command->add_option("--pause-ms", o.pause_ms,
+                      "With --mem vram: idle milliseconds before each request, outside the timed part (as a "
+                      "client that checks every step leaves the GPUs idle between requests)")
+      ->check(CLI::Range(0, 10000));
   command->add_flag("--vram-target", o.vram_target, "Internal: the target process of a vram bench")->group("");
   command->add_option("--report-fd", o.report_fd, "Internal: spawned target reports its port here")->group("");
   add_tp_bench_options(command, o.tp);

@@ -26,10 +26,9 @@ Result<HostPort> spawn_local_target(const BenchOptions& o, std::optional<ChildPr
   }
   KVF_ASSIGN_OR_RETURN(ChildProcess spawned, ChildProcess::spawn_self(std::move(args)));
   child.emplace(std::move(spawned));
-  KVF_ASSIGN_OR_RETURN(std::string line, child->read_report_line(kTargetStartLimit));
-  const auto where = parse_host_port("127.0.0.1:" + line);
-  if (!where) return Corrupt("target reported '" + line + "' instead of a port");
-  return *where;
+  KVF_ASSIGN_OR_RETURN(ControlMessage report, child->read_report(kTargetStartLimit));
+  KVF_ASSIGN_OR_RETURN(std::uint16_t port, listening_port(report));
+  return HostPort{"127.0.0.1", port};
 }
 
 class ResultPrinter {

@@ -39,6 +39,8 @@ Status BenchOptions::finalize() {
   if (inflight < 1 || inflight > 64) return InvalidArgument("--inflight must be 1..64 (got " + std::to_string(inflight) + ")");
   if (batch < 0) return InvalidArgument("--batch must be positive");
   if (batch > 0 && mem != "dram") return InvalidArgument("--batch measures host pools (--mem dram)");
+  if ((layer_tensors || pause_ms > 0) && mem != "vram")
+    return InvalidArgument("--layer-tensors and --pause-ms apply to GPU pools (--mem vram)");
   if (seed == 0) seed = (std::uint64_t{std::random_device{}()} << 32) | std::random_device{}();
   return pool_shape().validate().with_context("pool shape");
 }

@@ -52,6 +52,10 @@ struct BenchOptions {
   int device = 0;
   int peer_device = -1;      // -1: the next GPU if there is one, else the same
   bool vram_target = false;  // internal: the target process of a vram bench
+  // --mem vram: one GPU allocation per layer on each side (an engine's per-layer KV
+  // tensors) instead of one for the whole pool; the strided request is the same.
+  bool layer_tensors = false;
+  int pause_ms = 0;  // --mem vram: idle time before each request, outside the timed part
   TpBenchOptions tp;         // --tp P:D: heterogeneous tensor parallelism (tp_bench.h)
 
   // Derived by finalize().

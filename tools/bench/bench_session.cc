@@ -31,10 +31,10 @@ Status InitiatorSession::exchange_metadata() {
   } else {
     KVF_RETURN_IF_ERROR(agent_->sync_metadata(std::chrono::seconds(10)));
   }
-  SessionSetup setup{options_.backend, options_.shared_params, pool_.shape(), std::move(metadata),
+  SessionSetup setup{options_.backend, options_.shared_params, options_.pool_shape(), std::move(metadata),
                      options_.metadata, agent_->name()};
-  KVF_RETURN_IF_ERROR(channel_.send(MessageType::kSetup, to_json(setup)));
-  KVF_ASSIGN_OR_RETURN(nlohmann::json body, channel_.expect(MessageType::kSetupReply));
+  KVF_RETURN_IF_ERROR(channel_.send(ControlType::kSetup, to_json(setup)));
+  KVF_ASSIGN_OR_RETURN(nlohmann::json body, channel_.expect(ControlType::kSetupReply));
   KVF_ASSIGN_OR_RETURN(SetupReply reply, parse_setup_reply(body));
   remote_pool_address_ = reply.pool_address;
   if (options_.metadata.empty()) {
@@ -44,12 +44,13 @@ Status InitiatorSession::exchange_metadata() {
     peer_ = reply.agent;
   }
 
+  // The target's pool has our layout (the setup carried it) at the address it reported.
+  KVF_ASSIGN_OR_RETURN(const KvPool remote_pool,
+                       KvPool::create_contiguous(pool_.layout(), MemoryKind::kDram, remote_pool_address_));
   KVF_ASSIGN_OR_RETURN(local_blocks_, agent_->prepare_local(pool_.block_descriptors()));
-  KVF_ASSIGN_OR_RETURN(remote_blocks_,
-                       agent_->prepare_remote(peer_, pool_.shape().block_descriptors(remote_pool_address_)));
-  KVF_ASSIGN_OR_RETURN(local_lanes_, agent_->prepare_local_lanes(pool_.shape().block_lanes(pool_.address())));
-  KVF_ASSIGN_OR_RETURN(remote_lanes_,
-                       agent_->prepare_remote_lanes(peer_, pool_.shape().block_lanes(remote_pool_address_)));
+  KVF_ASSIGN_OR_RETURN(remote_blocks_, agent_->prepare_remote(peer_, remote_pool.block_descriptors()));
+  KVF_ASSIGN_OR_RETURN(local_lanes_, agent_->prepare_local_lanes(pool_.block_lanes()));
+  KVF_ASSIGN_OR_RETURN(remote_lanes_, agent_->prepare_remote_lanes(peer_, remote_pool.block_lanes()));
   return Status::Ok();
 }
 
@@ -57,7 +58,7 @@ Result<TransferRequest> InitiatorSession::create_request(TransferOp op, std::spa
                                                          std::span<const std::uint32_t> remote_ids,
                                                          TransferOptions transfer) const {
   if (options_.index_form) {
-    const std::uint32_t pool_blocks = pool_.shape().blocks_per_layer;
+    const std::uint32_t pool_blocks = pool_.layout().blocks();
     const std::vector<std::uint32_t> l(local_ids.begin(), local_ids.end()), r(remote_ids.begin(), remote_ids.end());
     return agent_->create_transfer(op, local_blocks_, indices_in_every_layer(l, options_.layers, pool_blocks),
                                    remote_blocks_, indices_in_every_layer(r, options_.layers, pool_blocks),
@@ -77,6 +78,6 @@ TransferOptions InitiatorSession::transfer_options(std::optional<std::string> no
   return transfer;
 }
 
-void InitiatorSession::finish() { (void)channel_.send(MessageType::kBye, nlohmann::json::object()); }
+void InitiatorSession::finish() { (void)channel_.send(ControlType::kBye, nlohmann::json::object()); }
 
 }  // namespace kvferry::cli

@@ -32,7 +32,7 @@ int run_bench_target(const BenchOptions& options) {
   }
   const bool spawned = options.report_fd >= 0;
   if (spawned) {
-    if (Status status = write_report_line(options.report_fd, std::to_string(listener->port)); !status.ok()) {
+    if (Status status = write_report(options.report_fd, ControlType::kListening, {{"port", listener->port}}); !status.ok()) {
       std::fprintf(stderr, "kvferry bench target: %s\n", status.to_string().c_str());
       return 1;
     }

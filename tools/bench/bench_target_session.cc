@@ -20,21 +20,21 @@ constexpr std::chrono::seconds kNotificationWait{30};
 }  // namespace
 
 Status TargetSession::run() {
-  KVF_ASSIGN_OR_RETURN(Message first, channel_.receive());
-  if (first.type != MessageType::kSetup) return Corrupt("expected a setup message first");
+  KVF_ASSIGN_OR_RETURN(ControlMessage first, channel_.receive());
+  if (first.type != ControlType::kSetup) return Corrupt("expected a setup message first");
   if (Status status = setup(first.body); !status.ok()) {
     channel_.send_error(status);
     return status;
   }
   while (true) {
-    Result<Message> next = channel_.receive_when_ready(kSessionIdleLimit, kIdleSlice,
+    Result<ControlMessage> next = channel_.receive_when_ready(kSessionIdleLimit, kIdleSlice,
                                                        [this] { return on_idle(); });
     if (!next.ok()) {
       // The initiator closing its end is how a session normally ends, too.
       if (next.status().code() == StatusCode::kPeerLost) return Status::Ok();
       return next.status();
     }
-    if (next->type == MessageType::kBye) return Status::Ok();
+    if (next->type == ControlType::kBye) return Status::Ok();
     if (Status status = handle(*next); !status.ok()) {
       channel_.send_error(status);
       return status;
@@ -55,25 +55,25 @@ Status TargetSession::setup(const nlohmann::json& body) {
   if (!setup.metadata_service.empty()) {  // the initiator's metadata comes from the service
     KVF_RETURN_IF_ERROR(agent_->sync_metadata(std::chrono::seconds(10)));  // our pool, before we answer
     KVF_RETURN_IF_ERROR(wait_for_named_peer(*agent_, setup.agent, std::chrono::seconds(10)));
-    return channel_.send(MessageType::kSetupReply, to_json(SetupReply{{}, pool_->address(), agent_->name()}));
+    return channel_.send(ControlType::kSetupReply, to_json(SetupReply{{}, pool_->address(), agent_->name()}));
   }
   KVF_RETURN_IF_ERROR(agent_->load_remote(setup.metadata).status().with_context("loading initiator metadata"));
   KVF_ASSIGN_OR_RETURN(std::vector<std::uint8_t> metadata, agent_->local_metadata());
-  return channel_.send(MessageType::kSetupReply,
+  return channel_.send(ControlType::kSetupReply,
                        to_json(SetupReply{std::move(metadata), pool_->address(), agent_->name()}));
 }
 
-Status TargetSession::handle(const Message& message) {
+Status TargetSession::handle(const ControlMessage& message) {
   switch (message.type) {
-    case MessageType::kVerifyBegin:
+    case ControlType::kVerifyBegin:
       return begin_verify(message.body);
-    case MessageType::kVerifyCheck:
+    case ControlType::kVerifyCheck:
       return finish_verify();
-    case MessageType::kStreamBegin: {
+    case ControlType::kStreamBegin: {
       KVF_ASSIGN_OR_RETURN(StreamPlan plan, parse_stream_plan(message.body));
       return serve_stream(channel_, *pool_, plan);
     }
-    case MessageType::kPingPongBegin: {
+    case ControlType::kPingPongBegin: {
       const auto count = message.body.find("count");
       if (count == message.body.end() || !count->is_number_unsigned()) {
         return Corrupt("ping-pong message without a count");
@@ -81,14 +81,13 @@ Status TargetSession::handle(const Message& message) {
       return serve_ping_pong(channel_, count->get<std::uint32_t>());
     }
     default:
-      return Corrupt("unexpected control message " +
-                     std::to_string(static_cast<std::uint32_t>(message.type)));
+      return Corrupt("unexpected control message " + control_type_name(static_cast<std::uint32_t>(message.type)));
   }
 }
 
 Status TargetSession::begin_verify(const nlohmann::json& body) {
   KVF_ASSIGN_OR_RETURN(VerifyPlan plan, parse_verify_plan(body));
-  const std::uint32_t pool_blocks = pool_->shape().blocks_per_layer;
+  const std::uint32_t pool_blocks = pool_->layout().blocks();
   if (plan.blocks == 0 || plan.blocks > pool_blocks) return InvalidArgument("verify: bad block count");
   verify_block_ids_ = choose_block_ids(plan.pattern, plan.remote_seed, pool_blocks, plan.blocks);
   drain_inbox();
@@ -99,7 +98,7 @@ Status TargetSession::begin_verify(const nlohmann::json& body) {
     fill_request_blocks(*pool_, verify_block_ids_, plan.data_seed);
   }
   verify_plan_ = plan;
-  return channel_.send(MessageType::kVerifyReady, nlohmann::json::object());
+  return channel_.send(ControlType::kVerifyReady, nlohmann::json::object());
 }
 
 Status TargetSession::finish_verify() {
@@ -119,7 +118,7 @@ Status TargetSession::finish_verify() {
     outcome = check_request_blocks(*pool_, verify_block_ids_, verify_plan_->data_seed);
   }
   verify_plan_.reset();
-  return channel_.send(MessageType::kVerifyResult, to_json(outcome));
+  return channel_.send(ControlType::kVerifyResult, to_json(outcome));
 }
 
 bool TargetSession::on_idle() {

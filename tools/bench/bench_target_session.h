@@ -30,7 +30,7 @@ class TargetSession {
 
  private:
   Status setup(const nlohmann::json& body);
-  Status handle(const Message& message);
+  Status handle(const ControlMessage& message);
   Status begin_verify(const nlohmann::json& body);
   Status finish_verify();
   bool on_idle();

@@ -11,7 +11,7 @@ namespace kvferry::cli {
 Result<VerifyOutcome> verify_block_transfer(InitiatorSession& session, TransferOp op,
                                             std::uint64_t request) {
   const BenchOptions& o = session.options();
-  const std::uint32_t pool_blocks = session.pool().shape().blocks_per_layer;
+  const std::uint32_t pool_blocks = session.pool().layout().blocks();
   VerifyPlan plan{op, o.block_pattern, o.blocks, remote_side_seed(o.seed, request),
                   mix64(o.seed ^ mix64(request) ^ 0x7E51F1EDull)};
   const auto local_ids = choose_block_ids(o.block_pattern, local_side_seed(o.seed, request),
@@ -24,8 +24,8 @@ Result<VerifyOutcome> verify_block_transfer(InitiatorSession& session, TransferO
   } else {
     poison_pool(session.pool());
   }
-  KVF_RETURN_IF_ERROR(session.channel().send(MessageType::kVerifyBegin, to_json(plan)));
-  KVF_RETURN_IF_ERROR(session.channel().expect(MessageType::kVerifyReady).status());
+  KVF_RETURN_IF_ERROR(session.channel().send(ControlType::kVerifyBegin, to_json(plan)));
+  KVF_RETURN_IF_ERROR(session.channel().expect(ControlType::kVerifyReady).status());
 
   // A write carries a notification: the target checks only once it has arrived, which
   // the library promises happens after all the bytes are visible there.
@@ -37,8 +37,8 @@ Result<VerifyOutcome> verify_block_transfer(InitiatorSession& session, TransferO
   KVF_RETURN_IF_ERROR(transfer.wait(kTransferTimeout).with_context("verified request: wait"));
 
   if (op == TransferOp::kRead) return check_request_blocks(session.pool(), local_ids, plan.data_seed);
-  KVF_RETURN_IF_ERROR(session.channel().send(MessageType::kVerifyCheck, nlohmann::json::object()));
-  KVF_ASSIGN_OR_RETURN(nlohmann::json body, session.channel().expect(MessageType::kVerifyResult));
+  KVF_RETURN_IF_ERROR(session.channel().send(ControlType::kVerifyCheck, nlohmann::json::object()));
+  KVF_ASSIGN_OR_RETURN(nlohmann::json body, session.channel().expect(ControlType::kVerifyResult));
   return parse_verify_outcome(body);
 }
 

@@ -30,6 +30,7 @@ int run_vram_bench(const BenchOptions&) {
 #include <deque>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/bench_vram.h"
@@ -48,22 +49,38 @@ struct Ceilings {
   const char* kind = "";
 };
 
+// The ceiling copies `bytes` contiguous bytes from our pool; per-layer tensors are each
+// smaller, so then a scratch buffer of that size stands in for it.
+struct CeilingSource {
+  void* data = nullptr;
+  void* owned = nullptr;
+  ~CeilingSource() {
+    if (owned) cudaFree(owned);
+  }
+};
+
 Result<Ceilings> measure_ceilings(const BenchOptions& o, Agent& a, VramPool& pool, int peer_device,
                                   std::uint64_t bytes) {
   Ceilings c;
+  CeilingSource source{pool.data()};
+  if (!pool.one_allocation()) {
+    cudaSetDevice(o.device);
+    if (cudaMalloc(&source.owned, bytes) != cudaSuccess) return IoError("cudaMalloc of the ceiling's source failed");
+    source.data = source.owned;
+  }
   if (o.backend == "cuda_ipc") {
     c.kind = "peer copy";
     void* peer_buf = nullptr;
     cudaSetDevice(peer_device);
     if (cudaMalloc(&peer_buf, bytes) != cudaSuccess) return IoError("cudaMalloc of the ceiling's buffer failed");
-    c.write = peer_copy_ceiling(o.device, pool.data(), peer_device, peer_buf, bytes, o.ceiling_reps);
-    c.read = peer_copy_ceiling(peer_device, peer_buf, o.device, pool.data(), bytes, o.ceiling_reps);
+    c.write = peer_copy_ceiling(o.device, source.data, peer_device, peer_buf, bytes, o.ceiling_reps);
+    c.read = peer_copy_ceiling(peer_device, peer_buf, o.device, source.data, bytes, o.ceiling_reps);
     cudaSetDevice(peer_device);
     cudaFree(peer_buf);
     return c;
   }
-  c.pcie_write = pinned_copy_ceiling(o.device, pool.data(), bytes, true, o.ceiling_reps);
-  c.pcie_read = pinned_copy_ceiling(o.device, pool.data(), bytes, false, o.ceiling_reps);
+  c.pcie_write = pinned_copy_ceiling(o.device, source.data, bytes, true, o.ceiling_reps);
+  c.pcie_read = pinned_copy_ceiling(o.device, source.data, bytes, false, o.ceiling_reps);
   if (o.backend != "tcp") {
     c.kind = "pinned copy";
     c.write = c.pcie_write;
@@ -134,7 +151,7 @@ int run_vram_bench(const BenchOptions& o) {
     return 2;
   }
   const PoolShape shape = o.pool_shape();
-  auto pool = VramPool::allocate(shape, o.device);
+  auto pool = VramPool::allocate(shape, o.device, o.layer_tensors);
   if (!pool.ok()) return std::fprintf(stderr, "kvferry bench: %s\n", pool.status().to_string().c_str()), 1;
   VramTarget target;
   if (Status s = spawn_vram_target(o, peer_device, &target); !s.ok())
@@ -151,17 +168,12 @@ int run_vram_bench(const BenchOptions& o) {
   const bool peer_vram = o.peer_mem == "vram";
   auto local = a.prepare_local(pool->block_descriptors());
   auto remote = a.prepare_remote("vram-target", peer_vram
-                                                    ? VramPool::block_descriptors(shape, target.address, peer_device)
-                                                    : shape.block_descriptors(target.address));
+                                                    ? VramPool::block_descriptors(shape, target.layer_bases, peer_device)
+                                                    : shape.block_descriptors(target.layer_bases.front()));
   // Fresh requests are strided (lanes x block ids): per request only the ids are checked.
-  BlockLanes local_shape = shape.block_lanes(pool->address());
-  local_shape.kind = MemoryKind::kVram;
-  local_shape.device = static_cast<std::uint32_t>(o.device);
-  BlockLanes remote_shape = shape.block_lanes(target.address);
-  if (peer_vram) {
-    remote_shape.kind = MemoryKind::kVram;
-    remote_shape.device = static_cast<std::uint32_t>(peer_device);
-  }
+  const BlockLanes local_shape = VramPool::block_lanes(shape, pool->layer_bases(), o.device);
+  BlockLanes remote_shape = shape.block_lanes(target.layer_bases.front());
+  if (peer_vram) remote_shape = VramPool::block_lanes(shape, target.layer_bases, peer_device);
   auto local_lanes = a.prepare_local_lanes(local_shape);
   auto remote_lanes = a.prepare_remote_lanes("vram-target", remote_shape);
   if (st.ok() && !local.ok()) st = local.status();
@@ -183,9 +195,11 @@ int run_vram_bench(const BenchOptions& o) {
     if (auto it = o.local_params.find(key); it != o.local_params.end()) copy = it->second;
   const std::string where = peer_vram ? "GPU" + std::to_string(peer_device) : std::string("host memory");
   std::printf("kvferry bench --mem vram: %s copy=%s, GPU%d -> %s of another process, %u layers x %u %s blocks x %" PRIu64
-              " B = %.3f GB per request, %d iterations\n",
+              " B = %.3f GB per request, %d iterations, %s\n",
               o.backend.c_str(), copy.c_str(), o.device, where.c_str(), o.layers, o.blocks,
-              to_string(o.block_pattern), o.block_size, static_cast<double>(bytes) / 1e9, o.iterations);
+              to_string(o.block_pattern), o.block_size, static_cast<double>(bytes) / 1e9, o.iterations,
+              o.layer_tensors ? "one allocation per layer on each GPU" : "one allocation per pool");
+  if (o.pause_ms > 0) std::printf("a pause of %d ms before each request (outside the timed part)\n", o.pause_ms);
 
   auto ceilings = measure_ceilings(o, a, *pool, peer_device, bytes);
   if (!ceilings.ok()) return std::fprintf(stderr, "kvferry bench: ceiling: %s\n", ceilings.status().to_string().c_str()), 1;
@@ -209,11 +223,14 @@ int run_vram_bench(const BenchOptions& o) {
     auto req = make();
     if (!req.ok()) return std::fprintf(stderr, "kvferry bench: %s\n", req.status().to_string().c_str()), 1;
     std::vector<double> ms, post_ms, cpu_us;  // whole request; time inside post(); caller CPU create+post
+    // post() returned -> wait() returned; of that, the part after the library saw the end.
+    std::vector<double> after_post_ms, wake_us;
     if (o.inflight > 1) {
       Status s = run_in_flight(o, make, ms, post_ms, cpu_us);
       if (!s.ok()) return std::fprintf(stderr, "kvferry bench: transfer: %s\n", s.to_string().c_str()), 1;
     }
     for (int i = 0; o.inflight == 1 && i < o.warmup + o.iterations; ++i) {
+      if (o.pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o.pause_ms));
       const auto t0 = Clock::now();
       const double cpu0 = thread_cpu_micros();
       // Fresh requests (the default): what an engine that builds a request per transfer
@@ -224,18 +241,28 @@ int run_vram_bench(const BenchOptions& o) {
       }
       Status s = req->post();
       const double cpu1 = thread_cpu_micros();
+      const auto t1 = Clock::now();
       if (s.ok()) s = req->wait(60s);
+      const auto t2 = Clock::now();
       if (!s.ok()) return std::fprintf(stderr, "kvferry bench: transfer: %s\n", s.to_string().c_str()), 1;
       if (i < o.warmup) continue;
-      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-      post_ms.push_back(static_cast<double>(req->telemetry().post_ns) / 1e6);
+      const TransferTelemetry tel = req->telemetry();
+      const double after_post = std::chrono::duration<double, std::milli>(t2 - t1).count();
+      ms.push_back(std::chrono::duration<double, std::milli>(t2 - t0).count());
+      post_ms.push_back(static_cast<double>(tel.post_ns) / 1e6);
       cpu_us.push_back(cpu1 - cpu0);
+      after_post_ms.push_back(after_post);
+      wake_us.push_back((after_post - static_cast<double>(tel.transfer_ns - tel.post_ns) / 1e6) * 1e3);
     }
     std::sort(cpu_us.begin(), cpu_us.end());
     const double cpu_median = cpu_us[cpu_us.size() / 2];
     std::sort(ms.begin(), ms.end());
     std::sort(post_ms.begin(), post_ms.end());
     const double post_median = post_ms[post_ms.size() / 2];
+    auto median_of = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v.empty() ? 0.0 : v[v.size() / 2];
+    };
     const double median = ms[ms.size() / 2], p99 = ms[std::min(ms.size() - 1, ms.size() * 99 / 100)];
     const double gbps = static_cast<double>(bytes) / (median / 1e3) / 1e9;
     const double ceiling = write ? ceilings->write : ceilings->read;
@@ -269,15 +296,20 @@ int run_vram_bench(const BenchOptions& o) {
     if (o.inflight > 1)
       std::printf("       %d requests in flight: median_ms is the timed run's wall time / requests\n", o.inflight);
     std::printf("       create + post: %.1f us of CPU (median)\n", cpu_median);
+    if (!after_post_ms.empty())
+      std::printf("       post returned -> wait returned: %.3f ms (median), of which after the library saw the end: "
+                  "%.1f us\n", median_of(after_post_ms), median_of(wake_us));
     if (o.json)
       std::printf("{\"mem\":\"vram\",\"peer_mem\":\"%s\",\"backend\":\"%s\",\"copy\":\"%s\",\"op\":\"%s\",\"device\":%d,"
                   "\"peer_device\":%d,\"layers\":%u,\"blocks\":%u,\"block_size\":%" PRIu64 ",\"bytes\":%" PRIu64
                   ",\"median_ms\":%.4f,\"p99_ms\":%.4f,\"post_ms\":%.4f,\"gbps\":%.2f,\"ceiling\":\"%s\",\"ceiling_gbps\":%.2f,"
                   "\"ratio\":%.4f,\"pinned_copy_gbps\":%.2f,\"fresh_requests\":%s,\"create_post_cpu_us\":%.1f,"
+                  "\"layer_tensors\":%s,\"pause_ms\":%d,\"after_post_ms\":%.4f,\"wake_us\":%.1f,"
                   "\"verified\":\"%s\"}\n",
                   o.peer_mem.c_str(), o.backend.c_str(), copy.c_str(), write ? "write" : "read", o.device, peer_device,
                   o.layers, o.blocks, o.block_size, bytes, median, p99, post_median, gbps, ceilings->kind, ceiling, gbps / ceiling,
-                  pcie, o.fresh_requests ? "true" : "false", cpu_median, verified.c_str());
+                  pcie, o.fresh_requests ? "true" : "false", cpu_median, o.layer_tensors ? "true" : "false",
+                  o.pause_ms, median_of(after_post_ms), median_of(wake_us), verified.c_str());
     std::fflush(stdout);
   }
   (void)a.notify("vram-target", "quit");

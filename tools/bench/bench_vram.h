@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "bench/bench_options.h"
 #include "common/child_process.h"
@@ -22,7 +23,7 @@ int run_vram_target(const BenchOptions& o);
 struct VramTarget {
   std::optional<ChildProcess> child;
   std::uint16_t port = 0;
-  std::uint64_t address = 0;
+  std::vector<std::uint64_t> layer_bases;  // where each layer of its pool starts
   ~VramTarget();  // gives it 2 s to quit, then terminates and reaps it
 };
 

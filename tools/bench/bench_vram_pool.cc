@@ -44,33 +44,70 @@ Status cuda_ok(cudaError_t e, const char* what) {
 
 }  // namespace
 
-Result<VramPool> VramPool::allocate(const PoolShape& shape, int device) {
+Result<VramPool> VramPool::allocate(const PoolShape& shape, int device, bool layer_tensors) {
   KVF_RETURN_IF_ERROR(shape.validate());
   if (shape.block_size % 8 != 0) return InvalidArgument("--mem vram needs a block size that is a multiple of 8");
   KVF_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(device), "cudaSetDevice"));
-  void* p = nullptr;
-  KVF_RETURN_IF_ERROR(cuda_ok(cudaMalloc(&p, shape.total_bytes()), "cudaMalloc of the vram pool"));
-  VramPool pool(shape, device, static_cast<std::uint8_t*>(p));
+  VramPool pool(shape, device);
+  const std::uint64_t layer_bytes = std::uint64_t{shape.blocks_per_layer} * shape.block_size;
+  const std::uint32_t count = layer_tensors ? shape.layers : 1;
+  const std::uint64_t each = layer_tensors ? layer_bytes : shape.total_bytes();
+  for (std::uint32_t k = 0; k < count; ++k) {
+    void* p = nullptr;
+    KVF_RETURN_IF_ERROR(cuda_ok(cudaMalloc(&p, each), "cudaMalloc of the vram pool"));
+    pool.allocations_.emplace_back(static_cast<std::uint8_t*>(p), each);
+  }
+  for (std::uint32_t l = 0; l < shape.layers; ++l)
+    pool.layer_bases_.push_back(layer_tensors ? reinterpret_cast<std::uint64_t>(pool.allocations_[l].first)
+                                              : reinterpret_cast<std::uint64_t>(pool.data()) + l * layer_bytes);
   KVF_RETURN_IF_ERROR(pool.poison());
   return pool;
 }
 
-VramPool::VramPool(VramPool&& o) noexcept : shape_(o.shape_), device_(o.device_), base_(o.base_) { o.base_ = nullptr; }
+VramPool::VramPool(VramPool&& o) noexcept
+    : shape_(o.shape_), device_(o.device_), allocations_(std::move(o.allocations_)),
+      layer_bases_(std::move(o.layer_bases_)) {
+  o.allocations_.clear();
+}
 
 VramPool::~VramPool() {
-  if (base_) cudaFree(base_);
+  for (auto& [p, n] : allocations_) cudaFree(p);
 }
 
 DescriptorList VramPool::region() const {
-  return DescriptorList(MemoryKind::kVram,
-                        {Descriptor{address(), shape_.total_bytes(), static_cast<std::uint32_t>(device_)}});
+  DescriptorList out(MemoryKind::kVram);
+  for (const auto& [p, n] : allocations_)
+    out.add(reinterpret_cast<std::uint64_t>(p), n, static_cast<std::uint32_t>(device_));
+  return out;
 }
 
-DescriptorList VramPool::block_descriptors(const PoolShape& shape, std::uint64_t base, int device) {
+DescriptorList VramPool::block_descriptors(const PoolShape& shape, const std::vector<std::uint64_t>& layer_bases,
+                                           int device) {
   DescriptorList out(MemoryKind::kVram);
-  for (const Descriptor& d : shape.block_descriptors(base))
-    out.add(d.address, d.length, static_cast<std::uint32_t>(device));
+  for (std::uint32_t l = 0; l < shape.layers; ++l)
+    for (std::uint32_t b = 0; b < shape.blocks_per_layer; ++b)
+      out.add(layer_bases[l] + std::uint64_t{b} * shape.block_size, shape.block_size,
+              static_cast<std::uint32_t>(device));
   return out;
+}
+
+BlockLanes VramPool::block_lanes(const PoolShape& shape, const std::vector<std::uint64_t>& layer_bases, int device) {
+  BlockLanes lanes;
+  lanes.kind = MemoryKind::kVram;
+  lanes.device = static_cast<std::uint32_t>(device);
+  lanes.lane_addresses = layer_bases;
+  lanes.block_stride = lanes.block_bytes = shape.block_size;
+  lanes.blocks = shape.blocks_per_layer;
+  return lanes;
+}
+
+std::vector<std::uint64_t> VramPool::layer_bases_of(const PoolShape& shape, const std::vector<std::uint64_t>& reported) {
+  if (reported.size() == shape.layers) return reported;
+  if (reported.size() != 1) return {};
+  std::vector<std::uint64_t> bases;
+  for (std::uint32_t l = 0; l < shape.layers; ++l)
+    bases.push_back(reported[0] + std::uint64_t{l} * shape.blocks_per_layer * shape.block_size);
+  return bases;
 }
 
 void fill_pattern_bytes(std::uint8_t* out, std::uint64_t bytes, std::uint64_t seed) {
@@ -81,19 +118,28 @@ Status VramPool::fill_pattern(std::uint64_t seed) {
   std::vector<std::uint8_t> host(shape_.total_bytes());
   fill_pattern_bytes(host.data(), host.size(), seed);
   KVF_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(device_), "cudaSetDevice"));
-  return cuda_ok(cudaMemcpy(base_, host.data(), host.size(), cudaMemcpyHostToDevice), "upload pattern");
+  std::uint64_t at = 0;
+  for (const auto& [p, n] : allocations_) {
+    KVF_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(p, host.data() + at, n, cudaMemcpyHostToDevice), "upload pattern"));
+    at += n;
+  }
+  return Status::Ok();
 }
 
 Status VramPool::poison() {
   KVF_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(device_), "cudaSetDevice"));
-  KVF_RETURN_IF_ERROR(cuda_ok(cudaMemset(base_, 0xA5, shape_.total_bytes()), "cudaMemset"));
+  for (const auto& [p, n] : allocations_) KVF_RETURN_IF_ERROR(cuda_ok(cudaMemset(p, 0xA5, n), "cudaMemset"));
   return cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
 Result<std::vector<std::uint8_t>> VramPool::download() const {
   std::vector<std::uint8_t> host(shape_.total_bytes());
   KVF_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(device_), "cudaSetDevice"));
-  KVF_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(host.data(), base_, host.size(), cudaMemcpyDeviceToHost), "download"));
+  std::uint64_t at = 0;
+  for (const auto& [p, n] : allocations_) {
+    KVF_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(host.data() + at, p, n, cudaMemcpyDeviceToHost), "download"));
+    at += n;
+  }
   return host;
 }
 

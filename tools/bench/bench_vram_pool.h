@@ -1,9 +1,13 @@
 // bench_vram_pool.h — the GPU twin of HostPool for `kvferry bench --mem vram`: one
 // cudaMalloc of the same shape (block (layer, b) at base + index_of(layer, b) *
-// block_size), and the data patterns both bench processes derive from a seed.
+// block_size), or with --layer-tensors one cudaMalloc per layer (block b of layer l at
+// layer_bases()[l] + b * block_size), as an engine allocates one KV tensor per layer;
+// and the data patterns both bench processes derive from a seed. Patterns, downloads
+// and checksums see the pool as one image in index_of order either way.
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "common/host_pool.h"
@@ -13,17 +17,26 @@ namespace kvferry::cli {
 
 class VramPool {
  public:
-  static Result<VramPool> allocate(const PoolShape& shape, int device);
+  static Result<VramPool> allocate(const PoolShape& shape, int device, bool layer_tensors = false);
   VramPool(VramPool&& o) noexcept;
   VramPool& operator=(VramPool&&) = delete;
   VramPool(const VramPool&) = delete;
   ~VramPool();
 
-  std::uint8_t* data() const { return base_; }
-  std::uint64_t address() const { return reinterpret_cast<std::uint64_t>(base_); }
-  DescriptorList region() const;
-  DescriptorList block_descriptors() const { return block_descriptors(shape_, address(), device_); }
-  static DescriptorList block_descriptors(const PoolShape& shape, std::uint64_t base, int device);
+  // The first allocation (the whole pool unless one_allocation() is false).
+  std::uint8_t* data() const { return allocations_.front().first; }
+  bool one_allocation() const { return allocations_.size() == 1; }
+  // Where each layer starts: what the pool's owner reports to its peer.
+  const std::vector<std::uint64_t>& layer_bases() const { return layer_bases_; }
+  DescriptorList region() const;  // one descriptor per allocation
+  DescriptorList block_descriptors() const { return block_descriptors(shape_, layer_bases_, device_); }
+  static DescriptorList block_descriptors(const PoolShape& shape, const std::vector<std::uint64_t>& layer_bases,
+                                          int device);
+  // One lane per layer, for strided transfers.
+  static BlockLanes block_lanes(const PoolShape& shape, const std::vector<std::uint64_t>& layer_bases, int device);
+  // A pool's layer bases from the addresses its owner reported: one (a single allocation)
+  // or one per layer; empty when the count fits neither.
+  static std::vector<std::uint64_t> layer_bases_of(const PoolShape& shape, const std::vector<std::uint64_t>& reported);
 
   // Word w (8 bytes at offset 8w) of the pattern is splitmix64(seed + w).
   Status fill_pattern(std::uint64_t seed);
@@ -33,10 +46,12 @@ class VramPool {
   static std::uint64_t checksum_of(const std::vector<std::uint8_t>& bytes);
 
  private:
-  VramPool(PoolShape shape, int device, std::uint8_t* base) : shape_(shape), device_(device), base_(base) {}
+  VramPool(PoolShape shape, int device) : shape_(shape), device_(device) {}
   PoolShape shape_;
   int device_ = 0;
-  std::uint8_t* base_ = nullptr;
+  // (address, bytes) in image order: the whole pool, or one per layer.
+  std::vector<std::pair<std::uint8_t*, std::uint64_t>> allocations_;
+  std::vector<std::uint64_t> layer_bases_;
 };
 
 // Host-side twins of the pattern and checksum, for a target whose pool is host memory.

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "bench/bench_vram.h"
@@ -29,7 +30,7 @@ class TargetPool {
   static Result<TargetPool> allocate(const BenchOptions& o, Agent& agent) {
     TargetPool p;
     if (o.peer_mem == "vram") {
-      KVF_ASSIGN_OR_RETURN(auto v, VramPool::allocate(o.pool_shape(), o.device));
+      KVF_ASSIGN_OR_RETURN(auto v, VramPool::allocate(o.pool_shape(), o.device, o.layer_tensors));
       p.vram_.emplace(std::move(v));
     } else {
       KVF_ASSIGN_OR_RETURN(auto h, HostPool::allocate(o.pool_shape(), 0xA5, o.backend == "shm" ? &agent : nullptr));
@@ -38,7 +39,11 @@ class TargetPool {
     return p;
   }
   DescriptorList region() const { return vram_ ? vram_->region() : host_->region(); }
-  std::uint64_t address() const { return vram_ ? vram_->address() : host_->address(); }
+  // What the initiator needs to find every layer: one address, or one per layer tensor.
+  std::vector<std::uint64_t> addresses() const {
+    if (vram_) return vram_->one_allocation() ? std::vector{vram_->layer_bases().front()} : vram_->layer_bases();
+    return {host_->address()};
+  }
   Status fill(std::uint64_t seed) {
     if (vram_) return vram_->fill_pattern(seed);
     fill_pattern_bytes(host_->base(), host_->bytes(), seed);
@@ -98,9 +103,10 @@ int run_vram_target(const BenchOptions& o) {
     return std::fprintf(stderr, "vram target: register: %s\n", s.to_string().c_str()), 1;
   auto port = a.listen("127.0.0.1", 0);
   if (!port.ok()) return std::fprintf(stderr, "vram target: listen: %s\n", port.status().to_string().c_str()), 1;
-  char ready[64];
-  std::snprintf(ready, sizeof ready, "READY %u %" PRIx64, static_cast<unsigned>(*port), pool->address());
-  if (Status s = write_report_line(o.report_fd, ready); !s.ok())
+  // One allocation: its address; per-layer tensors (--layer-tensors): every layer's base too.
+  nlohmann::json ready = {{"port", *port}, {"pool_address", pool->addresses().front()}};
+  if (const auto bases = pool->addresses(); bases.size() > 1) ready["layer_bases"] = bases;
+  if (Status s = write_report(o.report_fd, ControlType::kListening, ready); !s.ok())
     return std::fprintf(stderr, "vram target: %s\n", s.to_string().c_str()), 1;
   // Spawned as a ChildProcess: the kernel kills us if the initiator dies.
   for (;;) {
@@ -127,16 +133,29 @@ Status spawn_vram_target(const BenchOptions& o, int peer_device, VramTarget* t) 
                                    "--device", std::to_string(peer_device), "--peer-mem", o.peer_mem,
                                    "--layers", std::to_string(o.layers), "--blocks", std::to_string(o.blocks),
                                    "--block-size", std::to_string(o.block_size)};
+  if (o.layer_tensors) args.push_back("--layer-tensors");
   for (const auto& p : o.params) {
     args.push_back("--param");
     args.push_back(p);
   }
   KVF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::spawn_self(std::move(args)));
   t->child.emplace(std::move(child));
-  KVF_ASSIGN_OR_RETURN(std::string line, t->child->read_report_line(60s));
-  unsigned port = 0;
-  if (std::sscanf(line.c_str(), "READY %u %" SCNx64, &port, &t->address) != 2) return Corrupt("bad READY: " + line);
-  t->port = static_cast<std::uint16_t>(port);
+  KVF_ASSIGN_OR_RETURN(ControlMessage report, t->child->read_report(60s));
+  KVF_ASSIGN_OR_RETURN(t->port, listening_port(report));
+  KVF_ASSIGN_OR_RETURN(std::uint64_t pool_address, control_uint(report.body, "pool_address"));
+  std::vector<std::uint64_t> reported{pool_address};
+  if (auto it = report.body.find("layer_bases"); it != report.body.end()) {
+    if (!it->is_array()) return Corrupt("vram target: layer_bases is not a list");
+    reported.clear();
+    for (const auto& base : *it) {
+      if (!base.is_number_unsigned()) return Corrupt("vram target: a layer base is not an unsigned integer");
+      reported.push_back(base.get<std::uint64_t>());
+    }
+  }
+  t->layer_bases = VramPool::layer_bases_of(o.pool_shape(), reported);
+  if (t->layer_bases.empty())
+    return Corrupt("vram target: " + std::to_string(reported.size()) + " layer bases for " +
+                   std::to_string(o.pool_shape().layers) + " layers");
   return Status::Ok();
 }
 

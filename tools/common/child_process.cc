@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 #include <thread>
 
 #include "common/cli_util.h"
@@ -61,27 +62,28 @@ ChildProcess::ChildProcess(ChildProcess&& other) noexcept
   other.pid_ = -1;
 }
 
-Result<std::string> ChildProcess::read_report_line(std::chrono::milliseconds timeout) {
+Result<ControlMessage> ChildProcess::read_report(std::chrono::milliseconds timeout, std::uint32_t max_body) {
   const auto deadline = Clock::now() + timeout;
   while (true) {
-    const auto newline = report_buffer_.find('\n');
-    if (newline != std::string::npos) {
-      std::string line = report_buffer_.substr(0, newline);
-      report_buffer_.erase(0, newline + 1);
-      return line;
+    KVF_ASSIGN_OR_RETURN(std::optional<ControlTaken> taken,
+                         take_control(report_buffer_, max_body));
+    if (taken) {
+      report_buffer_.erase(report_buffer_.begin(), report_buffer_.begin() + static_cast<std::ptrdiff_t>(taken->consumed));
+      return std::move(taken->message);
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return Timeout("child process did not report within the time limit");
     KVF_ASSIGN_OR_RETURN(bool readable, wait_readable(report_pipe_.get(), left));
     if (!readable) continue;
-    char chunk[256];
+    // take_control refused any header over the cap, so the buffer stays below one frame.
+    std::uint8_t chunk[4096];
     const ssize_t got = ::read(report_pipe_.get(), chunk, sizeof(chunk));
     if (got == 0) return Unavailable("child process exited before reporting (see its stderr)");
     if (got < 0) {
       if (errno == EINTR) continue;
       return IoErrorFromErrno("read(report pipe)", errno);
     }
-    report_buffer_.append(chunk, static_cast<std::size_t>(got));
+    report_buffer_.insert(report_buffer_.end(), chunk, chunk + got);
   }
 }
 
@@ -116,12 +118,11 @@ void ChildProcess::terminate() {
   }
 }
 
-Status write_report_line(int report_fd, const std::string& line) {
-  FileDescriptor fd(report_fd);  // closes it: the parent sees EOF after the line
-  const std::string text = line + "\n";
+Status write_report(int report_fd, ControlType type, const nlohmann::json& body) {
+  const std::vector<std::uint8_t> frame = encode_control(type, body);
   std::size_t written = 0;
-  while (written < text.size()) {
-    const ssize_t n = ::write(fd.get(), text.data() + written, text.size() - written);
+  while (written < frame.size()) {
+    const ssize_t n = ::write(report_fd, frame.data() + written, frame.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
       return IoErrorFromErrno("write(report fd)", errno);

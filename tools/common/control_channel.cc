@@ -1,72 +1,31 @@
 #include "common/control_channel.h"
 
 #include <array>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "common/cli_util.h"
 
 namespace kvferry::cli {
-namespace {
 
-constexpr std::array<std::uint8_t, 4> kMagic = {'K', 'V', 'F', 'B'};
-constexpr std::size_t kHeaderBytes = 16;
-// Control messages are small; metadata of a large registration is a few KiB. A bigger
-// length means a foreign or corrupt peer, not a message worth allocating for.
-constexpr std::uint64_t kMaxPayloadBytes = 64u << 20;
-
-void put_le(std::uint8_t* out, std::uint64_t value, int bytes) {
-  for (int i = 0; i < bytes; ++i) out[i] = static_cast<std::uint8_t>(value >> (8 * i));
+Status ControlChannel::send(ControlType type, const nlohmann::json& body) {
+  const std::vector<std::uint8_t> frame = encode_control(type, body);
+  return send_all(fd(), frame.data(), frame.size()).with_context("control send");
 }
 
-std::uint64_t get_le(const std::uint8_t* in, int bytes) {
-  std::uint64_t value = 0;
-  for (int i = 0; i < bytes; ++i) value |= static_cast<std::uint64_t>(in[i]) << (8 * i);
-  return value;
-}
-
-}  // namespace
-
-Status ControlChannel::send(MessageType type, const nlohmann::json& body) {
-  const std::vector<std::uint8_t> payload = nlohmann::json::to_cbor(body);
-  std::array<std::uint8_t, kHeaderBytes> header{};
-  std::memcpy(header.data(), kMagic.data(), kMagic.size());
-  put_le(header.data() + 4, static_cast<std::uint32_t>(type), 4);
-  put_le(header.data() + 8, payload.size(), 8);
-  KVF_RETURN_IF_ERROR(send_all(fd(), header.data(), header.size()));
-  return send_all(fd(), payload.data(), payload.size()).with_context("control send");
-}
-
-Result<Message> ControlChannel::receive() {
-  std::array<std::uint8_t, kHeaderBytes> header{};
+Result<ControlMessage> ControlChannel::receive() {
+  std::array<std::uint8_t, kControlHeaderBytes> header{};
   KVF_RETURN_IF_ERROR(recv_all(fd(), header.data(), header.size()));
-  if (std::memcmp(header.data(), kMagic.data(), kMagic.size()) != 0) {
-    return Corrupt("control connection: bad frame magic (not a kvferry bench peer?)");
-  }
-  const auto type = static_cast<std::uint32_t>(get_le(header.data() + 4, 4));
-  if (type < static_cast<std::uint32_t>(MessageType::kSetup) ||
-      type > static_cast<std::uint32_t>(MessageType::kBye)) {
-    return Corrupt("control connection: unknown message type " + std::to_string(type));
-  }
-  const std::uint64_t length = get_le(header.data() + 8, 8);
-  if (length > kMaxPayloadBytes) {
-    return Corrupt("control connection: message of " + std::to_string(length) + " bytes");
-  }
-  std::vector<std::uint8_t> payload(length);
-  KVF_RETURN_IF_ERROR(recv_all(fd(), payload.data(), payload.size()).with_context("control receive"));
-  Message message;
-  message.type = static_cast<MessageType>(type);
-  message.body = nlohmann::json::from_cbor(payload, /*strict=*/true, /*allow_exceptions=*/false);
-  if (message.body.is_discarded() || !message.body.is_object()) {
-    return Corrupt("control connection: message payload is not a CBOR object");
-  }
-  return message;
+  KVF_ASSIGN_OR_RETURN(ControlHeader parsed, decode_control_header(header, kMaxChannelBodyBytes));
+  std::vector<std::uint8_t> body(parsed.body_bytes);
+  KVF_RETURN_IF_ERROR(recv_all(fd(), body.data(), body.size()).with_context("control receive"));
+  KVF_ASSIGN_OR_RETURN(nlohmann::json decoded, decode_control_body(body));
+  return ControlMessage{parsed.type, std::move(decoded)};
 }
 
-Result<Message> ControlChannel::receive_when_ready(std::chrono::milliseconds idle_limit,
-                                                  std::chrono::milliseconds slice,
-                                                  const std::function<bool()>& on_idle) {
+Result<ControlMessage> ControlChannel::receive_when_ready(std::chrono::milliseconds idle_limit,
+                                                         std::chrono::milliseconds slice,
+                                                         const std::function<bool()>& on_idle) {
   const auto deadline = Clock::now() + idle_limit;
   while (true) {
     KVF_ASSIGN_OR_RETURN(bool readable, wait_readable(fd(), slice));
@@ -78,24 +37,18 @@ Result<Message> ControlChannel::receive_when_ready(std::chrono::milliseconds idl
   }
 }
 
-Result<nlohmann::json> ControlChannel::expect(MessageType type) {
-  KVF_ASSIGN_OR_RETURN(Message message, receive());
-  if (message.type == MessageType::kError) {
-    const auto text = message.body.find("message");
-    return RemoteError(text != message.body.end() && text->is_string()
-                           ? text->get<std::string>()
-                           : std::string("peer reported an error"));
-  }
+Result<nlohmann::json> ControlChannel::expect(ControlType type) {
+  KVF_ASSIGN_OR_RETURN(ControlMessage message, receive());
+  if (message.type == ControlType::kError) return RemoteError(control_error_text(message.body));
   if (message.type != type) {
-    return Corrupt("control connection: expected message " +
-                   std::to_string(static_cast<std::uint32_t>(type)) + ", got " +
-                   std::to_string(static_cast<std::uint32_t>(message.type)));
+    return Corrupt("control connection: expected " + control_type_name(static_cast<std::uint32_t>(type)) +
+                   ", got " + control_type_name(static_cast<std::uint32_t>(message.type)));
   }
   return std::move(message.body);
 }
 
 void ControlChannel::send_error(const Status& status) {
-  (void)send(MessageType::kError, nlohmann::json{{"message", status.to_string()}});
+  (void)send(ControlType::kError, nlohmann::json{{"message", status.to_string()}});
 }
 
 }  // namespace kvferry::cli

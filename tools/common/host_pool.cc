@@ -9,6 +9,14 @@
 
 namespace kvferry::cli {
 
+Result<KvLayout> PoolShape::layout() const {
+  if (block_size > std::numeric_limits<std::uint32_t>::max()) {
+    return InvalidArgument("a block of " + std::to_string(block_size) + " bytes: at most 4 GiB - 1");
+  }
+  const KvGeometry geometry{layers, 1, static_cast<std::uint32_t>(block_size), 1, KvDtype::kFp8};
+  return KvLayout::create(geometry, KvArrangement::kMla, blocks_per_layer);
+}
+
 DescriptorList PoolShape::block_descriptors(std::uint64_t base) const {
   DescriptorList list(MemoryKind::kDram);
   list.reserve(std::size_t{layers} * blocks_per_layer);
@@ -20,46 +28,42 @@ DescriptorList PoolShape::block_descriptors(std::uint64_t base) const {
   return list;
 }
 
-Status PoolShape::validate() const {
-  if (layers == 0 || blocks_per_layer == 0 || block_size == 0) {
-    return InvalidArgument("pool needs at least one layer, one block and one byte per block");
-  }
-  if (std::uint64_t{layers} * blocks_per_layer > std::numeric_limits<std::uint32_t>::max()) {
-    return InvalidArgument("layers * blocks per layer exceeds 32-bit descriptor indices");
-  }
-  if (block_size > std::numeric_limits<std::uint64_t>::max() / (std::uint64_t{layers} * blocks_per_layer)) {
-    return InvalidArgument("pool size overflows 64 bits");
-  }
-  return Status::Ok();
+Result<HostPool> HostPool::allocate(const PoolShape& shape, std::uint8_t fill, Agent* shared_by) {
+  KVF_ASSIGN_OR_RETURN(KvLayout layout, shape.layout());
+  return allocate(layout, fill, shared_by);
 }
 
-Result<HostPool> HostPool::allocate(const PoolShape& shape, std::uint8_t fill, Agent* shared_by) {
-  KVF_RETURN_IF_ERROR(shape.validate());
+Result<HostPool> HostPool::allocate(const KvLayout& layout, std::uint8_t fill, Agent* shared_by) {
+  const std::uint64_t bytes = layout.pool_bytes();
+  SharedMemory shared;
+  void* memory = nullptr;
   if (shared_by != nullptr) {
-    KVF_ASSIGN_OR_RETURN(SharedMemory shared, shared_by->allocate_shared_memory(shape.total_bytes()));
-    std::memset(shared.data(), fill, shape.total_bytes());
-    HostPool pool(shape, static_cast<std::uint8_t*>(shared.data()));
-    pool.shared_ = std::move(shared);
-    return pool;
+    KVF_ASSIGN_OR_RETURN(shared, shared_by->allocate_shared_memory(bytes));
+    memory = shared.data();
+  } else {
+    memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) {
+      return IoErrorFromErrno("allocating a pool of " + std::to_string(bytes) + " bytes", errno);
+    }
   }
-  void* memory = mmap(nullptr, shape.total_bytes(), PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) {
-    return IoErrorFromErrno("allocating a pool of " + std::to_string(shape.total_bytes()) + " bytes", errno);
+  Result<KvPool> pool = KvPool::create_contiguous(layout, MemoryKind::kDram, reinterpret_cast<std::uint64_t>(memory));
+  if (!pool.ok()) {
+    if (!shared.valid()) munmap(memory, bytes);
+    return pool.status();
   }
-  std::memset(memory, fill, shape.total_bytes());
-  return HostPool(shape, static_cast<std::uint8_t*>(memory));
+  std::memset(memory, fill, bytes);
+  return HostPool(std::move(pool).value(), static_cast<std::uint8_t*>(memory), std::move(shared));
 }
 
 HostPool::HostPool(HostPool&& other) noexcept
-    : shape_(other.shape_), base_(other.base_), shared_(std::move(other.shared_)) {
+    : pool_(std::move(other.pool_)), base_(other.base_), shared_(std::move(other.shared_)) {
   other.base_ = nullptr;
 }
 
 HostPool& HostPool::operator=(HostPool&& other) noexcept {
   if (this != &other) {
     release();
-    shape_ = other.shape_;
+    pool_ = std::move(other.pool_);
     base_ = other.base_;
     shared_ = std::move(other.shared_);
     other.base_ = nullptr;
@@ -70,7 +74,7 @@ HostPool& HostPool::operator=(HostPool&& other) noexcept {
 HostPool::~HostPool() { release(); }
 
 void HostPool::release() {
-  if (base_ != nullptr && !shared_.valid()) munmap(base_, shape_.total_bytes());
+  if (base_ != nullptr && !shared_.valid()) munmap(base_, bytes());
   shared_ = SharedMemory();
   base_ = nullptr;
 }

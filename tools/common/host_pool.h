@@ -1,10 +1,14 @@
-// host_pool.h — a paged KV pool in host memory, shaped like an engine's cache.
+// host_pool.h — a KV pool in host memory, on the library's KvPool (kvferry/kv/kv_pool.h).
 //
-// One allocation holds `layers` layer tensors back to back; each layer tensor is
-// `blocks_per_layer` blocks of `block_size` bytes. Block (layer, b) sits at
-// base + (layer * blocks_per_layer + b) * block_size, which is also its index in
-// `block_descriptors()`: the layout every index transfer of the tools relies on.
-// The memory is pre-faulted on allocation so no timed transfer pays for page faults.
+// One allocation, pre-faulted so no timed transfer pays for page faults, carved into a
+// KvLayout's tensors back to back (KvPool::create_contiguous). Descriptors, lanes and
+// segment addresses all come from the KvPool, as an engine's would. The allocation is
+// registered as one region: few large regions, never per block.
+//
+// PoolShape is `kvferry bench`'s pool as its options say it (layers x blocks of
+// --block-size bytes); layout() is the library's layout of it (below). The GPU pool of
+// bench (bench_vram_pool.h) still computes its addresses from the shape itself.
+// Not thread-safe: one owner. The memory must outlive the agent it is registered with.
 #pragma once
 
 #include <cstddef>
@@ -25,10 +29,16 @@ struct PoolShape {
   std::uint32_t index_of(std::uint32_t layer, std::uint32_t block) const {
     return layer * blocks_per_layer + block;
   }
-  // One descriptor per (layer, block), layer-major, for a pool starting at `base`
-  // (our own, or a peer's whose address it told us).
+  // The bench speaks of bytes, not heads: a block of one layer is one run of
+  // block_size bytes. As a KvLayout that is an MLA cache with one fp8 latent of
+  // block_size bytes per block (one lane per layer, one segment per block), which puts
+  // block (layer, b) at tensor `layer` + b * block_size and gives it descriptor index
+  // layer * blocks_per_layer + b: the same bytes at the same addresses as index_of().
+  Result<KvLayout> layout() const;
+
+  // For pools not made by HostPool (bench_vram_pool.h): one descriptor per (layer,
+  // block), layer-major, and the same as lanes x blocks, of a pool starting at `base`.
   DescriptorList block_descriptors(std::uint64_t base) const;
-  // The same pool as lanes x blocks (one lane per layer), for strided transfers.
   BlockLanes block_lanes(std::uint64_t base) const {
     BlockLanes lanes;
     for (std::uint32_t layer = 0; layer < layers; ++layer)
@@ -37,15 +47,17 @@ struct PoolShape {
     lanes.blocks = blocks_per_layer;
     return lanes;
   }
-  // Rejects shapes whose descriptor indices would not fit 32 bits, or empty ones.
-  Status validate() const;
+  // Rejects shapes the layout rejects (empty, indices over 32 bits, sizes over 64 bits).
+  Status validate() const { return layout().status(); }
 };
 
 class HostPool {
  public:
-  // Allocates, and pre-faults by writing `fill` to every byte. With `shared_by`, the
-  // memory comes from that agent's allocate_shared_memory, so same-host peers can map it
-  // (what the shm backend wants); otherwise from anonymous pages.
+  // Allocates layout.pool_bytes() and writes `fill` to every byte. With `shared_by`,
+  // the memory comes from that agent's allocate_shared_memory, so same-host peers can
+  // map it (what the shm backend wants; it must be deregistered, or the agent
+  // destroyed, before the pool goes); otherwise from anonymous pages.
+  static Result<HostPool> allocate(const KvLayout& layout, std::uint8_t fill = 0, Agent* shared_by = nullptr);
   static Result<HostPool> allocate(const PoolShape& shape, std::uint8_t fill = 0, Agent* shared_by = nullptr);
 
   HostPool(HostPool&& other) noexcept;
@@ -54,23 +66,26 @@ class HostPool {
   HostPool& operator=(const HostPool&) = delete;
   ~HostPool();
 
-  const PoolShape& shape() const { return shape_; }
+  const KvPool& pool() const { return pool_; }
+  const KvLayout& layout() const { return pool_.layout(); }
   std::uint8_t* base() const { return base_; }
   std::uint64_t address() const { return reinterpret_cast<std::uint64_t>(base_); }
-  std::uint64_t bytes() const { return shape_.total_bytes(); }
-  std::uint8_t* block(std::uint32_t layer, std::uint32_t b) const {
-    return base_ + std::uint64_t{shape_.index_of(layer, b)} * shape_.block_size;
+  std::uint64_t bytes() const { return layout().pool_bytes(); }
+  std::uint8_t* segment(std::uint32_t lane, std::uint32_t block) const {
+    return reinterpret_cast<std::uint8_t*>(pool_.segment_address(lane, block));
   }
 
-  // The whole pool as one region: register few large regions, never per block.
+  // The whole allocation as one region.
   DescriptorList region() const;
-  DescriptorList block_descriptors() const { return shape_.block_descriptors(address()); }
+  DescriptorList block_descriptors() const { return pool_.block_descriptors(); }
+  BlockLanes block_lanes() const { return pool_.block_lanes(); }
 
  private:
-  HostPool(PoolShape shape, std::uint8_t* base) : shape_(shape), base_(base) {}
+  HostPool(KvPool pool, std::uint8_t* base, SharedMemory shared)
+      : pool_(std::move(pool)), base_(base), shared_(std::move(shared)) {}
   void release();
 
-  PoolShape shape_;
+  KvPool pool_;
   std::uint8_t* base_ = nullptr;
   SharedMemory shared_;  // owns the memory when it came from allocate_shared_memory
 };

@@ -15,12 +15,13 @@ namespace kvferry::cli {
 namespace {
 
 void print_preamble(const DemoOptions& o) {
-  const ModelKvGeometry& m = kMistralSmall31;
+  const DemoModel& model = kMistralSmall31;
+  const KvGeometry& m = model.geometry;
   const std::uint32_t blocks = static_cast<std::uint32_t>((o.tokens + m.block_tokens - 1) / m.block_tokens);
   std::printf("kvferry demo: %s KV cache: %u layers, %u KV heads, head dim %u, %u tokens/block, "
               "%u-byte dtype -> %s blocks\n",
-              m.name, m.layers, m.kv_heads, m.head_dim, m.block_tokens, m.dtype_bytes,
-              format_bytes(m.block_bytes()).c_str());
+              model.name, m.layers, m.kv_heads, m.head_dim, m.block_tokens, dtype_bytes(m.dtype),
+              format_bytes(model.block_bytes()).c_str());
   const std::string where = o.mem == "vram" ? "on GPUs: prefill GPU " + std::to_string(o.device) +
                                                   ", decode GPU " + std::to_string(o.peer_device)
                                             : "in host memory";
@@ -41,7 +42,7 @@ void print_row(const DemoRow& row) {
 nlohmann::json to_json(const DemoRow& row, const DemoOptions& o) {
   const int tokens = o.tokens;
   nlohmann::json j{{"backend", row.backend},         {"tokens", tokens},
-                   {"blocks", row.blocks_per_layer_moved}, {"layers", kMistralSmall31.layers},
+                   {"blocks", row.blocks_per_layer_moved}, {"layers", kMistralSmall31.geometry.layers},
                    {"block_size", kMistralSmall31.block_bytes()}, {"bytes", row.bytes},
                    {"descriptors", row.descriptors}, {"descriptors_merged", row.descriptors_merged},
                    {"time_ms", row.milliseconds},    {"gbps", row.gbps},
@@ -99,8 +100,8 @@ int run_demo_command(const DemoOptions& options) {
     std::fprintf(stderr, "kvferry demo: no compiled backend can move data between two processes here\n");
     return 1;
   }
-  const auto blocks = static_cast<std::uint32_t>((o.tokens + kMistralSmall31.block_tokens - 1) /
-                                                 kMistralSmall31.block_tokens);
+  const auto blocks = static_cast<std::uint32_t>((o.tokens + kMistralSmall31.geometry.block_tokens - 1) /
+                                                 kMistralSmall31.geometry.block_tokens);
   if (blocks > o.blocks_per_layer) {
     std::fprintf(stderr, "kvferry demo: %d tokens need %u blocks per layer; the pools hold %u (raise --blocks-per-layer)\n",
                  o.tokens, blocks, o.blocks_per_layer);

@@ -5,25 +5,30 @@
 #include <string>
 #include <vector>
 
+#include "kvferry/kvferry.h"
+
 namespace kvferry::cli {
 
-// The KV cache geometry of one model (seed 001): per layer one tensor cut into blocks
-// of `block_tokens` tokens; a block holds K and V of every KV head.
-struct ModelKvGeometry {
+// The model whose KV cache the demo moves. Per layer one tensor cut into blocks of
+// `block_tokens` tokens; a block holds K and V of every KV head together (the
+// flashinfer arrangement, kv_layout.h), so one block of one layer is one segment.
+struct DemoModel {
   const char* name;
-  std::uint32_t layers;
-  std::uint32_t kv_heads;
-  std::uint32_t head_dim;
-  std::uint32_t block_tokens;
-  std::uint32_t dtype_bytes;
+  KvGeometry geometry;
 
-  constexpr std::uint64_t block_bytes() const {
-    return std::uint64_t{2} * kv_heads * head_dim * block_tokens * dtype_bytes;
+  // The pool of `blocks` blocks per layer, on the library's layout.
+  Result<KvLayout> layout(std::uint32_t blocks) const {
+    return KvLayout::create(geometry, KvArrangement::kFlashInfer, blocks);
+  }
+  // Bytes of one block of one layer (2 * kv_heads * head_dim * block_tokens * dtype).
+  std::uint64_t block_bytes() const {
+    const Result<KvLayout> one = layout(1);
+    return one.ok() ? one->block_bytes() : 0;
   }
 };
 
-// Mistral-Small-3.1 under vLLM's defaults: 2 * 8 * 128 * 16 * 2 = 64 KiB per block.
-inline constexpr ModelKvGeometry kMistralSmall31{"Mistral-Small-3.1", 40, 8, 128, 16, 2};
+// Mistral-Small-3.1 in vLLM's default 16-token blocks: 2 * 8 * 128 * 16 * 2 = 64 KiB per block.
+inline const DemoModel kMistralSmall31{"Mistral-Small-3.1", KvGeometry{40, 8, 128, 16, KvDtype::kBf16}};
 
 // The prefill pool's contents: block b of layer l holds pattern (kDemoSeed, l, b).
 inline constexpr std::uint64_t kDemoSeed = 0x4B56464552525931ull;  // "KVFERRY1"

@@ -24,25 +24,22 @@ bool done_notification_arrived(Agent& agent) {
 }
 
 Status serve_prefill(const DemoPrefillOptions& o) {
-  const ModelKvGeometry& model = kMistralSmall31;
+  KVF_ASSIGN_OR_RETURN(const KvLayout layout, kMistralSmall31.layout(o.blocks_per_layer));
   MemoryKind kind = MemoryKind::kDram;
   if (!parse_memory_kind(o.mem, &kind)) return InvalidArgument("--mem '" + o.mem + "': expected dram or vram");
   std::optional<DemoPool> pool_owner;  // declared before the agent, so the agent goes first
   KVF_ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent,
                        make_single_backend_agent(unique_agent_name("demo-prefill"), o.backend, {}));
   KVF_ASSIGN_OR_RETURN(DemoPool allocated,
-                       DemoPool::allocate(PoolShape{model.layers, o.blocks_per_layer, model.block_bytes()}, kind,
-                                          o.device, 0, wants_shared_pool(o.backend) ? agent.get() : nullptr));
+                       DemoPool::allocate(layout, kind, o.device, 0, wants_shared_pool(o.backend) ? agent.get() : nullptr));
   DemoPool& pool = pool_owner.emplace(std::move(allocated));
   KVF_RETURN_IF_ERROR(pool.fill_prefill_pattern());
   KVF_RETURN_IF_ERROR(agent->register_memory(pool.region()).with_context("registering the prefill pool"));
+  // The pool (layout, kind, device, tensor addresses) travels in our metadata, as an
+  // engine publishes its own: the decode finds it there and checks it against its own.
+  KVF_RETURN_IF_ERROR(publish_kv_pool(*agent, pool.pool()).with_context("publishing the prefill pool"));
   KVF_ASSIGN_OR_RETURN(std::uint16_t port, agent->listen("127.0.0.1", 0));
-  // A real engine would send its block table's base addresses over its own channel,
-  // as vLLM does in its handshake: "port address blocks_per_layer kind device".
-  KVF_RETURN_IF_ERROR(write_report_line(
-      o.report_fd, std::to_string(port) + " " + std::to_string(pool.address()) + " " +
-                       std::to_string(o.blocks_per_layer) + " " + std::string(to_string(pool.kind())) + " " +
-                       std::to_string(pool.device())));
+  KVF_RETURN_IF_ERROR(write_report(o.report_fd, ControlType::kListening, {{"port", port}}));
   const auto deadline = Clock::now() + std::chrono::seconds(o.timeout_s);
   while (!stop_requested() && Clock::now() < deadline) {
     agent->wait_for_notifications(std::chrono::milliseconds(200));

@@ -127,7 +127,7 @@ int estimate_command(const EstimateOptions& o) {
 CLI::App* add_estimate_command(CLI::App& app, EstimateOptions& o) {
   CLI::App* command = app.add_subcommand(
       "estimate",
-      "What KV transfer costs in time-to-first-token, from measured bandwidths (seed 003's question)");
+      "What KV transfer costs in time-to-first-token, from measured bandwidths");
   add_kv_geometry_options(command, o.geometry);
   command->add_option("--tokens", o.tokens, "Prompt lengths")->delimiter(',')->capture_default_str();
   command->add_option("--prefill-tokens-per-s", o.prefill_tokens_per_s, "Prefill throughput of one request")

@@ -1,4 +1,4 @@
-// estimate_model.h — seed 003's question, answered with measured numbers: what does
+// estimate_model.h — answered with measured numbers: what does
 // moving the KV cache cost in time-to-first-token (TTFT) when prefill and decode run on
 // different engines?
 //

@@ -30,10 +30,10 @@ struct KvGeometryOptions {
 
 struct KvPoolOptions {
   KvGeometryOptions geometry;
-  std::string pool_size_text = "4GiB";  // all layers, K and V; seed 001's 4 GiB
+  std::string pool_size_text = "4GiB";  // all layers, K and V
   std::uint32_t pool_blocks = 0;        // blocks per layer; overrides --pool-size
 
-  // blocks = pool_blocks, or floor(pool size / (block_bytes * layers)) (seed 001:
+  // blocks = pool_blocks, or floor(pool size / (block_bytes * layers)) (Mistral-Small-3.1:
   // 4 GiB / (64 KiB * 40) = 1638).
   Result<KvLayout> layout() const;
 };

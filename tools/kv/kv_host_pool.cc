@@ -1,8 +1,5 @@
 #include "kv/kv_host_pool.h"
 
-#include <sys/mman.h>
-
-#include <cerrno>
 #include <cstring>
 
 #include "common/block_pattern.h"
@@ -10,38 +7,8 @@
 namespace kvferry::cli {
 
 Result<KvHostPool> KvHostPool::allocate(const KvLayout& layout, std::uint8_t fill, Agent* shared_by) {
-  const std::uint64_t bytes = layout.pool_bytes();
-  SharedMemory shared;
-  void* memory = nullptr;
-  if (shared_by != nullptr) {
-    KVF_ASSIGN_OR_RETURN(shared, shared_by->allocate_shared_memory(bytes));
-  } else {
-    memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (memory == MAP_FAILED) {
-      return IoErrorFromErrno("allocating a KV pool of " + std::to_string(bytes) + " bytes", errno);
-    }
-  }
-  void* base = shared.valid() ? shared.data() : memory;
-  std::memset(base, fill, bytes);
-  Result<KvPool> pool =
-      KvPool::create_contiguous(layout, MemoryKind::kDram, reinterpret_cast<std::uint64_t>(base));
-  if (!pool.ok()) {
-    if (memory != nullptr) munmap(memory, bytes);
-    return pool.status();
-  }
-  return KvHostPool(std::move(pool).value(), memory, bytes, std::move(shared));
-}
-
-KvHostPool::KvHostPool(KvHostPool&& other) noexcept
-    : pool_(std::move(other.pool_)),
-      memory_(other.memory_),
-      bytes_(other.bytes_),
-      shared_(std::move(other.shared_)) {
-  other.memory_ = nullptr;
-}
-
-KvHostPool::~KvHostPool() {
-  if (memory_ != nullptr) munmap(memory_, bytes_);
+  KVF_ASSIGN_OR_RETURN(HostPool host, HostPool::allocate(layout, fill, shared_by));
+  return KvHostPool(std::move(host));
 }
 
 void fill_kv_segment(const KvLayout& layout, std::uint8_t* bytes, std::uint32_t lane, std::uint32_t block) {

@@ -1,6 +1,6 @@
-// kv_host_pool.h — a KV pool in host memory for `kvferry serve` / `pull`: one
-// allocation carved into the layout's tensors (each registered on its own, as an
-// engine's per-layer tensors are), pre-faulted so no timed transfer pays page faults.
+// kv_host_pool.h — a KV pool in host memory for `kvferry serve` / `pull`: a HostPool
+// (host_pool.h: one allocation carved into the layout's tensors, pre-faulted), whose
+// tensors are registered each on its own, as an engine's per-layer tensors are.
 // For backends that map a peer's memory (backend_traits.h: wants_shared_pool) it comes
 // from the agent's allocate_shared_memory, as `kvferry bench` does, so the two compare.
 // Also the pool's contents: segment (lane, block) of the server holds the pattern of
@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "common/host_pool.h"
 #include "kvferry/kvferry.h"
 
 namespace kvferry::cli {
@@ -23,25 +24,13 @@ class KvHostPool {
   // deregistered, or its agent destroyed, before the pool goes away.
   static Result<KvHostPool> allocate(const KvLayout& layout, std::uint8_t fill, Agent* shared_by = nullptr);
 
-  KvHostPool(KvHostPool&& other) noexcept;
-  KvHostPool& operator=(KvHostPool&&) = delete;
-  KvHostPool(const KvHostPool&) = delete;
-  KvHostPool& operator=(const KvHostPool&) = delete;
-  ~KvHostPool();
-
-  const KvPool& pool() const { return pool_; }
-  const KvLayout& layout() const { return pool_.layout(); }
-  std::uint8_t* segment(std::uint32_t lane, std::uint32_t block) const {
-    return reinterpret_cast<std::uint8_t*>(pool_.segment_address(lane, block));
-  }
+  const KvPool& pool() const { return host_.pool(); }
+  const KvLayout& layout() const { return host_.layout(); }
+  std::uint8_t* segment(std::uint32_t lane, std::uint32_t block) const { return host_.segment(lane, block); }
 
  private:
-  KvHostPool(KvPool pool, void* memory, std::uint64_t bytes, SharedMemory shared)
-      : pool_(std::move(pool)), memory_(memory), bytes_(bytes), shared_(std::move(shared)) {}
-  KvPool pool_;
-  void* memory_ = nullptr;  // an anonymous mapping to unmap; null when shared_ owns the memory
-  std::uint64_t bytes_ = 0;
-  SharedMemory shared_;
+  explicit KvHostPool(HostPool host) : host_(std::move(host)) {}
+  HostPool host_;
 };
 
 // Fixed, so any server and any client agree on what block (lane, b) holds.

@@ -1,26 +1,27 @@
-// kv_messages.h — the few notifications `kvferry serve` and `kvferry pull` exchange.
-// Everything else travels in the agents' metadata (the "kv.pool" entry).
+// kv_messages.h — the few notifications `kvferry serve` and `kvferry pull` exchange, as
+// control_codec.h frames. Everything else travels in the agents' metadata (the
+// "kv.pool" entry).
 //
-//   client -> server  "kv.hello"                 after fetching the server's metadata
+//   client -> server  kKvHello                   after fetching the server's metadata
 //                                                 (the client's own pool came with it)
-//   server -> client  "kv.welcome"               the pools are compatible
-//                     "kv.refused <reason>"      they are not; the reason names fields
-//   client -> server  "kv.pulled step=S part=P/N bytes=B last=0|1"
+//   server -> client  kKvWelcome                 the pools are compatible
+//                     kKvRefused {"reason"}      they are not; the reason names fields
+//   client -> server  kKvPulled {"step", "part", "parts", "bytes", "last"}
 //                     attached to each transfer of a step: delivered only after that
 //                     transfer's bytes left the server, so it is also the "done" of
-//                     that transfer (no second message). last=1 marks the final step.
+//                     that transfer (no second message). last marks the final step.
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 
+#include "common/control_codec.h"
+
 namespace kvferry::cli {
 
-inline constexpr std::string_view kKvHello = "kv.hello";
-inline constexpr std::string_view kKvWelcome = "kv.welcome";
-inline constexpr std::string_view kKvRefusedPrefix = "kv.refused ";
+// Our notifications are a few dozen bytes; a refusal's reason a few hundred.
+inline constexpr std::uint32_t kMaxKvMessageBodyBytes = 4096;
 
 struct KvPulledMessage {
   std::uint64_t step = 0;
@@ -30,8 +31,16 @@ struct KvPulledMessage {
   bool last = false;
 };
 
+std::string format_kv_hello();
+std::string format_kv_welcome();
+std::string format_kv_refused(const std::string& reason);
 std::string format_pulled(const KvPulledMessage& message);
-// nullopt unless `text` is a well-formed pulled message.
-std::optional<KvPulledMessage> parse_pulled(std::string_view text);
+
+// A notification's frame: Corrupt unless exactly one frame of a serve/pull type.
+Result<ControlMessage> parse_kv_message(std::string_view text);
+// A kKvRefused body's reason.
+Result<std::string> refused_reason(const nlohmann::json& body);
+// A kKvPulled body: Corrupt unless every field is there and 1 <= part <= parts.
+Result<KvPulledMessage> parse_pulled(const nlohmann::json& body);
 
 }  // namespace kvferry::cli

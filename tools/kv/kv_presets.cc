@@ -5,7 +5,7 @@ namespace kvferry::cli {
 const std::vector<KvModelPreset>& kv_model_presets() {
   static const std::vector<KvModelPreset> presets = {
       {"mistral-small-3.1",
-       "Mistral-Small-3.1-24B, vLLM defaults (seed 001): 64 KiB blocks",
+       "Mistral-Small-3.1-24B, vLLM defaults: 64 KiB blocks",
        {40, 8, 128, 16, KvDtype::kBf16},
        KvArrangement::kVllmNhd},
       {"llama-3.1-8b",

@@ -120,7 +120,7 @@ Status PullSession::handshake_via_service() {
 }
 
 Status PullSession::greet() {  KVF_RETURN_IF_ERROR(
-      agent_->notify(server_, std::string(kKvHello)).with_context("saying hello to the server"));
+      agent_->notify(server_, format_kv_hello()).with_context("saying hello to the server"));
   Result<KvLink> link = local_->link(*agent_, server_);  // checks the server's pool against ours
   if (!link.ok()) {
     // Wait for the server's own verdict first: leaving at once could drop our hello
@@ -134,17 +134,20 @@ Status PullSession::greet() {  KVF_RETURN_IF_ERROR(
   return Status::Ok();
 }
 
-// True on "kv.welcome", false on silence; a refusal is the server's error message.
+// True on kKvWelcome, false on silence; a refusal is the server's error message.
 Result<bool> PullSession::wait_for_verdict() {
   const auto deadline = Clock::now() + kVerdictLimit;
   while (Clock::now() < deadline) {
     agent_->wait_for_notifications(std::chrono::milliseconds(100));
     for (const Notification& n : agent_->take_notifications()) {
       if (n.from != server_) continue;
-      if (n.message == kKvWelcome) return true;
-      if (n.message.rfind(kKvRefusedPrefix, 0) == 0) {
-        return RemoteError("server '" + server_ +
-                           "' refused us: " + n.message.substr(kKvRefusedPrefix.size()));
+      Result<ControlMessage> message = parse_kv_message(n.message);
+      if (!message.ok()) continue;  // not ours to answer: the verdict is what we wait for
+      if (message->type == ControlType::kKvWelcome) return true;
+      if (message->type == ControlType::kKvRefused) {
+        Result<std::string> reason = refused_reason(message->body);
+        return RemoteError("server '" + server_ + "' refused us: " +
+                           (reason.ok() ? *reason : std::string("(no reason given)")));
       }
     }
   }
@@ -152,7 +155,7 @@ Result<bool> PullSession::wait_for_verdict() {
 }
 
 std::vector<std::uint32_t> PullSession::server_blocks(int index, bool for_baseline) const {
-  // The prefill's block table for this prompt: the head blocks (seed 001) when
+  // The prefill's block table for this prompt: the head blocks when
   // contiguous, arbitrary ones otherwise; different for every step.
   const std::uint64_t salt = (for_baseline ? 0xBA5E000000ull : 0x5E7) + static_cast<std::uint64_t>(index);
   return choose_block_ids(pattern_of(options_), mix64(options_.seed ^ salt),

@@ -14,10 +14,13 @@ constexpr std::chrono::seconds kJoinGrace{3};
 }  // namespace
 
 void ServeClients::handle(const Notification& n) {
-  if (n.message == kKvHello) return hello(n.from);
-  if (n.message.rfind("kv.pulled ", 0) == 0) return pulled(n.from, n.message);
+  Result<ControlMessage> message = parse_kv_message(n.message);
+  if (message.ok() && message->type == ControlType::kKvHello) return hello(n.from);
+  if (message.ok() && message->type == ControlType::kKvPulled) return pulled(n.from, message->body);
   log("ignored", n.from,
-      "ignoring an unexpected notification of " + std::to_string(n.message.size()) + " bytes");
+      "ignoring a notification of " + std::to_string(n.message.size()) + " bytes: " +
+          (message.ok() ? "a " + control_type_name(static_cast<std::uint32_t>(message->type)) + " message"
+                        : message.status().message()));
 }
 
 void ServeClients::hello(const std::string& from) {
@@ -36,7 +39,7 @@ void ServeClients::hello(const std::string& from) {
     log("refused", from, "refused: " + status.message(),
         ",\"reason\":" + nlohmann::json(status.message()).dump());
     // Best effort: the client checks the geometry itself too and gives up on a timeout.
-    (void)agent_.notify(from, std::string(kKvRefusedPrefix) + status.message());
+    (void)agent_.notify(from, format_kv_refused(status.message()));
     Client& refused = clients_[from];  // forgotten after the grace period, once the refusal is out
     refused.last_seen = std::chrono::steady_clock::now();
     refused.finished = true;
@@ -45,17 +48,19 @@ void ServeClients::hello(const std::string& from) {
   ++welcomed_;
   clients_[from].last_seen = std::chrono::steady_clock::now();
   log("welcome", from, "welcome (its pool: " + theirs->layout().describe() + ")");
-  if (Status sent = agent_.notify(from, std::string(kKvWelcome)); !sent.ok()) {
+  if (Status sent = agent_.notify(from, format_kv_welcome()); !sent.ok()) {
     log("lost", from, "could not answer its hello: " + sent.to_string());
     forget(from);
   }
 }
 
-void ServeClients::pulled(const std::string& from, const std::string& message) {
-  const auto parsed = parse_pulled(message);
+void ServeClients::pulled(const std::string& from, const nlohmann::json& body) {
+  const Result<KvPulledMessage> parsed = parse_pulled(body);
   auto it = clients_.find(from);
-  if (!parsed || it == clients_.end() || it->second.finished) {
-    log("ignored", from, "ignoring '" + message + "' (malformed, or from a client that never said hello)");
+  if (!parsed.ok() || it == clients_.end() || it->second.finished) {
+    log("ignored", from,
+        "ignoring a kv.pulled message: " +
+            (parsed.ok() ? std::string("from a client that never said hello") : parsed.status().message()));
     return;
   }
   Client& c = it->second;

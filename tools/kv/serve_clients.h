@@ -12,6 +12,8 @@
 #include <map>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "kvferry/kvferry.h"
 
 namespace kvferry::cli {
@@ -47,7 +49,7 @@ class ServeClients {
   };
 
   void hello(const std::string& from);
-  void pulled(const std::string& from, const std::string& message);
+  void pulled(const std::string& from, const nlohmann::json& body);
   void forget(const std::string& from);
   // One line of output: human text, or a JSON object {"event": ..., fields}.
   void log(const std::string& event, const std::string& client, const std::string& text,

@@ -88,9 +88,10 @@ int run_soak_peer_command(const SoakPeerOptions& o) {
   Status s = (*agent)->register_memory(DescriptorList(MemoryKind::kDram, {make_descriptor(mem, o.bytes)}));
   auto port = s.ok() ? (*agent)->listen("127.0.0.1", 0) : Result<std::uint16_t>(s);
   if (!port.ok()) return std::fprintf(stderr, "kvferry soak-peer: %s\n", port.status().to_string().c_str()), 1;
-  char line[64];
-  std::snprintf(line, sizeof line, "%u %" PRIx64, static_cast<unsigned>(*port), reinterpret_cast<std::uint64_t>(mem));
-  if (!write_report_line(o.report_fd, line).ok()) return 1;
+  if (!write_report(o.report_fd, ControlType::kListening,
+                    {{"port", *port}, {"address", reinterpret_cast<std::uint64_t>(mem)}})
+           .ok())
+    return 1;
   for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until the soak kills or ends us
 }
 

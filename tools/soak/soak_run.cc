@@ -210,10 +210,9 @@ class Soak {
     KVF_ASSIGN_OR_RETURN(ChildProcess child,
                          ChildProcess::spawn_self({"soak-peer", "--name", p.name, "--backend", p.backend, "--bytes",
                                                    std::to_string(o_.peer_bytes), "--seed", std::to_string(p.seed)}));
-    KVF_ASSIGN_OR_RETURN(std::string line, child.read_report_line(10s));
-    unsigned port = 0;
-    unsigned long long address = 0;
-    if (std::sscanf(line.c_str(), "%u %llx", &port, &address) != 2) return Corrupt("soak-peer said '" + line + "'");
+    KVF_ASSIGN_OR_RETURN(ControlMessage report, child.read_report(10s));
+    KVF_ASSIGN_OR_RETURN(const std::uint16_t port, listening_port(report));
+    KVF_ASSIGN_OR_RETURN(const std::uint64_t address, control_uint(report.body, "address"));
     p.process.emplace(std::move(child));
     p.address = address;
     p.model = seeded_bytes(p.seed, o_.peer_bytes);

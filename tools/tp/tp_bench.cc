@@ -27,17 +27,11 @@ namespace {
 struct CaseResult {
   std::string name;  // the path, or "naive"
   double gbps = 0;   // all decode ranks together, measured prompts
-  double ms = 0;     // median prompt time of the slowest rank
+  double ms = 0;     // median prompt time, whole prompt (first expect to last completion)
   bool verified = false;
   std::string path;  // what the receiver reported
   std::string error;
 };
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 Result<std::pair<std::uint32_t, std::uint32_t>> parse_groups(const std::string& text) {
   unsigned p = 0, d = 0;
@@ -67,10 +61,10 @@ CaseResult run_case(TpRunSpec spec, const std::string& name, std::size_t skip) {
     if (r.failed) c.error = "decode rank " + std::to_string(r.decode_rank) + ": " + r.message;
     c.verified = c.verified && r.verified;
     if (!r.verified && c.error.empty()) c.error = "decode rank " + std::to_string(r.decode_rank) + ": " + r.message;
-    std::vector<double> measured(r.ms.begin() + static_cast<std::ptrdiff_t>(std::min(skip, r.ms.size())), r.ms.end());
-    c.ms = std::max(c.ms, median(measured));
     c.path = r.path;
   }
+  // GB/s and ms/prompt are one figure: a prompt's bytes over its median whole-prompt time.
+  c.ms = tp_median(tp_prompt_spans_ms(*ranks, skip));
   c.gbps = tp_aggregate_gbps(*ranks, skip);
   return c;
 }
@@ -134,9 +128,11 @@ void print_case(const CaseResult& c, double ceiling, const std::string& ceiling_
     if (!c.error.empty()) j["error"] = c.error;
     std::printf("%s\n", j.dump().c_str());
   } else if (!c.error.empty()) {
-    std::printf("%-8s error: %s\n", c.name.c_str(), c.error.c_str());
+    std::printf("%-11s error: %s\n", c.name.c_str(), c.error.c_str());
   } else {
-    std::printf("%-8s %8.2f %9.1f %-22s %8.2f %6.2f %9s  %s\n", c.name.c_str(), c.gbps, c.ms, ceiling_name.c_str(),
+    // auto says which path it took.
+    const std::string name = c.name == "auto" && !c.path.empty() ? "auto>" + c.path : c.name;
+    std::printf("%-11s %8.2f %9.1f %-22s %8.2f %6.2f %9s  %s\n", name.c_str(), c.gbps, c.ms, ceiling_name.c_str(),
                 ceiling, ratio, speedup > 0 ? (std::to_string(speedup).substr(0, 5) + "x").c_str() : "-",
                 c.verified ? "yes" : "FAILED");
   }
@@ -256,7 +252,7 @@ int run_tp_bench(const BenchOptions& o) {
     if (c.name == "naive" && c.error.empty()) naive = c.gbps;
   }
   if (!o.json) {
-    std::printf("\n%-8s %8s %9s %-22s %8s %6s %9s  %s\n", "case", "GB/s", "ms/prompt", "ceiling", "GB/s", "ratio",
+    std::printf("\n%-11s %8s %9s %-22s %8s %6s %9s  %s\n", "case", "GB/s", "ms/prompt", "ceiling", "GB/s", "ratio",
                 "vs naive", "verified");
   }
   int code = 0;

@@ -39,8 +39,14 @@ int run_tp_rank_command(const TpRankOptions& options);
 // could not be set up. Every child is reaped on every path.
 Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec);
 
-// All decode ranks' bytes of their prompts after the first `skip` over the time at least
-// one rank had one of them in flight, GB/s.
+// The decode ranks start every prompt at one signal. A prompt's time is the whole
+// prompt's: from the first decode rank's expect() to the last one's completion, the TP
+// counterpart of a plain write's post-to-completion. Prompts after the first `skip`;
+// empty when a rank failed.
+std::vector<double> tp_prompt_spans_ms(const std::vector<TpRankResult>& ranks, std::size_t skip = 0);
+// The median of `values` (0 when empty): what the plain bench reports of its writes too.
+double tp_median(std::vector<double> values);
+// One prompt's bytes (all decode ranks) over the median prompt time, GB/s.
 double tp_aggregate_gbps(const std::vector<TpRankResult>& ranks, std::size_t skip = 0);
 
 }  // namespace kvferry::cli

@@ -11,12 +11,6 @@
 namespace kvferry::cli {
 namespace {
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 void print_preamble(const TpRunSpec& s) {
   Result<TpMapping> mapping = TpMapping::create(s.model_geometry.kv_heads, s.prefill_tp, s.decode_tp,
                                                 s.src_arrangement == KvArrangement::kMla);
@@ -88,14 +82,24 @@ int run_tp_demo_command(TpDemoOptions& o) {
   }
   int code = 0;
   for (const TpRankResult& r : *ranks) {
-    const double ms = median(r.ms);
+    const double ms = tp_median(r.ms);
     const double gbps = ms > 0 ? static_cast<double>(r.bytes) / (ms * 1e6) : 0;
     if (r.failed) code = 1;
     if (!r.failed && !r.verified && code == 0) code = 3;
     if (o.json) {
       nlohmann::json j{{"decode_rank", r.decode_rank}, {"sources", r.sources.size()}, {"source_agents", r.sources},
                        {"bytes", r.bytes}, {"ms", ms}, {"gbps", gbps}, {"path", r.path}, {"pieces", r.pieces},
-                       {"verified", r.verified}};
+                       {"verified", r.verified}, {"prompt_ms", r.ms}};
+      if (!r.start_ns.empty() && !ranks->front().start_ns.empty()) {
+        // Each prompt's start and end, ms after the first decode rank's first start.
+        std::vector<double> start_ms, end_ms;
+        for (std::size_t i = 0; i < r.start_ns.size() && i < r.end_ns.size(); ++i) {
+          start_ms.push_back(static_cast<double>(r.start_ns[i] - ranks->front().start_ns[0]) / 1e6);
+          end_ms.push_back(static_cast<double>(r.end_ns[i] - ranks->front().start_ns[0]) / 1e6);
+        }
+        j["start_ms"] = start_ms;
+        j["end_ms"] = end_ms;
+      }
       if (!r.message.empty()) j[r.failed ? "error" : "verify_error"] = r.message;
       std::printf("%s\n", j.dump().c_str());
       continue;
@@ -108,7 +112,8 @@ int run_tp_demo_command(TpDemoOptions& o) {
                 format_bytes(r.bytes).c_str(), ms, gbps, r.path.c_str(), r.verified ? "yes" : "FAILED");
     if (!r.verified) std::printf("  verification: %s\n", r.message.c_str());
   }
-  if (!o.json && code == 0) std::printf("\nall decode ranks: %.2f GB/s together\n", tp_aggregate_gbps(*ranks));
+  if (!o.json && code == 0) std::printf("\nall decode ranks: %.2f GB/s together (a prompt's bytes over its median time from the "
+                "first decode rank's start to the last one's end)\n", tp_aggregate_gbps(*ranks));
   std::fflush(stdout);
   return code;
 }

@@ -1,7 +1,9 @@
 // The hidden `kvferry tp-rank`: one prefill or decode rank of a `tp-demo` / `bench --tp`
 // run, spawned by the parent with the run's spec as JSON. It reports on its report fd:
 // prefill "port N"; decode "ready", then (after SIGUSR1, the parent's start signal, so
-// every decode rank starts at once) "result {json}".
+// every decode rank starts at once) "ready" again after each prompt but the last, waiting
+// for the next signal (so every prompt starts on all decode ranks at once), then
+// "result {json}".
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 
 #include "common/agent_factory.h"
 #include "common/backend_traits.h"
+#include "common/child_process.h"
 #include "common/cli_util.h"
 #include "common/stop_signal.h"
 #include "tp/tp_commands.h"
@@ -23,20 +26,6 @@ namespace {
 
 constexpr std::uint8_t kPoison = 0xAB;
 constexpr std::uint64_t kSlotBytes = 16ull << 20;
-
-Status write_line(int fd, const std::string& line) {
-  const std::string text = line + "\n";
-  std::size_t written = 0;
-  while (written < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return IoErrorFromErrno("write(report fd)", errno);
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  return Status::Ok();
-}
 
 Result<std::unique_ptr<Agent>> make_rank_agent(const TpRunSpec& spec, const std::string& role, std::uint32_t rank) {
   AgentOptions options;
@@ -87,7 +76,7 @@ Status run_prefill(const TpRankOptions& o, const TpRunSpec& spec) {
   options.naive_direct_plan = spec.naive;
   KVF_ASSIGN_OR_RETURN(std::unique_ptr<TpSender> sender, TpSender::create(*agent, pool->pool(), options));
   KVF_ASSIGN_OR_RETURN(std::uint16_t port, agent->listen("127.0.0.1", 0));
-  KVF_RETURN_IF_ERROR(write_line(o.report_fd, "port " + std::to_string(port)));
+  KVF_RETURN_IF_ERROR(write_report(o.report_fd, ControlType::kListening, {{"port", port}}));
   const auto limit = std::chrono::seconds(spec.timeout_s);
   const bool doomed = spec.kill_rank == static_cast<int>(o.rank);
   for (int r = 0; r < spec.requests; ++r) {
@@ -139,7 +128,7 @@ Result<TpRankResult> run_decode(const TpRankOptions& o, const TpRunSpec& spec) {
     peers.push_back(peer);
   }
   KVF_RETURN_IF_ERROR(receiver->connect(peers));
-  KVF_RETURN_IF_ERROR(write_line(o.report_fd, "ready"));
+  KVF_RETURN_IF_ERROR(write_report(o.report_fd, ControlType::kReady));
   // The start signal (blocked since main, so only this wait takes it).
   KVF_RETURN_IF_ERROR(wait_for_start_signal(std::chrono::seconds(60)));
 
@@ -149,7 +138,14 @@ Result<TpRankResult> run_decode(const TpRankOptions& o, const TpRunSpec& spec) {
   result.bytes = request_bytes;
   const std::vector<std::uint32_t> blocks = spec.block_table(layout, false, o.rank);
   for (int r = 0; r < spec.requests; ++r) {
-    if (r + 1 == spec.requests && r > 0) KVF_RETURN_IF_ERROR(pool->poison());  // the verified one lands on poison
+    if (r > 0) {
+      // Every prompt starts at the parent's signal, on every decode rank at once: a
+      // prompt's time is then the whole prompt's (all its decode ranks'), and the poison
+      // before the verified one runs while no prompt moves.
+      if (r + 1 == spec.requests) KVF_RETURN_IF_ERROR(pool->poison());  // the verified one lands on poison
+      KVF_RETURN_IF_ERROR(write_report(o.report_fd, ControlType::kReady));
+      KVF_RETURN_IF_ERROR(wait_for_start_signal(std::chrono::seconds(spec.timeout_s + 60)));
+    }
     const auto t0 = Clock::now();
     Status status = receiver->expect(request_id(r), blocks, spec.tokens);
     if (status.ok()) status = receiver->wait(request_id(r), std::chrono::seconds(spec.timeout_s));
@@ -213,7 +209,7 @@ int run_tp_rank_command(const TpRankOptions& o) {
     failed.message = result.status().to_string();
     result = failed;
   }
-  (void)write_line(o.report_fd, "result " + result->to_json().dump());
+  (void)write_report(o.report_fd, ControlType::kResult, result->to_json());
   return result->failed ? 1 : 0;
 }
 

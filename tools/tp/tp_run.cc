@@ -20,13 +20,6 @@ std::vector<std::string> rank_args(const TpRunSpec& spec, const char* role, std:
           "--device", std::to_string(device)};
 }
 
-Result<std::uint16_t> parse_port(const std::string& line) {
-  if (line.rfind("port ", 0) != 0) return Corrupt("a prefill rank reported '" + line + "'");
-  const long port = std::strtol(line.c_str() + 5, nullptr, 10);
-  if (port <= 0 || port > 65535) return Corrupt("a prefill rank reported '" + line + "'");
-  return static_cast<std::uint16_t>(port);
-}
-
 }  // namespace
 
 Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
@@ -38,10 +31,10 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
     prefills.push_back(std::move(child));
   }
   for (std::uint32_t p = 0; p < spec.prefill_tp; ++p) {
-    Result<std::string> line = prefills[p].read_report_line(kStartLimit);
-    if (!line.ok()) return line.status().with_context("prefill rank " + std::to_string(p));
-    KVF_ASSIGN_OR_RETURN(std::uint16_t port, parse_port(*line));
-    ports.push_back(std::to_string(port));
+    const Result<ControlMessage> report = prefills[p].read_report(kStartLimit);
+    const Result<std::uint16_t> port = report.ok() ? listening_port(*report) : Result<std::uint16_t>(report.status());
+    if (!port.ok()) return port.status().with_context("prefill rank " + std::to_string(p));
+    ports.push_back(std::to_string(*port));
   }
   std::string port_list;
   for (const std::string& port : ports) port_list += (port_list.empty() ? "" : ",") + port;
@@ -55,16 +48,17 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
   }
   std::vector<std::optional<TpRankResult>> early(spec.decode_tp);
   for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
-    Result<std::string> line = decodes[d].read_report_line(kStartLimit);
-    if (line.ok() && *line == "ready") continue;
-    // It failed while setting up: its result line says why (or it died).
+    Result<ControlMessage> report = decodes[d].read_report(kStartLimit);
+    if (report.ok() && report->type == ControlType::kReady) continue;
+    // It failed while setting up: its result says why (or it died).
     TpRankResult failed;
     failed.decode_rank = d;
     failed.failed = true;
-    if (line.ok() && line->rfind("result ", 0) == 0) {
-      failed = TpRankResult::from_json(nlohmann::json::parse(line->substr(7), nullptr, false));
+    if (report.ok() && report->type == ControlType::kResult) {
+      failed = TpRankResult::from_json(report->body);
     } else {
-      failed.message = line.ok() ? "reported '" + *line + "'" : line.status().to_string();
+      failed.message = report.ok() ? "reported " + control_type_name(static_cast<std::uint32_t>(report->type))
+                                   : report.status().to_string();
     }
     early[d] = failed;
   }
@@ -77,28 +71,40 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     ::kill(prefills[static_cast<std::size_t>(spec.kill_rank)].pid(), SIGKILL);
   }
-  std::vector<TpRankResult> results;
   const auto limit = std::chrono::seconds(spec.timeout_s + 30);
+  // Prompts after the first: each decode rank reports ready again when it is ready for
+  // one, and they all start it at the same signal. A rank that reports anything else has
+  // ended (that report is its result) and takes no part in the later prompts.
+  std::vector<std::optional<Result<ControlMessage>>> ended(spec.decode_tp);
+  for (int r = 1; r < spec.requests; ++r) {
+    std::vector<std::uint32_t> ready;
+    for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
+      if (early[d] || ended[d]) continue;
+      Result<ControlMessage> report = decodes[d].read_report(limit);
+      if (report.ok() && report->type == ControlType::kReady) {
+        ready.push_back(d);
+      } else {
+        ended[d] = std::move(report);
+      }
+    }
+    for (std::uint32_t d : ready) ::kill(decodes[d].pid(), SIGUSR1);
+  }
+  std::vector<TpRankResult> results;
   for (std::uint32_t d = 0; d < spec.decode_tp; ++d) {
     if (early[d]) {
       results.push_back(*early[d]);
       continue;
     }
-    Result<std::string> line = decodes[d].read_report_line(limit);
+    Result<ControlMessage> report = ended[d] ? std::move(*ended[d]) : decodes[d].read_report(limit);
     TpRankResult result;
     result.decode_rank = d;
     result.failed = true;
-    if (!line.ok()) {
-      result.message = line.status().to_string();
-    } else if (line->rfind("result ", 0) != 0) {
-      result.message = "reported '" + *line + "'";
+    if (!report.ok()) {
+      result.message = report.status().to_string();
+    } else if (report->type != ControlType::kResult) {
+      result.message = "reported " + control_type_name(static_cast<std::uint32_t>(report->type));
     } else {
-      const nlohmann::json j = nlohmann::json::parse(line->substr(7), nullptr, false);
-      if (j.is_object()) {
-        result = TpRankResult::from_json(j);
-      } else {
-        result.message = "reported a malformed result";
-      }
+      result = TpRankResult::from_json(report->body);
     }
     results.push_back(std::move(result));
   }
@@ -108,30 +114,40 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
 }
 
 double tp_aggregate_gbps(const std::vector<TpRankResult>& ranks, std::size_t skip) {
-  // Time counts while at least one decode rank has a prompt in flight (the union of the
-  // ranks' expect-to-complete intervals): what a rank does between its prompts (the
-  // poisoning before the verified one) is not transfer time, and the plain write's
-  // figure it is compared with holds no such gaps either.
-  std::vector<std::pair<std::int64_t, std::int64_t>> spans;
+  const std::vector<double> spans = tp_prompt_spans_ms(ranks, skip);
   std::uint64_t bytes = 0;
+  for (const TpRankResult& r : ranks) bytes += r.bytes;
+  const double ms = tp_median(spans);
+  return ms > 0 ? static_cast<double>(bytes) / (ms * 1e6) : 0;
+}
+
+std::vector<double> tp_prompt_spans_ms(const std::vector<TpRankResult>& ranks, std::size_t skip) {
+  // A prompt is moved when every decode rank has its share: from the first rank's
+  // expect() to the last rank's completion (the ranks start each prompt at one signal).
+  std::vector<double> spans;
+  if (ranks.empty()) return spans;
   for (const TpRankResult& r : ranks) {
-    if (r.failed || r.start_ns.size() <= skip || r.end_ns.size() != r.start_ns.size()) return 0;
-    for (std::size_t i = skip; i < r.start_ns.size(); ++i) spans.emplace_back(r.start_ns[i], r.end_ns[i]);
-    bytes += r.bytes * (r.start_ns.size() - skip);
-  }
-  std::sort(spans.begin(), spans.end());
-  std::int64_t busy = 0, open = INT64_MIN, close = INT64_MIN;
-  for (const auto& [start, end] : spans) {
-    if (start > close) {
-      if (close > open) busy += close - open;
-      open = start;
-      close = end;
-    } else {
-      close = std::max(close, end);
+    if (r.failed || r.start_ns.size() <= skip || r.end_ns.size() != r.start_ns.size() ||
+        r.start_ns.size() != ranks.front().start_ns.size()) {
+      return {};
     }
   }
-  if (close > open) busy += close - open;
-  return busy > 0 ? static_cast<double>(bytes) / static_cast<double>(busy) : 0;
+  for (std::size_t i = skip; i < ranks.front().start_ns.size(); ++i) {
+    std::int64_t first = INT64_MAX, last = INT64_MIN;
+    for (const TpRankResult& r : ranks) {
+      first = std::min(first, r.start_ns[i]);
+      last = std::max(last, r.end_ns[i]);
+    }
+    spans.push_back(static_cast<double>(last - first) / 1e6);
+  }
+  return spans;
+}
+
+double tp_median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
 }  // namespace kvferry::cli

@@ -87,7 +87,7 @@ class KvLayout {
   KvArrangement arrangement() const { return arrangement_; }
   std::uint32_t blocks() const { return blocks_; }
 
-  // Seed 001's formula: kv_factor * kv_heads * head_dim * block_tokens * dtype_bytes,
+  // kv_factor * kv_heads * head_dim * block_tokens * dtype_bytes,
   // kv_factor = 2 (K and V), or 1 for MLA. Bytes of one block of one layer.
   std::uint64_t block_bytes() const { return block_bytes_; }
   // Bytes of one block of one layer in all tensors: block_bytes() * layers.

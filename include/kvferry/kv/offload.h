@@ -1,5 +1,5 @@
 // kvferry/kv/offload.h — KV offload and onboard: blocks of a pool to a file store on
-// local storage, and back into any blocks of a pool of the same geometry (seed 004).
+// local storage, and back into any blocks of a pool of the same geometry.
 //
 // Contract
 // - A store is a directory: `kvstore.data` holds the blocks back to back (each block's

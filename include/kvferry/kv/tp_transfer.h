@@ -150,6 +150,17 @@ struct TpReceiveReport {
 
 // The estimate kAuto uses: seconds to move `bytes` in `descriptors` descriptors directly,
 // versus gather + one descriptor per share + scatter. Exposed so tools print it.
+// Its rules: the bytes cross the link on both paths, so only what differs is compared.
+// - Staging: two passes over the bytes (gather and scatter: 8 GB/s on host memory,
+//   1.5 TB/s on a GPU), a fixed wake-up per pass, one descriptor per share.
+// - Direct: per descriptor, or per piece of the strided form (host pools of one family,
+//   tp_head_lanes): 1 us per GPU copy descriptor; on host memory 0.3 us per descriptor
+//   and 0.02 us per strided piece, except on a backend that moves every piece as its
+//   own unit of work, whatever its form: tcp, 1 us per piece.
+// - `host_backend` is the backend that moves host bytes between the two agents (the
+//   receiver learns it from the Agent's route to each sender, see TpReceiver::connect);
+//   empty counts as a backend that copies pieces in memory. Figures from the 2-core VM
+//   and the H200 machine (docs/benchmarks.md, "Heterogeneous TP").
 struct TpPathEstimate {
   TpPath path = TpPath::kDirect;
   std::uint64_t direct_descriptors = 0;
@@ -159,7 +170,8 @@ struct TpPathEstimate {
 // `source` is one prefill rank's pool, `destination` the decode rank's; `tokens` of the
 // request, `shares` shares read by the decode rank.
 TpPathEstimate tp_path_estimate(const KvLayout& source, const KvLayout& destination, MemoryKind kind,
-                                std::uint64_t tokens, std::uint32_t heads, std::uint32_t shares);
+                                std::uint64_t tokens, std::uint32_t heads, std::uint32_t shares,
+                                std::string_view host_backend = {});
 // Descriptors of the direct path for one share of `heads` heads over `tokens` tokens
 // (merged where both pools keep the bytes adjacent).
 std::uint64_t tp_direct_descriptors(const KvLayout& source, const KvLayout& destination, std::uint64_t tokens,
@@ -207,7 +219,10 @@ class TpReceiver {
 
   // `prefill_peers`: the prefill agents (their metadata loaded); each must have published
   // a "kv.tp" entry, every rank this decode rank reads among them once. Once, before
-  // the first expect(). Checks that their pools hold the same model.
+  // the first expect(). Checks that their pools hold the same model, and reads 8 bytes
+  // from each sender (bounded by peer_timeout): the backend the Agent routes host bytes
+  // with it through is what kAuto's estimate counts (a sender that forces
+  // TpSenderOptions::backend otherwise is not known to it).
   Status connect(const std::vector<std::string>& prefill_peers);
   // Asks every prefill rank this rank reads for `request`'s `tokens` tokens, to land in
   // our blocks `block_table`. `path` overrides the options' path for this request.

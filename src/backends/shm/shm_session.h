@@ -78,9 +78,10 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
     std::uint64_t length;
     const PeerRegions::Entry* region;
   };
-  Status copy_slices(TransferOp op, const std::vector<Slice>& slices, std::size_t begin, std::size_t end);
+  Status copy_slices(TransferOp op, const std::vector<Slice>& slices, std::size_t begin, std::size_t end, bool stream);
   // Strided pieces [begin, end), translated as they are copied (one slice each).
-  Status copy_pieces(TransferOp op, const PieceList& pieces, std::size_t begin, std::size_t end);
+  // `stream`: streaming stores (stream_copy.h), fenced at the end of the batch.
+  Status copy_pieces(TransferOp op, const PieceList& pieces, std::size_t begin, std::size_t end, bool stream);
   Status start_copy(const std::shared_ptr<TransferJob>& job, std::shared_ptr<CopyWork> work);
   void complete(const std::shared_ptr<TransferJob>& job, Status status);
   Status push_notify(std::uint64_t req, std::string_view message);

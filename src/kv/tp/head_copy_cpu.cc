@@ -1,15 +1,22 @@
 // The CPU head gather/scatter (dram pools): one memcpy per head_dim row, or per run of a
 // block's tokens where the arrangement keeps them adjacent (vllm-hnd, mla). Rows of the
-// common sizes copy through a fixed-size memcpy the compiler inlines as vector moves.
+// common sizes copy through a fixed-size memcpy the compiler inlines as vector moves;
+// large copies stream (core/stream_copy.h).
 #include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
 
+#include "core/stream_copy.h"
 #include "kv/tp/head_copy_internal.h"
 
 namespace kvferry::detail {
 namespace {
+
+// Copies at least this large write with streaming stores (core/stream_copy.h): the
+// staging or pool they write is far beyond the caches, and a plain store's read for
+// ownership costs a third of the memory bus.
+constexpr std::uint64_t kStreamBytes = 8ull << 20;
 
 // `n` rows of N bytes: from `src` every `src_step` bytes to `dst` every `dst_step`.
 template <std::size_t N>
@@ -19,7 +26,11 @@ void copy_rows_fixed(std::uint8_t* dst, std::uint64_t dst_step, const std::uint8
 }
 
 void copy_rows(std::uint8_t* dst, std::uint64_t dst_step, const std::uint8_t* src, std::uint64_t src_step,
-               std::uint64_t n, std::uint64_t bytes) {
+               std::uint64_t n, std::uint64_t bytes, bool stream) {
+  if (stream) {
+    for (std::uint64_t i = 0; i < n; ++i, dst += dst_step, src += src_step) stream_copy(dst, src, bytes);
+    return;
+  }
   switch (bytes) {
     case 64: return copy_rows_fixed<64>(dst, dst_step, src, src_step, n);
     case 128: return copy_rows_fixed<128>(dst, dst_step, src, src_step, n);
@@ -33,6 +44,11 @@ void copy_rows(std::uint8_t* dst, std::uint64_t dst_step, const std::uint8_t* sr
 // Planes are (layer, kv) pairs: [first, last) of them.
 void copy_planes(const HeadCopyJob& job, std::uint8_t* staging, std::uint32_t first, std::uint32_t last) {
   const HeadCopyPlan& p = job.plan;
+  const bool stream = p.rows() * p.row_bytes >= kStreamBytes;
+  struct Fence {
+    bool on;
+    ~Fence() { if (on) stream_fence(); }  // the copy's end is ordered after its bytes
+  } fence{stream};
   const bool gather = job.direction == HeadCopyDirection::kGather;
   const std::uint64_t row = p.row_bytes, bt = p.block_tokens;
   const bool adjacent = p.token_stride == row;  // a block's tokens of one head are one run
@@ -51,13 +67,13 @@ void copy_planes(const HeadCopyJob& job, std::uint8_t* staging, std::uint32_t fi
         std::uint8_t* stage_row = staging + p.staging_row(h, layer, kv, t);
         if (adjacent) {
           if (gather)
-            std::memcpy(stage_row, pool_row, n * row);
+            copy_rows(stage_row, 0, pool_row, 0, 1, n * row, stream);
           else
-            std::memcpy(pool_row, stage_row, n * row);
+            copy_rows(pool_row, 0, stage_row, 0, 1, n * row, stream);
         } else if (gather) {
-          copy_rows(stage_row, row, pool_row, p.token_stride, n, row);
+          copy_rows(stage_row, row, pool_row, p.token_stride, n, row, stream);
         } else {
-          copy_rows(pool_row, p.token_stride, stage_row, row, n, row);
+          copy_rows(pool_row, p.token_stride, stage_row, row, n, row, stream);
         }
       }
       t += n;

@@ -222,6 +222,30 @@ TEST(KvHeadCopy, MoreThreadsGiveTheSameBytes) {
   for (std::uint32_t threads : {0u, 1u, 2u, 3u, 7u}) check_gather(src, {ids, 5, 1200}, {2, 4}, threads);
 }
 
+// Copies of 8 MiB and more write with streaming stores: the same bytes, for token rows
+// (vllm-nhd) and a block's adjacent tokens (vllm-hnd), gathered and scattered.
+TEST(KvHeadCopy, LargeCopiesStreamTheSameBytes) {
+  for (KvArrangement a : {KvArrangement::kVllmNhd, KvArrangement::kVllmHnd}) {
+    const KvGeometry g = geometry(8, 16, 128, KvDtype::kBf16);
+    HostPool src = HostPool::make(g, a, 160);
+    tp_testing::fill_random(src.bytes, 23);
+    auto ids = tp_testing::scattered_blocks(160, 130, 17);
+    const KvTokenWindow w{ids, 3, 2050};
+    const HeadRange heads{2, 4};
+    ASSERT_GE(KvStagingShape::of(src.pool.layout(), heads.count, w.tokens).bytes(), 8u << 20);
+    check_gather(src, w, heads, 1);
+    check_gather(src, w, heads, 2);
+    HostPool dst = HostPool::make(g, a, 160);
+    std::fill(dst.bytes.begin(), dst.bytes.end(), kPoison);
+    std::vector<std::uint8_t> want = dst.bytes;
+    std::vector<std::uint8_t> staging(KvStagingShape::of(dst.pool.layout(), heads.count, w.tokens).bytes());
+    tp_testing::fill_random(staging, 29);
+    ASSERT_TRUE(scatter_kv_heads(tp_testing::host_staging(staging), dst.pool, w, heads).ok());
+    tp_testing::naive_scatter(dst.pool.layout(), staging.data(), w, heads, want.data());
+    ASSERT_EQ(dst.bytes, want) << dst.pool.layout().describe();
+  }
+}
+
 TEST(KvHeadCopy, RefusesWhatDoesNotFitNamingIt) {
   HostPool pool = HostPool::make(geometry(4, 16), KvArrangement::kVllmNhd, 8);
   std::vector<std::uint32_t> ids = {3, 1, 7};

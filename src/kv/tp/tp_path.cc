@@ -27,6 +27,30 @@ struct PathCosts {
 constexpr PathCosts kHostCosts{0.3e-6, 0.02e-6, 8e9, 50e-6};
 constexpr PathCosts kDeviceCosts{1.0e-6, 1.0e-6, 1.5e12, 30e-6};
 
+// A host backend whose every piece, strided or not, costs far more than a memcpy call:
+// tcp sends each piece as its own segment (an iovec and a table entry, 64 per frame,
+// and a readv on the receiving side). Plain `kvferry bench --backend tcp --op write` of
+// 160 MiB on the 2-core VM: 512 B pieces 0.30 and 8 KiB pieces 0.87 of 1 MiB pieces, i.e.
+// 1.7-1.8 us per piece at load 14 (docs/benchmarks.md, "TP on two cores: the whole
+// prompt, the path the bytes take, streaming stores"). 1 us is a round figure below that
+// loaded one and well inside what separates the layouts (Mistral-Small-3.1 4->2: direct
+// beats staging for vllm-hnd's 8 KiB pieces below ~2 us a piece, for vllm-nhd's 512 B
+// ones below ~0.13 us). Backends not listed here copy pieces in memory (shm) or were
+// not measured: they keep the generic figures.
+struct BackendPieceCost {
+  std::string_view backend;
+  double per_piece_s;
+};
+constexpr BackendPieceCost kBackendPieceCosts[] = {{"tcp", 1.0e-6}};
+
+PathCosts host_costs(std::string_view backend) {
+  PathCosts c = kHostCosts;
+  for (const BackendPieceCost& b : kBackendPieceCosts) {
+    if (b.backend == backend) c.per_descriptor_s = c.per_strided_piece_s = b.per_piece_s;
+  }
+  return c;
+}
+
 }  // namespace
 
 std::string_view to_string(TpPath path) noexcept {
@@ -55,8 +79,9 @@ std::uint64_t tp_direct_descriptors(const KvLayout& source, const KvLayout& dest
 }
 
 TpPathEstimate tp_path_estimate(const KvLayout& source, const KvLayout& destination, MemoryKind kind,
-                                std::uint64_t tokens, std::uint32_t heads, std::uint32_t shares) {
-  const PathCosts& c = kind == MemoryKind::kVram ? kDeviceCosts : kHostCosts;
+                                std::uint64_t tokens, std::uint32_t heads, std::uint32_t shares,
+                                std::string_view host_backend) {
+  const PathCosts c = kind == MemoryKind::kVram ? kDeviceCosts : host_costs(host_backend);
   const KvGeometry& g = destination.geometry();
   const std::uint64_t kv = destination.arrangement() == KvArrangement::kMla ? 1 : 2;
   const double bytes = static_cast<double>(tokens) * heads * g.layers * kv * g.head_dim * dtype_bytes(g.dtype);
