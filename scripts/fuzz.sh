@@ -17,6 +17,7 @@ GENERATOR=(-G Ninja)
 [[ -f "$BUILD/CMakeCache.txt" ]] && GENERATOR=()
 cmake -S "$ROOT/fuzz" -B "$BUILD" "${GENERATOR[@]}" -DCMAKE_CXX_COMPILER="$CXX_FUZZ" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD" -j"$(nproc 2>/dev/null || echo 2)"
+[[ "${KVFERRY_FUZZ_BUILD_ONLY:-0}" != 0 ]] && exit 0  # scripts/test.sh builds ahead of the runs
 
 TARGETS=(fuzz_metadata fuzz_side_frames fuzz_tcp_frames fuzz_shm_ring fuzz_store_index fuzz_kv_pool)
 mkdir -p "$BUILD/crashes"

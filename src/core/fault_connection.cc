@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/backend_settings.h"
+#include "core/hook_gate.h"
 
 namespace kvferry::detail {
 
@@ -42,31 +43,6 @@ Result<FaultConfig> parse_fault_settings(const std::map<std::string, std::string
 namespace {
 enum class Fault { kNone, kFail, kTruncate, kStall, kKill };
 
-// Counts the inner jobs' hooks running now. The connection's destructor closes it and waits
-// for them: a hook holds the State while it runs, and the State must never die inside one,
-// on the wrapped backend's own thread (its destructor would join that very thread).
-struct HookGate {
-  std::mutex mu;
-  std::condition_variable cv;
-  int running = 0;
-  bool closed = false;
-
-  bool enter() {
-    std::lock_guard lock(mu);
-    if (closed) return false;
-    ++running;
-    return true;
-  }
-  void leave() {
-    std::lock_guard lock(mu);
-    if (--running == 0) cv.notify_all();
-  }
-  void close_and_drain() {
-    std::unique_lock lock(mu);
-    closed = true;
-    cv.wait(lock, [&] { return running == 0; });
-  }
-};
 }  // namespace
 
 class FaultConnection::State : public std::enable_shared_from_this<State> {

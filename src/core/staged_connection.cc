@@ -9,6 +9,8 @@
 #include <mutex>
 #include <thread>
 
+#include "core/hook_gate.h"
+
 namespace kvferry::detail {
 
 namespace {
@@ -95,6 +97,10 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
     }
     q_cv_.notify_all();
     worker_.join();
+    // Every run has ended; the hooks of host jobs and GPU copies still held by the host
+    // backend or the stager may yet run (late duplicates, or not yet destroyed): they hold
+    // the engine weakly, and after this none holds it at all, so it dies on this thread.
+    gate_->close_and_drain();
   }
 
  private:
@@ -202,10 +208,25 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
 
   void start_chunk(const std::shared_ptr<Run>& run, std::size_t ci, std::uint32_t slot) {
     if (run->job->op() == TransferOp::kRead) return post_host(run, ci, slot);
-    gpu_copy(run, ci, slot, [self = shared_from_this(), run, ci, slot](Status st) {
-      if (!st.ok()) return self->chunk_done(run, slot, st);
-      self->post_host(run, ci, slot);
+    gpu_copy(run, ci, slot, [this, run, ci, slot](Status st) {
+      if (!st.ok()) return chunk_done(run, slot, st);
+      post_host(run, ci, slot);
     });
+  }
+
+  // Wraps a continuation for another component's thread (a host job's hook, a stager
+  // callback): it holds the engine only weakly and passes the gate, then queues `then`
+  // for the worker. A strong reference there could be the last one, and the engine would
+  // die on that thread, destroying the host connection or the stager on their own thread
+  // (a join of itself: std::terminate; seen at process exit under ASan).
+  template <class Arg>
+  std::function<void(Arg)> from_outside(std::function<void(Arg)> then) {
+    return [weak = weak_from_this(), gate = gate_, then = std::move(then)](Arg a) {
+      if (!gate->enter()) return;  // shutdown() ended every run: nothing is waiting for this
+      if (auto self = weak.lock())
+        self->enqueue([self, then, a = std::move(a)]() mutable { then(std::move(a)); });
+      gate->leave();
+    };
   }
 
   // The chunk's batched GPU copy (gather for writes, scatter for reads); `then` runs on
@@ -217,10 +238,7 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
     std::vector<StageItem> items = c.gpu;
     const std::uint64_t base = slot_base(slot);
     for (StageItem& it : items) (write ? it.dst : it.src) += base;
-    auto self = shared_from_this();
-    Status st = stager_->copy_async(c.device, cfg_.method, items, [self, then](Status s) mutable {
-      self->enqueue([then = std::move(then), s = std::move(s)]() mutable { then(std::move(s)); });
-    });
+    Status st = stager_->copy_async(c.device, cfg_.method, items, from_outside<Status>(std::move(then)));
     if (!st.ok()) chunk_done(run, slot, st);
   }
 
@@ -232,11 +250,9 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
     auto pieces = std::make_shared<const PieceList>(std::move(host));
     const bool last = ci + 1 == run->chunks.size();
     std::optional<std::string> note = last ? run->job->notification() : std::nullopt;
-    auto self = shared_from_this();
     auto job = std::make_shared<TransferJob>(
-        run->job->op(), std::move(pieces), c.bytes, std::move(note), [self, run, ci, slot](const Status& st) {
-          self->enqueue([self, run, ci, slot, st] { self->after_host(run, ci, slot, st); });
-        });
+        run->job->op(), std::move(pieces), c.bytes, std::move(note),
+        from_outside<const Status&>([this, run, ci, slot](const Status& st) { after_host(run, ci, slot, st); }));
     Status posted;
     {
       // Under the lock, so that stop_run() either sees the job (and cancels it) or finds
@@ -265,7 +281,7 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
       failed = run->failed;
     }
     if (failed) return chunk_done(run, slot, Status::Ok());
-    gpu_copy(run, ci, slot, [self = shared_from_this(), run, slot](Status s) { self->chunk_done(run, slot, s); });
+    gpu_copy(run, ci, slot, [this, run, slot](Status s) { chunk_done(run, slot, s); });
   }
 
   void chunk_done(const std::shared_ptr<Run>& run, std::uint32_t slot, const Status& st) {
@@ -312,6 +328,7 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
   std::condition_variable q_cv_;
   std::deque<std::function<void()>> queue_;
   bool stopping_ = false;
+  const std::shared_ptr<HookGate> gate_ = std::make_shared<HookGate>();
   std::thread worker_;
 };
 

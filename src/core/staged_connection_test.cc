@@ -80,6 +80,7 @@ class HostStager final : public DeviceStager {
       for (const StageItem& it : items)
         std::memcpy(reinterpret_cast<void*>(it.dst), reinterpret_cast<const void*>(it.src), it.length);
       done(Status::Ok());
+      std::this_thread::sleep_for(linger_);  // a stager thread slow to drop the callback
     });
     return Status::Ok();
   }
@@ -90,6 +91,8 @@ class HostStager final : public DeviceStager {
     return f.get();
   }
   std::atomic<int> copies{0};
+  // Keeps each finished copy's callback this long before destroying it (set before use).
+  void linger(std::chrono::milliseconds d) { linger_ = d; }
   void hold() {
     std::lock_guard lock(gate_mu_);
     held_ = true;
@@ -106,6 +109,7 @@ class HostStager final : public DeviceStager {
   std::mutex gate_mu_;
   std::condition_variable gate_cv_;
   bool held_ = false;
+  std::chrono::milliseconds linger_{0};
   Worker worker_;
 };
 
@@ -350,6 +354,28 @@ TEST(StagedConnection, CancelWaitsForGpuCopiesAlreadyStarted) {
   ASSERT_EQ(cancelled.wait_for(5s), std::future_status::ready);
   ASSERT_TRUE(w->finished());
   EXPECT_EQ(w->result().code(), StatusCode::kCancelled);
+}
+
+// The engine, and the host connection it holds, die on the thread that destroys the
+// connection, even while another component's thread still holds one of its callbacks
+// (here the stager's, which keeps a finished copy's callback for 500 ms; under load a
+// preempted thread does the same). When that callback held the engine, its last reference
+// went on the stager's thread, which then destroyed the host connection and, once the
+// owner had let go of the stager too, the stager itself: a join of its own thread,
+// std::terminate, after the test had passed.
+TEST(StagedConnection, DiesOnTheOwnersThreadWhileAnotherThreadHoldsItsCallback) {
+  Fixture f(32u << 10);  // one chunk
+  f.stager->linger(500ms);
+  std::weak_ptr<HostConnection> host = f.host;
+  {
+    StagedConnection conn(std::move(f.host), f.stager, small_chunks());
+    auto w = f.job(TransferOp::kWrite, std::nullopt);
+    ASSERT_TRUE(conn.post(w).ok());
+    ASSERT_TRUE(w->wait_until(std::chrono::steady_clock::now() + 10s));
+    ASSERT_TRUE(w->result().ok()) << w->result().to_string();
+    EXPECT_TRUE(f.peer_matches());
+  }
+  EXPECT_TRUE(host.expired()) << "the host connection outlived the staged connection (held from another thread)";
 }
 
 }  // namespace

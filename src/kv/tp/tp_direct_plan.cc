@@ -11,10 +11,6 @@ std::uint32_t kv_parts(const KvLayout& layout) { return layout.arrangement() == 
 
 bool heads_outer(const KvLayout& layout) { return layout.arrangement() == KvArrangement::kVllmHnd; }
 
-std::uint64_t row_bytes(const KvLayout& layout) {
-  return std::uint64_t{layout.geometry().head_dim} * dtype_bytes(layout.geometry().dtype);
-}
-
 Status check_side(const HeadSlice& side, std::uint32_t heads, std::uint64_t end_token, const char* which) {
   const KvLayout& layout = side.pool->layout();
   const std::uint32_t bt = layout.geometry().block_tokens;
@@ -40,10 +36,14 @@ Status check_side(const HeadSlice& side, std::uint32_t heads, std::uint64_t end_
 
 }  // namespace
 
+std::uint64_t head_row_bytes(const KvLayout& layout) {
+  return std::uint64_t{layout.geometry().head_dim} * dtype_bytes(layout.geometry().dtype);
+}
+
 std::uint64_t row_address(const KvPool& pool, std::uint32_t layer, std::uint32_t kv_part, std::uint32_t block,
                           std::uint32_t slot, std::uint32_t head) {
   const KvLayout& layout = pool.layout();
-  const std::uint64_t rb = row_bytes(layout);
+  const std::uint64_t rb = head_row_bytes(layout);
   const std::uint64_t h = layout.geometry().kv_heads;
   const std::uint64_t bt = layout.geometry().block_tokens;
   switch (layout.arrangement()) {
@@ -86,7 +86,7 @@ Status plan_head_slices(const HeadSlice& source, const HeadSlice& destination, s
   if (heads == 0 || tokens == 0) return InvalidArgument("head slice: nothing to move (0 heads or 0 tokens)");
   KVF_RETURN_IF_ERROR(check_side(source, heads, first_token + tokens, "source"));
   KVF_RETURN_IF_ERROR(check_side(destination, heads, first_token + tokens, "destination"));
-  const std::uint64_t rb = row_bytes(src);
+  const std::uint64_t rb = head_row_bytes(src);
   const std::uint32_t sbt = a.block_tokens;
   const std::uint32_t dbt = b.block_tokens;
   const bool outer = heads_outer(src);

@@ -67,4 +67,7 @@ Status plan_head_slices(const HeadSlice& source, const HeadSlice& destination, s
 std::uint64_t count_merged_slices(const KvLayout& source, const KvLayout& destination, std::uint32_t heads,
                                   std::uint64_t tokens);
 
+// Bytes of one head of one token: head_dim x the dtype's size (a row of every arrangement).
+std::uint64_t head_row_bytes(const KvLayout& layout);
+
 }  // namespace kvferry::tp

@@ -3,15 +3,13 @@
 
 #include <limits>
 
+#include "kv/tp/tp_direct_plan.h"
+
 namespace kvferry::tp {
 namespace {
 
 bool token_rows(KvArrangement a) {
   return a == KvArrangement::kVllmNhd || a == KvArrangement::kSglangTokenSlots;
-}
-
-std::uint64_t row_bytes(const KvLayout& layout) {
-  return std::uint64_t{layout.geometry().head_dim} * dtype_bytes(layout.geometry().dtype);
 }
 
 bool slots_fit(const KvLayout& layout) {
@@ -44,7 +42,7 @@ std::uint32_t unit_tokens(LaneUnit unit, const KvLayout& layout) {
 
 BlockLanes head_lanes(const KvPool& pool, LaneUnit unit, std::uint32_t first_head, std::uint32_t heads) {
   const KvLayout& layout = pool.layout();
-  const std::uint64_t rb = row_bytes(layout);
+  const std::uint64_t rb = head_row_bytes(layout);
   const std::uint64_t bt = layout.geometry().block_tokens;
   BlockLanes lanes;
   lanes.kind = pool.kind();
