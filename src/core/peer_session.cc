@@ -6,8 +6,18 @@
 namespace kvferry::detail {
 
 PeerSession::PeerSession(std::string backend, std::string peer, std::chrono::milliseconds peer_timeout,
-                         std::function<void()> on_lost)
-    : backend_(std::move(backend)), peer_(std::move(peer)), peer_timeout_(peer_timeout), on_lost_(std::move(on_lost)) {}
+                         std::function<void()> on_lost, pid_t peer_pid)
+    : backend_(std::move(backend)),
+      peer_(std::move(peer)),
+      peer_timeout_(peer_timeout),
+      on_lost_(std::move(on_lost)),
+      process_(peer_pid == 0 ? ProcessWatch() : ProcessWatch(peer_pid)) {}
+
+Status PeerSession::confirm_alive(Status copied) {
+  if (!copied.ok() || dead() || !process_.gone()) return copied;
+  fail(PeerLost("the peer process was killed or exited"));
+  return health();
+}
 
 Status PeerSession::health() const {
   std::lock_guard lock(mu_);

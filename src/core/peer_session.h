@@ -27,6 +27,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "core/process_watch.h"
 #include "core/transfer_job.h"
 #include "kvferry/status.h"
 
@@ -40,9 +41,10 @@ class PeerSession {
   // `backend` and `peer` name the link in the loss message ("shm peer 'b': ...").
   // `on_lost`, if given, runs once, in the first fail() (also one from
   // check_deadlines()), before the awaiting jobs are finished: a backend closes its
-  // socket there so that the peer sees the loss too.
+  // socket there so that the peer sees the loss too. `peer_pid`: a same-host peer's
+  // process, watched by confirm_alive() (0: none).
   PeerSession(std::string backend, std::string peer, std::chrono::milliseconds peer_timeout,
-              std::function<void()> on_lost = {});
+              std::function<void()> on_lost = {}, pid_t peer_pid = 0);
   PeerSession(const PeerSession&) = delete;
   PeerSession& operator=(const PeerSession&) = delete;
 
@@ -61,6 +63,12 @@ class PeerSession {
   // (after the bytes: the caller ensures they are visible to the peer) and the job
   // finishes on the peer's answer (on_answer), or with the loss, or with send's error.
   void settle(const std::shared_ptr<TransferJob>& job, Status copied, const SendNotification& send);
+
+  // `copied`, unless it is OK while the watched peer process is gone: then the session
+  // fails and its loss is returned. Copies through shared or IPC mappings complete even
+  // after the peer was killed (the mappings keep its pages), and its socket hangs up only
+  // later: only its process can say whether it is still there to own them.
+  Status confirm_alive(Status copied);
 
   // The peer's answer to request `req`: an empty `refusal` means it kept the
   // notification; otherwise the text says why not. Unknown ids (cancelled, already
@@ -84,6 +92,7 @@ class PeerSession {
   const std::string peer_;
   const std::chrono::milliseconds peer_timeout_;
   const std::function<void()> on_lost_;
+  const ProcessWatch process_;
 
   mutable std::mutex mu_;
   std::uint64_t next_req_ = 1;

@@ -8,20 +8,15 @@
 #include <string>
 #include <thread>
 
+#include "common/block_pattern.h"
+
 namespace kvferry::cli {
 namespace {
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 // Pattern bytes of [offset, offset + n) (offset and n multiples of 8).
 void pattern(std::uint8_t* out, std::uint64_t seed, std::uint64_t offset, std::uint64_t n) {
   for (std::uint64_t i = 0; i < n; i += 8) {
-    const std::uint64_t v = splitmix64(seed + (offset + i) / 8);
+    const std::uint64_t v = mix64(seed + (offset + i) / 8);
     std::memcpy(out + i, &v, 8);
   }
 }

@@ -2,25 +2,19 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/block_pattern.h"
 #include "tp/tp_rank_pool.h"
 
 namespace kvferry::cli {
 namespace {
 
-std::uint64_t mix(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 // The value of every element of a row (layer, kv, token, model head), dim by dim.
 void row_values(std::uint64_t seed, std::uint32_t layer, std::uint32_t kv, std::uint64_t token, std::uint32_t head,
                 std::uint32_t head_dim, std::uint32_t element_bytes, std::uint8_t* out) {
-  const std::uint64_t key = mix(seed ^ mix((std::uint64_t{layer} << 44) ^ (std::uint64_t{kv} << 43) ^
+  const std::uint64_t key = mix64(seed ^ mix64((std::uint64_t{layer} << 44) ^ (std::uint64_t{kv} << 43) ^
                                            (std::uint64_t{head} << 32) ^ token));
   for (std::uint32_t d = 0; d < head_dim; ++d) {
-    const std::uint64_t v = mix(key + d);
+    const std::uint64_t v = mix64(key + d);
     std::memcpy(out + std::uint64_t{d} * element_bytes, &v, element_bytes);
   }
 }

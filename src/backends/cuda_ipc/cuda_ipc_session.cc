@@ -33,10 +33,10 @@ CudaIpcSession::CudaIpcSession(SessionConfig cfg, std::string peer, pid_t peer_p
                                PeerRegions regions)
     : cfg_(std::move(cfg)),
       // A lost peer's socket is shut down (the target sees EOF and drops its side).
-      peer_session_("cuda_ipc", std::move(peer), cfg_.peer_timeout, [this] { ::shutdown(sock_.get(), SHUT_RDWR); }),
+      peer_session_("cuda_ipc", std::move(peer), cfg_.peer_timeout, [this] { ::shutdown(sock_.get(), SHUT_RDWR); },
+                    peer_pid),
       same_process_(peer_pid == 0),
       sock_(std::move(sock)),
-      peer_process_(peer_pid == 0 ? ProcessWatch() : ProcessWatch(peer_pid)),
       regions_(std::move(regions)) {}
 
 CudaIpcSession::~CudaIpcSession() {
@@ -309,13 +309,7 @@ void CudaIpcSession::poll() {
     return send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
   };
   for (auto& [job, st] : done) {
-    // Copies through IPC mappings complete even after the peer process was killed: done
-    // only while it lives.
-    if (st.ok() && !dead() && peer_process_.gone()) {
-      fail(PeerLost("the peer process was killed or exited"));
-      st = health();
-    }
-    peer_session_.settle(job, std::move(st), send);
+    peer_session_.settle(job, peer_session_.confirm_alive(std::move(st)), send);
   }
 }
 

@@ -21,7 +21,6 @@
 #include "backends/cuda_ipc/cuda_ipc_wire.h"
 #include "core/backend.h"
 #include "core/peer_session.h"
-#include "core/process_watch.h"
 #include "core/region_table.h"
 
 namespace kvferry::detail::cuda_ipc {
@@ -121,13 +120,11 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   void close_handles(const std::string& handle);  // mu_ held
 
   const SessionConfig cfg_;
-  // Health, notification acknowledgements (ids, deadlines), peer loss: the core's part.
+  // Health, notification acknowledgements (ids, deadlines), peer loss and the peer
+  // process's watch: the core's part.
   PeerSession peer_session_;
   const bool same_process_;
   UniqueFd sock_;
-  // Copies through IPC mappings complete even after the peer process was killed, and its
-  // socket hangs up only later: a completion is reported done only while the peer lives.
-  ProcessWatch peer_process_;
 
   std::mutex mu_;
   PeerRegions regions_;

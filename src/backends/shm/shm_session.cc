@@ -51,12 +51,11 @@ Status process_vm_copy(pid_t pid, TransferOp op, std::uint8_t* local, std::uint6
 ShmSession::ShmSession(SessionConfig cfg, std::string peer, pid_t pid, UniqueFd sock, ControlBlock* cb,
                        UniqueFd target_wake, PeerRegions regions)
     : cfg_(std::move(cfg)),
-      peer_session_("shm", std::move(peer), cfg_.peer_timeout),
+      peer_session_("shm", std::move(peer), cfg_.peer_timeout, {}, pid),
       pid_(pid),
       sock_(std::move(sock)),
       cb_(cb),
       target_wake_(std::move(target_wake)),
-      peer_process_(pid),
       regions_(std::move(regions)) {}
 
 ShmSession::~ShmSession() {
@@ -193,14 +192,9 @@ void ShmSession::complete(const std::shared_ptr<TransferJob>& job, Status status
     copying_.erase(job.get());
   }
   if (status.ok() && dead()) status = health();
-  // Our copies complete even when the peer was killed meanwhile (the mappings keep its
-  // pages); only the peer's process can say whether it is still there to own them.
   // Inline jobs finish inside post(), before anyone could see them in flight: a kill in
   // those microseconds is one that came after the transfer, and they skip the check.
-  if (status.ok() && job->total_bytes() > cfg_.inline_bytes && peer_process_.gone()) {
-    fail(PeerLost("the peer process was killed or exited"));
-    status = health();
-  }
+  if (job->total_bytes() > cfg_.inline_bytes) status = peer_session_.confirm_alive(std::move(status));
   // The ring's release publishes the data copied above before the notification.
   peer_session_.settle(job, std::move(status),
                        [this](std::uint64_t req, std::string_view message) { return push_notify(req, message); });

@@ -20,7 +20,6 @@
 #include "core/backend.h"
 #include "core/peer_auth.h"
 #include "core/peer_session.h"
-#include "core/process_watch.h"
 #include "core/region_table.h"
 #include "core/socket_util.h"
 
@@ -93,7 +92,6 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
   UniqueFd sock_;
   ControlBlock* cb_;
   UniqueFd target_wake_;
-  ProcessWatch peer_process_;  // a completion is reported only while the peer lives
 
   std::shared_mutex map_mu_;  // copies hold it shared; a revoke takes it exclusively
   PeerRegions regions_;
