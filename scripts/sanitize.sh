@@ -72,7 +72,10 @@ if [[ "$KIND" == tsan ]]; then
   # TSan's memcpy instrumentation makes one copy slice outlast that bound (measured:
   # 5.0 s), and the 24 reads share one destination by design (TSan reports those
   # overlapping writes to the test's own buffer). Both run in the main and ASan builds.
+  # The same holds for the failure suite's killed and stopped peers over shm (16 copies
+  # of 256 MiB into one destination, bounded the same way).
   EXCLUDE="$EXCLUDE|Bench|Throughput|\\.HandshakeCost$|\\.HandshakeCpuCost$|^ShmFailure\\..*InFlightWhenThePeerIsKilled"
+  EXCLUDE="$EXCLUDE|^Backends/Failure\\.PeerKilled.*/shm_|^Backends/Failure\\.PeerStopped.*/shm_"
 fi
 
 # Prints every file under $REPORTS; fails if any holds a sanitizer report.

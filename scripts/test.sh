@@ -43,8 +43,8 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j2 --timeout
 # Then two hosts in two network namespaces (skips itself where namespaces cannot be made).
 if "$BUILD_DIR/tools/kvferry" info 2>/dev/null | grep -q "^ *ucx .*usable"; then
   t=$SECONDS
-  ucx_filter='MultiProcess.*:Failure.*:Backends/Guarantees.*/ucx_*'
-  ucx_filter+='-Failure.CorruptAndTruncatedMetadataAreErrors:Failure.ResealedMetadataMutationsNeverCrash'
+  ucx_filter='MultiProcess.*:Backends/Failure.*/ucx_*:Backends/Guarantees.*/ucx_*'
+  ucx_filter+='-*Failure.CorruptAndTruncatedMetadataAreErrors/*:*Failure.ResealedMetadataMutationsNeverCrash/*'
   declare -A ucx_pid
   for tls in tcp sm,tcp; do
     KVFERRY_TEST_BACKEND=ucx UCX_TLS="$tls" UCX_NET_DEVICES=lo \

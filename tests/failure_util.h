@@ -1,5 +1,6 @@
-// Helpers of the failure suites (tests/failure_*_test.cc): raw sockets for garbage on
-// listening ports, frame headers, busy links and waits for peer loss.
+// Helpers of the failure suites (tests/failure_*_test.cc): the backends they run over
+// (the fixture `Failure`, one parameter per backend, fault injection off and on), raw
+// sockets for garbage on listening ports, frame headers, busy links and waits for peer loss.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -15,9 +16,141 @@
 #include <string>
 #include <vector>
 
+#include "core/backend_registry.h"
 #include "peer_test_util.h"
 
 namespace kvferry::testing {
+
+// One backend of the failure suite, with fault injection off or on.
+struct FailureRoute {
+  std::string backend;
+  bool faults = false;
+  // The peer's data port (the one listening socket besides its side channel) speaks the
+  // frames of tcp_header() below: garbage cases aim at it too.
+  bool tcp_frames = false;
+};
+inline void PrintTo(const FailureRoute& r, std::ostream* os) { *os << r.backend << (r.faults ? " with faults" : ""); }
+inline std::string failure_route_name(const ::testing::TestParamInfo<FailureRoute>& p) {
+  return p.param.backend + (p.param.faults ? "_WithFaults" : "_Plain");
+}
+// A new backend joins the suite with one line here; what each case expects of it follows
+// from its capabilities (FailureCapabilities below), never from its name.
+inline std::vector<FailureRoute> failure_routes() {
+  std::vector<FailureRoute> out;
+  for (const char* b : {"loopback", "tcp", "shm", "file", "ucx", "cuda_ipc"})
+    for (bool faults : {false, true}) out.push_back({b, faults, std::string_view(b) == "tcp"});
+  return out;
+}
+
+// What a backend's capabilities say about how it fails.
+struct FailureCapabilities {
+  bool host_memory = false;   // moves our host memory (the suite's cases use host memory)
+  bool peer_process = false;  // links agents of different processes (there is a peer to kill or stop)
+  bool own_files = false;     // its targets are the agent's own files
+  // The initiator moves the bytes itself through memory the peer shares with it (a
+  // same-host backend: mapped memfd or process_vm_*): a stopped peer cannot stop a copy,
+  // only the answers it owes (a notification's acknowledgement) can be missing.
+  bool initiator_copies = false;
+};
+
+// Asks the backend's factory (the backend is made once, for its capabilities only).
+inline Result<FailureCapabilities> failure_capabilities(const std::string& backend) {
+  const detail::BackendFactory* f = detail::BackendRegistry::builtin().find(backend);
+  if (!f) return NotFound("backend '" + backend + "' is not compiled into this build");
+  if (Status usable = f->probe(); !usable.ok()) return usable;
+  detail::BackendContext context;
+  context.agent_name = "capabilities-probe";
+  auto made = f->create(context);
+  if (!made.ok()) return made.status();
+  const detail::Capabilities c = (*made)->capabilities();
+  FailureCapabilities out;
+  out.host_memory = c.local_kinds.contains(MemoryKind::kDram);
+  out.peer_process = !c.same_process_only;
+  out.own_files = c.same_process_only && c.remote_kinds.contains(MemoryKind::kFile);
+  out.initiator_copies = c.same_host_only;
+  return out;
+}
+
+// Fault injection mixed as in the guarantees suite: delays, failures, truncations, stalls.
+inline std::map<std::string, std::string> failure_fault_settings(bool on) {
+  if (!on) return {};
+  return {{"fault.seed", "11"},      {"fault.delay_us", "300"}, {"fault.fail", "100"},
+          {"fault.truncate", "100"}, {"fault.stall", "100"}};
+}
+
+// A 1 GiB zero-filled peer, and an initiator with 256 MiB registered that knows it.
+struct LoadedPeer {
+  std::unique_ptr<PeerProcess> peer;
+  Buffer local{256u << 20};
+  std::unique_ptr<Agent> agent;
+};
+
+// The fixture of every Failure.* case: skips routes not usable here, and makes agents and
+// peer processes over the route's backend.
+class Failure : public ::testing::TestWithParam<FailureRoute> {
+ public:
+  void SetUp() override {
+    auto caps = failure_capabilities(backend());
+    if (!caps.ok()) GTEST_SKIP() << backend() << " cannot run here: " << caps.status().to_string();
+    caps_ = *caps;
+    if (!caps_.host_memory)
+      GTEST_SKIP() << backend() << " moves no host memory, which these cases use (its failures are Guarantees.*'s)";
+  }
+
+  const std::string& backend() const { return GetParam().backend; }
+  bool faults() const { return GetParam().faults; }
+  const FailureCapabilities& caps() const { return caps_; }
+
+  // An error fault injection made (when it is on): accepted wherever the case expects
+  // another outcome, since the injected fault came first.
+  bool injected(const Status& s) const {
+    return faults() && !s.ok() && s.message().find("fault injection") != std::string::npos;
+  }
+
+  std::unique_ptr<Agent> make_agent(const std::string& name,
+                                    std::chrono::milliseconds peer_timeout = std::chrono::milliseconds(5000)) const {
+    AgentOptions o;
+    o.name = name;
+    o.backends = {backend()};
+    if (caps_.own_files) o.backends.push_back("loopback");  // notifications to itself
+    o.backend_params = failure_fault_settings(faults());
+    o.peer_timeout = peer_timeout;
+    auto a = Agent::create(o);
+    EXPECT_TRUE(a.ok()) << a.status().to_string();
+    return a.ok() ? std::move(a).value() : nullptr;
+  }
+
+  // A kvferry_test_peer over the route's backend (its pool shared memory where a
+  // same-host backend can map it: the zero-copy path).
+  std::unique_ptr<PeerProcess> spawn_peer(PeerOptions o) const {
+    o.backend = backend();
+    o.shared = caps_.initiator_copies;
+    std::string error;
+    auto p = PeerProcess::spawn(o, &error);
+    EXPECT_TRUE(p) << "cannot start kvferry_test_peer over " << backend() << ": " << error;
+    return p;
+  }
+
+  // A 1 GiB zero-filled peer, and an initiator with 256 MiB registered that knows it.
+  // Setting up 1 GiB takes the peer well under a second in a plain build but 11.5 s under
+  // ThreadSanitizer (its shadow memory is faulted in with the buffer): the wait for READY
+  // is set-up, not one of the bounds these suites check, so it is generous.
+  void load_peer(const std::string& name, std::chrono::milliseconds peer_timeout, LoadedPeer* out) const;
+
+  // Posts and waits; with faults on, retries an attempt that an injected fault failed.
+  Status run_until_done(TransferRequest& r, std::chrono::milliseconds timeout) const {
+    Status s;
+    for (int attempt = 0; attempt < 20; ++attempt) {
+      s = r.post();
+      if (s.ok()) s = r.wait(timeout);
+      if (s.ok() || !faults()) break;
+    }
+    return s;
+  }
+
+ private:
+  FailureCapabilities caps_;
+};
 
 
 // A socket fd closed on scope exit.
@@ -125,40 +258,38 @@ inline std::vector<TransferRequest> post_transfers(Agent& a, const PeerProcess& 
 }
 
 // Waits for every request up to one shared deadline; returns how many ended in kPeerLost
-// and flags any other failure.
-inline int wait_all_lost(std::vector<TransferRequest>& reqs, std::chrono::steady_clock::time_point deadline) {
+// (not counting injected faults, which `injected` recognises) and flags any other failure. `done`, when given,
+// gets which requests finished.
+template <typename Injected>
+int wait_all_lost(std::vector<TransferRequest>& reqs, std::chrono::steady_clock::time_point deadline,
+                  Injected injected, std::vector<bool>* done = nullptr) {
   int lost = 0;
+  if (done) done->assign(reqs.size(), false);
   for (std::size_t i = 0; i < reqs.size(); ++i) {
     auto left = std::max<std::chrono::steady_clock::duration>(deadline - std::chrono::steady_clock::now(),
                                                         std::chrono::steady_clock::duration::zero());
     Status s = reqs[i].wait(left);
-    if (s.ok()) continue;  // finished before the peer went away
-    EXPECT_EQ(s.code(), StatusCode::kPeerLost) << "request " << i << ": " << s.to_string();
+    if (s.ok()) {  // finished before the peer went away
+      if (done) (*done)[i] = true;
+      continue;
+    }
+    if (injected(s)) continue;  // an injected fault came first
     lost += s.code() == StatusCode::kPeerLost;
+    if (s.code() != StatusCode::kPeerLost) ADD_FAILURE() << "request " << i << ": " << s.to_string();
   }
   return lost;
 }
 
-// A 1 GiB zero-filled tcp peer, and a tcp initiator with 256 MiB registered that knows it.
-struct LoadedPeer {
-  std::unique_ptr<PeerProcess> peer;
-  Buffer local{256u << 20};
-  std::unique_ptr<Agent> agent;
-};
 
-// Setting up 1 GiB takes the peer well under a second in a plain build but 11.5 s under
-// ThreadSanitizer (its shadow memory is faulted in with the buffer): the wait for READY
-// is set-up, not one of the bounds these suites check, so it is generous.
-inline void load_peer(const std::string& name, std::chrono::milliseconds peer_timeout, LoadedPeer* out) {
+inline void Failure::load_peer(const std::string& name, std::chrono::milliseconds peer_timeout,
+                               LoadedPeer* out) const {
   out->peer = spawn_peer({.name = name, .size = 1u << 30, .seed = 0, .fill = "zero", .peer_timeout = peer_timeout,
                           .ready_timeout = std::chrono::seconds(60)});
   ASSERT_TRUE(out->peer);
-  out->agent = make_agent("initiator", suite_backend(), peer_timeout);
+  out->agent = make_agent("initiator", peer_timeout);
   ASSERT_TRUE(out->agent);
   KVF_ASSERT_OK(out->agent->register_memory(out->local.whole()));
   ASSERT_TRUE(out->agent->fetch_remote("127.0.0.1", out->peer->port()).ok());
 }
-
-// ---------------------------------------------------------------------------------------
 
 }  // namespace kvferry::testing
