@@ -106,8 +106,11 @@ void stopped_peer_case(const Failure& f, TransferOp op) {
   if (op == TransferOp::kRead) std::memset(local.data(), 0xA5, local.size());
   else local.randomize(23);
 
-  auto reqs = post_transfers(*a, *peer, local, 16, op);
-  ASSERT_EQ(reqs.size(), 16u);
+  // Where the target moves the bytes, 4 GiB keep the link busy; where the initiator copies,
+  // one pass over the peer's 1 GiB is enough (nothing has to be in flight at the stop).
+  const int count = caps.initiator_copies ? 4 : 16;
+  auto reqs = post_transfers(*a, *peer, local, count, op);
+  ASSERT_EQ(reqs.size(), static_cast<std::size_t>(count));
   std::this_thread::sleep_for(50ms);
   int in_flight = 0;
   for (auto& r : reqs) in_flight += r.state() == TransferState::kInProgress;
@@ -133,14 +136,15 @@ void stopped_peer_case(const Failure& f, TransferOp op) {
     EXPECT_TRUE(fast.code() == StatusCode::kPeerLost || injected(fast)) << fast.to_string();
     EXPECT_LT(ms_since(t0), 100);
   } else {
-    // The initiator copies: every request is done within the bound, with the right bytes.
+    // The initiator copies: every request is done, with the right bytes (the wait is for
+    // 1 GiB of copies on a loaded machine, not a failure bound).
     std::vector<bool> done;
-    const int lost = wait_all_lost(reqs, stopped + kPeerTimeout + 3s, injected, &done);
+    const int lost = wait_all_lost(reqs, stopped + 30s, injected, &done);
     EXPECT_EQ(lost, 0) << "a stopped peer stopped " << lost << " " << to_string(op) << "s the initiator copies itself";
     int finished = 0;
     for (std::size_t i = 0; i < reqs.size(); ++i) finished += done[i];
     if (!f.faults()) {
-      EXPECT_EQ(finished, 16);
+      EXPECT_EQ(finished, count);
     }
     if (op == TransferOp::kRead && finished > 0) {  // every read lands the same zeros on the same buffer
       EXPECT_TRUE(std::all_of(local.data(), local.data() + local.size(), [](std::uint8_t b) { return b == 0; }))
@@ -167,7 +171,7 @@ void stopped_peer_case(const Failure& f, TransferOp op) {
     const std::vector<std::uint8_t> at_error(small.data(), small.data() + small.size());
     std::this_thread::sleep_for(300ms);
     EXPECT_EQ(std::memcmp(at_error.data(), small.data(), small.size()), 0) << "our memory changed after the error";
-    if (op == TransferOp::kWrite && !f.faults()) {  // the peer holds what the 16 writes sent, once it runs again
+    if (op == TransferOp::kWrite && !f.faults()) {  // the peer holds what the 4 writes sent, once it runs again
       ASSERT_TRUE(peer->signal(SIGCONT));
       std::vector<std::uint8_t> expected;
       for (int i = 0; i < 4; ++i) expected.insert(expected.end(), local.data(), local.data() + local.size());
