@@ -129,8 +129,8 @@ Result<GdsRegistry::Gpu> GdsRegistry::gpu(std::uint64_t address, std::uint64_t l
 struct GdsConnection::Run {
   std::shared_ptr<TransferJob> job;
   bool write = false;
-  std::vector<Chunk> chunks;
-  std::vector<std::string> paths;  // by chunk's path index
+  std::vector<IoOp> ops;
+  std::vector<std::string> paths;  // by op's path index
   std::vector<std::uint32_t> path_of;
   std::size_t next = 0;
   std::size_t settled = 0;
@@ -208,14 +208,14 @@ Status GdsConnection::post(const std::shared_ptr<TransferJob>& job) {
     if (fresh) run->paths.push_back(file.path);
     for (std::uint64_t off = 0; off < p.length; off += settings_.max_io_bytes) {
       const std::uint64_t address = p.local + off;
-      Chunk c;
+      IoOp c;
       c.base = reinterpret_cast<void*>(gpu.buffer_registered ? gpu.address : address);
       c.device_offset = static_cast<off_t>(gpu.buffer_registered ? address - gpu.address : 0);
       c.file_offset = static_cast<off_t>(p.remote + off);
       c.size = std::min<std::uint64_t>(settings_.max_io_bytes, p.length - off);
       c.handle = file.handle;
       c.device = gpu.device;
-      run->chunks.push_back(c);
+      run->ops.push_back(c);
       run->path_of.push_back(it->second);
     }
   }
@@ -232,7 +232,7 @@ Status GdsConnection::post(const std::shared_ptr<TransferJob>& job) {
 bool GdsConnection::take(std::unique_lock<std::mutex>& lock, std::shared_ptr<Run>& run, std::size_t& index) {
   for (;;) {
     for (auto& r : runs_) {
-      if (r->stop || r->next >= r->chunks.size()) continue;
+      if (r->stop || r->next >= r->ops.size()) continue;
       run = r;
       index = r->next++;
       ++r->in_flight;
@@ -251,7 +251,7 @@ void GdsConnection::settle(std::unique_lock<std::mutex>& lock, const std::shared
     if (run->error.ok()) run->error = std::move(outcome);
     run->stop = true;
   }
-  if (run->in_flight > 0 || (!run->stop && run->settled < run->chunks.size())) return;
+  if (run->in_flight > 0 || (!run->stop && run->settled < run->ops.size())) return;
   auto it = std::find(runs_.begin(), runs_.end(), run);
   if (it == runs_.end()) return;
   runs_.erase(it);
@@ -279,7 +279,7 @@ void GdsConnection::cancel(const std::shared_ptr<TransferJob>& job) {
   done_cv_.wait(lock, [&] { return std::find(runs_.begin(), runs_.end(), run) == runs_.end(); });
 }
 
-Status GdsConnection::run_chunk(const Run& run, const Chunk& c, int& current_device) const {
+Status GdsConnection::run_op(const Run& run, const IoOp& c, int& current_device) const {
   if (c.device != current_device) {
     KVF_RETURN_IF_ERROR(api_->cuda->make_current(c.device));
     current_device = c.device;
@@ -291,7 +291,7 @@ Status GdsConnection::run_chunk(const Run& run, const Chunk& c, int& current_dev
     const ssize_t r = run.write ? api_->cuFileWrite(c.handle, c.base, c.size - done, file_off, dev_off)
                                 : api_->cuFileRead(c.handle, c.base, c.size - done, file_off, dev_off);
     const int err = errno;
-    const std::string& path = run.paths[run.path_of[static_cast<std::size_t>(&c - run.chunks.data())]];
+    const std::string& path = run.paths[run.path_of[static_cast<std::size_t>(&c - run.ops.data())]];
     if (r < 0)
       return IoError(std::string(run.write ? "gds: writing '" : "gds: reading '") + path + "' at offset " +
                      std::to_string(file_off) + ": " + CuFileApi::io_error_text(r, err));
@@ -312,7 +312,7 @@ void GdsConnection::thread_loop() {
   std::size_t index = 0;
   while (take(lock, run, index)) {
     lock.unlock();
-    Status s = run_chunk(*run, run->chunks[index], current_device);
+    Status s = run_op(*run, run->ops[index], current_device);
     lock.lock();
     settle(lock, run, std::move(s));
   }
@@ -333,10 +333,10 @@ void GdsConnection::batch_loop(CUfileBatchHandle_t batch) {
     std::size_t index = 0;
     if (!take(lock, run, index)) return;
     taken.emplace_back(run, index);
-    // More chunks of the same GPU, from any job, without waiting.
+    // More ops of the same GPU, from any job, without waiting.
     for (auto& r : runs_) {
-      while (taken.size() < capacity && !r->stop && r->next < r->chunks.size() &&
-             r->chunks[r->next].device == run->chunks[index].device) {
+      while (taken.size() < capacity && !r->stop && r->next < r->ops.size() &&
+             r->ops[r->next].device == run->ops[index].device) {
         taken.emplace_back(r, r->next++);
         ++r->in_flight;
       }
@@ -344,13 +344,13 @@ void GdsConnection::batch_loop(CUfileBatchHandle_t batch) {
     lock.unlock();
     const auto n = static_cast<unsigned>(taken.size());
     Status setup;
-    if (run->chunks[index].device != current_device) {
-      setup = api_->cuda->make_current(run->chunks[index].device);
-      current_device = run->chunks[index].device;
+    if (run->ops[index].device != current_device) {
+      setup = api_->cuda->make_current(run->ops[index].device);
+      current_device = run->ops[index].device;
     }
     for (unsigned k = 0; k < n; ++k) {
       const auto& [r, i] = taken[k];
-      const Chunk& c = r->chunks[i];
+      const IoOp& c = r->ops[i];
       params[k] = CUfileIOParams_t{};
       params[k].mode = kCuFileBatch;
       params[k].u.batch.devPtr_base = c.base;
@@ -395,7 +395,7 @@ void GdsConnection::batch_loop(CUfileBatchHandle_t batch) {
         done[k] = true;
         --pending;
         const auto& [r, i] = taken[k];
-        const Chunk& c = r->chunks[i];
+        const IoOp& c = r->ops[i];
         const auto ret = static_cast<ssize_t>(events[e].ret);
         if (events[e].status != kCuFileStatusComplete || ret < 0) {
           outcome[k] = IoError(std::string("gds batch: ") + (r->write ? "writing '" : "reading '") +
@@ -403,16 +403,16 @@ void GdsConnection::batch_loop(CUfileBatchHandle_t batch) {
                                ": status " + std::to_string(events[e].status) +
                                (ret < 0 ? ", " + CuFileApi::io_error_text(ret, static_cast<int>(-ret)) : ""));
         } else if (static_cast<std::size_t>(ret) < c.size) {  // a short one: the rest synchronously
-          Chunk rest = c;
+          IoOp rest = c;
           rest.device_offset += static_cast<off_t>(ret);
           rest.file_offset += static_cast<off_t>(ret);
           rest.size -= static_cast<std::size_t>(ret);
-          Run copy;  // run_chunk reads only paths and direction from it
+          Run copy;  // run_op reads only paths and direction from it
           copy.write = r->write;
           copy.paths = {r->paths[r->path_of[i]]};
           copy.path_of = {0};
-          copy.chunks = {rest};
-          outcome[k] = run_chunk(copy, copy.chunks[0], current_device);
+          copy.ops = {rest};
+          outcome[k] = run_op(copy, copy.ops[0], current_device);
         }
       }
     }

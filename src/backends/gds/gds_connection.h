@@ -2,9 +2,9 @@
 // to the agent itself, which runs jobs as cuFile calls.
 //
 // Engines: "threads" — `threads` workers each issuing synchronous cuFileRead/Write of
-// one chunk at a time (cuFile is thread-safe); "batch" — one worker submitting up to
-// `batch` chunks at once with the cuFile batch API and polling their completion.
-// A job is finished only when none of its chunks is in flight: when cancel() returns,
+// one op at a time (cuFile is thread-safe); "batch" — one worker submitting up to
+// `batch` ops at once with the cuFile batch API and polling their completion.
+// A job is finished only when none of its ops is in flight: when cancel() returns,
 // no cuFile call touches the job's memory.
 #pragma once
 
@@ -79,7 +79,9 @@ class GdsConnection final : public BackendConnection {
   Status health() const override;
 
  private:
-  struct Chunk {
+  // One cuFile read or write: at most max_io_bytes of one of the job's pieces (the file
+  // backend's IoOp is the same idea, file_io.h).
+  struct IoOp {
     void* base;           // GPU buffer base as cuFile wants it (registered base, or the address)
     off_t device_offset;  // from base
     off_t file_offset;
@@ -89,11 +91,11 @@ class GdsConnection final : public BackendConnection {
   };
   struct Run;
 
-  // Takes the next chunk of the first job that has one; false when stopping with nothing.
+  // Takes the next op of the first job that has one; false when stopping with nothing.
   bool take(std::unique_lock<std::mutex>& lock, std::shared_ptr<Run>& run, std::size_t& index);
-  // Records a chunk's outcome; finishes the job when it was its last one in flight.
+  // Records an op's outcome; finishes the job when it was its last one in flight.
   void settle(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Run>& run, Status outcome);
-  Status run_chunk(const Run& run, const Chunk& c, int& current_device) const;
+  Status run_op(const Run& run, const IoOp& c, int& current_device) const;
   void thread_loop();
   void batch_loop(CUfileBatchHandle_t batch);
 
