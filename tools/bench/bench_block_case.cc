@@ -51,6 +51,20 @@ unsigned copy_threads_of(const BenchOptions& o) {
   return std::clamp(cores / 2, std::min(cores, 4u), 16u);
 }
 
+// The TCP connections the backend moves one transfer over: tcp's streams per peer
+// (tcp.streams, or its default of 4, src/backends/tcp/tcp_backend.cc); one for others
+// (ucx). A ceiling of one stream against four reads above 1 where streams pay.
+std::uint32_t streams_of(const BenchOptions& o) {
+  if (o.backend != "tcp") return 1;
+  for (const auto* params : {&o.local_params, &o.shared_params}) {
+    auto it = params->find("tcp.streams");
+    if (it != params->end())
+      return static_cast<std::uint32_t>(std::clamp(std::strtol(it->second.c_str(), nullptr, 10), 1L,
+                                                   static_cast<long>(kMaxCeilingStreams)));
+  }
+  return 4;
+}
+
 Status measure_ceiling(InitiatorSession& session, TransferOp op, CaseResult& result) {
   const BenchOptions& o = session.options();
   const ThroughputCeiling ceiling = traits_of(o.backend).ceiling;
@@ -59,9 +73,10 @@ Status measure_ceiling(InitiatorSession& session, TransferOp op, CaseResult& res
   if (ceiling == ThroughputCeiling::kTcpStream) {
     // One extra rep first, dropped: the control socket sat idle during the timed
     // requests, and Linux restarts an idle connection's congestion window from scratch.
-    const StreamPlan plan{op, result.bytes, static_cast<std::uint32_t>(o.ceiling_reps) + 1};
+    const StreamPlan plan{op, result.bytes, static_cast<std::uint32_t>(o.ceiling_reps) + 1, streams_of(o)};
     KVF_ASSIGN_OR_RETURN(gbps, measure_stream_gbps(session.channel(), session.pool(), plan));
     gbps.erase(gbps.begin());
+    if (plan.streams > 1) result.ceiling_name = "tcp stream x" + std::to_string(plan.streams) + " streams";
   } else {
     // As many memcpy threads as the backend copies with (shm.copy_threads or its
     // default): one copy thread is compared with one memcpy thread.

@@ -7,6 +7,11 @@
 // read the initiator sends one go byte and the target streams. The initiator times each
 // rep from its first byte to the last byte (or ack), so a rep includes one small round
 // trip: ~60 us next to the ~100 ms a rep of hundreds of MiB takes.
+// With plan.streams = N > 1 (as many as the backend moves a transfer over), the target
+// answers kStreamReady {"port"} on its control address, the initiator opens N - 1 more
+// connections there, and every rep moves one contiguous share of the bytes over each of
+// the N connections at once (one thread per connection on both sides); the go byte and
+// the ack stay on the control socket.
 // Ping-pong ceiling: after kPingPongBegin, `count` 8-byte round trips.
 #pragma once
 

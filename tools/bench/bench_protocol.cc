@@ -62,7 +62,8 @@ json to_json(const VerifyOutcome& outcome) {
 }
 
 json to_json(const StreamPlan& plan) {
-  return json{{"op", std::string(to_string(plan.op))}, {"bytes", plan.bytes}, {"reps", plan.reps}};
+  return json{{"op", std::string(to_string(plan.op))}, {"bytes", plan.bytes}, {"reps", plan.reps},
+              {"streams", plan.streams}};
 }
 
 Result<SessionSetup> parse_session_setup(const json& body) {
@@ -113,13 +114,18 @@ Result<VerifyOutcome> parse_verify_outcome(const json& body) {
 }
 
 Result<StreamPlan> parse_stream_plan(const json& body) {
-  return parse_guarded<StreamPlan>("stream", [&] {
-    StreamPlan plan;
-    plan.op = op_of(body.at("op"));
-    plan.bytes = body.at("bytes").get<std::uint64_t>();
-    plan.reps = body.at("reps").get<std::uint32_t>();
-    return plan;
-  });
+  KVF_ASSIGN_OR_RETURN(StreamPlan plan, parse_guarded<StreamPlan>("stream", [&] {
+    StreamPlan parsed;
+    parsed.op = op_of(body.at("op"));
+    parsed.bytes = body.at("bytes").get<std::uint64_t>();
+    parsed.reps = body.at("reps").get<std::uint32_t>();
+    parsed.streams = body.value("streams", std::uint32_t{1});
+    return parsed;
+  }));
+  if (plan.streams == 0 || plan.streams > kMaxCeilingStreams)
+    return Corrupt("control message 'stream': " + std::to_string(plan.streams) + " streams, outside 1.." +
+                   std::to_string(kMaxCeilingStreams));
+  return plan;
 }
 
 }  // namespace kvferry::cli

@@ -2,7 +2,7 @@
 //
 // Sequence: kSetup -> kSetupReply (or kError); then, per case, any of
 //   kVerifyBegin -> kVerifyReady [transfer] (write: kVerifyCheck ->) kVerifyResult
-//   kStreamBegin -> raw bytes (see bench_ceiling.h)
+//   kStreamBegin [-> kStreamReady, extra connections] -> raw bytes (see bench_ceiling.h)
 //   kPingPongBegin -> raw 8-byte ping-pongs
 // and finally kBye. The target derives which of its blocks to fill or check from the
 // seeds it is sent, so block lists never travel.
@@ -56,12 +56,16 @@ struct VerifyOutcome {
   std::string message;  // the first mismatch, when !ok
 };
 
-// A raw-stream ceiling: `reps` times `bytes`, in the direction of `op`.
+// A raw-stream ceiling: `reps` times `bytes`, in the direction of `op`, over `streams`
+// TCP connections at once (the control socket and streams - 1 more, bench_ceiling.h).
 struct StreamPlan {
   TransferOp op = TransferOp::kWrite;
   std::uint64_t bytes = 0;
   std::uint32_t reps = 0;
+  std::uint32_t streams = 1;
 };
+// Most streams a target opens for a ceiling (the tcp backend's own limit).
+inline constexpr std::uint32_t kMaxCeilingStreams = 64;
 
 nlohmann::json to_json(const SessionSetup& setup);
 nlohmann::json to_json(const SetupReply& reply);

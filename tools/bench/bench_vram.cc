@@ -166,16 +166,16 @@ int run_vram_bench(const BenchOptions& o) {
   Status st = a.register_memory(pool->region());
   if (st.ok()) st = a.fetch_remote("127.0.0.1", target.port).status();
   const bool peer_vram = o.peer_mem == "vram";
+  // The target's pool as the library describes it: its GPU's, or host memory.
+  auto remote_pool = shape.pool_at(peer_vram ? MemoryKind::kVram : MemoryKind::kDram, target.layer_bases,
+                                   peer_vram ? static_cast<std::uint32_t>(peer_device) : 0);
+  if (st.ok() && !remote_pool.ok()) st = remote_pool.status();
+  if (!st.ok()) return std::fprintf(stderr, "kvferry bench: %s\n", st.to_string().c_str()), 1;
   auto local = a.prepare_local(pool->block_descriptors());
-  auto remote = a.prepare_remote("vram-target", peer_vram
-                                                    ? VramPool::block_descriptors(shape, target.layer_bases, peer_device)
-                                                    : shape.block_descriptors(target.layer_bases.front()));
+  auto remote = a.prepare_remote("vram-target", remote_pool->block_descriptors());
   // Fresh requests are strided (lanes x block ids): per request only the ids are checked.
-  const BlockLanes local_shape = VramPool::block_lanes(shape, pool->layer_bases(), o.device);
-  BlockLanes remote_shape = shape.block_lanes(target.layer_bases.front());
-  if (peer_vram) remote_shape = VramPool::block_lanes(shape, target.layer_bases, peer_device);
-  auto local_lanes = a.prepare_local_lanes(local_shape);
-  auto remote_lanes = a.prepare_remote_lanes("vram-target", remote_shape);
+  auto local_lanes = a.prepare_local_lanes(pool->block_lanes());
+  auto remote_lanes = a.prepare_remote_lanes("vram-target", remote_pool->block_lanes());
   if (st.ok() && !local.ok()) st = local.status();
   if (st.ok() && !remote.ok()) st = remote.status();
   if (st.ok() && !local_lanes.ok()) st = local_lanes.status();

@@ -55,13 +55,15 @@ Result<VramPool> VramPool::allocate(const PoolShape& shape, int device, bool lay
   for (std::uint32_t l = 0; l < shape.layers; ++l)
     pool.layer_bases_.push_back(layer_tensors ? reinterpret_cast<std::uint64_t>(pool.allocations_[l].first)
                                               : reinterpret_cast<std::uint64_t>(pool.data()) + l * layer_bytes);
+  KVF_ASSIGN_OR_RETURN(KvPool described, shape.pool_at(MemoryKind::kVram, pool.layer_bases_, static_cast<std::uint32_t>(device)));
+  pool.pool_ = std::move(described);
   KVF_RETURN_IF_ERROR(pool.poison());
   return pool;
 }
 
 VramPool::VramPool(VramPool&& o) noexcept
     : shape_(o.shape_), device_(o.device_), allocations_(std::move(o.allocations_)),
-      layer_bases_(std::move(o.layer_bases_)) {
+      layer_bases_(std::move(o.layer_bases_)), pool_(std::move(o.pool_)) {
   o.allocations_.clear();
 }
 
@@ -74,26 +76,6 @@ DescriptorList VramPool::region() const {
   for (const auto& [p, n] : allocations_)
     out.add(reinterpret_cast<std::uint64_t>(p), n, static_cast<std::uint32_t>(device_));
   return out;
-}
-
-DescriptorList VramPool::block_descriptors(const PoolShape& shape, const std::vector<std::uint64_t>& layer_bases,
-                                           int device) {
-  DescriptorList out(MemoryKind::kVram);
-  for (std::uint32_t l = 0; l < shape.layers; ++l)
-    for (std::uint32_t b = 0; b < shape.blocks_per_layer; ++b)
-      out.add(layer_bases[l] + std::uint64_t{b} * shape.block_size, shape.block_size,
-              static_cast<std::uint32_t>(device));
-  return out;
-}
-
-BlockLanes VramPool::block_lanes(const PoolShape& shape, const std::vector<std::uint64_t>& layer_bases, int device) {
-  BlockLanes lanes;
-  lanes.kind = MemoryKind::kVram;
-  lanes.device = static_cast<std::uint32_t>(device);
-  lanes.lane_addresses = layer_bases;
-  lanes.block_stride = lanes.block_bytes = shape.block_size;
-  lanes.blocks = shape.blocks_per_layer;
-  return lanes;
 }
 
 std::vector<std::uint64_t> VramPool::layer_bases_of(const PoolShape& shape, const std::vector<std::uint64_t>& reported) {

@@ -1,4 +1,5 @@
-// bench_vram_pool.h — the GPU twin of HostPool for `kvferry bench --mem vram`: one
+// bench_vram_pool.h — the GPU twin of HostPool for `kvferry bench --mem vram`, on the
+// library's KvPool as HostPool is (the allocation is CUDA's, the addresses KvPool's): one
 // cudaMalloc of the same shape (block (layer, b) at base + index_of(layer, b) *
 // block_size), or with --layer-tensors one cudaMalloc per layer (block b of layer l at
 // layer_bases()[l] + b * block_size), as an engine allocates one KV tensor per layer;
@@ -7,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -29,11 +31,11 @@ class VramPool {
   // Where each layer starts: what the pool's owner reports to its peer.
   const std::vector<std::uint64_t>& layer_bases() const { return layer_bases_; }
   DescriptorList region() const;  // one descriptor per allocation
-  DescriptorList block_descriptors() const { return block_descriptors(shape_, layer_bases_, device_); }
-  static DescriptorList block_descriptors(const PoolShape& shape, const std::vector<std::uint64_t>& layer_bases,
-                                          int device);
-  // One lane per layer, for strided transfers.
-  static BlockLanes block_lanes(const PoolShape& shape, const std::vector<std::uint64_t>& layer_bases, int device);
+  // The library's pool over these allocations (PoolShape::pool_at): its descriptors and
+  // lanes (one per layer) are what transfers are prepared over.
+  const KvPool& pool() const { return *pool_; }
+  DescriptorList block_descriptors() const { return pool_->block_descriptors(); }
+  BlockLanes block_lanes() const { return pool_->block_lanes(); }
   // A pool's layer bases from the addresses its owner reported: one (a single allocation)
   // or one per layer; empty when the count fits neither.
   static std::vector<std::uint64_t> layer_bases_of(const PoolShape& shape, const std::vector<std::uint64_t>& reported);
@@ -52,6 +54,7 @@ class VramPool {
   // (address, bytes) in image order: the whole pool, or one per layer.
   std::vector<std::pair<std::uint8_t*, std::uint64_t>> allocations_;
   std::vector<std::uint64_t> layer_bases_;
+  std::optional<KvPool> pool_;  // set by allocate()
 };
 
 // Host-side twins of the pattern and checksum, for a target whose pool is host memory.

@@ -33,6 +33,7 @@ const char* known_name(std::uint32_t type) {
     case ControlType::kStreamBegin: return "stream begin";
     case ControlType::kPingPongBegin: return "ping-pong begin";
     case ControlType::kBye: return "bye";
+    case ControlType::kStreamReady: return "stream ready";
     case ControlType::kListening: return "listening";
     case ControlType::kReady: return "ready";
     case ControlType::kResult: return "result";

@@ -41,6 +41,7 @@ enum class ControlType : std::uint32_t {
   kStreamBegin,    // initiator -> target: raw stream ceiling {"op", "bytes", "reps"}
   kPingPongBegin,  // initiator -> target: 8-byte ping-pong ceiling {"count"}
   kBye,            // initiator -> target: session over
+  kStreamReady,    // target -> initiator: {"port"} where the extra streams of a ceiling connect
   // A spawned helper process to its parent, on the report pipe.
   kListening = 32,  // {"port", ...}: where to reach it (bench target, demo prefill, soak peer, tp prefill rank)
   kReady,           // a tp decode rank is set up and waits for the go signal

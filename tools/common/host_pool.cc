@@ -17,15 +17,15 @@ Result<KvLayout> PoolShape::layout() const {
   return KvLayout::create(geometry, KvArrangement::kMla, blocks_per_layer);
 }
 
-DescriptorList PoolShape::block_descriptors(std::uint64_t base) const {
-  DescriptorList list(MemoryKind::kDram);
-  list.reserve(std::size_t{layers} * blocks_per_layer);
-  for (std::uint32_t layer = 0; layer < layers; ++layer) {
-    for (std::uint32_t b = 0; b < blocks_per_layer; ++b) {
-      list.add(base + std::uint64_t{index_of(layer, b)} * block_size, block_size);
-    }
+Result<KvPool> PoolShape::pool_at(MemoryKind kind, const std::vector<std::uint64_t>& layer_bases,
+                                  std::uint32_t device) const {
+  KVF_ASSIGN_OR_RETURN(KvLayout kv_layout, layout());
+  if (layer_bases.size() == 1) return KvPool::create_contiguous(kv_layout, kind, layer_bases.front(), device);
+  if (layer_bases.size() != layers) {
+    return InvalidArgument("a pool of " + std::to_string(layers) + " layers at " + std::to_string(layer_bases.size()) +
+                           " addresses: one per layer, or one for all");
   }
-  return list;
+  return KvPool::create(kv_layout, kind, layer_bases, device);
 }
 
 Result<HostPool> HostPool::allocate(const PoolShape& shape, std::uint8_t fill, Agent* shared_by) {

@@ -6,13 +6,14 @@
 // registered as one region: few large regions, never per block.
 //
 // PoolShape is `kvferry bench`'s pool as its options say it (layers x blocks of
-// --block-size bytes); layout() is the library's layout of it (below). The GPU pool of
-// bench (bench_vram_pool.h) still computes its addresses from the shape itself.
+// --block-size bytes); layout() is the library's layout of it (below), and pool_at() the
+// library's pool of it wherever it lies (bench's GPU pools, bench_vram_pool.h, use it).
 // Not thread-safe: one owner. The memory must outlive the agent it is registered with.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kvferry/kvferry.h"
 
@@ -36,17 +37,11 @@ struct PoolShape {
   // layer * blocks_per_layer + b: the same bytes at the same addresses as index_of().
   Result<KvLayout> layout() const;
 
-  // For pools not made by HostPool (bench_vram_pool.h): one descriptor per (layer,
-  // block), layer-major, and the same as lanes x blocks, of a pool starting at `base`.
-  DescriptorList block_descriptors(std::uint64_t base) const;
-  BlockLanes block_lanes(std::uint64_t base) const {
-    BlockLanes lanes;
-    for (std::uint32_t layer = 0; layer < layers; ++layer)
-      lanes.lane_addresses.push_back(base + std::uint64_t{index_of(layer, 0)} * block_size);
-    lanes.block_stride = lanes.block_bytes = block_size;
-    lanes.blocks = blocks_per_layer;
-    return lanes;
-  }
+  // The library's pool of this shape for memory not allocated by HostPool (bench's GPU
+  // pools, a peer's pool): `layer_bases` holds one address per layer, or one from which
+  // the layers lie back to back; in `kind` memory on `device`.
+  Result<KvPool> pool_at(MemoryKind kind, const std::vector<std::uint64_t>& layer_bases,
+                         std::uint32_t device = 0) const;
   // Rejects shapes the layout rejects (empty, indices over 32 bits, sizes over 64 bits).
   Status validate() const { return layout().status(); }
 };
