@@ -76,7 +76,7 @@ Status measure_ceiling(InitiatorSession& session, TransferOp op, CaseResult& res
     const StreamPlan plan{op, result.bytes, static_cast<std::uint32_t>(o.ceiling_reps) + 1, streams_of(o)};
     KVF_ASSIGN_OR_RETURN(gbps, measure_stream_gbps(session.channel(), session.pool(), plan));
     gbps.erase(gbps.begin());
-    if (plan.streams > 1) result.ceiling_name = "tcp stream x" + std::to_string(plan.streams) + " streams";
+    if (plan.streams > 1) result.ceiling_name = "tcp x" + std::to_string(plan.streams) + " streams";
   } else {
     // As many memcpy threads as the backend copies with (shm.copy_threads or its
     // default): one copy thread is compared with one memcpy thread.
