@@ -34,7 +34,9 @@ inline std::string failure_route_name(const ::testing::TestParamInfo<FailureRout
   return p.param.backend + (p.param.faults ? "_WithFaults" : "_Plain");
 }
 // A new backend joins the suite with one line here; what each case expects of it follows
-// from its capabilities (FailureCapabilities below), never from its name.
+// from its capabilities (FailureCapabilities below), never from its name. The one thing
+// said by name is a wire format: only tcp's data port speaks the frames the garbage case
+// forges (tcp_header()).
 inline std::vector<FailureRoute> failure_routes() {
   std::vector<FailureRoute> out;
   for (const char* b : {"loopback", "tcp", "shm", "file", "ucx", "cuda_ipc"})
