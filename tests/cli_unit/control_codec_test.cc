@@ -79,7 +79,7 @@ TEST(ControlCodec, OversizeIsRefusedFromTheHeaderAlone) {
 }
 
 TEST(ControlCodec, UnknownTypesAndBadMagicAreCorrupt) {
-  for (std::uint32_t type : {0u, 11u, 31u, 35u, 47u, 52u, 999u, 0xFFFFFFFFu}) {
+  for (std::uint32_t type : {0u, 12u, 31u, 35u, 47u, 52u, 999u, 0xFFFFFFFFu}) {
     Result<std::optional<ControlTaken>> taken = take_control(header("KVFC", type, 0), 1024);
     ASSERT_FALSE(taken.ok()) << "type " << type;
     EXPECT_EQ(taken.status().code(), StatusCode::kCorrupt);
