@@ -61,10 +61,10 @@ Status TcpEngine::run_sync(std::function<Status()> fn) {
 }
 
 Result<std::shared_ptr<PeerSession>> TcpEngine::add_session(std::uint64_t session_id, std::string peer,
-                                                             std::vector<UniqueFd> fds) {
+                                                            std::vector<UniqueFd> fds) {
   auto shared_fds = std::make_shared<std::vector<UniqueFd>>(std::move(fds));
   std::shared_ptr<PeerSession> made;
-  KVF_RETURN_IF_ERROR(run_sync([this, session_id, peer = std::move(peer), shared_fds, &made]() mutable -> Status {
+  Status added = run_sync([this, session_id, peer = std::move(peer), shared_fds, &made]() mutable -> Status {
     auto ss = std::make_unique<Session>();
     ss->key = session_id;
     ss->initiator = true;
@@ -82,7 +82,8 @@ Result<std::shared_ptr<PeerSession>> TcpEngine::add_session(std::uint64_t sessio
     }
     sessions_[session_id] = std::move(ss);
     return Status::Ok();
-  }));
+  });
+  if (!added.ok()) return added;
   return made;
 }
 
@@ -115,7 +116,8 @@ Status TcpEngine::post(std::uint64_t session_id, std::shared_ptr<TransferJob> jo
     // The engine sleeps in epoll_wait: do its work here, after whatever was queued first.
     run_commands();
     auto it = sessions_.find(session_id);
-    if (it == sessions_.end() || it->second->peer_session->dead()) return PeerLost("connection to peer is closed");
+    if (it == sessions_.end() || it->second->peer_session->dead())
+      return PeerLost("connection to peer is closed");
     start_job(*it->second, std::move(job));
     return Status::Ok();
   }
@@ -153,7 +155,8 @@ void TcpEngine::cancel(std::uint64_t session_id, const std::shared_ptr<TransferJ
 Status TcpEngine::notify(std::uint64_t session_id, std::string message) {
   return run_sync([this, session_id, message = std::move(message)]() mutable -> Status {
     auto it = sessions_.find(session_id);
-    if (it == sessions_.end() || it->second->peer_session->dead()) return PeerLost("connection to peer is closed");
+    if (it == sessions_.end() || it->second->peer_session->dead())
+      return PeerLost("connection to peer is closed");
     Stream& s = *it->second->streams.front();
     queue_frame(s, make_message_frame(FrameType::kNotify, 0, std::move(message)));
     return Status::Ok();

@@ -26,9 +26,9 @@
 
 #include "backends/tcp/tcp_wire.h"
 #include "core/backend.h"
+#include "core/device_stager.h"
 #include "core/peer_auth.h"
 #include "core/peer_session.h"
-#include "core/device_stager.h"
 #include "core/region_table.h"
 #include "core/socket_util.h"
 

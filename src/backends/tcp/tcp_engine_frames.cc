@@ -206,10 +206,11 @@ void TcpEngine::handle_payload_done(Stream& s) {
       it->second.reads_pending--;
       return maybe_finish(*ss, h.req);
     }
-    case FrameType::kNotifyAck:  // the payload, with kFlagError, says why the inbox refused it
-      return ss->peer_session->on_answer(h.req, (h.flags & kFlagError) ? std::string_view(s.buf)
-                                                : h.aux != 0                ? "the transfer failed there"
-                                                                            : "");
+    case FrameType::kNotifyAck: {  // with kFlagError, the payload says why the inbox refused it
+      std::string_view refusal = h.aux != 0 ? "the transfer failed there" : "";
+      if (h.flags & kFlagError) refusal = s.buf.empty() ? std::string_view("no reason given") : s.buf;
+      return ss->peer_session->on_answer(h.req, refusal);
+    }
     case FrameType::kReqError: return abort_request(*ss, h.req, RemoteError(s.buf));
     default: return;
   }

@@ -29,11 +29,11 @@
 #include <deque>
 #include <functional>
 #include <future>
-#include <set>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <vector>

@@ -313,7 +313,8 @@ Status UcxEngine::notify(const std::shared_ptr<Session>& s, std::string_view mes
 Status UcxEngine::health(const Session& s) const { return s.peer_session->health(); }
 
 Status UcxEngine::closed_status(const Session& s) const {
-  return s.peer_session->dead() ? s.peer_session->health() : PeerLost("ucx: link to '" + s.peer + "' is closed");
+  return s.peer_session->dead() ? s.peer_session->health()
+                                : PeerLost("ucx: link to '" + s.peer + "' is closed");
 }
 
 void UcxEngine::fail_session(Session& s, const Status& why) {
