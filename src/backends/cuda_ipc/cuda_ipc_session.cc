@@ -9,6 +9,7 @@
 
 #include "cuda/cuda_util.h"
 #include "core/byte_io.h"
+#include "core/revocation.h"
 
 namespace kvferry::detail::cuda_ipc {
 
@@ -341,27 +342,30 @@ void CudaIpcSession::on_readable() {
 
 void CudaIpcSession::on_revoke(std::uint64_t id) {
   std::vector<Submission> pending;
-  {
+  const auto mark = [&](std::uint64_t region) {
     std::lock_guard lock(mu_);  // posts after this see the mark
-    if (PeerRegion* r = regions_.find(id)) {
+    if (PeerRegion* r = regions_.find(region)) {
       r->value.revoked = true;
       r->value.mapped.clear();
     }
     kept_.clear();  // their tables may point into the revoked memory
     for (auto& f : inflight_)
       for (auto& [lane, sub] : f.subs) pending.push_back(sub);
-  }
-  // Every copy posted before the mark ends before we confirm (an event reused meanwhile
-  // only makes us wait for newer work).
-  for (auto& sub : pending) cudaEventSynchronize(sub.event);
-  {
+  };
+  const auto drain = [&](std::uint64_t region) {
+    // Every copy posted before the mark ends before we confirm (an event reused
+    // meanwhile only makes us wait for newer work).
+    for (auto& sub : pending) cudaEventSynchronize(sub.event);
     std::lock_guard lock(mu_);
-    if (PeerRegion* r = regions_.find(id)) close_handles(r->value.handle);
-  }
-  ByteWriter w;
-  w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
-  w.u64(id);
-  if (Status s = send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout)); !s.ok()) fail(s);
+    if (PeerRegion* r = regions_.find(region)) close_handles(r->value.handle);
+  };
+  const auto confirm = [this](std::uint64_t region) {
+    ByteWriter w;
+    w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
+    w.u64(region);
+    return send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
+  };
+  if (Status s = answer_revoke(id, mark, drain, confirm); !s.ok()) fail(s);
 }
 
 void CudaIpcSession::close_handles(const std::string& handle) {

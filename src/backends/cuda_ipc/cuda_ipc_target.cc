@@ -27,6 +27,7 @@ constexpr auto kSendBound = std::chrono::milliseconds(200);
 Result<std::unique_ptr<CudaIpcTarget>> CudaIpcTarget::start(TargetConfig config) {
   std::unique_ptr<CudaIpcTarget> t(new CudaIpcTarget());
   t->cfg_ = std::move(config);
+  t->revocation_ = std::make_unique<TargetRevocation>("cuda_ipc", t->cfg_.peer_timeout);
   t->socket_name_ = unique_abstract_name("kvferry-cuda-ipc");
   KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_, "cuda_ipc"));
   KVF_ASSIGN_OR_RETURN(t->wake_, make_eventfd("cuda_ipc"));
@@ -62,26 +63,32 @@ Status CudaIpcTarget::add_region(const RegionInfo& region) {
 }
 
 Status CudaIpcTarget::remove_region(std::uint64_t id) {
-  std::unique_lock lock(mu_);
-  if (regions_.erase(id) == 0) return Status::Ok();
-  ByteWriter w;
-  w.u16(static_cast<std::uint16_t>(MessageType::kRevoke));
-  w.u64(id);
-  for (auto& s : sessions_) {
-    if (!s->ready || s->dead) continue;
-    if (send_packet(s->sock.get(), w.buffer(), deadline_after(kSendBound)).ok()) s->outstanding_revokes++;
-    else drop(*s);
+  {
+    std::lock_guard lock(mu_);
+    if (regions_.erase(id) == 0) return Status::Ok();
   }
-  const bool confirmed = revoked_cv_.wait_until(lock, Clock::now() + cfg_.peer_timeout, [&] {
-    for (auto& s : sessions_)
-      if (!s->dead && s->outstanding_revokes > 0) return false;
-    return true;
-  });
-  // An initiator that does not confirm in time is cut off; its jobs fail (peer lost).
-  if (!confirmed)
-    for (auto& s : sessions_)
-      if (!s->dead && s->outstanding_revokes > 0) drop(*s);
+  // Bounded: peer_timeout, then an initiator that did not confirm is cut off (its jobs
+  // fail with PeerLost).
+  revocation_->revoke(id);
   return Status::Ok();
+}
+
+TargetRevocation::Link CudaIpcTarget::revocation_link(Session& s) {
+  std::weak_ptr<Session> weak = s.weak_from_this();
+  return TargetRevocation::Link{
+      [this, weak](std::uint64_t region) -> Status {
+        ByteWriter w;
+        w.u16(static_cast<std::uint16_t>(MessageType::kRevoke));
+        w.u64(region);
+        std::lock_guard lock(mu_);
+        auto live = weak.lock();
+        if (!live || live->dead) return PeerLost("cuda_ipc: the initiator's session is closed");
+        return send_packet(live->sock.get(), w.buffer(), deadline_after(kSendBound));
+      },
+      [this, weak](const std::string&) {
+        std::lock_guard lock(mu_);
+        if (auto live = weak.lock()) drop(*live);
+      }};
 }
 
 void CudaIpcTarget::run() {
@@ -94,7 +101,7 @@ void CudaIpcTarget::run() {
     fds.push_back({listener_.get(), POLLIN, 0});
     {
       std::lock_guard lock(mu_);
-      std::erase_if(sessions_, [](const std::unique_ptr<Session>& s) { return s->dead; });
+      std::erase_if(sessions_, [](const std::shared_ptr<Session>& s) { return s->dead; });
       for (auto& s : sessions_) {
         if (!s->ready && Clock::now() - s->accepted > cfg_.peer_timeout) {
           drop(*s);
@@ -103,7 +110,6 @@ void CudaIpcTarget::run() {
         fds.push_back({s->sock.get(), POLLIN, 0});
         order.push_back(s.get());
       }
-      revoked_cv_.notify_all();  // dropped sessions no longer hold a revocation back
     }
     int n = ::poll(fds.data(), fds.size(), 200);
     if (n <= 0) continue;
@@ -125,7 +131,7 @@ void CudaIpcTarget::accept_all() {
       ::close(fd);  // only processes of our own user may open our memory
       continue;
     }
-    auto s = std::make_unique<Session>();
+    auto s = std::make_shared<Session>();
     s->sock.reset(fd);
     std::lock_guard lock(mu_);
     sessions_.push_back(std::move(s));
@@ -143,11 +149,7 @@ void CudaIpcTarget::on_readable(Session& s) {
   const auto type = static_cast<MessageType>(r.u16());
   const std::uint64_t value = r.u64();
   if (!r.ok()) return drop(s);
-  if (type == MessageType::kRevokeAck) {
-    if (s.outstanding_revokes > 0) s.outstanding_revokes--;
-    revoked_cv_.notify_all();
-    return;
-  }
+  if (type == MessageType::kRevokeAck) return revocation_->confirmed(s.link, value);
   if (type != MessageType::kNotify || r.remaining() > cfg_.max_notification_bytes) return drop(s);
   // The initiator sends this only after its copies completed (CUDA event), so the data
   // is visible in our memory before the message reaches the inbox.
@@ -200,13 +202,14 @@ void CudaIpcTarget::handshake(Session& s, const std::vector<std::uint8_t>& msg) 
   if (!send_packet(s.sock.get(), end.buffer(), deadline).ok()) return drop(s);
   s.peer = from;
   s.ready = true;
+  s.link = revocation_->join(revocation_link(s));  // under mu_, with the regions it was sent
 }
 
 void CudaIpcTarget::drop(Session& s) {
   if (s.dead) return;
   s.dead = true;
   ::shutdown(s.sock.get(), SHUT_RDWR);  // the initiator sees EOF: its jobs fail (peer lost)
-  revoked_cv_.notify_all();
+  if (s.link) revocation_->leave(s.link);
 }
 
 }  // namespace kvferry::detail::cuda_ipc

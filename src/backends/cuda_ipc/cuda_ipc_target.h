@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,6 +17,7 @@
 
 #include "backends/cuda_ipc/cuda_ipc_wire.h"
 #include "core/backend.h"
+#include "core/revocation.h"
 
 namespace kvferry::detail::cuda_ipc {
 
@@ -44,12 +44,12 @@ class CudaIpcTarget {
   Status remove_region(std::uint64_t id);
 
  private:
-  struct Session {
-    UniqueFd sock;
+  struct Session : std::enable_shared_from_this<Session> {
+    UniqueFd sock;  // fixed from accept to destruction (drop only shuts it down)
     bool ready = false;
     bool dead = false;
     std::string peer;
-    std::uint64_t outstanding_revokes = 0;
+    TargetRevocation::LinkId link = 0;  // once ready
     Clock::time_point accepted = Clock::now();
   };
   CudaIpcTarget() = default;
@@ -57,7 +57,8 @@ class CudaIpcTarget {
   void accept_all();
   void on_readable(Session& s);
   void handshake(Session& s, const std::vector<std::uint8_t>& msg);
-  void drop(Session& s);
+  void drop(Session& s);  // mu_ held
+  TargetRevocation::Link revocation_link(Session& s);
 
   TargetConfig cfg_;
   std::string socket_name_;
@@ -67,9 +68,10 @@ class CudaIpcTarget {
   std::atomic<bool> running_{true};
 
   std::mutex mu_;  // regions_, sessions_ (the vector and each session's fields)
-  std::condition_variable revoked_cv_;
   std::map<std::uint64_t, ExportedRegion> regions_;
-  std::vector<std::unique_ptr<Session>> sessions_;
+  std::vector<std::shared_ptr<Session>> sessions_;
+  // Ready sessions, which hold our regions' handles: deregistration revokes them there.
+  std::unique_ptr<TargetRevocation> revocation_;
 };
 
 }  // namespace kvferry::detail::cuda_ipc

@@ -14,6 +14,7 @@
 #include "backends/shm/fd_passing.h"
 #include "backends/shm/shm_protocol.h"
 #include "core/byte_io.h"
+#include "core/revocation.h"
 #include "core/unix_socket.h"
 
 namespace kvferry::detail::shm {
@@ -221,11 +222,16 @@ void ShmInitiator::run() {
           s->fail(st.ok() ? Corrupt("unexpected message from the peer") : st);
           continue;
         }
-        s->on_revoke(id);
-        ByteWriter w;
-        w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
-        w.u64(id);
-        (void)send_message(fd, w.buffer(), {}, deadline_after(std::chrono::milliseconds(100)));
+        // Marked and drained in one step (on_revoke waits for the copies in flight).
+        Status confirmed = answer_revoke(id, [&](std::uint64_t region) { s->on_revoke(region); }, {},
+                                         [fd](std::uint64_t region) {
+                                           ByteWriter w;
+                                           w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
+                                           w.u64(region);
+                                           return send_message(fd, w.buffer(), {},
+                                                               deadline_after(std::chrono::milliseconds(100)));
+                                         });
+        if (!confirmed.ok()) s->fail(confirmed);  // the target cuts us off anyway
       }
     }
   }

@@ -17,14 +17,14 @@
 
 namespace kvferry::detail::shm {
 
-struct ShmTarget::Session {
-  UniqueFd sock;
+struct ShmTarget::Session : std::enable_shared_from_this<Session> {
+  UniqueFd sock;  // fixed from accept to destruction (drop only shuts it down)
   bool ready = false;  // hello done
   std::atomic<bool> dead{false};
   std::string peer;
   ControlBlock* cb = nullptr;
   UniqueFd peer_wake;  // the initiator's eventfd
-  std::uint64_t outstanding_revokes = 0;
+  TargetRevocation::LinkId link = 0;  // once ready
   Clock::time_point accepted = Clock::now();
   // With a shared secret: the handshake after the hello's challenge, and the hello with
   // its descriptors, processed once the initiator's proof checks out.
@@ -40,6 +40,7 @@ struct ShmTarget::Session {
 Result<std::unique_ptr<ShmTarget>> ShmTarget::start(TargetConfig config) {
   std::unique_ptr<ShmTarget> t(new ShmTarget());
   t->cfg_ = std::move(config);
+  t->revocation_ = std::make_unique<TargetRevocation>("shm", t->cfg_.peer_timeout);
   t->socket_name_ = unique_abstract_name("kvferry-shm");
   KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_, "shm"));
   t->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
@@ -77,39 +78,32 @@ Status ShmTarget::add_region(const RegionInfo& region) {
 }
 
 Status ShmTarget::remove_region(std::uint64_t id) {
-  std::unique_lock lock(mu_);
-  regions_.erase(id);
-  auto done = std::make_shared<bool>(false);  // outlives this call if the thread is late
-  commands_.push_back([this, id, done] {
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kRevoke));
-    w.u64(id);
-    std::lock_guard inner(mu_);
-    for (auto& s : sessions_) {
-      if (!s->ready || s->dead) continue;
-      if (send_message(s->sock.get(), w.buffer(), {}, deadline_after(std::chrono::milliseconds(100))).ok())
-        s->outstanding_revokes++;
-    }
-    *done = true;
-    revoked_cv_.notify_all();
-  });
-  ring_eventfd(wake_.get());
-  const auto deadline = Clock::now() + cfg_.peer_timeout;
-  revoked_cv_.wait_until(lock, deadline, [&] { return *done; });
-  bool confirmed = revoked_cv_.wait_until(lock, deadline, [&] {
-    for (auto& s : sessions_)
-      if (!s->dead && s->outstanding_revokes > 0) return false;
-    return true;
-  });
-  if (!confirmed) {
-    // An initiator that cannot confirm in time is cut off: its mappings die with it.
-    commands_.push_back([this] {
-      for (auto& s : sessions_)
-        if (!s->dead && s->outstanding_revokes > 0) drop(*s, "did not confirm a revoked region in time");
-    });
-    ring_eventfd(wake_.get());
+  {
+    std::lock_guard lock(mu_);
+    regions_.erase(id);  // sessions that connect from now on are not told of it
   }
+  revocation_->revoke(id);  // bounded: peer_timeout, then the silent ones are cut off
   return Status::Ok();
+}
+
+TargetRevocation::Link ShmTarget::revocation_link(Session& s) {
+  std::weak_ptr<Session> weak = s.weak_from_this();
+  return TargetRevocation::Link{
+      [weak](std::uint64_t region) -> Status {
+        auto live = weak.lock();
+        if (!live || live->dead) return PeerLost("shm: the initiator's session is closed");
+        ByteWriter w;
+        w.u16(static_cast<std::uint16_t>(MessageType::kRevoke));
+        w.u64(region);
+        return send_message(live->sock.get(), w.buffer(), {}, deadline_after(std::chrono::milliseconds(100)));
+      },
+      [this, weak](const std::string& why) {  // sessions are dropped on the engine thread
+        std::lock_guard lock(mu_);
+        commands_.push_back([this, weak, why] {
+          if (auto live = weak.lock()) drop(*live, why);
+        });
+        ring_eventfd(wake_.get());
+      }};
 }
 
 void ShmTarget::set_sleeping(bool sleeping) {
@@ -197,8 +191,7 @@ void ShmTarget::run() {
     std::lock_guard lock(mu_);
     for (auto& s : sessions_)
       if (!s->ready && !s->dead && Clock::now() - s->accepted > cfg_.peer_timeout) drop(*s, "no hello in time");
-    std::erase_if(sessions_, [](const std::unique_ptr<Session>& s) { return s->dead.load(); });
-    revoked_cv_.notify_all();
+    std::erase_if(sessions_, [](const std::shared_ptr<Session>& s) { return s->dead.load(); });
   }
 }
 
@@ -211,7 +204,7 @@ void ShmTarget::accept_all() {
       ::close(fd);
       continue;
     }
-    auto s = std::make_unique<Session>();
+    auto s = std::make_shared<Session>();
     s->sock.reset(fd);
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -231,11 +224,9 @@ void ShmTarget::on_session_readable(Session& s) {
   ByteReader r(msg);
   auto type = static_cast<MessageType>(r.u16());
   if (!s.ready) return handshake(s, msg, fds);
-  if (type == MessageType::kRevokeAck && r.ok()) {
-    std::lock_guard lock(mu_);
-    if (s.outstanding_revokes > 0) s.outstanding_revokes--;
-    revoked_cv_.notify_all();
-    return;
+  if (type == MessageType::kRevokeAck) {
+    const std::uint64_t region = r.u64();
+    if (r.ok() && r.remaining() == 0) return revocation_->confirmed(s.link, region);
   }
   drop(s, "unexpected message");
 }
@@ -316,12 +307,16 @@ void ShmTarget::handshake(Session& s, std::vector<std::uint8_t>& msg, std::vecto
   end.u16(static_cast<std::uint16_t>(MessageType::kRegionsEnd));
   if (!send_message(s.sock.get(), end.buffer(), {}, deadline).ok()) return drop(s, "regions end failed");
   s.ready = true;
+  s.link = revocation_->join(revocation_link(s));  // under mu_, with the regions it was sent
 }
 
 void ShmTarget::drop(Session& s, const std::string&) {
   if (s.dead.exchange(true)) return;
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.sock.get(), nullptr);
-  s.sock.reset();
+  // The initiator sees the hang-up now; the fd closes with the session (a revoke being
+  // sent from another thread may still hold it).
+  ::shutdown(s.sock.get(), SHUT_RDWR);
+  if (s.link) revocation_->leave(s.link);
 }
 
 }  // namespace kvferry::detail::shm
