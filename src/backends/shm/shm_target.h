@@ -17,6 +17,7 @@
 
 #include "backends/shm/shm_ring.h"
 #include "core/backend.h"
+#include "core/host_link.h"
 #include "core/peer_auth.h"
 #include "core/revocation.h"
 #include "core/socket_util.h"
@@ -56,6 +57,7 @@ class ShmTarget {
 
   TargetConfig cfg_;
   std::string socket_name_;
+  std::shared_ptr<const HostLinkConfig> link_;
   UniqueFd listener_;
   UniqueFd epoll_;
   UniqueFd wake_;  // rung by initiators (and by us to stop / run commands)
