@@ -328,14 +328,12 @@ void CudaIpcSession::on_readable() {
   Status st = recv_packet(sock_.get(), &msg, Clock::now());
   if (st.code() == StatusCode::kTimeout) return;
   if (!st.ok()) return fail(st);
+  if (auto region = parse_host_revoke(msg, HostMessage::kRevoke)) return on_revoke(*region);
   ByteReader r(msg);
   const auto type = static_cast<MessageType>(r.u16());
   const std::uint64_t value = r.u64();
-  const bool ack = type == MessageType::kNotifyAck;
-  if (!r.ok() || (ack ? r.remaining() > kMaxAckReason : r.remaining() != 0))
-    return fail(Corrupt("malformed message from the peer"));
-  if (type == MessageType::kRevoke) return on_revoke(value);
-  if (!ack) return fail(Corrupt("unexpected message from the peer"));
+  if (!r.ok() || type != MessageType::kNotifyAck || r.remaining() > kMaxAckReason)
+    return fail(Corrupt("unexpected or malformed message from the peer"));
   // An ack with text: the peer's inbox refused the notification, and says why.
   peer_session_.on_answer(value, r.str(r.remaining()));
 }
@@ -360,10 +358,8 @@ void CudaIpcSession::on_revoke(std::uint64_t id) {
     if (PeerRegion* r = regions_.find(region)) close_handles(r->value.handle);
   };
   const auto confirm = [this](std::uint64_t region) {
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
-    w.u64(region);
-    return send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout));
+    return send_packet(sock_.get(), host_revoke_message(HostMessage::kRevokeAck, region),
+                       deadline_after(cfg_.peer_timeout));
   };
   if (Status s = answer_revoke(id, mark, drain, confirm); !s.ok()) fail(s);
 }

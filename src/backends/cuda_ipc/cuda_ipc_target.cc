@@ -28,6 +28,8 @@ Result<std::unique_ptr<CudaIpcTarget>> CudaIpcTarget::start(TargetConfig config)
   std::unique_ptr<CudaIpcTarget> t(new CudaIpcTarget());
   t->cfg_ = std::move(config);
   t->revocation_ = std::make_unique<TargetRevocation>("cuda_ipc", t->cfg_.peer_timeout);
+  t->link_ = std::make_shared<HostLinkConfig>(
+      HostLinkConfig{"cuda_ipc", kProtocolVersion, t->cfg_.agent_name, t->cfg_.secret, t->cfg_.peer_timeout});
   t->socket_name_ = unique_abstract_name("kvferry-cuda-ipc");
   KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_, "cuda_ipc"));
   KVF_ASSIGN_OR_RETURN(t->wake_, make_eventfd("cuda_ipc"));
@@ -77,13 +79,11 @@ TargetRevocation::Link CudaIpcTarget::revocation_link(Session& s) {
   std::weak_ptr<Session> weak = s.weak_from_this();
   return TargetRevocation::Link{
       [this, weak](std::uint64_t region) -> Status {
-        ByteWriter w;
-        w.u16(static_cast<std::uint16_t>(MessageType::kRevoke));
-        w.u64(region);
         std::lock_guard lock(mu_);
         auto live = weak.lock();
         if (!live || live->dead) return PeerLost("cuda_ipc: the initiator's session is closed");
-        return send_packet(live->sock.get(), w.buffer(), deadline_after(kSendBound));
+        return send_packet(live->sock.get(), host_revoke_message(HostMessage::kRevoke, region),
+                           deadline_after(kSendBound));
       },
       [this, weak](const std::string&) {
         std::lock_guard lock(mu_);
@@ -124,15 +124,10 @@ void CudaIpcTarget::run() {
 }
 
 void CudaIpcTarget::accept_all() {
-  for (;;) {
-    int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) return;
-    if (!peer_is_ours(fd)) {
-      ::close(fd);  // only processes of our own user may open our memory
-      continue;
-    }
+  for (UniqueFd& sock : accept_host_links(listener_.get())) {  // our user's processes only
     auto s = std::make_shared<Session>();
-    s->sock.reset(fd);
+    s->sock = std::move(sock);
+    s->acceptor = std::make_unique<HostLinkAcceptor>(link_, 0);
     std::lock_guard lock(mu_);
     sessions_.push_back(std::move(s));
   }
@@ -144,13 +139,12 @@ void CudaIpcTarget::on_readable(Session& s) {
   if (st.code() == StatusCode::kTimeout) return;
   std::lock_guard lock(mu_);
   if (!st.ok() || s.dead) return drop(s);
-  if (!s.ready) return handshake(s, msg);
+  if (!s.ready) return handshake(s, std::move(msg));
+  if (auto region = parse_host_revoke(msg, HostMessage::kRevokeAck)) return revocation_->confirmed(s.link, *region);
   ByteReader r(msg);
   const auto type = static_cast<MessageType>(r.u16());
   const std::uint64_t value = r.u64();
-  if (!r.ok()) return drop(s);
-  if (type == MessageType::kRevokeAck) return revocation_->confirmed(s.link, value);
-  if (type != MessageType::kNotify || r.remaining() > cfg_.max_notification_bytes) return drop(s);
+  if (!r.ok() || type != MessageType::kNotify || r.remaining() > cfg_.max_notification_bytes) return drop(s);
   // The initiator sends this only after its copies completed (CUDA event), so the data
   // is visible in our memory before the message reaches the inbox.
   Status kept = cfg_.deliver(s.peer, r.str(r.remaining()));
@@ -163,44 +157,29 @@ void CudaIpcTarget::on_readable(Session& s) {
   }
 }
 
-void CudaIpcTarget::handshake(Session& s, const std::vector<std::uint8_t>& msg) {
-  ByteReader r(msg);
-  const auto type = static_cast<MessageType>(r.u16());
-  const std::uint32_t version = r.u32();
-  const std::string target = r.str(r.u16());
-  const std::string from = r.str(r.u16());
-  auto answer = [&](bool ok, const std::string& why) {
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kHelloAck));
-    w.u8(ok ? 1 : 0);
-    w.str(why);
-    return send_packet(s.sock.get(), w.buffer(), deadline_after(kSendBound));
-  };
-  std::string refusal;
-  if (!r.ok() || type != MessageType::kHello || version != kProtocolVersion || from.empty()) refusal = "malformed hello";
-  else if (target != cfg_.agent_name) refusal = "this is agent '" + cfg_.agent_name + "', not '" + target + "'";
-  if (!refusal.empty()) {
-    (void)answer(false, refusal);
-    return drop(s);
-  }
+void CudaIpcTarget::handshake(Session& s, std::vector<std::uint8_t> msg) {
+  // Hello, version, names and authentication: the core's part (core/host_link.h).
+  Result<bool> accepted = s.acceptor->on_message(s.sock.get(), std::move(msg), {});
+  if (!accepted.ok()) return drop(s);
+  if (!*accepted) return;  // a challenge went out; the proof comes next
   const Deadline deadline = deadline_after(cfg_.peer_timeout);
-  if (!answer(true, "").ok()) return drop(s);
+  if (!s.acceptor->answer(s.sock.get(), {}, deadline).ok()) return drop(s);
   for (const auto& [id, e] : regions_) {
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kRegion));
-    w.u64(id);
-    w.u32(e.info.device);
-    w.u64(e.info.address);
-    w.u64(e.info.length);
-    w.u64(e.offset);
-    w.u64(e.alloc_size);
-    w.raw(e.handle, kIpcHandleBytes);
-    if (!send_packet(s.sock.get(), w.buffer(), deadline).ok()) return drop(s);
+    ByteWriter payload;
+    payload.u32(e.info.device);
+    payload.u64(e.offset);
+    payload.u64(e.alloc_size);
+    payload.raw(e.handle, kIpcHandleBytes);
+    AnnouncedRegion r;
+    r.id = id;
+    r.address = e.info.address;
+    r.length = e.info.length;
+    r.payload = payload.buffer();
+    if (!send_host_region(s.sock.get(), r, -1, deadline, "cuda_ipc").ok()) return drop(s);
   }
-  ByteWriter end;
-  end.u16(static_cast<std::uint16_t>(MessageType::kRegionsEnd));
-  if (!send_packet(s.sock.get(), end.buffer(), deadline).ok()) return drop(s);
-  s.peer = from;
+  if (!send_host_regions_end(s.sock.get(), deadline, "cuda_ipc").ok()) return drop(s);
+  s.peer = s.acceptor->peer();
+  s.acceptor.reset();
   s.ready = true;
   s.link = revocation_->join(revocation_link(s));  // under mu_, with the regions it was sent
 }

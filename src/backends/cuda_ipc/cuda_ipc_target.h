@@ -26,6 +26,7 @@ struct TargetConfig {
   std::chrono::milliseconds peer_timeout{5000};
   std::size_t max_notification_bytes = 64 * 1024;
   DeliverNotification deliver;
+  std::shared_ptr<const SharedSecret> secret;  // null: initiators are not authenticated
 };
 
 struct ExportedRegion {
@@ -50,18 +51,20 @@ class CudaIpcTarget {
     bool dead = false;
     std::string peer;
     TargetRevocation::LinkId link = 0;  // once ready
+    std::unique_ptr<HostLinkAcceptor> acceptor;  // until ready
     Clock::time_point accepted = Clock::now();
   };
   CudaIpcTarget() = default;
   void run();
   void accept_all();
   void on_readable(Session& s);
-  void handshake(Session& s, const std::vector<std::uint8_t>& msg);
+  void handshake(Session& s, std::vector<std::uint8_t> msg);  // mu_ held
   void drop(Session& s);  // mu_ held
   TargetRevocation::Link revocation_link(Session& s);
 
   TargetConfig cfg_;
   std::string socket_name_;
+  std::shared_ptr<const HostLinkConfig> link_;
   UniqueFd listener_;
   UniqueFd wake_;  // eventfd: stop
   std::thread thread_;
