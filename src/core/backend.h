@@ -111,7 +111,9 @@ class BackendConnection {
   // job finishes. An error return means the job was not started (finish not called).
   virtual Status post(const std::shared_ptr<TransferJob>& job) = 0;
   // Stops a job. On return the backend touches none of the job's local memory and has
-  // finished the job (Cancelled) unless it had finished before.
+  // finished the job (Cancelled) unless it had finished before. Whatever finishes a job
+  // (success, failure, cancel), the backend calls finish only once it touches none of
+  // the job's local memory any more: callers reuse that memory from the finish hook.
   virtual void cancel(const std::shared_ptr<TransferJob>& job) = 0;
   // Standalone notification.
   virtual Status notify(std::string_view message) = 0;
