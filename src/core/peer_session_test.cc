@@ -165,5 +165,127 @@ TEST(PeerSession, NoJobOutlivesALossThatRacesWithIt) {
   }
 }
 
+// A notification sent ahead of its bytes (tcp): the job finishes on the later of the
+// bytes' settle() and the peer's answer, whichever order they come in.
+TEST(PeerSession, AnnouncedNotificationFinishesOnTheLaterOfBytesAndAnswer) {
+  PeerSession s("tcp", "b", 1000ms);
+  Sent sent;
+  auto answer_first = make_job("a"), bytes_first = make_job("b");
+  const std::uint64_t r1 = s.new_request(), r2 = s.new_request();
+  ASSERT_TRUE(s.announce(answer_first, r1));
+  ASSERT_TRUE(s.announce(bytes_first, r2));
+  EXPECT_TRUE(s.awaiting());
+
+  s.on_answer(r1, "");
+  EXPECT_FALSE(answer_first->finished());  // its bytes are not all acknowledged yet
+  s.settle(answer_first, Status::Ok(), sent.fn());
+  ASSERT_TRUE(answer_first->finished());
+  EXPECT_TRUE(answer_first->result().ok());
+
+  s.settle(bytes_first, Status::Ok(), sent.fn());
+  EXPECT_FALSE(bytes_first->finished());
+  s.on_answer(r2, "inbox full");
+  ASSERT_TRUE(bytes_first->finished());
+  EXPECT_EQ(bytes_first->result().message(), "peer 'b' did not keep the notification: inbox full");
+  EXPECT_TRUE(sent.messages.empty());  // announced notifications went with their bytes
+  EXPECT_FALSE(s.awaiting());
+}
+
+TEST(PeerSession, AnnouncedJobTakesTheBytesErrorOverTheAnswer) {
+  PeerSession s("tcp", "b", 1000ms);
+  Sent sent;
+  auto job = make_job("n");
+  const std::uint64_t req = s.new_request();
+  ASSERT_TRUE(s.announce(job, req));
+  s.on_answer(req, "the transfer failed there");
+  s.settle(job, RemoteError("write refused: not registered"), sent.fn());
+  ASSERT_TRUE(job->finished());
+  EXPECT_EQ(job->result().message(), "write refused: not registered");
+  auto early = make_job("n");  // an error before any answer finishes it at once too
+  ASSERT_TRUE(s.announce(early, s.new_request()));
+  s.settle(early, IoError("short write"), sent.fn());
+  ASSERT_TRUE(early->finished());
+  EXPECT_EQ(early->result().message(), "short write");
+  EXPECT_FALSE(s.awaiting());
+}
+
+// Until its bytes settle an announced job has no answer deadline (they may take long:
+// the activity check bounds them); from settle() on it has peer_timeout.
+TEST(PeerSession, AnnouncedAnswerIsTimedFromSettle) {
+  PeerSession s("tcp", "b", 20ms);
+  Sent sent;
+  auto job = make_job("n");
+  ASSERT_TRUE(s.announce(job, s.new_request()));
+  std::this_thread::sleep_for(40ms);
+  s.check_deadlines();
+  EXPECT_FALSE(job->finished());
+  EXPECT_FALSE(s.dead());
+  s.settle(job, Status::Ok(), sent.fn());
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!job->finished() && std::chrono::steady_clock::now() - t0 < 2s) {
+    std::this_thread::sleep_for(5ms);
+    s.check_deadlines();
+  }
+  ASSERT_TRUE(job->finished());
+  EXPECT_EQ(job->result().message(), "tcp peer 'b': no acknowledgement for 20 ms");
+}
+
+TEST(PeerSession, RequestIdsAreOneSpaceAndForgetNamesTheAwaitedOne) {
+  PeerSession s("tcp", "b", 1000ms);
+  Sent sent;
+  const std::uint64_t own = s.new_request();
+  EXPECT_NE(own, 0u);
+  auto job = make_job("n");
+  s.settle(job, Status::Ok(), sent.fn());
+  ASSERT_EQ(sent.messages.size(), 1u);
+  EXPECT_NE(sent.messages[0].first, own);
+  EXPECT_NE(s.new_request(), sent.messages[0].first);
+  EXPECT_EQ(s.forget(job), sent.messages[0].first);
+  EXPECT_EQ(s.forget(job), 0u);
+  auto announced = make_job("m");
+  const std::uint64_t req = s.new_request();
+  ASSERT_TRUE(s.announce(announced, req));
+  EXPECT_EQ(s.forget(announced), req);
+  EXPECT_FALSE(s.awaiting());
+  s.fail(IoError("gone"));
+  EXPECT_FALSE(s.announce(make_job("late"), s.new_request()));  // nothing registers on a lost session
+  EXPECT_FALSE(s.awaiting());
+}
+
+TEST(PeerSession, LossFinishesAnnouncedJobs) {
+  int closed = 0;
+  PeerSession s("tcp", "b", 1000ms, [&] { ++closed; });
+  auto job = make_job("n");
+  ASSERT_TRUE(s.announce(job, s.new_request()));
+  s.fail(PeerLost("connection closed by peer"));
+  ASSERT_TRUE(job->finished());
+  EXPECT_EQ(job->result().message(), "tcp peer 'b': connection closed by peer");
+  EXPECT_EQ(closed, 1);
+}
+
+// The activity clock, with explicit times: idle links are not timed; a busy link pings
+// after a quarter of peer_timeout without progress (not more often), and is lost after
+// all of it; progress restarts the clock.
+TEST(PeerSession, ActivityPingsThenLosesABusySilentPeer) {
+  int closed = 0;
+  PeerSession s("tcp", "b", 1000ms, [&] { ++closed; });
+  using A = PeerSession::Activity;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(s.check_activity(false, t0 + 10s), A::kFine);  // idle: restarts at t0 + 10 s
+  const auto t = t0 + 10s;
+  EXPECT_EQ(s.check_activity(true, t + 200ms), A::kFine);
+  EXPECT_EQ(s.check_activity(true, t + 260ms), A::kPingDue);
+  EXPECT_EQ(s.check_activity(true, t + 300ms), A::kFine);  // pinged 40 ms ago
+  EXPECT_EQ(s.check_activity(true, t + 520ms), A::kPingDue);
+  s.note_progress(t + 600ms);
+  EXPECT_EQ(s.check_activity(true, t + 800ms), A::kFine);  // 200 ms quiet
+  EXPECT_EQ(s.check_activity(true, t + 1500ms), A::kPingDue);
+  EXPECT_FALSE(s.dead());
+  EXPECT_EQ(s.check_activity(true, t + 1601ms), A::kLost);
+  EXPECT_TRUE(s.dead());
+  EXPECT_EQ(closed, 1);
+  EXPECT_EQ(s.health().message(), "tcp peer 'b': no progress for 1000 ms");
+}
+
 }  // namespace
 }  // namespace kvferry::detail

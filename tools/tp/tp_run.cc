@@ -55,7 +55,12 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
     failed.decode_rank = d;
     failed.failed = true;
     if (report.ok() && report->type == ControlType::kResult) {
-      failed = TpRankResult::from_json(report->body);
+      Result<TpRankResult> parsed = TpRankResult::from_json(report->body);
+      if (parsed.ok()) {
+        failed = std::move(parsed).value();
+      } else {
+        failed.message = parsed.status().to_string();
+      }
     } else {
       failed.message = report.ok() ? "reported " + control_type_name(static_cast<std::uint32_t>(report->type))
                                    : report.status().to_string();
@@ -103,8 +108,10 @@ Result<std::vector<TpRankResult>> run_tp_ranks(const TpRunSpec& spec) {
       result.message = report.status().to_string();
     } else if (report->type != ControlType::kResult) {
       result.message = "reported " + control_type_name(static_cast<std::uint32_t>(report->type));
+    } else if (Result<TpRankResult> parsed = TpRankResult::from_json(report->body); parsed.ok()) {
+      result = std::move(parsed).value();
     } else {
-      result = TpRankResult::from_json(report->body);
+      result.message = parsed.status().to_string();
     }
     results.push_back(std::move(result));
   }

@@ -141,27 +141,4 @@ Result<TpRunSpec> TpRunSpec::from_json(const std::string& text) {
   return s;
 }
 
-nlohmann::json TpRankResult::to_json() const {
-  return nlohmann::json{{"decode_rank", decode_rank}, {"sources", sources}, {"bytes", bytes},   {"ms", ms},
-                        {"start_ns", start_ns},       {"end_ns", end_ns},   {"path", path},     {"pieces", pieces},
-                        {"scatter_ms", scatter_ms},   {"verified", verified}, {"message", message}, {"failed", failed}};
-}
-
-TpRankResult TpRankResult::from_json(const nlohmann::json& j) {
-  TpRankResult r;
-  r.decode_rank = j.value("decode_rank", 0u);
-  r.sources = j.value("sources", std::vector<std::string>{});
-  r.bytes = j.value("bytes", 0ull);
-  r.ms = j.value("ms", std::vector<double>{});
-  r.start_ns = j.value("start_ns", std::vector<std::int64_t>{});
-  r.end_ns = j.value("end_ns", std::vector<std::int64_t>{});
-  r.path = j.value("path", std::string());
-  r.pieces = j.value("pieces", 0ull);
-  r.scatter_ms = j.value("scatter_ms", 0.0);
-  r.verified = j.value("verified", false);
-  r.message = j.value("message", std::string());
-  r.failed = j.value("failed", true);
-  return r;
-}
-
 }  // namespace kvferry::cli

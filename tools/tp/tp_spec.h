@@ -1,6 +1,6 @@
 // tp_spec.h — one heterogeneous-TP run of `kvferry tp-demo` and `bench --tp`: the model,
 // the two TP groups, the pools' layouts, the path; what each spawned rank is told (as
-// JSON on its command line) and what a decode rank reports back.
+// JSON on its command line); what a decode rank reports back is tp_rank_result.h.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,7 @@
 
 #include "kvferry/kv/tp_transfer.h"
 #include "kvferry/kvferry.h"
+#include "tp/tp_rank_result.h"
 
 namespace kvferry::cli {
 
@@ -59,24 +60,6 @@ struct TpRunSpec {
 
   nlohmann::json to_json() const;
   static Result<TpRunSpec> from_json(const std::string& text);
-};
-
-// What a decode rank reports (one JSON line).
-struct TpRankResult {
-  std::uint32_t decode_rank = 0;
-  std::vector<std::string> sources;
-  std::uint64_t bytes = 0;  // per request
-  std::vector<double> ms;   // per request, expect() to complete
-  std::vector<std::int64_t> start_ns, end_ns;  // steady clock (CLOCK_MONOTONIC), per request
-  std::string path;
-  std::uint64_t pieces = 0;
-  double scatter_ms = 0;
-  bool verified = false;
-  std::string message;  // the verification failure or the error
-  bool failed = false;  // an error, not a verification failure
-
-  nlohmann::json to_json() const;
-  static TpRankResult from_json(const nlohmann::json& j);
 };
 
 }  // namespace kvferry::cli

@@ -11,6 +11,7 @@
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
 #include "core/byte_io.h"
+#include "core/session_connection.h"
 
 namespace kvferry::detail::tcp {
 namespace {
@@ -42,30 +43,30 @@ Result<Settings> parse_settings(const BackendContext& ctx) {
   return s;
 }
 
-class TcpConnection final : public BackendConnection {
+// An initiator's session as its SessionConnection sees it: the engine moves the bytes;
+// health is the session's PeerSession, readable from any thread.
+class TcpLink {
  public:
-  TcpConnection(std::shared_ptr<TcpEngine> engine, std::uint64_t session, std::shared_ptr<SessionStatus> status)
-      : engine_(std::move(engine)), session_(session), status_(std::move(status)) {}
-  ~TcpConnection() override { engine_->close_session(session_); }
+  TcpLink(std::shared_ptr<TcpEngine> engine, std::uint64_t session, std::shared_ptr<PeerSession> peer)
+      : engine_(std::move(engine)), session_(session), peer_(std::move(peer)) {}
 
-  Status post(const std::shared_ptr<TransferJob>& job) override {
+  Status post(const std::shared_ptr<TransferJob>& job) {
     KVF_RETURN_IF_ERROR(health());
     return engine_->post(session_, job);
   }
-  void cancel(const std::shared_ptr<TransferJob>& job) override { engine_->cancel(session_, job); }
-  Status notify(std::string_view message) override {
+  void cancel(const std::shared_ptr<TransferJob>& job) { engine_->cancel(session_, job); }
+  Status notify(std::string_view message) {
     KVF_RETURN_IF_ERROR(health());
     return engine_->notify(session_, std::string(message));
   }
-  Status health() const override {
-    std::lock_guard lock(status_->mu);
-    return status_->lost;
-  }
+  Status health() const { return peer_->health(); }
+  // On the engine thread, which owns the streams (the PeerSession's loss closes them).
+  void fail(const Status& why) { engine_->close_session(session_, why); }
 
  private:
   std::shared_ptr<TcpEngine> engine_;
   const std::uint64_t session_;
-  std::shared_ptr<SessionStatus> status_;
+  std::shared_ptr<PeerSession> peer_;
 };
 
 class TcpBackend final : public Backend {
@@ -171,9 +172,9 @@ Result<std::unique_ptr<BackendConnection>> TcpBackend::connect(const PeerEndpoin
                                                   std::to_string(port));
     fds.push_back(std::move(fd).value());
   }
-  auto status = std::make_shared<SessionStatus>();
-  KVF_RETURN_IF_ERROR(engine_->add_session(session_id, peer.agent_name, std::move(fds), status));
-  return std::unique_ptr<BackendConnection>(new TcpConnection(engine_, session_id, status));
+  KVF_ASSIGN_OR_RETURN(auto peer_session, engine_->add_session(session_id, peer.agent_name, std::move(fds)));
+  return std::unique_ptr<BackendConnection>(std::make_unique<SessionConnection<TcpLink>>(
+      std::make_shared<TcpLink>(engine_, session_id, std::move(peer_session))));
 }
 
 Result<std::unique_ptr<Backend>> create_tcp_backend(const BackendContext& ctx) {

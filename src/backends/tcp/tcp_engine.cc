@@ -60,15 +60,15 @@ Status TcpEngine::run_sync(std::function<Status()> fn) {
   return future.get();
 }
 
-Status TcpEngine::add_session(std::uint64_t session_id, std::string peer, std::vector<UniqueFd> fds,
-                              std::shared_ptr<SessionStatus> status) {
+Result<std::shared_ptr<PeerSession>> TcpEngine::add_session(std::uint64_t session_id, std::string peer,
+                                                            std::vector<UniqueFd> fds) {
   auto shared_fds = std::make_shared<std::vector<UniqueFd>>(std::move(fds));
-  return run_sync([this, session_id, peer = std::move(peer), shared_fds, status]() -> Status {
+  std::shared_ptr<PeerSession> made;
+  Status added = run_sync([this, session_id, peer = std::move(peer), shared_fds, &made]() mutable -> Status {
     auto ss = std::make_unique<Session>();
     ss->key = session_id;
     ss->initiator = true;
-    ss->peer = peer;
-    ss->status = status;
+    made = ss->peer_session = new_peer_session(*ss, std::move(peer));
     for (auto& fd : *shared_fds) {
       auto st = std::make_unique<Stream>();
       st->fd = std::move(fd);
@@ -83,12 +83,19 @@ Status TcpEngine::add_session(std::uint64_t session_id, std::string peer, std::v
     sessions_[session_id] = std::move(ss);
     return Status::Ok();
   });
+  if (!added.ok()) return added;
+  return made;
 }
 
-void TcpEngine::close_session(std::uint64_t session_id) {
-  run_sync([this, session_id] {
+std::shared_ptr<PeerSession> TcpEngine::new_peer_session(Session& ss, std::string peer) {
+  return std::make_shared<PeerSession>("tcp", std::move(peer), cfg_.peer_timeout,
+                                       [this, s = &ss] { release_session(*s); });
+}
+
+void TcpEngine::close_session(std::uint64_t session_id, const Status& why) {
+  run_sync([this, session_id, why] {
     auto it = sessions_.find(session_id);
-    if (it != sessions_.end()) fail_session(*it->second, PeerLost("connection to peer closed locally"));
+    if (it != sessions_.end()) fail_session(*it->second, why);
     return Status::Ok();
   }).ok();
 }
@@ -109,7 +116,8 @@ Status TcpEngine::post(std::uint64_t session_id, std::shared_ptr<TransferJob> jo
     // The engine sleeps in epoll_wait: do its work here, after whatever was queued first.
     run_commands();
     auto it = sessions_.find(session_id);
-    if (it == sessions_.end() || it->second->dead) return PeerLost("connection to peer is closed");
+    if (it == sessions_.end() || it->second->peer_session->dead())
+      return PeerLost("connection to peer is closed");
     start_job(*it->second, std::move(job));
     return Status::Ok();
   }
@@ -118,7 +126,7 @@ Status TcpEngine::post(std::uint64_t session_id, std::shared_ptr<TransferJob> jo
   if (stopping_) return Unavailable("tcp backend is shut down");
   commands_.push_back([this, session_id, job = std::move(job)]() mutable {
     auto it = sessions_.find(session_id);
-    if (it == sessions_.end() || it->second->dead) {
+    if (it == sessions_.end() || it->second->peer_session->dead()) {
       job->finish(PeerLost("connection to peer is closed"));
       return;
     }
@@ -132,8 +140,14 @@ void TcpEngine::cancel(std::uint64_t session_id, const std::shared_ptr<TransferJ
   run_sync([this, session_id, job] {
     auto it = sessions_.find(session_id);
     if (it == sessions_.end()) return Status::Ok();
-    auto r = it->second->req_of_job.find(job.get());
-    if (r != it->second->req_of_job.end()) abort_request(*it->second, r->second, Cancelled("transfer cancelled"));
+    Session& ss = *it->second;
+    if (auto r = ss.req_of_job.find(job.get()); r != ss.req_of_job.end()) {
+      abort_request(ss, r->second, Cancelled("transfer cancelled"));
+    } else if (std::uint64_t note = ss.peer_session->forget(job); note != 0) {
+      // Its bytes are all in place; its notification is not sent yet or not answered.
+      drop_unsent(ss, note);
+      job->finish(Cancelled("transfer cancelled"));
+    }
     return Status::Ok();
   }).ok();
 }
@@ -141,7 +155,8 @@ void TcpEngine::cancel(std::uint64_t session_id, const std::shared_ptr<TransferJ
 Status TcpEngine::notify(std::uint64_t session_id, std::string message) {
   return run_sync([this, session_id, message = std::move(message)]() mutable -> Status {
     auto it = sessions_.find(session_id);
-    if (it == sessions_.end() || it->second->dead) return PeerLost("connection to peer is closed");
+    if (it == sessions_.end() || it->second->peer_session->dead())
+      return PeerLost("connection to peer is closed");
     Stream& s = *it->second->streams.front();
     queue_frame(s, make_message_frame(FrameType::kNotify, 0, std::move(message)));
     return Status::Ok();
@@ -226,7 +241,7 @@ void TcpEngine::update_interest(Stream& s) {
 }
 
 void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
-  const std::uint64_t req = ss.next_req++;
+  const std::uint64_t req = ss.peer_session->new_request();
   InitiatorRequest& r = ss.requests[req];
   r.job = job;
   ss.req_of_job[job.get()] = req;
@@ -281,24 +296,33 @@ void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
     ss.streams[si]->out.back().h.flags |= kFlagLast;
     r.acks_pending++;
   }
-  if (write && notify) {
+  // A write's notification goes with its bytes: the target holds it until they all
+  // landed (it counts them), saving the round trip of waiting for their acks first.
+  if (write && notify && ss.peer_session->announce(job, req)) {
     OutFrame f = make_message_frame(FrameType::kNotify, req, *job->notification());
     f.h.addr = job->total_bytes();
     queue_frame(*ss.streams[first], std::move(f));
-    r.notify_pending = true;
-    r.notify_sent = true;
   }
   for (std::size_t si = 0; si < nstreams; ++si) {
     if (!used[si]) continue;
     update_interest(*ss.streams[si]);
     on_writable(*ss.streams[si]);  // start sending now, saving an epoll round trip
-    if (ss.dead) return;
+    if (ss.peer_session->dead()) return;
   }
 }
 
 void TcpEngine::abort_request(Session& ss, std::uint64_t req, const Status& why) {
   auto it = ss.requests.find(req);
   if (it == ss.requests.end()) return;
+  drop_unsent(ss, req);
+  auto job = std::move(it->second.job);
+  ss.peer_session->forget(job);  // an announced notification (dropped above if unsent)
+  ss.req_of_job.erase(job.get());
+  ss.requests.erase(it);
+  job->finish(why);
+}
+
+void TcpEngine::drop_unsent(Session& ss, std::uint64_t req) {
   const auto kWriteType = static_cast<std::uint8_t>(FrameType::kWrite);
   const auto kNotifyType = static_cast<std::uint8_t>(FrameType::kNotify);
   for (auto& st : ss.streams) {
@@ -320,10 +344,6 @@ void TcpEngine::abort_request(Session& ss, std::uint64_t req, const Status& why)
       st->sink = Sink::kDiscard;
     update_interest(*st);
   }
-  auto job = std::move(it->second.job);
-  ss.req_of_job.erase(job.get());
-  ss.requests.erase(it);
-  job->finish(why);
 }
 
 void TcpEngine::maybe_finish(Session& ss, std::uint64_t req) {
@@ -331,30 +351,24 @@ void TcpEngine::maybe_finish(Session& ss, std::uint64_t req) {
   if (it == ss.requests.end()) return;
   InitiatorRequest& r = it->second;
   if (r.acks_pending > 0 || r.reads_pending > 0) return;
-  if (r.error.ok() && r.job->notification() && !r.notify_sent) {
-    // A read's notification goes out once all of its data has arrived here.
-    r.notify_sent = r.notify_pending = true;
-    queue_frame(*ss.streams.front(), make_message_frame(FrameType::kNotify, req, *r.job->notification()));
-    return;
-  }
-  if (r.error.ok() && r.notify_pending) return;
   auto job = std::move(r.job);
-  Status result = r.error;
+  Status result = std::move(r.error);
   ss.req_of_job.erase(job.get());
   ss.requests.erase(it);
-  job->finish(std::move(result));
+  // Every byte is in place: a read's notification goes out now; an announced write's
+  // waits for its answer, if that has not come yet.
+  ss.peer_session->settle(job, std::move(result), [this, &ss](std::uint64_t note, std::string_view message) {
+    queue_frame(*ss.streams.front(), make_message_frame(FrameType::kNotify, note, std::string(message)));
+    return Status::Ok();
+  });
 }
 
-void TcpEngine::fail_session(Session& ss, const Status& why) {
-  if (ss.dead) return;
-  ss.dead = true;
-  Status lost = why.code() == StatusCode::kPeerLost ? why : PeerLost(why.message());
-  lost = lost.with_context("peer '" + ss.peer + "'");
-  if (ss.status) {
-    std::lock_guard lock(ss.status->mu);
-    ss.status->lost = lost;
-  }
-  // Sockets close first, so no byte lands in user memory once the jobs report failure.
+void TcpEngine::fail_session(Session& ss, const Status& why) { ss.peer_session->fail(why); }
+
+void TcpEngine::release_session(Session& ss) {
+  const Status lost = ss.peer_session->health();
+  // Sockets close first, so no byte lands in user memory once the jobs report failure
+  // (PeerSession::fail runs this before it finishes the jobs awaiting answers).
   for (auto& st : ss.streams) close_stream(*st);
   for (auto& [req, r] : ss.requests) r.job->finish(lost);
   ss.requests.clear();
@@ -376,19 +390,15 @@ void TcpEngine::check_timeouts() {
   const auto timeout = cfg_.peer_timeout;
   for (auto& [key, ssp] : sessions_) {
     Session& ss = *ssp;
-    if (ss.dead) continue;
-    bool busy = !ss.requests.empty();
+    PeerSession& peer = *ss.peer_session;
+    if (peer.dead()) continue;
+    bool busy = !ss.requests.empty() || peer.awaiting();
     for (auto& st : ss.streams) busy = busy || !st->out.empty();
-    if (!busy) {
-      ss.last_progress = now;  // idle sessions are not timed
-      continue;
-    }
-    if (now - ss.last_progress > timeout) {
-      fail_session(ss, PeerLost("no progress for " + std::to_string(timeout.count()) + " ms"));
-      continue;
-    }
-    if (ss.initiator && now - ss.last_progress > timeout / 4 && now - ss.last_ping > timeout / 4) {
-      ss.last_ping = now;
+    // Requests take as long as their bytes: timed by progress, with pings.
+    const PeerSession::Activity activity = peer.check_activity(busy, now);
+    if (activity == PeerSession::Activity::kLost) continue;
+    peer.check_deadlines();  // an answer overdue once the bytes were all in place
+    if (activity == PeerSession::Activity::kPingDue && ss.initiator && !peer.dead()) {
       Stream& s = *ss.streams.front();
       // A ping overtakes queued data (after a frame half sent) so the answer is prompt.
       auto pos = s.out.begin();

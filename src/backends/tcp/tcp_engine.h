@@ -26,8 +26,9 @@
 
 #include "backends/tcp/tcp_wire.h"
 #include "core/backend.h"
-#include "core/peer_auth.h"
 #include "core/device_stager.h"
+#include "core/peer_auth.h"
+#include "core/peer_session.h"
 #include "core/region_table.h"
 #include "core/socket_util.h"
 
@@ -54,21 +55,17 @@ struct Stream;
 struct OutFrame;
 enum class Sink;
 
-// Shared between a TcpConnection and the engine: the session's fate, readable anywhere.
-struct SessionStatus {
-  std::mutex mu;
-  Status lost;  // OK while alive
-};
-
 class TcpEngine {
  public:
   TcpEngine(EngineConfig config, UniqueFd listener);
   ~TcpEngine();  // stops the thread; fails every unfinished job
 
-  // Hands connected, handshaken stream sockets of a new outgoing session to the engine.
-  Status add_session(std::uint64_t session_id, std::string peer, std::vector<UniqueFd> fds,
-                     std::shared_ptr<SessionStatus> status);
-  void close_session(std::uint64_t session_id);
+  // Hands connected, handshaken stream sockets of a new outgoing session to the engine;
+  // returns the session's PeerSession (its health, for the connection).
+  Result<std::shared_ptr<PeerSession>> add_session(std::uint64_t session_id, std::string peer,
+                                                   std::vector<UniqueFd> fds);
+  // Fails the session (its jobs finish with PeerLost naming `why`) and closes its streams.
+  void close_session(std::uint64_t session_id, const Status& why);
   Status post(std::uint64_t session_id, std::shared_ptr<TransferJob> job);
   void cancel(std::uint64_t session_id, const std::shared_ptr<TransferJob>& job);
   Status notify(std::uint64_t session_id, std::string message);
@@ -91,11 +88,15 @@ class TcpEngine {
   void handle_payload_done(Stream& s);
   void start_job(Session& ss, std::shared_ptr<TransferJob> job);
   void abort_request(Session& ss, std::uint64_t req, const Status& why);
+  void drop_unsent(Session& ss, std::uint64_t req);  // of request `req`: unsent frames, reads' data
   void queue_frame(Stream& s, OutFrame frame);
   void close_stream(Stream& s);
   void process_hello(Stream& s);
   void maybe_finish(Session& ss, std::uint64_t req);
   void fail_session(Session& ss, const Status& why);
+  // A PeerSession whose loss releases `ss` (ss.key, ss.initiator set).
+  std::shared_ptr<PeerSession> new_peer_session(Session& ss, std::string peer);
+  void release_session(Session& ss);  // the engine's half of a loss (PeerSession's on_lost)
   void check_timeouts();
   void update_interest(Stream& s);
   const RegionInfo* find_region(std::uint64_t addr, std::uint64_t len) const;

@@ -179,7 +179,7 @@ void TcpEngine::handle_payload_done(Stream& s) {
     case FrameType::kReadReq: on_read_table(s); return;
     case FrameType::kNotify: {
       if (h.req == 0) {  // standalone: nobody waits for it; a refusal is counted by the inbox
-        (void)cfg_.deliver(ss->peer, std::move(s.buf));
+        (void)cfg_.deliver(ss->peer_session->peer(), std::move(s.buf));
         return;
       }
       if (ss->target_requests.size() >= kMaxTargetRequests && !ss->target_requests.count(h.req))
@@ -206,15 +206,10 @@ void TcpEngine::handle_payload_done(Stream& s) {
       it->second.reads_pending--;
       return maybe_finish(*ss, h.req);
     }
-    case FrameType::kNotifyAck: {
-      auto it = ss->requests.find(h.req);
-      if (it == ss->requests.end()) return;
-      it->second.notify_pending = false;
-      if ((h.flags & kFlagError) && it->second.error.ok())
-        it->second.error = RemoteError("peer did not keep the notification: " + s.buf);
-      else if (h.aux != 0 && it->second.error.ok())
-        it->second.error = RemoteError("peer did not deliver the notification: the transfer failed there");
-      return maybe_finish(*ss, h.req);
+    case FrameType::kNotifyAck: {  // with kFlagError, the payload says why the inbox refused it
+      std::string_view refusal = h.aux != 0 ? "the transfer failed there" : "";
+      if (h.flags & kFlagError) refusal = s.buf.empty() ? std::string_view("no reason given") : s.buf;
+      return ss->peer_session->on_answer(h.req, refusal);
     }
     case FrameType::kReqError: return abort_request(*ss, h.req, RemoteError(s.buf));
     default: return;
@@ -227,7 +222,7 @@ void TcpEngine::deliver_pending_notify(Session& ss, std::uint64_t req) {
   TargetRequest& tr = it->second;
   if (!tr.has_message || tr.received < tr.expected) return;
   // Every byte of the transfer has landed (all streams): now the message may be seen.
-  Status kept = tr.failed ? Status::Ok() : cfg_.deliver(ss.peer, std::move(tr.message));
+  Status kept = tr.failed ? Status::Ok() : cfg_.deliver(ss.peer_session->peer(), std::move(tr.message));
   Stream& s0 = *ss.streams.front();
   if (!kept.ok())  // the inbox refused it: the initiator's request fails with the reason
     queue_frame(s0, make_message_frame(FrameType::kNotifyAck, req, kept.message(), kFlagError));
@@ -286,12 +281,12 @@ void TcpEngine::process_hello(Stream& s) {
   auto known = accepted_by_remote_.find(session_id);
   if (known != accepted_by_remote_.end()) {
     ss = sessions_.at(known->second).get();
-    if (ss->peer != from || ss->streams.size() >= count) return refuse("inconsistent hello");
+    if (ss->peer_session->peer() != from || ss->streams.size() >= count) return refuse("inconsistent hello");
   } else {
     auto fresh = std::make_unique<Session>();
     fresh->key = next_local_key_++;
     fresh->initiator = false;
-    fresh->peer = from;
+    fresh->peer_session = new_peer_session(*fresh, from);
     fresh->remote_id = session_id;
     ss = fresh.get();
     accepted_by_remote_[session_id] = fresh->key;

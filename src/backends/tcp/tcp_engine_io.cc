@@ -52,7 +52,7 @@ void TcpEngine::on_readable(Stream& s) {
       if (errno == EAGAIN || errno == EINTR) return;
       return lost(PeerLost(std::string("receive failed: ") + std::strerror(errno)));
     }
-    if (s.session) s.session->last_progress = Clock::now();
+    if (s.session) s.session->peer_session->note_progress();
     std::uint64_t got = static_cast<std::uint64_t>(n);
     if (s.in_body) {
       const std::uint64_t c = std::min(got, body_want);
@@ -72,7 +72,7 @@ void TcpEngine::on_readable(Stream& s) {
         s.in_body = false;
         Session* ss = s.session;
         handle_payload_done(s);
-        if ((ss && ss->dead) || !s.fd.valid()) return;
+        if ((ss && ss->peer_session->dead()) || !s.fd.valid()) return;
         if (s.in_body) continue;  // a table was read; its data follows
       }
     }
@@ -81,7 +81,7 @@ void TcpEngine::on_readable(Stream& s) {
       s.hdr_have = 0;
       Session* ss = s.session;
       if (!handle_header(s)) return;
-      if ((ss && ss->dead) || !s.fd.valid()) return;
+      if ((ss && ss->peer_session->dead()) || !s.fd.valid()) return;
     }
   }
 }
@@ -118,7 +118,7 @@ void TcpEngine::on_writable(Stream& s) {
     }
     // Liveness: an initiator trusts only bytes it receives (a stopped peer's kernel still
     // accepts our pings); a target, which never pings, also counts what it sends.
-    if (s.session && !s.session->initiator) s.session->last_progress = Clock::now();
+    if (s.session && !s.session->initiator) s.session->peer_session->note_progress();
     std::uint64_t left = static_cast<std::uint64_t>(n);
     while (left > 0 && !s.out.empty()) {
       OutFrame& f = s.out.front();

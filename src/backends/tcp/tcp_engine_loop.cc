@@ -20,7 +20,7 @@ constexpr std::size_t kMaxPending = 256;
 
 void TcpEngine::loop() {
   epoll_event events[64];
-  bool busy = false;  // requests outstanding as of the last iteration
+  bool busy = false;  // requests or answers outstanding as of the last iteration
   while (running_) {
     const bool paused = accept_paused_until_ != Clock::time_point{};
     int timeout_ms = busy ? 50 : (paused ? 100 : (pending_.empty() ? 1000 : 200));
@@ -58,7 +58,7 @@ void TcpEngine::loop() {
     for (std::uint64_t key : dead_sessions_) sessions_.erase(key);
     dead_sessions_.clear();
     busy = false;
-    for (auto& [key, ss] : sessions_) busy = busy || !ss->requests.empty();
+    for (auto& [key, ss] : sessions_) busy = busy || !ss->requests.empty() || ss->peer_session->awaiting();
   }
   std::lock_guard engine(engine_mu_);
   std::lock_guard lock(cmd_mu_);

@@ -11,6 +11,9 @@
 
 namespace kvferry::detail::tcp {
 
+// One entry of a batch frame's segment table, on one side: where a chunk's bytes land
+// or come from. A wire unit, not a piece: the initiator cuts each TransferPiece into
+// chunks of at most chunk_bytes; the target sees only these, untrusted, from the peer.
 struct Segment {
   std::uint8_t* ptr;
   std::uint64_t len;

@@ -14,6 +14,7 @@
 #include "backends/tcp/tcp_wire.h"
 #include "core/device_stager.h"
 #include "core/peer_auth.h"
+#include "core/peer_session.h"
 #include "core/socket_util.h"
 #include "core/transfer_job.h"
 
@@ -98,12 +99,12 @@ struct Stream {
   bool authenticated = false;
 };
 
+// A job whose bytes are still moving. Once they are all acknowledged it goes to the
+// PeerSession (settle), which finishes it or keeps it until its notification's answer.
 struct InitiatorRequest {
   std::shared_ptr<TransferJob> job;
   std::uint32_t acks_pending = 0;
   std::uint64_t reads_pending = 0;
-  bool notify_pending = false;
-  bool notify_sent = false;
   Status error;
 };
 
@@ -118,14 +119,12 @@ struct TargetRequest {
 struct Session {
   std::uint64_t key = 0;
   bool initiator = false;
-  bool dead = false;
-  std::string peer;
+  // Health, request ids, answers awaited, activity: the core's part (an initiator's
+  // connection holds it too, for health). Every fail() of it runs on the engine thread
+  // (fail_session), so its on_lost releases this session's sockets and jobs there.
+  std::shared_ptr<PeerSession> peer_session;
   std::uint64_t remote_id = 0;
   std::vector<std::unique_ptr<Stream>> streams;
-  std::shared_ptr<SessionStatus> status;
-  Clock::time_point last_progress = Clock::now();
-  Clock::time_point last_ping = Clock::now();
-  std::uint64_t next_req = 1;
   std::uint32_t next_stream = 0;
   std::unordered_map<std::uint64_t, InitiatorRequest> requests;
   std::unordered_map<const TransferJob*, std::uint64_t> req_of_job;

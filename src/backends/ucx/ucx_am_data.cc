@@ -118,7 +118,7 @@ void UcxEngine::commit_am(Session& s, JobState& js) {
   ++s.tails;
   ++js.pending;
   if (!send_am(s.ep, kCommit, w.take(), nullptr).ok())
-    fail_link(s.link, PeerLost("ucx: committing a write to '" + s.peer + "' failed"));
+    fail_link(s.link, PeerLost("committing a write failed"));
 }
 
 void UcxEngine::on_commit_ack(const std::vector<std::uint8_t>& payload) {

@@ -22,7 +22,9 @@ void UcxEngine::on_challenge(const std::vector<std::uint8_t>& payload) {
   ByteReader r(payload);
   const std::uint64_t id = r.u64();
   auto it = sessions_.find(id);
-  if (!r.ok() || it == sessions_.end() || it->second->failed || it->second->hello_done || !it->second->auth) return;
+  if (!r.ok() || it == sessions_.end() || it->second->peer_session->dead() || it->second->hello_done ||
+      !it->second->auth)
+    return;
   Session& s = *it->second;
   auto proof = s.auth->respond(s.hello_bytes, r.take(r.remaining()), "peer '" + s.peer + "', ucx");
   s.auth.reset();  // one challenge per session
@@ -56,7 +58,7 @@ void UcxEngine::on_refuse(const std::vector<std::uint8_t>& payload) {
   const std::uint64_t id = r.u64();
   std::string why = r.str(std::min<std::size_t>(r.remaining(), 1024));
   auto it = sessions_.find(id);
-  if (!r.ok() || it == sessions_.end() || it->second->failed || it->second->hello_done) return;
+  if (!r.ok() || it == sessions_.end() || it->second->peer_session->dead() || it->second->hello_done) return;
   fail_session(*it->second, RemoteError("ucx: peer '" + it->second->peer + "' refused the connection: " + why));
 }
 

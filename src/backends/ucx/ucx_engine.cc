@@ -70,7 +70,7 @@ UcxEngine::~UcxEngine() {
   if (thread_.joinable()) {
     submit([this] {
       for (auto& [id, s] : sessions_) {
-        if (!s->closed) fail_session(*s, PeerLost("ucx: the agent is shutting down"));
+        if (!s->closed) fail_session(*s, PeerLost("the agent is shutting down"));
       }
       std::vector<std::uint64_t> ids;
       for (auto& [id, t] : targets_) ids.push_back(id);
@@ -169,10 +169,7 @@ void UcxEngine::handle_deferred() {
     auto failed = std::move(failed_eps_);
     failed_eps_.clear();
     for (auto& [tag, status] : failed) {
-      std::string who = "a peer";
-      for (auto& [id, s] : sessions_)
-        if (s->link == tag.link) who = "peer '" + s->peer + "'";
-      fail_link(tag.link, PeerLost("ucx: lost " + who + ": " + ucs_status_string(status)));
+      fail_link(tag.link, PeerLost(std::string("the link failed: ") + ucs_status_string(status)));
     }
   }
   while (!incoming_.empty()) {
@@ -194,7 +191,7 @@ void UcxEngine::check_timeouts() {
   std::vector<Session*> stalled;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     Session& s = *it->second;
-    if (s.failed && s.ops == 0) drop_rkeys(s);
+    if (s.peer_session->dead() && s.ops == 0) drop_rkeys(s);
     if (s.closed && s.ops == 0 && s.tails == 0 && s.active.empty()) {
       it = sessions_.erase(it);
       continue;
@@ -205,8 +202,7 @@ void UcxEngine::check_timeouts() {
     ++it;
   }
   for (Session* s : stalled)  // a stalled peer stalls every session on the link
-    fail_link(s->link, PeerLost("ucx: peer '" + s->peer + "' made no progress for " +
-                              std::to_string(cfg_.peer_timeout.count()) + " ms"));
+    fail_link(s->link, PeerLost("no progress for " + std::to_string(cfg_.peer_timeout.count()) + " ms"));
   settle_revocations(false);
   expire_pending_auth();
   expire_spare_links();

@@ -29,11 +29,11 @@
 #include <deque>
 #include <functional>
 #include <future>
-#include <set>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -42,6 +42,7 @@
 #include "backends/ucx/ucx_wire.h"
 #include "core/backend.h"
 #include "core/peer_auth.h"
+#include "core/peer_session.h"
 #include "core/region_table.h"
 #include "core/socket_util.h"
 
@@ -132,7 +133,8 @@ struct Session {
   std::unordered_map<std::uint64_t, std::shared_ptr<JobState>> commits;  // token -> write awaiting its ack
   std::unordered_map<std::uint64_t, ReadChunk> reads;                    // chunk -> read awaiting data
   Clock::time_point last_progress{};
-  bool failed = false;
+  // Health and loss: the core's part (made by connect()). fail() only from fail_session.
+  std::unique_ptr<PeerSession> peer_session;
   bool closed = false;
   std::unique_ptr<InitiatorAuth> auth;  // with a secret, until the handshake is done
   std::vector<std::uint8_t> hello_bytes;  // the hello as sent (the proofs cover it)
@@ -141,7 +143,6 @@ struct Session {
   std::condition_variable hello_cv;
   bool hello_done = false;
   Status hello;
-  Status lost;
 };
 
 class UcxEngine {
@@ -220,6 +221,7 @@ class UcxEngine {
   void release(JobState& js);  // forgets a finished job once no callback refers to it
   void mark_dirty(JobState& js);
   void fail_session(Session& s, const Status& why);
+  Status closed_status(const Session& s) const;  // what a post to a failed or closed session gets
   void drop_rkeys(Session& s);
   void close_session(Session& s);
   void on_hello_ack(const std::vector<std::uint8_t>& payload);

@@ -31,6 +31,7 @@ Result<std::shared_ptr<Session>> UcxEngine::connect(const PeerEndpoint& peer, De
   s->engine = this;
   s->id = random_id();
   s->peer = peer.agent_name;
+  s->peer_session = std::make_unique<PeerSession>("ucx", peer.agent_name, cfg_.peer_timeout);
   submit([this, s, address = std::move(info->address)] { open_session(s, address); });
   std::unique_lock lock(s->mu);
   if (!s->hello_cv.wait_until(lock, deadline, [&] { return s->hello_done; })) {
@@ -87,7 +88,7 @@ void UcxEngine::on_hello_ack(const std::vector<std::uint8_t>& payload) {
   ByteReader r(payload);
   const std::uint64_t id = r.u64();
   auto it = sessions_.find(id);
-  if (!r.ok() || it == sessions_.end() || it->second->failed || it->second->hello_done) return;
+  if (!r.ok() || it == sessions_.end() || it->second->peer_session->dead() || it->second->hello_done) return;
   Session& s = *it->second;
   // What the peer serves now (memory it withdrew after publishing the metadata we hold
   // is not in it, and is refused here).
@@ -124,13 +125,8 @@ Status UcxEngine::post(const std::shared_ptr<Session>& s, const std::shared_ptr<
   js->job = job;
   js->session = s.get();
   submit([this, s, js] {
-    if (s->failed || s->closed) {
-      Status why;
-      {
-        std::lock_guard lock(s->mu);
-        why = s->lost.ok() ? PeerLost("ucx: link to '" + s->peer + "' is closed") : s->lost;
-      }
-      js->job->finish(why);
+    if (s->peer_session->dead() || s->closed) {
+      js->job->finish(closed_status(*s));
       return;
     }
     s->active[js->job.get()] = js;
@@ -142,7 +138,7 @@ Status UcxEngine::post(const std::shared_ptr<Session>& s, const std::shared_ptr<
 }
 
 void UcxEngine::issue(Session& s) {
-  while (!s.waiting.empty() && s.ops < cfg_.max_ops && !s.failed) {
+  while (!s.waiting.empty() && s.ops < cfg_.max_ops && !s.peer_session->dead()) {
     JobState& js = *s.waiting.front();
     const auto& pieces = js.job->pieces();
     if (js.cancelled || !js.error.ok() || js.piece >= pieces.size()) {
@@ -214,10 +210,8 @@ void UcxEngine::on_flush_done(void* request, ucs_status_t status, void* user_dat
   UcxEngine& e = *s.engine;
   if (request) ucp_request_free(request);
   if (js.job->finished()) return e.release(js);  // cancelled meanwhile
-  if (s.failed) {  // its link stayed open for others: the flush completed, the session did not
-    std::lock_guard lock(s.mu);
-    return e.finish(js, s.lost.ok() ? PeerLost("ucx: link to '" + s.peer + "' is closed") : s.lost);
-  }
+  if (s.peer_session->dead())  // its link stayed open for others: the flush completed, the session did not
+    return e.finish(js, s.peer_session->health());
   if (status != UCS_OK) return e.finish(js, PeerLost("ucx: flushing to '" + s.peer + "' failed: " + ucs_status_string(status)));
   if (js.cancelled) return e.finish(js, Cancelled("transfer cancelled"));
   if (!js.job->notification()) return e.finish(js, Status::Ok());
@@ -294,7 +288,7 @@ void UcxEngine::cancel(const std::shared_ptr<Session>& s, const std::shared_ptr<
   const auto bound = cfg_.peer_timeout + std::chrono::milliseconds(500);
   if (job->wait_until(Clock::now() + bound)) return;
   // The peer stopped completing our operations: closing the endpoint ends them.
-  submit([this, s] { fail_link(s->link, PeerLost("ucx: peer '" + s->peer + "' stalled a cancelled transfer")); });
+  submit([this, s] { fail_link(s->link, PeerLost("it stalled a cancelled transfer")); });
   job->wait_until(Clock::now() + std::chrono::seconds(5));
 }
 
@@ -304,7 +298,7 @@ Status UcxEngine::notify(const std::shared_ptr<Session>& s, std::string_view mes
   w.u64(s->id);
   w.str(message);
   submit([this, s, payload = w.take()]() mutable {
-    if (s->failed || s->closed) return;
+    if (s->peer_session->dead() || s->closed) return;
     ++s->tails;
     if (s->ops == 0 && s->tails == 1) s->last_progress = Clock::now();
     Status sent = send_am(s->ep, kNotify, std::move(payload), [s](ucs_status_t) {
@@ -316,25 +310,26 @@ Status UcxEngine::notify(const std::shared_ptr<Session>& s, std::string_view mes
   return Status::Ok();
 }
 
-Status UcxEngine::health(const Session& s) const {
-  std::lock_guard lock(s.mu);
-  return s.lost;
+Status UcxEngine::health(const Session& s) const { return s.peer_session->health(); }
+
+Status UcxEngine::closed_status(const Session& s) const {
+  return s.peer_session->dead() ? s.peer_session->health()
+                                : PeerLost("ucx: link to '" + s.peer + "' is closed");
 }
 
 void UcxEngine::fail_session(Session& s, const Status& why) {
-  if (s.failed) return;
-  s.failed = true;
+  if (!s.peer_session->fail(why)) return;
+  const Status lost = s.peer_session->health();  // "ucx peer '<name>': <why>"
   {
     std::lock_guard lock(s.mu);
-    if (s.lost.ok()) s.lost = why;
-    if (!s.hello_done) {
+    if (!s.hello_done) {  // a refusal keeps its own code and text; a loss reads as one
       s.hello_done = true;
-      s.hello = why;
+      s.hello = why.code() == StatusCode::kPeerLost ? lost : why;
       s.hello_cv.notify_all();
     }
   }
   for (auto& [job, js] : s.active) {
-    if (js->error.ok()) js->error = why;
+    if (js->error.ok()) js->error = lost;
     js->issued_all = true;
     dirty_.push_back(js);
   }
@@ -361,12 +356,12 @@ void UcxEngine::close(const std::shared_ptr<Session>& s) {
 void UcxEngine::close_session(Session& s) {
   if (s.closed) return;
   s.closed = true;
-  if (!s.failed && s.ep) {
+  if (!s.peer_session->dead() && s.ep) {
     ByteWriter w;
     w.u64(s.id);
     (void)send_am(s.ep, kBye, w.take(), nullptr);
   }
-  fail_session(s, PeerLost("ucx: connection to '" + s.peer + "' closed locally"));
+  fail_session(s, PeerLost("connection closed locally"));
 }
 
 void UcxEngine::on_revoke(const std::vector<std::uint8_t>& payload) {
@@ -374,7 +369,7 @@ void UcxEngine::on_revoke(const std::vector<std::uint8_t>& payload) {
   const std::uint64_t id = r.u64(), region = r.u64();
   if (!r.ok() || r.remaining() != 0) return;
   auto it = sessions_.find(id);
-  if (it == sessions_.end() || it->second->failed) return;
+  if (it == sessions_.end() || it->second->peer_session->dead()) return;
   Session& s = *it->second;
   if (auto* revoked = s.regions.find(region)) revoked->value.revoked = true;
   // Ack once everything issued so far is remotely complete: the peer may then unmap.
@@ -389,7 +384,7 @@ void UcxEngine::on_revoke(const std::vector<std::uint8_t>& payload) {
   prm.cb.send = [](void* request, ucs_status_t status, void* user_data) {
     std::unique_ptr<Ack> a(static_cast<Ack*>(user_data));
     if (request) ucp_request_free(request);
-    if (status != UCS_OK || a->s->failed) return;
+    if (status != UCS_OK || a->s->peer_session->dead()) return;
     ByteWriter w;
     w.u64(a->s->id);
     w.u64(a->region);
