@@ -13,6 +13,8 @@
 #include <numeric>
 #include <random>
 
+#include "core/peer_auth.h"
+#include "core/side_channel.h"
 #include "gpu_test_util.h"
 #include "peer_process.h"
 #include "test_util.h"
@@ -183,6 +185,60 @@ TEST_P(CudaIpcMultiProcess, WriteWithNotificationReadBackPeerDeath) {
 }
 
 INSTANTIATE_TEST_SUITE_P(CopyMethods, CudaIpcMultiProcess, ::testing::Values("kernel", "batch"));
+
+// The hello on cuda_ipc's socket authenticates with AgentOptions::secret (core/host_link.h,
+// as shm's): the same secret reads the peer's bytes; another secret or none is refused
+// before any IPC handle is handed over, and our memory stays as it was.
+TEST(CudaIpcAuth, TheHandshakeAuthenticatesWithTheSharedSecret) {
+  KVF_SKIP_WITHOUT_GPU(1);
+  const int peer_gpu = gpu_count() > 1 ? 1 : 0;
+  constexpr std::size_t kSize = 4u << 20;
+  const std::string kSecret = "correct horse battery staple 0123", kOther = "another secret of enough length!!";
+  std::string error;
+  PeerOptions po{.name = "guarded", .size = kSize, .seed = 11, .backend = "cuda_ipc", .mem = "vram", .device = peer_gpu};
+  po.secret = kSecret;
+  auto peer = PeerProcess::spawn(po, &error);
+  ASSERT_TRUE(peer) << error;
+  // The peer's metadata, fetched with the right secret (as a trusted directory hands it out).
+  auto key = detail::SharedSecret::create({reinterpret_cast<const std::uint8_t*>(kSecret.data()), kSecret.size()});
+  ASSERT_TRUE(key.ok());
+  auto md = detail::side_channel_call("127.0.0.1", peer->port(), detail::SideFrame::kFetch, {},
+                                      detail::SideFrame::kMetadata, detail::deadline_after(5s), *key);
+  ASSERT_TRUE(md.ok()) << md.status().to_string();
+  Buffer expected(kSize);
+  expected.randomize(11);
+  for (const std::string& secret : {kSecret, kOther, std::string()}) {
+    SCOPED_TRACE(secret.empty() ? "no secret" : secret == kSecret ? "the same secret" : "another secret");
+    AgentOptions o;
+    o.name = "initiator";
+    o.backends = {"cuda_ipc"};
+    o.peer_timeout = 3s;
+    o.secret.assign(secret.begin(), secret.end());
+    auto a = Agent::create(o);
+    ASSERT_TRUE(a.ok()) << a.status().to_string();
+    DeviceBuffer local(0, kSize);
+    ASSERT_TRUE(local.ok());
+    std::vector<std::uint8_t> poison(kSize, 0xEE);
+    ASSERT_TRUE(local.upload(poison.data()));
+    KVF_ASSERT_OK((*a)->register_memory(local.region()));
+    auto loaded = (*a)->load_remote(*md);
+    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+    DescriptorList remote(MemoryKind::kVram, {Descriptor{peer->address(), kSize, static_cast<std::uint32_t>(peer_gpu)}});
+    auto r = (*a)->create_transfer(TransferOp::kRead, local.region(), "guarded", remote);
+    Status s = r.ok() ? r->post() : r.status();
+    if (s.ok()) s = r->wait(10s);
+    if (secret == kSecret) {
+      KVF_ASSERT_OK(s);
+      EXPECT_EQ(r->telemetry().backend, "cuda_ipc");
+      EXPECT_EQ(local.download(), std::vector<std::uint8_t>(expected.data(), expected.data() + kSize));
+    } else {
+      EXPECT_FALSE(s.ok());
+      const std::string why = secret.empty() ? "authentication required" : "authentication failed";
+      EXPECT_NE(s.message().find(why), std::string::npos) << s.to_string();
+      EXPECT_EQ(local.download(), poison) << "a refused link changed our memory";
+    }
+  }
+}
 
 }  // namespace
 }  // namespace kvferry::testing

@@ -31,6 +31,7 @@ class CudaIpcBackend final : public Backend {
     c.remote_kinds = {MemoryKind::kVram};
     c.same_host_only = true;
     c.notifications = true;
+    c.authenticates = true;  // the hello on its socket (core/host_link.h)
     return c;
   }
   // NVLink peer copies: ~400 GB/s on the H200 pair, ~10 us per request (launch, event).
@@ -71,11 +72,13 @@ Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
   tc.peer_timeout = ctx.peer_timeout;
   tc.max_notification_bytes = std::min<std::size_t>(ctx.max_notification_bytes, kMaxWireMessage - 64);
   tc.deliver = ctx.deliver_notification;
+  tc.secret = ctx.secret;
   KVF_ASSIGN_OR_RETURN(auto target, CudaIpcTarget::start(std::move(tc)));
   SessionConfig sc;
   sc.agent_name = ctx.agent_name;
   sc.peer_timeout = ctx.peer_timeout;
   sc.lanes = std::make_shared<Lanes>(method, blocks);
+  sc.secret = ctx.secret;
   KVF_ASSIGN_OR_RETURN(auto initiator, CudaIpcInitiator::start(std::move(sc), ctx.process_id));
   return std::unique_ptr<Backend>(new CudaIpcBackend(ctx, std::move(target), std::move(initiator)));
 }

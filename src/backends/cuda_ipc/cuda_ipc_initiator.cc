@@ -34,39 +34,21 @@ Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndp
   if (!peer_is_ours(sock.get(), static_cast<pid_t>(std::strtol(peer.process_id.c_str(), nullptr, 10))))
     return Unavailable("cuda_ipc: the socket of '" + peer.agent_name + "' belongs to another process or user");
 
-  ByteWriter hello;
-  hello.u16(static_cast<std::uint16_t>(MessageType::kHello));
-  hello.u32(kProtocolVersion);
-  hello.u16(static_cast<std::uint16_t>(peer.agent_name.size()));
-  hello.str(peer.agent_name);
-  hello.u16(static_cast<std::uint16_t>(cfg_.agent_name.size()));
-  hello.str(cfg_.agent_name);
-  KVF_RETURN_IF_ERROR(send_packet(sock.get(), hello.buffer(), deadline));
-  std::vector<std::uint8_t> msg;
-  KVF_RETURN_IF_ERROR(recv_packet(sock.get(), &msg, deadline));
-  ByteReader ack(msg);
-  if (static_cast<MessageType>(ack.u16()) != MessageType::kHelloAck || !ack.ok())
-    return Corrupt("cuda_ipc: bad hello answer");
-  if (ack.u8() != 1) return RemoteError("cuda_ipc: peer refused: " + ack.str(ack.remaining()));
-
   // Only what the metadata announced, exactly as announced, is used.
   PeerRegions regions;
-  for (;;) {
-    KVF_RETURN_IF_ERROR(recv_packet(sock.get(), &msg, deadline));
-    ByteReader r(msg);
-    const auto type = static_cast<MessageType>(r.u16());
-    if (type == MessageType::kRegionsEnd && r.ok() && r.remaining() == 0) break;
+  const auto on_region = [&](AnnouncedRegion& a) -> Status {
+    ByteReader r(a.payload);
     RegionInfo info;
     info.kind = MemoryKind::kVram;
-    info.id = r.u64();
+    info.id = a.id;
     info.device = r.u32();
-    info.address = r.u64();
-    info.length = r.u64();
+    info.address = a.address;
+    info.length = a.length;
     IpcRegion ipc;
     ipc.offset = r.u64();
     const std::uint64_t alloc_size = r.u64();
     ipc.handle = r.str(kIpcHandleBytes);
-    if (type != MessageType::kRegion || !r.ok() || r.remaining() != 0 || ipc.offset > alloc_size ||
+    if (!r.ok() || r.remaining() != 0 || a.fd.valid() || ipc.offset > alloc_size ||
         info.length > alloc_size - ipc.offset)
       return Corrupt("cuda_ipc: bad region message from '" + peer.agent_name + "'");
     const bool announced = std::any_of(peer.regions.begin(), peer.regions.end(), [&](const RegionInfo& m) {
@@ -74,7 +56,11 @@ Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndp
              m.device == info.device;
     });
     if (announced) regions.add(info, std::move(ipc));
-  }
+    return Status::Ok();
+  };
+  // Hello (names, version, authentication), answer, regions: core/host_link.h.
+  const HostLinkConfig link{"cuda_ipc", kProtocolVersion, cfg_.agent_name, cfg_.secret, cfg_.peer_timeout};
+  KVF_RETURN_IF_ERROR(initiate_host_link(sock.get(), link, peer.agent_name, {}, 0, on_region, deadline).status());
   const pid_t peer_pid =
       peer.process_id == process_id_ ? 0 : static_cast<pid_t>(std::strtol(peer.process_id.c_str(), nullptr, 10));
   auto session = std::make_shared<CudaIpcSession>(cfg_, peer.agent_name, peer_pid, std::move(sock),

@@ -9,6 +9,7 @@
 
 #include "cuda/cuda_util.h"
 #include "core/byte_io.h"
+#include "core/revocation.h"
 
 namespace kvferry::detail::cuda_ipc {
 
@@ -327,41 +328,40 @@ void CudaIpcSession::on_readable() {
   Status st = recv_packet(sock_.get(), &msg, Clock::now());
   if (st.code() == StatusCode::kTimeout) return;
   if (!st.ok()) return fail(st);
+  if (auto region = parse_host_revoke(msg, HostMessage::kRevoke)) return on_revoke(*region);
   ByteReader r(msg);
   const auto type = static_cast<MessageType>(r.u16());
   const std::uint64_t value = r.u64();
-  const bool ack = type == MessageType::kNotifyAck;
-  if (!r.ok() || (ack ? r.remaining() > kMaxAckReason : r.remaining() != 0))
-    return fail(Corrupt("malformed message from the peer"));
-  if (type == MessageType::kRevoke) return on_revoke(value);
-  if (!ack) return fail(Corrupt("unexpected message from the peer"));
+  if (!r.ok() || type != MessageType::kNotifyAck || r.remaining() > kMaxAckReason)
+    return fail(Corrupt("unexpected or malformed message from the peer"));
   // An ack with text: the peer's inbox refused the notification, and says why.
   peer_session_.on_answer(value, r.str(r.remaining()));
 }
 
 void CudaIpcSession::on_revoke(std::uint64_t id) {
   std::vector<Submission> pending;
-  {
+  const auto mark = [&](std::uint64_t region) {
     std::lock_guard lock(mu_);  // posts after this see the mark
-    if (PeerRegion* r = regions_.find(id)) {
+    if (PeerRegion* r = regions_.find(region)) {
       r->value.revoked = true;
       r->value.mapped.clear();
     }
     kept_.clear();  // their tables may point into the revoked memory
     for (auto& f : inflight_)
       for (auto& [lane, sub] : f.subs) pending.push_back(sub);
-  }
-  // Every copy posted before the mark ends before we confirm (an event reused meanwhile
-  // only makes us wait for newer work).
-  for (auto& sub : pending) cudaEventSynchronize(sub.event);
-  {
+  };
+  const auto drain = [&](std::uint64_t region) {
+    // Every copy posted before the mark ends before we confirm (an event reused
+    // meanwhile only makes us wait for newer work).
+    for (auto& sub : pending) cudaEventSynchronize(sub.event);
     std::lock_guard lock(mu_);
-    if (PeerRegion* r = regions_.find(id)) close_handles(r->value.handle);
-  }
-  ByteWriter w;
-  w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
-  w.u64(id);
-  if (Status s = send_packet(sock_.get(), w.buffer(), deadline_after(cfg_.peer_timeout)); !s.ok()) fail(s);
+    if (PeerRegion* r = regions_.find(region)) close_handles(r->value.handle);
+  };
+  const auto confirm = [this](std::uint64_t region) {
+    return send_packet(sock_.get(), host_revoke_message(HostMessage::kRevokeAck, region),
+                       deadline_after(cfg_.peer_timeout));
+  };
+  if (Status s = answer_revoke(id, mark, drain, confirm); !s.ok()) fail(s);
 }
 
 void CudaIpcSession::close_handles(const std::string& handle) {

@@ -62,6 +62,7 @@ struct SessionConfig {
   std::chrono::milliseconds peer_timeout{5000};
   std::shared_ptr<Lanes> lanes;
   int progress_wake_fd = -1;  // the progress thread's eventfd: rung when work is posted
+  std::shared_ptr<const SharedSecret> secret;  // null: no authentication
 };
 
 class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {

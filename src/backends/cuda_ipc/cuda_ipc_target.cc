@@ -27,6 +27,9 @@ constexpr auto kSendBound = std::chrono::milliseconds(200);
 Result<std::unique_ptr<CudaIpcTarget>> CudaIpcTarget::start(TargetConfig config) {
   std::unique_ptr<CudaIpcTarget> t(new CudaIpcTarget());
   t->cfg_ = std::move(config);
+  t->revocation_ = std::make_unique<TargetRevocation>("cuda_ipc", t->cfg_.peer_timeout);
+  t->link_ = std::make_shared<HostLinkConfig>(
+      HostLinkConfig{"cuda_ipc", kProtocolVersion, t->cfg_.agent_name, t->cfg_.secret, t->cfg_.peer_timeout});
   t->socket_name_ = unique_abstract_name("kvferry-cuda-ipc");
   KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_, "cuda_ipc"));
   KVF_ASSIGN_OR_RETURN(t->wake_, make_eventfd("cuda_ipc"));
@@ -62,26 +65,30 @@ Status CudaIpcTarget::add_region(const RegionInfo& region) {
 }
 
 Status CudaIpcTarget::remove_region(std::uint64_t id) {
-  std::unique_lock lock(mu_);
-  if (regions_.erase(id) == 0) return Status::Ok();
-  ByteWriter w;
-  w.u16(static_cast<std::uint16_t>(MessageType::kRevoke));
-  w.u64(id);
-  for (auto& s : sessions_) {
-    if (!s->ready || s->dead) continue;
-    if (send_packet(s->sock.get(), w.buffer(), deadline_after(kSendBound)).ok()) s->outstanding_revokes++;
-    else drop(*s);
+  {
+    std::lock_guard lock(mu_);
+    if (regions_.erase(id) == 0) return Status::Ok();
   }
-  const bool confirmed = revoked_cv_.wait_until(lock, Clock::now() + cfg_.peer_timeout, [&] {
-    for (auto& s : sessions_)
-      if (!s->dead && s->outstanding_revokes > 0) return false;
-    return true;
-  });
-  // An initiator that does not confirm in time is cut off; its jobs fail (peer lost).
-  if (!confirmed)
-    for (auto& s : sessions_)
-      if (!s->dead && s->outstanding_revokes > 0) drop(*s);
+  // Bounded: peer_timeout, then an initiator that did not confirm is cut off (its jobs
+  // fail with PeerLost).
+  revocation_->revoke(id);
   return Status::Ok();
+}
+
+TargetRevocation::Link CudaIpcTarget::revocation_link(Session& s) {
+  std::weak_ptr<Session> weak = s.weak_from_this();
+  return TargetRevocation::Link{
+      [this, weak](std::uint64_t region) -> Status {
+        std::lock_guard lock(mu_);
+        auto live = weak.lock();
+        if (!live || live->dead) return PeerLost("cuda_ipc: the initiator's session is closed");
+        return send_packet(live->sock.get(), host_revoke_message(HostMessage::kRevoke, region),
+                           deadline_after(kSendBound));
+      },
+      [this, weak](const std::string&) {
+        std::lock_guard lock(mu_);
+        if (auto live = weak.lock()) drop(*live);
+      }};
 }
 
 void CudaIpcTarget::run() {
@@ -94,7 +101,7 @@ void CudaIpcTarget::run() {
     fds.push_back({listener_.get(), POLLIN, 0});
     {
       std::lock_guard lock(mu_);
-      std::erase_if(sessions_, [](const std::unique_ptr<Session>& s) { return s->dead; });
+      std::erase_if(sessions_, [](const std::shared_ptr<Session>& s) { return s->dead; });
       for (auto& s : sessions_) {
         if (!s->ready && Clock::now() - s->accepted > cfg_.peer_timeout) {
           drop(*s);
@@ -103,7 +110,6 @@ void CudaIpcTarget::run() {
         fds.push_back({s->sock.get(), POLLIN, 0});
         order.push_back(s.get());
       }
-      revoked_cv_.notify_all();  // dropped sessions no longer hold a revocation back
     }
     int n = ::poll(fds.data(), fds.size(), 200);
     if (n <= 0) continue;
@@ -118,15 +124,10 @@ void CudaIpcTarget::run() {
 }
 
 void CudaIpcTarget::accept_all() {
-  for (;;) {
-    int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) return;
-    if (!peer_is_ours(fd)) {
-      ::close(fd);  // only processes of our own user may open our memory
-      continue;
-    }
-    auto s = std::make_unique<Session>();
-    s->sock.reset(fd);
+  for (UniqueFd& sock : accept_host_links(listener_.get())) {  // our user's processes only
+    auto s = std::make_shared<Session>();
+    s->sock = std::move(sock);
+    s->acceptor = std::make_unique<HostLinkAcceptor>(link_, 0);
     std::lock_guard lock(mu_);
     sessions_.push_back(std::move(s));
   }
@@ -138,17 +139,12 @@ void CudaIpcTarget::on_readable(Session& s) {
   if (st.code() == StatusCode::kTimeout) return;
   std::lock_guard lock(mu_);
   if (!st.ok() || s.dead) return drop(s);
-  if (!s.ready) return handshake(s, msg);
+  if (!s.ready) return handshake(s, std::move(msg));
+  if (auto region = parse_host_revoke(msg, HostMessage::kRevokeAck)) return revocation_->confirmed(s.link, *region);
   ByteReader r(msg);
   const auto type = static_cast<MessageType>(r.u16());
   const std::uint64_t value = r.u64();
-  if (!r.ok()) return drop(s);
-  if (type == MessageType::kRevokeAck) {
-    if (s.outstanding_revokes > 0) s.outstanding_revokes--;
-    revoked_cv_.notify_all();
-    return;
-  }
-  if (type != MessageType::kNotify || r.remaining() > cfg_.max_notification_bytes) return drop(s);
+  if (!r.ok() || type != MessageType::kNotify || r.remaining() > cfg_.max_notification_bytes) return drop(s);
   // The initiator sends this only after its copies completed (CUDA event), so the data
   // is visible in our memory before the message reaches the inbox.
   Status kept = cfg_.deliver(s.peer, r.str(r.remaining()));
@@ -161,52 +157,38 @@ void CudaIpcTarget::on_readable(Session& s) {
   }
 }
 
-void CudaIpcTarget::handshake(Session& s, const std::vector<std::uint8_t>& msg) {
-  ByteReader r(msg);
-  const auto type = static_cast<MessageType>(r.u16());
-  const std::uint32_t version = r.u32();
-  const std::string target = r.str(r.u16());
-  const std::string from = r.str(r.u16());
-  auto answer = [&](bool ok, const std::string& why) {
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kHelloAck));
-    w.u8(ok ? 1 : 0);
-    w.str(why);
-    return send_packet(s.sock.get(), w.buffer(), deadline_after(kSendBound));
-  };
-  std::string refusal;
-  if (!r.ok() || type != MessageType::kHello || version != kProtocolVersion || from.empty()) refusal = "malformed hello";
-  else if (target != cfg_.agent_name) refusal = "this is agent '" + cfg_.agent_name + "', not '" + target + "'";
-  if (!refusal.empty()) {
-    (void)answer(false, refusal);
-    return drop(s);
-  }
+void CudaIpcTarget::handshake(Session& s, std::vector<std::uint8_t> msg) {
+  // Hello, version, names and authentication: the core's part (core/host_link.h).
+  Result<bool> accepted = s.acceptor->on_message(s.sock.get(), std::move(msg), {});
+  if (!accepted.ok()) return drop(s);
+  if (!*accepted) return;  // a challenge went out; the proof comes next
   const Deadline deadline = deadline_after(cfg_.peer_timeout);
-  if (!answer(true, "").ok()) return drop(s);
+  if (!s.acceptor->answer(s.sock.get(), {}, deadline).ok()) return drop(s);
   for (const auto& [id, e] : regions_) {
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kRegion));
-    w.u64(id);
-    w.u32(e.info.device);
-    w.u64(e.info.address);
-    w.u64(e.info.length);
-    w.u64(e.offset);
-    w.u64(e.alloc_size);
-    w.raw(e.handle, kIpcHandleBytes);
-    if (!send_packet(s.sock.get(), w.buffer(), deadline).ok()) return drop(s);
+    ByteWriter payload;
+    payload.u32(e.info.device);
+    payload.u64(e.offset);
+    payload.u64(e.alloc_size);
+    payload.raw(e.handle, kIpcHandleBytes);
+    AnnouncedRegion r;
+    r.id = id;
+    r.address = e.info.address;
+    r.length = e.info.length;
+    r.payload = payload.buffer();
+    if (!send_host_region(s.sock.get(), r, -1, deadline, "cuda_ipc").ok()) return drop(s);
   }
-  ByteWriter end;
-  end.u16(static_cast<std::uint16_t>(MessageType::kRegionsEnd));
-  if (!send_packet(s.sock.get(), end.buffer(), deadline).ok()) return drop(s);
-  s.peer = from;
+  if (!send_host_regions_end(s.sock.get(), deadline, "cuda_ipc").ok()) return drop(s);
+  s.peer = s.acceptor->peer();
+  s.acceptor.reset();
   s.ready = true;
+  s.link = revocation_->join(revocation_link(s));  // under mu_, with the regions it was sent
 }
 
 void CudaIpcTarget::drop(Session& s) {
   if (s.dead) return;
   s.dead = true;
   ::shutdown(s.sock.get(), SHUT_RDWR);  // the initiator sees EOF: its jobs fail (peer lost)
-  revoked_cv_.notify_all();
+  if (s.link) revocation_->leave(s.link);
 }
 
 }  // namespace kvferry::detail::cuda_ipc

@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,6 +17,7 @@
 
 #include "backends/cuda_ipc/cuda_ipc_wire.h"
 #include "core/backend.h"
+#include "core/revocation.h"
 
 namespace kvferry::detail::cuda_ipc {
 
@@ -26,6 +26,7 @@ struct TargetConfig {
   std::chrono::milliseconds peer_timeout{5000};
   std::size_t max_notification_bytes = 64 * 1024;
   DeliverNotification deliver;
+  std::shared_ptr<const SharedSecret> secret;  // null: initiators are not authenticated
 };
 
 struct ExportedRegion {
@@ -44,32 +45,36 @@ class CudaIpcTarget {
   Status remove_region(std::uint64_t id);
 
  private:
-  struct Session {
-    UniqueFd sock;
+  struct Session : std::enable_shared_from_this<Session> {
+    UniqueFd sock;  // fixed from accept to destruction (drop only shuts it down)
     bool ready = false;
     bool dead = false;
     std::string peer;
-    std::uint64_t outstanding_revokes = 0;
+    TargetRevocation::LinkId link = 0;  // once ready
+    std::unique_ptr<HostLinkAcceptor> acceptor;  // until ready
     Clock::time_point accepted = Clock::now();
   };
   CudaIpcTarget() = default;
   void run();
   void accept_all();
   void on_readable(Session& s);
-  void handshake(Session& s, const std::vector<std::uint8_t>& msg);
-  void drop(Session& s);
+  void handshake(Session& s, std::vector<std::uint8_t> msg);  // mu_ held
+  void drop(Session& s);  // mu_ held
+  TargetRevocation::Link revocation_link(Session& s);
 
   TargetConfig cfg_;
   std::string socket_name_;
+  std::shared_ptr<const HostLinkConfig> link_;
   UniqueFd listener_;
   UniqueFd wake_;  // eventfd: stop
   std::thread thread_;
   std::atomic<bool> running_{true};
 
   std::mutex mu_;  // regions_, sessions_ (the vector and each session's fields)
-  std::condition_variable revoked_cv_;
   std::map<std::uint64_t, ExportedRegion> regions_;
-  std::vector<std::unique_ptr<Session>> sessions_;
+  std::vector<std::shared_ptr<Session>> sessions_;
+  // Ready sessions, which hold our regions' handles: deregistration revokes them there.
+  std::unique_ptr<TargetRevocation> revocation_;
 };
 
 }  // namespace kvferry::detail::cuda_ipc

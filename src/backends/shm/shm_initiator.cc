@@ -11,9 +11,11 @@
 #include <cstring>
 #include <map>
 
-#include "backends/shm/fd_passing.h"
 #include "backends/shm/shm_protocol.h"
 #include "core/byte_io.h"
+#include "core/fd_passing.h"
+#include "core/host_link.h"
+#include "core/revocation.h"
 #include "core/unix_socket.h"
 
 namespace kvferry::detail::shm {
@@ -39,6 +41,7 @@ Result<ControlBlock*> make_control_block(UniqueFd* memfd) {
 Result<std::unique_ptr<ShmInitiator>> ShmInitiator::start(SessionConfig cfg) {
   std::unique_ptr<ShmInitiator> s(new ShmInitiator());
   s->cfg_ = std::move(cfg);
+  s->link_ = HostLinkConfig{"shm", kShmProtocolVersion, s->cfg_.agent_name, s->cfg_.secret, s->cfg_.peer_timeout};
   s->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   if (!s->epoll_.valid()) return IoErrorFromErrno("shm: epoll", errno);
   KVF_ASSIGN_OR_RETURN(s->wake_, make_eventfd("shm"));
@@ -67,43 +70,8 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
   KVF_ASSIGN_OR_RETURN(ControlBlock * cb, make_control_block(&control_fd));
   auto unmap_cb = [&] { ::munmap(cb, sizeof(ControlBlock)); };
 
-  ByteWriter hello;
-  hello.u16(static_cast<std::uint16_t>(MessageType::kHello));
-  hello.u32(kShmProtocolVersion);
-  hello.u16(static_cast<std::uint16_t>(peer.agent_name.size()));
-  hello.str(peer.agent_name);
-  hello.u16(static_cast<std::uint16_t>(cfg_.agent_name.size()));
-  hello.str(cfg_.agent_name);
-  std::unique_ptr<InitiatorAuth> auth;
-  if (cfg_.secret) {
-    auth = std::make_unique<InitiatorAuth>(cfg_.secret, "shm");
-    hello.bytes(auth->offer());
-  }
-  const int fds[2] = {control_fd.get(), wake_.get()};
-  if (Status s = send_message(sock.get(), hello.buffer(), fds, deadline); !s.ok()) return unmap_cb(), s;
-
-  std::vector<std::uint8_t> msg;
-  std::vector<UniqueFd> got;
-  if (Status s = recv_message(sock.get(), &msg, &got, deadline); !s.ok()) return unmap_cb(), s;
-  if (msg.size() >= 2 && static_cast<MessageType>(msg[0] | (msg[1] << 8)) == MessageType::kChallenge) {
-    if (!auth) return unmap_cb(), Corrupt("shm: unexpected authentication challenge from the peer");
-    auto proof = auth->respond(hello.buffer(), std::span<const std::uint8_t>(msg).subspan(2), "shm");
-    if (!proof.ok()) return unmap_cb(), proof.status();
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kAuth));
-    w.bytes(*proof);
-    if (Status s = send_message(sock.get(), w.buffer(), {}, deadline); !s.ok()) return unmap_cb(), s;
-    if (Status s = recv_message(sock.get(), &msg, &got, deadline); !s.ok()) return unmap_cb(), s;
-    auth.reset();  // done
-  }
-  ByteReader ack(msg);
-  if (static_cast<MessageType>(ack.u16()) != MessageType::kHelloAck || !ack.ok()) return unmap_cb(), Corrupt("shm: bad hello answer");
-  if (ack.u8() != 1) return unmap_cb(), RemoteError("shm: peer refused: " + ack.str(ack.remaining()));
-  if (auth) return unmap_cb(), Corrupt("shm: the peer accepted the connection without authenticating itself");
-  if (got.size() != 1) return unmap_cb(), Corrupt("shm: hello answer without the peer's eventfd");
-  UniqueFd target_wake = std::move(got[0]);
-
-  // The announced regions; mapped where the peer sends a memfd.
+  // The metadata's regions; only those the peer announces now, exactly as announced,
+  // are used (mapped where it sends a memfd).
   PeerRegions regions;
   for (const RegionInfo& r : peer.regions) {
     if (r.kind != MemoryKind::kDram) continue;
@@ -118,28 +86,31 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
       if (r.value.map_base) ::munmap(r.value.map_base, r.value.map_length);
     unmap_cb();
   };
-  for (;;) {
-    if (Status s = recv_message(sock.get(), &msg, &got, deadline); !s.ok()) return cleanup(), s;
-    ByteReader r(msg);
-    auto type = static_cast<MessageType>(r.u16());
-    if (type == MessageType::kRegionsEnd) break;
-    std::uint64_t id = r.u64(), address = r.u64(), length = r.u64(), offset = r.u64();
-    if (type != MessageType::kRegion || !r.ok() || got.size() > 1) return cleanup(), Corrupt("shm: bad region message");
-    PeerRegions::Entry* e = regions.find(id);
-    // Use only what the metadata announced, exactly as announced.
-    if (!e || e->info.address != address || e->info.length != length || e->value.map_base) continue;
+  const auto on_region = [&](AnnouncedRegion& a) -> Status {
+    ByteReader payload(a.payload);
+    const std::uint64_t offset = payload.u64();  // of the region in its memfd
+    if (!payload.ok() || payload.remaining() != 0) return Corrupt("shm: bad region message");
+    PeerRegions::Entry* e = regions.find(a.id);
+    if (!e || e->info.address != a.address || e->info.length != a.length || e->value.map_base) return Status::Ok();
     Mapping& m = e->value;
     m.live = true;
-    if (got.empty()) continue;  // reached through process_vm_*
+    if (!a.fd.valid()) return Status::Ok();  // reached through process_vm_*
     const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
     const std::uint64_t aligned = offset / page * page;
-    const std::size_t map_length = length + (offset - aligned);
-    void* p = ::mmap(nullptr, map_length, PROT_READ | PROT_WRITE, MAP_SHARED, got[0].get(), static_cast<off_t>(aligned));
-    if (p == MAP_FAILED) return cleanup(), IoErrorFromErrno("shm: mapping the peer's region", errno);
+    const std::size_t map_length = a.length + (offset - aligned);
+    void* p = ::mmap(nullptr, map_length, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd.get(), static_cast<off_t>(aligned));
+    if (p == MAP_FAILED) return IoErrorFromErrno("shm: mapping the peer's region", errno);
     m.map_base = p;
     m.map_length = map_length;
     m.local = static_cast<std::uint8_t*>(p) + (offset - aligned);
-  }
+    return Status::Ok();
+  };
+  // Hello (names, version, authentication) with our control block and eventfd; the
+  // answer carries the target's eventfd (core/host_link.h).
+  const int fds[2] = {control_fd.get(), wake_.get()};
+  auto answer = initiate_host_link(sock.get(), link_, peer.agent_name, fds, 1, on_region, deadline);
+  if (!answer.ok()) return cleanup(), answer.status();
+  UniqueFd target_wake = std::move((*answer)[0]);
   // What the peer did not announce now was deregistered since our metadata was taken.
   for (auto& [address, r] : regions) r.value.revoked = !r.value.live;
   // Regions without a memfd are reached with process_vm_*: find out now whether the
@@ -212,20 +183,22 @@ void ShmInitiator::run() {
         if (s->socket_fd() != fd) continue;
         std::vector<std::uint8_t> msg;
         std::vector<UniqueFd> fds;
-        Status st = recv_message(fd, &msg, &fds, Clock::now());
+        Status st = recv_message(fd, &msg, &fds, Clock::now(), "shm");
         if (st.code() == StatusCode::kTimeout) continue;
-        ByteReader r(msg);
-        auto type = static_cast<MessageType>(r.u16());
-        std::uint64_t id = r.u64();
-        if (!st.ok() || type != MessageType::kRevoke || !r.ok()) {
+        const auto revoked = st.ok() ? parse_host_revoke(msg, HostMessage::kRevoke) : std::nullopt;
+        if (!revoked || !fds.empty()) {
           s->fail(st.ok() ? Corrupt("unexpected message from the peer") : st);
           continue;
         }
-        s->on_revoke(id);
-        ByteWriter w;
-        w.u16(static_cast<std::uint16_t>(MessageType::kRevokeAck));
-        w.u64(id);
-        (void)send_message(fd, w.buffer(), {}, deadline_after(std::chrono::milliseconds(100)));
+        const std::uint64_t id = *revoked;
+        // Marked and drained in one step (on_revoke waits for the copies in flight).
+        Status confirmed = answer_revoke(id, [&](std::uint64_t region) { s->on_revoke(region); }, {},
+                                         [fd](std::uint64_t region) {
+                                           return send_message(fd, host_revoke_message(HostMessage::kRevokeAck, region),
+                                                               {}, deadline_after(std::chrono::milliseconds(100)),
+                                                               "shm");
+                                         });
+        if (!confirmed.ok()) s->fail(confirmed);  // the target cuts us off anyway
       }
     }
   }

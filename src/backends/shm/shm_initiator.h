@@ -13,6 +13,7 @@
 
 #include "backends/shm/shm_session.h"
 #include "core/backend.h"
+#include "core/host_link.h"
 
 namespace kvferry::detail::shm {
 
@@ -29,6 +30,7 @@ class ShmInitiator {
   void run();
 
   SessionConfig cfg_;
+  HostLinkConfig link_;
   UniqueFd epoll_;
   UniqueFd wake_;  // handed to every target: rung when an ack arrives while we sleep
   std::thread thread_;

@@ -10,28 +10,23 @@
 #include <cerrno>
 #include <cstring>
 
-#include "backends/shm/fd_passing.h"
 #include "backends/shm/shm_protocol.h"
 #include "core/byte_io.h"
+#include "core/fd_passing.h"
 #include "core/unix_socket.h"
 
 namespace kvferry::detail::shm {
 
-struct ShmTarget::Session {
-  UniqueFd sock;
+struct ShmTarget::Session : std::enable_shared_from_this<Session> {
+  UniqueFd sock;  // fixed from accept to destruction (drop only shuts it down)
   bool ready = false;  // hello done
   std::atomic<bool> dead{false};
   std::string peer;
   ControlBlock* cb = nullptr;
   UniqueFd peer_wake;  // the initiator's eventfd
-  std::uint64_t outstanding_revokes = 0;
+  TargetRevocation::LinkId link = 0;  // once ready
   Clock::time_point accepted = Clock::now();
-  // With a shared secret: the handshake after the hello's challenge, and the hello with
-  // its descriptors, processed once the initiator's proof checks out.
-  std::unique_ptr<TargetAuth> auth;
-  std::vector<std::uint8_t> hello;
-  std::vector<UniqueFd> hello_fds;
-  bool authenticated = false;
+  std::unique_ptr<HostLinkAcceptor> acceptor;  // until ready
   ~Session() {
     if (cb) ::munmap(cb, sizeof(ControlBlock));
   }
@@ -40,6 +35,9 @@ struct ShmTarget::Session {
 Result<std::unique_ptr<ShmTarget>> ShmTarget::start(TargetConfig config) {
   std::unique_ptr<ShmTarget> t(new ShmTarget());
   t->cfg_ = std::move(config);
+  t->revocation_ = std::make_unique<TargetRevocation>("shm", t->cfg_.peer_timeout);
+  t->link_ = std::make_shared<HostLinkConfig>(
+      HostLinkConfig{"shm", kShmProtocolVersion, t->cfg_.agent_name, t->cfg_.secret, t->cfg_.peer_timeout});
   t->socket_name_ = unique_abstract_name("kvferry-shm");
   KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_, "shm"));
   t->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
@@ -77,39 +75,30 @@ Status ShmTarget::add_region(const RegionInfo& region) {
 }
 
 Status ShmTarget::remove_region(std::uint64_t id) {
-  std::unique_lock lock(mu_);
-  regions_.erase(id);
-  auto done = std::make_shared<bool>(false);  // outlives this call if the thread is late
-  commands_.push_back([this, id, done] {
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kRevoke));
-    w.u64(id);
-    std::lock_guard inner(mu_);
-    for (auto& s : sessions_) {
-      if (!s->ready || s->dead) continue;
-      if (send_message(s->sock.get(), w.buffer(), {}, deadline_after(std::chrono::milliseconds(100))).ok())
-        s->outstanding_revokes++;
-    }
-    *done = true;
-    revoked_cv_.notify_all();
-  });
-  ring_eventfd(wake_.get());
-  const auto deadline = Clock::now() + cfg_.peer_timeout;
-  revoked_cv_.wait_until(lock, deadline, [&] { return *done; });
-  bool confirmed = revoked_cv_.wait_until(lock, deadline, [&] {
-    for (auto& s : sessions_)
-      if (!s->dead && s->outstanding_revokes > 0) return false;
-    return true;
-  });
-  if (!confirmed) {
-    // An initiator that cannot confirm in time is cut off: its mappings die with it.
-    commands_.push_back([this] {
-      for (auto& s : sessions_)
-        if (!s->dead && s->outstanding_revokes > 0) drop(*s, "did not confirm a revoked region in time");
-    });
-    ring_eventfd(wake_.get());
+  {
+    std::lock_guard lock(mu_);
+    regions_.erase(id);  // sessions that connect from now on are not told of it
   }
+  revocation_->revoke(id);  // bounded: peer_timeout, then the silent ones are cut off
   return Status::Ok();
+}
+
+TargetRevocation::Link ShmTarget::revocation_link(Session& s) {
+  std::weak_ptr<Session> weak = s.weak_from_this();
+  return TargetRevocation::Link{
+      [weak](std::uint64_t region) -> Status {
+        auto live = weak.lock();
+        if (!live || live->dead) return PeerLost("shm: the initiator's session is closed");
+        return send_message(live->sock.get(), host_revoke_message(HostMessage::kRevoke, region), {},
+                            deadline_after(std::chrono::milliseconds(100)), "shm");
+      },
+      [this, weak](const std::string& why) {  // sessions are dropped on the engine thread
+        std::lock_guard lock(mu_);
+        commands_.push_back([this, weak, why] {
+          if (auto live = weak.lock()) drop(*live, why);
+        });
+        ring_eventfd(wake_.get());
+      }};
 }
 
 void ShmTarget::set_sleeping(bool sleeping) {
@@ -197,26 +186,19 @@ void ShmTarget::run() {
     std::lock_guard lock(mu_);
     for (auto& s : sessions_)
       if (!s->ready && !s->dead && Clock::now() - s->accepted > cfg_.peer_timeout) drop(*s, "no hello in time");
-    std::erase_if(sessions_, [](const std::unique_ptr<Session>& s) { return s->dead.load(); });
-    revoked_cv_.notify_all();
+    std::erase_if(sessions_, [](const std::shared_ptr<Session>& s) { return s->dead.load(); });
   }
 }
 
 void ShmTarget::accept_all() {
-  for (;;) {
-    int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) return;
-    // Only processes of our own user may map our memory.
-    if (!peer_is_ours(fd)) {
-      ::close(fd);
-      continue;
-    }
-    auto s = std::make_unique<Session>();
-    s->sock.reset(fd);
+  for (UniqueFd& sock : accept_host_links(listener_.get())) {  // our user's processes only
+    auto s = std::make_shared<Session>();
+    s->sock = std::move(sock);
+    s->acceptor = std::make_unique<HostLinkAcceptor>(link_, 2);  // hello fds: control block, eventfd
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+    ev.data.fd = s->sock.get();
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, s->sock.get(), &ev);
     std::lock_guard lock(mu_);
     sessions_.push_back(std::move(s));
   }
@@ -225,103 +207,61 @@ void ShmTarget::accept_all() {
 void ShmTarget::on_session_readable(Session& s) {
   std::vector<std::uint8_t> msg;
   std::vector<UniqueFd> fds;
-  Status st = recv_message(s.sock.get(), &msg, &fds, Clock::now());
+  Status st = recv_message(s.sock.get(), &msg, &fds, Clock::now(), "shm");
   if (st.code() == StatusCode::kTimeout) return;  // spurious wake-up
   if (!st.ok()) return drop(s, st.message());
-  ByteReader r(msg);
-  auto type = static_cast<MessageType>(r.u16());
   if (!s.ready) return handshake(s, msg, fds);
-  if (type == MessageType::kRevokeAck && r.ok()) {
-    std::lock_guard lock(mu_);
-    if (s.outstanding_revokes > 0) s.outstanding_revokes--;
-    revoked_cv_.notify_all();
-    return;
-  }
+  if (auto region = parse_host_revoke(msg, HostMessage::kRevokeAck); region && fds.empty())
+    return revocation_->confirmed(s.link, *region);
   drop(s, "unexpected message");
 }
 
 void ShmTarget::handshake(Session& s, std::vector<std::uint8_t>& msg, std::vector<UniqueFd>& fds) {
-  const std::string where = "agent '" + cfg_.agent_name + "', shm";
-  auto refuse = [&](const std::string& why) {
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kHelloAck));
-    w.u8(0);
-    w.str(why);
-    (void)send_message(s.sock.get(), w.buffer(), {}, deadline_after(std::chrono::milliseconds(100)));
-    drop(s, why);
-  };
-  if (s.auth && !s.authenticated) {  // the initiator's proof: then the hello it answers
-    ByteReader a(msg);
-    const bool is_auth = static_cast<MessageType>(a.u16()) == MessageType::kAuth && a.ok() && fds.empty();
-    Status ok = is_auth ? s.auth->verify(std::span<const std::uint8_t>(msg).subspan(2), where)
-                        : Corrupt(where + ": expected the authentication response");
-    if (!ok.ok()) return refuse(ok.message());
-    s.authenticated = true;
-    msg = std::move(s.hello);
-    fds = std::move(s.hello_fds);
-  }
-  ByteReader r(msg);
-  auto type = static_cast<MessageType>(r.u16());
-  std::uint32_t version = r.u32();
-  std::string target = r.str(r.u16());
-  std::string from = r.str(r.u16());
-  const bool offered = r.remaining() == kAuthNonceBytes;  // the initiator authenticates
-  if (!r.ok() || type != MessageType::kHello || version != kShmProtocolVersion || fds.size() != 2 || from.empty() ||
-      (r.remaining() != 0 && !offered))
-    return refuse("malformed hello");
-  if (target != cfg_.agent_name) return refuse("this is agent '" + cfg_.agent_name + "', not '" + target + "'");
-  if (Status agree = auth_agreement(cfg_.secret != nullptr, offered, where); !agree.ok())
-    return refuse(agree.message());
-  if (cfg_.secret && !s.authenticated) {  // challenge; the hello is processed after the proof
-    s.auth = std::make_unique<TargetAuth>(cfg_.secret, "shm");
-    std::vector<std::uint8_t> challenge = s.auth->challenge(msg, std::span<const std::uint8_t>(msg).last(kAuthNonceBytes));
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kChallenge));
-    w.bytes(challenge);
-    if (!send_message(s.sock.get(), w.buffer(), {}, deadline_after(cfg_.peer_timeout)).ok())
-      return drop(s, "challenge failed");
-    s.hello = std::move(msg);
-    s.hello_fds = std::move(fds);
-    return;
-  }
+  // Hello, version, names and authentication: the core's part (core/host_link.h).
+  Result<bool> accepted = s.acceptor->on_message(s.sock.get(), std::move(msg), std::move(fds));
+  if (!accepted.ok()) return drop(s, accepted.status().message());
+  if (!*accepted) return;  // a challenge went out; the proof comes next
+  auto refuse = [&](const std::string& why) { drop(s, s.acceptor->refuse(s.sock.get(), why).message()); };
+  std::vector<UniqueFd>& hello_fds = s.acceptor->hello_fds();  // control block, eventfd
   struct stat st {};
-  if (::fstat(fds[0].get(), &st) != 0 || static_cast<std::size_t>(st.st_size) < sizeof(ControlBlock))
+  if (::fstat(hello_fds[0].get(), &st) != 0 || static_cast<std::size_t>(st.st_size) < sizeof(ControlBlock))
     return refuse("control block too small");
-  void* p = ::mmap(nullptr, sizeof(ControlBlock), PROT_READ | PROT_WRITE, MAP_SHARED, fds[0].get(), 0);
+  void* p = ::mmap(nullptr, sizeof(ControlBlock), PROT_READ | PROT_WRITE, MAP_SHARED, hello_fds[0].get(), 0);
   if (p == MAP_FAILED) return refuse("cannot map the control block");
   s.cb = static_cast<ControlBlock*>(p);
   if (s.cb->magic != kControlMagic) return refuse("bad control block");
-  s.peer = from;
-  s.peer_wake = std::move(fds[1]);
-  // The hello answer, then every live region (with its memfd where it has one).
-  ByteWriter ack;
-  ack.u16(static_cast<std::uint16_t>(MessageType::kHelloAck));
-  ack.u8(1);
+  s.peer = s.acceptor->peer();
+  s.peer_wake = std::move(hello_fds[1]);
+  // The hello answer with our eventfd, then every live region with its memfd where it
+  // has one (none: reached through process_vm_*).
   int wake = wake_.get();
   const Deadline deadline = deadline_after(cfg_.peer_timeout);
-  if (!send_message(s.sock.get(), ack.buffer(), {&wake, 1}, deadline).ok()) return drop(s, "hello ack failed");
+  if (!s.acceptor->answer(s.sock.get(), {&wake, 1}, deadline).ok()) return drop(s, "hello ack failed");
+  s.acceptor.reset();
   std::lock_guard lock(mu_);
   for (const auto& [id, entry] : regions_) {
-    ByteWriter w;
-    w.u16(static_cast<std::uint16_t>(MessageType::kRegion));
-    w.u64(id);
-    w.u64(entry.first.address);
-    w.u64(entry.first.length);
-    w.u64(entry.first.share_offset);
-    int fd = entry.second ? entry.second->get() : -1;  // none: reached through process_vm_*
-    if (!send_message(s.sock.get(), w.buffer(), {&fd, entry.second ? 1u : 0u}, deadline).ok())
+    ByteWriter payload;
+    payload.u64(entry.first.share_offset);
+    AnnouncedRegion r;
+    r.id = id;
+    r.address = entry.first.address;
+    r.length = entry.first.length;
+    r.payload = payload.buffer();
+    if (!send_host_region(s.sock.get(), r, entry.second ? entry.second->get() : -1, deadline, "shm").ok())
       return drop(s, "region send failed");
   }
-  ByteWriter end;
-  end.u16(static_cast<std::uint16_t>(MessageType::kRegionsEnd));
-  if (!send_message(s.sock.get(), end.buffer(), {}, deadline).ok()) return drop(s, "regions end failed");
+  if (!send_host_regions_end(s.sock.get(), deadline, "shm").ok()) return drop(s, "regions end failed");
   s.ready = true;
+  s.link = revocation_->join(revocation_link(s));  // under mu_, with the regions it was sent
 }
 
 void ShmTarget::drop(Session& s, const std::string&) {
   if (s.dead.exchange(true)) return;
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.sock.get(), nullptr);
-  s.sock.reset();
+  // The initiator sees the hang-up now; the fd closes with the session (a revoke being
+  // sent from another thread may still hold it).
+  ::shutdown(s.sock.get(), SHUT_RDWR);
+  if (s.link) revocation_->leave(s.link);
 }
 
 }  // namespace kvferry::detail::shm

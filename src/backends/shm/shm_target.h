@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,7 +17,9 @@
 
 #include "backends/shm/shm_ring.h"
 #include "core/backend.h"
+#include "core/host_link.h"
 #include "core/peer_auth.h"
+#include "core/revocation.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::shm {
@@ -50,23 +51,26 @@ class ShmTarget {
   void handshake(Session& s, std::vector<std::uint8_t>& msg, std::vector<UniqueFd>& fds);
   bool serve_rings();  // true if any record was handled
   void drop(Session& s, const std::string& why);
+  TargetRevocation::Link revocation_link(Session& s);
   bool all_rings_empty();
   void set_sleeping(bool sleeping);
 
   TargetConfig cfg_;
   std::string socket_name_;
+  std::shared_ptr<const HostLinkConfig> link_;
   UniqueFd listener_;
   UniqueFd epoll_;
   UniqueFd wake_;  // rung by initiators (and by us to stop / run commands)
   std::thread thread_;
   std::atomic<bool> running_{true};
 
-  std::mutex mu_;  // regions_, sessions_' revoke bookkeeping, commands
-  std::condition_variable revoked_cv_;
+  std::mutex mu_;  // regions_, sessions_ (the vector), commands
   std::map<std::uint64_t, std::pair<RegionInfo, std::shared_ptr<UniqueFd>>> regions_;
   std::vector<std::function<void()>> commands_;
-  // Engine-thread state.
-  std::vector<std::unique_ptr<Session>> sessions_;
+  // Engine-thread state (changed under mu_; revocation's operations read it under mu_).
+  std::vector<std::shared_ptr<Session>> sessions_;
+  // Ready sessions, which hold our regions: deregistration revokes them there.
+  std::unique_ptr<TargetRevocation> revocation_;
 };
 
 }  // namespace kvferry::detail::shm

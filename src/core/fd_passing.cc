@@ -1,29 +1,31 @@
-#include "backends/shm/fd_passing.h"
+#include "core/fd_passing.h"
 
 #include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 
-namespace kvferry::detail::shm {
+namespace kvferry::detail {
 namespace {
 
-Status wait_for(int sock, short events, Deadline deadline) {
+Status wait_for(int sock, short events, Deadline deadline, std::string_view who) {
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return Timeout("shm: the peer did not answer in time");
+    if (left <= 0) return Timeout(std::string(who) + ": the peer did not answer in time");
     pollfd p{sock, events, 0};
     int rc = ::poll(&p, 1, static_cast<int>(left));
     if (rc > 0) return Status::Ok();
-    if (rc < 0 && errno != EINTR) return IoErrorFromErrno("shm: poll", errno);
+    if (rc < 0 && errno != EINTR) return IoErrorFromErrno(std::string(who) + ": poll", errno);
   }
 }
 
 }  // namespace
 
-Status send_message(int sock, std::span<const std::uint8_t> bytes, std::span<const int> fds, Deadline deadline) {
-  if (fds.size() > kMaxFdsPerMessage) return Internal("shm: too many fds in one message");
+Status send_message(int sock, std::span<const std::uint8_t> bytes, std::span<const int> fds, Deadline deadline,
+                    std::string_view who) {
+  if (fds.size() > kMaxFdsPerMessage) return Internal(std::string(who) + ": too many fds in one message");
   iovec iov{const_cast<std::uint8_t*>(bytes.data()), bytes.size()};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)] = {};
   msghdr msg{};
@@ -43,14 +45,15 @@ Status send_message(int sock, std::span<const std::uint8_t> bytes, std::span<con
     if (n >= 0) return Status::Ok();
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
-      KVF_RETURN_IF_ERROR(wait_for(sock, POLLOUT, deadline));
+      KVF_RETURN_IF_ERROR(wait_for(sock, POLLOUT, deadline, who));
       continue;
     }
-    return PeerLost(std::string("shm: send to peer failed: ") + std::strerror(errno));
+    return PeerLost(std::string(who) + ": send to peer failed: " + std::strerror(errno));
   }
 }
 
-Status recv_message(int sock, std::vector<std::uint8_t>* bytes, std::vector<UniqueFd>* fds, Deadline deadline) {
+Status recv_message(int sock, std::vector<std::uint8_t>* bytes, std::vector<UniqueFd>* fds, Deadline deadline,
+                    std::string_view who) {
   bytes->resize(kMaxMessageBytes);
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)] = {};
   iovec iov{bytes->data(), bytes->size()};
@@ -65,12 +68,12 @@ Status recv_message(int sock, std::vector<std::uint8_t>* bytes, std::vector<Uniq
     if (n >= 0) break;
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
-      KVF_RETURN_IF_ERROR(wait_for(sock, POLLIN, deadline));
+      KVF_RETURN_IF_ERROR(wait_for(sock, POLLIN, deadline, who));
       continue;
     }
-    return PeerLost(std::string("shm: receive from peer failed: ") + std::strerror(errno));
+    return PeerLost(std::string(who) + ": receive from peer failed: " + std::strerror(errno));
   }
-  if (n == 0) return PeerLost("shm: the peer closed the connection");
+  if (n == 0) return PeerLost(std::string(who) + ": the peer closed the connection");
   bytes->resize(static_cast<std::size_t>(n));
   fds->clear();
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
@@ -82,8 +85,8 @@ Status recv_message(int sock, std::vector<std::uint8_t>* bytes, std::vector<Uniq
       fds->emplace_back(fd);
     }
   }
-  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return Corrupt("shm: oversized message from the peer");
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return Corrupt(std::string(who) + ": oversized message from the peer");
   return Status::Ok();
 }
 
-}  // namespace kvferry::detail::shm
+}  // namespace kvferry::detail
