@@ -253,6 +253,7 @@ class StagedConnection::Engine : public std::enable_shared_from_this<Engine> {
     auto job = std::make_shared<TransferJob>(
         run->job->op(), std::move(pieces), c.bytes, std::move(note),
         from_outside<const Status&>([this, run, ci, slot](const Status& st) { after_host(run, ci, slot, st); }));
+    job->set_local_is_staging(true);
     Status posted;
     {
       // Under the lock, so that stop_run() either sees the job (and cancels it) or finds

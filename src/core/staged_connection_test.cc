@@ -121,6 +121,7 @@ class HostConnection final : public BackendConnection {
     std::lock_guard lock(mu_);
     const int n = posted_++;
     max_bytes = std::max(max_bytes, job->total_bytes());
+    if (!job->local_is_staging()) unmarked_jobs++;
     if (hold_) {
       held_.push_back(job);
       return Status::Ok();
@@ -145,6 +146,7 @@ class HostConnection final : public BackendConnection {
   int landed = 0;
   int cancelled = 0;
   std::uint64_t max_bytes = 0;
+  int unmarked_jobs = 0;  // jobs posted without local_is_staging()
 
  private:
   // Copies under mu_, as a real backend's cancel is ordered with its own copies (tcp's
@@ -240,6 +242,8 @@ TEST(StagedConnection, WriteThenReadThroughManyChunksWithNotificationLast) {
     EXPECT_EQ(f.host->landed_before_note[0], chunks - 1) << "the notification came before all data";
     EXPECT_EQ(f.host->landed, chunks);
     EXPECT_LE(f.host->max_bytes, 64u << 10);
+    // Every host job says its local side is a staging slot (no streaming stores there).
+    EXPECT_EQ(f.host->unmarked_jobs, 0);
   }
   // Read it back into poisoned "GPU" memory, twice (a job is re-postable).
   const std::vector<std::uint8_t> want = f.gpu;
@@ -251,6 +255,8 @@ TEST(StagedConnection, WriteThenReadThroughManyChunksWithNotificationLast) {
     ASSERT_TRUE(r->result().ok()) << r->result().to_string();
     EXPECT_EQ(f.gpu, want) << "round " << round;
   }
+  std::lock_guard lock(f.host->mu_);
+  EXPECT_EQ(f.host->unmarked_jobs, 0);
 }
 
 TEST(StagedConnection, ConcurrentJobsShareTheSlots) {

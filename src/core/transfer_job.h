@@ -146,6 +146,13 @@ class TransferJob {
   const std::shared_ptr<const PieceList>& shared_pieces() const { return pieces_; }
   std::uint64_t total_bytes() const { return total_bytes_; }
   const std::optional<std::string>& notification() const { return notification_; }
+  // The local side is a staging slot whose bytes a GPU copy reads next or has just
+  // written (core/staged_connection.h). A backend then copies with ordinary stores, never
+  // streaming (non-temporal) ones: on the GPU machine a slot filled with streaming stores
+  // went to the GPU ~10% slower (docs/benchmarks.md, "shm staged and streaming stores").
+  // Set before post(); read-only afterwards.
+  void set_local_is_staging(bool v) { local_is_staging_ = v; }
+  bool local_is_staging() const { return local_is_staging_; }
 
   // Completes the job; returns false if it was already finished.
   bool finish(Status result);
@@ -165,6 +172,7 @@ class TransferJob {
   const std::shared_ptr<const PieceList> pieces_;
   const std::uint64_t total_bytes_;
   const std::optional<std::string> notification_;
+  bool local_is_staging_ = false;
   std::function<void(const Status&)> on_finish_;
   std::function<void()> poller_;  // guarded by mu_
 

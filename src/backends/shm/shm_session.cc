@@ -18,6 +18,12 @@ namespace {
 // caches, where a plain store's read for ownership costs a third of the bus.
 constexpr std::uint64_t kStreamBytes = 8ull << 20;
 
+// Large jobs only, and never into or out of a staging slot (transfer_job.h: the GPU's
+// copy of the slot is slower after streaming stores).
+bool use_streaming_stores(const TransferJob& job) {
+  return job.total_bytes() >= kStreamBytes && !job.local_is_staging();
+}
+
 void copy_bytes(bool stream, void* destination, const void* source, std::size_t n) {
   if (stream) {
     stream_copy(destination, source, n);
@@ -76,7 +82,7 @@ Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
       auto work = std::make_shared<CopyWork>();
       work->slices = job->pieces().size();
       auto self = shared_from_this();
-      const bool stream = job->total_bytes() >= kStreamBytes;
+      const bool stream = use_streaming_stores(*job);
       work->copy = [self, pieces = job->shared_pieces(), op = job->op(), stream](std::size_t b, std::size_t e) {
         return self->copy_pieces(op, *pieces, b, e, stream);
       };
@@ -105,7 +111,7 @@ Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
   auto work = std::make_shared<CopyWork>();
   work->slices = slices->size();
   auto self = shared_from_this();  // mappings stay valid while the work runs
-  const bool stream = job->total_bytes() >= kStreamBytes;
+  const bool stream = use_streaming_stores(*job);
   work->copy = [self, slices, op = job->op(), stream](std::size_t b, std::size_t e) {
     return self->copy_slices(op, *slices, b, e, stream);
   };
