@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "backends/shm/shm_protocol.h"
@@ -79,18 +80,34 @@ struct RawInitiator {
   }
 };
 
+// A target agent (shm, the given peer_timeout) with one registered 1 MiB region, and a raw
+// initiator linked to it that was announced that region.
+struct LinkedTarget {
+  std::unique_ptr<Agent> agent;
+  std::optional<SharedMemory> mem;
+  std::optional<RawInitiator> raw;
+
+  void link(std::chrono::milliseconds peer_timeout) {
+    agent = make_agent("target", "shm", peer_timeout);
+    ASSERT_TRUE(agent);
+    auto m = agent->allocate_shared_memory(1u << 20);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    mem.emplace(std::move(*m));
+    KVF_ASSERT_OK(agent->register_memory(mem->descriptors()));
+    raw.emplace(*agent);
+    KVF_ASSERT_OK(raw->status);
+    ASSERT_EQ(raw->regions.size(), 1u);
+  }
+};
+
 TEST(ShmRevocation, AnInitiatorThatDoesNotConfirmIsCutOffWithinTheBound) {
-  auto b = make_agent("target", "shm", 600ms);
-  ASSERT_TRUE(b);
-  auto mem = b->allocate_shared_memory(1u << 20);
-  ASSERT_TRUE(mem.ok()) << mem.status().to_string();
-  KVF_ASSERT_OK(b->register_memory(mem->descriptors()));
-  RawInitiator raw(*b);
-  KVF_ASSERT_OK(raw.status);
-  ASSERT_EQ(raw.regions.size(), 1u);
+  LinkedTarget t;
+  ASSERT_NO_FATAL_FAILURE(t.link(600ms));
+  Agent& b = *t.agent;
+  RawInitiator& raw = *t.raw;
 
   const auto t0 = Clock::now();
-  KVF_ASSERT_OK(b->deregister_memory(mem->descriptors()));  // we never confirm
+  KVF_ASSERT_OK(b.deregister_memory(t.mem->descriptors()));  // we never confirm
   const auto took = Clock::now() - t0;
   EXPECT_GE(took, 600ms);
   EXPECT_LT(took, 3s);
@@ -102,14 +119,10 @@ TEST(ShmRevocation, AnInitiatorThatDoesNotConfirmIsCutOffWithinTheBound) {
 }
 
 TEST(ShmRevocation, AnInitiatorThatConfirmsKeepsItsLinkAndIsNotWaitedFor) {
-  auto b = make_agent("target", "shm", 3000ms);
-  ASSERT_TRUE(b);
-  auto mem = b->allocate_shared_memory(1u << 20);
-  ASSERT_TRUE(mem.ok()) << mem.status().to_string();
-  KVF_ASSERT_OK(b->register_memory(mem->descriptors()));
-  RawInitiator raw(*b);
-  KVF_ASSERT_OK(raw.status);
-  ASSERT_EQ(raw.regions.size(), 1u);
+  LinkedTarget t;
+  ASSERT_NO_FATAL_FAILURE(t.link(3000ms));
+  Agent& b = *t.agent;
+  RawInitiator& raw = *t.raw;
 
   std::thread answer([&] {
     std::vector<std::uint8_t> msg;
@@ -119,7 +132,7 @@ TEST(ShmRevocation, AnInitiatorThatConfirmsKeepsItsLinkAndIsNotWaitedFor) {
                                  {}, detail::deadline_after(1s), "shm");
   });
   const auto t0 = Clock::now();
-  KVF_ASSERT_OK(b->deregister_memory(mem->descriptors()));
+  KVF_ASSERT_OK(b.deregister_memory(t.mem->descriptors()));
   EXPECT_LT(Clock::now() - t0, 2s);  // the confirmation, not the 3 s bound
   answer.join();
   std::vector<std::uint8_t> msg;
