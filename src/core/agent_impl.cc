@@ -87,6 +87,7 @@ Status Agent::Impl::start_backends() {
       return InvalidArgument("backend setting '" + key + "' is unknown (" + f->name + " accepts: " + known + ")");
     }
   }
+  KVF_ASSIGN_OR_RETURN(reactor_, detail::Reactor::start("kvf-reactor"));
   for (const auto& wanted : options_.backends) {
     if (!registry.find(wanted)) return NotFound("backend '" + wanted + "' is not compiled into this build");
   }
@@ -100,6 +101,7 @@ Status Agent::Impl::start_backends() {
     detail::BackendContext ctx;
     ctx.agent_name = options_.name;
     ctx.secret = secret_;
+    ctx.reactor = reactor_;
     ctx.host_id = host_id_;
     ctx.process_id = process_id_;
     ctx.peer_timeout = options_.peer_timeout;
@@ -175,6 +177,7 @@ void Agent::Impl::shutdown() {
     peers_.clear();  // destroying connections fails their jobs
   }
   backends_.clear();
+  reactor_.reset();  // the last owner stops its thread
 }
 
 std::vector<std::string> Agent::Impl::backend_names() const {

@@ -27,6 +27,7 @@
 #include "core/notification_inbox.h"
 #include "core/peer_auth.h"
 #include "core/prepared_data.h"
+#include "core/reactor.h"
 #include "core/shared_segment.h"
 #include "core/side_channel.h"
 #include "core/staged_connection.h"
@@ -162,6 +163,8 @@ class Agent::Impl {
   std::string host_id_;
   std::string process_id_;
   std::vector<std::unique_ptr<detail::Backend>> backends_;
+  // The agent's event loop, shared by its backends (BackendContext::reactor).
+  std::shared_ptr<detail::Reactor> reactor_;
   detail::InstanceId instance_;  // drawn at creation (core/instance_id.h)
   // AgentOptions::secret (core/peer_auth.h); null: no authentication.
   std::shared_ptr<const detail::SharedSecret> secret_;

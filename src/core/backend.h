@@ -25,6 +25,7 @@
 namespace kvferry::detail {
 
 class SharedSecret;  // core/peer_auth.h
+class Reactor;       // core/reactor.h
 
 struct Capabilities {
   MemoryKindSet local_kinds;   // our memory it moves as the initiator
@@ -92,6 +93,9 @@ struct BackendContext {
   // AgentOptions::secret; null: no authentication. A backend with
   // Capabilities::authenticates runs core/peer_auth.h's handshake on every connection.
   std::shared_ptr<const SharedSecret> secret;
+  // The agent's one event loop (core/reactor.h): a backend serves its sockets, wake-ups and
+  // periodic checks here instead of starting a loop thread of its own. Never null.
+  std::shared_ptr<Reactor> reactor;
 };
 
 // What a peer's metadata says about it, for one backend.
