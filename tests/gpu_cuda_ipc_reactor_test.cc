@@ -28,7 +28,8 @@ void write_and_check(Agent& a, Inbox& inbox, const PeerProcess& peer, int peer_g
   ASSERT_TRUE(local.upload(fresh.data()));
   TransferOptions o;
   o.notification = "checksum";
-  DescriptorList dst(MemoryKind::kVram, {Descriptor{peer.address(), kSize, static_cast<std::uint32_t>(peer_gpu)}});
+  DescriptorList dst(MemoryKind::kVram,
+                     {Descriptor{peer.address(), kSize, static_cast<std::uint32_t>(peer_gpu)}});
   auto w = a.create_transfer(TransferOp::kWrite, local.region(), peer.name(), dst, o);
   ASSERT_TRUE(w.ok()) << w.status().to_string();
   EXPECT_EQ(w->telemetry().backend, "cuda_ipc");
@@ -46,8 +47,12 @@ TEST(CudaIpcReactor, EightPeersAddNoThreadAndTheReactorServesThem) {
   std::vector<std::unique_ptr<PeerProcess>> peers;
   for (int i = 0; i < kPeers; ++i) {
     std::string error;
-    peers.push_back(PeerProcess::spawn({.name = "peer" + std::to_string(i), .size = kSize, .seed = 60u + i,
-                                        .backend = "cuda_ipc", .mem = "vram", .device = peer_gpu},
+    peers.push_back(PeerProcess::spawn({.name = "peer" + std::to_string(i),
+                                        .size = kSize,
+                                        .seed = 60u + i,
+                                        .backend = "cuda_ipc",
+                                        .mem = "vram",
+                                        .device = peer_gpu},
                                        &error));
     ASSERT_TRUE(peers.back()) << error;
   }

@@ -20,14 +20,16 @@ using namespace std::chrono_literals;
 constexpr std::size_t kSize = 1u << 20;
 
 // A notified write of fresh bytes to `peer`, checked by the checksum it answers.
-void write_and_check(Agent& a, Inbox& inbox, const PeerProcess& peer, std::uint8_t* local, std::uint64_t seed) {
+void write_and_check(Agent& a, Inbox& inbox, const PeerProcess& peer, std::uint8_t* local,
+                     std::uint64_t seed) {
   Buffer fresh(kSize);
   fresh.randomize(seed);
   std::memcpy(local, fresh.data(), kSize);
   TransferOptions o;
   o.notification = "checksum";
-  auto w = a.create_transfer(TransferOp::kWrite, DescriptorList(MemoryKind::kDram, {make_descriptor(local, kSize)}),
-                             peer.name(), remote_range(peer, 0, kSize), o);
+  auto w = a.create_transfer(TransferOp::kWrite,
+                             DescriptorList(MemoryKind::kDram, {make_descriptor(local, kSize)}), peer.name(),
+                             remote_range(peer, 0, kSize), o);
   ASSERT_TRUE(w.ok()) << w.status().to_string();
   EXPECT_EQ(w->telemetry().backend, "shm");
   KVF_ASSERT_OK(w->post());
@@ -42,8 +44,11 @@ TEST(ShmReactor, EightPeersAddNoThreadAndTheReactorServesThem) {
   std::vector<std::unique_ptr<PeerProcess>> peers;
   for (int i = 0; i < kPeers; ++i) {
     std::string error;
-    peers.push_back(PeerProcess::spawn({.name = "peer" + std::to_string(i), .size = kSize, .seed = 40u + i,
-                                        .backend = "shm", .shared = true},
+    peers.push_back(PeerProcess::spawn({.name = "peer" + std::to_string(i),
+                                        .size = kSize,
+                                        .seed = 40u + i,
+                                        .backend = "shm",
+                                        .shared = true},
                                        &error));
     ASSERT_TRUE(peers.back()) << error;
   }
@@ -57,7 +62,7 @@ TEST(ShmReactor, EightPeersAddNoThreadAndTheReactorServesThem) {
   write_and_check(*a, inbox, *peers[0], local.data(), 1);
   const auto with_one = threads_of();
   auto reactors = threads_named("kvf-reactor");
-  ASSERT_EQ(reactors.size(), 1u);  // the agent's one event loop
+  ASSERT_EQ(reactors.size(), 1u);                 // the agent's one event loop
   EXPECT_TRUE(threads_named("kvf-shm").empty());  // no loop of shm's own
   const std::uint64_t woke_before = reactors[0].woke;
 
@@ -79,7 +84,8 @@ TEST(ShmReactor, EightPeersAddNoThreadAndTheReactorServesThem) {
 TEST(ShmReactor, EightInitiatorsAddNoThreadToTheTarget) {
   constexpr int kInitiators = 8;
   std::string error;
-  auto peer = PeerProcess::spawn({.name = "peer", .size = kSize, .seed = 7, .backend = "shm", .shared = true}, &error);
+  auto peer = PeerProcess::spawn({.name = "peer", .size = kSize, .seed = 7, .backend = "shm", .shared = true},
+                                 &error);
   ASSERT_TRUE(peer) << error;
   std::vector<std::unique_ptr<Agent>> agents;
   std::vector<std::unique_ptr<Buffer>> buffers;

@@ -1,8 +1,9 @@
 // HostBackend: the class of a same-host backend (shm, cuda_ipc), kept once in the core:
 // a target (regions, the socket initiators connect to, whose name is the connection
 // info) and an initiator that connects to a peer's target by that name and returns a
-// session with the connection's methods (core/session_connection.h). The backend adds
-// its name, capabilities and cost model.
+// session with the connection's methods (core/session_connection.h). Both ends move
+// one memory kind, between processes of one host, with notifications and the link's
+// authentication (core/host_link.h). The backend adds its name and cost model.
 //
 //   Target:    add_region(RegionInfo), remove_region(id), socket_name()
 //   Initiator: connect(PeerEndpoint, socket name, Deadline) -> shared_ptr<Session>
@@ -24,13 +25,23 @@ namespace kvferry::detail {
 template <typename Target, typename Initiator>
 class HostBackend : public Backend {
  public:
-  HostBackend(BackendContext ctx, std::unique_ptr<Target> target, std::unique_ptr<Initiator> initiator)
-      : ctx_(std::move(ctx)), target_(std::move(target)), initiator_(std::move(initiator)) {}
+  HostBackend(BackendContext ctx, MemoryKind kind, std::unique_ptr<Target> target,
+              std::unique_ptr<Initiator> initiator)
+      : ctx_(std::move(ctx)), kind_(kind), target_(std::move(target)), initiator_(std::move(initiator)) {}
   ~HostBackend() override {
     initiator_.reset();
     target_.reset();
   }
 
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.local_kinds = {kind_};
+    c.remote_kinds = {kind_};
+    c.same_host_only = true;
+    c.notifications = true;
+    c.authenticates = true;  // the hello on its socket
+    return c;
+  }
   Status register_region(const RegionInfo& r) override { return target_->add_region(r); }
   Status deregister_region(std::uint64_t id) override { return target_->remove_region(id); }
   std::vector<std::uint8_t> connection_info() const override {
@@ -41,13 +52,15 @@ class HostBackend : public Backend {
     if (peer.connection_info.empty() || peer.connection_info.size() > 100)
       return Corrupt(std::string(name()) + ": bad connection info from '" + peer.agent_name + "'");
     std::string socket(peer.connection_info.begin(), peer.connection_info.end());
-    KVF_ASSIGN_OR_RETURN(auto session, initiator_->connect(peer, socket, deadline_after(ctx_.connect_timeout)));
+    KVF_ASSIGN_OR_RETURN(auto session,
+                         initiator_->connect(peer, socket, deadline_after(ctx_.connect_timeout)));
     using Session = typename decltype(session)::element_type;
     return std::unique_ptr<BackendConnection>(new SessionConnection<Session>(std::move(session)));
   }
 
  protected:
   BackendContext ctx_;
+  const MemoryKind kind_;
   std::unique_ptr<Target> target_;
   std::unique_ptr<Initiator> initiator_;
 };

@@ -56,11 +56,10 @@ struct HostSessions::State {
   }
 };
 
-Result<std::unique_ptr<HostSessions>> HostSessions::start(std::shared_ptr<Reactor> reactor, std::string backend,
+Result<std::unique_ptr<HostSessions>> HostSessions::start(std::shared_ptr<Reactor> reactor,
+                                                          std::string backend,
                                                           std::chrono::milliseconds idle_period) {
-  if (!reactor) {
-    KVF_ASSIGN_OR_RETURN(reactor, Reactor::start("kvf-" + backend));
-  }
+  if (!reactor) { KVF_ASSIGN_OR_RETURN(reactor, Reactor::start("kvf-" + backend)); }
   auto state = std::make_shared<State>();
   state->reactor = std::move(reactor);
   state->backend = std::move(backend);
@@ -70,11 +69,12 @@ Result<std::unique_ptr<HostSessions>> HostSessions::start(std::shared_ptr<Reacto
   std::unique_ptr<HostSessions> s(new HostSessions(state));
   // The handlers hold the state by raw pointer: ~HostSessions cancels them first.
   State* raw = state.get();
-  KVF_ASSIGN_OR_RETURN(state->wake_watch, state->reactor->watch(state->wake.get(), EPOLLIN, [raw](std::uint32_t) {
-    std::uint64_t v;
-    [[maybe_unused]] ssize_t rc = ::read(raw->wake.get(), &v, sizeof v);
-    raw->round();
-  }));
+  KVF_ASSIGN_OR_RETURN(state->wake_watch,
+                       state->reactor->watch(state->wake.get(), EPOLLIN, [raw](std::uint32_t) {
+                         std::uint64_t v;
+                         [[maybe_unused]] ssize_t rc = ::read(raw->wake.get(), &v, sizeof v);
+                         raw->round();
+                       }));
   auto timer_watch = state->reactor->watch(state->timer.get(), EPOLLIN, [raw](std::uint32_t) {
     std::uint64_t v;
     [[maybe_unused]] ssize_t rc = ::read(raw->timer.get(), &v, sizeof v);
@@ -91,7 +91,8 @@ Result<std::unique_ptr<HostSessions>> HostSessions::start(std::shared_ptr<Reacto
 }
 
 HostSessions::~HostSessions() {
-  for (Reactor::Id id : {state_->idle_timer, state_->timer_watch, state_->wake_watch}) state_->reactor->cancel(id);
+  for (Reactor::Id id : {state_->idle_timer, state_->timer_watch, state_->wake_watch})
+    state_->reactor->cancel(id);
 }
 
 Result<HostSessions::Membership> HostSessions::add(int sock, Hooks hooks) {
@@ -104,7 +105,8 @@ Result<HostSessions::Membership> HostSessions::add(int sock, Hooks hooks) {
   // The handler learns its own id once watch() returned (it may fire before).
   auto self = std::make_shared<std::atomic<Reactor::Id>>(0);
   auto watch = state_->reactor->watch(
-      sock, EPOLLIN, [readable = std::move(hooks.readable), self, reactor = state_->reactor.get()](std::uint32_t) {
+      sock, EPOLLIN,
+      [readable = std::move(hooks.readable), self, reactor = state_->reactor.get()](std::uint32_t) {
         if (!readable()) {
           if (const Reactor::Id id = self->load()) reactor->cancel(id);  // from its own handler: at once
         }

@@ -20,9 +20,7 @@ struct HostTarget::Conn : Peer {
 
 Result<std::unique_ptr<HostTarget>> HostTarget::start(std::shared_ptr<Reactor> reactor, HostLinkConfig link,
                                                       const std::string& socket_prefix, Hooks hooks) {
-  if (!reactor) {
-    KVF_ASSIGN_OR_RETURN(reactor, Reactor::start("kvf-" + link.backend));
-  }
+  if (!reactor) { KVF_ASSIGN_OR_RETURN(reactor, Reactor::start("kvf-" + link.backend)); }
   std::unique_ptr<HostTarget> t(new HostTarget());
   t->reactor_ = std::move(reactor);
   t->revocation_ = std::make_unique<TargetRevocation>(link.backend, link.peer_timeout);
@@ -30,17 +28,18 @@ Result<std::unique_ptr<HostTarget>> HostTarget::start(std::shared_ptr<Reactor> r
   t->hooks_ = std::move(hooks);
   if (!t->hooks_.receive) {
     t->hooks_.receive = [who = t->link_->backend](int sock, std::vector<std::uint8_t>* msg,
-                                                 std::vector<UniqueFd>* fds) {
+                                                  std::vector<UniqueFd>* fds) {
       return recv_message(sock, msg, fds, Clock::now(), who);
     };
   }
   t->socket_name_ = unique_abstract_name(socket_prefix);
   KVF_ASSIGN_OR_RETURN(t->listener_, listen_abstract(t->socket_name_, t->link_->backend));
   HostTarget* raw = t.get();  // the destructor cancels both before anything goes
-  KVF_ASSIGN_OR_RETURN(t->listen_watch_,
-                       t->reactor_->watch(t->listener_.get(), EPOLLIN, [raw](std::uint32_t) { raw->accept_all(); }));
+  KVF_ASSIGN_OR_RETURN(t->listen_watch_, t->reactor_->watch(t->listener_.get(), EPOLLIN,
+                                                            [raw](std::uint32_t) { raw->accept_all(); }));
   // A hello that never comes is dropped within a fifth of the bound after it.
-  const auto period = std::max<std::chrono::milliseconds>(t->link_->peer_timeout / 5, std::chrono::milliseconds(10));
+  const auto period =
+      std::max<std::chrono::milliseconds>(t->link_->peer_timeout / 5, std::chrono::milliseconds(10));
   t->reap_timer_ = t->reactor_->every(period, [raw] { raw->reap(); });
   return t;
 }
@@ -73,16 +72,17 @@ Status HostTarget::remove_region(std::uint64_t id) {
 
 TargetRevocation::Link HostTarget::revocation_link(const std::shared_ptr<Conn>& c) {
   std::weak_ptr<Conn> weak = c;
-  return TargetRevocation::Link{
-      [weak, who = link_->backend](std::uint64_t region) -> Status {
-        auto live = weak.lock();
-        if (!live || live->dead) return PeerLost(who + ": the initiator's session is closed");
-        return send_message(live->sock.get(), host_revoke_message(HostMessage::kRevoke, region), {},
-                            deadline_after(std::chrono::milliseconds(100)), who);
-      },
-      [this, weak](const std::string&) {
-        if (auto live = weak.lock()) drop(*live);
-      }};
+  return TargetRevocation::Link{[weak, who = link_->backend](std::uint64_t region) -> Status {
+                                  auto live = weak.lock();
+                                  if (!live || live->dead)
+                                    return PeerLost(who + ": the initiator's session is closed");
+                                  return send_message(live->sock.get(),
+                                                      host_revoke_message(HostMessage::kRevoke, region), {},
+                                                      deadline_after(std::chrono::milliseconds(100)), who);
+                                },
+                                [this, weak](const std::string&) {
+                                  if (auto live = weak.lock()) drop(*live);
+                                }};
 }
 
 void HostTarget::accept_all() {
@@ -90,9 +90,10 @@ void HostTarget::accept_all() {
     auto c = std::make_shared<Conn>();
     c->sock = std::move(sock);
     c->acceptor = std::make_unique<HostLinkAcceptor>(link_, hooks_.hello_fds);
-    auto watch = reactor_->watch(c->sock.get(), EPOLLIN, [this, weak = std::weak_ptr<Conn>(c)](std::uint32_t) {
-      if (auto live = weak.lock(); live && !live->dead) on_readable(live);
-    });
+    auto watch =
+        reactor_->watch(c->sock.get(), EPOLLIN, [this, weak = std::weak_ptr<Conn>(c)](std::uint32_t) {
+          if (auto live = weak.lock(); live && !live->dead) on_readable(live);
+        });
     if (!watch.ok()) continue;  // closed at once: the initiator sees the refusal as a hang-up
     c->watch = *watch;
     std::lock_guard lock(mu_);

@@ -33,6 +33,23 @@
 
 namespace kvferry::detail {
 
+// What a same-host target takes from the agent (BackendContext).
+struct HostTargetOptions {
+  std::string agent_name;
+  std::chrono::milliseconds peer_timeout{5000};
+  std::size_t max_notification_bytes = 64 * 1024;
+  DeliverNotification deliver;
+  std::shared_ptr<const SharedSecret> secret;  // null: initiators are not authenticated
+
+  static HostTargetOptions of(const BackendContext& ctx) {
+    return HostTargetOptions{ctx.agent_name, ctx.peer_timeout, ctx.max_notification_bytes,
+                             ctx.deliver_notification, ctx.secret};
+  }
+  HostLinkConfig link(std::string backend, std::uint32_t version) const {
+    return HostLinkConfig{std::move(backend), version, agent_name, secret, peer_timeout};
+  }
+};
+
 class HostTarget {
  public:
   // One initiator's connection. Its socket stays open until the object goes (a drop only

@@ -17,18 +17,10 @@ namespace {
 
 class CudaIpcBackend final : public HostBackend<CudaIpcTarget, CudaIpcInitiator> {
  public:
-  using HostBackend::HostBackend;
+  CudaIpcBackend(BackendContext ctx, std::unique_ptr<CudaIpcTarget> target, std::unique_ptr<CudaIpcInitiator> initiator)
+      : HostBackend(std::move(ctx), MemoryKind::kVram, std::move(target), std::move(initiator)) {}
 
   std::string_view name() const override { return "cuda_ipc"; }
-  Capabilities capabilities() const override {
-    Capabilities c;
-    c.local_kinds = {MemoryKind::kVram};
-    c.remote_kinds = {MemoryKind::kVram};
-    c.same_host_only = true;
-    c.notifications = true;
-    c.authenticates = true;  // the hello on its socket (core/host_link.h)
-    return c;
-  }
   // NVLink peer copies: ~400 GB/s on the H200 pair, ~10 us per request (launch, event).
   CostModel cost_model() const override { return CostModel{10.0, 0.001, 300.0}; }
 };
@@ -44,12 +36,8 @@ Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
   // 0: four blocks per SM.
   KVF_ASSIGN_OR_RETURN(const std::uint64_t grid, integer_setting(ctx.params, "cuda_ipc", "blocks", 0, 65535, 0));
   const auto blocks = static_cast<std::uint32_t>(grid);
-  TargetConfig tc;
-  tc.agent_name = ctx.agent_name;
-  tc.peer_timeout = ctx.peer_timeout;
+  TargetConfig tc = HostTargetOptions::of(ctx);
   tc.max_notification_bytes = std::min<std::size_t>(ctx.max_notification_bytes, kMaxWireMessage - 64);
-  tc.deliver = ctx.deliver_notification;
-  tc.secret = ctx.secret;
   KVF_ASSIGN_OR_RETURN(auto target, CudaIpcTarget::start(ctx.reactor, std::move(tc)));
   SessionConfig sc;
   sc.agent_name = ctx.agent_name;

@@ -30,8 +30,7 @@ Result<std::unique_ptr<CudaIpcTarget>> CudaIpcTarget::start(std::shared_ptr<Reac
     return recv_packet(sock, msg, Clock::now());
   };
   KVF_ASSIGN_OR_RETURN(t->host_, HostTarget::start(std::move(reactor),
-                                                   HostLinkConfig{"cuda_ipc", kProtocolVersion, t->cfg_.agent_name,
-                                                                  t->cfg_.secret, t->cfg_.peer_timeout},
+                                                   t->cfg_.link("cuda_ipc", kProtocolVersion),
                                                    "kvferry-cuda-ipc", std::move(hooks)));
   return t;
 }

@@ -17,13 +17,7 @@
 
 namespace kvferry::detail::cuda_ipc {
 
-struct TargetConfig {
-  std::string agent_name;
-  std::chrono::milliseconds peer_timeout{5000};
-  std::size_t max_notification_bytes = 64 * 1024;
-  DeliverNotification deliver;
-  std::shared_ptr<const SharedSecret> secret;  // null: initiators are not authenticated
-};
+using TargetConfig = HostTargetOptions;
 
 class CudaIpcTarget {
  public:

@@ -20,22 +20,13 @@ class ShmBackend final : public HostBackend<ShmTarget, ShmInitiator> {
  public:
   ShmBackend(BackendContext ctx, std::unique_ptr<CopyPool> pool, std::unique_ptr<ShmTarget> target,
              std::unique_ptr<ShmInitiator> initiator)
-      : HostBackend(std::move(ctx), std::move(target), std::move(initiator)), pool_(std::move(pool)) {}
+      : HostBackend(std::move(ctx), MemoryKind::kDram, std::move(target), std::move(initiator)), pool_(std::move(pool)) {}
   ~ShmBackend() override {
     initiator_.reset();  // its sessions may still run copies on the pool: stop it last
     target_.reset();
   }
 
   std::string_view name() const override { return "shm"; }
-  Capabilities capabilities() const override {
-    Capabilities c;
-    c.local_kinds = {MemoryKind::kDram};
-    c.remote_kinds = {MemoryKind::kDram};
-    c.same_host_only = true;
-    c.notifications = true;
-    c.authenticates = true;  // the hello on its socket (core/host_link.h)
-    return c;
-  }
   // Memory copies: a few microseconds per request, ~15 GB/s per thread on our VMs.
   CostModel cost_model() const override { return CostModel{3.0, 0.01, 15.0}; }
 
@@ -55,13 +46,8 @@ Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
   KVF_ASSIGN_OR_RETURN(auto inline_kib, integer_setting(ctx.params, "shm", "inline_kib", 0, 1u << 20, 256));
   KVF_ASSIGN_OR_RETURN(auto slice_kib, integer_setting(ctx.params, "shm", "slice_kib", 4, 1u << 20, 1024));
   auto pool = std::make_unique<CopyPool>(static_cast<unsigned>(threads));
-  TargetConfig tc;
-  tc.agent_name = ctx.agent_name;
-  tc.peer_timeout = ctx.peer_timeout;
+  TargetConfig tc{HostTargetOptions::of(ctx)};
   tc.spin_us = static_cast<std::uint32_t>(spin_us);
-  tc.max_notification_bytes = ctx.max_notification_bytes;
-  tc.deliver = ctx.deliver_notification;
-  tc.secret = ctx.secret;
   KVF_ASSIGN_OR_RETURN(auto target, ShmTarget::start(ctx.reactor, std::move(tc)));
   SessionConfig sc;
   sc.agent_name = ctx.agent_name;

@@ -37,8 +37,7 @@ Result<std::unique_ptr<ShmTarget>> ShmTarget::start(std::shared_ptr<Reactor> rea
     raw->serve();  // marks its ring sleeping (or serves it) from now on
   };
   KVF_ASSIGN_OR_RETURN(t->host_, HostTarget::start(std::move(reactor),
-                                                   HostLinkConfig{"shm", kShmProtocolVersion, t->cfg_.agent_name,
-                                                                  t->cfg_.secret, t->cfg_.peer_timeout},
+                                                   t->cfg_.link("shm", kShmProtocolVersion),
                                                    "kvferry-shm", std::move(hooks)));
   KVF_ASSIGN_OR_RETURN(t->wake_watch_, t->host_->reactor().watch(t->wake_.get(), EPOLLIN, [raw](std::uint32_t) {
     std::uint64_t v;

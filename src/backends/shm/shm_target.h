@@ -21,13 +21,8 @@
 
 namespace kvferry::detail::shm {
 
-struct TargetConfig {
-  std::string agent_name;
-  std::chrono::milliseconds peer_timeout{5000};
-  std::uint32_t spin_us = 50;
-  std::size_t max_notification_bytes = 64 * 1024;
-  DeliverNotification deliver;
-  std::shared_ptr<const SharedSecret> secret;  // null: initiators are not authenticated
+struct TargetConfig : HostTargetOptions {
+  std::uint32_t spin_us = 50;  // serving the rings again at once for this long after a record
 };
 
 class ShmTarget {
