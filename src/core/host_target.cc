@@ -157,13 +157,17 @@ void HostTarget::drop(Peer& peer) {
   if (c.dead.exchange(true)) return;
   ::shutdown(c.sock.get(), SHUT_RDWR);  // the initiator sees the hang-up now
   reactor_->cancel(c.watch);            // the fd closes with the Conn, after this
-  if (c.link) revocation_->leave(c.link);
-  std::shared_ptr<Conn> last;  // released outside the lock
-  std::lock_guard lock(mu_);
-  if (auto it = conns_.find(&c); it != conns_.end()) {
-    last = std::move(it->second);
-    conns_.erase(it);
+  TargetRevocation::LinkId link = 0;
+  std::shared_ptr<Conn> last;  // released after the lock
+  {
+    std::lock_guard lock(mu_);  // a hello joins under it: we see its link, or it sees us gone
+    link = c.link;
+    if (auto it = conns_.find(&c); it != conns_.end()) {
+      last = std::move(it->second);
+      conns_.erase(it);
+    }
   }
+  if (link) revocation_->leave(link);
 }
 
 void HostTarget::reap() {
