@@ -105,11 +105,10 @@ Result<HostSessions::Membership> HostSessions::add(int sock, Hooks hooks) {
   // The handler learns its own id once watch() returned (it may fire before).
   auto self = std::make_shared<std::atomic<Reactor::Id>>(0);
   auto watch = state_->reactor->watch(
-      sock, EPOLLIN,
-      [readable = std::move(hooks.readable), self, reactor = state_->reactor.get()](std::uint32_t) {
-        if (!readable()) {
+      sock, EPOLLIN, [readable = std::move(hooks.readable), self, reactor = state_->reactor.get()](std::uint32_t) {
+        readable([&] {
           if (const Reactor::Id id = self->load()) reactor->cancel(id);  // from its own handler: at once
-        }
+        });
       });
   if (!watch.ok()) {
     std::lock_guard lock(state_->mu);

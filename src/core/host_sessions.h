@@ -34,9 +34,10 @@ class HostSessions {
  public:
   using Wish = std::optional<std::chrono::nanoseconds>;  // run again within; nullopt: idle
   struct Hooks {
-    // The socket is readable or hung up. False: the session is done (lost, closed): its
-    // socket is not watched any more (it would stay readable at its end).
-    std::function<bool()> readable;
+    // The socket is readable or hung up. A session that is done (lost, closed) calls
+    // `stop` while it still holds itself: its socket is not watched any more (it would
+    // stay readable at its end), and the watch ends before the socket can close.
+    std::function<void(const std::function<void()>& stop)> readable;
     std::function<Wish()> progress;  // take what completed, check deadlines
   };
   struct State;  // shared with the reactor's handlers and the memberships

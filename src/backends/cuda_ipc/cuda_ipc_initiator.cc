@@ -61,10 +61,11 @@ Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndp
                                                   std::move(regions));
   std::weak_ptr<CudaIpcSession> weak = session;
   HostSessions::Hooks hooks;
-  hooks.readable = [weak] {
+  hooks.readable = [weak](const std::function<void()>& stop) {
     auto s = weak.lock();
-    if (s && !s->dead()) s->on_readable();
-    return s && !s->dead();
+    if (!s) return;  // being destroyed: its membership ends the watch
+    if (!s->dead()) s->on_readable();
+    if (s->dead()) stop();  // while we hold it: the socket is still open
   };
   hooks.progress = [weak]() -> HostSessions::Wish {
     auto s = weak.lock();

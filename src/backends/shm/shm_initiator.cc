@@ -140,10 +140,11 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
   session->set_sleeping(true);
   std::weak_ptr<ShmSession> weak = session;
   HostSessions::Hooks hooks;
-  hooks.readable = [weak] {
+  hooks.readable = [weak](const std::function<void()>& stop) {
     auto s = weak.lock();
-    if (s && !s->dead()) on_socket(*s);
-    return s && !s->dead();
+    if (!s) return;  // being destroyed: its membership ends the watch
+    if (!s->dead()) on_socket(*s);
+    if (s->dead()) stop();  // while we hold it: the socket is still open
   };
   hooks.progress = [weak]() -> HostSessions::Wish {
     auto s = weak.lock();
