@@ -63,6 +63,7 @@ for ((p = 1; p <= pairs; p++)); do
     for c in fresh repost small; do
       W="$which" C="$c" P="$p" python3 -c '
 import json, os, sys
+rows = 0
 for line in sys.stdin:
     if not line.startswith("{"):
         continue
@@ -70,8 +71,10 @@ for line in sys.stdin:
     ok = "PASS" if r["ratio"] >= 0.93 and r["verified"] in (True, "yes") else "FAIL"
     if os.environ["C"] == "small":
         ok = "(latency)"
+    rows += 1
     print("%-7s %-7s %-2s %-6s %10.3f %10.1f %12.1f %8.3f %9s  %s" % (os.environ["W"], os.environ["C"], os.environ["P"],
-          r["op"], r["median_ms"], r["gbps"], r["ceiling_gbps"], r["ratio"], r["verified"], ok))' \
+          r["op"], r["median_ms"], r["gbps"], r["ceiling_gbps"], r["ratio"], r["verified"], ok))
+sys.exit(0 if rows else 1)' \
         <"$out/${which}_${c}_$p.log" 2>/dev/null || echo "$which $c $p: no result (see $out/${which}_${c}_$p.log)"
     done
   done
