@@ -2,9 +2,9 @@
 // HostTarget (core/host_target.h) accepts same-host initiators, hands them the memfds of
 // registered shared regions and revokes regions on deregistration; what is shm's own is
 // here: the control block and eventfd of each initiator's hello, and the notifications
-// of the shared rings, served after an initiator rings our eventfd and then, for spin_us
-// after the last record, re-armed at once (a zero-delay timer) so that a burst is served
-// without a wake-up per record.
+// of the shared rings, served when an initiator rings our eventfd and then polled for
+// spin_us after the last record (up to 50 us per reactor call, re-armed at once with a
+// zero-delay timer while records keep coming), so that a burst needs no wake-up per record.
 #pragma once
 
 #include <chrono>
