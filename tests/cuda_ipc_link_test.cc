@@ -30,7 +30,7 @@ Status link(const std::string& target_secret, const std::string& initiator_secre
   tc.peer_timeout = 2000ms;
   tc.deliver = [](std::string, std::string) { return Status::Ok(); };
   tc.secret = secret_of(target_secret);
-  auto target = CudaIpcTarget::start(std::move(tc));
+  auto target = CudaIpcTarget::start(nullptr, std::move(tc));
   if (!target.ok()) return target.status();
   SessionConfig sc;
   sc.agent_name = "a";
@@ -38,7 +38,7 @@ Status link(const std::string& target_secret, const std::string& initiator_secre
   sc.lanes = std::make_shared<Lanes>(CopyMethod::kKernel, 0);  // no lane is made: nothing is posted
   sc.secret = secret_of(initiator_secret);
   const std::string pid = std::to_string(::getpid());
-  auto initiator = CudaIpcInitiator::start(std::move(sc), pid);
+  auto initiator = CudaIpcInitiator::start(nullptr, std::move(sc), pid);
   if (!initiator.ok()) return initiator.status();
   PeerEndpoint peer;
   peer.agent_name = "b";

@@ -8,52 +8,21 @@
 #include "cuda/cuda_util.h"
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
-#include "core/session_connection.h"
+#include "core/host_backend.h"
 
 namespace kvferry::detail::cuda_ipc {
 
 using cuda::device_count;
 namespace {
 
-class CudaIpcBackend final : public Backend {
+class CudaIpcBackend final : public HostBackend<CudaIpcTarget, CudaIpcInitiator> {
  public:
   CudaIpcBackend(BackendContext ctx, std::unique_ptr<CudaIpcTarget> target, std::unique_ptr<CudaIpcInitiator> initiator)
-      : ctx_(std::move(ctx)), target_(std::move(target)), initiator_(std::move(initiator)) {}
-  ~CudaIpcBackend() override {
-    initiator_.reset();
-    target_.reset();
-  }
+      : HostBackend(std::move(ctx), MemoryKind::kVram, std::move(target), std::move(initiator)) {}
 
   std::string_view name() const override { return "cuda_ipc"; }
-  Capabilities capabilities() const override {
-    Capabilities c;
-    c.local_kinds = {MemoryKind::kVram};
-    c.remote_kinds = {MemoryKind::kVram};
-    c.same_host_only = true;
-    c.notifications = true;
-    c.authenticates = true;  // the hello on its socket (core/host_link.h)
-    return c;
-  }
   // NVLink peer copies: ~400 GB/s on the H200 pair, ~10 us per request (launch, event).
   CostModel cost_model() const override { return CostModel{10.0, 0.001, 300.0}; }
-  Status register_region(const RegionInfo& r) override { return target_->add_region(r); }
-  Status deregister_region(std::uint64_t id) override { return target_->remove_region(id); }
-  std::vector<std::uint8_t> connection_info() const override {
-    const std::string& n = target_->socket_name();
-    return std::vector<std::uint8_t>(n.begin(), n.end());
-  }
-  Result<std::unique_ptr<BackendConnection>> connect(const PeerEndpoint& peer) override {
-    if (peer.connection_info.empty() || peer.connection_info.size() > 100)
-      return Corrupt("cuda_ipc: bad connection info from '" + peer.agent_name + "'");
-    std::string name(peer.connection_info.begin(), peer.connection_info.end());
-    KVF_ASSIGN_OR_RETURN(auto session, initiator_->connect(peer, name, deadline_after(ctx_.connect_timeout)));
-    return std::unique_ptr<BackendConnection>(new SessionConnection<CudaIpcSession>(std::move(session)));
-  }
-
- private:
-  BackendContext ctx_;
-  std::unique_ptr<CudaIpcTarget> target_;
-  std::unique_ptr<CudaIpcInitiator> initiator_;
 };
 
 Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
@@ -67,19 +36,15 @@ Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
   // 0: four blocks per SM.
   KVF_ASSIGN_OR_RETURN(const std::uint64_t grid, integer_setting(ctx.params, "cuda_ipc", "blocks", 0, 65535, 0));
   const auto blocks = static_cast<std::uint32_t>(grid);
-  TargetConfig tc;
-  tc.agent_name = ctx.agent_name;
-  tc.peer_timeout = ctx.peer_timeout;
+  TargetConfig tc = HostTargetOptions::of(ctx);
   tc.max_notification_bytes = std::min<std::size_t>(ctx.max_notification_bytes, kMaxWireMessage - 64);
-  tc.deliver = ctx.deliver_notification;
-  tc.secret = ctx.secret;
-  KVF_ASSIGN_OR_RETURN(auto target, CudaIpcTarget::start(std::move(tc)));
+  KVF_ASSIGN_OR_RETURN(auto target, CudaIpcTarget::start(ctx.reactor, std::move(tc)));
   SessionConfig sc;
   sc.agent_name = ctx.agent_name;
   sc.peer_timeout = ctx.peer_timeout;
   sc.lanes = std::make_shared<Lanes>(method, blocks);
   sc.secret = ctx.secret;
-  KVF_ASSIGN_OR_RETURN(auto initiator, CudaIpcInitiator::start(std::move(sc), ctx.process_id));
+  KVF_ASSIGN_OR_RETURN(auto initiator, CudaIpcInitiator::start(ctx.reactor, std::move(sc), ctx.process_id));
   return std::unique_ptr<Backend>(new CudaIpcBackend(ctx, std::move(target), std::move(initiator)));
 }
 

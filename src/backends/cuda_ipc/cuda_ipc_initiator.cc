@@ -1,7 +1,5 @@
 #include "backends/cuda_ipc/cuda_ipc_initiator.h"
 
-#include <poll.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,20 +9,16 @@
 
 namespace kvferry::detail::cuda_ipc {
 
-Result<std::unique_ptr<CudaIpcInitiator>> CudaIpcInitiator::start(SessionConfig cfg, std::string process_id) {
+Result<std::unique_ptr<CudaIpcInitiator>> CudaIpcInitiator::start(std::shared_ptr<Reactor> reactor, SessionConfig cfg,
+                                                                  std::string process_id) {
   std::unique_ptr<CudaIpcInitiator> s(new CudaIpcInitiator());
   s->cfg_ = std::move(cfg);
   s->process_id_ = std::move(process_id);
-  KVF_ASSIGN_OR_RETURN(s->wake_, make_eventfd("cuda_ipc"));
-  s->cfg_.progress_wake_fd = s->wake_.get();
-  s->thread_ = std::thread([raw = s.get()] { raw->run(); });
+  // Idle sessions are looked at ten times a second (deadlines, the peer process).
+  KVF_ASSIGN_OR_RETURN(s->sessions_,
+                       HostSessions::start(std::move(reactor), "cuda_ipc", std::chrono::milliseconds(100)));
+  s->cfg_.progress_wake_fd = s->sessions_->wake_fd();  // posts ring it: their events are polled at once
   return s;
-}
-
-CudaIpcInitiator::~CudaIpcInitiator() {
-  running_ = false;
-  ring_eventfd(wake_.get());
-  thread_.join();
 }
 
 Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndpoint& peer,
@@ -65,47 +59,28 @@ Result<std::shared_ptr<CudaIpcSession>> CudaIpcInitiator::connect(const PeerEndp
       peer.process_id == process_id_ ? 0 : static_cast<pid_t>(std::strtol(peer.process_id.c_str(), nullptr, 10));
   auto session = std::make_shared<CudaIpcSession>(cfg_, peer.agent_name, peer_pid, std::move(sock),
                                                   std::move(regions));
-  {
-    std::lock_guard lock(mu_);
-    std::erase_if(sessions_, [](auto& w) { return w.expired(); });
-    sessions_.push_back(session);
-  }
-  ring_eventfd(wake_.get());
+  std::weak_ptr<CudaIpcSession> weak = session;
+  HostSessions::Hooks hooks;
+  hooks.readable = [weak](const std::function<void()>& stop) {
+    auto s = weak.lock();
+    if (!s) return;  // being destroyed: its membership ends the watch
+    if (!s->dead()) s->on_readable();
+    if (s->dead()) stop();  // while we hold it: the socket is still open
+  };
+  hooks.progress = [weak]() -> HostSessions::Wish {
+    auto s = weak.lock();
+    if (!s) return std::nullopt;
+    s->poll();
+    s->check_deadlines();
+    // While copies run, look again soon (a spinning waiter completes its own job first);
+    // answers come on the socket, and their deadlines need no finer look than 20 ms.
+    if (s->copying()) return std::chrono::microseconds(10);
+    if (s->awaiting_acks()) return std::chrono::milliseconds(20);
+    return std::nullopt;
+  };
+  KVF_ASSIGN_OR_RETURN(auto membership, sessions_->add(session->socket_fd(), std::move(hooks)));
+  session->join(std::move(membership));
   return session;
-}
-
-void CudaIpcInitiator::run() {
-  // This thread naps 10 us at a time while copies run: with the default 50 us timer
-  // slack a nap lasts ~60 us, which a 7 ms copy would notice (~1%).
-  ::prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
-  std::vector<pollfd> fds;
-  while (running_) {
-    std::vector<std::shared_ptr<CudaIpcSession>> live;
-    {
-      std::lock_guard lock(mu_);
-      for (auto& w : sessions_)
-        if (auto s = w.lock()) live.push_back(std::move(s));
-    }
-    bool busy = false;
-    fds.clear();
-    fds.push_back({wake_.get(), POLLIN, 0});
-    for (auto& s : live) {
-      s->poll();
-      s->check_deadlines();
-      busy = busy || s->busy();
-      fds.push_back({s->dead() ? -1 : s->socket_fd(), POLLIN, 0});
-    }
-    // While copies run, look again soon (a spinning waiter completes its own job first).
-    int n = ::poll(fds.data(), fds.size(), busy ? 0 : 100);
-    if (n == 0 && busy) std::this_thread::sleep_for(std::chrono::microseconds(10));
-    if (n <= 0) continue;
-    if (fds[0].revents) {
-      std::uint64_t v;
-      [[maybe_unused]] ssize_t rc = ::read(wake_.get(), &v, sizeof v);
-    }
-    for (std::size_t i = 0; i < live.size(); ++i)
-      if (fds[i + 1].revents) live[i]->on_readable();
-  }
 }
 
 }  // namespace kvferry::detail::cuda_ipc

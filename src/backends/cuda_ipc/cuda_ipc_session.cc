@@ -255,8 +255,8 @@ Status CudaIpcSession::start_watching(InFlight f) {  // mu_ held
   job->set_poller([weak = weak_from_this()] {
     if (auto s = weak.lock()) s->poll();
   });
-  // The progress thread may sleep in poll(): wake it so it watches this job's event
-  // (a waiter spins only briefly before it sleeps too).
+  // The reactor polls events only while it knows of copies: wake it so it watches this
+  // job's (a waiter spins only briefly before it sleeps too).
   if (cfg_.progress_wake_fd >= 0) ring_eventfd(cfg_.progress_wake_fd);
   return Status::Ok();
 }
@@ -378,12 +378,9 @@ void CudaIpcSession::close_handles(const std::string& handle) {
   }
 }
 
-bool CudaIpcSession::busy() {
-  {
-    std::lock_guard lock(mu_);
-    if (!inflight_.empty()) return true;
-  }
-  return peer_session_.awaiting();
+bool CudaIpcSession::copying() {
+  std::lock_guard lock(mu_);
+  return !inflight_.empty();
 }
 
 void CudaIpcSession::cancel(const std::shared_ptr<TransferJob>& job) {

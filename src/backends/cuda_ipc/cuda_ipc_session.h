@@ -20,6 +20,7 @@
 #include "cuda/copy_lane.h"
 #include "backends/cuda_ipc/cuda_ipc_wire.h"
 #include "core/backend.h"
+#include "core/host_sessions.h"
 #include "core/peer_session.h"
 #include "core/region_table.h"
 
@@ -61,7 +62,7 @@ struct SessionConfig {
   std::string agent_name;
   std::chrono::milliseconds peer_timeout{5000};
   std::shared_ptr<Lanes> lanes;
-  int progress_wake_fd = -1;  // the progress thread's eventfd: rung when work is posted
+  int progress_wake_fd = -1;  // rung when work is posted: its events are polled from then on
   std::shared_ptr<const SharedSecret> secret;  // null: no authentication
 };
 
@@ -82,7 +83,10 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   void poll();            // completes jobs whose events are done
   void on_readable();     // a message from the target
   void check_deadlines() { peer_session_.check_deadlines(); }
-  bool busy();            // GPU work or acknowledgements outstanding
+  bool copying();         // GPU work outstanding
+  bool awaiting_acks() const { return peer_session_.awaiting(); }
+  // The reactor's watch of our socket (core/host_sessions.h); it ends before the socket closes.
+  void join(HostSessions::Membership m) { membership_ = std::move(m); }
   // Jobs whose copies still run finish (peer lost) when their events complete.
   void fail(const Status& why) { peer_session_.fail(why); }
   bool dead() const { return peer_session_.dead(); }
@@ -132,6 +136,7 @@ class CudaIpcSession : public std::enable_shared_from_this<CudaIpcSession> {
   std::map<std::pair<std::string, int>, void*> opened_;  // (handle, local GPU) -> mapping
   std::list<InFlight> inflight_;
   std::vector<Kept> kept_;  // newest last
+  HostSessions::Membership membership_;  // last: destroyed first, before sock_ closes
 };
 
 }  // namespace kvferry::detail::cuda_ipc

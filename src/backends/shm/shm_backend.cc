@@ -11,53 +11,27 @@
 #include "backends/shm/shm_target.h"
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
-#include "core/session_connection.h"
+#include "core/host_backend.h"
 
 namespace kvferry::detail::shm {
 namespace {
 
-class ShmBackend final : public Backend {
+class ShmBackend final : public HostBackend<ShmTarget, ShmInitiator> {
  public:
   ShmBackend(BackendContext ctx, std::unique_ptr<CopyPool> pool, std::unique_ptr<ShmTarget> target,
              std::unique_ptr<ShmInitiator> initiator)
-      : ctx_(std::move(ctx)), pool_(std::move(pool)), target_(std::move(target)), initiator_(std::move(initiator)) {}
+      : HostBackend(std::move(ctx), MemoryKind::kDram, std::move(target), std::move(initiator)), pool_(std::move(pool)) {}
   ~ShmBackend() override {
     initiator_.reset();  // its sessions may still run copies on the pool: stop it last
     target_.reset();
-    pool_.reset();
   }
 
   std::string_view name() const override { return "shm"; }
-  Capabilities capabilities() const override {
-    Capabilities c;
-    c.local_kinds = {MemoryKind::kDram};
-    c.remote_kinds = {MemoryKind::kDram};
-    c.same_host_only = true;
-    c.notifications = true;
-    c.authenticates = true;  // the hello on its socket (shm_target.cc, shm_initiator.cc)
-    return c;
-  }
   // Memory copies: a few microseconds per request, ~15 GB/s per thread on our VMs.
   CostModel cost_model() const override { return CostModel{3.0, 0.01, 15.0}; }
-  Status register_region(const RegionInfo& r) override { return target_->add_region(r); }
-  Status deregister_region(std::uint64_t id) override { return target_->remove_region(id); }
-  std::vector<std::uint8_t> connection_info() const override {
-    const std::string& n = target_->socket_name();
-    return std::vector<std::uint8_t>(n.begin(), n.end());
-  }
-  Result<std::unique_ptr<BackendConnection>> connect(const PeerEndpoint& peer) override {
-    if (peer.connection_info.empty() || peer.connection_info.size() > 100)
-      return Corrupt("shm: bad connection info from '" + peer.agent_name + "'");
-    std::string name(peer.connection_info.begin(), peer.connection_info.end());
-    KVF_ASSIGN_OR_RETURN(auto session, initiator_->connect(peer, name, deadline_after(ctx_.connect_timeout)));
-    return std::unique_ptr<BackendConnection>(new SessionConnection<ShmSession>(std::move(session)));
-  }
 
  private:
-  BackendContext ctx_;
   std::unique_ptr<CopyPool> pool_;
-  std::unique_ptr<ShmTarget> target_;
-  std::unique_ptr<ShmInitiator> initiator_;
 };
 
 Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
@@ -72,14 +46,9 @@ Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
   KVF_ASSIGN_OR_RETURN(auto inline_kib, integer_setting(ctx.params, "shm", "inline_kib", 0, 1u << 20, 256));
   KVF_ASSIGN_OR_RETURN(auto slice_kib, integer_setting(ctx.params, "shm", "slice_kib", 4, 1u << 20, 1024));
   auto pool = std::make_unique<CopyPool>(static_cast<unsigned>(threads));
-  TargetConfig tc;
-  tc.agent_name = ctx.agent_name;
-  tc.peer_timeout = ctx.peer_timeout;
+  TargetConfig tc{HostTargetOptions::of(ctx)};
   tc.spin_us = static_cast<std::uint32_t>(spin_us);
-  tc.max_notification_bytes = ctx.max_notification_bytes;
-  tc.deliver = ctx.deliver_notification;
-  tc.secret = ctx.secret;
-  KVF_ASSIGN_OR_RETURN(auto target, ShmTarget::start(std::move(tc)));
+  KVF_ASSIGN_OR_RETURN(auto target, ShmTarget::start(ctx.reactor, std::move(tc)));
   SessionConfig sc;
   sc.agent_name = ctx.agent_name;
   sc.peer_timeout = ctx.peer_timeout;
@@ -87,7 +56,7 @@ Result<std::unique_ptr<Backend>> create(const BackendContext& ctx) {
   sc.slice_bytes = slice_kib << 10;
   sc.pool = pool.get();
   sc.secret = ctx.secret;
-  KVF_ASSIGN_OR_RETURN(auto initiator, ShmInitiator::start(sc));
+  KVF_ASSIGN_OR_RETURN(auto initiator, ShmInitiator::start(ctx.reactor, sc));
   return std::unique_ptr<Backend>(new ShmBackend(ctx, std::move(pool), std::move(target), std::move(initiator)));
 }
 

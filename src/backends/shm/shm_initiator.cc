@@ -1,6 +1,5 @@
 #include "backends/shm/shm_initiator.h"
 
-#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -36,27 +35,33 @@ Result<ControlBlock*> make_control_block(UniqueFd* memfd) {
   return cb;
 }
 
+// A message on the session's socket (reactor thread): a revocation, or the hang-up.
+void on_socket(ShmSession& s) {
+  const int fd = s.socket_fd();
+  std::vector<std::uint8_t> msg;
+  std::vector<UniqueFd> fds;
+  Status st = recv_message(fd, &msg, &fds, Clock::now(), "shm");
+  if (st.code() == StatusCode::kTimeout) return;  // spurious wake-up
+  const auto revoked = st.ok() ? parse_host_revoke(msg, HostMessage::kRevoke) : std::nullopt;
+  if (!revoked || !fds.empty()) return s.fail(st.ok() ? Corrupt("unexpected message from the peer") : st);
+  // Marked and drained in one step (on_revoke waits for the copy batches in flight).
+  Status confirmed = answer_revoke(*revoked, [&](std::uint64_t region) { s.on_revoke(region); }, {},
+                                   [fd](std::uint64_t region) {
+                                     return send_message(fd, host_revoke_message(HostMessage::kRevokeAck, region), {},
+                                                         deadline_after(std::chrono::milliseconds(100)), "shm");
+                                   });
+  if (!confirmed.ok()) s.fail(confirmed);  // the target cuts us off anyway
+}
+
 }  // namespace
 
-Result<std::unique_ptr<ShmInitiator>> ShmInitiator::start(SessionConfig cfg) {
+Result<std::unique_ptr<ShmInitiator>> ShmInitiator::start(std::shared_ptr<Reactor> reactor, SessionConfig cfg) {
   std::unique_ptr<ShmInitiator> s(new ShmInitiator());
   s->cfg_ = std::move(cfg);
   s->link_ = HostLinkConfig{"shm", kShmProtocolVersion, s->cfg_.agent_name, s->cfg_.secret, s->cfg_.peer_timeout};
-  s->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!s->epoll_.valid()) return IoErrorFromErrno("shm: epoll", errno);
-  KVF_ASSIGN_OR_RETURN(s->wake_, make_eventfd("shm"));
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = s->wake_.get();
-  ::epoll_ctl(s->epoll_.get(), EPOLL_CTL_ADD, s->wake_.get(), &ev);
-  s->thread_ = std::thread([raw = s.get()] { raw->run(); });
+  // Idle sessions are looked at twice a second (deadlines, the peer process).
+  KVF_ASSIGN_OR_RETURN(s->sessions_, HostSessions::start(std::move(reactor), "shm", std::chrono::milliseconds(500)));
   return s;
-}
-
-ShmInitiator::~ShmInitiator() {
-  running_ = false;
-  ring_eventfd(wake_.get());
-  thread_.join();
 }
 
 Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& peer, const std::string& socket_name,
@@ -107,7 +112,7 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
   };
   // Hello (names, version, authentication) with our control block and eventfd; the
   // answer carries the target's eventfd (core/host_link.h).
-  const int fds[2] = {control_fd.get(), wake_.get()};
+  const int fds[2] = {control_fd.get(), sessions_->wake_fd()};
   auto answer = initiate_host_link(sock.get(), link_, peer.agent_name, fds, 1, on_region, deadline);
   if (!answer.ok()) return cleanup(), answer.status();
   UniqueFd target_wake = std::move((*answer)[0]);
@@ -130,78 +135,28 @@ Result<std::shared_ptr<ShmSession>> ShmInitiator::connect(const PeerEndpoint& pe
   }
   auto session = std::make_shared<ShmSession>(cfg_, peer.agent_name, pid, std::move(sock), cb, std::move(target_wake),
                                                std::move(regions));
-  std::lock_guard lock(mu_);
-  std::erase_if(sessions_, [](auto& w) { return w.expired(); });
-  sessions_.push_back(session);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = session->socket_fd();
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, session->socket_fd(), &ev);
-  watched_.insert(session->socket_fd());
-  // The loop must take the session in now: until it marks it sleeping, the target does
-  // not ring us for acknowledgements, and a waiter that does not poll the ring itself
-  // (a staged job's) would wait for the loop's 500 ms timeout.
-  ring_eventfd(wake_.get());
+  // Always marked sleeping: the target rings our eventfd for every batch of
+  // acknowledgements (notifications are few; a waiter that spins takes its own first).
+  session->set_sleeping(true);
+  std::weak_ptr<ShmSession> weak = session;
+  HostSessions::Hooks hooks;
+  hooks.readable = [weak](const std::function<void()>& stop) {
+    auto s = weak.lock();
+    if (!s) return;  // being destroyed: its membership ends the watch
+    if (!s->dead()) on_socket(*s);
+    if (s->dead()) stop();  // while we hold it: the socket is still open
+  };
+  hooks.progress = [weak]() -> HostSessions::Wish {
+    auto s = weak.lock();
+    if (!s || s->dead()) return std::nullopt;
+    s->poll_acks();
+    s->check_deadlines();
+    if (s->awaiting_acks()) return std::chrono::milliseconds(20);  // the deadlines' resolution
+    return std::nullopt;
+  };
+  KVF_ASSIGN_OR_RETURN(auto membership, sessions_->add(session->socket_fd(), std::move(hooks)));
+  session->join(std::move(membership));
   return session;
-}
-
-void ShmInitiator::run() {
-  epoll_event events[32];
-  while (running_) {
-    std::vector<std::shared_ptr<ShmSession>> live;
-    {
-      std::lock_guard lock(mu_);  // also guards watched_
-      for (auto& w : sessions_) {
-        auto s = w.lock();
-        if (!s) continue;
-        if (!s->dead()) {
-          live.push_back(std::move(s));
-        } else if (watched_.erase(s->socket_fd())) {
-          ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s->socket_fd(), nullptr);  // stop its hang-up events
-        }
-      }
-    }
-    bool busy = false;
-    for (auto& s : live) {
-      s->poll_acks();
-      s->check_deadlines();
-      busy = busy || s->awaiting_acks();
-      s->set_sleeping(true);
-    }
-    bool pending = false;
-    for (auto& s : live) pending = pending || !ring_empty(s->control()->to_initiator);
-    int n = pending ? 0 : ::epoll_wait(epoll_.get(), events, 32, busy ? 20 : 500);
-    for (auto& s : live) s->set_sleeping(false);
-    for (int i = 0; i < n; ++i) {
-      const int fd = events[i].data.fd;
-      if (fd == wake_.get()) {
-        std::uint64_t v;
-        [[maybe_unused]] ssize_t rc = ::read(wake_.get(), &v, sizeof v);
-        continue;
-      }
-      for (auto& s : live) {
-        if (s->socket_fd() != fd) continue;
-        std::vector<std::uint8_t> msg;
-        std::vector<UniqueFd> fds;
-        Status st = recv_message(fd, &msg, &fds, Clock::now(), "shm");
-        if (st.code() == StatusCode::kTimeout) continue;
-        const auto revoked = st.ok() ? parse_host_revoke(msg, HostMessage::kRevoke) : std::nullopt;
-        if (!revoked || !fds.empty()) {
-          s->fail(st.ok() ? Corrupt("unexpected message from the peer") : st);
-          continue;
-        }
-        const std::uint64_t id = *revoked;
-        // Marked and drained in one step (on_revoke waits for the copies in flight).
-        Status confirmed = answer_revoke(id, [&](std::uint64_t region) { s->on_revoke(region); }, {},
-                                         [fd](std::uint64_t region) {
-                                           return send_message(fd, host_revoke_message(HostMessage::kRevokeAck, region),
-                                                               {}, deadline_after(std::chrono::milliseconds(100)),
-                                                               "shm");
-                                         });
-        if (!confirmed.ok()) s->fail(confirmed);  // the target cuts us off anyway
-      }
-    }
-  }
 }
 
 }  // namespace kvferry::detail::shm

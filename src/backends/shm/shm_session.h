@@ -18,6 +18,7 @@
 #include "backends/shm/copy_pool.h"
 #include "backends/shm/shm_ring.h"
 #include "core/backend.h"
+#include "core/host_sessions.h"
 #include "core/peer_auth.h"
 #include "core/peer_session.h"
 #include "core/region_table.h"
@@ -69,6 +70,8 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
   bool awaiting_acks() const { return peer_session_.awaiting(); }
   void set_sleeping(bool sleeping);
   ControlBlock* control() const { return cb_; }
+  // The reactor's watch of our socket (core/host_sessions.h); it ends before the socket closes.
+  void join(HostSessions::Membership m) { membership_ = std::move(m); }
 
  private:
   struct Slice {
@@ -101,6 +104,7 @@ class ShmSession : public std::enable_shared_from_this<ShmSession> {
 
   std::mutex jobs_mu_;
   std::unordered_map<const TransferJob*, std::shared_ptr<CopyWork>> copying_;
+  HostSessions::Membership membership_;  // last: destroyed first, before sock_ closes
 };
 
 }  // namespace kvferry::detail::shm

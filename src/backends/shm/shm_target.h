@@ -1,76 +1,59 @@
-// ShmTarget: the target half of the shm backend. One thread accepts same-host
-// initiators on an abstract Unix socket, hands them the memfds of registered shared
-// regions, serves notifications from the shared rings (spinning briefly after activity,
-// then sleeping in epoll until an initiator rings its eventfd), and revokes regions on
-// deregistration, waiting (bounded) until every initiator confirms it stopped using them.
+// ShmTarget: the target half of the shm backend, on the agent's reactor. The core's
+// HostTarget (core/host_target.h) accepts same-host initiators, hands them the memfds of
+// registered shared regions and revokes regions on deregistration; what is shm's own is
+// here: the control block and eventfd of each initiator's hello, and the notifications
+// of the shared rings, served when an initiator rings our eventfd and then polled for
+// spin_us after the last record (up to 50 us per reactor call, re-armed at once with a
+// zero-delay timer while records keep coming), so that a burst needs no wake-up per record.
 #pragma once
 
-#include <atomic>
 #include <chrono>
-#include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "backends/shm/shm_ring.h"
 #include "core/backend.h"
-#include "core/host_link.h"
+#include "core/host_target.h"
 #include "core/peer_auth.h"
-#include "core/revocation.h"
+#include "core/reactor.h"
 #include "core/socket_util.h"
 
 namespace kvferry::detail::shm {
 
-struct TargetConfig {
-  std::string agent_name;
-  std::chrono::milliseconds peer_timeout{5000};
-  std::uint32_t spin_us = 50;
-  std::size_t max_notification_bytes = 64 * 1024;
-  DeliverNotification deliver;
-  std::shared_ptr<const SharedSecret> secret;  // null: initiators are not authenticated
+struct TargetConfig : HostTargetOptions {
+  std::uint32_t spin_us = 50;  // serving the rings again at once for this long after a record
 };
 
 class ShmTarget {
  public:
-  static Result<std::unique_ptr<ShmTarget>> start(TargetConfig config);
+  // `reactor`: the agent's (null: one of our own).
+  static Result<std::unique_ptr<ShmTarget>> start(std::shared_ptr<Reactor> reactor, TargetConfig config);
   ~ShmTarget();
-  const std::string& socket_name() const { return socket_name_; }
+  const std::string& socket_name() const { return host_->socket_name(); }
   Status add_region(const RegionInfo& region);
   // Returns once every connected initiator confirmed, or was dropped after the bound.
-  Status remove_region(std::uint64_t id);
+  Status remove_region(std::uint64_t id) { return host_->remove_region(id); }
 
  private:
-  struct Session;
+  struct Rings;  // an initiator's control block and eventfd
   ShmTarget() = default;
-  void run();
-  void accept_all();
-  void on_session_readable(Session& s);
-  void handshake(Session& s, std::vector<std::uint8_t>& msg, std::vector<UniqueFd>& fds);
+  Status accept(HostTarget::Peer& peer, std::vector<UniqueFd>& fds, std::vector<int>* answer);
+  void serve();        // reactor thread: the rings, then spin or sleep
   bool serve_rings();  // true if any record was handled
-  void drop(Session& s, const std::string& why);
-  TargetRevocation::Link revocation_link(Session& s);
-  bool all_rings_empty();
   void set_sleeping(bool sleeping);
+  bool all_rings_empty();
+  static Rings* rings_of(HostTarget::Peer& p);
 
   TargetConfig cfg_;
-  std::string socket_name_;
-  std::shared_ptr<const HostLinkConfig> link_;
-  UniqueFd listener_;
-  UniqueFd epoll_;
-  UniqueFd wake_;  // rung by initiators (and by us to stop / run commands)
-  std::thread thread_;
-  std::atomic<bool> running_{true};
-
-  std::mutex mu_;  // regions_, sessions_ (the vector), commands
-  std::map<std::uint64_t, std::pair<RegionInfo, std::shared_ptr<UniqueFd>>> regions_;
-  std::vector<std::function<void()>> commands_;
-  // Engine-thread state (changed under mu_; revocation's operations read it under mu_).
-  std::vector<std::shared_ptr<Session>> sessions_;
-  // Ready sessions, which hold our regions: deregistration revokes them there.
-  std::unique_ptr<TargetRevocation> revocation_;
+  UniqueFd wake_;  // rung by initiators whose records wait while we sleep
+  std::unique_ptr<HostTarget> host_;
+  Reactor::Id wake_watch_ = 0;
+  // Reactor thread only.
+  std::vector<std::shared_ptr<HostTarget::Peer>> ready_;
+  Reactor::Id spin_ = 0;  // the re-armed serve() while spinning
+  bool stopping_ = false;
+  Clock::time_point last_activity_{};
 };
 
 }  // namespace kvferry::detail::shm
