@@ -6,19 +6,27 @@
 #include "backends/ucx/ucx_engine.h"
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
+#include "core/session_connection.h"
 
 namespace kvferry::detail::ucx {
 namespace {
 
-class UcxConnection final : public BackendConnection {
+// An initiator's session as its SessionConnection sees it: the engine moves the bytes;
+// health is the session's PeerSession, readable from any thread.
+class UcxLink {
  public:
-  UcxConnection(std::shared_ptr<UcxEngine> engine, std::shared_ptr<Session> s)
+  UcxLink(std::shared_ptr<UcxEngine> engine, std::shared_ptr<Session> s)
       : engine_(std::move(engine)), session_(std::move(s)) {}
-  ~UcxConnection() override { engine_->close(session_); }
-  Status post(const std::shared_ptr<TransferJob>& job) override { return engine_->post(session_, job); }
-  void cancel(const std::shared_ptr<TransferJob>& job) override { engine_->cancel(session_, job); }
-  Status notify(std::string_view message) override { return engine_->notify(session_, message); }
-  Status health() const override { return engine_->health(*session_); }
+  Status post(const std::shared_ptr<TransferJob>& job) { return engine_->post(session_, job); }
+  void cancel(const std::shared_ptr<TransferJob>& job) { engine_->cancel(session_, job); }
+  Status notify(std::string_view message) { return engine_->notify(session_, message); }
+  Status health() const { return engine_->health(*session_); }
+  // The loss now (its awaiting jobs fail at once); the bye and the link's release follow
+  // on the reactor, which owns the endpoints.
+  void fail(const Status& why) {
+    session_->peer_session->fail(why);
+    engine_->close(session_, why);
+  }
 
  private:
   std::shared_ptr<UcxEngine> engine_;
@@ -59,7 +67,8 @@ class UcxBackend final : public Backend {
   std::vector<std::uint8_t> connection_info() const override { return engine_->connection_info(); }
   Result<std::unique_ptr<BackendConnection>> connect(const PeerEndpoint& peer) override {
     KVF_ASSIGN_OR_RETURN(auto s, engine_->connect(peer, deadline_after(ctx_.connect_timeout)));
-    return std::unique_ptr<BackendConnection>(new UcxConnection(engine_, std::move(s)));
+    return std::unique_ptr<BackendConnection>(
+        std::make_unique<SessionConnection<UcxLink>>(std::make_shared<UcxLink>(engine_, std::move(s))));
   }
 
  private:
@@ -92,7 +101,7 @@ Result<std::unique_ptr<Backend>> make_ucx_backend(const BackendContext& ctx) {
   cfg.spin_us = static_cast<std::uint32_t>(spin_us);
   // Without RDMA, UCX's put/get are emulated in software and its rendezvous is not.
   cfg.active_messages = data == "am" || (data == "auto" && !context->has_rdma());
-  KVF_ASSIGN_OR_RETURN(auto engine, UcxEngine::start(std::move(context), std::move(cfg)));
+  KVF_ASSIGN_OR_RETURN(auto engine, UcxEngine::start(std::move(context), std::move(cfg), ctx.reactor));
   return std::unique_ptr<Backend>(new UcxBackend(ctx, std::shared_ptr<UcxEngine>(std::move(engine))));
 }
 
