@@ -10,8 +10,11 @@
 namespace kvferry::detail::ucx {
 namespace {
 
-// How often stalls, revocation deadlines and unanswered hellos are looked at.
-constexpr std::chrono::milliseconds kTick{5};
+// How often stalls, notification deadlines and unanswered hellos are looked at: while
+// something is in flight (also a progress for a transport that signals no event for what
+// it completed), and when idle.
+constexpr std::chrono::milliseconds kBusyTick{5};
+constexpr std::chrono::milliseconds kIdleTick{100};
 
 }  // namespace
 
@@ -66,17 +69,12 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::start(std::unique_ptr<UcxContext> 
   // From here on the reactor thread alone calls UCP (the destructor waits for it).
   UcxEngine* raw = e.get();
   KVF_ASSIGN_OR_RETURN(e->watch_, e->reactor_->watch(e->worker_fd_, EPOLLIN, [raw](std::uint32_t) { raw->pump(); }));
-  e->tick_ = e->reactor_->every(kTick, [raw] {
-    raw->check_timeouts();
-    raw->pump();  // also progresses a transport that signals no event for what it completed
-  });
-  e->submit([] {});  // the first pump arms the worker
+  e->submit([raw] { raw->schedule_tick(); });  // then the first pump arms the worker
   return e;
 }
 
 UcxEngine::~UcxEngine() {
   if (reactor_) {
-    reactor_->cancel(tick_);
     reactor_->cancel(watch_);
     // Posted tasks still queued find alive_ false after this; nothing of ours runs on the
     // reactor afterwards, so the rest below may call UCP from this thread.
@@ -103,6 +101,7 @@ UcxEngine::~UcxEngine() {
 
 void UcxEngine::shut_down() {
   if (!*alive_) return;
+  reactor_->cancel(tick_);  // on the reactor thread: returns at once, and it does not run again
   for (auto& [id, s] : sessions_) {
     if (!s->closed) fail_session(*s, PeerLost("the agent is shutting down"));
   }
@@ -136,6 +135,16 @@ Status UcxEngine::call(std::function<Status()> command, std::chrono::millisecond
   if (result.wait_for(bound) != std::future_status::ready)
     return Timeout("ucx: the event loop did not answer within " + std::to_string(bound.count()) + " ms");
   return result.get();
+}
+
+void UcxEngine::schedule_tick() {
+  bool busy = false;
+  for (auto& [id, s] : sessions_) busy = busy || s->ops > 0 || s->tails > 0 || s->peer_session->awaiting();
+  tick_ = reactor_->after(busy ? kBusyTick : kIdleTick, [this] {
+    check_timeouts();
+    pump();
+    schedule_tick();
+  });
 }
 
 void UcxEngine::schedule_pump() {

@@ -6,8 +6,8 @@
 // watches the worker's event fd; on readiness the engine progresses the worker a bounded
 // number of times, then re-posts itself while it made progress recently (the `spin_us`
 // window, so that a reply on its way is picked up without an epoll sleep) and otherwise
-// arms the worker (ucp_worker_arm; UCS_ERR_BUSY: progress again). A periodic check on
-// the reactor (kTick) bounds stalls, revocations and hellos.
+// arms the worker (ucp_worker_arm; UCS_ERR_BUSY: progress again). A timer on the reactor
+// (every 5 ms while busy, 100 ms when idle) bounds stalls, answers and hellos.
 //
 // Initiator side (ucx_initiator.cc): a Session per peer rides a Link, a UCP endpoint that
 // other sessions may share (peer error handling: a dead peer fails the link and every
@@ -218,6 +218,7 @@ class UcxEngine {
   // or arms the worker's event fd. Reactor thread only.
   void pump();
   void schedule_pump();
+  void schedule_tick();  // the next check_timeouts (reactor thread)
   void shut_down();  // fails every session and link; reactor thread, once
   void handle_deferred();
   void check_timeouts();
@@ -301,7 +302,7 @@ class UcxEngine {
 
   std::shared_ptr<Reactor> reactor_;
   Reactor::Id watch_ = 0;  // the worker's event fd
-  Reactor::Id tick_ = 0;   // check_timeouts
+  Reactor::Id tick_ = 0;   // the next check_timeouts (reactor thread only)
   // Reactor thread only. False once the engine shut down: posted tasks still queued then
   // find it and do not touch the engine (the reactor cannot take back a post).
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
