@@ -15,6 +15,8 @@ namespace {
 // it completed), and when idle.
 constexpr std::chrono::milliseconds kBusyTick{5};
 constexpr std::chrono::milliseconds kIdleTick{100};
+// Empty progress calls a pump makes in the spin window before it yields the thread.
+constexpr int kSparePolls = 16;
 
 }  // namespace
 
@@ -118,7 +120,7 @@ void UcxEngine::submit(std::function<void()> command) {
   reactor_->post([this, alive = alive_, command = std::move(command)] {
     if (!*alive) return;
     command();
-    schedule_pump();  // after the commands queued with it: one progress for the batch
+    after_command();
   });
 }
 
@@ -129,12 +131,20 @@ Status UcxEngine::call(std::function<Status()> command, std::chrono::millisecond
   const bool posted = reactor_->post([this, alive = alive_, command = std::move(command), done] {
     if (!*alive) return done->set_value(Unavailable("ucx: the engine is shutting down"));
     done->set_value(command());
-    schedule_pump();
+    after_command();
   });
   if (!posted) return Unavailable("ucx: the agent's event loop has stopped");
   if (result.wait_for(bound) != std::future_status::ready)
     return Timeout("ucx: the event loop did not answer within " + std::to_string(bound.count()) + " ms");
   return result.get();
+}
+
+void UcxEngine::after_command() {
+  // A command starts work whose answer is on its way: it counts as activity (the spin
+  // window), and it is progressed now unless a progress is queued already (a burst of
+  // commands then shares it).
+  last_active_ = Clock::now();
+  if (!pump_posted_) pump();
 }
 
 void UcxEngine::schedule_tick() {
@@ -160,8 +170,14 @@ void UcxEngine::schedule_pump() {
 void UcxEngine::pump() {
   if (!*alive_) return;
   bool progressed = false;
-  // Bounded: other backends share the thread; more work re-posts the pump below.
-  for (int i = 0; i < 64 && ucp_worker_progress(worker_) != 0; ++i) progressed = true;
+  // Bounded: other backends share the thread; more work re-posts the pump below. In the
+  // spin window a few empty polls more per turn (each a few microseconds) keep the
+  // reactor's own turn (its lock, its epoll_wait) off the path of a reply on its way.
+  int spare_polls = Clock::now() - last_active_ < std::chrono::microseconds(cfg_.spin_us) ? kSparePolls : 0;
+  for (int i = 0; i < 64; ++i) {
+    if (ucp_worker_progress(worker_) != 0) progressed = true;
+    else if (spare_polls-- <= 0) break;
+  }
   if (!dirty_.empty() || !failed_eps_.empty() || !incoming_.empty()) progressed = true;
   handle_deferred();
   const auto now = Clock::now();

@@ -218,6 +218,7 @@ class UcxEngine {
   // or arms the worker's event fd. Reactor thread only.
   void pump();
   void schedule_pump();
+  void after_command();
   void schedule_tick();  // the next check_timeouts (reactor thread)
   void shut_down();  // fails every session and link; reactor thread, once
   void handle_deferred();
