@@ -15,10 +15,12 @@
 // and the jobs posted to it. With a shared secret, the hello is authenticated first
 // (ucx_auth.cc). Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
 // with at most `max_ops` in flight per session; a write's notification is sent as an
-// active message only after ucp_ep_flush_nbx reported its data remotely complete.
-// Without RDMA the chunks travel as active messages instead (ucx_am_data.cc). No
+// active message only after ucp_ep_flush_nbx reported its data remotely complete, and
+// the job finishes on the target's answer (PeerSession::settle: kept, refused, or no
+// answer within peer_timeout). Without RDMA the chunks travel as active messages
+// instead (ucx_am_data.cc; the commit carries the notification and its answer). No
 // completion for `peer_timeout` while something is in flight fails the session (a
-// stopped peer acknowledges nothing).
+// stopped peer acknowledges nothing; PeerSession::check_activity).
 //
 // Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, handed to
 // each initiator in the answer to its hello), the sessions of initiators (each answered
@@ -35,13 +37,10 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 

@@ -2,7 +2,6 @@
 // sessions (an endpoint back to each), notifications, and revocation on deregister.
 #include <algorithm>
 #include <thread>
-#include <set>
 
 #include "backends/ucx/ucx_engine.h"
 #include "core/byte_io.h"
