@@ -56,20 +56,20 @@ Status UcxEngine::deregister_region(std::uint64_t id) {
   // receives), and it is unmapped.
   const auto deadline = Clock::now() + cfg_.peer_timeout;
   for (;;) {
-    bool unmapped = false;
+    auto unmapped = std::make_shared<bool>(false);  // shared: a late run outlives a timed-out call
     KVF_RETURN_IF_ERROR(call(
-        [this, id, &unmapped]() -> Status {
+        [this, id, unmapped]() -> Status {
           auto* served = served_.find(id);
           if (served && served->value.inflight > 0) return Status::Ok();
           if (served) {
             ucp_mem_unmap(context_->get(), served->value.memh);
             served_.erase(id);
           }
-          unmapped = true;
+          *unmapped = true;
           return Status::Ok();
         },
         cfg_.peer_timeout));
-    if (unmapped) return Status::Ok();
+    if (*unmapped) return Status::Ok();
     if (Clock::now() > deadline)
       return Timeout("ucx: deregistering region " + std::to_string(id) + ": data still moving after " +
                      std::to_string(cfg_.peer_timeout.count()) + " ms");
