@@ -1,6 +1,9 @@
 // The ucx backend. Settings: ucx.tls and ucx.devices (UCX_TLS / UCX_NET_DEVICES for this
 // agent's context), ucx.data (auto | am | rma: how host memory moves, see
-// ucx_am_data.cc), ucx.ops_in_flight, ucx.chunk_kib, ucx.spin_us.
+// ucx_am_data.cc), ucx.ops_in_flight, ucx.chunk_kib, ucx.spin_us (how long the reactor keeps
+// polling the worker after activity; 0, the default: arm and sleep as soon as a poll finds
+// nothing. On a 2-core host a 50 us window doubled the small-request latency, the polling
+// taking the CPU the peer needed to answer; docs/benchmarks.md, 2026-12-01).
 #include "backends/ucx/ucx_backend.h"
 
 #include "backends/ucx/ucx_engine.h"
@@ -84,7 +87,7 @@ Result<std::unique_ptr<Backend>> make_ucx_backend(const BackendContext& ctx) {
   if (auto it = ctx.params.find("devices"); it != ctx.params.end()) cs.devices = it->second;
   KVF_ASSIGN_OR_RETURN(auto ops, integer_setting(ctx.params, "ucx", "ops_in_flight", 1, 4096, 64));
   KVF_ASSIGN_OR_RETURN(auto chunk_kib, integer_setting(ctx.params, "ucx", "chunk_kib", 4, 1u << 20, 1024));
-  KVF_ASSIGN_OR_RETURN(auto spin_us, integer_setting(ctx.params, "ucx", "spin_us", 0, 100000, 50));
+  KVF_ASSIGN_OR_RETURN(auto spin_us, integer_setting(ctx.params, "ucx", "spin_us", 0, 100000, 0));
   std::string data = "auto";
   if (auto it = ctx.params.find("data"); it != ctx.params.end()) data = it->second;
   if (data != "auto" && data != "am" && data != "rma")

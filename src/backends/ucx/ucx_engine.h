@@ -64,7 +64,7 @@ struct EngineConfig {
   DeliverNotification deliver;  // an error: the sender's request fails with it
   std::uint32_t max_ops = 64;             // puts/gets in flight per session
   std::uint64_t chunk_bytes = 1u << 20;   // largest single put/get
-  std::uint32_t spin_us = 50;             // keep progressing (re-posted) this long after activity
+  std::uint32_t spin_us = 0;              // keep progressing (re-posted) this long after activity
   bool active_messages = false;           // data as active messages, not put/get
 };
 
