@@ -15,29 +15,12 @@
 #include <string>
 #include <vector>
 
-#include "test_util.h"
+#include "ucx_test_util.h"
 
 namespace kvferry::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool ucx_built() {
-  for (const BackendInfo& b : compiled_backends())
-    if (b.name == "ucx") return true;
-  return false;
-}
-
-std::unique_ptr<Agent> make_agent(const std::string& name, const std::string& backend, std::size_t inbox = 1024) {
-  AgentOptions o;
-  o.name = name;
-  o.backends = {backend};
-  o.max_inbox_notifications = inbox;
-  if (backend == "ucx") o.backend_params = {{"ucx.tls", "tcp"}, {"ucx.devices", "lo"}};
-  auto a = Agent::create(o);
-  EXPECT_TRUE(a.ok()) << a.status().to_string();
-  return a.ok() ? std::move(a).value() : nullptr;
-}
 
 // This process's threads, by name (/proc/self/task/*/comm): name -> count.
 std::map<std::string, int> threads() {
@@ -72,31 +55,19 @@ std::string added(const std::map<std::string, int>& before, const std::map<std::
   return out.empty() ? "none" : out;
 }
 
-DescriptorList slice(const Buffer& b, std::size_t offset, std::size_t length) {
-  return DescriptorList(MemoryKind::kDram, {Descriptor{b.addr(offset), length, 0}});
-}
-
-Status write_and_wait(Agent& from, const DescriptorList& local, const std::string& peer, const DescriptorList& remote,
-                      TransferOptions o = {}) {
-  auto t = from.create_transfer(TransferOp::kWrite, local, peer, remote, o);
-  if (!t.ok()) return t.status().with_context("create_transfer");
-  if (Status s = t->post(); !s.ok()) return s.with_context("post");
-  return t->wait(10s).with_context("wait");
-}
-
 TEST(UcxReactor, TheBackendStartsNoThreadOfItsOwn) {
   if (!ucx_built()) GTEST_SKIP() << "built without the ucx backend";
   const auto start = threads();
-  auto warm = make_agent("warm", "ucx");  // UCX's own once-per-process threads start here
+  auto warm = agent_with("warm", "ucx");  // UCX's own once-per-process threads start here
   ASSERT_TRUE(warm);
   const auto with_ucx_loaded = threads();
   std::cout << "[ info ] threads of the first ucx agent (its reactor and UCX's own): "
             << added(start, with_ucx_loaded) << "\n";
 
-  auto plain = make_agent("plain", "loopback");
+  auto plain = agent_with("plain", "loopback");
   ASSERT_TRUE(plain);
   const auto with_plain = threads();
-  auto ucx = make_agent("ucx", "ucx");
+  auto ucx = agent_with("ucx", "ucx");
   ASSERT_TRUE(ucx);
   const auto with_ucx = threads();
   // An agent with ucx adds exactly the threads an agent without it does.
@@ -111,13 +82,13 @@ TEST(UcxReactor, EightPeersNeedNoMoreThreadsThanOne) {
   constexpr std::size_t kSize = 256u << 10;
   Buffer src(kSize);
   src.randomize(11);
-  auto a = make_agent("hub", "ucx");
+  auto a = agent_with("hub", "ucx");
   ASSERT_TRUE(a);
   KVF_ASSERT_OK(a->register_memory(slice(src, 0, kSize)));
   std::vector<std::unique_ptr<Agent>> peers;
   std::vector<std::unique_ptr<Buffer>> dst;
   for (int i = 0; i < kPeers; ++i) {  // every agent exists before the first count
-    peers.push_back(make_agent("peer" + std::to_string(i), "ucx"));
+    peers.push_back(agent_with("peer" + std::to_string(i), "ucx"));
     ASSERT_TRUE(peers.back());
     dst.push_back(std::make_unique<Buffer>(kSize, 0xA5));
     KVF_ASSERT_OK(peers.back()->register_memory(slice(*dst.back(), 0, kSize)));
@@ -147,7 +118,7 @@ TEST(UcxReactor, ARefusedNotificationFailsTheWrite) {
   constexpr std::size_t kInbox = 2;
   Buffer src(4096 * 4), dst(4096 * 4);
   src.randomize(5);
-  auto a = make_agent("sender", "ucx"), b = make_agent("receiver", "ucx", kInbox);
+  auto a = agent_with("sender", "ucx"), b = agent_with("receiver", "ucx", kInbox);
   ASSERT_TRUE(a && b);
   KVF_ASSERT_OK(a->register_memory(slice(src, 0, src.size())));
   KVF_ASSERT_OK(b->register_memory(slice(dst, 0, dst.size())));
