@@ -1,4 +1,4 @@
-// Per-session and per-stream state of the tcp engine (engine thread only).
+// Per-session and per-stream state of the tcp engine (under the engine's lock).
 #pragma once
 
 #include <chrono>
@@ -66,6 +66,7 @@ struct PendingRead {
 
 struct Stream {
   UniqueFd fd;
+  Reactor::Id watch = 0;       // the reactor's watch of fd (0: none)
   Session* session = nullptr;  // null until its hello (accepted side)
   std::uint32_t events = 0;    // epoll interest currently set
   std::deque<OutFrame> out;
