@@ -266,7 +266,9 @@ bool Reactor::post(Task fn) {
     first = state_->tasks.empty();
     state_->tasks.push_back(std::move(fn));
   }
-  if (first) state_->wake_up();  // later ones find the loop already woken
+  // Later ones find the loop already woken; one posted on the loop's own thread is run
+  // before the loop sleeps again (it sleeps only with no task queued).
+  if (first && !state_->on_thread()) state_->wake_up();
   return true;
 }
 

@@ -169,9 +169,9 @@ void TcpEngine::settle() {
   for (std::uint64_t key : dead_sessions_) sessions_.erase(key);
   dead_sessions_.clear();
   if (cfg_.spin_us == 0 || !running_) return;
-  bool busy = false;
-  for (auto& [key, ss] : sessions_) busy = busy || !ss->requests.empty() || ss->peer_session->awaiting();
-  if (!busy) return;
+  spin_busy_ = false;
+  for (auto& [key, ss] : sessions_) spin_busy_ = spin_busy_ || !ss->requests.empty() || ss->peer_session->awaiting();
+  if (!spin_busy_) return;
   spin_until_ = Clock::now() + std::chrono::microseconds(cfg_.spin_us);
   if (spinning_) return;
   spinning_ = true;
@@ -182,11 +182,9 @@ void TcpEngine::settle() {
 
 void TcpEngine::spin_turn() {
   // One turn of the spin window: the reactor polls its fds without sleeping between turns
-  // (a task is queued), and every other handler still runs between them.
-  std::lock_guard engine(engine_mu_);
-  bool busy = false;
-  for (auto& [key, ss] : sessions_) busy = busy || !ss->requests.empty() || ss->peer_session->awaiting();
-  if (!running_ || !busy || Clock::now() >= spin_until_) {
+  // (a task is queued), and every other handler still runs between them. Reactor-thread
+  // state only (settle keeps it), so a caller's post() is never kept from the engine lock.
+  if (!running_ || !spin_busy_ || Clock::now() >= spin_until_) {
     spinning_ = false;
     return;
   }

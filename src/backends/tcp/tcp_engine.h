@@ -160,7 +160,9 @@ class TcpEngine : public std::enable_shared_from_this<TcpEngine> {
   // Closed streams' watches and sockets, released by settle() on the reactor thread.
   std::vector<std::pair<Reactor::Id, UniqueFd>> retired_;
   bool settle_requested_ = false;
-  Clock::time_point spin_until_{};  // spin_us: poll without sleeping until then
+  // The spin window (spin_us), kept by settle() and spin_turn() on the reactor thread only.
+  Clock::time_point spin_until_{};  // poll without sleeping until then
+  bool spin_busy_ = false;          // requests or answers outstanding as of the last settle()
   bool spinning_ = false;           // a spin turn is posted
   std::unordered_map<std::uint64_t, std::uint64_t> accepted_by_remote_;  // remote session id -> key
   std::vector<std::uint64_t> dead_sessions_;  // erased at the end of a loop iteration
