@@ -60,7 +60,7 @@ class TcpLink {
     return engine_->notify(session_, std::string(message));
   }
   Status health() const { return peer_->health(); }
-  // On the engine thread, which owns the streams (the PeerSession's loss closes them).
+  // Under the engine's lock, which guards the streams (the PeerSession's loss closes them).
   void fail(const Status& why) { engine_->close_session(session_, why); }
 
  private:

@@ -121,7 +121,7 @@ struct Session {
   std::uint64_t key = 0;
   bool initiator = false;
   // Health, request ids, answers awaited, activity: the core's part (an initiator's
-  // connection holds it too, for health). Every fail() of it runs on the engine thread
+  // connection holds it too, for health). Every fail() of it runs under the engine's lock
   // (fail_session), so its on_lost releases this session's sockets and jobs there.
   std::shared_ptr<PeerSession> peer_session;
   std::uint64_t remote_id = 0;
