@@ -436,12 +436,15 @@ void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
   if (write && notify && ss.peer_session->announce(job, req)) {
     OutFrame f = make_message_frame(FrameType::kNotify, req, *job->notification());
     f.h.addr = job->total_bytes();
-    queue_frame(*ss.streams[first], std::move(f));
+    ss.streams[first]->out.push_back(std::move(f));
+    used[first] = true;
   }
+  // Start sending now, saving an epoll round trip; on_writable asks for EPOLLOUT only for
+  // what the socket did not take (usually nothing: no change of the watch at all, which
+  // also spares a caller's post() the reactor's lock).
   for (std::size_t si = 0; si < nstreams; ++si) {
     if (!used[si]) continue;
-    update_interest(*ss.streams[si]);
-    on_writable(*ss.streams[si]);  // start sending now, saving an epoll round trip
+    on_writable(*ss.streams[si]);
     if (ss.peer_session->dead()) return;
   }
 }
