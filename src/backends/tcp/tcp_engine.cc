@@ -254,7 +254,9 @@ Status TcpEngine::post(std::uint64_t session_id, std::shared_ptr<TransferJob> jo
     start_job(*it->second, std::move(job));
     // Closed streams and dead sessions are released on the reactor thread; the spin
     // window (spin_us) starts there too.
-    if (cfg_.spin_us > 0 || !retired_.empty() || !dead_sessions_.empty()) request_settle();
+    // While the reactor spins already, it sees this job at its next turn.
+    const bool start_spin = cfg_.spin_us > 0 && !spinning_.load(std::memory_order_relaxed);
+    if (start_spin || !retired_.empty() || !dead_sessions_.empty()) request_settle();
     return Status::Ok();
   }
   if (engine.owns_lock()) engine.unlock();

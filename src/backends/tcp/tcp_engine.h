@@ -163,7 +163,7 @@ class TcpEngine : public std::enable_shared_from_this<TcpEngine> {
   // The spin window (spin_us), kept by settle() and spin_turn() on the reactor thread only.
   Clock::time_point spin_until_{};  // poll without sleeping until then
   bool spin_busy_ = false;          // requests or answers outstanding as of the last settle()
-  bool spinning_ = false;           // a spin turn is posted
+  std::atomic<bool> spinning_{false};  // a spin turn is posted (read by post() too)
   std::unordered_map<std::uint64_t, std::uint64_t> accepted_by_remote_;  // remote session id -> key
   std::vector<std::uint64_t> dead_sessions_;  // erased at the end of a loop iteration
   std::uint64_t next_local_key_ = 1ull << 62;  // keys for accepted sessions
