@@ -7,7 +7,9 @@
 # GPU 1 where there are two) with fault injection off and on, ROUNDS times (default 3):
 # memory untouched after cancel() or an error returns, done means exact bytes, a peer
 # killed mid-read turns every request in flight into kPeerLost within the bound, a
-# restarted peer is loaded without disturbing another; then the cuda_ipc and staging
+# restarted peer is loaded without disturbing another; the failure suite over cuda_ipc
+# (tests/failure_*_test.cc: peer killed, stopped mid-read and mid-write, corrupt metadata,
+# garbage on its ports, a request outside registered memory); then the cuda_ipc and staging
 # suites once. Builds nothing; logs under $OUT; exit 0 when every case passed.
 set -uo pipefail
 dev="$(pwd)/.device"
@@ -27,6 +29,11 @@ for ((r = 1; r <= rounds; ++r)); do
   [[ $x -ne 0 ]] && rc=1
   echo "guarantees over cuda_ipc, round $r: exit $x; $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/guarantees_$r.log" | tr '\n' ' ')"
   grep -E "Failure|FAILED  \]|error" "$out/guarantees_$r.log" | head -12
+  timeout 400 "$tests" --gtest_brief=1 --gtest_filter='Backends/Failure.*cuda_ipc*' >"$out/failure_$r.log" 2>&1
+  x=$?
+  [[ $x -ne 0 ]] && rc=1
+  echo "failure suite over cuda_ipc, round $r: exit $x; $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/failure_$r.log" | tr '\n' ' ')"
+  grep -E "Failure$|FAILED  \]|error|Expected|Which is|actual" "$out/failure_$r.log" | head -20
 done
 timeout 240 "$tests" --gtest_brief=1 --gtest_filter='*CudaIpc*:*StagedVram*:FaultInjection.*' >"$out/cuda_ipc_suites.log" 2>&1
 x=$?

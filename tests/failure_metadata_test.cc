@@ -24,12 +24,13 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 TEST_P(Failure, CorruptAndTruncatedMetadataAreErrors) {
-  Buffer b1(1u << 20), b2(64u << 10);
+  auto b1 = local_memory(1u << 20), b2 = local_memory(64u << 10);
+  ASSERT_TRUE(b1 && b2);
   auto src = make_agent("meta-source");
   auto dst = make_agent("meta-sink");
   ASSERT_TRUE(src && dst);
-  KVF_ASSERT_OK(src->register_memory(b1.whole()));
-  KVF_ASSERT_OK(src->register_memory(b2.whole()));
+  KVF_ASSERT_OK(src->register_memory(b1->whole()));
+  KVF_ASSERT_OK(src->register_memory(b2->whole()));
   ASSERT_TRUE(src->listen("127.0.0.1", 0).ok());  // adds the side-channel record
   auto md = src->local_metadata();
   ASSERT_TRUE(md.ok()) << md.status().to_string();
@@ -100,11 +101,12 @@ TEST_P(Failure, CorruptAndTruncatedMetadataAreErrors) {
 // blob (magic 4 | version 2 | reserved 2 | body length 4 | XXH3-64 of body 8); skipped
 // if the library's layout differs from that.
 TEST_P(Failure, ResealedMetadataMutationsNeverCrash) {
-  Buffer b1(1u << 20);
+  auto b1 = local_memory(1u << 20);
+  ASSERT_TRUE(b1);
   auto src = make_agent("meta-source");
   auto dst = make_agent("meta-sink");
   ASSERT_TRUE(src && dst);
-  KVF_ASSERT_OK(src->register_memory(b1.whole()));
+  KVF_ASSERT_OK(src->register_memory(b1->whole()));
   ASSERT_TRUE(src->listen("127.0.0.1", 0).ok());
   auto md = src->local_metadata();
   ASSERT_TRUE(md.ok());

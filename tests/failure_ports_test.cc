@@ -219,18 +219,20 @@ TEST_P(Failure, GarbageOnListeningPortsLeavesAgentHealthy) {
   // --- the peer is alive and serves a normal initiator ----------------------------------
   EXPECT_EQ(::kill(peer->pid(), 0), 0);
   ASSERT_TRUE(peer->alive()) << "the peer died of garbage on its ports";
-  Buffer local(kSize);
+  auto local = local_memory(kSize);
+  ASSERT_TRUE(local);
   auto a = make_agent("initiator");
   ASSERT_TRUE(a);
-  KVF_ASSERT_OK(a->register_memory(local.whole()));
+  KVF_ASSERT_OK(a->register_memory(local->whole()));
   auto name = a->fetch_remote("127.0.0.1", peer->port());
   ASSERT_TRUE(name.ok()) << name.status().to_string();
-  auto r = a->create_transfer(TransferOp::kRead, local.whole(), "peer", remote_range(*peer, 0, kSize));
+  auto r = a->create_transfer(TransferOp::kRead, local->whole(), "peer", remote(*peer, 0, kSize));
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   KVF_ASSERT_OK(run_until_done(*r, 20s));
   Buffer expected(kSize);
   expected.randomize(19);
-  EXPECT_EQ(std::memcmp(local.data(), expected.data(), kSize), 0) << "the garbage changed the peer's memory";
+  EXPECT_TRUE(SameBytes(local->bytes(), std::vector<std::uint8_t>(expected.data(), expected.data() + kSize)))
+      << "the garbage changed the peer's memory";
   Inbox inbox(*a);
   KVF_ASSERT_OK(a->notify("peer", "echo still here"));
   auto reply = inbox.next_from("peer", 5s);
@@ -339,7 +341,9 @@ TEST_P(Failure, RequestOutsideRegisteredMemoryIsRefusedByTarget) {
   constexpr std::size_t kSize = 16u << 20, kPiece = 1u << 20;
   auto peer = spawn_peer({.name = "peer", .size = kSize, .seed = 10});
   ASSERT_TRUE(peer);
-  Buffer local(kPiece);
+  auto local_piece = local_memory(kPiece);
+  ASSERT_TRUE(local_piece);
+  TestMemory& local = *local_piece;
   auto a = make_agent("initiator");
   ASSERT_TRUE(a);
   KVF_ASSERT_OK(a->register_memory(local.whole()));
@@ -347,11 +351,11 @@ TEST_P(Failure, RequestOutsideRegisteredMemoryIsRefusedByTarget) {
   Inbox inbox(*a);
 
   // Valid against what the peer announced; then the peer withdraws the memory.
-  auto w = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote_range(*peer, 4 * kPiece, kPiece));
-  auto r = a->create_transfer(TransferOp::kRead, local.whole(), "peer", remote_range(*peer, 8 * kPiece, kPiece));
+  auto w = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote(*peer, 4 * kPiece, kPiece));
+  auto r = a->create_transfer(TransferOp::kRead, local.whole(), "peer", remote(*peer, 8 * kPiece, kPiece));
   TransferOptions o;
   o.notification = "should-not-arrive";
-  auto wn = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote_range(*peer, 0, kPiece), o);
+  auto wn = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote(*peer, 0, kPiece), o);
   ASSERT_TRUE(w.ok() && r.ok() && wn.ok());
   KVF_ASSERT_OK(a->notify("peer", "deregister"));
   auto reply = inbox.next_from("peer", 5s);
@@ -362,7 +366,8 @@ TEST_P(Failure, RequestOutsideRegisteredMemoryIsRefusedByTarget) {
   for (TransferRequest* t : {&*w, &*r, &*wn}) expect_refused(*this, *t);
   Buffer expected_local(kPiece);
   expected_local.randomize(5);
-  EXPECT_EQ(std::memcmp(local.data(), expected_local.data(), kPiece), 0) << "a refused read changed our memory";
+  EXPECT_TRUE(SameBytes(local.bytes(), std::vector<std::uint8_t>(expected_local.data(), expected_local.data() + kPiece)))
+      << "a refused read changed our memory";
   // The failed write's notification must not reach the peer (it would answer "got ...").
   auto stray = inbox.next_from("peer", 500ms);
   EXPECT_FALSE(stray) << "the peer received the notification of a refused write: " << *stray;
@@ -383,7 +388,7 @@ TEST_P(Failure, RequestOutsideRegisteredMemoryIsRefusedByTarget) {
   EXPECT_EQ(*reply, checksum_text(expected_peer.data(), kSize)) << "a refused write landed in the peer's memory";
   auto again = a->fetch_remote("127.0.0.1", peer->port());
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  auto stale = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote_range(*peer, 0, kPiece));
+  auto stale = a->create_transfer(TransferOp::kWrite, local.whole(), "peer", remote(*peer, 0, kPiece));
   EXPECT_EQ(stale.status().code(), StatusCode::kOutOfRange) << stale.status().to_string();
 }
 

@@ -18,6 +18,7 @@
 
 #include "core/backend_registry.h"
 #include "peer_test_util.h"
+#include "test_memory.h"
 
 namespace kvferry::testing {
 
@@ -46,7 +47,10 @@ inline std::vector<FailureRoute> failure_routes() {
 
 // What a backend's capabilities say about how it fails.
 struct FailureCapabilities {
-  bool host_memory = false;   // moves our host memory (the suite's cases use host memory)
+  bool host_memory = false;   // moves our host memory
+  // The memory the cases use on both sides: host memory where the backend moves it, else
+  // GPU memory (a GPU-only backend; those cases skip where no GPU is present).
+  MemoryKind memory = MemoryKind::kDram;
   bool peer_process = false;  // links agents of different processes (there is a peer to kill or stop)
   bool own_files = false;     // its targets are the agent's own files
   // The initiator moves the bytes itself through memory the peer shares with it (a
@@ -67,6 +71,7 @@ inline Result<FailureCapabilities> failure_capabilities(const std::string& backe
   const detail::Capabilities c = (*made)->capabilities();
   FailureCapabilities out;
   out.host_memory = c.local_kinds.contains(MemoryKind::kDram);
+  if (!out.host_memory && c.local_kinds.contains(MemoryKind::kVram)) out.memory = MemoryKind::kVram;
   out.peer_process = !c.same_process_only;
   out.own_files = c.same_process_only && c.remote_kinds.contains(MemoryKind::kFile);
   out.initiator_copies = c.same_host_only;
@@ -83,9 +88,15 @@ inline std::map<std::string, std::string> failure_fault_settings(bool on) {
 // A 1 GiB zero-filled peer, and an initiator with 256 MiB registered that knows it.
 struct LoadedPeer {
   std::unique_ptr<PeerProcess> peer;
-  Buffer local{256u << 20};
+  std::unique_ptr<TestMemory> local;
   std::unique_ptr<Agent> agent;
 };
+
+// A peer process's pool (of `kind`, on GPU `device` for vram) as a remote list.
+inline DescriptorList peer_range(const PeerProcess& p, MemoryKind kind, std::uint32_t device, std::uint64_t offset,
+                                 std::uint64_t length) {
+  return DescriptorList(kind, {Descriptor{p.address() + offset, length, device}});
+}
 
 // The fixture of every Failure.* case: skips routes not usable here, and makes agents and
 // peer processes over the route's backend.
@@ -95,13 +106,31 @@ class Failure : public ::testing::TestWithParam<FailureRoute> {
     auto caps = failure_capabilities(backend());
     if (!caps.ok()) GTEST_SKIP() << backend() << " cannot run here: " << caps.status().to_string();
     caps_ = *caps;
-    if (!caps_.host_memory)
-      GTEST_SKIP() << backend() << " moves no host memory, which these cases use (its failures are Guarantees.*'s)";
+    if (!caps_.host_memory && caps_.memory != MemoryKind::kVram)
+      GTEST_SKIP() << backend() << " moves neither host nor GPU memory, which these cases use";
+    if (caps_.memory == MemoryKind::kVram && visible_gpus() == 0)
+      GTEST_SKIP() << backend() << " moves GPU memory only: needs a CUDA GPU";
   }
 
   const std::string& backend() const { return GetParam().backend; }
   bool faults() const { return GetParam().faults; }
   const FailureCapabilities& caps() const { return caps_; }
+  MemoryKind memory() const { return caps_.memory; }
+  bool gpu() const { return caps_.memory == MemoryKind::kVram; }
+  // Our memory: GPU 0 for vram; the peer's: another GPU where there are two.
+  std::uint32_t peer_device() const { return gpu() && visible_gpus() > 1 ? 1 : 0; }
+
+  // `size` zeroed bytes of the route's memory kind, ours (a failed allocation fails the case).
+  std::unique_ptr<TestMemory> local_memory(std::size_t size) const {
+    std::string why;
+    auto m = TestMemory::make(memory(), 0, size, &why);
+    EXPECT_TRUE(m) << why;
+    return m;
+  }
+  // The peer process's pool as a remote list of the route's memory kind.
+  DescriptorList remote(const PeerProcess& p, std::uint64_t offset, std::uint64_t length) const {
+    return peer_range(p, memory(), peer_device(), offset, length);
+  }
 
   // An error fault injection made (when it is on): accepted wherever the case expects
   // another outcome, since the injected fault came first.
@@ -126,7 +155,9 @@ class Failure : public ::testing::TestWithParam<FailureRoute> {
   // same-host backend can map it: the zero-copy path).
   std::unique_ptr<PeerProcess> spawn_peer(PeerOptions o) const {
     o.backend = backend();
-    o.shared = caps_.initiator_copies;
+    o.shared = caps_.initiator_copies && !gpu();
+    o.mem = gpu() ? "vram" : "dram";
+    o.device = static_cast<int>(peer_device());
     std::string error;
     auto p = PeerProcess::spawn(o, &error);
     EXPECT_TRUE(p) << "cannot start kvferry_test_peer over " << backend() << ": " << error;
@@ -242,14 +273,15 @@ inline std::vector<std::uint8_t> tcp_header(std::uint8_t type, std::uint64_t add
 
 // Posts `count` transfers of `local.size()` bytes with the peer (cycling over its
 // buffer), so that the link is busy for a while.
-inline std::vector<TransferRequest> post_transfers(Agent& a, const PeerProcess& peer, Buffer& local, int count,
+inline std::vector<TransferRequest> post_transfers(const Failure& f, Agent& a, const PeerProcess& peer,
+                                                   const TestMemory& local, int count,
                                                    TransferOp op = TransferOp::kRead) {
   std::vector<TransferRequest> reqs;
   const std::uint64_t chunk = local.size();
   const std::uint64_t slots = peer.size() / chunk;
   for (int i = 0; i < count; ++i) {
     auto r = a.create_transfer(op, local.whole(), peer.name(),
-                               remote_range(peer, (static_cast<std::uint64_t>(i) % slots) * chunk, chunk));
+                               f.remote(peer, (static_cast<std::uint64_t>(i) % slots) * chunk, chunk));
     EXPECT_TRUE(r.ok()) << r.status().to_string();
     if (!r.ok()) break;
     Status s = r->post();
@@ -290,7 +322,9 @@ inline void Failure::load_peer(const std::string& name, std::chrono::millisecond
   ASSERT_TRUE(out->peer);
   out->agent = make_agent("initiator", peer_timeout);
   ASSERT_TRUE(out->agent);
-  KVF_ASSERT_OK(out->agent->register_memory(out->local.whole()));
+  out->local = local_memory(256u << 20);
+  ASSERT_TRUE(out->local);
+  KVF_ASSERT_OK(out->agent->register_memory(out->local->whole()));
   ASSERT_TRUE(out->agent->fetch_remote("127.0.0.1", out->peer->port()).ok());
 }
 

@@ -84,10 +84,35 @@ struct PlainCeiling {
   const char* best_op() const { return read_gbps > write_gbps ? "read" : "write"; }
 };
 
-Result<PlainCeiling> plain_bench_gbps(const std::string& backend, std::uint64_t bytes, int iterations) {
-  const std::uint64_t blocks = (bytes + (1u << 20) - 1) >> 20;
-  std::vector<std::string> args = {"kvferry", "bench", "--backend", backend, "--op", "both", "--block-size", "1MiB",
-                                   "--layers", "1", "--pattern", "contiguous", "--blocks", std::to_string(blocks),
+// What the plain bench moves: one merged contiguous range (the ceiling), or the prompt's
+// own shape without TP (its layers x blocks of the source pool's block bytes, scattered
+// ids as a paged KV cache: what moving this prompt 1 -> 1 costs).
+struct PlainShape {
+  std::uint64_t block_bytes = 1u << 20;
+  std::uint64_t layers = 1;
+  std::uint64_t blocks = 0;
+  bool scattered = false;
+  std::uint64_t bytes() const { return block_bytes * layers * blocks; }
+};
+
+PlainShape contiguous_shape(std::uint64_t bytes) { return {1u << 20, 1, (bytes + (1u << 20) - 1) >> 20, false}; }
+
+// The prompt's shape, when the prompt's bytes split evenly into layers x blocks.
+std::optional<PlainShape> prompt_shape(const TpRunSpec& spec, std::uint64_t bytes) {
+  const std::uint64_t layers = spec.model_geometry.layers;
+  const std::uint64_t block_tokens = spec.src_block_tokens ? spec.src_block_tokens : spec.model_geometry.block_tokens;
+  if (layers == 0 || block_tokens == 0) return std::nullopt;
+  const std::uint64_t blocks = (spec.tokens + block_tokens - 1) / block_tokens;
+  if (bytes % (layers * blocks) != 0) return std::nullopt;
+  return PlainShape{bytes / (layers * blocks), layers, blocks, true};
+}
+
+Result<PlainCeiling> plain_bench_gbps(const std::string& backend, const PlainShape& shape, int iterations) {
+  const std::uint64_t bytes = shape.bytes();
+  std::vector<std::string> args = {"kvferry", "bench", "--backend", backend, "--op", "both", "--block-size",
+                                   std::to_string(shape.block_bytes), "--layers", std::to_string(shape.layers),
+                                   "--pattern", shape.scattered ? "scattered" : "contiguous", "--blocks",
+                                   std::to_string(shape.blocks),
                                    "--iterations", std::to_string(iterations), "--warmup", "1",
                                    "--small-round-trips", "0", "--ceiling-reps", "1", "--json"};
   int out[2];
@@ -130,9 +155,11 @@ Result<PlainCeiling> plain_bench_gbps(const std::string& backend, std::uint64_t 
   return PlainCeiling{write_gbps.value_or(0), read_gbps.value_or(0)};
 }
 
-void print_case(const CaseResult& c, double ceiling, const std::string& ceiling_name, double naive_gbps, bool json,
-                const TpRunSpec& spec) {
+// `plain_gbps`: the same prompt moved 1 -> 1 as one plain transfer (host pools; 0: none).
+void print_case(const CaseResult& c, double ceiling, const std::string& ceiling_name, double plain_gbps,
+                double naive_gbps, bool json, const TpRunSpec& spec) {
   const double ratio = ceiling > 0 ? c.gbps / ceiling : 0;
+  const double vs_plain = plain_gbps > 0 ? c.gbps / plain_gbps : 0;
   const double speedup = naive_gbps > 0 && c.name != "naive" ? c.gbps / naive_gbps : 0;
   if (json) {
     nlohmann::json j{{"tp", std::to_string(spec.prefill_tp) + ":" + std::to_string(spec.decode_tp)},
@@ -141,6 +168,10 @@ void print_case(const CaseResult& c, double ceiling, const std::string& ceiling_
                      {"bytes", spec.total_bytes()}, {"gbps", c.gbps}, {"ms", c.ms},
                      {"ceiling_gbps", ceiling}, {"ceiling_name", ceiling_name}, {"ratio", ratio},
                      {"speedup_over_naive", speedup}, {"verified", c.verified}};
+    if (plain_gbps > 0) {
+      j["plain_prompt_gbps"] = plain_gbps;
+      j["ratio_to_plain_prompt"] = vs_plain;
+    }
     if (!c.error.empty()) j["error"] = c.error;
     std::printf("%s\n", j.dump().c_str());
   } else if (!c.error.empty()) {
@@ -148,8 +179,10 @@ void print_case(const CaseResult& c, double ceiling, const std::string& ceiling_
   } else {
     // auto says which path it took.
     const std::string name = c.name == "auto" && !c.path.empty() ? "auto>" + c.path : c.name;
-    std::printf("%-11s %8.2f %9.1f %-22s %8.2f %6.2f %9s  %s\n", name.c_str(), c.gbps, c.ms, ceiling_name.c_str(),
-                ceiling, ratio, speedup > 0 ? (std::to_string(speedup).substr(0, 5) + "x").c_str() : "-",
+    char plain_text[16] = "-";
+    if (plain_gbps > 0) std::snprintf(plain_text, sizeof plain_text, "%.2f", vs_plain);
+    std::printf("%-11s %8.2f %9.1f %-22s %8.2f %6.2f %8s %9s  %s\n", name.c_str(), c.gbps, c.ms, ceiling_name.c_str(),
+                ceiling, ratio, plain_text, speedup > 0 ? (std::to_string(speedup).substr(0, 5) + "x").c_str() : "-",
                 c.verified ? "yes" : "FAILED");
   }
   std::fflush(stdout);
@@ -218,8 +251,10 @@ int run_tp_bench(const BenchOptions& o) {
   }
   // The ceilings, measured in this run (host pools: before and after the cases).
   std::map<std::string, std::pair<std::string, double>> ceiling_of;  // case -> (name, GB/s)
-  std::optional<PlainCeiling> plain_before;
+  std::optional<PlainCeiling> plain_before, prompt_before;
   const int plain_iterations = std::max(5, o.iterations);
+  const std::optional<PlainShape> prompt = vram ? std::nullopt : prompt_shape(spec, bytes);
+  double plain_prompt_gbps = 0;
   if (vram) {
     Result<TpGpuCeilings> gpu = measure_tp_gpu_ceilings(bytes, o.tp.ingress ? spec.prefill_tp : 0, o.ceiling_reps);
     if (!gpu.ok()) {
@@ -245,20 +280,29 @@ int run_tp_bench(const BenchOptions& o) {
       std::printf("\n");
     }
   } else {
-    Result<PlainCeiling> plain = plain_bench_gbps(spec.host_backend(), bytes, plain_iterations);
+    Result<PlainCeiling> plain = plain_bench_gbps(spec.host_backend(), contiguous_shape(bytes), plain_iterations);
     if (!plain.ok()) {
       std::fprintf(stderr, "kvferry bench --tp: ceiling: %s\n", plain.status().to_string().c_str());
       return 1;
     }
     plain_before = *plain;
+    if (prompt) {
+      Result<PlainCeiling> same = plain_bench_gbps(spec.host_backend(), *prompt, plain_iterations);
+      if (same.ok()) prompt_before = *same;
+    }
   }
   std::vector<CaseResult> results;
   for (const std::string& name : cases) results.push_back(run_case(spec, name, static_cast<std::size_t>(o.warmup)));
   if (!vram) {
     // The ceiling is the best of the plain transfers before and after the cases: the
     // honest upper figure of one plain transfer of the same bytes, not their average.
-    Result<PlainCeiling> after = plain_bench_gbps(spec.host_backend(), bytes, plain_iterations);
+    Result<PlainCeiling> after = plain_bench_gbps(spec.host_backend(), contiguous_shape(bytes), plain_iterations);
     const PlainCeiling& best = after.ok() && after->best() > plain_before->best() ? *after : *plain_before;
+    Result<PlainCeiling> prompt_after =
+        prompt ? plain_bench_gbps(spec.host_backend(), *prompt, plain_iterations) : Unavailable("no prompt shape");
+    // The same prompt moved 1 -> 1, best of before and after as for the ceiling.
+    if (prompt_before) plain_prompt_gbps = prompt_before->best();
+    if (prompt_after.ok()) plain_prompt_gbps = std::max(plain_prompt_gbps, prompt_after->best());
     if (!o.json) {
       auto both = [](const PlainCeiling& c) {
         char text[64];
@@ -270,6 +314,13 @@ int run_tp_bench(const BenchOptions& o) {
                   spec.host_backend().c_str(), both(*plain_before).c_str(),
                   after.ok() ? both(*after).c_str() : "failed", best.best(), best.best_op());
     }
+    if (!o.json && prompt) {
+      std::printf("the same prompt moved 1 -> 1 as one plain bench transfer on %s (%llu layers x %llu scattered %s "
+                  "blocks, median request, best of before/after): %.2f GB/s (column 'vs plain')\n",
+                  spec.host_backend().c_str(), static_cast<unsigned long long>(prompt->layers),
+                  static_cast<unsigned long long>(prompt->blocks), format_bytes(prompt->block_bytes).c_str(),
+                  plain_prompt_gbps);
+    }
     const std::string name = "plain " + spec.host_backend() + " " + best.best_op();
     for (const char* c : {"direct", "host", "naive", "auto"}) ceiling_of[c] = {name, best.best()};
   }
@@ -278,13 +329,13 @@ int run_tp_bench(const BenchOptions& o) {
     if (c.name == "naive" && c.error.empty()) naive = c.gbps;
   }
   if (!o.json) {
-    std::printf("\n%-11s %8s %9s %-22s %8s %6s %9s  %s\n", "case", "GB/s", "ms/prompt", "ceiling", "GB/s", "ratio",
-                "vs naive", "verified");
+    std::printf("\n%-11s %8s %9s %-22s %8s %6s %8s %9s  %s\n", "case", "GB/s", "ms/prompt", "ceiling", "GB/s", "ratio",
+                "vs plain", "vs naive", "verified");
   }
   int code = 0;
   for (const CaseResult& c : results) {
     const auto& [name, gbps] = ceiling_of[c.name];
-    print_case(c, gbps, name, naive, o.json, spec);
+    print_case(c, gbps, name, plain_prompt_gbps, naive, o.json, spec);
     if (!c.error.empty()) code = 1;
     if (c.error.empty() && !c.verified && code == 0) code = 3;
   }

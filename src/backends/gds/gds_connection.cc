@@ -24,9 +24,9 @@ GdsRegistry::~GdsRegistry() {
   for (auto& [id, f] : files_)
     if (f.handle) api_->cuFileHandleDeregister(f.handle);
   for (auto& [addr, g] : gpus_)
-    if (g.buffer_registered) {
-      CudaDriver::Scope scope(*api_->cuda, g.device);
-      api_->cuFileBufDeregister(reinterpret_cast<void*>(g.address));
+    if (g.value) {  // cuFileBufRegister succeeded
+      CudaDriver::Scope scope(*api_->cuda, static_cast<int>(g.info.device));
+      api_->cuFileBufDeregister(reinterpret_cast<void*>(addr));
     }
 }
 
@@ -68,20 +68,16 @@ Status GdsRegistry::add(const RegionInfo& r) {
     return Status::Ok();
   }
   if (r.kind != MemoryKind::kVram) return Status::Ok();
-  Gpu g;
-  g.region_id = r.id;
-  g.address = r.address;
-  g.length = r.length;
-  g.device = static_cast<int>(r.device);
-  CudaDriver::Scope scope(*api_->cuda, g.device);
+  const int device = static_cast<int>(r.device);
+  CudaDriver::Scope scope(*api_->cuda, device);
   KVF_RETURN_IF_ERROR(scope.status());
-  KVF_RETURN_IF_ERROR(api_->cuda->check_device_memory(r.address, r.length, g.device));
+  KVF_RETURN_IF_ERROR(api_->cuda->check_device_memory(r.address, r.length, device));
   // Registration lets GDS proper map the buffer once; in compatibility mode it may be
   // refused or pointless, and cuFile works on unregistered memory either way.
-  if (register_buffers_)
-    g.buffer_registered = api_->cuFileBufRegister(reinterpret_cast<void*>(r.address), r.length, 0).err == 0;
+  const bool buffer_registered =
+      register_buffers_ && api_->cuFileBufRegister(reinterpret_cast<void*>(r.address), r.length, 0).err == 0;
   std::unique_lock lock(mu_);
-  gpus_[r.address] = g;
+  gpus_.add(r, buffer_registered);
   return Status::Ok();
 }
 
@@ -93,15 +89,13 @@ void GdsRegistry::remove(std::uint64_t region_id) {
       files_.erase(it);
       return;
     }
-  for (auto it = gpus_.begin(); it != gpus_.end(); ++it)
-    if (it->second.region_id == region_id) {
-      if (it->second.buffer_registered) {
-        CudaDriver::Scope scope(*api_->cuda, it->second.device);
-        api_->cuFileBufDeregister(reinterpret_cast<void*>(it->second.address));
-      }
-      gpus_.erase(it);
-      return;
+  if (const auto* g = gpus_.find(region_id)) {
+    if (g->value) {
+      CudaDriver::Scope scope(*api_->cuda, static_cast<int>(g->info.device));
+      api_->cuFileBufDeregister(reinterpret_cast<void*>(g->info.address));
     }
+    gpus_.erase(region_id);
+  }
 }
 
 Result<GdsRegistry::File> GdsRegistry::file(std::uint32_t file_id) const {
@@ -115,13 +109,12 @@ Result<GdsRegistry::File> GdsRegistry::file(std::uint32_t file_id) const {
 
 Result<GdsRegistry::Gpu> GdsRegistry::gpu(std::uint64_t address, std::uint64_t length) const {
   std::shared_lock lock(mu_);
-  auto it = gpus_.upper_bound(address);
-  if (it != gpus_.begin()) {
-    --it;
-    const Gpu& g = it->second;
-    if (address - g.address < g.length && length <= g.address + g.length - address) return g;
-  }
-  return FailedPrecondition("gds: GPU memory at 0x" + std::to_string(address) + " is not registered");
+  if (const auto* g = gpus_.holding(address, length))
+    return Gpu{g->info.id, g->info.address, g->info.length, static_cast<int>(g->info.device), g->value};
+  char where[64];
+  std::snprintf(where, sizeof where, "0x%llx, +%llu", static_cast<unsigned long long>(address),
+                static_cast<unsigned long long>(length));
+  return FailedPrecondition(std::string("gds: GPU memory [") + where + "] is not registered");
 }
 
 // --- GdsConnection -------------------------------------------------------------------

@@ -22,6 +22,7 @@
 
 #include "backends/gds/cufile_api.h"
 #include "core/backend.h"
+#include "core/region_table.h"
 
 namespace kvferry::detail {
 
@@ -64,7 +65,7 @@ class GdsRegistry {
   const bool register_buffers_;
   mutable std::shared_mutex mu_;
   std::map<std::uint32_t, File> files_;  // by file id
-  std::map<std::uint64_t, Gpu> gpus_;    // by address
+  RegionTable<bool> gpus_;               // GPU regions; value: cuFileBufRegister succeeded
 };
 
 class GdsConnection final : public BackendConnection {

@@ -21,10 +21,25 @@ namespace kvferry::detail::shm {
 
 struct CopyWork {
   std::size_t slices = 0;
+  // Slices a worker claims at a time. Each claim costs a few atomics and a shared lock on
+  // lines every worker touches; 16 slices of 64 KiB-1 MiB hide that, 16 of 512 B do not.
+  std::size_t batch = 16;
   // Copies slices [begin, end); returns an error to stop the job.
   std::function<Status(std::size_t begin, std::size_t end)> copy;
   // Runs once, after every slice was copied or the job stopped (first error wins).
   std::function<void(Status)> complete;
+  // Jobs that read the same rows of our memory for different peers, each a part of every
+  // row (a prefill rank's heads split between two decode ranks). A job submitted while an
+  // earlier one with the same key (nonzero) and a `base` less than `span` away is queued
+  // rides on it: workers claim a batch of the earlier job, then one of the rider, so the
+  // rider reads rows the first batch just brought into the cache instead of memory. Pairs
+  // only; each job keeps its own slices, cursor, completion and cancel.
+  struct Twin {
+    std::uint64_t key = 0;
+    std::uint64_t base = 0;
+    std::uint64_t span = 0;
+  };
+  Twin twin;
 
   // Internal state.
   std::atomic<std::size_t> cursor{0};
@@ -35,6 +50,9 @@ struct CopyWork {
   std::mutex mu;
   std::condition_variable idle;
   Status first_error;
+  std::atomic<CopyWork*> rider{nullptr};    // published once; kept alive by rider_owner
+  std::shared_ptr<CopyWork> rider_owner;    // the pool's mutex
+  bool riding = false;                      // the pool's mutex: this job is a rider
 };
 
 class CopyPool {
@@ -49,6 +67,9 @@ class CopyPool {
   static void stop_and_wait(CopyWork& work, Status why);
 
  private:
+  // One claim of `work`'s next batch; false once it has none left for this worker.
+  static bool run_batch(CopyWork& work);
+  // `work`'s batches, alternating with its rider's.
   static void run_batches(CopyWork& work);
   static void try_complete(CopyWork& work);
   void worker();

@@ -17,11 +17,33 @@ namespace {
 // Jobs at least this large copy with streaming stores (stream_copy.h): far beyond the
 // caches, where a plain store's read for ownership costs a third of the bus.
 constexpr std::uint64_t kStreamBytes = 8ull << 20;
+// Strided pieces claimed per batch cover at least this many bytes (copy_pool.h: a claim
+// per 16 pieces of 512 B cost ~15% of the copy of a vllm-nhd KV transfer).
+constexpr std::uint64_t kBatchBytes = 256ull << 10;
+// Pieces up to this size whose read side is strided get their successor's source
+// prefetched: a 512 B read every 1 KiB (a decode rank's half of a prefill rank's heads)
+// ran at 0.35 of a contiguous copy without, 0.5 with (docs/benchmarks.md, "TP on two
+// cores: ascending reads, claims by bytes, prefetch").
+constexpr std::uint64_t kPrefetchBytes = 4096;
 
 // Large jobs only, and never into or out of a staging slot (transfer_job.h: the GPU's
 // copy of the slot is slower after streaming stores).
 bool use_streaming_stores(const TransferJob& job) {
   return job.total_bytes() >= kStreamBytes && !job.local_is_staging();
+}
+
+// A write that reads a part of every local row (stride beyond its pieces) can ride with
+// another job reading the same rows (copy_pool.h): the key says which rows, in order.
+CopyWork::Twin twin_of(TransferOp op, const StridedPieces& sp) {
+  if (op != TransferOp::kWrite || sp.local_stride <= sp.block_bytes || sp.local_lanes.empty()) return {};
+  std::uint64_t key = 0xcbf29ce484222325ull;  // FNV-1a over the row numbers and the shape
+  auto mix = [&key](std::uint64_t v) { key = (key ^ v) * 0x100000001b3ull; };
+  mix(sp.local_stride);
+  mix(sp.block_bytes);
+  mix(sp.local_lanes.size());
+  for (std::size_t l = 1; l < sp.local_lanes.size(); ++l) mix(sp.local_lanes[l] - sp.local_lanes[0]);
+  for (const StridedRun& r : sp.runs) mix(std::uint64_t{r.local_first} << 32 | r.count);
+  return CopyWork::Twin{key | 1, sp.local_lanes[0], sp.local_stride};
 }
 
 void copy_bytes(bool stream, void* destination, const void* source, std::size_t n) {
@@ -81,6 +103,8 @@ Status ShmSession::post(const std::shared_ptr<TransferJob>& job) {
     if (std::uint64_t{longest} * sp->block_bytes <= cfg_.slice_bytes) {
       auto work = std::make_shared<CopyWork>();
       work->slices = job->pieces().size();
+      work->batch = std::max<std::uint64_t>(16, kBatchBytes / std::max<std::uint64_t>(1, std::uint64_t{longest} * sp->block_bytes));
+      work->twin = twin_of(job->op(), *sp);
       auto self = shared_from_this();
       const bool stream = use_streaming_stores(*job);
       work->copy = [self, pieces = job->shared_pieces(), op = job->op(), stream](std::size_t b, std::size_t e) {
@@ -169,10 +193,17 @@ Status ShmSession::copy_pieces(TransferOp op, const PieceList& pieces, std::size
   const PeerRegions::Entry* last = nullptr;
   const StridedPieces& sp = *pieces.strided();
   const std::size_t runs = sp.runs.size();
+  // The side we read: local for a write, the peer's for a read (its mapped address is
+  // only known per piece, so reads of the peer are not prefetched).
+  const bool prefetch = op == TransferOp::kWrite && sp.block_bytes <= kPrefetchBytes && sp.local_stride > sp.block_bytes;
   std::size_t lane = begin / runs, run = begin % runs;
   for (std::size_t i = begin; i < end; ++i, run = run + 1 == runs ? (++lane, 0) : run + 1) {
     if (dead()) return health();  // as copy_slices: stop at the next piece once the peer is lost
     const TransferPiece p = sp.piece(lane, sp.runs[run]);
+    if (prefetch && run + 1 < runs) {
+      const auto* next = reinterpret_cast<const char*>(sp.local_lanes[lane] + sp.runs[run + 1].local_first * sp.local_stride);
+      for (std::uint64_t o = 0; o < sp.block_bytes; o += 64) __builtin_prefetch(next + o, 0, 3);
+    }
     if (!last || !region_holds(last->info, p.remote, p.length)) {
       last = regions_.holding(p.remote, p.length);
       if (!last)

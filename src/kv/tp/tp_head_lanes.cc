@@ -1,6 +1,7 @@
 // The direct path's lanes x units form (tp_head_lanes.h).
 #include "kv/tp/tp_head_lanes.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "kv/tp/tp_direct_plan.h"
@@ -89,6 +90,17 @@ void unit_ids(LaneUnit unit, const KvLayout& layout, std::span<const std::uint32
     const std::uint32_t base = static_cast<std::uint32_t>(blocks[t / bt] * bt + in_block);
     for (std::uint64_t k = 0; k < run; ++k) out.push_back(base + static_cast<std::uint32_t>(k));
     t += run;
+  }
+}
+
+void sort_by_local(std::vector<std::uint32_t>& local, std::vector<std::uint32_t>& remote) {
+  if (std::is_sorted(local.begin(), local.end())) return;
+  std::vector<std::uint64_t> keyed(local.size());
+  for (std::size_t i = 0; i < local.size(); ++i) keyed[i] = std::uint64_t{local[i]} << 32 | remote[i];
+  std::sort(keyed.begin(), keyed.end());
+  for (std::size_t i = 0; i < keyed.size(); ++i) {
+    local[i] = static_cast<std::uint32_t>(keyed[i] >> 32);
+    remote[i] = static_cast<std::uint32_t>(keyed[i]);
   }
 }
 

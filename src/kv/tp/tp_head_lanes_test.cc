@@ -129,5 +129,24 @@ TEST(TpHeadLanes, PairsWithoutAStridedFormKeepTheExplicitPlan) {
   EXPECT_TRUE(lanes_cover(LaneUnit::kToken, layout, 5, 3));
 }
 
+TEST(TpHeadLanes, SortByLocalKeepsEveryPairAndAscends) {
+  // A piece of scattered blocks: local ids in the block table's order, remote ids another.
+  std::vector<std::uint32_t> local{90, 17, 18, 3, 250, 4, 91};
+  std::vector<std::uint32_t> remote{7, 0, 1, 200, 9, 201, 8};
+  std::map<std::uint32_t, std::uint32_t> pairs;
+  for (std::size_t i = 0; i < local.size(); ++i) pairs[local[i]] = remote[i];
+  sort_by_local(local, remote);
+  EXPECT_EQ(local, (std::vector<std::uint32_t>{3, 4, 17, 18, 90, 91, 250}));
+  ASSERT_EQ(remote.size(), local.size());
+  for (std::size_t i = 0; i < local.size(); ++i) EXPECT_EQ(remote[i], pairs.at(local[i])) << local[i];
+  // Already ascending (token units of one block, a table in order): left as it is.
+  std::vector<std::uint32_t> in_order{5, 6, 7}, theirs{9, 3, 1};
+  sort_by_local(in_order, theirs);
+  EXPECT_EQ(theirs, (std::vector<std::uint32_t>{9, 3, 1}));
+  std::vector<std::uint32_t> none, none_remote;
+  sort_by_local(none, none_remote);
+  EXPECT_TRUE(none.empty());
+}
+
 }  // namespace
 }  // namespace kvferry::tp

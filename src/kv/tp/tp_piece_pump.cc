@@ -131,6 +131,7 @@ Result<TransferRequest> PiecePump::build(Job& job, std::uint64_t tag) {
     unit_ids(grant.lanes->unit, pool_.layout(), job.blocks, job.piece.first, job.piece.tokens, local_units);
     unit_ids(grant.lanes->unit, grant.destination_pool->layout(), grant.destination_blocks, job.piece.first,
              job.piece.tokens, remote_units);
+    sort_by_local(local_units, remote_units);
     const LaneTransfer lanes{local_units, remote_units};
     return agent_.create_transfer(TransferOp::kWrite, grant.lanes->local, grant.lanes->remote, lanes,
                                   std::move(transfer_options));
