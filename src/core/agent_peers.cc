@@ -190,12 +190,14 @@ Result<std::uint16_t> Agent::Impl::listen(const std::string& address, std::uint1
   if (side_channel_) return AlreadyExists("listen: this agent already listens on port " +
                                           std::to_string(side_channel_->port()));
   detail::SideChannelHandlers handlers;
-  // The server thread is stopped before `this` goes away (shutdown), so raw `this` is safe.
+  // The server is stopped before `this` goes away (shutdown), so raw `this` is safe. Its
+  // handlers run on the agent's reactor.
   handlers.local_metadata = [this] { return local_metadata(); };
   handlers.load_remote = [this](std::span<const std::uint8_t> md) { return load_remote(md).status(); };
   handlers.notify = [this](std::string from, std::string envelope) { return inbox_->deliver(std::move(from), envelope); };
   KVF_ASSIGN_OR_RETURN(side_channel_,
-                       detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout, secret_));
+                       detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout, secret_,
+                                                        reactor_));
   side_address_ = detail::SideChannelAddress{address, side_channel_->port()};
   // The metadata now names a side channel: a new revision, so peers that loaded the old
   // blob take this one as an update rather than as a repeat.

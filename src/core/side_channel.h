@@ -12,24 +12,26 @@
 // carries a 32-byte HMAC tag after its payload, bound to both nonces, the direction and
 // the frame's sequence number on the connection: a recorded frame is refused on any other
 // connection or position. A server with a secret answers an unauthenticated request with
-// kError ("authentication required"); one without answers kAuthHello with kError. One thread
-// serves all connections with poll(); an idle or slow connection is dropped after a
-// timeout, so garbage on the port costs nothing but a socket for a while.
+// kError ("authentication required"); one without answers kAuthHello with kError. The
+// agent's reactor serves the listener and every connection (non-blocking reads and
+// replies; the handlers above run on the reactor thread); an idle or slow connection is
+// dropped after a timeout, so garbage on the port costs nothing but a socket for a while.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <utility>
 #include <span>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/peer_auth.h"
+#include "core/reactor.h"
 #include "core/socket_util.h"
 #include "kvferry/status.h"
 
@@ -57,6 +59,10 @@ struct SideFrameView {
   std::size_t bytes = 0;  // header and payload
 };
 Result<std::optional<SideFrameView>> next_side_frame(std::span<const std::uint8_t> in);
+// A frame of `type` around `payload`.
+std::vector<std::uint8_t> make_side_frame(SideFrame type, std::span<const std::uint8_t> payload);
+// What an authenticated frame's tag covers: its type and payload.
+std::vector<std::uint8_t> side_frame_tagged_bytes(std::uint16_t type, std::span<const std::uint8_t> payload);
 // A kNotify payload: (sender name, message).
 Result<std::pair<std::string, std::string>> parse_notify_payload(std::span<const std::uint8_t> payload);
 
@@ -70,24 +76,48 @@ struct SideChannelHandlers {
 
 class SideChannelServer {
  public:
+  // Serves on `reactor` (the agent's); null: on a reactor of its own (tests).
   static Result<std::unique_ptr<SideChannelServer>> start(const std::string& address, std::uint16_t port,
                                                           SideChannelHandlers handlers,
                                                           std::chrono::milliseconds idle_timeout,
-                                                          std::shared_ptr<const SharedSecret> secret = nullptr);
-  ~SideChannelServer();  // stops the thread and closes every connection
+                                                          std::shared_ptr<const SharedSecret> secret = nullptr,
+                                                          std::shared_ptr<Reactor> reactor = nullptr);
+  // Ends every watch and timer of the server and closes every connection; no handler
+  // runs afterwards.
+  ~SideChannelServer();
   std::uint16_t port() const { return port_; }
 
  private:
-  SideChannelServer() = default;
-  void run();
+  struct Connection;
+  using Connections = std::list<Connection>;  // oldest first
+  SideChannelServer();
+
+  // Reactor thread only below.
+  Status watch_listener();
+  void on_accept();
+  void on_event(Connection* c, std::uint32_t events);
+  void sweep();
+  void drop(Connection* c);
+  // Serves the complete frames in c's buffer while no reply is pending; false: drop c.
+  bool serve(Connection& c);
+  // The reply for one frame (empty: drop the connection); `refused`: close after sending.
+  std::vector<std::uint8_t> answer(Connection& c, const SideFrameView& frame, bool& refused);
+  // Sends what it can of c's reply; false: drop c.
+  bool flush(Connection& c);
+  void want(Connection& c, std::uint32_t events);
 
   UniqueFd listener_;
-  UniqueFd wake_;  // eventfd to stop the thread
   std::uint16_t port_ = 0;
   SideChannelHandlers handlers_;
   std::chrono::milliseconds idle_timeout_{5000};
   std::shared_ptr<const SharedSecret> secret_;  // null: no authentication
-  std::thread thread_;
+  std::shared_ptr<Reactor> reactor_;
+  Reactor::Id listener_watch_ = 0;
+  Reactor::Id sweep_ = 0;
+  Reactor::Id resume_ = 0;  // the accept back-off's end
+  std::size_t max_connections_ = 0;
+  std::unique_ptr<Connections> conns_;
+  std::vector<std::uint8_t> buf_;  // receive buffer
 };
 
 // Client side: one request, one reply, within the deadline; authenticated (both ways)

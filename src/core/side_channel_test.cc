@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <random>
 #include <thread>
 
@@ -44,6 +45,42 @@ TEST(SideChannel, GarbageAndHostileFramesLeaveTheServerServing) {
                                    deadline_after(2s));
   EXPECT_EQ(refused.status().code(), StatusCode::kRemoteError);
   EXPECT_NE(refused.status().message().find("not metadata"), std::string::npos);
+}
+
+TEST(SideChannel, ServedOnTheReactorItIsGiven) {
+  auto reactor = Reactor::start("side-test");
+  ASSERT_TRUE(reactor.ok()) << reactor.status().to_string();
+  std::atomic<int> on_reactor{0}, elsewhere{0};
+  auto where = [&] { (*reactor)->in_reactor_thread() ? ++on_reactor : ++elsewhere; };
+  SideChannelHandlers h;
+  h.local_metadata = [&] {
+    where();
+    return Result<std::vector<std::uint8_t>>(std::vector<std::uint8_t>{7});
+  };
+  h.load_remote = [&](std::span<const std::uint8_t>) {
+    where();
+    return Status::Ok();
+  };
+  h.notify = [&](std::string, std::string) {
+    where();
+    return Status::Ok();
+  };
+  auto server = SideChannelServer::start("127.0.0.1", 0, h, 500ms, nullptr, *reactor);
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const std::uint16_t port = (*server)->port();
+  std::vector<std::uint8_t> pushed{1, 2};
+  auto md = side_channel_call("127.0.0.1", port, SideFrame::kFetch, pushed, SideFrame::kMetadata, deadline_after(2s));
+  ASSERT_TRUE(md.ok()) << md.status().to_string();
+  EXPECT_EQ(*md, std::vector<std::uint8_t>{7});
+  std::vector<std::uint8_t> note{1, 0, 'a', 'h', 'i'};
+  auto ok = side_channel_call("127.0.0.1", port, SideFrame::kNotify, note, SideFrame::kOk, deadline_after(2s));
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(on_reactor.load(), 3);  // load_remote, local_metadata, notify
+  EXPECT_EQ(elsewhere.load(), 0);
+  server->reset();  // then no handler of the server runs: the reactor goes on serving others
+  auto gone = side_channel_call("127.0.0.1", port, SideFrame::kFetch, {}, SideFrame::kMetadata, deadline_after(1s));
+  EXPECT_FALSE(gone.ok());
+  EXPECT_TRUE((*reactor)->run_sync([] {}));
 }
 
 TEST(SideChannel, SilentServerTimesOut) {

@@ -60,7 +60,7 @@ class TcpLink {
     return engine_->notify(session_, std::string(message));
   }
   Status health() const { return peer_->health(); }
-  // On the engine thread, which owns the streams (the PeerSession's loss closes them).
+  // Under the engine's lock, which guards the streams (the PeerSession's loss closes them).
   void fail(const Status& why) { engine_->close_session(session_, why); }
 
  private:
@@ -190,7 +190,7 @@ Result<std::unique_ptr<Backend>> create_tcp_backend(const BackendContext& ctx) {
   cfg.max_notification_bytes = ctx.max_notification_bytes;
   cfg.deliver = ctx.deliver_notification;
   cfg.secret = ctx.secret;
-  auto engine = std::make_shared<TcpEngine>(std::move(cfg), std::move(listener));
+  KVF_ASSIGN_OR_RETURN(auto engine, TcpEngine::start(std::move(cfg), std::move(listener), ctx.reactor));
   return std::unique_ptr<Backend>(new TcpBackend(ctx, std::move(settings), port, std::move(engine)));
 }
 
@@ -202,7 +202,7 @@ namespace kvferry::detail {
 void register_tcp_backend(BackendRegistry& registry) {
   BackendFactory f;
   f.name = "tcp";
-  f.description = "dram <-> dram, any two hosts; epoll progress thread, several streams per peer";
+  f.description = "dram <-> dram, any two hosts; served on the agent's reactor, several streams per peer";
   f.param_keys = {"bind", "advertise", "port", "streams", "chunk_kib", "spin_us"};
   f.probe = [] {
     UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));

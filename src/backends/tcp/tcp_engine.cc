@@ -1,7 +1,6 @@
 #include "backends/tcp/tcp_engine.h"
 
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -15,49 +14,183 @@
 
 namespace kvferry::detail::tcp {
 
-TcpEngine::TcpEngine(EngineConfig config, UniqueFd listener)
-    : cfg_(std::move(config)), listener_(std::move(listener)) {
-  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+namespace {
+
+// A handler of this engine runs on this thread now (engine_mu_ held): an engine call from
+// inside it (a completion hook calling back) must not wait for the engine.
+thread_local const TcpEngine* t_serving = nullptr;
+
+struct Serving {
+  explicit Serving(const TcpEngine* e) : prev(t_serving) { t_serving = e; }
+  ~Serving() { t_serving = prev; }
+  const TcpEngine* prev;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<TcpEngine>> TcpEngine::start(EngineConfig config, UniqueFd listener,
+                                                    std::shared_ptr<Reactor> reactor) {
+  if (!reactor) {  // a backend made without an agent (tests): a reactor of its own
+    KVF_ASSIGN_OR_RETURN(reactor, Reactor::start("kvf-tcp"));
+  }
+  auto e = std::make_shared<TcpEngine>(std::move(config), std::move(listener), std::move(reactor));
+  TcpEngine* raw = e.get();
+  std::lock_guard engine(e->engine_mu_);  // the handlers wait until the ids are set
+  auto id = e->reactor_->watch(e->listener_.get(), EPOLLIN, [raw](std::uint32_t) {
+    std::lock_guard lock(raw->engine_mu_);
+    Serving serving(raw);
+    raw->on_accept();
+    raw->settle();
+  });
+  if (!id.ok()) return id.status().with_context("tcp: serving the listening socket");
+  e->listener_watch_ = *id;
+  // Peer sessions' pings and deadlines, silent accepted streams, the accept back-off.
+  const auto period = std::clamp<std::chrono::milliseconds>(e->cfg_.peer_timeout / 8, std::chrono::milliseconds(5),
+                                                            std::chrono::milliseconds(50));
+  e->tick_ = e->reactor_->every(period, [raw] { raw->on_tick(); });
+  return e;
+}
+
+TcpEngine::TcpEngine(EngineConfig config, UniqueFd listener, std::shared_ptr<Reactor> reactor)
+    : cfg_(std::move(config)), listener_(std::move(listener)), reactor_(std::move(reactor)) {
   scratch_.resize(1u << 20);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = wake_.get();
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
-  ev.data.fd = listener_.get();
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listener_.get(), &ev);
-  thread_ = std::thread([this] { loop(); });
 }
 
 TcpEngine::~TcpEngine() {
-  enqueue([this] {
+  // On the reactor thread, so no handler of ours runs meanwhile; once it returns none is
+  // left that could run (posted tasks hold only a weak reference, now expired).
+  reactor_->run_sync([this] {
+    std::lock_guard engine(engine_mu_);
+    run_commands();
     for (auto& [key, ss] : sessions_) fail_session(*ss, PeerLost("tcp backend shut down"));
+    for (auto& p : pending_) close_stream(*p);
+    reactor_->cancel(listener_watch_);
+    reactor_->cancel(tick_);
     running_ = false;
+    settle();
+    pending_.clear();
+    std::lock_guard lock(cmd_mu_);
+    stopping_ = true;
+    for (auto& c : commands_) c();  // posts fail (sessions gone); syncs are answered
+    commands_.clear();
   });
-  thread_.join();
 }
 
 void TcpEngine::enqueue(Command cmd) {
+  bool first;
   {
     std::lock_guard lock(cmd_mu_);
+    first = commands_.empty();
     commands_.push_back(std::move(cmd));
   }
-  ring_eventfd(wake_.get());
+  // One task drains the queue; a later command finds it queued already.
+  if (first) {
+    reactor_->post([weak = weak_from_this()] {
+      auto self = weak.lock();
+      if (!self) return;
+      std::lock_guard engine(self->engine_mu_);
+      Serving serving(self.get());
+      if (!self->running_) return;
+      self->run_commands();
+      self->settle();
+    });
+  }
+}
+
+void TcpEngine::request_settle() {
+  if (settle_requested_) return;
+  settle_requested_ = true;
+  reactor_->post([weak = weak_from_this()] {
+    auto self = weak.lock();
+    if (!self) return;
+    std::lock_guard engine(self->engine_mu_);
+    Serving serving(self.get());
+    self->settle();
+  });
 }
 
 Status TcpEngine::run_sync(std::function<Status()> fn) {
+  if (t_serving == this) return Internal("tcp engine called from its own handler (it would wait for itself)");
+  if (reactor_->in_reactor_thread()) {
+    std::lock_guard engine(engine_mu_);
+    Serving serving(this);
+    if (!running_) return Unavailable("tcp backend is shut down");
+    run_commands();  // whatever was queued first
+    Status s = fn();
+    settle();
+    return s;
+  }
   auto promise = std::make_shared<std::promise<Status>>();
   auto future = promise->get_future();
   {
     std::lock_guard lock(cmd_mu_);
     if (stopping_) return Unavailable("tcp backend is shut down");
-    commands_.push_back([promise, fn = std::move(fn)] { promise->set_value(fn()); });
   }
-  ring_eventfd(wake_.get());
-  // The engine answers within one loop iteration; the bound only guards against bugs.
+  enqueue([promise, fn = std::move(fn)] { promise->set_value(fn()); });
+  // The reactor answers within one turn; the bound only guards against bugs.
   if (future.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
     return Internal("tcp engine did not answer a command within 30 s");
   return future.get();
+}
+
+bool TcpEngine::watch_stream(Stream& s) {
+  s.events = EPOLLIN;
+  auto id = reactor_->watch(s.fd.get(), EPOLLIN, [this, st = &s](std::uint32_t events) { on_stream_event(st, events); });
+  if (!id.ok()) {
+    close_stream(s);
+    return false;
+  }
+  s.watch = *id;
+  return true;
+}
+
+void TcpEngine::on_stream_event(Stream* s, std::uint32_t events) {
+  std::lock_guard engine(engine_mu_);
+  Serving serving(this);
+  // A stream closed meanwhile (its watch is retired by settle) is left alone; the Stream
+  // itself lives until then.
+  if (s->fd.valid() && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) on_readable(*s);
+  if (s->fd.valid() && (events & EPOLLOUT)) on_writable(*s);
+  settle();
+}
+
+void TcpEngine::on_tick() {
+  std::lock_guard engine(engine_mu_);
+  Serving serving(this);
+  if (!running_) return;
+  check_timeouts();
+  settle();
+}
+
+void TcpEngine::settle() {
+  settle_requested_ = false;
+  for (auto& [watch, fd] : retired_) reactor_->cancel(watch);  // on the reactor thread: at once
+  retired_.clear();                                           // then the sockets close
+  for (std::uint64_t key : dead_sessions_) sessions_.erase(key);
+  dead_sessions_.clear();
+  if (cfg_.spin_us == 0 || !running_) return;
+  spin_busy_ = false;
+  for (auto& [key, ss] : sessions_) spin_busy_ = spin_busy_ || !ss->requests.empty() || ss->peer_session->awaiting();
+  if (!spin_busy_) return;
+  spin_until_ = Clock::now() + std::chrono::microseconds(cfg_.spin_us);
+  if (spinning_) return;
+  spinning_ = true;
+  reactor_->post([weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->spin_turn();
+  });
+}
+
+void TcpEngine::spin_turn() {
+  // One turn of the spin window: the reactor polls its fds without sleeping between turns
+  // (a task is queued), and every other handler still runs between them. Reactor-thread
+  // state only (settle keeps it), so a caller's post() is never kept from the engine lock.
+  if (!running_ || !spin_busy_ || Clock::now() >= spin_until_) {
+    spinning_ = false;
+    return;
+  }
+  reactor_->post([weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->spin_turn();
+  });
 }
 
 Result<std::shared_ptr<PeerSession>> TcpEngine::add_session(std::uint64_t session_id, std::string peer,
@@ -73,12 +206,12 @@ Result<std::shared_ptr<PeerSession>> TcpEngine::add_session(std::uint64_t sessio
       auto st = std::make_unique<Stream>();
       st->fd = std::move(fd);
       st->session = ss.get();
-      by_fd_[st->fd.get()] = st.get();
-      epoll_event ev{};
-      ev.events = st->events = EPOLLIN;
-      ev.data.fd = st->fd.get();
-      ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, st->fd.get(), &ev);
       ss->streams.push_back(std::move(st));
+      if (!watch_stream(*ss->streams.back())) {
+        sessions_[session_id] = std::move(ss);
+        fail_session(*sessions_[session_id], PeerLost("tcp: cannot watch a stream socket"));
+        return Unavailable("tcp: the reactor cannot watch a stream socket");
+      }
     }
     sessions_[session_id] = std::move(ss);
     return Status::Ok();
@@ -107,24 +240,31 @@ Status TcpEngine::post(std::uint64_t session_id, std::shared_ptr<TransferJob> jo
   // finishing the iteration that completed the caller's last request (that is what woke
   // the caller): worth a few microseconds of retrying.
   std::unique_lock engine(engine_mu_, std::defer_lock);
-  if (job->total_bytes() <= kInlinePostBytes) {
+  if (job->total_bytes() <= kInlinePostBytes && t_serving != this) {
     const auto until = Clock::now() + std::chrono::microseconds(30);
     while (!engine.try_lock() && Clock::now() < until) {
     }
   }
   if (engine.owns_lock() && running_) {
-    // The engine sleeps in epoll_wait: do its work here, after whatever was queued first.
+    // The engine is idle: do its work here, after whatever was queued first.
     run_commands();
     auto it = sessions_.find(session_id);
     if (it == sessions_.end() || it->second->peer_session->dead())
       return PeerLost("connection to peer is closed");
     start_job(*it->second, std::move(job));
+    // Closed streams and dead sessions are released on the reactor thread; the spin
+    // window (spin_us) starts there too.
+    // While the reactor spins already, it sees this job at its next turn.
+    const bool start_spin = cfg_.spin_us > 0 && !spinning_.load(std::memory_order_relaxed);
+    if (start_spin || !retired_.empty() || !dead_sessions_.empty()) request_settle();
     return Status::Ok();
   }
   if (engine.owns_lock()) engine.unlock();
-  std::lock_guard lock(cmd_mu_);
-  if (stopping_) return Unavailable("tcp backend is shut down");
-  commands_.push_back([this, session_id, job = std::move(job)]() mutable {
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (stopping_) return Unavailable("tcp backend is shut down");
+  }
+  enqueue([this, session_id, job = std::move(job)]() mutable {
     auto it = sessions_.find(session_id);
     if (it == sessions_.end() || it->second->peer_session->dead()) {
       job->finish(PeerLost("connection to peer is closed"));
@@ -132,7 +272,6 @@ Status TcpEngine::post(std::uint64_t session_id, std::shared_ptr<TransferJob> jo
     }
     start_job(*it->second, std::move(job));
   });
-  ring_eventfd(wake_.get());
   return Status::Ok();
 }
 
@@ -233,11 +372,9 @@ void TcpEngine::queue_frame(Stream& s, OutFrame f) {
 
 void TcpEngine::update_interest(Stream& s) {
   std::uint32_t want = EPOLLIN | (s.out.empty() ? 0u : static_cast<std::uint32_t>(EPOLLOUT));
-  if (want == s.events || !s.fd.valid()) return;
-  epoll_event ev{};
-  ev.events = s.events = want;
-  ev.data.fd = s.fd.get();
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, s.fd.get(), &ev);
+  if (want == s.events || !s.fd.valid() || s.watch == 0) return;
+  s.events = want;
+  reactor_->modify(s.watch, want).ok();  // fails only for a retired watch
 }
 
 void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
@@ -301,12 +438,15 @@ void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
   if (write && notify && ss.peer_session->announce(job, req)) {
     OutFrame f = make_message_frame(FrameType::kNotify, req, *job->notification());
     f.h.addr = job->total_bytes();
-    queue_frame(*ss.streams[first], std::move(f));
+    ss.streams[first]->out.push_back(std::move(f));
+    used[first] = true;
   }
+  // Start sending now, saving an epoll round trip; on_writable asks for EPOLLOUT only for
+  // what the socket did not take (usually nothing: no change of the watch at all, which
+  // also spares a caller's post() the reactor's lock).
   for (std::size_t si = 0; si < nstreams; ++si) {
     if (!used[si]) continue;
-    update_interest(*ss.streams[si]);
-    on_writable(*ss.streams[si]);  // start sending now, saving an epoll round trip
+    on_writable(*ss.streams[si]);
     if (ss.peer_session->dead()) return;
   }
 }
@@ -379,9 +519,10 @@ void TcpEngine::release_session(Session& ss) {
 
 void TcpEngine::close_stream(Stream& s) {
   if (!s.fd.valid()) return;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.fd.get(), nullptr);
-  by_fd_.erase(s.fd.get());
-  s.fd.reset();
+  // The socket stays open until its watch is cancelled (settle, on the reactor thread): a
+  // closed fd's number may be reused by a new watch meanwhile.
+  retired_.emplace_back(s.watch, std::move(s.fd));
+  s.watch = 0;
   s.out.clear();
 }
 
@@ -415,10 +556,7 @@ void TcpEngine::check_timeouts() {
   });
   if (accept_paused_until_ != Clock::time_point{} && now >= accept_paused_until_) {
     accept_paused_until_ = {};
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = listener_.get();
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listener_.get(), &ev);
+    reactor_->modify(listener_watch_, EPOLLIN).ok();
   }
 }
 

@@ -1,13 +1,17 @@
-// TcpEngine: the tcp backend's progress thread and everything it owns.
+// TcpEngine: the tcp backend's sockets and everything it owns, served on the agent's
+// reactor (core/reactor.h); the engine starts no thread of its own.
 //
-// One thread per backend runs an epoll loop over the listening socket, every stream
-// socket (initiated and accepted) and an eventfd for commands. Engine state (sockets,
-// sessions, the region table, user memory) is touched only under `engine_mu_`, which the
-// loop holds while it processes events, never while it sleeps. Other threads talk to it
-// through commands (post, cancel, notify, register, deregister, add/close session);
-// synchronous commands wait on a promise fulfilled within one loop iteration. post()
-// takes a short cut: if the engine is idle it runs the command queue and starts the job
-// on the caller's thread, saving a thread wake-up on the latency-critical path.
+// The reactor watches the listening socket and every stream socket (initiated and
+// accepted) and runs a periodic check (peer sessions' pings and deadlines, silent
+// accepted streams, the accept back-off). Engine state (sockets, sessions, the region
+// table, user memory) is touched only under `engine_mu_`, which every handler holds while
+// it runs. Other threads talk to the engine through commands (post, cancel, notify,
+// register, deregister, add/close session) run in order by a reactor task; synchronous
+// commands wait for theirs (inline when called on the reactor thread). post() takes a
+// short cut: if the engine is idle it runs the command queue and starts the job on the
+// caller's thread, saving a thread wake-up on the latency-critical path. A stream closed
+// off the reactor thread keeps its socket and watch until the reactor retires both
+// (settle): an fd is never closed while a watch on it may still fire.
 #pragma once
 
 #include <atomic>
@@ -29,6 +33,7 @@
 #include "core/device_stager.h"
 #include "core/peer_auth.h"
 #include "core/peer_session.h"
+#include "core/reactor.h"
 #include "core/region_table.h"
 #include "core/socket_util.h"
 
@@ -44,7 +49,9 @@ struct EngineConfig {
   std::uint64_t batch_bytes = 4u << 20;   // data bytes per batch frame
   std::uint64_t min_stripe_bytes = 256u << 10;
   std::size_t max_notification_bytes = 64 * 1024;
-  std::uint32_t spin_us = 0;  // busy-poll window while requests are outstanding
+  // While requests are outstanding, the reactor keeps polling (a re-posted task, so other
+  // handlers still run between turns) this long after the last event instead of sleeping.
+  std::uint32_t spin_us = 0;
   DeliverNotification deliver;
   std::shared_ptr<const SharedSecret> secret;  // null: streams are not authenticated
 };
@@ -55,10 +62,13 @@ struct Stream;
 struct OutFrame;
 enum class Sink;
 
-class TcpEngine {
+class TcpEngine : public std::enable_shared_from_this<TcpEngine> {
  public:
-  TcpEngine(EngineConfig config, UniqueFd listener);
-  ~TcpEngine();  // stops the thread; fails every unfinished job
+  // Serves `listener` and the streams on `reactor` (shared with the agent's other users).
+  static Result<std::shared_ptr<TcpEngine>> start(EngineConfig config, UniqueFd listener,
+                                                  std::shared_ptr<Reactor> reactor);
+  TcpEngine(EngineConfig config, UniqueFd listener, std::shared_ptr<Reactor> reactor);  // use start()
+  ~TcpEngine();  // ends every watch and timer of the engine; fails every unfinished job
 
   // Hands connected, handshaken stream sockets of a new outgoing session to the engine;
   // returns the session's PeerSession (its health, for the connection).
@@ -74,13 +84,24 @@ class TcpEngine {
 
  private:
   using Command = std::function<void()>;
-  // Runs `fn` on the engine thread and waits for it (bounded: one loop iteration).
+  // Runs `fn` on the reactor thread and waits for it (bounded: one loop iteration).
   Status run_sync(std::function<Status()> fn);
   void enqueue(Command cmd);
-  void loop();
   void run_commands();  // with engine_mu_ held
 
-  // Engine-thread only below.
+  // Reactor handlers: each takes engine_mu_, does its work, then settle().
+  void on_stream_event(Stream* s, std::uint32_t events);
+  void on_tick();
+  // With engine_mu_ held, on the reactor thread: retires closed streams' watches and
+  // sockets, erases dead sessions, and keeps the spin window going while busy.
+  void settle();
+  void spin_turn();
+  // Serves a stream's socket on the reactor; false (and the stream closed) on failure.
+  bool watch_stream(Stream& s);
+  // Asks the reactor to settle soon (after work done on a caller's thread).
+  void request_settle();
+
+  // With engine_mu_ held below (reactor thread, or a caller's in post()'s short cut).
   void on_accept();
   void on_readable(Stream& s);
   void on_writable(Stream& s);
@@ -122,21 +143,27 @@ class TcpEngine {
 
   EngineConfig cfg_;
   UniqueFd listener_;
-  UniqueFd epoll_;
-  UniqueFd wake_;
-  std::thread thread_;
+  std::shared_ptr<Reactor> reactor_;
+  Reactor::Id listener_watch_ = 0;
+  Reactor::Id tick_ = 0;
 
   std::mutex engine_mu_;  // held while engine state is being processed
   std::mutex cmd_mu_;
   std::vector<Command> commands_;
   bool stopping_ = false;
 
-  // Engine-thread state.
+  // Engine state (under engine_mu_).
   RegionTable<> regions_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Session>> sessions_;  // by local session key
-  std::unordered_map<int, Stream*> by_fd_;
   std::vector<std::unique_ptr<Stream>> pending_;  // accepted, before their hello
-  Clock::time_point accept_paused_until_{};       // listener out of epoll until then (EMFILE)
+  Clock::time_point accept_paused_until_{};       // listener not watched until then (EMFILE)
+  // Closed streams' watches and sockets, released by settle() on the reactor thread.
+  std::vector<std::pair<Reactor::Id, UniqueFd>> retired_;
+  bool settle_requested_ = false;
+  // The spin window (spin_us), kept by settle() and spin_turn() on the reactor thread only.
+  Clock::time_point spin_until_{};  // poll without sleeping until then
+  bool spin_busy_ = false;          // requests or answers outstanding as of the last settle()
+  std::atomic<bool> spinning_{false};  // a spin turn is posted (read by post() too)
   std::unordered_map<std::uint64_t, std::uint64_t> accepted_by_remote_;  // remote session id -> key
   std::vector<std::uint64_t> dead_sessions_;  // erased at the end of a loop iteration
   std::uint64_t next_local_key_ = 1ull << 62;  // keys for accepted sessions
@@ -147,7 +174,7 @@ class TcpEngine {
   // Pinned buffers of finished read frames, for reuse (shared with the frames' deleters).
   std::shared_ptr<std::pair<std::mutex, std::vector<PinnedBuffer>>> pinned_pool_ =
       std::make_shared<std::pair<std::mutex, std::vector<PinnedBuffer>>>();
-  std::atomic<bool> running_{true};  // cleared by the stop command, on whichever thread runs it
+  bool running_ = true;  // cleared by the destructor's last command (under engine_mu_)
 };
 
 }  // namespace kvferry::detail::tcp

@@ -1,4 +1,4 @@
-// Per-session and per-stream state of the tcp engine (engine thread only).
+// Per-session and per-stream state of the tcp engine (under the engine's lock).
 #pragma once
 
 #include <chrono>
@@ -66,6 +66,7 @@ struct PendingRead {
 
 struct Stream {
   UniqueFd fd;
+  Reactor::Id watch = 0;       // the reactor's watch of fd (0: none)
   Session* session = nullptr;  // null until its hello (accepted side)
   std::uint32_t events = 0;    // epoll interest currently set
   std::deque<OutFrame> out;
@@ -120,7 +121,7 @@ struct Session {
   std::uint64_t key = 0;
   bool initiator = false;
   // Health, request ids, answers awaited, activity: the core's part (an initiator's
-  // connection holds it too, for health). Every fail() of it runs on the engine thread
+  // connection holds it too, for health). Every fail() of it runs under the engine's lock
   // (fail_session), so its on_lost releases this session's sockets and jobs there.
   std::shared_ptr<PeerSession> peer_session;
   std::uint64_t remote_id = 0;
