@@ -74,6 +74,7 @@ void UcxEngine::receive_into(void* desc, void* dest, std::size_t length, std::fu
 bool UcxEngine::issue_am(Session& s, JobState& js, void* local, std::uint64_t remote, std::uint64_t len) {
   if (js.token == 0) js.token = next_token_++;
   auto track = [&] {
+    if (s.ops == 0 && s.tails == 0) s.last_progress = Clock::now();
     ++js.ops;
     ++s.ops;
   };
@@ -135,7 +136,7 @@ void UcxEngine::on_commit_ack(const std::vector<std::uint8_t>& payload) {
   s.commits.erase(c);
   --s.tails;
   --js->pending;
-  s.peer_session->note_progress();
+  s.last_progress = Clock::now();
   if (js->cancelled) return finish(*js, Cancelled("transfer cancelled"));
   finish(*js, ok ? Status::Ok() : RemoteError("ucx: peer '" + s.peer + "' " + why));
 }
@@ -214,7 +215,10 @@ void UcxEngine::fail_am(Session& s, const Status& why) {
 
 UcxEngine::ServedRegion* UcxEngine::serving(std::uint64_t address, std::uint64_t length) {
   ServedRegion* r = served_.holding(address, length);
-  return r && !r->value.revoking ? r : nullptr;
+  if (!r) return nullptr;
+  for (auto& rev : revocations_)
+    if (rev->region == r->info.id) return nullptr;
+  return r;
 }
 
 void UcxEngine::on_put_data(const std::uint64_t* h, void* data, std::size_t length, bool rndv) {
@@ -269,12 +273,7 @@ void UcxEngine::answer_commit(TargetSession& t, std::uint64_t token) {
   if (p == t.posts.end()) return;
   PostState post = std::move(p->second);
   t.posts.erase(p);
-  if (post.refused.empty() && post.note && cfg_.deliver) {
-    // The agent may refuse it (inbox full, too large): the write then fails, never
-    // reported done with its notification dropped.
-    if (Status kept = cfg_.deliver(t.name, std::move(*post.note)); !kept.ok())
-      post.refused = "did not keep the notification: " + kept.message();
-  }
+  if (post.refused.empty() && post.note && cfg_.deliver) cfg_.deliver(t.name, std::move(*post.note));
   ByteWriter w;
   w.u64(t.id);
   w.u64(token);
