@@ -266,7 +266,10 @@ bool Reactor::post(Task fn) {
     first = state_->tasks.empty();
     state_->tasks.push_back(std::move(fn));
   }
-  if (first) state_->wake_up();  // later ones find the loop already woken
+  // Later ones find the loop already woken; one posted from the loop's own thread (a
+  // handler re-posting itself) is seen before the loop sleeps again: no eventfd write
+  // and read per re-post.
+  if (first && !state_->on_thread()) state_->wake_up();
   return true;
 }
 

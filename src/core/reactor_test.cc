@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <thread>
 #include <vector>
@@ -156,6 +157,30 @@ TEST(Reactor, TasksRunInPostingOrderAndRunSyncWaits) {
   EXPECT_TRUE(ran);
   ASSERT_EQ(seen.size(), 101u);
   for (int i = 0; i <= 100; ++i) EXPECT_EQ(seen[i], i);
+}
+
+// A task that posts itself again from the reactor thread (a progress loop yielding to
+// the others) keeps running without any wake-up from outside, between fd events.
+TEST(Reactor, ATaskRepostingItselfKeepsRunningAndLetsWatchesIn) {
+  auto r = must_start();
+  ASSERT_TRUE(r);
+  auto efd = make_eventfd("test");
+  ASSERT_TRUE(efd.ok());
+  std::atomic<int> runs{0}, served{0};
+  auto id = r->watch(efd->get(), EPOLLIN, [&, fd = efd->get()](std::uint32_t) {
+    std::uint64_t v;
+    [[maybe_unused]] ssize_t n = ::read(fd, &v, sizeof v);
+    ++served;
+  });
+  ASSERT_TRUE(id.ok());
+  std::function<void()> again = [&] {
+    if (++runs < 100000) r->post(again);
+  };
+  r->post(again);
+  signal(efd->get());
+  EXPECT_TRUE(eventually([&] { return runs.load() == 100000; }, 10000ms)) << runs.load() << " runs";
+  EXPECT_TRUE(eventually([&] { return served.load() == 1; }));
+  r->cancel(*id);
 }
 
 TEST(Reactor, ManyWatchesAreAllServed) {
