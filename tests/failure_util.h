@@ -92,11 +92,6 @@ struct LoadedPeer {
   std::unique_ptr<Agent> agent;
 };
 
-// A peer process's pool (of `kind`, on GPU `device` for vram) as a remote list.
-inline DescriptorList peer_range(const PeerProcess& p, MemoryKind kind, std::uint32_t device, std::uint64_t offset,
-                                 std::uint64_t length) {
-  return DescriptorList(kind, {Descriptor{p.address() + offset, length, device}});
-}
 
 // The fixture of every Failure.* case: skips routes not usable here, and makes agents and
 // peer processes over the route's backend.

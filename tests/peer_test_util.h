@@ -25,8 +25,13 @@ inline long long ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
 }
 
+// A peer process's pool (of `kind`, on GPU `device` for vram) as a remote list.
+inline DescriptorList peer_range(const PeerProcess& p, MemoryKind kind, std::uint32_t device, std::uint64_t offset,
+                                 std::uint64_t length) {
+  return DescriptorList(kind, {Descriptor{p.address() + offset, length, device}});
+}
 inline DescriptorList remote_range(const PeerProcess& p, std::uint64_t offset, std::uint64_t length) {
-  return DescriptorList(MemoryKind::kDram, {Descriptor{p.address() + offset, length, 0}});
+  return peer_range(p, MemoryKind::kDram, 0, offset, length);
 }
 
 }  // namespace kvferry::testing
