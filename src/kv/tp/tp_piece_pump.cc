@@ -12,8 +12,16 @@
 namespace kvferry::tp {
 namespace {
 
-constexpr std::uint32_t kMaxInFlight = 16;  // pieces taken and not reaped, all lanes
-constexpr std::uint32_t kLaneDepth = 4;     // the same, one lane
+// Pieces taken and not reaped, all lanes and one lane. A staged piece holds a staging
+// slot until its write completes, so few are in flight. A direct piece holds no slot, and
+// its completion comes only after the decode rank has taken its notification: on busy
+// cores that round trip (two processes' threads woken in turn) takes milliseconds, and
+// with 4 in flight a lane sat idle waiting for it between every 4 pieces. Direct lanes
+// therefore keep a whole prompt's pieces posted (the backend copies them in order).
+constexpr std::uint32_t kMaxInFlight = 16;
+constexpr std::uint32_t kLaneDepth = 4;
+constexpr std::uint32_t kDirectMaxInFlight = 256;
+constexpr std::uint32_t kDirectLaneDepth = 64;
 // Lanes and the reaper sleep on a condition variable / the completion queue and are woken
 // by the events they wait for; these bounds only cap a sleep in case a wake-up is missed.
 constexpr std::chrono::milliseconds kLaneNap{100};
@@ -65,7 +73,7 @@ void PiecePump::stop() {
 }
 
 PiecePump::Take PiecePump::take(std::uint32_t decode_rank, Job& job, Status& failure, SendRequest** failed) {
-  if (busy_ >= kMaxInFlight || lane_depth_[decode_rank] >= kLaneDepth) return Take::kIdle;
+  if (busy_ >= kDirectMaxInFlight || lane_depth_[decode_rank] >= kDirectLaneDepth) return Take::kIdle;
   SendRequest* best = nullptr;
   std::string best_id;
   for (auto& [id, request] : book_.requests) {
@@ -79,6 +87,9 @@ PiecePump::Take PiecePump::take(std::uint32_t decode_rank, Job& job, Status& fai
   Grant& grant = best->grants.at(decode_rank);
   const TpAsk& ask = grant.ask;
   const Piece piece = grant.todo.front();
+  if (ask.path != TpPath::kDirect && (busy_ >= kMaxInFlight || lane_depth_[decode_rank] >= kLaneDepth)) {
+    return Take::kIdle;
+  }
   if (piece.first + piece.tokens > ask.tokens) {
     failure = InvalidArgument("request '" + best_id + "': tokens up to " + std::to_string(piece.first + piece.tokens) +
                               " sent, but decode rank " + std::to_string(ask.decode_rank) + " expects " +
