@@ -229,6 +229,23 @@ TEST_F(TpDemo, KilledPrefillRankIsNamedWithinThePeerTimeout) {
   EXPECT_LT(elapsed, 30s);
 }
 
+// --param reaches every rank's agent: a valid setting moves the prompt, one the backend
+// refuses fails the run with the backend's reason, a malformed one is refused up front.
+TEST_F(TpDemo, BackendSettingsReachEveryRank) {
+  expect_verified(run({"--prefill-tp", "2", "--decode-tp", "1", "--tokens", "64", "--backend", "shm", "--path",
+                       "direct", "--param", "shm.copy_threads=1"}),
+                  1, 2, "direct");
+  auto refused = Cli::start({"tp-demo", "--model", "llama-3.1-8b", "--prefill-tp", "2", "--decode-tp", "1", "--tokens",
+                             "64", "--backend", "shm", "--param", "shm.copy_threads=0"});
+  ASSERT_TRUE(refused);
+  EXPECT_NE(refused->wait_exit(60s), std::optional<int>(0));
+  EXPECT_NE((refused->out() + refused->err()).find("copy_threads"), std::string::npos) << refused->out() << refused->err();
+  auto malformed = Cli::start({"tp-demo", "--model", "llama-3.1-8b", "--param", "copy_threads"});
+  ASSERT_TRUE(malformed);
+  EXPECT_EQ(malformed->wait_exit(30s), std::optional<int>(2));
+  EXPECT_NE(malformed->err().find("KEY=VALUE"), std::string::npos) << malformed->err();
+}
+
 TEST_F(TpDemo, RefusesHeadsThatDoNotSplit) {
   auto cli = Cli::start({"tp-demo", "--model", "llama-3.1-8b", "--kv-heads", "6", "--prefill-tp", "4"});
   ASSERT_TRUE(cli);

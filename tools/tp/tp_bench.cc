@@ -107,7 +107,8 @@ std::optional<PlainShape> prompt_shape(const TpRunSpec& spec, std::uint64_t byte
   return PlainShape{bytes / (layers * blocks), layers, blocks, true};
 }
 
-Result<PlainCeiling> plain_bench_gbps(const std::string& backend, const PlainShape& shape, int iterations) {
+Result<PlainCeiling> plain_bench_gbps(const std::string& backend, const PlainShape& shape, int iterations,
+                                      const std::vector<std::string>& params) {
   const std::uint64_t bytes = shape.bytes();
   std::vector<std::string> args = {"kvferry", "bench", "--backend", backend, "--op", "both", "--block-size",
                                    std::to_string(shape.block_bytes), "--layers", std::to_string(shape.layers),
@@ -115,6 +116,11 @@ Result<PlainCeiling> plain_bench_gbps(const std::string& backend, const PlainSha
                                    std::to_string(shape.blocks),
                                    "--iterations", std::to_string(iterations), "--warmup", "1",
                                    "--small-round-trips", "0", "--ceiling-reps", "1", "--json"};
+  // The ranks' backend settings apply to the plain transfer too (the same backend, tuned alike).
+  for (const std::string& p : params) {
+    args.push_back("--param");
+    args.push_back(p);
+  }
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return IoErrorFromErrno("pipe2", errno);
   std::vector<char*> argv;
@@ -225,6 +231,7 @@ int run_tp_bench(const BenchOptions& o) {
   spec.backend = o.backend;
   spec.requests = o.warmup + o.iterations;
   spec.seed = o.seed != 0 ? o.seed : 1;
+  spec.params = o.params;
   if (Status s = spec.finalize(); !s.ok()) {
     std::fprintf(stderr, "kvferry bench --tp: %s\n", s.to_string().c_str());
     return 2;
@@ -280,14 +287,14 @@ int run_tp_bench(const BenchOptions& o) {
       std::printf("\n");
     }
   } else {
-    Result<PlainCeiling> plain = plain_bench_gbps(spec.host_backend(), contiguous_shape(bytes), plain_iterations);
+    Result<PlainCeiling> plain = plain_bench_gbps(spec.host_backend(), contiguous_shape(bytes), plain_iterations, spec.params);
     if (!plain.ok()) {
       std::fprintf(stderr, "kvferry bench --tp: ceiling: %s\n", plain.status().to_string().c_str());
       return 1;
     }
     plain_before = *plain;
     if (prompt) {
-      Result<PlainCeiling> same = plain_bench_gbps(spec.host_backend(), *prompt, plain_iterations);
+      Result<PlainCeiling> same = plain_bench_gbps(spec.host_backend(), *prompt, plain_iterations, spec.params);
       if (same.ok()) prompt_before = *same;
     }
   }
@@ -296,10 +303,10 @@ int run_tp_bench(const BenchOptions& o) {
   if (!vram) {
     // The ceiling is the best of the plain transfers before and after the cases: the
     // honest upper figure of one plain transfer of the same bytes, not their average.
-    Result<PlainCeiling> after = plain_bench_gbps(spec.host_backend(), contiguous_shape(bytes), plain_iterations);
+    Result<PlainCeiling> after = plain_bench_gbps(spec.host_backend(), contiguous_shape(bytes), plain_iterations, spec.params);
     const PlainCeiling& best = after.ok() && after->best() > plain_before->best() ? *after : *plain_before;
     Result<PlainCeiling> prompt_after =
-        prompt ? plain_bench_gbps(spec.host_backend(), *prompt, plain_iterations) : Unavailable("no prompt shape");
+        prompt ? plain_bench_gbps(spec.host_backend(), *prompt, plain_iterations, spec.params) : Unavailable("no prompt shape");
     // The same prompt moved 1 -> 1, best of before and after as for the ceiling.
     if (prompt_before) plain_prompt_gbps = prompt_before->best();
     if (prompt_after.ok()) plain_prompt_gbps = std::max(plain_prompt_gbps, prompt_after->best());

@@ -55,6 +55,7 @@ CLI::App* add_tp_demo_command(CLI::App& app, TpDemoOptions& o) {
   c->add_option("--requests", s.requests, "Prompts moved one after another (the last is verified)")->check(CLI::PositiveNumber);
   c->add_option("--seed", s.seed, "Seed of block tables and values")->capture_default_str();
   c->add_option("--peer-timeout-ms", s.peer_timeout_ms, "A silent or dead rank becomes an error after this")->capture_default_str();
+  c->add_option("--param", s.params, "KEY=VALUE backend setting of every rank's agent, e.g. shm.copy_threads=4 (repeatable)");
   c->add_option("--staging-mib", s.staging_mib, "Decode ranks' staging arena (default: one request)");
   c->add_flag("--json", o.json, "One JSON object per decode rank");
   c->add_option("--kill-prefill-rank", s.kill_rank, "Tests: this prefill rank sends its first chunk only and is killed while the decode ranks wait")->group("");

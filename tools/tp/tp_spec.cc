@@ -25,6 +25,10 @@ Status TpRunSpec::finalize() {
   const KvModelPreset* preset = find_kv_model_preset(model);
   if (preset == nullptr) return InvalidArgument("--model '" + model + "': known models are " + kv_model_preset_names());
   model_geometry = preset->geometry;
+  for (const std::string& p : params) {
+    const std::size_t eq = p.find('=');
+    if (eq == std::string::npos || eq == 0) return InvalidArgument("--param '" + p + "': expected KEY=VALUE, e.g. shm.copy_threads=4");
+  }
   if (kv_heads != 0) model_geometry.kv_heads = kv_heads;
   KVF_RETURN_IF_ERROR(parse_arrangement(src_layout, preset->arrangement, "--src-layout", &src_arrangement));
   KVF_RETURN_IF_ERROR(parse_arrangement(dst_layout, preset->arrangement, "--dst-layout", &dst_arrangement));
@@ -106,7 +110,7 @@ nlohmann::json TpRunSpec::to_json() const {
                         {"mem", mem}, {"backend", backend}, {"path", path}, {"tokens", tokens},
                         {"chunk_tokens", chunk_tokens}, {"requests", requests}, {"naive", naive}, {"seed", seed},
                         {"peer_timeout_ms", peer_timeout_ms}, {"staging_mib", staging_mib},
-                        {"kill_rank", kill_rank}, {"timeout_s", timeout_s}};
+                        {"kill_rank", kill_rank}, {"timeout_s", timeout_s}, {"params", params}};
 }
 
 Result<TpRunSpec> TpRunSpec::from_json(const std::string& text) {
@@ -134,6 +138,7 @@ Result<TpRunSpec> TpRunSpec::from_json(const std::string& text) {
     s.staging_mib = j.at("staging_mib");
     s.kill_rank = j.at("kill_rank");
     s.timeout_s = j.at("timeout_s");
+    s.params = j.at("params").get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(std::string("--spec: ") + e.what());
   }

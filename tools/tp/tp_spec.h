@@ -36,6 +36,7 @@ struct TpRunSpec {
   std::uint64_t staging_mib = 0;   // receiver staging arena, MiB (0: enough for one request)
   int kill_rank = -1;              // tests: this prefill rank sends one chunk and is killed
   int timeout_s = 120;
+  std::vector<std::string> params;  // KEY=VALUE backend settings of every rank's agent (e.g. shm.copy_threads=4)
 
   // Derived by finalize().
   KvGeometry model_geometry;  // kv_heads = the model's
