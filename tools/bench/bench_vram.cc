@@ -285,6 +285,13 @@ int run_vram_bench(const BenchOptions& o) {
           auto expect = expected_image(shape, data_seed, remote_ids, local_ids);
           auto got = pool->download();
           good = got.ok() && *got == expect;
+          if (got.ok() && !good) {
+            std::string ids;
+            for (std::size_t i = 0; i < std::min<std::size_t>(4, local_ids.size()); ++i)
+              ids += " " + std::to_string(remote_ids[i]) + "->" + std::to_string(local_ids[i]);
+            std::printf("       read check: %s (first pairs source->destination:%s)\n",
+                        describe_difference(shape, expect, *got, data_seed).c_str(), ids.c_str());
+          }
         }
       }
       verified = good ? "yes" : "FAILED";

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/block_pattern.h"
+#include "common/parallel_chunks.h"
 
 namespace kvferry::cli {
 namespace {
@@ -19,18 +20,6 @@ void pattern(std::uint8_t* out, std::uint64_t seed, std::uint64_t offset, std::u
     const std::uint64_t v = mix64(seed + (offset + i) / 8);
     std::memcpy(out + i, &v, 8);
   }
-}
-
-template <typename F>
-void parallel_chunks(std::uint64_t total, F f) {
-  const unsigned threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
-  const std::uint64_t chunk = (total / threads + 4095) / 4096 * 4096;
-  std::vector<std::thread> pool;
-  for (unsigned t = 0; t < threads; ++t) {
-    const std::uint64_t b = t * chunk, e = std::min(total, b + chunk);
-    if (b < e) pool.emplace_back([=] { f(b, e); });
-  }
-  for (auto& th : pool) th.join();
 }
 
 Status cuda_ok(cudaError_t e, const char* what) {
@@ -100,7 +89,10 @@ Status VramPool::fill_pattern(std::uint64_t seed) {
     KVF_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(p, host.data() + at, n, cudaMemcpyHostToDevice), "upload pattern"));
     at += n;
   }
-  return Status::Ok();
+  // cudaMemcpy from pageable memory may return once the bytes are staged, before the DMA
+  // into the GPU has ended (CUDA's API synchronization notes): a peer that reads the pool
+  // right after "filled" could see the old bytes. Wait for it.
+  return cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
 Status VramPool::poison() {
@@ -168,6 +160,37 @@ std::vector<std::uint8_t> expected_image(const PoolShape& shape, std::uint64_t s
     for (std::uint64_t i = b; i < e; ++i) pattern(image.data() + dst[i] * bs, seed, src[i] * bs, bs);
   });
   return image;
+}
+
+std::string describe_difference(const PoolShape& shape, const std::vector<std::uint8_t>& expect,
+                                const std::vector<std::uint8_t>& got, std::uint64_t seed) {
+  if (expect.size() != got.size()) return "sizes differ";
+  const std::uint64_t bs = shape.block_size;
+  std::uint64_t differing = 0, first = UINT64_MAX;
+  for (std::uint64_t i = 0; i < got.size(); ++i) {
+    if (got[i] != expect[i]) {
+      ++differing;
+      first = std::min(first, i);
+    }
+  }
+  if (differing == 0) return {};
+  const std::uint64_t block = first / bs;
+  const std::uint8_t* g = got.data() + block * bs;
+  std::string what = "other bytes";
+  if (std::all_of(g, g + bs, [](std::uint8_t b) { return b == 0xA5; })) {
+    what = "the poison (never written)";
+  } else {
+    std::vector<std::uint8_t> source(bs);
+    for (std::uint64_t b = 0; b < got.size() / bs; ++b) {
+      pattern(source.data(), seed, b * bs, bs);
+      if (std::memcmp(g, source.data(), bs) == 0) {
+        what = "the source's block index " + std::to_string(b);
+        break;
+      }
+    }
+  }
+  return std::to_string(differing) + " bytes differ; the first at block index " + std::to_string(block) +
+         " + " + std::to_string(first % bs) + ", which holds " + what;
 }
 
 }  // namespace kvferry::cli

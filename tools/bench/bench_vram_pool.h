@@ -66,4 +66,11 @@ std::uint64_t checksum_bytes(const std::uint8_t* bytes, std::uint64_t n);
 std::vector<std::uint8_t> expected_image(const PoolShape& shape, std::uint64_t seed,
                                          const std::vector<std::uint32_t>& src, const std::vector<std::uint32_t>& dst);
 
+// Where `got` differs from `expect` (pools of `shape`), for a failed check: how many bytes,
+// the first differing block and offset, and whether that block holds the poison, the
+// pattern(seed) bytes of some block index of the source pool, or neither. Empty when
+// they are equal.
+std::string describe_difference(const PoolShape& shape, const std::vector<std::uint8_t>& expect,
+                                const std::vector<std::uint8_t>& got, std::uint64_t seed);
+
 }  // namespace kvferry::cli
