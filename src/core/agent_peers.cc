@@ -36,10 +36,13 @@ bool same_regions(const std::vector<detail::RegionInfo>& a, const std::vector<de
 constexpr std::size_t kMaxRetiredConnections = 16;
 // Departed peers remembered for the error of a later call to them.
 constexpr std::size_t kMaxDeparted = 1024;
+// Probes of pushed instances (load_pushed): in flight at once, and pushes waiting on one.
+constexpr std::size_t kMaxProbesInFlight = 8;
+constexpr std::size_t kMaxProbeWaiters = 64;
 
 }  // namespace
 
-Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool authoritative) {
+Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool authoritative, const Judge& judge) {
   std::string name = md.name;
   const detail::InstanceId incoming = md.instance;
   std::vector<detail::RegionInfo> regions = md.regions;
@@ -113,7 +116,7 @@ Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool aut
       events_.push(std::move(event));
       return name;
     }
-    KVF_RETURN_IF_ERROR(may_replace(seen, seen_connections, incoming));
+    KVF_RETURN_IF_ERROR(judge ? judge(seen, seen_connections, incoming) : may_replace(seen, seen_connections, incoming));
     judged = seen.instance;
   }
   return Unavailable("load_remote: peer '" + name + "' kept changing while its metadata was being loaded");
@@ -193,7 +196,11 @@ Result<std::uint16_t> Agent::Impl::listen(const std::string& address, std::uint1
   // The server is stopped before `this` goes away (shutdown), so raw `this` is safe. Its
   // handlers run on the agent's reactor.
   handlers.local_metadata = [this] { return local_metadata(); };
-  handlers.load_remote = [this](std::span<const std::uint8_t> md) { return load_remote(md).status(); };
+  handlers.load_remote = [this](std::span<const std::uint8_t> md, detail::SideChannelHandlers::Later later) {
+    return load_pushed(md, std::move(later));
+  };
+  // Coalesced and capped: a flood of pushes naming loaded peers starts few probes.
+  probes_ = std::make_unique<detail::PeerProbes>(reactor_, secret_, kMaxProbesInFlight, kMaxProbeWaiters);
   handlers.notify = [this](std::string from, std::string envelope) { return inbox_->deliver(std::move(from), envelope); };
   KVF_ASSIGN_OR_RETURN(side_channel_,
                        detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout, secret_,
