@@ -20,6 +20,7 @@
 #include "core/metadata.h"
 #include "core/side_channel.h"
 #include "core/socket_util.h"
+#include "kvferry/metrics.h"
 #include "peer_process.h"
 #include "test_util.h"
 
@@ -45,6 +46,16 @@ Result<std::vector<std::uint8_t>> push(std::uint16_t port, const std::vector<std
                                        std::chrono::milliseconds limit) {
   return detail::side_channel_call("127.0.0.1", port, detail::SideFrame::kFetch, md, detail::SideFrame::kMetadata,
                                    detail::deadline_after(limit));
+}
+
+// A figure of the agent's own metrics (-1: absent).
+double metric(const Agent& a, const std::string& name) {
+  auto samples = parse_metrics_text(a.metrics_text());
+  EXPECT_TRUE(samples.ok()) << samples.status().to_string();
+  if (samples.ok())
+    for (const auto& s : *samples)
+      if (s.name == name) return s.value;
+  return -1;
 }
 
 // A listener that accepts and never answers; counts the connections it was given.
@@ -176,6 +187,13 @@ TEST(IdentityProbe, APushFloodDoesNotStallTransfers) {
   EXPECT_LE(probes, 2 + std::chrono::duration_cast<std::chrono::seconds>(flood_time).count() + 1);
   EXPECT_LT(p99, 250.0) << "writes waited on the side channel's probes";
   EXPECT_LT(worst, 900.0);
+  // No handler of x's reactor was held by a probe (one would take the full second).
+  const double longest = metric(*x, "kvferry_reactor_longest_handler_seconds");
+  std::printf("x's reactor: %.0f handlers, %.0f over 50 ms, the longest %.2f ms\n",
+              metric(*x, "kvferry_reactor_handlers_total"), metric(*x, "kvferry_reactor_slow_handlers_total"),
+              longest * 1e3);
+  EXPECT_GE(longest, 0.0);
+  EXPECT_LT(longest, 0.5);
 
   // Every byte landed: p's checksum is of x's buffer. And p is still p.
   Inbox inbox(*x);
@@ -208,6 +226,13 @@ TEST(IdentityProbe, ImpostorRefusedAndRestartAcceptedThroughTheProbe) {
   ASSERT_TRUE(md.ok());
   md->host_id = "another-host";
   ASSERT_TRUE(x->load_remote(detail::encode_metadata(*md)).ok());
+
+  // A connection to r1, which replacing r1 later closes (off the reactor).
+  const DescriptorList r1_remote(MemoryKind::kDram, {Descriptor{r1->address(), kSize, 0}});
+  auto warm = x->create_transfer(TransferOp::kRead, local.whole(), "r", r1_remote);
+  ASSERT_TRUE(warm.ok()) << warm.status().to_string();
+  KVF_ASSERT_OK(warm->post());
+  KVF_ASSERT_OK(warm->wait(10s));
 
   auto impostor = PeerProcess::spawn({.name = "r", .size = kSize / 2, .seed = 42, .push_to = *port}, &error);
   ASSERT_TRUE(impostor) << error;

@@ -177,6 +177,7 @@ void Agent::Impl::shutdown() {
     probes = std::move(probes_);
   }
   if (probes) reactor_->run_sync([&] { probes->stop(); });
+  closer_.stop();  // what pushes replaced is closed before the backends go
   probes.reset();
   std::unique_lock life(life_mu_);
   if (closed_) return;

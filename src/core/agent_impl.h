@@ -21,6 +21,7 @@
 #include "cluster/metrics_server.h"
 #include "cluster/peer_event_queue.h"
 #include "core/backend.h"
+#include "core/closer.h"
 #include "core/fault_connection.h"
 #include "core/instance_id.h"
 #include "core/local_file.h"
@@ -236,6 +237,8 @@ class Agent::Impl {
   std::unique_ptr<detail::SideChannelServer> side_channel_;
   // Probes of pushes (reactor thread only; made by listen, stopped by shutdown).
   std::unique_ptr<detail::PeerProbes> probes_;
+  // Destroys replaced peers' connections off the reactor (install_peer on a push).
+  detail::Closer closer_;
   std::optional<detail::SideChannelAddress> side_address_;
 };
 

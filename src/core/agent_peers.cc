@@ -47,8 +47,23 @@ Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool aut
   const detail::InstanceId incoming = md.instance;
   std::vector<detail::RegionInfo> regions = md.regions;
   std::sort(regions.begin(), regions.end(), region_less);
-  PeerEntry old;  // a replaced instance: destroyed outside the lock, failing its transfers
-  std::vector<std::shared_ptr<detail::BackendConnection>> dropped;  // closed outside the lock too
+  // A replaced instance (failing its transfers) and dropped connections are destroyed
+  // outside the lock; on the reactor thread (a side-channel push) by the closer, since
+  // closing a connection may join threads and wait for copies in flight.
+  struct Leftovers {
+    PeerEntry old;
+    std::vector<std::shared_ptr<detail::BackendConnection>> dropped;
+  };
+  struct HandOff {
+    Agent::Impl* self;
+    std::shared_ptr<Leftovers> left;  // the only reference
+    ~HandOff() {
+      if (left->old.metadata.name.empty() && left->dropped.empty()) return;
+      if (self->reactor_ && self->reactor_->in_reactor_thread()) self->closer_.hand(std::move(left));
+    }
+  } hand_off{this, std::make_shared<Leftovers>()};
+  PeerEntry& old = hand_off.left->old;
+  std::vector<std::shared_ptr<detail::BackendConnection>>& dropped = hand_off.left->dropped;
   PeerEvent event{PeerEventKind::kJoined, name, md.revision};
   // Another instance under a loaded name is judged outside the lock (it may probe the old
   // instance); the entry must still be that old instance when it is replaced.
