@@ -204,14 +204,15 @@ TEST(SideChannelProbe, CallsRunOnTheReactorWithoutHoldingIt) {
     ASSERT_TRUE(l.ok());
     closed_port = *local_port(l->get());
   }
-  auto call = [&](const std::string& host, std::uint16_t port, std::chrono::milliseconds limit) {
+  auto call = [&](const std::string& host, std::uint16_t port, std::chrono::milliseconds limit,
+                  std::shared_ptr<const SharedSecret> secret = nullptr) {
     auto result = std::make_shared<std::promise<Result<std::vector<std::uint8_t>>>>();
     auto got = result->get_future();
     bool inside_start = false;
     (*reactor)->run_sync([&] {
       bool starting = true;
       SideChannelCall::start(*reactor, host, port, SideFrame::kFetch, {}, SideFrame::kMetadata, deadline_after(limit),
-                             nullptr, [&inside_start, &starting, result](Result<std::vector<std::uint8_t>> r) {
+                             secret, [&inside_start, &starting, result](Result<std::vector<std::uint8_t>> r) {
                                inside_start = inside_start || starting;
                                result->set_value(std::move(r));
                              });
@@ -227,6 +228,21 @@ TEST(SideChannelProbe, CallsRunOnTheReactorWithoutHoldingIt) {
   auto refused = call("127.0.0.1", closed_port, 2000ms);
   EXPECT_NE(refused.status().message().find(std::strerror(ECONNREFUSED)), std::string::npos)
       << refused.status().to_string();
+  // Authenticated both ways with a secret; refused with another one.
+  auto secret_of = [](const std::string& text) {
+    return *SharedSecret::create({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
+  };
+  auto guarded = SideChannelServer::start("127.0.0.1", 0, metadata_handlers({9}), 5s,
+                                          secret_of("the probe test's secret, 32 bytes+"), *reactor);
+  ASSERT_TRUE(guarded.ok());
+  auto authed = call("127.0.0.1", (*guarded)->port(), 2000ms, secret_of("the probe test's secret, 32 bytes+"));
+  ASSERT_TRUE(authed.ok()) << authed.status().to_string();
+  EXPECT_EQ(*authed, std::vector<std::uint8_t>{9});
+  auto wrong = call("127.0.0.1", (*guarded)->port(), 2000ms, secret_of("another secret, also long enough!"));
+  EXPECT_FALSE(wrong.ok());
+  auto bare = call("127.0.0.1", (*guarded)->port(), 2000ms);
+  EXPECT_FALSE(bare.ok());
+  EXPECT_NE(bare.status().message().find("authentication"), std::string::npos) << bare.status().to_string();
   auto named = call("localhost", (*server)->port(), 2000ms);
   EXPECT_EQ(named.status().code(), StatusCode::kUnavailable) << named.status().to_string();
 
