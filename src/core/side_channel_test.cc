@@ -209,8 +209,9 @@ TEST(SideChannelProbe, CallsRunOnTheReactorWithoutHoldingIt) {
     auto result = std::make_shared<std::promise<Result<std::vector<std::uint8_t>>>>();
     auto got = result->get_future();
     bool inside_start = false;
+    bool starting = false;  // both on the reactor thread; they outlive the call (got.get() below)
     (*reactor)->run_sync([&] {
-      bool starting = true;
+      starting = true;
       SideChannelCall::start(*reactor, host, port, SideFrame::kFetch, {}, SideFrame::kMetadata, deadline_after(limit),
                              secret, [&inside_start, &starting, result](Result<std::vector<std::uint8_t>> r) {
                                inside_start = inside_start || starting;
