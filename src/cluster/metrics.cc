@@ -183,6 +183,13 @@ std::string AgentMetrics::render(const AgentGauges& g) const {
     sample(out, "kvferry_registered_regions", labels({{"agent", agent}, {"kind", kind}}), static_cast<double>(n));
   header(out, "kvferry_metadata_revision", "gauge", "Revision of this agent's published metadata.");
   sample(out, "kvferry_metadata_revision", labels({{"agent", agent}}), static_cast<double>(g.metadata_revision));
+  header(out, "kvferry_reactor_handlers_total", "counter", "Handlers, timers and tasks the agent's event loop ran.");
+  sample(out, "kvferry_reactor_handlers_total", labels({{"agent", agent}}), static_cast<double>(g.reactor_runs));
+  header(out, "kvferry_reactor_slow_handlers_total", "counter",
+         "Event-loop handlers that ran longer than 50 ms (each one delayed every backend's progress).");
+  sample(out, "kvferry_reactor_slow_handlers_total", labels({{"agent", agent}}), static_cast<double>(g.reactor_slow));
+  header(out, "kvferry_reactor_longest_handler_seconds", "gauge", "The longest event-loop handler so far.");
+  sample(out, "kvferry_reactor_longest_handler_seconds", labels({{"agent", agent}}), g.reactor_longest_seconds);
   if (g.service) {
     header(out, "kvferry_metadata_service_up", "gauge", "1 if the metadata service answered the last renewal.");
     sample(out, "kvferry_metadata_service_up", labels({{"agent", agent}}), g.service_healthy ? 1 : 0);

@@ -68,6 +68,9 @@ struct AgentGauges {
   std::uint64_t inbox_depth = 0;
   std::uint64_t notifications_dropped = 0;
   std::uint64_t metadata_revision = 0;
+  // The agent's reactor (core/reactor.h): handlers run, those over Reactor::kSlow, the longest.
+  std::uint64_t reactor_runs = 0, reactor_slow = 0;
+  double reactor_longest_seconds = 0;
   // Metadata service traffic (absent without a service).
   bool service = false;
   bool service_healthy = false;

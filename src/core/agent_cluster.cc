@@ -145,6 +145,12 @@ std::string Agent::Impl::metrics_text() const {
   g.inbox_depth = inbox_->size();
   g.notifications_dropped = inbox_->refused();
   g.metadata_revision = revision_.load();
+  if (std::shared_lock life(life_mu_); reactor_) {  // reset by shutdown
+    const auto r = reactor_->stats();
+    g.reactor_runs = r.runs;
+    g.reactor_slow = r.slow;
+    g.reactor_longest_seconds = std::chrono::duration<double>(r.longest).count();
+  }
   {
     std::lock_guard lock(service_mu_);
     if (service_) {

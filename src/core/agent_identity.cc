@@ -42,37 +42,62 @@ Status Agent::Impl::same_reachability(const detail::AgentMetadata& old, const de
                        differs + "; refused (an instance may update its regions and entries, not where it is reached)");
 }
 
-Status Agent::Impl::may_replace(const detail::AgentMetadata& old,
-                                const std::vector<std::shared_ptr<detail::BackendConnection>>& connections,
-                                const detail::InstanceId& incoming) const {
-  for (const auto& c : connections)
-    if (c && c->health().code() == StatusCode::kPeerLost) return Status::Ok();
-  std::string why;
-  if (old.process_id == process_id_) {
-    if (!detail::instance_alive_here(old.instance)) return Status::Ok();
-    why = "is a live agent of this process";
-  } else if (old.host_id == host_id_ && detail::process_exited(old.process_id)) {
-    return Status::Ok();
-  } else if (old.side_channel) {
-    auto probe = detail::side_channel_call(old.side_channel->host, old.side_channel->port, detail::SideFrame::kFetch,
-                                           {}, detail::SideFrame::kMetadata,
-                                           detail::deadline_after(std::min(options_.connect_timeout, kProbeLimit)), secret_);
-    if (probe.ok()) {
-      auto md = detail::decode_metadata(*probe);
-      if (md.ok() && (md->name != old.name || md->instance != old.instance)) return Status::Ok();
-      why = md.ok() ? "still answers on its side channel" : "answers on its side channel with unreadable metadata";
-    } else if (probe.status().message().find(std::strerror(ECONNREFUSED)) != std::string::npos) {
-      return Status::Ok();
-    } else {
-      why = "cannot be shown gone (" + probe.status().message() + ")";
-    }
-  } else {
-    why = "is not known to be lost (no lost connection, no side channel to ask)";
-  }
+detail::Deadline Agent::Impl::probe_deadline() const {
+  return detail::deadline_after(std::min(options_.connect_timeout, kProbeLimit));
+}
+
+namespace {
+Status refusal(const detail::AgentMetadata& old, const std::string& why, const detail::InstanceId& incoming) {
   return AlreadyExists("load_remote: peer " + who(old) + " " + why + "; metadata of another instance " +
                        incoming.hex() + " under that name is refused. A restarted peer is accepted once the old "
                        "instance is lost or its side channel refuses connections, or after forget_remote('" +
                        old.name + "')");
+}
+}  // namespace
+
+Status Agent::Impl::replaceable_here(const detail::AgentMetadata& old,
+                                     const std::vector<std::shared_ptr<detail::BackendConnection>>& connections,
+                                     const detail::InstanceId& incoming, bool* ask) const {
+  *ask = false;
+  for (const auto& c : connections)
+    if (c && c->health().code() == StatusCode::kPeerLost) return Status::Ok();
+  if (old.process_id == process_id_) {
+    if (!detail::instance_alive_here(old.instance)) return Status::Ok();
+    return refusal(old, "is a live agent of this process", incoming);
+  }
+  if (old.host_id == host_id_ && detail::process_exited(old.process_id)) return Status::Ok();
+  if (old.side_channel) {
+    *ask = true;
+    return Status::Ok();
+  }
+  return refusal(old, "is not known to be lost (no lost connection, no side channel to ask)", incoming);
+}
+
+Status Agent::Impl::judge_probe(const detail::AgentMetadata& old, const Result<std::vector<std::uint8_t>>& probe,
+                                const detail::InstanceId& incoming) const {
+  if (probe.ok()) {
+    auto md = detail::decode_metadata(*probe);
+    if (md.ok() && (md->name != old.name || md->instance != old.instance)) return Status::Ok();
+    return refusal(old, md.ok() ? "still answers on its side channel" : "answers on its side channel with unreadable metadata",
+                   incoming);
+  }
+  if (probe.status().message().find(std::strerror(ECONNREFUSED)) != std::string::npos) return Status::Ok();
+  return refusal(old, "cannot be shown gone (" + probe.status().message() + ")", incoming);
+}
+
+Status Agent::Impl::may_replace(const detail::AgentMetadata& old,
+                                const std::vector<std::shared_ptr<detail::BackendConnection>>& connections,
+                                const detail::InstanceId& incoming) const {
+  bool ask = false;
+  Status here = replaceable_here(old, connections, incoming, &ask);
+  if (!ask) return here;
+  // A blocking probe would stall every backend's progress: the loop's own pushes take
+  // load_pushed, and a caller on the loop (a callback) is refused.
+  if (reactor_ && reactor_->in_reactor_thread())
+    return refusal(old, "cannot be asked from the agent's event loop (load it from another thread)", incoming);
+  auto probe = detail::side_channel_call(old.side_channel->host, old.side_channel->port, detail::SideFrame::kFetch, {},
+                                         detail::SideFrame::kMetadata, probe_deadline(), secret_);
+  return judge_probe(old, probe, incoming);
 }
 
 }  // namespace kvferry

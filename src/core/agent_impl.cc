@@ -168,6 +168,17 @@ void Agent::Impl::shutdown() {
     side = std::move(side_channel_);
   }
   side.reset();
+  // Then the probes of pushes (their completions call into us and take life_mu_): no
+  // handler of the side channel runs now to start one. Stopped on the reactor, whose
+  // thread they live on; after this none runs.
+  std::unique_ptr<detail::PeerProbes> probes;
+  {
+    std::lock_guard lock(side_mu_);
+    probes = std::move(probes_);
+  }
+  if (probes) reactor_->run_sync([&] { probes->stop(); });
+  closer_.stop();  // what pushes replaced is closed before the backends go
+  probes.reset();
   std::unique_lock life(life_mu_);
   if (closed_) return;
   closed_ = true;

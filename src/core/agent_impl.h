@@ -7,9 +7,11 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -19,6 +21,7 @@
 #include "cluster/metrics_server.h"
 #include "cluster/peer_event_queue.h"
 #include "core/backend.h"
+#include "core/closer.h"
 #include "core/fault_connection.h"
 #include "core/instance_id.h"
 #include "core/local_file.h"
@@ -30,6 +33,7 @@
 #include "core/reactor.h"
 #include "core/shared_segment.h"
 #include "core/side_channel.h"
+#include "core/side_channel_probe.h"
 #include "core/staged_connection.h"
 #include "kvferry/agent.h"
 
@@ -124,7 +128,20 @@ class Agent::Impl {
   // new instance replacing an old one (agent_peers.cc). `authoritative`: the metadata
   // service delivered it (whoever holds the name's key there holds the name), so another
   // instance replaces the loaded one without proof that the old one is gone.
-  Result<std::string> install_peer(detail::AgentMetadata md, bool authoritative);
+  // `judge` decides whether another instance may take a loaded name (OK or why not);
+  // none: may_replace, which may block on a probe (callers' threads only).
+  using Judge = std::function<Status(const detail::AgentMetadata& old,
+                                     const std::vector<std::shared_ptr<detail::BackendConnection>>& connections,
+                                     const detail::InstanceId& incoming)>;
+  Result<std::string> install_peer(detail::AgentMetadata md, bool authoritative, const Judge& judge = {});
+  // A push on the side channel (its handler, on the reactor thread): loaded or refused
+  // now, or nullopt when the instance loaded under that name must first be asked whether
+  // it is still there; the probe runs on the reactor (PeerProbes) and `later` gets the
+  // verdict (agent_remote_push.cc). Never blocks.
+  std::optional<Status> load_pushed(std::span<const std::uint8_t> metadata, detail::SideChannelHandlers::Later later);
+  // The pushed `md` once the probe of `old` answered.
+  Status conclude_push(detail::AgentMetadata md, const detail::AgentMetadata& old,
+                       const Result<std::vector<std::uint8_t>>& probe);
   // A peer left (forgotten, or gone from the metadata service): its transfers fail.
   void remove_peer(const std::string& name, const std::string& why);
   // Starts the metadata service and the metrics endpoint (agent_cluster.cc).
@@ -139,9 +156,20 @@ class Agent::Impl {
   bool is_self(std::string_view peer) const { return peer == options_.name; }
   // Identity rules of load_remote (agent_identity.cc). Another instance under a loaded
   // name replaces it only when the loaded one is gone: OK, or why not. Called without
-  // peers_mu_ (it may probe the old instance's side channel, bounded).
+  // peers_mu_ (it may probe the old instance's side channel, bounded), on a caller's
+  // thread: on the reactor thread it refuses rather than block.
   Status may_replace(const detail::AgentMetadata& old, const std::vector<std::shared_ptr<detail::BackendConnection>>& connections,
                      const detail::InstanceId& incoming) const;
+  // What is known without asking anyone: OK (gone), why not, or (*ask set) only the old
+  // instance's side channel can tell. Never blocks.
+  Status replaceable_here(const detail::AgentMetadata& old,
+                          const std::vector<std::shared_ptr<detail::BackendConnection>>& connections,
+                          const detail::InstanceId& incoming, bool* ask) const;
+  // What the old instance's side channel answered (its metadata, or why no answer).
+  Status judge_probe(const detail::AgentMetadata& old, const Result<std::vector<std::uint8_t>>& probe,
+                     const detail::InstanceId& incoming) const;
+  // A probe's deadline: min(connect_timeout, 1 s).
+  detail::Deadline probe_deadline() const;
   // The same instance may update its regions and entries, not where it is reached.
   static Status same_reachability(const detail::AgentMetadata& old, const detail::AgentMetadata& update);
   Result<std::shared_ptr<const detail::PreparedData>> validate_local(const DescriptorList& list) const;
@@ -207,6 +235,10 @@ class Agent::Impl {
 
   mutable std::mutex side_mu_;
   std::unique_ptr<detail::SideChannelServer> side_channel_;
+  // Probes of pushes (reactor thread only; made by listen, stopped by shutdown).
+  std::unique_ptr<detail::PeerProbes> probes_;
+  // Destroys replaced peers' connections off the reactor (install_peer on a push).
+  detail::Closer closer_;
   std::optional<detail::SideChannelAddress> side_address_;
 };
 

@@ -36,16 +36,34 @@ bool same_regions(const std::vector<detail::RegionInfo>& a, const std::vector<de
 constexpr std::size_t kMaxRetiredConnections = 16;
 // Departed peers remembered for the error of a later call to them.
 constexpr std::size_t kMaxDeparted = 1024;
+// Probes of pushed instances (load_pushed): in flight at once, and pushes waiting on one.
+constexpr std::size_t kMaxProbesInFlight = 8;
+constexpr std::size_t kMaxProbeWaiters = 64;
 
 }  // namespace
 
-Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool authoritative) {
+Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool authoritative, const Judge& judge) {
   std::string name = md.name;
   const detail::InstanceId incoming = md.instance;
   std::vector<detail::RegionInfo> regions = md.regions;
   std::sort(regions.begin(), regions.end(), region_less);
-  PeerEntry old;  // a replaced instance: destroyed outside the lock, failing its transfers
-  std::vector<std::shared_ptr<detail::BackendConnection>> dropped;  // closed outside the lock too
+  // A replaced instance (failing its transfers) and dropped connections are destroyed
+  // outside the lock; on the reactor thread (a side-channel push) by the closer, since
+  // closing a connection may join threads and wait for copies in flight.
+  struct Leftovers {
+    PeerEntry old;
+    std::vector<std::shared_ptr<detail::BackendConnection>> dropped;
+  };
+  struct HandOff {
+    Agent::Impl* self;
+    std::shared_ptr<Leftovers> left;  // the only reference
+    ~HandOff() {
+      if (left->old.metadata.name.empty() && left->dropped.empty()) return;
+      if (self->reactor_ && self->reactor_->in_reactor_thread()) self->closer_.hand(std::move(left));
+    }
+  } hand_off{this, std::make_shared<Leftovers>()};
+  PeerEntry& old = hand_off.left->old;
+  std::vector<std::shared_ptr<detail::BackendConnection>>& dropped = hand_off.left->dropped;
   PeerEvent event{PeerEventKind::kJoined, name, md.revision};
   // Another instance under a loaded name is judged outside the lock (it may probe the old
   // instance); the entry must still be that old instance when it is replaced.
@@ -113,7 +131,7 @@ Result<std::string> Agent::Impl::install_peer(detail::AgentMetadata md, bool aut
       events_.push(std::move(event));
       return name;
     }
-    KVF_RETURN_IF_ERROR(may_replace(seen, seen_connections, incoming));
+    KVF_RETURN_IF_ERROR(judge ? judge(seen, seen_connections, incoming) : may_replace(seen, seen_connections, incoming));
     judged = seen.instance;
   }
   return Unavailable("load_remote: peer '" + name + "' kept changing while its metadata was being loaded");
@@ -193,7 +211,11 @@ Result<std::uint16_t> Agent::Impl::listen(const std::string& address, std::uint1
   // The server is stopped before `this` goes away (shutdown), so raw `this` is safe. Its
   // handlers run on the agent's reactor.
   handlers.local_metadata = [this] { return local_metadata(); };
-  handlers.load_remote = [this](std::span<const std::uint8_t> md) { return load_remote(md).status(); };
+  handlers.load_remote = [this](std::span<const std::uint8_t> md, detail::SideChannelHandlers::Later later) {
+    return load_pushed(md, std::move(later));
+  };
+  // Coalesced and capped: a flood of pushes naming loaded peers starts few probes.
+  probes_ = std::make_unique<detail::PeerProbes>(reactor_, secret_, kMaxProbesInFlight, kMaxProbeWaiters);
   handlers.notify = [this](std::string from, std::string envelope) { return inbox_->deliver(std::move(from), envelope); };
   KVF_ASSIGN_OR_RETURN(side_channel_,
                        detail::SideChannelServer::start(address, port, std::move(handlers), options_.peer_timeout, secret_,

@@ -50,6 +50,21 @@ struct Reactor::State {
 
   bool on_thread() const { return std::this_thread::get_id() == thread_id.load(std::memory_order_relaxed); }
 
+  // Handler run times (written by the loop only; read by stats() from any thread).
+  std::atomic<std::uint64_t> runs{0};
+  std::atomic<std::uint64_t> slow{0};
+  std::atomic<std::int64_t> longest_ns{0};
+  // Runs `fn` and accounts for its time.
+  template <typename F>
+  void timed(F&& fn) {
+    const auto t0 = Clock::now();
+    fn();
+    const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+    runs.fetch_add(1, std::memory_order_relaxed);
+    if (ns > std::chrono::duration_cast<std::chrono::nanoseconds>(kSlow).count()) slow.fetch_add(1, std::memory_order_relaxed);
+    if (ns > longest_ns.load(std::memory_order_relaxed)) longest_ns.store(ns, std::memory_order_relaxed);
+  }
+
   void wake_up() {
     const std::uint64_t one = 1;
     [[maybe_unused]] ssize_t rc = ::write(wake.get(), &one, sizeof one);
@@ -82,7 +97,7 @@ struct Reactor::State {
       handler = it->second.on_fd;
       running = id;
     }
-    (*handler)(events);
+    timed([&] { (*handler)(events); });
     finished(id);
   }
 
@@ -111,7 +126,7 @@ struct Reactor::State {
         }
         running = id;
       }
-      (*task)();
+      timed([&] { (*task)(); });
       finished(id);
     }
   }
@@ -122,7 +137,7 @@ struct Reactor::State {
       std::lock_guard lock(mu);
       batch.swap(tasks);
     }
-    for (auto& t : batch) t();
+    for (auto& t : batch) timed(t);
     if (!batch.empty()) idle.notify_all();
   }
 
@@ -293,5 +308,10 @@ bool Reactor::run_sync(const Task& fn) {
 }
 
 bool Reactor::in_reactor_thread() const { return state_->on_thread(); }
+
+Reactor::Stats Reactor::stats() const {
+  return Stats{state_->runs.load(std::memory_order_relaxed), state_->slow.load(std::memory_order_relaxed),
+               std::chrono::nanoseconds(state_->longest_ns.load(std::memory_order_relaxed))};
+}
 
 }  // namespace kvferry::detail

@@ -63,6 +63,17 @@ class Reactor {
 
   bool in_reactor_thread() const;
 
+  // How long handlers, timers and tasks ran (wall time, so a handler that blocks shows):
+  // how many ran, how many ran longer than kSlow, the longest. A loop that serves every
+  // backend must never be held; tests assert on these, users see them in the metrics.
+  static constexpr std::chrono::milliseconds kSlow{50};
+  struct Stats {
+    std::uint64_t runs = 0;
+    std::uint64_t slow = 0;
+    std::chrono::nanoseconds longest{0};
+  };
+  Stats stats() const;
+
   struct State;  // the loop's data, shared with its thread
 
  private:

@@ -234,5 +234,41 @@ TEST(Reactor, WatchOfABadFdNamesIt) {
   EXPECT_NE(id.status().message().find("fd -1"), std::string::npos) << id.status().message();
 }
 
+
+// The loop accounts for every handler, timer and task it runs, and names the slow ones:
+// a test (or a user reading the metrics) can tell a loop that was held.
+TEST(Reactor, StatsCountHandlersAndNameTheSlowOnes) {
+  auto reactor = must_start();
+  UniqueFd efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  std::atomic<int> calls{0};
+  auto id = reactor->watch(efd.get(), EPOLLIN, [&](std::uint32_t) {
+    drain(efd.get());
+    ++calls;
+  });
+  ASSERT_TRUE(id.ok());
+  for (int i = 0; i < 10; ++i) {
+    signal(efd.get());
+    ASSERT_TRUE(eventually([&] { return calls.load() == i + 1; }));
+  }
+  EXPECT_TRUE(reactor->run_sync([] {}));
+  auto quick = reactor->stats();
+  EXPECT_GE(quick.runs, 11u);
+  EXPECT_EQ(quick.slow, 0u);
+  EXPECT_LT(quick.longest, Reactor::kSlow);
+  EXPECT_TRUE(reactor->run_sync([] { std::this_thread::sleep_for(Reactor::kSlow + 20ms); }));
+  std::atomic<bool> timer_ran{false};
+  reactor->after(1ms, [&] {
+    std::this_thread::sleep_for(Reactor::kSlow + 20ms);
+    timer_ran = true;
+  });
+  ASSERT_TRUE(eventually([&] { return timer_ran.load(); }));
+  EXPECT_TRUE(reactor->run_sync([] {}));
+  auto held = reactor->stats();
+  EXPECT_EQ(held.slow, 2u);
+  EXPECT_GE(held.longest, Reactor::kSlow + 20ms);
+  EXPECT_GT(held.runs, quick.runs);
+  reactor->cancel(*id);
+}
+
 }  // namespace
 }  // namespace kvferry::detail

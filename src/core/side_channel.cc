@@ -4,8 +4,9 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <algorithm>
+#include <cstring>
+#include <utility>
 
 #include "core/byte_io.h"
 
@@ -66,22 +67,48 @@ Result<std::pair<std::string, std::string>> parse_notify_payload(std::span<const
   return std::make_pair(std::move(from), std::move(message));
 }
 
-namespace {
-// One frame from a connected client socket, within the deadline: (type, payload).
-Result<std::pair<SideFrame, std::vector<std::uint8_t>>> recv_side_frame(int fd, Deadline deadline,
-                                                                        const std::string& where) {
-  std::uint8_t hdr[kSideHeaderBytes];
-  KVF_RETURN_IF_ERROR(recv_all(fd, hdr, sizeof hdr, deadline).with_context(where));
-  Header h = parse_header(hdr);
-  if (h.magic != kSideMagic) return Corrupt(where + ": reply is not a kvferry frame");
-  if (h.length > kMaxSideFrameBytes) return Corrupt(where + ": reply larger than the cap");
-  std::vector<std::uint8_t> body(h.length);
-  KVF_RETURN_IF_ERROR(recv_all(fd, body.data(), body.size(), deadline).with_context(where));
-  if (static_cast<SideFrame>(h.type) == SideFrame::kError)
-    return RemoteError(where + ": " + std::string(body.begin(), body.end()));
-  return std::make_pair(static_cast<SideFrame>(h.type), std::move(body));
+SideCallExchange::SideCallExchange(SideFrame type, std::span<const std::uint8_t> payload, SideFrame expect,
+                                   std::shared_ptr<const SharedSecret> secret, std::string where)
+    : type_(type), payload_(payload.begin(), payload.end()), expect_(expect), where_(std::move(where)) {
+  if (secret) {
+    auth_ = std::make_unique<InitiatorAuth>(std::move(secret), "side");
+    out_ = make_side_frame(SideFrame::kAuthHello, auth_->offer());
+  } else {
+    out_ = make_side_frame(type_, payload_);
+  }
 }
-}  // namespace
+
+SideCallExchange::~SideCallExchange() = default;
+
+std::vector<std::uint8_t> SideCallExchange::take_output() { return std::exchange(out_, {}); }
+
+std::optional<Result<std::vector<std::uint8_t>>> SideCallExchange::on_frame(std::uint16_t type,
+                                                                           std::span<const std::uint8_t> body) {
+  using Reply = std::optional<Result<std::vector<std::uint8_t>>>;
+  if (static_cast<SideFrame>(type) == SideFrame::kError)
+    return Reply(RemoteError(where_ + ": " + std::string(body.begin(), body.end())));
+  if (auth_ && !challenged_) {
+    if (static_cast<SideFrame>(type) != SideFrame::kChallenge) return Reply(Corrupt(where_ + ": no authentication challenge"));
+    auto answered = auth_->respond(auth_->offer(), body, where_);
+    if (!answered.ok()) return Reply(answered.status());
+    challenged_ = true;
+    const AuthTag tag = auth_->frame_tag("request", 0, side_frame_tagged_bytes(static_cast<std::uint16_t>(type_), payload_));
+    payload_.insert(payload_.end(), tag.begin(), tag.end());
+    out_ = make_side_frame(type_, payload_);
+    return std::nullopt;
+  }
+  if (auth_) {
+    if (body.size() < kAuthTagBytes ||
+        !SharedSecret::same_tag(
+            auth_->frame_tag("reply", 0, side_frame_tagged_bytes(type, body.first(body.size() - kAuthTagBytes))),
+            body.last(kAuthTagBytes)))
+      return Reply(FailedPrecondition(where_ + ": authentication failed: the reply's tag does not match this agent's "
+                                      "shared secret"));
+    body = body.first(body.size() - kAuthTagBytes);
+  }
+  if (static_cast<SideFrame>(type) != expect_) return Reply(Corrupt(where_ + ": unexpected reply type"));
+  return Reply(std::vector<std::uint8_t>(body.begin(), body.end()));
+}
 
 Result<std::vector<std::uint8_t>> side_channel_call(const std::string& host, std::uint16_t port, SideFrame type,
                                                     std::span<const std::uint8_t> payload, SideFrame expect,
@@ -90,37 +117,19 @@ Result<std::vector<std::uint8_t>> side_channel_call(const std::string& host, std
   std::string where = "side channel " + host + ":" + std::to_string(port);
   auto fd = tcp_connect(host, port, deadline);
   if (!fd.ok()) return fd.status().with_context(where);
-  std::unique_ptr<InitiatorAuth> auth;
-  std::vector<std::uint8_t> frame;
-  if (secret) {
-    auth = std::make_unique<InitiatorAuth>(secret, "side");
-    frame = make_side_frame(SideFrame::kAuthHello, auth->offer());
+  SideCallExchange exchange(type, payload, expect, secret, where);
+  for (;;) {
+    std::vector<std::uint8_t> frame = exchange.take_output();
     KVF_RETURN_IF_ERROR(send_all(fd->get(), frame.data(), frame.size(), deadline).with_context(where));
-    KVF_ASSIGN_OR_RETURN(auto challenge, recv_side_frame(fd->get(), deadline, where));
-    if (challenge.first != SideFrame::kChallenge) return Corrupt(where + ": no authentication challenge");
-    KVF_RETURN_IF_ERROR(auth->respond(auth->offer(), challenge.second, where).status());
-    const AuthTag tag = auth->frame_tag("request", 0, side_frame_tagged_bytes(static_cast<std::uint16_t>(type), payload));
-    std::vector<std::uint8_t> signed_payload(payload.begin(), payload.end());
-    signed_payload.insert(signed_payload.end(), tag.begin(), tag.end());
-    frame = make_side_frame(type, signed_payload);
-  } else {
-    frame = make_side_frame(type, payload);
+    std::uint8_t hdr[kSideHeaderBytes];
+    KVF_RETURN_IF_ERROR(recv_all(fd->get(), hdr, sizeof hdr, deadline).with_context(where));
+    Header h = parse_header(hdr);
+    if (h.magic != kSideMagic) return Corrupt(where + ": reply is not a kvferry frame");
+    if (h.length > kMaxSideFrameBytes) return Corrupt(where + ": reply larger than the cap");
+    std::vector<std::uint8_t> body(h.length);
+    KVF_RETURN_IF_ERROR(recv_all(fd->get(), body.data(), body.size(), deadline).with_context(where));
+    if (auto done = exchange.on_frame(h.type, body)) return std::move(*done);
   }
-  KVF_RETURN_IF_ERROR(send_all(fd->get(), frame.data(), frame.size(), deadline).with_context(where));
-  KVF_ASSIGN_OR_RETURN(auto reply, recv_side_frame(fd->get(), deadline, where));
-  auto& [got, body] = reply;
-  if (auth) {
-    const std::span<const std::uint8_t> all(body);
-    if (all.size() < kAuthTagBytes ||
-        !SharedSecret::same_tag(
-            auth->frame_tag("reply", 0, side_frame_tagged_bytes(static_cast<std::uint16_t>(got), all.first(all.size() - kAuthTagBytes))),
-            all.last(kAuthTagBytes)))
-      return FailedPrecondition(where + ": authentication failed: the reply's tag does not match this agent's "
-                                "shared secret");
-    body.resize(body.size() - kAuthTagBytes);
-  }
-  if (got != expect) return Corrupt(where + ": unexpected reply type");
-  return std::move(body);
 }
 
 }  // namespace kvferry::detail

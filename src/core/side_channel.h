@@ -69,8 +69,12 @@ Result<std::pair<std::string, std::string>> parse_notify_payload(std::span<const
 struct SideChannelHandlers {
   // Our metadata, encoded.
   std::function<Result<std::vector<std::uint8_t>>()> local_metadata;
-  // A peer pushed its metadata.
-  std::function<Status(std::span<const std::uint8_t>)> load_remote;
+  // A peer pushed its metadata. Returns the answer, or nullopt when it comes later: then
+  // `later` is called exactly once, from any thread (e.g. once the agent has asked the
+  // predecessor loaded under that name whether it is still there). The connection sends
+  // nothing else meanwhile, and the reply (our metadata or the error) follows `later`.
+  using Later = std::function<void(Status)>;
+  std::function<std::optional<Status>(std::span<const std::uint8_t>, Later later)> load_remote;
   std::function<Status(std::string from, std::string message)> notify;
 };
 
@@ -100,8 +104,16 @@ class SideChannelServer {
   void drop(Connection* c);
   // Serves the complete frames in c's buffer while no reply is pending; false: drop c.
   bool serve(Connection& c);
-  // The reply for one frame (empty: drop the connection); `refused`: close after sending.
-  std::vector<std::uint8_t> answer(Connection& c, const SideFrameView& frame, bool& refused);
+  // The reply for one frame (empty: drop the connection, unless `pending`: the reply
+  // comes through resume()); `refused`: close after sending.
+  std::vector<std::uint8_t> answer(Connection& c, const SideFrameView& frame, bool& refused, bool& pending);
+  // The reply of a kFetch after its push was loaded (or not): ours or the error, tagged.
+  std::vector<std::uint8_t> fetch_reply(Connection& c, const Status& loaded);
+  // The tag of an authenticated reply, appended; the next sequence number.
+  void seal(Connection& c, std::vector<std::uint8_t>& reply);
+  // A deferred push concluded: c's reply goes out and c serves on. Unknown serial: c
+  // was dropped meanwhile.
+  void resume(std::uint64_t serial, const Status& loaded);
   // Sends what it can of c's reply; false: drop c.
   bool flush(Connection& c);
   void want(Connection& c, std::uint32_t events);
@@ -118,10 +130,38 @@ class SideChannelServer {
   std::size_t max_connections_ = 0;
   std::unique_ptr<Connections> conns_;
   std::vector<std::uint8_t> buf_;  // receive buffer
+  std::uint64_t next_serial_ = 1;
+  // False once the server is stopping: a late `later` finds no server (reactor thread).
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+// The client's half of one request and its reply, without I/O: what to send, and what a
+// received frame means. Shared by the blocking call below and the reactor's call
+// (core/side_channel_probe.h), so both speak the same protocol.
+class SideCallExchange {
+ public:
+  SideCallExchange(SideFrame type, std::span<const std::uint8_t> payload, SideFrame expect,
+                   std::shared_ptr<const SharedSecret> secret, std::string where);
+  ~SideCallExchange();
+  // The frame to send now (the hello, or the request); empty when nothing is due.
+  std::vector<std::uint8_t> take_output();
+  // The next frame received (untrusted): nullopt when the exchange goes on (take_output
+  // has the next frame), else its result: the reply's payload or why not.
+  std::optional<Result<std::vector<std::uint8_t>>> on_frame(std::uint16_t type, std::span<const std::uint8_t> body);
+  const std::string& where() const { return where_; }
+
+ private:
+  SideFrame type_;
+  std::vector<std::uint8_t> payload_;
+  SideFrame expect_;
+  std::string where_;
+  std::unique_ptr<InitiatorAuth> auth_;
+  bool challenged_ = false;
+  std::vector<std::uint8_t> out_;
 };
 
 // Client side: one request, one reply, within the deadline; authenticated (both ways)
-// when `secret` is set.
+// when `secret` is set. Blocks the calling thread: never call it on a reactor thread.
 Result<std::vector<std::uint8_t>> side_channel_call(const std::string& host, std::uint16_t port, SideFrame type,
                                                     std::span<const std::uint8_t> payload, SideFrame expect,
                                                     Deadline deadline,

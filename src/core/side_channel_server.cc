@@ -46,6 +46,11 @@ struct SideChannelServer::Connection {
   // number of its next request.
   std::unique_ptr<TargetAuth> auth;
   std::uint64_t seq = 0;
+  std::uint64_t serial = 0;  // names the connection to a deferred reply
+  // A push whose answer comes later (the agent probes the peer it would replace): no
+  // frame is read or served, and the idle sweep spares it (the agent's probe has its
+  // own deadline).
+  bool pending = false;
 };
 
 SideChannelServer::SideChannelServer() : conns_(std::make_unique<Connections>()) {}
@@ -77,6 +82,7 @@ SideChannelServer::~SideChannelServer() {
   if (!reactor_) return;
   // On the reactor thread no handler of ours runs meanwhile; cancel there returns at once.
   reactor_->run_sync([this] {
+    *alive_ = false;
     reactor_->cancel(listener_watch_);
     reactor_->cancel(sweep_);
     reactor_->cancel(resume_);
@@ -116,6 +122,7 @@ void SideChannelServer::on_accept() {
     c.fd = UniqueFd(fd);
     c.address = peer_address(fd);
     c.frame_deadline = Clock::now() + idle_timeout_;
+    c.serial = next_serial_++;
     auto evict = slot_to_free(*conns_, c.address, kMaxConnectionsPerAddress, max_connections_,
                               [](const Connection& held) -> const std::string& { return held.address; });
     if (evict != conns_->end()) drop(&*evict);
@@ -140,7 +147,7 @@ void SideChannelServer::sweep() {
   const auto now = Clock::now();
   std::vector<Connection*> late;
   for (Connection& c : *conns_)
-    if (now > c.frame_deadline) late.push_back(&c);
+    if (now > c.frame_deadline && !c.pending) late.push_back(&c);
   for (Connection* c : late) drop(c);
 }
 
@@ -151,6 +158,11 @@ void SideChannelServer::want(Connection& c, std::uint32_t events) {
 }
 
 void SideChannelServer::on_event(Connection* c, std::uint32_t events) {
+  if (c->pending) {  // nothing is read meanwhile; a reset connection has nobody to answer
+    if (events & (EPOLLHUP | EPOLLERR)) return drop(c);
+    want(*c, 0);
+    return;
+  }
   if (!c->out.empty() || (events & EPOLLOUT)) {
     if (!flush(*c)) return drop(c);
     if (!c->out.empty()) return;  // the rest when the socket drains
@@ -172,10 +184,15 @@ bool SideChannelServer::serve(Connection& c) {
       want(c, EPOLLOUT);
       return true;
     }
-    bool refused = false;
-    std::vector<std::uint8_t> reply = answer(c, **frame, refused);
-    if (reply.empty()) return false;
+    bool refused = false, pending = false;
+    std::vector<std::uint8_t> reply = answer(c, **frame, refused, pending);
     c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>((*frame)->bytes));
+    if (pending) {
+      c.pending = true;
+      want(c, 0);
+      return true;
+    }
+    if (reply.empty()) return false;
     c.out = std::move(reply);
     c.out_sent = 0;
     c.close_after_reply = refused;
@@ -202,7 +219,36 @@ bool SideChannelServer::flush(Connection& c) {
   return !c.close_after_reply;
 }
 
-std::vector<std::uint8_t> SideChannelServer::answer(Connection& c, const SideFrameView& frame, bool& refused) {
+void SideChannelServer::resume(std::uint64_t serial, const Status& loaded) {
+  auto it = std::find_if(conns_->begin(), conns_->end(), [&](const Connection& c) { return c.serial == serial; });
+  if (it == conns_->end() || !it->pending) return;
+  Connection& c = *it;
+  c.pending = false;
+  c.out = fetch_reply(c, loaded);
+  c.out_sent = 0;
+  c.frame_deadline = Clock::now() + idle_timeout_;
+  if (!flush(c) || !serve(c)) drop(&c);
+}
+
+std::vector<std::uint8_t> SideChannelServer::fetch_reply(Connection& c, const Status& loaded) {
+  std::vector<std::uint8_t> reply;
+  auto md = loaded.ok() ? handlers_.local_metadata() : Result<std::vector<std::uint8_t>>(loaded);
+  reply = md.ok() ? make_side_frame(SideFrame::kMetadata, *md) : error_frame(md.status());
+  seal(c, reply);
+  return reply;
+}
+
+void SideChannelServer::seal(Connection& c, std::vector<std::uint8_t>& reply) {
+  if (!secret_) return;
+  auto view = next_side_frame(reply);
+  const AuthTag tag = c.auth->frame_tag("reply", c.seq++, side_frame_tagged_bytes((*view)->type, (*view)->payload));
+  const std::uint32_t len = static_cast<std::uint32_t>((*view)->payload.size() + kAuthTagBytes);
+  reply.insert(reply.end(), tag.begin(), tag.end());
+  std::memcpy(reply.data() + 8, &len, sizeof len);
+}
+
+std::vector<std::uint8_t> SideChannelServer::answer(Connection& c, const SideFrameView& frame, bool& refused,
+                                                    bool& pending) {
   std::span<const std::uint8_t> payload = frame.payload;
   const auto type = static_cast<SideFrame>(frame.type);
   std::vector<std::uint8_t> reply;
@@ -236,12 +282,23 @@ std::vector<std::uint8_t> SideChannelServer::answer(Connection& c, const SideFra
   }
   switch (type) {
     case SideFrame::kFetch: {
-      Status s = payload.empty() ? Status::Ok() : handlers_.load_remote(payload);
-      auto md = handlers_.local_metadata();
-      if (!s.ok()) reply = error_frame(s);
-      else if (!md.ok()) reply = error_frame(md.status());
-      else reply = make_side_frame(SideFrame::kMetadata, *md);
-      break;
+      if (payload.empty()) return fetch_reply(c, Status::Ok());
+      // The answer may come later, from any thread: it is brought back to this thread,
+      // where the server (if still alive) finds the connection by its serial.
+      SideChannelHandlers::Later later = [this, alive = alive_, reactor = reactor_,
+                                          serial = c.serial](Status loaded) {
+        auto deliver = [this, alive, serial, loaded = std::move(loaded)] {
+          if (*alive) resume(serial, loaded);
+        };
+        if (reactor->in_reactor_thread()) deliver();
+        else reactor->post(std::move(deliver));
+      };
+      std::optional<Status> now = handlers_.load_remote(payload, std::move(later));
+      if (!now) {
+        pending = true;
+        return {};
+      }
+      return fetch_reply(c, *now);
     }
     case SideFrame::kNotify: {
       auto note = parse_notify_payload(payload);
@@ -253,13 +310,7 @@ std::vector<std::uint8_t> SideChannelServer::answer(Connection& c, const SideFra
       return {};
   }
   // An authenticated reply carries its tag, bound to the request's sequence number.
-  if (secret_) {
-    auto view = next_side_frame(reply);
-    const AuthTag tag = c.auth->frame_tag("reply", c.seq++, side_frame_tagged_bytes((*view)->type, (*view)->payload));
-    reply.insert(reply.end(), tag.begin(), tag.end());
-    std::uint32_t len = static_cast<std::uint32_t>((*view)->payload.size() + kAuthTagBytes);
-    std::memcpy(reply.data() + 8, &len, sizeof len);
-  }
+  seal(c, reply);
   return reply;
 }
 
