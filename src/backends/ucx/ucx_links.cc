@@ -80,7 +80,7 @@ void UcxEngine::fail_link(std::uint64_t id, const Status& why) {
   if (it == links_.end()) return;
   it->second->users = 1u << 30;  // the users below do not close it one by one
   for (auto& [sid, s] : sessions_)
-    if (s->link == id && !s->peer_session->dead()) fail_session(*s, why);
+    if (s->link == id && !s->torn_down) fail_session(*s, why);
   std::vector<std::uint64_t> targets;
   for (auto& [tid, t] : targets_)
     if (t->link == id) targets.push_back(tid);
