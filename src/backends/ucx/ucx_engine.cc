@@ -178,7 +178,7 @@ void UcxEngine::pump() {
     if (ucp_worker_progress(worker_) != 0) progressed = true;
     else if (spare_polls-- <= 0) break;
   }
-  if (!dirty_.empty() || !failed_eps_.empty() || !incoming_.empty()) progressed = true;
+  if (!dirty_.empty() || !reports_.empty()) progressed = true;
   handle_deferred();
   const auto now = Clock::now();
   if (progressed) last_active_ = now;
@@ -189,18 +189,15 @@ void UcxEngine::pump() {
 }
 
 void UcxEngine::handle_deferred() {
-  // Endpoint failures first: their jobs' completions below then carry the reason.
-  while (!failed_eps_.empty()) {
-    auto failed = std::move(failed_eps_);
-    failed_eps_.clear();
-    for (auto& [tag, status] : failed) {
-      fail_link(tag.link, PeerLost(std::string("the link failed: ") + ucs_status_string(status)));
+  // Messages and endpoint failures in the order UCX reported them (struct Report), before
+  // the jobs below: the completions of jobs a failure ended then carry its reason.
+  while (!reports_.empty()) {
+    auto batch = std::move(reports_);
+    reports_.clear();
+    for (Report& r : batch) {
+      if (r.failed) fail_link(r.link, PeerLost(std::string("the link failed: ") + ucs_status_string(r.status)));
+      else handle_am(r.message, r.payload);
     }
-  }
-  while (!incoming_.empty()) {
-    auto in = std::move(incoming_);
-    incoming_.clear();
-    for (auto& [id, payload] : in) handle_am(id, payload);
   }
   // advance() may issue more ops whose immediate completion adds to dirty_.
   while (!dirty_.empty()) {
@@ -269,7 +266,7 @@ ucs_status_t UcxEngine::on_am(void* arg, const void*, std::size_t, void* data, s
   const std::size_t cap = id == kHelloAck ? kMaxHelloAckBytes : std::size_t{1} << 20;
   if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length > cap) return UCS_OK;
   const auto* p = static_cast<const std::uint8_t*>(data);
-  engine->incoming_.emplace_back(id, std::vector<std::uint8_t>(p, p + length));
+  engine->reports_.push_back(Report{id, std::vector<std::uint8_t>(p, p + length)});
   return UCS_OK;
 }
 
@@ -294,7 +291,7 @@ void UcxEngine::handle_am(AmId id, const std::vector<std::uint8_t>& payload) {
 
 void UcxEngine::on_ep_error(void* arg, ucp_ep_h, ucs_status_t status) {
   auto* tag = static_cast<ErrTag*>(arg);
-  tag->engine->failed_eps_.emplace_back(*tag, status);
+  tag->engine->reports_.push_back(Report{.failed = true, .link = tag->link, .status = status});
 }
 
 void UcxEngine::close_ep(ucp_ep_h ep, bool force, std::unique_ptr<ErrTag> tag) {

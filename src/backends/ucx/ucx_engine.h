@@ -314,8 +314,18 @@ class UcxEngine {
   // Reactor thread only.
   std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;
   std::vector<std::shared_ptr<JobState>> dirty_;  // jobs to look at again after progress
-  std::vector<std::pair<ErrTag, ucs_status_t>> failed_eps_;  // endpoints UCX reported failed
-  std::vector<std::pair<AmId, std::vector<std::uint8_t>>> incoming_;
+  // What UCX reported during a progress call that is handled after it: a control message
+  // received, or an endpoint failed. Handled in the order UCX reported them: a peer that
+  // answers and then closes (an agent that shuts down once it kept a notification) has its
+  // answer counted before its link fails, as UCX delivered them.
+  struct Report {
+    AmId message = kHello;               // a message (when `failed` is false)
+    std::vector<std::uint8_t> payload;
+    bool failed = false;                 // else: link `link` failed with `status`
+    std::uint64_t link = 0;
+    ucs_status_t status = UCS_OK;
+  };
+  std::vector<Report> reports_;
   RegionTable<Served> served_;
   std::unordered_map<std::uint64_t, std::unique_ptr<TargetSession>> targets_;
   std::unordered_map<std::uint64_t, PendingAuth> pending_auth_;  // by initiator session id
