@@ -15,6 +15,11 @@ namespace {
 // it completed), and when idle.
 constexpr std::chrono::milliseconds kBusyTick{5};
 constexpr std::chrono::milliseconds kIdleTick{100};
+// How long the engine leaves UCX to complete, after a link closed under them, the
+// operations it had in flight (UCX 1.13 does it within a progress call; a newer libucp
+// was seen to leave a read pending after its peer was killed) before ending their jobs
+// itself. Within the guarantees' bound: a request ends by peer_timeout + 1 s.
+constexpr std::chrono::milliseconds kCutGrace{250};
 // Empty progress calls a pump makes in the spin window before it yields the thread.
 constexpr int kSparePolls = 16;
 
@@ -149,7 +154,8 @@ void UcxEngine::after_command() {
 
 void UcxEngine::schedule_tick() {
   bool busy = false;
-  for (auto& [id, s] : sessions_) busy = busy || s->ops > 0 || s->tails > 0 || s->peer_session->awaiting();
+  for (auto& [id, s] : sessions_)
+    busy = busy || (!s->abandoned && (s->ops > 0 || s->tails > 0)) || s->peer_session->awaiting();
   tick_ = reactor_->after(busy ? kBusyTick : kIdleTick, [this] {
     check_timeouts();
     pump();
@@ -220,6 +226,11 @@ void UcxEngine::check_timeouts() {
     // A notification the peer did not answer in time: the session is lost (core/peer_session.h).
     s.peer_session->check_deadlines();
     if (s.peer_session->dead() && !s.torn_down) fail_session(s, s.peer_session->health());
+    if (s.cut != Clock::time_point{} && !s.abandoned && Clock::now() - s.cut > kCutGrace) end_cut_jobs(s);
+    if (s.abandoned) {  // nothing of it is watched any more: its link is gone
+      ++it;
+      continue;
+    }
     // Also a failed session: what it still has in flight on a link that others keep open
     // must end within the bound too.
     if (s.peer_session->check_activity(s.ops > 0 || s.tails > 0) == PeerSession::Activity::kLost)

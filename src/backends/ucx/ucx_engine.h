@@ -20,7 +20,9 @@
 // answer within peer_timeout). Without RDMA the chunks travel as active messages
 // instead (ucx_am_data.cc; the commit carries the notification and its answer). No
 // completion for `peer_timeout` while something is in flight fails the session (a
-// stopped peer acknowledges nothing; PeerSession::check_activity).
+// stopped peer acknowledges nothing; PeerSession::check_activity) and closes its link;
+// what the closed link leaves unfinished ends within kCutGrace of that, whether or not
+// UCX reports it (Session::cut): a lost peer ends a request within our own bound.
 //
 // Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, handed to
 // each initiator in the answer to its hello), the sessions of initiators (each answered
@@ -136,6 +138,12 @@ struct Session {
   std::uint64_t link = 0;  // the link it rides (0: none)
   bool released = false;   // it no longer counts as a user of `link`
   bool torn_down = false;  // fail_session ran (the PeerSession may have failed first, on any thread)
+  // When the link closed under what it still had in flight (its puts, gets, receives,
+  // flushes): from then on those cannot touch our memory; UCX normally completes them at
+  // once, and what it has not completed within kCutGrace the engine finishes itself
+  // (`abandoned`: its jobs ended, their state kept until UCX lets go of it).
+  Clock::time_point cut{};
+  bool abandoned = false;
   ucp_ep_h ep = nullptr;   // the link's endpoint (null once the session failed)
   RegionTable<RemoteKey> regions;
   std::deque<std::shared_ptr<JobState>> waiting;  // pieces left to issue, in post order
@@ -238,6 +246,7 @@ class UcxEngine {
   void release(JobState& js);  // forgets a finished job once no callback refers to it
   void mark_dirty(JobState& js);
   void fail_session(Session& s, const Status& why);
+  void end_cut_jobs(Session& s);  // finishes the jobs its closed link left unfinished
   Status closed_status(const Session& s) const;  // what a post to a failed or closed session gets
   void drop_rkeys(Session& s);
   void close_session(Session& s, const Status& why);

@@ -360,6 +360,21 @@ void UcxEngine::fail_session(Session& s, const Status& why) {
   if (!std::exchange(s.released, true)) release_link(s.link);
 }
 
+// The link closed under what `s` had in flight and UCX has not completed all of it within
+// kCutGrace: the peer can no longer touch our memory through that link, so the jobs end
+// now, with the session's loss. Their state stays in `active` (UCX's requests still point
+// at it) until UCX completes the requests, if it ever does; the session is kept as long.
+void UcxEngine::end_cut_jobs(Session& s) {
+  s.abandoned = true;
+  const Status lost = s.peer_session->health().ok() ? PeerLost("ucx: link to '" + s.peer + "' is closed")
+                                                    : s.peer_session->health();
+  for (auto& [job, js] : s.active) {
+    if (js->job->finished()) continue;
+    const Status& why = js->error.ok() ? lost : js->error;
+    js->job->finish(Status(why.code(), why.message() + " (ended by the link's close; UCX had not completed it)"));
+  }
+}
+
 void UcxEngine::drop_rkeys(Session& s) {
   for (auto& [address, r] : s.regions)
     if (r.value.rkey) ucp_rkey_destroy(r.value.rkey), r.value.rkey = nullptr;

@@ -70,6 +70,9 @@ void UcxEngine::release_link(std::uint64_t id) {
 void UcxEngine::close_link(Link& link) {
   auto pw = peer_workers_.find(link.peer);
   if (pw != peer_workers_.end()) pw->second.by_index.erase(link.index);
+  const auto now = Clock::now();
+  for (auto& [sid, s] : sessions_)  // what they have in flight ends with the close (Session::cut)
+    if (s->link == link.id && s->cut == Clock::time_point{} && (s->ops > 0 || s->tails > 0)) s->cut = now;
   // Forcing the close completes every operation still in flight on it (with an error).
   close_ep(link.ep, true, std::move(link.tag));
   links_.erase(link.id);  // destroys `link`
