@@ -319,7 +319,10 @@ void UcxEngine::cancel(const std::shared_ptr<Session>& s, const std::shared_ptr<
 Status UcxEngine::notify(const std::shared_ptr<Session>& s, std::string_view message) {
   KVF_RETURN_IF_ERROR(health(*s));
   submit([this, s, message = std::string(message)] {
-    if (s->peer_session->dead() || s->closed) return;
+    // Sent unless the engine has ended the session: a close of the connection marks it
+    // lost at once (UcxLink::fail) but reaches the reactor after the notifications posted
+    // before it, which still go (the link is flushed when it closes).
+    if (s->torn_down || s->closed) return;
     (void)send_notification(*s, 0, message);  // fire and forget, as before: UCX reports a broken link
   });
   return Status::Ok();
