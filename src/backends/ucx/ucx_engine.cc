@@ -20,6 +20,8 @@ constexpr std::chrono::milliseconds kIdleTick{100};
 // was seen to leave a read pending after its peer was killed) before ending their jobs
 // itself. Within the guarantees' bound: a request ends by peer_timeout + 1 s.
 constexpr std::chrono::milliseconds kCutGrace{250};
+// How long a shutting-down engine lets its endpoints' closes (flushes) finish.
+constexpr std::chrono::milliseconds kCloseBound{1000};
 // Empty progress calls a pump makes in the spin window before it yields the thread.
 constexpr int kSparePolls = 16;
 
@@ -88,8 +90,10 @@ UcxEngine::~UcxEngine() {
     if (!reactor_->run_sync([this] { shut_down(); })) shut_down();  // a stopped reactor runs nothing more
   }
   if (worker_) {
-    // Let closing endpoints finish (bounded), then release what is left.
-    for (int i = 0; i < 20000 && !closing_.empty(); ++i) {
+    // Let closing endpoints finish (flushed ones send what was sent before the shutdown;
+    // bounded), then release what is left.
+    const auto until = Clock::now() + kCloseBound;
+    while (!closing_.empty() && Clock::now() < until) {
       ucp_worker_progress(worker_);
       std::erase_if(closing_, [](Closing& c) {
         if (ucp_request_check_status(c.request) == UCS_INPROGRESS) return false;
@@ -109,6 +113,8 @@ UcxEngine::~UcxEngine() {
 void UcxEngine::shut_down() {
   if (!*alive_) return;
   reactor_->cancel(tick_);  // on the reactor thread: returns at once, and it does not run again
+  handle_deferred();  // what UCX reported last: a link it found failed closes forced below
+  shutting_down_ = true;
   for (auto& [id, s] : sessions_) {
     if (!s->closed) fail_session(*s, PeerLost("the agent is shutting down"));
   }

@@ -100,6 +100,7 @@ struct Link {
   ucp_ep_h ep = nullptr;
   std::uint32_t users = 0;             // sessions (ours and the peer's) riding it
   bool claimed = false;                // has had a user (else: created for a hello on the way)
+  bool failed = false;                 // UCX or the engine found it broken (it closes forced)
   Clock::time_point created{};
   std::unique_ptr<ErrTag> tag;         // outlives the endpoint until its close completed
 };
@@ -316,6 +317,7 @@ class UcxEngine {
   // find it and do not touch the engine (the reactor cannot take back a post).
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   bool pump_posted_ = false;
+  bool shutting_down_ = false;  // shut_down runs: the links it closes did not fail
   Clock::time_point last_active_{};
 
   std::vector<std::uint8_t> info_;  // connection info: set before the reactor serves the worker, then constant
