@@ -84,16 +84,14 @@ TEST(UcxReactor, EightPeersNeedNoMoreThreadsThanOne) {
   constexpr std::size_t kSize = 256u << 10;
   Buffer src(kSize);
   src.randomize(11);
-  auto a = agent_with("hub", "ucx");
+  auto a = ucx_agent_serving("hub", src);
   ASSERT_TRUE(a);
-  KVF_ASSERT_OK(a->register_memory(slice(src, 0, kSize)));
   std::vector<std::unique_ptr<Agent>> peers;
   std::vector<std::unique_ptr<Buffer>> dst;
   for (int i = 0; i < kPeers; ++i) {  // every agent exists before the first count
-    peers.push_back(agent_with("peer" + std::to_string(i), "ucx"));
-    ASSERT_TRUE(peers.back());
     dst.push_back(std::make_unique<Buffer>(kSize, 0xA5));
-    KVF_ASSERT_OK(peers.back()->register_memory(slice(*dst.back(), 0, kSize)));
+    peers.push_back(ucx_agent_serving("peer" + std::to_string(i), *dst.back()));
+    ASSERT_TRUE(peers.back());
     introduce(*a, *peers.back());
   }
   auto write_to = [&](int i) {
@@ -120,10 +118,8 @@ TEST(UcxReactor, ARefusedNotificationFailsTheWrite) {
   constexpr std::size_t kInbox = 2;
   Buffer src(4096 * 4), dst(4096 * 4);
   src.randomize(5);
-  auto a = agent_with("sender", "ucx"), b = agent_with("receiver", "ucx", kInbox);
+  auto a = ucx_agent_serving("sender", src), b = ucx_agent_serving("receiver", dst, kInbox);
   ASSERT_TRUE(a && b);
-  KVF_ASSERT_OK(a->register_memory(slice(src, 0, src.size())));
-  KVF_ASSERT_OK(b->register_memory(slice(dst, 0, dst.size())));
   introduce(*a, *b);
   std::vector<Status> results;
   for (int i = 0; i < 4; ++i) {
@@ -154,16 +150,14 @@ TEST(UcxReactor, AnAnswerBeforeTheReceiverShutsDownCounts) {
   constexpr std::size_t kSize = 64u << 10;
   Buffer src(kSize);
   src.randomize(7);
-  auto a = agent_with("sender", "ucx");
+  auto a = ucx_agent_serving("sender", src);
   ASSERT_TRUE(a);
-  KVF_ASSERT_OK(a->register_memory(slice(src, 0, kSize)));
   int failed = 0;
   for (int round = 0; round < kRounds; ++round) {
     const std::string name = "receiver" + std::to_string(round);
     Buffer dst(kSize, 0xA5);
-    auto b = agent_with(name, "ucx");
+    auto b = ucx_agent_serving(name, dst);
     ASSERT_TRUE(b);
-    KVF_ASSERT_OK(b->register_memory(slice(dst, 0, kSize)));
     introduce(*a, *b);
     bool kept = false;
     std::thread receiver([&] {  // leaves as soon as the notification is there
@@ -191,14 +185,12 @@ TEST(UcxReactor, NotificationsSentJustBeforeTheSenderShutsDownArrive) {
   constexpr int kRounds = 30, kNotes = 8;
   constexpr std::size_t kSize = 4096;
   Buffer dst(kSize, 0xA5);
-  auto b = agent_with("receiver", "ucx");
+  auto b = ucx_agent_serving("receiver", dst);
   ASSERT_TRUE(b);
-  KVF_ASSERT_OK(b->register_memory(slice(dst, 0, kSize)));
   for (int round = 0; round < kRounds; ++round) {
     Buffer src(kSize);
-    auto a = agent_with("sender" + std::to_string(round), "ucx");
+    auto a = ucx_agent_serving("sender" + std::to_string(round), src);
     ASSERT_TRUE(a);
-    KVF_ASSERT_OK(a->register_memory(slice(src, 0, kSize)));
     introduce(*a, *b);
     KVF_ASSERT_OK(write_and_wait(*a, slice(src, 0, kSize), "receiver", slice(dst, 0, kSize)));  // the link
     for (int i = 0; i < kNotes; ++i) KVF_ASSERT_OK(a->notify("receiver", "n" + std::to_string(i)));

@@ -1,5 +1,6 @@
 // Helpers of the ucx suites (ucx_links_test.cc, ucx_reactor_test.cc): whether the backend
-// is built, agents over UCX's tcp transport on loopback, one verified-shape write.
+// is built, agents over UCX's tcp transport on loopback (with memory registered), one
+// verified-shape write.
 #pragma once
 
 #include <chrono>
@@ -31,6 +32,17 @@ inline std::unique_ptr<Agent> agent_with(const std::string& name, const std::str
 
 inline DescriptorList slice(const Buffer& b, std::size_t offset, std::size_t length) {
   return DescriptorList(MemoryKind::kDram, {Descriptor{b.addr(offset), length, 0}});
+}
+
+// agent_with(name, "ucx", inbox) with all of `memory` registered; null (and a test
+// failure) if either step failed.
+inline std::unique_ptr<Agent> ucx_agent_serving(const std::string& name, const Buffer& memory,
+                                                std::size_t inbox = 1 << 16) {
+  auto a = agent_with(name, "ucx", inbox);
+  if (!a) return nullptr;
+  const Status registered = a->register_memory(slice(memory, 0, memory.size()));
+  EXPECT_TRUE(registered.ok()) << registered.to_string();
+  return registered.ok() ? std::move(a) : nullptr;
 }
 
 inline Status write_and_wait(Agent& from, const DescriptorList& local, const std::string& peer,

@@ -113,7 +113,7 @@ UcxEngine::~UcxEngine() {
 void UcxEngine::shut_down() {
   if (!*alive_) return;
   reactor_->cancel(tick_);  // on the reactor thread: returns at once, and it does not run again
-  handle_deferred();  // what UCX reported last: a link it found failed closes forced below
+  handle_deferred();        // what UCX reported last: a link it found failed closes forced below
   shutting_down_ = true;
   for (auto& [id, s] : sessions_) {
     if (!s->closed) fail_session(*s, PeerLost("the agent is shutting down"));
@@ -207,8 +207,10 @@ void UcxEngine::handle_deferred() {
     auto batch = std::move(reports_);
     reports_.clear();
     for (Report& r : batch) {
-      if (r.failed) fail_link(r.link, PeerLost(std::string("the link failed: ") + ucs_status_string(r.status)));
-      else handle_am(r.message, r.payload);
+      if (r.failed)
+        fail_link(r.link, PeerLost(std::string("the link failed: ") + ucs_status_string(r.status)));
+      else
+        handle_am(r.message, r.payload);
     }
   }
   // advance() may issue more ops whose immediate completion adds to dirty_.

@@ -330,9 +330,9 @@ class UcxEngine {
   // answers and then closes (an agent that shuts down once it kept a notification) has its
   // answer counted before its link fails, as UCX delivered them.
   struct Report {
-    AmId message = kHello;               // a message (when `failed` is false)
+    AmId message = kHello;  // a message (when `failed` is false)
     std::vector<std::uint8_t> payload;
-    bool failed = false;                 // else: link `link` failed with `status`
+    bool failed = false;  // else: link `link` failed with `status`
     std::uint64_t link = 0;
     ucs_status_t status = UCS_OK;
   };

@@ -374,7 +374,8 @@ void UcxEngine::end_cut_jobs(Session& s) {
   for (auto& [job, js] : s.active) {
     if (js->job->finished()) continue;
     const Status& why = js->error.ok() ? lost : js->error;
-    js->job->finish(Status(why.code(), why.message() + " (ended by the link's close; UCX had not completed it)"));
+    js->job->finish(
+        Status(why.code(), why.message() + " (ended by the link's close; UCX had not completed it)"));
   }
 }
 
