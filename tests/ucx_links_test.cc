@@ -14,28 +14,12 @@
 #include <thread>
 #include <vector>
 
-#include "test_util.h"
+#include "ucx_test_util.h"
 
 namespace kvferry::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool ucx_built() {
-  for (const BackendInfo& b : compiled_backends())
-    if (b.name == "ucx") return true;
-  return false;
-}
-
-std::unique_ptr<Agent> ucx_agent(const std::string& name) {
-  AgentOptions o;
-  o.name = name;
-  o.backends = {"ucx"};
-  o.backend_params = {{"ucx.tls", "tcp"}, {"ucx.devices", "lo"}};
-  auto a = Agent::create(o);
-  EXPECT_TRUE(a.ok()) << a.status().to_string();
-  return a.ok() ? std::move(a).value() : nullptr;
-}
 
 // The first error of a set of threads, for the failure message.
 struct FirstError {
@@ -48,17 +32,6 @@ struct FirstError {
   }
 };
 
-Status write_and_wait(Agent& from, const DescriptorList& local, const std::string& peer, const DescriptorList& remote) {
-  auto t = from.create_transfer(TransferOp::kWrite, local, peer, remote);
-  if (!t.ok()) return t.status().with_context("create_transfer");
-  if (Status s = t->post(); !s.ok()) return s.with_context("post");
-  return t->wait(10s).with_context("wait");
-}
-
-DescriptorList slice(const Buffer& b, std::size_t offset, std::size_t length) {
-  return DescriptorList(MemoryKind::kDram, {Descriptor{b.addr(offset), length, 0}});
-}
-
 TEST(UcxLinks, ManyThreadsMakingTheFirstRequestToAPeerAllSucceed) {
   if (!ucx_built()) GTEST_SKIP() << "built without the ucx backend";
   constexpr int kRounds = 8, kThreads = 8, kPerThread = 4;
@@ -66,7 +39,7 @@ TEST(UcxLinks, ManyThreadsMakingTheFirstRequestToAPeerAllSucceed) {
   for (int round = 0; round < kRounds; ++round) {
     Buffer src(kSize), dst(kSize);
     src.randomize(100 + round);
-    auto a = ucx_agent("initiator"), b = ucx_agent("target");
+    auto a = agent_with("initiator"), b = agent_with("target");
     ASSERT_TRUE(a && b);
     KVF_ASSERT_OK(a->register_memory(slice(src, 0, kSize)));
     KVF_ASSERT_OK(b->register_memory(slice(dst, 0, kSize)));
@@ -97,7 +70,7 @@ TEST(UcxLinks, BothSidesConnectingAtOnceThenOneClosingLeavesTheOtherWorking) {
   constexpr std::size_t kSize = 1u << 20;
   for (int round = 0; round < kRounds; ++round) {
     Buffer a_mem(kSize), b_mem(kSize);
-    auto a = ucx_agent("a"), b = ucx_agent("b");
+    auto a = agent_with("a"), b = agent_with("b");
     ASSERT_TRUE(a && b);
     KVF_ASSERT_OK(a->register_memory(slice(a_mem, 0, kSize)));
     KVF_ASSERT_OK(b->register_memory(slice(b_mem, 0, kSize)));

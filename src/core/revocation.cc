@@ -90,4 +90,14 @@ Status answer_revoke(std::uint64_t region, const std::function<void(std::uint64_
   return confirm(region);
 }
 
+void answer_revoke_later(std::uint64_t region, const std::function<void(std::uint64_t)>& mark,
+                         const std::function<void(std::uint64_t, Drained)>& drain,
+                         std::function<Status(std::uint64_t)> confirm, std::function<void(Status)> on_error) {
+  if (mark) mark(region);
+  drain(region, [region, confirm = std::move(confirm), on_error = std::move(on_error)] {
+    Status s = confirm(region);
+    if (!s.ok() && on_error) on_error(std::move(s));
+  });
+}
+
 }  // namespace kvferry::detail

@@ -11,7 +11,8 @@
 // the region, or it has been cut off.
 //
 // Initiator half, answer_revoke(): mark the region (every later post is refused), wait
-// until no copy started before the mark uses it, then confirm.
+// until no copy started before the mark uses it, then confirm; answer_revoke_later() does
+// the same for a progress thread that must not wait.
 //
 // Thread-safe. The backend's operations run on the thread that called revoke(), never
 // under TargetRevocation's lock (they may take the backend's own locks, and the backend
@@ -83,5 +84,15 @@ class TargetRevocation {
 Status answer_revoke(std::uint64_t region, const std::function<void(std::uint64_t)>& mark,
                      const std::function<void(std::uint64_t)>& drain,
                      const std::function<Status(std::uint64_t)>& confirm);
+
+// The same answer, never blocking, for a backend whose drain completes later on its
+// progress thread (a flush callback): `drain` is handed `drained`, which it calls once no
+// copy started before the mark touches the region (or never, when the drain failed: the
+// target then cuts the link off at its bound); `confirm` runs inside `drained`, and
+// `on_error` (may be empty) gets its error.
+using Drained = std::function<void()>;
+void answer_revoke_later(std::uint64_t region, const std::function<void(std::uint64_t)>& mark,
+                         const std::function<void(std::uint64_t, Drained)>& drain,
+                         std::function<Status(std::uint64_t)> confirm, std::function<void(Status)> on_error = {});
 
 }  // namespace kvferry::detail

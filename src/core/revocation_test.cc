@@ -8,7 +8,9 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -187,6 +189,46 @@ TEST(AnswerRevoke, MarksThenDrainsThenConfirms) {
       });
   EXPECT_EQ(order, (std::vector<std::string>{"mark 11", "drain 11", "confirm 11"}));
   EXPECT_EQ(st.code(), StatusCode::kPeerLost);
+}
+
+// The drain completes later, on another thread (a flush callback): the answer returns at
+// once, and the confirmation goes only once the drain is done, from that thread.
+TEST(AnswerRevoke, LaterConfirmsOnlyOnceTheDrainIsDone) {
+  std::mutex mu;
+  std::vector<std::string> order;
+  auto note = [&](std::string what) {
+    std::lock_guard lock(mu);
+    order.push_back(std::move(what));
+  };
+  Drained drained;
+  std::atomic<bool> confirmed_on_drain_thread{false};
+  std::thread::id drain_thread;
+  Status error;
+  answer_revoke_later(
+      12, [&](std::uint64_t r) { note("mark " + std::to_string(r)); },
+      [&](std::uint64_t r, Drained done) {
+        note("drain " + std::to_string(r));
+        drained = std::move(done);
+      },
+      [&](std::uint64_t r) {
+        note("confirm " + std::to_string(r));
+        confirmed_on_drain_thread = std::this_thread::get_id() == drain_thread;
+        return PeerLost("test: the link is gone");
+      },
+      [&](Status s) { error = std::move(s); });
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(order, (std::vector<std::string>{"mark 12", "drain 12"}));  // returned without waiting
+  }
+  ASSERT_TRUE(drained);
+  std::thread flush([&] {
+    drain_thread = std::this_thread::get_id();
+    drained();
+  });
+  flush.join();
+  EXPECT_EQ(order, (std::vector<std::string>{"mark 12", "drain 12", "confirm 12"}));
+  EXPECT_TRUE(confirmed_on_drain_thread);
+  EXPECT_EQ(error.code(), StatusCode::kPeerLost);
 }
 
 }  // namespace

@@ -74,7 +74,6 @@ void UcxEngine::receive_into(void* desc, void* dest, std::size_t length, std::fu
 bool UcxEngine::issue_am(Session& s, JobState& js, void* local, std::uint64_t remote, std::uint64_t len) {
   if (js.token == 0) js.token = next_token_++;
   auto track = [&] {
-    if (s.ops == 0 && s.tails == 0) s.last_progress = Clock::now();
     ++js.ops;
     ++s.ops;
   };
@@ -136,7 +135,7 @@ void UcxEngine::on_commit_ack(const std::vector<std::uint8_t>& payload) {
   s.commits.erase(c);
   --s.tails;
   --js->pending;
-  s.last_progress = Clock::now();
+  s.peer_session->note_progress();
   if (js->cancelled) return finish(*js, Cancelled("transfer cancelled"));
   finish(*js, ok ? Status::Ok() : RemoteError("ucx: peer '" + s.peer + "' " + why));
 }
@@ -215,10 +214,7 @@ void UcxEngine::fail_am(Session& s, const Status& why) {
 
 UcxEngine::ServedRegion* UcxEngine::serving(std::uint64_t address, std::uint64_t length) {
   ServedRegion* r = served_.holding(address, length);
-  if (!r) return nullptr;
-  for (auto& rev : revocations_)
-    if (rev->region == r->info.id) return nullptr;
-  return r;
+  return r && !r->value.revoking ? r : nullptr;
 }
 
 void UcxEngine::on_put_data(const std::uint64_t* h, void* data, std::size_t length, bool rndv) {
@@ -273,7 +269,12 @@ void UcxEngine::answer_commit(TargetSession& t, std::uint64_t token) {
   if (p == t.posts.end()) return;
   PostState post = std::move(p->second);
   t.posts.erase(p);
-  if (post.refused.empty() && post.note && cfg_.deliver) cfg_.deliver(t.name, std::move(*post.note));
+  if (post.refused.empty() && post.note && cfg_.deliver) {
+    // The agent may refuse it (inbox full, too large): the write then fails, never
+    // reported done with its notification dropped.
+    if (Status kept = cfg_.deliver(t.name, std::move(*post.note)); !kept.ok())
+      post.refused = "did not keep the notification: " + kept.message();
+  }
   ByteWriter w;
   w.u64(t.id);
   w.u64(token);

@@ -1,24 +1,35 @@
 // The ucx backend. Settings: ucx.tls and ucx.devices (UCX_TLS / UCX_NET_DEVICES for this
 // agent's context), ucx.data (auto | am | rma: how host memory moves, see
-// ucx_am_data.cc), ucx.ops_in_flight, ucx.chunk_kib, ucx.spin_us.
+// ucx_am_data.cc), ucx.ops_in_flight, ucx.chunk_kib, ucx.spin_us (how long the reactor keeps
+// polling the worker after activity; 0, the default: arm and sleep as soon as a poll finds
+// nothing. On a 2-core host a 50 us window doubled the small-request latency, the polling
+// taking the CPU the peer needed to answer; docs/benchmarks.md, 2026-12-01).
 #include "backends/ucx/ucx_backend.h"
 
 #include "backends/ucx/ucx_engine.h"
 #include "core/backend_registry.h"
 #include "core/backend_settings.h"
+#include "core/session_connection.h"
 
 namespace kvferry::detail::ucx {
 namespace {
 
-class UcxConnection final : public BackendConnection {
+// An initiator's session as its SessionConnection sees it: the engine moves the bytes;
+// health is the session's PeerSession, readable from any thread.
+class UcxLink {
  public:
-  UcxConnection(std::shared_ptr<UcxEngine> engine, std::shared_ptr<Session> s)
+  UcxLink(std::shared_ptr<UcxEngine> engine, std::shared_ptr<Session> s)
       : engine_(std::move(engine)), session_(std::move(s)) {}
-  ~UcxConnection() override { engine_->close(session_); }
-  Status post(const std::shared_ptr<TransferJob>& job) override { return engine_->post(session_, job); }
-  void cancel(const std::shared_ptr<TransferJob>& job) override { engine_->cancel(session_, job); }
-  Status notify(std::string_view message) override { return engine_->notify(session_, message); }
-  Status health() const override { return engine_->health(*session_); }
+  Status post(const std::shared_ptr<TransferJob>& job) { return engine_->post(session_, job); }
+  void cancel(const std::shared_ptr<TransferJob>& job) { engine_->cancel(session_, job); }
+  Status notify(std::string_view message) { return engine_->notify(session_, message); }
+  Status health() const { return engine_->health(*session_); }
+  // The loss now (its awaiting jobs fail at once); the bye and the link's release follow
+  // on the reactor, which owns the endpoints.
+  void fail(const Status& why) {
+    session_->peer_session->fail(why);
+    engine_->close(session_, why);
+  }
 
  private:
   std::shared_ptr<UcxEngine> engine_;
@@ -59,7 +70,8 @@ class UcxBackend final : public Backend {
   std::vector<std::uint8_t> connection_info() const override { return engine_->connection_info(); }
   Result<std::unique_ptr<BackendConnection>> connect(const PeerEndpoint& peer) override {
     KVF_ASSIGN_OR_RETURN(auto s, engine_->connect(peer, deadline_after(ctx_.connect_timeout)));
-    return std::unique_ptr<BackendConnection>(new UcxConnection(engine_, std::move(s)));
+    return std::unique_ptr<BackendConnection>(
+        std::make_unique<SessionConnection<UcxLink>>(std::make_shared<UcxLink>(engine_, std::move(s))));
   }
 
  private:
@@ -75,7 +87,7 @@ Result<std::unique_ptr<Backend>> make_ucx_backend(const BackendContext& ctx) {
   if (auto it = ctx.params.find("devices"); it != ctx.params.end()) cs.devices = it->second;
   KVF_ASSIGN_OR_RETURN(auto ops, integer_setting(ctx.params, "ucx", "ops_in_flight", 1, 4096, 64));
   KVF_ASSIGN_OR_RETURN(auto chunk_kib, integer_setting(ctx.params, "ucx", "chunk_kib", 4, 1u << 20, 1024));
-  KVF_ASSIGN_OR_RETURN(auto spin_us, integer_setting(ctx.params, "ucx", "spin_us", 0, 100000, 50));
+  KVF_ASSIGN_OR_RETURN(auto spin_us, integer_setting(ctx.params, "ucx", "spin_us", 0, 100000, 0));
   std::string data = "auto";
   if (auto it = ctx.params.find("data"); it != ctx.params.end()) data = it->second;
   if (data != "auto" && data != "am" && data != "rma")
@@ -92,7 +104,7 @@ Result<std::unique_ptr<Backend>> make_ucx_backend(const BackendContext& ctx) {
   cfg.spin_us = static_cast<std::uint32_t>(spin_us);
   // Without RDMA, UCX's put/get are emulated in software and its rendezvous is not.
   cfg.active_messages = data == "am" || (data == "auto" && !context->has_rdma());
-  KVF_ASSIGN_OR_RETURN(auto engine, UcxEngine::start(std::move(context), std::move(cfg)));
+  KVF_ASSIGN_OR_RETURN(auto engine, UcxEngine::start(std::move(context), std::move(cfg), ctx.reactor));
   return std::unique_ptr<Backend>(new UcxBackend(ctx, std::shared_ptr<UcxEngine>(std::move(engine))));
 }
 

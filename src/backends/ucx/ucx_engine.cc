@@ -8,6 +8,24 @@
 #include "core/byte_io.h"
 
 namespace kvferry::detail::ucx {
+namespace {
+
+// How often stalls, notification deadlines and unanswered hellos are looked at: while
+// something is in flight (also a progress for a transport that signals no event for what
+// it completed), and when idle.
+constexpr std::chrono::milliseconds kBusyTick{5};
+constexpr std::chrono::milliseconds kIdleTick{100};
+// How long the engine leaves UCX to complete, after a link closed under them, the
+// operations it had in flight (UCX 1.13 does it within a progress call; a newer libucp
+// was seen to leave a read pending after its peer was killed) before ending their jobs
+// itself. Within the guarantees' bound: a request ends by peer_timeout + 1 s.
+constexpr std::chrono::milliseconds kCutGrace{250};
+// How long a shutting-down engine lets its endpoints' closes (flushes) finish.
+constexpr std::chrono::milliseconds kCloseBound{1000};
+// Empty progress calls a pump makes in the spin window before it yields the thread.
+constexpr int kSparePolls = 16;
+
+}  // namespace
 
 // A message in flight: UCX reads the payload until the send completes.
 struct OutMessage {
@@ -16,13 +34,14 @@ struct OutMessage {
 };
 
 UcxEngine::UcxEngine(std::unique_ptr<UcxContext> context, EngineConfig config)
-    : cfg_(std::move(config)), context_(std::move(context)) {}
+    : cfg_(std::move(config)), context_(std::move(context)), revocation_("ucx", cfg_.peer_timeout) {}
 
-Result<std::unique_ptr<UcxEngine>> UcxEngine::start(std::unique_ptr<UcxContext> context, EngineConfig config) {
+Result<std::unique_ptr<UcxEngine>> UcxEngine::start(std::unique_ptr<UcxContext> context, EngineConfig config,
+                                                   std::shared_ptr<Reactor> reactor) {
   std::unique_ptr<UcxEngine> e(new UcxEngine(std::move(context), std::move(config)));
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the engine thread calls UCP
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the reactor thread calls UCP
   ucs_status_t st = ucp_worker_create(e->context_->get(), &wp, &e->worker_);
   if (st != UCS_OK) return Unavailable(std::string("ucx: ucp_worker_create: ") + ucs_status_string(st));
   ucp_address_t* address = nullptr;
@@ -36,7 +55,7 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::start(std::unique_ptr<UcxContext> 
   st = ucp_worker_get_efd(e->worker_, &e->worker_fd_);
   if (st != UCS_OK) return Unavailable(std::string("ucx: ucp_worker_get_efd: ") + ucs_status_string(st));
   for (AmId id : {kHello, kHelloAck, kNotify, kRevoke, kRevokeAck, kBye, kPutData, kCommit, kCommitAck, kGetReq,
-                  kGetData, kChallenge, kResponse, kRefuse}) {
+                  kGetData, kChallenge, kResponse, kRefuse, kNotifyAck}) {
     ucp_am_handler_param_t hp{};
     hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
                     UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
@@ -48,44 +67,33 @@ Result<std::unique_ptr<UcxEngine>> UcxEngine::start(std::unique_ptr<UcxContext> 
     st = ucp_worker_set_am_recv_handler(e->worker_, &hp);
     if (st != UCS_OK) return Unavailable(std::string("ucx: cannot set an active message handler: ") + ucs_status_string(st));
   }
-  e->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!e->epoll_.valid()) return IoErrorFromErrno("ucx: epoll_create1", errno);
-  KVF_ASSIGN_OR_RETURN(e->bell_, make_eventfd("ucx engine"));
-  for (int fd : {e->worker_fd_, e->bell_.get()}) {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    if (::epoll_ctl(e->epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return IoErrorFromErrno("ucx: epoll_ctl", errno);
-  }
   ConnectionInfo info;  // the same for the engine's lifetime
   info.flags = e->context_->has_rdma() ? kFlagRdma : 0;
   info.address = e->address_;
   e->info_ = encode_info(info);
-  e->thread_ = std::thread([raw = e.get()] { raw->run(); });
-  e->thread_id_ = e->thread_.get_id();
+  if (!reactor) {
+    KVF_ASSIGN_OR_RETURN(reactor, Reactor::start("kvf-ucx"));
+  }
+  e->reactor_ = std::move(reactor);
+  // From here on the reactor thread alone calls UCP (the destructor waits for it).
+  UcxEngine* raw = e.get();
+  KVF_ASSIGN_OR_RETURN(e->watch_, e->reactor_->watch(e->worker_fd_, EPOLLIN, [raw](std::uint32_t) { raw->pump(); }));
+  e->submit([raw] { raw->schedule_tick(); });  // then the first pump arms the worker
   return e;
 }
 
 UcxEngine::~UcxEngine() {
-  if (thread_.joinable()) {
-    submit([this] {
-      for (auto& [id, s] : sessions_) {
-        if (!s->closed) fail_session(*s, PeerLost("the agent is shutting down"));
-      }
-      std::vector<std::uint64_t> ids;
-      for (auto& [id, t] : targets_) ids.push_back(id);
-      for (auto id : ids) drop_target_session(id, "the agent is shutting down");
-      pending_auth_.clear();
-      close_all_links();
-      settle_revocations(true);
-      handle_deferred();  // jobs failed above finish now
-      running_ = false;
-    });
-    thread_.join();
+  if (reactor_) {
+    reactor_->cancel(watch_);
+    // Posted tasks still queued find alive_ false after this; nothing of ours runs on the
+    // reactor afterwards, so the rest below may call UCP from this thread.
+    if (!reactor_->run_sync([this] { shut_down(); })) shut_down();  // a stopped reactor runs nothing more
   }
   if (worker_) {
-    // Let closing endpoints finish (bounded), then release what is left.
-    for (int i = 0; i < 20000 && !closing_.empty(); ++i) {
+    // Let closing endpoints finish (flushed ones send what was sent before the shutdown;
+    // bounded), then release what is left.
+    const auto until = Clock::now() + kCloseBound;
+    while (!closing_.empty() && Clock::now() < until) {
       ucp_worker_progress(worker_);
       std::erase_if(closing_, [](Closing& c) {
         if (ucp_request_check_status(c.request) == UCS_INPROGRESS) return false;
@@ -94,7 +102,7 @@ UcxEngine::~UcxEngine() {
       });
       if (!closing_.empty()) ::usleep(50);
     }
-    handle_deferred();  // completions that came with the closes (the thread is gone: we are alone)
+    handle_deferred();  // completions that came with the closes (the reactor no longer serves us: we are alone)
     for (auto& [id, s] : sessions_) drop_rkeys(*s);
     for (auto& [address, s] : served_)
       if (s.value.memh) ucp_mem_unmap(context_->get(), s.value.memh);
@@ -102,80 +110,108 @@ UcxEngine::~UcxEngine() {
   }
 }
 
-void UcxEngine::submit(std::function<void()> command) {
-  {
-    std::lock_guard lock(commands_mu_);
-    commands_.push_back(std::move(command));
+void UcxEngine::shut_down() {
+  if (!*alive_) return;
+  reactor_->cancel(tick_);  // on the reactor thread: returns at once, and it does not run again
+  handle_deferred();        // what UCX reported last: a link it found failed closes forced below
+  shutting_down_ = true;
+  for (auto& [id, s] : sessions_) {
+    if (!s->closed) fail_session(*s, PeerLost("the agent is shutting down"));
   }
-  ring_eventfd(bell_.get());
+  std::vector<std::uint64_t> ids;
+  for (auto& [id, t] : targets_) ids.push_back(id);
+  for (auto id : ids) drop_target_session(id, "the agent is shutting down");
+  pending_auth_.clear();
+  close_all_links();
+  handle_deferred();  // jobs failed above finish now
+  *alive_ = false;
+}
+
+void UcxEngine::submit(std::function<void()> command) {
+  reactor_->post([this, alive = alive_, command = std::move(command)] {
+    if (!*alive) return;
+    command();
+    after_command();
+  });
 }
 
 Status UcxEngine::call(std::function<Status()> command, std::chrono::milliseconds bound) {
   if (on_thread()) return command();
   auto done = std::make_shared<std::promise<Status>>();
   auto result = done->get_future();
-  submit([command = std::move(command), done] { done->set_value(command()); });
+  const bool posted = reactor_->post([this, alive = alive_, command = std::move(command), done] {
+    if (!*alive) return done->set_value(Unavailable("ucx: the engine is shutting down"));
+    done->set_value(command());
+    after_command();
+  });
+  if (!posted) return Unavailable("ucx: the agent's event loop has stopped");
   if (result.wait_for(bound) != std::future_status::ready)
-    return Timeout("ucx: the engine thread did not answer within " + std::to_string(bound.count()) + " ms");
+    return Timeout("ucx: the event loop did not answer within " + std::to_string(bound.count()) + " ms");
   return result.get();
 }
 
-bool UcxEngine::run_commands() {
-  std::vector<std::function<void()>> batch;
-  {
-    std::lock_guard lock(commands_mu_);
-    batch.swap(commands_);
-  }
-  for (auto& c : batch) c();
-  return !batch.empty();
+void UcxEngine::after_command() {
+  // A command starts work whose answer is on its way: it counts as activity (the spin
+  // window), and it is progressed now unless a progress is queued already (a burst of
+  // commands then shares it).
+  last_active_ = Clock::now();
+  if (!pump_posted_) pump();
 }
 
-void UcxEngine::run() {
-  auto last_active = Clock::now();
-  auto last_check = last_active;
-  while (running_.load(std::memory_order_relaxed)) {
-    bool active = run_commands();
-    for (int i = 0; i < 64 && ucp_worker_progress(worker_) != 0; ++i) active = true;
-    if (!dirty_.empty() || !failed_eps_.empty() || !incoming_.empty()) active = true;
-    handle_deferred();
-    const auto now = Clock::now();
-    if (now - last_check > std::chrono::milliseconds(5)) {
-      check_timeouts();
-      last_check = now;
-    }
-    if (active) {
-      last_active = now;
-      continue;
-    }
-    bool busy = false;  // something in flight: sleep less
-    for (auto& [id, s] : sessions_) busy = busy || s->ops > 0 || s->tails > 0;
-    if (now - last_active < std::chrono::microseconds(cfg_.spin_us)) continue;
-    ucs_status_t st = ucp_worker_arm(worker_);
-    if (st == UCS_ERR_BUSY) continue;
-    epoll_event evs[2];
-    const int timeout_ms = busy || !revocations_.empty() ? 5 : 100;
-    const int n = ::epoll_wait(epoll_.get(), evs, 2, timeout_ms);
-    for (int i = 0; i < n; ++i)
-      if (evs[i].data.fd == bell_.get()) {
-        std::uint64_t v;
-        [[maybe_unused]] ssize_t r = ::read(bell_.get(), &v, sizeof v);
-      }
+void UcxEngine::schedule_tick() {
+  bool busy = false;
+  for (auto& [id, s] : sessions_)
+    busy = busy || (!s->abandoned && (s->ops > 0 || s->tails > 0)) || s->peer_session->awaiting();
+  tick_ = reactor_->after(busy ? kBusyTick : kIdleTick, [this] {
+    check_timeouts();
+    pump();
+    schedule_tick();
+  });
+}
+
+void UcxEngine::schedule_pump() {
+  if (pump_posted_) return;
+  pump_posted_ = true;
+  reactor_->post([this, alive = alive_] {
+    if (!*alive) return;
+    pump_posted_ = false;
+    pump();
+  });
+}
+
+void UcxEngine::pump() {
+  if (!*alive_) return;
+  bool progressed = false;
+  // Bounded: other backends share the thread; more work re-posts the pump below. In the
+  // spin window a few empty polls more per turn (each a few microseconds) keep the
+  // reactor's own turn (its lock, its epoll_wait) off the path of a reply on its way.
+  int spare_polls = Clock::now() - last_active_ < std::chrono::microseconds(cfg_.spin_us) ? kSparePolls : 0;
+  for (int i = 0; i < 64; ++i) {
+    if (ucp_worker_progress(worker_) != 0) progressed = true;
+    else if (spare_polls-- <= 0) break;
   }
+  if (!dirty_.empty() || !reports_.empty()) progressed = true;
+  handle_deferred();
+  const auto now = Clock::now();
+  if (progressed) last_active_ = now;
+  // Shortly after activity an answer is likely on its way: poll again (after whatever
+  // else the reactor has to do) rather than sleep in epoll.
+  if (progressed || now - last_active_ < std::chrono::microseconds(cfg_.spin_us)) return schedule_pump();
+  if (ucp_worker_arm(worker_) == UCS_ERR_BUSY) schedule_pump();  // events arrived meanwhile
 }
 
 void UcxEngine::handle_deferred() {
-  // Endpoint failures first: their jobs' completions below then carry the reason.
-  while (!failed_eps_.empty()) {
-    auto failed = std::move(failed_eps_);
-    failed_eps_.clear();
-    for (auto& [tag, status] : failed) {
-      fail_link(tag.link, PeerLost(std::string("the link failed: ") + ucs_status_string(status)));
+  // Messages and endpoint failures in the order UCX reported them (struct Report), before
+  // the jobs below: the completions of jobs a failure ended then carry its reason.
+  while (!reports_.empty()) {
+    auto batch = std::move(reports_);
+    reports_.clear();
+    for (Report& r : batch) {
+      if (r.failed)
+        fail_link(r.link, PeerLost(std::string("the link failed: ") + ucs_status_string(r.status)));
+      else
+        handle_am(r.message, r.payload);
     }
-  }
-  while (!incoming_.empty()) {
-    auto in = std::move(incoming_);
-    incoming_.clear();
-    for (auto& [id, payload] : in) handle_am(id, payload);
   }
   // advance() may issue more ops whose immediate completion adds to dirty_.
   while (!dirty_.empty()) {
@@ -187,8 +223,7 @@ void UcxEngine::handle_deferred() {
 }
 
 void UcxEngine::check_timeouts() {
-  const auto now = Clock::now();
-  std::vector<Session*> stalled;
+  std::vector<std::uint64_t> stalled;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     Session& s = *it->second;
     if (s.peer_session->dead() && s.ops == 0) drop_rkeys(s);
@@ -196,14 +231,22 @@ void UcxEngine::check_timeouts() {
       it = sessions_.erase(it);
       continue;
     }
+    // A notification the peer did not answer in time: the session is lost (core/peer_session.h).
+    s.peer_session->check_deadlines();
+    if (s.peer_session->dead() && !s.torn_down) fail_session(s, s.peer_session->health());
+    if (s.cut != Clock::time_point{} && !s.abandoned && Clock::now() - s.cut > kCutGrace) end_cut_jobs(s);
+    if (s.abandoned) {  // nothing of it is watched any more: its link is gone
+      ++it;
+      continue;
+    }
     // Also a failed session: what it still has in flight on a link that others keep open
     // must end within the bound too.
-    if ((s.ops > 0 || s.tails > 0) && now - s.last_progress > cfg_.peer_timeout) stalled.push_back(&s);
+    if (s.peer_session->check_activity(s.ops > 0 || s.tails > 0) == PeerSession::Activity::kLost)
+      stalled.push_back(s.link);
     ++it;
   }
-  for (Session* s : stalled)  // a stalled peer stalls every session on the link
-    fail_link(s->link, PeerLost("no progress for " + std::to_string(cfg_.peer_timeout.count()) + " ms"));
-  settle_revocations(false);
+  for (std::uint64_t link : stalled)  // a stalled peer stalls every session on the link
+    fail_link(link, PeerLost("no progress for " + std::to_string(cfg_.peer_timeout.count()) + " ms"));
   expire_pending_auth();
   expire_spare_links();
   std::erase_if(closing_, [](Closing& c) {
@@ -242,7 +285,7 @@ ucs_status_t UcxEngine::on_am(void* arg, const void*, std::size_t, void* data, s
   const std::size_t cap = id == kHelloAck ? kMaxHelloAckBytes : std::size_t{1} << 20;
   if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length > cap) return UCS_OK;
   const auto* p = static_cast<const std::uint8_t*>(data);
-  engine->incoming_.emplace_back(id, std::vector<std::uint8_t>(p, p + length));
+  engine->reports_.push_back(Report{id, std::vector<std::uint8_t>(p, p + length)});
   return UCS_OK;
 }
 
@@ -260,13 +303,14 @@ void UcxEngine::handle_am(AmId id, const std::vector<std::uint8_t>& payload) {
     case kChallenge: on_challenge(payload); break;
     case kResponse: on_response(payload); break;
     case kRefuse: on_refuse(payload); break;
+    case kNotifyAck: on_notify_ack(payload); break;
     default: break;
   }
 }
 
 void UcxEngine::on_ep_error(void* arg, ucp_ep_h, ucs_status_t status) {
   auto* tag = static_cast<ErrTag*>(arg);
-  tag->engine->failed_eps_.emplace_back(*tag, status);
+  tag->engine->reports_.push_back(Report{.failed = true, .link = tag->link, .status = status});
 }
 
 void UcxEngine::close_ep(ucp_ep_h ep, bool force, std::unique_ptr<ErrTag> tag) {

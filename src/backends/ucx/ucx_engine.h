@@ -1,8 +1,13 @@
-// UcxEngine: the ucx backend's one UCP worker per agent and the thread that drives it.
+// UcxEngine: the ucx backend's one UCP worker per agent, driven by the agent's reactor
+// (core/reactor.h).
 //
-// Every UCP call runs on that thread: callers hand it commands (and wait, bounded, for
-// those that return something). It spins while work is in flight and otherwise sleeps
-// in epoll on the worker's event fd (ucp_worker_arm) and its own bell.
+// Every UCP call runs on the reactor thread (the worker is single-threaded): callers post
+// commands to it (and wait, bounded, for those that return something). The reactor
+// watches the worker's event fd; on readiness the engine progresses the worker a bounded
+// number of times, then re-posts itself while it made progress recently (the `spin_us`
+// window, so that a reply on its way is picked up without an epoll sleep) and otherwise
+// arms the worker (ucp_worker_arm; UCS_ERR_BUSY: progress again). A timer on the reactor
+// (every 5 ms while busy, 100 ms when idle) bounds stalls, answers and hellos.
 //
 // Initiator side (ucx_initiator.cc): a Session per peer rides a Link, a UCP endpoint that
 // other sessions may share (peer error handling: a dead peer fails the link and every
@@ -10,16 +15,22 @@
 // and the jobs posted to it. With a shared secret, the hello is authenticated first
 // (ucx_auth.cc). Pieces are cut into chunks and issued as ucp_put_nbx / ucp_get_nbx
 // with at most `max_ops` in flight per session; a write's notification is sent as an
-// active message only after ucp_ep_flush_nbx reported its data remotely complete.
-// Without RDMA the chunks travel as active messages instead (ucx_am_data.cc). No
+// active message only after ucp_ep_flush_nbx reported its data remotely complete, and
+// the job finishes on the target's answer (PeerSession::settle: kept, refused, or no
+// answer within peer_timeout). Without RDMA the chunks travel as active messages
+// instead (ucx_am_data.cc; the commit carries the notification and its answer). No
 // completion for `peer_timeout` while something is in flight fails the session (a
-// stopped peer acknowledges nothing).
+// stopped peer acknowledges nothing; PeerSession::check_activity) and closes its link;
+// what the closed link leaves unfinished ends within kCutGrace of that, whether or not
+// UCX reports it (Session::cut): a lost peer ends a request within our own bound.
 //
 // Target side (ucx_target.cc): registered regions (ucp_mem_map + packed rkeys, handed to
 // each initiator in the answer to its hello), the sessions of initiators (each answered
-// over the link paired with the initiator's own endpoint, which its hello names), notifications delivered to the agent, and revocation: deregistering
-// a region tells every initiator, waits (bounded) until each flushed what it had in
-// flight, then unmaps it.
+// over the link paired with the initiator's own endpoint, which its hello names),
+// notifications delivered to the agent (and answered: kept or refused), and revocation
+// (core/revocation.h): deregistering a region tells every initiator, waits (bounded, on
+// the deregistering thread) until each flushed what it had in flight or was cut off,
+// then unmaps it.
 #pragma once
 
 #include <ucp/api/ucp.h>
@@ -28,13 +39,10 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -43,6 +51,8 @@
 #include "core/backend.h"
 #include "core/peer_auth.h"
 #include "core/peer_session.h"
+#include "core/reactor.h"
+#include "core/revocation.h"
 #include "core/region_table.h"
 #include "core/socket_util.h"
 
@@ -53,10 +63,10 @@ struct EngineConfig {
   std::shared_ptr<const SharedSecret> secret;  // null: sessions are not authenticated
   std::chrono::milliseconds peer_timeout{5000};
   std::size_t max_notification_bytes = 64 * 1024;
-  std::function<void(std::string, std::string)> deliver;
+  DeliverNotification deliver;  // an error: the sender's request fails with it
   std::uint32_t max_ops = 64;             // puts/gets in flight per session
   std::uint64_t chunk_bytes = 1u << 20;   // largest single put/get
-  std::uint32_t spin_us = 50;             // busy-poll after activity before sleeping
+  std::uint32_t spin_us = 0;              // keep progressing (re-posted) this long after activity
   bool active_messages = false;           // data as active messages, not put/get
 };
 
@@ -90,11 +100,12 @@ struct Link {
   ucp_ep_h ep = nullptr;
   std::uint32_t users = 0;             // sessions (ours and the peer's) riding it
   bool claimed = false;                // has had a user (else: created for a hello on the way)
+  bool failed = false;                 // UCX or the engine found it broken (it closes forced)
   Clock::time_point created{};
   std::unique_ptr<ErrTag> tag;         // outlives the endpoint until its close completed
 };
 
-// One post of a job on a session (engine thread only, except `job`).
+// One post of a job on a session (reactor thread only, except `job`).
 struct JobState {
   std::shared_ptr<TransferJob> job;
   Session* session = nullptr;
@@ -117,13 +128,23 @@ struct ReadChunk {
   bool receiving = false;  // a rendezvous receive into `local` is in flight
 };
 
+// An initiator's session with one peer. Health, loss, the notifications awaiting the
+// peer's answer and their deadlines, and the stall bound are its PeerSession's
+// (core/peer_session.h); the engine keeps how bytes move.
 struct Session {
   UcxEngine* engine = nullptr;
   std::uint64_t id = 0;
   std::string peer;
-  // Engine thread only.
+  // Reactor thread only.
   std::uint64_t link = 0;  // the link it rides (0: none)
   bool released = false;   // it no longer counts as a user of `link`
+  bool torn_down = false;  // fail_session ran (the PeerSession may have failed first, on any thread)
+  // When the link closed under what it still had in flight (its puts, gets, receives,
+  // flushes): from then on those cannot touch our memory; UCX normally completes them at
+  // once, and what it has not completed within kCutGrace the engine finishes itself
+  // (`abandoned`: its jobs ended, their state kept until UCX lets go of it).
+  Clock::time_point cut{};
+  bool abandoned = false;
   ucp_ep_h ep = nullptr;   // the link's endpoint (null once the session failed)
   RegionTable<RemoteKey> regions;
   std::deque<std::shared_ptr<JobState>> waiting;  // pieces left to issue, in post order
@@ -132,8 +153,8 @@ struct Session {
   std::uint32_t tails = 0;
   std::unordered_map<std::uint64_t, std::shared_ptr<JobState>> commits;  // token -> write awaiting its ack
   std::unordered_map<std::uint64_t, ReadChunk> reads;                    // chunk -> read awaiting data
-  Clock::time_point last_progress{};
-  // Health and loss: the core's part (made by connect()). fail() only from fail_session.
+  // Made by connect(). Its fail() may come from any thread (the connection's end, a
+  // deadline); the engine's part of the loss (fail_session) follows on the reactor.
   std::unique_ptr<PeerSession> peer_session;
   bool closed = false;
   std::unique_ptr<InitiatorAuth> auth;  // with a secret, until the handshake is done
@@ -147,7 +168,9 @@ struct Session {
 
 class UcxEngine {
  public:
-  static Result<std::unique_ptr<UcxEngine>> start(std::unique_ptr<UcxContext> context, EngineConfig config);
+  // `reactor` serves the worker; null: the engine starts one of its own (tests without an agent).
+  static Result<std::unique_ptr<UcxEngine>> start(std::unique_ptr<UcxContext> context, EngineConfig config,
+                                                  std::shared_ptr<Reactor> reactor);
   ~UcxEngine();
 
   const UcxContext& context() const { return *context_; }
@@ -160,7 +183,8 @@ class UcxEngine {
   void cancel(const std::shared_ptr<Session>& s, const std::shared_ptr<TransferJob>& job);
   Status notify(const std::shared_ptr<Session>& s, std::string_view message);
   Status health(const Session& s) const;
-  void close(const std::shared_ptr<Session>& s);
+  // Ends the session (on the reactor): a bye to the peer, then its loss (`why`).
+  void close(const std::shared_ptr<Session>& s, const Status& why);
   // UCX's own estimate of its bandwidth to the peers connected so far (GB/s; 0: none yet).
   double reported_gbps() const { return reported_gbps_.load(std::memory_order_relaxed); }
 
@@ -174,6 +198,7 @@ class UcxEngine {
   struct TargetSession {
     std::uint64_t id = 0;    // the initiator's session id
     std::uint64_t link = 0;  // the link it answers over
+    TargetRevocation::LinkId revocation = 0;  // its place on revocation_ (0: not served yet)
     std::string name;
     ucp_ep_h ep = nullptr;
     std::unordered_map<std::uint64_t, PostState> posts;
@@ -184,25 +209,26 @@ class UcxEngine {
     Clock::time_point deadline;
   };
   static constexpr std::size_t kMaxPendingAuth = 1024;
-  struct Revocation {
-    std::uint64_t region = 0;
-    std::set<std::uint64_t> waiting;  // target sessions that have not acknowledged yet
-    Deadline deadline;
-    std::promise<Status> done;
-  };
   struct Served {  // a registered region's UCX side (core/region_table.h keeps the region)
     ucp_mem_h memh = nullptr;
     std::vector<std::uint8_t> rkey;
     std::uint32_t inflight = 0;  // active-message receives into it / sends from it
+    bool revoking = false;       // being deregistered: no longer served
   };
 
   UcxEngine(std::unique_ptr<UcxContext> context, EngineConfig config);
-  void run();
-  bool on_thread() const { return std::this_thread::get_id() == thread_id_; }
+  bool on_thread() const { return reactor_->in_reactor_thread(); }
+  // Runs `command` on the reactor thread soon (then progresses the worker).
   void submit(std::function<void()> command);
-  // Runs `command` on the engine thread and waits for it (bounded); inline on the thread.
+  // Runs `command` on the reactor thread and waits for it (bounded); inline on the thread.
   Status call(std::function<Status()> command, std::chrono::milliseconds bound);
-  bool run_commands();
+  // Progresses the worker (bounded), handles what that delivered, then re-posts itself
+  // or arms the worker's event fd. Reactor thread only.
+  void pump();
+  void schedule_pump();
+  void after_command();
+  void schedule_tick();  // the next check_timeouts (reactor thread)
+  void shut_down();  // fails every session and link; reactor thread, once
   void handle_deferred();
   void check_timeouts();
   Status send_am(ucp_ep_h ep, AmId id, std::vector<std::uint8_t> payload, std::function<void(ucs_status_t)> done);
@@ -221,11 +247,17 @@ class UcxEngine {
   void release(JobState& js);  // forgets a finished job once no callback refers to it
   void mark_dirty(JobState& js);
   void fail_session(Session& s, const Status& why);
+  void end_cut_jobs(Session& s);  // finishes the jobs its closed link left unfinished
   Status closed_status(const Session& s) const;  // what a post to a failed or closed session gets
   void drop_rkeys(Session& s);
-  void close_session(Session& s);
+  void close_session(Session& s, const Status& why);
   void on_hello_ack(const std::vector<std::uint8_t>& payload);
+  void on_notify_ack(const std::vector<std::uint8_t>& payload);
+  // Sends `message` as request `req` (0: no answer wanted).
+  Status send_notification(Session& s, std::uint64_t req, std::string_view message);
   void on_revoke(const std::vector<std::uint8_t>& payload);
+  // Runs `done` once everything issued on `ep` so far is remotely complete (not on failure).
+  static void flush(ucp_ep_h ep, std::function<void()> done);
   // Target side (ucx_target.cc).
   void on_hello(const std::vector<std::uint8_t>& payload);
   void on_notify(const std::vector<std::uint8_t>& payload);
@@ -257,7 +289,9 @@ class UcxEngine {
   using ServedRegion = RegionTable<Served>::Entry;
   ServedRegion* serving(std::uint64_t address, std::uint64_t length);  // null: not served (or being revoked)
   void receive_into(void* desc, void* dest, std::size_t length, std::function<void(ucs_status_t)> done);
-  void settle_revocations(bool deadline_passed);
+  // The revocation link of target session `id` (core/revocation.h): its operations run on
+  // the deregistering thread and hand the UCP work to the reactor.
+  TargetRevocation::Link revocation_link(std::uint64_t id);
   // Links (ucx_links.cc).
   Result<Link*> open_link(const std::vector<std::uint8_t>& peer);  // a new endpoint to it
   // The link paired with the peer's endpoint `index` to us, creating the endpoints before it.
@@ -273,27 +307,41 @@ class UcxEngine {
   std::unique_ptr<UcxContext> context_;
   ucp_worker_h worker_ = nullptr;
   std::vector<std::uint8_t> address_;
-  UniqueFd epoll_, bell_;
   int worker_fd_ = -1;
-  std::thread thread_;
-  std::thread::id thread_id_;
-  std::atomic<bool> running_{true};
   std::atomic<double> reported_gbps_{0};
 
-  std::mutex commands_mu_;
-  std::vector<std::function<void()>> commands_;
+  std::shared_ptr<Reactor> reactor_;
+  Reactor::Id watch_ = 0;  // the worker's event fd
+  Reactor::Id tick_ = 0;   // the next check_timeouts (reactor thread only)
+  // Reactor thread only. False once the engine shut down: posted tasks still queued then
+  // find it and do not touch the engine (the reactor cannot take back a post).
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  bool pump_posted_ = false;
+  bool shutting_down_ = false;  // shut_down runs: the links it closes did not fail
+  Clock::time_point last_active_{};
 
-  std::vector<std::uint8_t> info_;  // connection info: set before the thread starts, then constant
+  std::vector<std::uint8_t> info_;  // connection info: set before the reactor serves the worker, then constant
 
-  // Engine thread only.
+  // Reactor thread only.
   std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;
   std::vector<std::shared_ptr<JobState>> dirty_;  // jobs to look at again after progress
-  std::vector<std::pair<ErrTag, ucs_status_t>> failed_eps_;  // endpoints UCX reported failed
-  std::vector<std::pair<AmId, std::vector<std::uint8_t>>> incoming_;
+  // What UCX reported during a progress call that is handled after it: a control message
+  // received, or an endpoint failed. Handled in the order UCX reported them: a peer that
+  // answers and then closes (an agent that shuts down once it kept a notification) has its
+  // answer counted before its link fails, as UCX delivered them.
+  struct Report {
+    AmId message = kHello;  // a message (when `failed` is false)
+    std::vector<std::uint8_t> payload;
+    bool failed = false;  // else: link `link` failed with `status`
+    std::uint64_t link = 0;
+    ucs_status_t status = UCS_OK;
+  };
+  std::vector<Report> reports_;
   RegionTable<Served> served_;
   std::unordered_map<std::uint64_t, std::unique_ptr<TargetSession>> targets_;
   std::unordered_map<std::uint64_t, PendingAuth> pending_auth_;  // by initiator session id
-  std::vector<std::unique_ptr<Revocation>> revocations_;
+  // Any thread (core/revocation.h): every served target session joins it.
+  TargetRevocation revocation_;
   struct PeerWorker {
     std::uint32_t created = 0;                        // endpoints created to it so far
     std::map<std::uint32_t, std::uint64_t> by_index;  // open links by index

@@ -7,6 +7,7 @@
 
 #include "backends/ucx/ucx_engine.h"
 #include "core/byte_io.h"
+#include "core/revocation.h"
 
 namespace kvferry::detail::ucx {
 namespace {
@@ -36,13 +37,13 @@ Result<std::shared_ptr<Session>> UcxEngine::connect(const PeerEndpoint& peer, De
   std::unique_lock lock(s->mu);
   if (!s->hello_cv.wait_until(lock, deadline, [&] { return s->hello_done; })) {
     lock.unlock();
-    close(s);
+    close(s, PeerLost("it did not answer the hello in time"));
     return Unavailable("ucx: peer '" + peer.agent_name + "' did not answer within the connect timeout");
   }
   if (!s->hello.ok()) {
     Status why = s->hello;
     lock.unlock();
-    close(s);
+    close(s, why);
     return why;
   }
   return s;
@@ -177,7 +178,6 @@ void UcxEngine::issue(Session& s) {
       continue;
     }
     if (r != nullptr) {
-      if (s.ops == 0 && s.tails == 0) s.last_progress = Clock::now();
       ++js.ops;
       ++s.ops;
     }
@@ -194,7 +194,7 @@ void UcxEngine::on_op_done(void* request, ucs_status_t status, void* user_data) 
   Session& s = *js.session;
   --js.ops;
   --s.ops;
-  s.last_progress = Clock::now();
+  s.peer_session->note_progress();
   if (status != UCS_OK && js.error.ok())
     js.error = PeerLost("ucx: transfer with '" + s.peer + "' failed: " + ucs_status_string(status));
   s.engine->mark_dirty(js);
@@ -206,7 +206,7 @@ void UcxEngine::on_flush_done(void* request, ucs_status_t status, void* user_dat
   Session& s = *js.session;
   --s.tails;
   --js.pending;
-  s.last_progress = Clock::now();
+  s.peer_session->note_progress();
   UcxEngine& e = *s.engine;
   if (request) ucp_request_free(request);
   if (js.job->finished()) return e.release(js);  // cancelled meanwhile
@@ -215,19 +215,41 @@ void UcxEngine::on_flush_done(void* request, ucs_status_t status, void* user_dat
   if (status != UCS_OK) return e.finish(js, PeerLost("ucx: flushing to '" + s.peer + "' failed: " + ucs_status_string(status)));
   if (js.cancelled) return e.finish(js, Cancelled("transfer cancelled"));
   if (!js.job->notification()) return e.finish(js, Status::Ok());
-  // The data is remotely complete: now the notification may go.
+  // The data is remotely complete: now the notification may go. The job finishes on the
+  // peer's answer (kept or refused), with the loss, or at the answer's deadline.
+  std::shared_ptr<TransferJob> job = js.job;
+  Session* session = &s;
+  session->active.erase(job.get());  // frees js: no callback of ours refers to it any more
+  session->peer_session->settle(job, Status::Ok(), [&e, session](std::uint64_t req, std::string_view message) {
+    return e.send_notification(*session, req, message);
+  });
+}
+
+Status UcxEngine::send_notification(Session& s, std::uint64_t req, std::string_view message) {
+  if (!s.ep) return closed_status(s);
   ByteWriter w;
   w.u64(s.id);
-  w.str(*js.job->notification());
+  w.u64(req);
+  w.str(message);
   ++s.tails;
-  ++js.pending;
-  Status sent = e.send_am(s.ep, kNotify, w.take(), [&js, &s, &e](ucs_status_t st) {
-    --s.tails;
-    --js.pending;
-    e.finish(js, st == UCS_OK ? Status::Ok()
-                              : PeerLost("ucx: notifying '" + s.peer + "' failed: " + ucs_status_string(st)));
+  std::weak_ptr<Session> weak = sessions_.count(s.id) ? sessions_.at(s.id) : nullptr;
+  return send_am(s.ep, kNotify, w.take(), [weak](ucs_status_t) {
+    if (auto held = weak.lock()) {
+      --held->tails;
+      held->peer_session->note_progress();
+    }
   });
-  (void)sent;  // on failure the callback above already finished the job
+}
+
+void UcxEngine::on_notify_ack(const std::vector<std::uint8_t>& payload) {
+  ByteReader r(payload);
+  const std::uint64_t id = r.u64(), req = r.u64();
+  std::string why = r.str(std::min<std::size_t>(r.remaining(), 4096));
+  if (!r.ok() || r.remaining() != 0) return;
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  it->second->peer_session->note_progress();
+  it->second->peer_session->on_answer(req, why);
 }
 
 void UcxEngine::advance(JobState& js) {
@@ -243,7 +265,6 @@ void UcxEngine::advance(JobState& js) {
     prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     prm.cb.send = &UcxEngine::on_flush_done;
     prm.user_data = &js;
-    if (s.ops == 0 && s.tails == 0) s.last_progress = Clock::now();
     ++s.tails;
     ++js.pending;
     ucs_status_ptr_t r = ucp_ep_flush_nbx(s.ep, &prm);
@@ -274,7 +295,10 @@ void UcxEngine::cancel(const std::shared_ptr<Session>& s, const std::shared_ptr<
   if (job->finished()) return;
   submit([this, s, job] {
     auto it = s->active.find(job.get());
-    if (it == s->active.end()) return;
+    if (it == s->active.end()) {  // its bytes are in place; it may await the peer's answer
+      if (s->peer_session->forget(job) != 0) job->finish(Cancelled("transfer cancelled"));
+      return;
+    }
     JobState& js = *it->second;
     js.cancelled = true;
     auto w = std::find(s->waiting.begin(), s->waiting.end(), it->second);
@@ -294,18 +318,12 @@ void UcxEngine::cancel(const std::shared_ptr<Session>& s, const std::shared_ptr<
 
 Status UcxEngine::notify(const std::shared_ptr<Session>& s, std::string_view message) {
   KVF_RETURN_IF_ERROR(health(*s));
-  ByteWriter w;
-  w.u64(s->id);
-  w.str(message);
-  submit([this, s, payload = w.take()]() mutable {
-    if (s->peer_session->dead() || s->closed) return;
-    ++s->tails;
-    if (s->ops == 0 && s->tails == 1) s->last_progress = Clock::now();
-    Status sent = send_am(s->ep, kNotify, std::move(payload), [s](ucs_status_t) {
-      --s->tails;
-      s->last_progress = Clock::now();
-    });
-    (void)sent;
+  submit([this, s, message = std::string(message)] {
+    // Sent unless the engine has ended the session: a close of the connection marks it
+    // lost at once (UcxLink::fail) but reaches the reactor after the notifications posted
+    // before it, which still go (the link is flushed when it closes).
+    if (s->torn_down || s->closed) return;
+    (void)send_notification(*s, 0, message);  // fire and forget, as before: UCX reports a broken link
   });
   return Status::Ok();
 }
@@ -318,7 +336,8 @@ Status UcxEngine::closed_status(const Session& s) const {
 }
 
 void UcxEngine::fail_session(Session& s, const Status& why) {
-  if (!s.peer_session->fail(why)) return;
+  s.peer_session->fail(why);  // the first cause wins (it may have failed on another thread)
+  if (std::exchange(s.torn_down, true)) return;
   const Status lost = s.peer_session->health();  // "ucx peer '<name>': <why>"
   {
     std::lock_guard lock(s.mu);
@@ -344,54 +363,78 @@ void UcxEngine::fail_session(Session& s, const Status& why) {
   if (!std::exchange(s.released, true)) release_link(s.link);
 }
 
+// The link closed under what `s` had in flight and UCX has not completed all of it within
+// kCutGrace: the peer can no longer touch our memory through that link, so the jobs end
+// now, with the session's loss. Their state stays in `active` (UCX's requests still point
+// at it) until UCX completes the requests, if it ever does; the session is kept as long.
+void UcxEngine::end_cut_jobs(Session& s) {
+  s.abandoned = true;
+  const Status lost = s.peer_session->health().ok() ? PeerLost("ucx: link to '" + s.peer + "' is closed")
+                                                    : s.peer_session->health();
+  for (auto& [job, js] : s.active) {
+    if (js->job->finished()) continue;
+    const Status& why = js->error.ok() ? lost : js->error;
+    js->job->finish(
+        Status(why.code(), why.message() + " (ended by the link's close; UCX had not completed it)"));
+  }
+}
+
 void UcxEngine::drop_rkeys(Session& s) {
   for (auto& [address, r] : s.regions)
     if (r.value.rkey) ucp_rkey_destroy(r.value.rkey), r.value.rkey = nullptr;
 }
 
-void UcxEngine::close(const std::shared_ptr<Session>& s) {
-  submit([this, s] { close_session(*s); });
+void UcxEngine::close(const std::shared_ptr<Session>& s, const Status& why) {
+  submit([this, s, why] { close_session(*s, why); });
 }
 
-void UcxEngine::close_session(Session& s) {
+void UcxEngine::close_session(Session& s, const Status& why) {
   if (s.closed) return;
   s.closed = true;
-  if (!s.peer_session->dead() && s.ep) {
+  if (!s.torn_down && s.ep) {
     ByteWriter w;
     w.u64(s.id);
     (void)send_am(s.ep, kBye, w.take(), nullptr);
   }
-  fail_session(s, PeerLost("connection closed locally"));
+  fail_session(s, why);
 }
 
+// The target withdraws a region (core/revocation.h): refuse it from now on, and confirm
+// once everything issued so far is remotely complete (a flush: the reactor never waits).
 void UcxEngine::on_revoke(const std::vector<std::uint8_t>& payload) {
   ByteReader r(payload);
   const std::uint64_t id = r.u64(), region = r.u64();
   if (!r.ok() || r.remaining() != 0) return;
   auto it = sessions_.find(id);
   if (it == sessions_.end() || it->second->peer_session->dead()) return;
-  Session& s = *it->second;
-  if (auto* revoked = s.regions.find(region)) revoked->value.revoked = true;
-  // Ack once everything issued so far is remotely complete: the peer may then unmap.
-  struct Ack {
-    UcxEngine* e;
-    std::shared_ptr<Session> s;
-    std::uint64_t region;
-  };
+  std::shared_ptr<Session> s = it->second;
+  answer_revoke_later(
+      region,
+      [&s](std::uint64_t revoked) {
+        if (auto* key = s->regions.find(revoked)) key->value.revoked = true;
+      },
+      [&s](std::uint64_t, Drained drained) { flush(s->ep, std::move(drained)); },
+      [this, s](std::uint64_t revoked) -> Status {
+        if (s->peer_session->dead()) return s->peer_session->health();
+        ByteWriter w;
+        w.u64(s->id);
+        w.u64(revoked);
+        return send_am(s->ep, kRevokeAck, w.take(), nullptr);
+      });
+}
+
+void UcxEngine::flush(ucp_ep_h ep, std::function<void()> done) {
+  auto* held = new std::function<void()>(std::move(done));
   ucp_request_param_t prm{};
   prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-  prm.user_data = new Ack{this, it->second, region};
+  prm.user_data = held;
   prm.cb.send = [](void* request, ucs_status_t status, void* user_data) {
-    std::unique_ptr<Ack> a(static_cast<Ack*>(user_data));
+    std::unique_ptr<std::function<void()>> then(static_cast<std::function<void()>*>(user_data));
     if (request) ucp_request_free(request);
-    if (status != UCS_OK || a->s->peer_session->dead()) return;
-    ByteWriter w;
-    w.u64(a->s->id);
-    w.u64(a->region);
-    (void)a->e->send_am(a->s->ep, kRevokeAck, w.take(), nullptr);
+    if (status == UCS_OK) (*then)();  // else the link failed: its sessions fail with it
   };
-  ucs_status_ptr_t fr = ucp_ep_flush_nbx(s.ep, &prm);
-  if (!UCS_PTR_IS_PTR(fr)) prm.cb.send(nullptr, UCS_PTR_STATUS(fr), prm.user_data);
+  ucs_status_ptr_t fr = ucp_ep_flush_nbx(ep, &prm);
+  if (!UCS_PTR_IS_PTR(fr)) prm.cb.send(nullptr, UCS_PTR_STATUS(fr), held);
 }
 
 }  // namespace kvferry::detail::ucx

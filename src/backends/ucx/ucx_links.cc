@@ -70,8 +70,22 @@ void UcxEngine::release_link(std::uint64_t id) {
 void UcxEngine::close_link(Link& link) {
   auto pw = peer_workers_.find(link.peer);
   if (pw != peer_workers_.end()) pw->second.by_index.erase(link.index);
-  // Forcing the close completes every operation still in flight on it (with an error).
-  close_ep(link.ep, true, std::move(link.tag));
+  // A link that failed, or on which a session of ours still has jobs (puts, gets,
+  // receives, flushes in flight), closes forced: that completes every operation in flight
+  // on it (with an error) and stops them touching our memory; what UCX does not complete
+  // ends anyway (Session::cut). Any other link is flushed first: the messages sent on it
+  // before (a notification, the answer to one, a bye) still leave rather than being
+  // discarded. The close request is reaped by check_timeouts, or bounded by the destructor.
+  bool jobs_on_it = false;
+  for (auto& [sid, s] : sessions_)
+    jobs_on_it = jobs_on_it || (s->link == link.id && (s->ops > 0 || !s->active.empty()));
+  const bool force = link.failed || jobs_on_it;
+  if (force) {
+    const auto now = Clock::now();
+    for (auto& [sid, s] : sessions_)
+      if (s->link == link.id && s->cut == Clock::time_point{} && (s->ops > 0 || s->tails > 0)) s->cut = now;
+  }
+  close_ep(link.ep, force, std::move(link.tag));
   links_.erase(link.id);  // destroys `link`
 }
 
@@ -79,8 +93,9 @@ void UcxEngine::fail_link(std::uint64_t id, const Status& why) {
   auto it = links_.find(id);
   if (it == links_.end()) return;
   it->second->users = 1u << 30;  // the users below do not close it one by one
+  it->second->failed = !shutting_down_;  // (shutting down, every link comes here: not failed)
   for (auto& [sid, s] : sessions_)
-    if (s->link == id && !s->peer_session->dead()) fail_session(*s, why);
+    if (s->link == id && !s->torn_down) fail_session(*s, why);
   std::vector<std::uint64_t> targets;
   for (auto& [tid, t] : targets_)
     if (t->link == id) targets.push_back(tid);

@@ -1,8 +1,7 @@
 // The target half of UcxEngine: registered regions and their remote keys, initiators'
 // sessions (an endpoint back to each), notifications, and revocation on deregister.
 #include <algorithm>
-#include <future>
-#include <set>
+#include <thread>
 
 #include "backends/ucx/ucx_engine.h"
 #include "core/byte_io.h"
@@ -40,52 +39,59 @@ Status UcxEngine::register_region(const RegionInfo& region) {
 }
 
 Status UcxEngine::deregister_region(std::uint64_t id) {
-  auto rev = std::make_shared<std::future<Status>>();
-  Status started = call(
-      [this, id, rev]() -> Status {
-        if (!served_.find(id)) return NotFound("ucx: region " + std::to_string(id) + " is not registered");
-        auto r = std::make_unique<Revocation>();
-        r->region = id;
-        r->deadline = Clock::now() + cfg_.peer_timeout;
-        *rev = r->done.get_future();
-        for (auto& [sid, t] : targets_) {
-          ByteWriter m;
-          m.u64(sid);
-          m.u64(id);
-          if (send_am(t->ep, kRevoke, m.take(), nullptr).ok()) r->waiting.insert(sid);
-        }
-        revocations_.push_back(std::move(r));
-        settle_revocations(false);
+  if (on_thread()) return Internal("ucx: deregister_region on the event loop's thread would wait for itself");
+  // No longer served from here on: not to new sessions, not to chunks that arrive.
+  KVF_RETURN_IF_ERROR(call(
+      [this, id]() -> Status {
+        auto* served = served_.find(id);
+        if (!served) return NotFound("ucx: region " + std::to_string(id) + " is not registered");
+        if (served->value.revoking) return NotFound("ucx: region " + std::to_string(id) + " is being deregistered");
+        served->value.revoking = true;
         return Status::Ok();
       },
-      cfg_.peer_timeout);
-  KVF_RETURN_IF_ERROR(started);
-  if (rev->wait_for(cfg_.peer_timeout + std::chrono::seconds(2)) != std::future_status::ready)
-    return Timeout("ucx: deregistering region " + std::to_string(id) + " did not finish in time");
-  return rev->get();
+      cfg_.peer_timeout));
+  // Every initiator confirms that nothing it issued still uses it, or is cut off (bounded).
+  revocation_.revoke(id);
+  // Then the data moving in or out of it by active message ends (a cut-off link fails its
+  // receives), and it is unmapped.
+  const auto deadline = Clock::now() + cfg_.peer_timeout;
+  for (;;) {
+    auto unmapped = std::make_shared<bool>(false);  // shared: a late run outlives a timed-out call
+    KVF_RETURN_IF_ERROR(call(
+        [this, id, unmapped]() -> Status {
+          auto* served = served_.find(id);
+          if (served && served->value.inflight > 0) return Status::Ok();
+          if (served) {
+            ucp_mem_unmap(context_->get(), served->value.memh);
+            served_.erase(id);
+          }
+          *unmapped = true;
+          return Status::Ok();
+        },
+        cfg_.peer_timeout));
+    if (*unmapped) return Status::Ok();
+    if (Clock::now() > deadline)
+      return Timeout("ucx: deregistering region " + std::to_string(id) + ": data still moving after " +
+                     std::to_string(cfg_.peer_timeout.count()) + " ms");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
-// Unmaps regions whose revocation every initiator acknowledged; past the deadline, the
-// silent initiators are dropped first.
-void UcxEngine::settle_revocations(bool deadline_passed) {
-  const auto now = Clock::now();
-  for (auto& r : revocations_) {
-    if (!r->waiting.empty() && (deadline_passed || now > r->deadline)) {
-      for (auto sid : std::vector<std::uint64_t>(r->waiting.begin(), r->waiting.end()))
-        drop_target_session(sid, "it did not acknowledge a revoked region in time");
-    }
-  }
-  std::erase_if(revocations_, [this](std::unique_ptr<Revocation>& r) {
-    if (!r->waiting.empty()) return false;
-    auto* served = served_.find(r->region);
-    if (served && served->value.inflight > 0) return false;  // data still moving in or out
-    if (served) {
-      ucp_mem_unmap(context_->get(), served->value.memh);
-      served_.erase(r->region);
-    }
-    r->done.set_value(Status::Ok());
-    return true;
-  });
+TargetRevocation::Link UcxEngine::revocation_link(std::uint64_t id) {
+  return TargetRevocation::Link{
+      [this, id](std::uint64_t region) -> Status {
+        return call(
+            [this, id, region]() -> Status {
+              auto t = targets_.find(id);
+              if (t == targets_.end()) return PeerLost("ucx: the initiator's session is gone");
+              ByteWriter m;
+              m.u64(id);
+              m.u64(region);
+              return send_am(t->second->ep, kRevoke, m.take(), nullptr);
+            },
+            cfg_.peer_timeout);
+      },
+      [this, id](const std::string& why) { submit([this, id, why] { drop_target_session(id, why); }); }};
 }
 
 void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
@@ -133,35 +139,42 @@ void UcxEngine::on_hello(const std::vector<std::uint8_t>& payload) {
 void UcxEngine::accept_target(std::unique_ptr<TargetSession> t) {
   const std::uint64_t id = t->id;
   std::vector<RegionKey> serving;  // regions being revoked are no longer served
-  for (auto& entry : served_) {  // not a structured binding: clang 14 cannot capture one
-    auto& s = entry.second;
-    if (std::none_of(revocations_.begin(), revocations_.end(), [&s](auto& rev) { return rev->region == s.info.id; }))
-      serving.push_back(RegionKey{s.info.id, s.info.address, s.info.length, s.value.rkey});
-  }
+  for (auto& [address, s] : served_)
+    if (!s.value.revoking) serving.push_back(RegionKey{s.info.id, s.info.address, s.info.length, s.value.rkey});
   ByteWriter w;
   w.u64(id);
   encode_region_keys(w, serving);
   ucp_ep_h back = t->ep;
+  // Joined in the same step that lists the regions (the reactor thread): a concurrent
+  // deregister either finds this session or marked its region before the list was made.
+  t->revocation = revocation_.join(revocation_link(id));
   targets_[id] = std::move(t);
   if (!send_am(back, kHelloAck, w.take(), nullptr).ok()) drop_target_session(id, "the hello answer failed");
 }
 
 void UcxEngine::on_notify(const std::vector<std::uint8_t>& payload) {
   ByteReader r(payload);
-  const std::uint64_t id = r.u64();
+  const std::uint64_t id = r.u64(), req = r.u64();
   auto it = targets_.find(id);
-  if (!r.ok() || it == targets_.end() || r.remaining() > cfg_.max_notification_bytes) return;
-  std::string message = r.str(r.remaining());
-  if (cfg_.deliver) cfg_.deliver(it->second->name, std::move(message));
+  if (!r.ok() || it == targets_.end()) return;
+  Status kept = r.remaining() > cfg_.max_notification_bytes
+                    ? InvalidArgument("ucx: a notification of " + std::to_string(r.remaining()) +
+                                      " bytes is larger than this agent accepts")
+                    : Status::Ok();
+  if (kept.ok() && cfg_.deliver) kept = cfg_.deliver(it->second->name, r.str(r.remaining()));
+  if (req == 0) return;  // the sender asked for no answer
+  ByteWriter w;
+  w.u64(id);
+  w.u64(req);
+  w.str(kept.ok() ? std::string() : kept.message());
+  (void)send_am(it->second->ep, kNotifyAck, w.take(), nullptr);
 }
 
 void UcxEngine::on_revoke_ack(const std::vector<std::uint8_t>& payload) {
   ByteReader r(payload);
   const std::uint64_t id = r.u64(), region = r.u64();
   if (!r.ok() || r.remaining() != 0) return;
-  for (auto& rev : revocations_)
-    if (rev->region == region) rev->waiting.erase(id);
-  settle_revocations(false);
+  if (auto t = targets_.find(id); t != targets_.end()) revocation_.confirmed(t->second->revocation, region);
 }
 
 void UcxEngine::on_bye(const std::vector<std::uint8_t>& payload) {
@@ -174,9 +187,9 @@ void UcxEngine::drop_target_session(std::uint64_t id, const std::string&) {
   auto it = targets_.find(id);
   if (it == targets_.end()) return;
   const std::uint64_t link = it->second->link;
+  if (it->second->revocation != 0) revocation_.leave(it->second->revocation);
   targets_.erase(it);
   release_link(link);
-  for (auto& rev : revocations_) rev->waiting.erase(id);
 }
 
 }  // namespace kvferry::detail::ucx

@@ -21,7 +21,9 @@
 //   kHelloAck   target -> initiator  u64 session, region keys: u32 n, per region: u64 id,
 //                                    u64 address, u64 length, u32 rkey bytes, packed rkey
 //                                    (regions being revoked are left out)
-//   kNotify     initiator -> target  u64 session, message
+//   kNotify     initiator -> target  u64 session, u64 request (0: no answer wanted), message
+//   kNotifyAck  target -> initiator  u64 session, u64 request, why ("" : the agent kept it;
+//                                    else why it did not: the sender's request fails)
 //   kRevoke     target -> initiator  u64 session, u64 region id (stop using it, then ack)
 //   kRevokeAck  initiator -> target  u64 session, u64 region id (nothing of ours in flight)
 //   kBye        initiator -> target  u64 session (the initiator closed the link)
@@ -59,10 +61,10 @@ inline constexpr std::uint32_t kMaxNameBytes = 255;
 enum AmId : std::uint16_t {
   kHello = 1, kHelloAck = 2, kNotify = 3, kRevoke = 4, kRevokeAck = 5, kBye = 6,
   kPutData = 7, kCommit = 8, kCommitAck = 9, kGetReq = 10, kGetData = 11,
-  kChallenge = 12, kResponse = 13, kRefuse = 14,
+  kChallenge = 12, kResponse = 13, kRefuse = 14, kNotifyAck = 15,
 };
 inline constexpr std::size_t kDataHeaderBytes = 24;
-inline constexpr std::uint32_t kProtocolVersion = 3;
+inline constexpr std::uint32_t kProtocolVersion = 4;
 
 struct RegionKey {
   std::uint64_t id = 0;
