@@ -1,6 +1,7 @@
 #include "backends/tcp/tcp_engine.h"
 
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -157,7 +158,7 @@ void TcpEngine::deregister_on_thread(std::uint64_t id) {
   regions_.erase(id);
   auto inside = [&](const Segment& g) {
     auto p = reinterpret_cast<std::uint64_t>(g.ptr);
-    return p < hi && p + g.len > lo;
+    return p < hi && p + g.extent() > lo;
   };
   // Nothing may touch the region after we return: receives into it go to the discard
   // sink, sends out of it send zeros, and the initiators are told.
@@ -185,9 +186,16 @@ void TcpEngine::deregister_on_thread(std::uint64_t id) {
 }
 
 void TcpEngine::zero_segments(OutFrame& f) {
-  for (auto& g : f.segments) {
-    if (zeros_.size() < g.len) zeros_.resize(g.len);
-    g.ptr = zeros_.data();
+  // Zeros for any unit: a read-only anonymous mapping of the largest frame's data, whose
+  // pages all map the kernel's one zero page (no memory is committed for it). Mapped once,
+  // never moved: frames zeroed earlier keep pointing into it.
+  if (!zeros_) {
+    void* p = ::mmap(nullptr, kMaxChunkBytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    zeros_ = p == MAP_FAILED ? nullptr : static_cast<std::uint8_t*>(p);
+  }
+  for (auto& g : f.segments) {  // every unit sends the same zeros
+    g.ptr = zeros_;
+    g.stride = 0;
   }
 }
 
@@ -216,20 +224,34 @@ void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
   std::vector<bool> used(nstreams, false);
   std::size_t turn = 0;
 
-  // Chunks are grouped into batch frames of up to kBatchSegments / batch_bytes; batches
-  // go round-robin over the streams this request uses.
+  // Pieces become strided segment table entries (tcp_wire.h): a piece of the same length
+  // as the run before it, at that run's fixed strides on both sides, joins it as one more
+  // unit. A strided transfer of small pieces (KV rows of 512 B) then costs an entry per
+  // run, not per piece, on both ends. Pieces above chunk_bytes are cut into chunks first.
+  // Frames are cut by data bytes (batch_bytes) and the wire's caps on entries and units;
+  // they go round-robin over the streams this request uses.
   OutFrame batch;
-  std::vector<Segment> read_dest;
-  std::uint64_t batch_bytes = 0;
+  std::uint64_t batch_bytes = 0, batch_units = 0;
+  struct Run {
+    std::uint64_t local = 0, remote = 0, unit = 0, local_stride = 0, remote_stride = 0, count = 0;
+  } run;
+  auto close_run = [&] {
+    if (run.count == 0) return;
+    const WireSegment e{run.remote, run.unit, run.count > 1 ? run.remote_stride : run.unit, run.count};
+    batch.prefix.append(reinterpret_cast<const char*>(&e), sizeof e);
+    batch.segments.push_back(
+        make_segment(reinterpret_cast<std::uint8_t*>(run.local), run.unit, run.local_stride, run.count));
+    run.count = 0;
+  };
   auto flush = [&] {
+    close_run();
     if (batch.segments.empty()) return;
     const std::size_t si = (first + turn++ % use) % nstreams;
     Stream& s = *ss.streams[si];
     used[si] = true;
-    const auto nseg = static_cast<std::uint32_t>(batch.segments.size());
     batch.h.type = static_cast<std::uint8_t>(write ? FrameType::kWrite : FrameType::kReadReq);
     batch.h.req = req;
-    batch.h.aux = nseg;
+    batch.h.aux = static_cast<std::uint32_t>(batch.prefix.size() / kSegmentEntryBytes);
     if (write) {
       batch.h.flags = notify ? kFlagNotify : 0;
       batch.h.len = batch.prefix.size() + batch_bytes;
@@ -242,16 +264,35 @@ void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
     s.out.push_back(std::move(batch));
     batch = OutFrame{};
     batch_bytes = 0;
+    batch_units = 0;
+  };
+  auto add = [&](std::uint64_t local, std::uint64_t remote, std::uint64_t n) {
+    bool joins = false;
+    if (run.count == 1 && n == run.unit) {  // a second unit sets the run's strides
+      joins = local > run.local && remote > run.remote && local - run.local >= n && remote - run.remote >= n;
+      run.local_stride = local - run.local;
+      run.remote_stride = remote - run.remote;
+    } else if (run.count > 1 && n == run.unit) {
+      joins = local == run.local + run.count * run.local_stride && remote == run.remote + run.count * run.remote_stride;
+    }
+    if (batch_bytes + n > kMaxChunkBytes) flush();  // the receiver's cap on a frame's data
+    if (joins && run.count > 0) {
+      ++run.count;
+    } else {
+      close_run();
+      if (batch.segments.size() >= kMaxSegments) flush();
+      run = Run{local, remote, n, n, n, 1};
+    }
+    batch_bytes += n;
+    if (++batch_units >= kMaxFrameUnits || batch_bytes >= cfg_.batch_bytes) flush();
   };
   for (const TransferPiece& p : job->pieces()) {
-    for (std::uint64_t off = 0; off < p.length; off += cfg_.chunk_bytes) {
-      const std::uint64_t n = std::min(cfg_.chunk_bytes, p.length - off);
-      const std::uint64_t entry[2] = {p.remote + off, n};
-      batch.prefix.append(reinterpret_cast<const char*>(entry), sizeof entry);
-      batch.segments.push_back(Segment{reinterpret_cast<std::uint8_t*>(p.local + off), n});
-      batch_bytes += n;
-      if (batch.segments.size() >= kBatchSegments || batch_bytes >= cfg_.batch_bytes) flush();
+    if (p.length <= cfg_.chunk_bytes) {
+      add(p.local, p.remote, p.length);
+      continue;
     }
+    for (std::uint64_t off = 0; off < p.length; off += cfg_.chunk_bytes)
+      add(p.local + off, p.remote + off, std::min(cfg_.chunk_bytes, p.length - off));
   }
   flush();
   for (std::size_t si = 0; si < nstreams; ++si) {
