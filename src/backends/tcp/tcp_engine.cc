@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "backends/tcp/tcp_batch_builder.h"
 #include "backends/tcp/tcp_serving.h"
 #include "backends/tcp/tcp_session.h"
 #include "core/byte_io.h"
@@ -224,77 +225,28 @@ void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
   std::vector<bool> used(nstreams, false);
   std::size_t turn = 0;
 
-  // Pieces become strided segment table entries (tcp_wire.h): a piece of the same length
-  // as the run before it, at that run's fixed strides on both sides, joins it as one more
-  // unit. A strided transfer of small pieces (KV rows of 512 B) then costs an entry per
-  // run, not per piece, on both ends. Pieces above chunk_bytes are cut into chunks first.
-  // Frames are cut by data bytes (batch_bytes) and the wire's caps on entries and units;
-  // they go round-robin over the streams this request uses.
-  OutFrame batch;
-  std::uint64_t batch_bytes = 0, batch_units = 0;
-  struct Run {
-    std::uint64_t local = 0, remote = 0, unit = 0, local_stride = 0, remote_stride = 0, count = 0;
-  } run;
-  auto close_run = [&] {
-    if (run.count == 0) return;
-    const WireSegment e{run.remote, run.unit, run.count > 1 ? run.remote_stride : run.unit, run.count};
-    batch.prefix.append(reinterpret_cast<const char*>(&e), sizeof e);
-    batch.segments.push_back(
-        make_segment(reinterpret_cast<std::uint8_t*>(run.local), run.unit, run.local_stride, run.count));
-    run.count = 0;
-  };
-  auto flush = [&] {
-    close_run();
-    if (batch.segments.empty()) return;
+  // Batch frames (tcp_batch_builder.h: runs of strided pieces are one entry each) go
+  // round-robin over the streams this request uses.
+  BatchBuilder frames(cfg_.chunk_bytes, cfg_.batch_bytes, [&](Batch&& b) {
     const std::size_t si = (first + turn++ % use) % nstreams;
     Stream& s = *ss.streams[si];
     used[si] = true;
-    batch.h.type = static_cast<std::uint8_t>(write ? FrameType::kWrite : FrameType::kReadReq);
-    batch.h.req = req;
-    batch.h.aux = static_cast<std::uint32_t>(batch.prefix.size() / kSegmentEntryBytes);
+    OutFrame f = make_frame(write ? FrameType::kWrite : FrameType::kReadReq, req, 0,
+                            static_cast<std::uint32_t>(b.table.size() / kSegmentEntryBytes));
+    f.prefix = std::move(b.table);
     if (write) {
-      batch.h.flags = notify ? kFlagNotify : 0;
-      batch.h.len = batch.prefix.size() + batch_bytes;
+      f.h.flags = notify ? kFlagNotify : 0;
+      f.h.len = f.prefix.size() + b.bytes;
+      f.segments = std::move(b.local);
     } else {
-      batch.h.len = batch.prefix.size();
-      s.reads.push_back(PendingRead{req, std::move(batch.segments), batch_bytes});
-      batch.segments.clear();
+      f.h.len = f.prefix.size();
+      s.reads.push_back(PendingRead{req, std::move(b.local), b.bytes});
       r.reads_pending++;
     }
-    s.out.push_back(std::move(batch));
-    batch = OutFrame{};
-    batch_bytes = 0;
-    batch_units = 0;
-  };
-  auto add = [&](std::uint64_t local, std::uint64_t remote, std::uint64_t n) {
-    bool joins = false;
-    if (run.count == 1 && n == run.unit) {  // a second unit sets the run's strides
-      joins = local > run.local && remote > run.remote && local - run.local >= n && remote - run.remote >= n;
-      run.local_stride = local - run.local;
-      run.remote_stride = remote - run.remote;
-    } else if (run.count > 1 && n == run.unit) {
-      joins = local == run.local + run.count * run.local_stride && remote == run.remote + run.count * run.remote_stride;
-    }
-    if (batch_bytes + n > kMaxChunkBytes) flush();  // the receiver's cap on a frame's data
-    if (joins && run.count > 0) {
-      ++run.count;
-    } else {
-      close_run();
-      if (batch.segments.size() >= kMaxSegments) flush();
-      run = Run{local, remote, n, n, n, 1};
-    }
-    batch_bytes += n;
-    if (++batch_units >= kMaxFrameUnits || batch_bytes >= cfg_.batch_bytes) flush();
-  };
-  for (const TransferPiece& p : job->pieces()) {
-    if (p.length <= cfg_.chunk_bytes) {
-      add(p.local, p.remote, p.length);
-      continue;
-    }
-    for (std::uint64_t off = 0; off < p.length; off += cfg_.chunk_bytes)
-      add(p.local + off, p.remote + off, std::min(cfg_.chunk_bytes, p.length - off));
-  }
-  flush();
+    s.out.push_back(std::move(f));
+  });
+  for (const TransferPiece& p : job->pieces()) frames.add(p.local, p.remote, p.length);
+  frames.finish();
   for (std::size_t si = 0; si < nstreams; ++si) {
     if (!used[si] || !write) continue;
     ss.streams[si]->out.back().h.flags |= kFlagLast;
