@@ -7,6 +7,7 @@
 namespace kvferry::detail::tcp {
 
 void BatchBuilder::add(std::uint64_t local, std::uint64_t remote, std::uint64_t length) {
+  if (length == 0) return;  // nothing to move (the core refuses empty descriptors anyway)
   if (length <= chunk_bytes_) return add_unit(local, remote, length);
   for (std::uint64_t off = 0; off < length; off += chunk_bytes_)
     add_unit(local + off, remote + off, std::min(chunk_bytes_, length - off));

@@ -4,8 +4,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <climits>
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "backends/tcp/tcp_engine.h"
@@ -17,7 +18,11 @@ namespace {
 // Iovecs per readv/sendmsg: IOV_MAX, so that a frame of small strided units (512 B KV
 // rows) lands with few calls; the receive side keeps one for the next header.
 constexpr int kMaxIov = IOV_MAX;
-constexpr std::size_t kMaxSendBytes = 8u << 20;
+// Bytes offered per call: about what a loopback or LAN socket takes or holds at once.
+// The kernel imports every iovec offered, used or not: 1,024 of 8 KiB units would be
+// 8 MiB, most of it offered again by the next call.
+constexpr std::size_t kMaxSendBytes = 4u << 20;
+constexpr std::uint64_t kMaxReceiveBytes = 2u << 20;
 constexpr int kReadBudget = 64;  // receive calls per stream per wake-up, for fairness
 
 }  // namespace
@@ -33,7 +38,7 @@ void TcpEngine::on_readable(Stream& s) {
     std::uint64_t body_want = 0;
     if (s.in_body) {
       if (s.sink == Sink::kDest) {
-        body_want = s.at.fill(s.segs, iov, cnt, kMaxIov - 1, s.remaining);
+        body_want = s.at.fill(s.segs, iov, cnt, kMaxIov - 1, std::min(s.remaining, kMaxReceiveBytes));
       } else if (s.sink == Sink::kBuffer) {
         body_want = s.remaining;
         iov[cnt++] = {s.buf.data() + s.buf_have, body_want};
