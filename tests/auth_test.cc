@@ -17,6 +17,7 @@
 #include "core/peer_auth.h"
 #include "core/side_channel.h"
 #include "peer_process.h"
+#include "raw_tcp.h"
 #include "test_util.h"
 
 namespace kvferry::testing {
@@ -164,38 +165,6 @@ TEST(Auth, DataConnectionsRefuseAWrongOrMissingSecret) {
 
 // --- replay, on raw sockets -----------------------------------------------------------
 
-struct Sock {
-  int fd = -1;
-  explicit Sock(std::uint16_t port) {
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    timeval tv{3, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-      ::close(fd);
-      fd = -1;
-    }
-  }
-  ~Sock() {
-    if (fd >= 0) ::close(fd);
-  }
-  void put(std::span<const std::uint8_t> b) const { [[maybe_unused]] auto rc = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL); }
-  std::vector<std::uint8_t> get(std::size_t n) const {
-    std::vector<std::uint8_t> out(n);
-    std::size_t have = 0;
-    while (have < n) {
-      ssize_t rc = ::recv(fd, out.data() + have, n - have, 0);
-      if (rc <= 0) break;
-      have += static_cast<std::size_t>(rc);
-    }
-    out.resize(have);
-    return out;
-  }
-};
-
 std::vector<std::uint8_t> side_frame(detail::SideFrame type, std::span<const std::uint8_t> payload) {
   detail::ByteWriter w;
   w.u32(detail::kSideMagic);
@@ -258,26 +227,6 @@ TEST(Auth, ReplayedSideChannelFrameIsRefused) {
   EXPECT_NE(std::string(bwhy.begin(), bwhy.end()).find("authentication required"), std::string::npos);
 }
 
-std::vector<std::uint8_t> tcp_frame(detail::tcp::FrameType type, std::span<const std::uint8_t> payload) {
-  detail::tcp::WireHeader h;
-  h.type = static_cast<std::uint8_t>(type);
-  h.len = payload.size();
-  std::vector<std::uint8_t> out(sizeof h);
-  std::memcpy(out.data(), &h, sizeof h);
-  out.insert(out.end(), payload.begin(), payload.end());
-  return out;
-}
-
-// (header, payload) of the next tcp frame; magic 0 when the connection ended.
-std::pair<detail::tcp::WireHeader, std::vector<std::uint8_t>> tcp_reply(const Sock& s) {
-  detail::tcp::WireHeader h{};
-  h.magic = 0;
-  auto raw = s.get(sizeof h);
-  if (raw.size() != sizeof h) return {h, {}};
-  std::memcpy(&h, raw.data(), sizeof h);
-  return {h, s.get(std::min<std::uint64_t>(h.len, 4096))};
-}
-
 TEST(Auth, ReplayedTcpHandshakeIsRefused) {
   auto peer = spawn("tcp", kSecret);
   ASSERT_TRUE(peer);
@@ -285,24 +234,17 @@ TEST(Auth, ReplayedTcpHandshakeIsRefused) {
   auto secret = secret_of(kSecret);
   using detail::tcp::FrameType;
   detail::InitiatorAuth auth(secret, "tcp");
-  detail::ByteWriter hello;
-  hello.u32(detail::tcp::kProtocolVersion);
-  hello.u64(0x1234567);  // session id
-  hello.u32(0);          // stream index
-  hello.u32(1);          // stream count
-  hello.u16(static_cast<std::uint16_t>(peer->name().size()));
-  hello.str(peer->name());
-  hello.u16(9);
-  hello.str("recording");
-  hello.bytes(auth.offer());
+  std::vector<std::uint8_t> hello = tcp_hello(peer->name(), "recording", 0x1234567);
+  const auto offer = auth.offer();
+  hello.insert(hello.end(), offer.begin(), offer.end());
   std::vector<std::uint8_t> proof_frame;
   {  // a genuine handshake, recorded
     Sock s(peer->data_port());
     ASSERT_GE(s.fd, 0);
-    s.put(tcp_frame(FrameType::kHello, hello.buffer()));
+    s.put(tcp_frame(FrameType::kHello, hello));
     auto [h, challenge] = tcp_reply(s);
     ASSERT_EQ(h.type, static_cast<std::uint8_t>(FrameType::kChallenge));
-    auto proof = auth.respond(hello.buffer(), challenge, "test");
+    auto proof = auth.respond(hello, challenge, "test");
     ASSERT_TRUE(proof.ok()) << proof.status().to_string();
     proof_frame = tcp_frame(FrameType::kAuth, *proof);
     s.put(proof_frame);
@@ -313,7 +255,7 @@ TEST(Auth, ReplayedTcpHandshakeIsRefused) {
   // Replayed on a new connection: a fresh challenge, and the old proof is refused.
   Sock s(peer->data_port());
   ASSERT_GE(s.fd, 0);
-  s.put(tcp_frame(FrameType::kHello, hello.buffer()));
+  s.put(tcp_frame(FrameType::kHello, hello));
   auto [h, challenge] = tcp_reply(s);
   ASSERT_EQ(h.type, static_cast<std::uint8_t>(FrameType::kChallenge));
   s.put(proof_frame);

@@ -153,8 +153,9 @@ TEST_F(TpDemo, DirectStridedUnitsWithUnalignedChunks) {
 }
 
 // kAuto counts the backend the bytes take: vllm-nhd pools cut a share into 512 B token
-// rows, which shm copies at memcpy cost but tcp sends as one segment each, so auto takes
-// direct on shm and host staging on tcp; vllm-hnd's 8 KiB block rows go direct on both.
+// rows, which shm copies at memcpy cost but tcp's kernel copies as one iovec each at a
+// row stride (a little more than host staging's two passes), so auto takes direct on shm
+// and host staging on tcp; vllm-hnd's 8 KiB block rows go direct on both.
 TEST_F(TpDemo, AutoCountsTheBackendTheBytesTake) {
   const std::vector<std::string> nhd = {"--src-layout", "vllm-nhd", "--dst-layout", "vllm-nhd"};
   const std::vector<std::string> hnd = {"--src-layout", "vllm-hnd", "--dst-layout", "vllm-hnd"};

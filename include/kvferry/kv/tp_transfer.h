@@ -155,8 +155,8 @@ struct TpReceiveReport {
 //   1.5 TB/s on a GPU), a fixed wake-up per pass, one descriptor per share.
 // - Direct: per descriptor, or per piece of the strided form (host pools of one family,
 //   tp_head_lanes): 1 us per GPU copy descriptor; on host memory 0.3 us per descriptor
-//   and 0.02 us per strided piece, except on a backend that moves every piece as its
-//   own unit of work, whatever its form: tcp, 1 us per piece.
+//   and 0.02 us per strided piece, plus what a backend adds per piece whatever its
+//   form: tcp 0.15 us (the kernel copies each piece as its own iovec at a row stride).
 // - `host_backend` is the backend that moves host bytes between the two agents (the
 //   receiver learns it from the Agent's route to each sender, see TpReceiver::connect);
 //   empty counts as a backend that copies pieces in memory. Figures from the 2-core VM

@@ -1,6 +1,7 @@
 #include "backends/tcp/tcp_engine.h"
 
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "backends/tcp/tcp_batch_builder.h"
 #include "backends/tcp/tcp_serving.h"
 #include "backends/tcp/tcp_session.h"
 #include "core/byte_io.h"
@@ -157,7 +159,7 @@ void TcpEngine::deregister_on_thread(std::uint64_t id) {
   regions_.erase(id);
   auto inside = [&](const Segment& g) {
     auto p = reinterpret_cast<std::uint64_t>(g.ptr);
-    return p < hi && p + g.len > lo;
+    return p < hi && p + g.extent() > lo;
   };
   // Nothing may touch the region after we return: receives into it go to the discard
   // sink, sends out of it send zeros, and the initiators are told.
@@ -185,9 +187,16 @@ void TcpEngine::deregister_on_thread(std::uint64_t id) {
 }
 
 void TcpEngine::zero_segments(OutFrame& f) {
-  for (auto& g : f.segments) {
-    if (zeros_.size() < g.len) zeros_.resize(g.len);
-    g.ptr = zeros_.data();
+  // Zeros for any unit: a read-only anonymous mapping of the largest frame's data, whose
+  // pages all map the kernel's one zero page (no memory is committed for it). Mapped once,
+  // never moved: frames zeroed earlier keep pointing into it.
+  if (!zeros_) {
+    void* p = ::mmap(nullptr, kMaxChunkBytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    zeros_ = p == MAP_FAILED ? nullptr : static_cast<std::uint8_t*>(p);
+  }
+  for (auto& g : f.segments) {  // every unit sends the same zeros
+    g.ptr = zeros_;
+    g.stride = 0;
   }
 }
 
@@ -216,44 +225,28 @@ void TcpEngine::start_job(Session& ss, std::shared_ptr<TransferJob> job) {
   std::vector<bool> used(nstreams, false);
   std::size_t turn = 0;
 
-  // Chunks are grouped into batch frames of up to kBatchSegments / batch_bytes; batches
-  // go round-robin over the streams this request uses.
-  OutFrame batch;
-  std::vector<Segment> read_dest;
-  std::uint64_t batch_bytes = 0;
-  auto flush = [&] {
-    if (batch.segments.empty()) return;
+  // Batch frames (tcp_batch_builder.h: runs of strided pieces are one entry each) go
+  // round-robin over the streams this request uses.
+  BatchBuilder frames(cfg_.chunk_bytes, cfg_.batch_bytes, [&](Batch&& b) {
     const std::size_t si = (first + turn++ % use) % nstreams;
     Stream& s = *ss.streams[si];
     used[si] = true;
-    const auto nseg = static_cast<std::uint32_t>(batch.segments.size());
-    batch.h.type = static_cast<std::uint8_t>(write ? FrameType::kWrite : FrameType::kReadReq);
-    batch.h.req = req;
-    batch.h.aux = nseg;
+    OutFrame f = make_frame(write ? FrameType::kWrite : FrameType::kReadReq, req, 0,
+                            static_cast<std::uint32_t>(b.table.size() / kSegmentEntryBytes));
+    f.prefix = std::move(b.table);
     if (write) {
-      batch.h.flags = notify ? kFlagNotify : 0;
-      batch.h.len = batch.prefix.size() + batch_bytes;
+      f.h.flags = notify ? kFlagNotify : 0;
+      f.h.len = f.prefix.size() + b.bytes;
+      f.segments = std::move(b.local);
     } else {
-      batch.h.len = batch.prefix.size();
-      s.reads.push_back(PendingRead{req, std::move(batch.segments), batch_bytes});
-      batch.segments.clear();
+      f.h.len = f.prefix.size();
+      s.reads.push_back(PendingRead{req, std::move(b.local), b.bytes});
       r.reads_pending++;
     }
-    s.out.push_back(std::move(batch));
-    batch = OutFrame{};
-    batch_bytes = 0;
-  };
-  for (const TransferPiece& p : job->pieces()) {
-    for (std::uint64_t off = 0; off < p.length; off += cfg_.chunk_bytes) {
-      const std::uint64_t n = std::min(cfg_.chunk_bytes, p.length - off);
-      const std::uint64_t entry[2] = {p.remote + off, n};
-      batch.prefix.append(reinterpret_cast<const char*>(entry), sizeof entry);
-      batch.segments.push_back(Segment{reinterpret_cast<std::uint8_t*>(p.local + off), n});
-      batch_bytes += n;
-      if (batch.segments.size() >= kBatchSegments || batch_bytes >= cfg_.batch_bytes) flush();
-    }
-  }
-  flush();
+    s.out.push_back(std::move(f));
+  });
+  for (const TransferPiece& p : job->pieces()) frames.add(p.local, p.remote, p.length);
+  frames.finish();
   for (std::size_t si = 0; si < nstreams; ++si) {
     if (!used[si] || !write) continue;
     ss.streams[si]->out.back().h.flags |= kFlagLast;

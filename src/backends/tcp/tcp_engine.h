@@ -39,7 +39,6 @@
 
 namespace kvferry::detail::tcp {
 
-inline constexpr std::size_t kBatchSegments = 64;
 inline constexpr std::uint64_t kInlinePostBytes = 64u << 10;  // post() starts these itself
 
 struct EngineConfig {
@@ -127,6 +126,10 @@ class TcpEngine : public std::enable_shared_from_this<TcpEngine> {
   bool begin_body(Stream& s, Sink sink, std::uint64_t bytes, bool last);
   bool on_write_table(Stream& s);
   bool on_read_table(Stream& s);
+  // The region check a peer's segment table is held to (tcp_frame_check.h).
+  std::function<bool(std::uint64_t, std::uint64_t)> inside_fn() const;
+  // Fails the session of a peer that sent a malformed table; tells it why first. False.
+  bool refuse_frame(Stream& s, const std::string& what);
 
   // vram regions served through pinned memory (tcp_vram.cc). Each returns an error text
   // for the initiator, empty on success.
@@ -168,7 +171,7 @@ class TcpEngine : public std::enable_shared_from_this<TcpEngine> {
   std::vector<std::uint64_t> dead_sessions_;  // erased at the end of a loop iteration
   std::uint64_t next_local_key_ = 1ull << 62;  // keys for accepted sessions
   std::vector<std::uint8_t> scratch_;           // sink for discarded payloads
-  std::vector<std::uint8_t> zeros_;             // source for cancelled payloads
+  std::uint8_t* zeros_ = nullptr;               // source for cancelled payloads (zero_segments)
   std::shared_ptr<DeviceStager> stager_;        // on first use of a vram region
   std::size_t vram_regions_ = 0;                // of regions_: host-only frames skip vram checks
   // Pinned buffers of finished read frames, for reuse (shared with the frames' deleters).

@@ -1,6 +1,7 @@
 // TcpEngine: what a received frame means: headers checked against caps and the region
 // table, write and read tables, payload completion, notifications and the hello.
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <cstdio>
 #include <cstring>
@@ -22,8 +23,7 @@ bool TcpEngine::begin_body(Stream& s, Sink sink, std::uint64_t bytes, bool last)
   s.sink = sink;
   s.remaining = bytes;
   s.body_is_last = last;
-  s.seg_idx = 0;
-  s.seg_off = 0;
+  s.at = SegmentCursor{};
   if (sink == Sink::kBuffer) {
     s.buf.assign(bytes, '\0');
     s.buf_have = 0;
@@ -38,9 +38,8 @@ bool TcpEngine::handle_header(Stream& s) {
   const WireHeader& h = s.cur;
   Session* ss = s.session;
   auto protocol_error = [&](const std::string& what) {
-    Status why = Corrupt("protocol error from peer: " + what);
-    if (ss) fail_session(*ss, why);
-    else close_stream(s);  // the pending entry is reaped by check_timeouts
+    if (ss) return refuse_frame(s, what);
+    close_stream(s);  // the pending entry is reaped by check_timeouts
     return false;
   };
   auto message_body = [&](std::uint64_t cap) {
@@ -80,7 +79,7 @@ bool TcpEngine::handle_header(Stream& s) {
       if (h.flags & kFlagError) return message_body(kMaxMessageBytes);
       PendingRead& pr = s.reads.front();
       if (h.len != pr.bytes) return protocol_error("read data of the wrong length");
-      s.segs = pr.dest;
+      s.segs = std::move(pr.dest);
       return begin_body(s, pr.discard ? Sink::kDiscard : Sink::kDest, h.len, true);
     }
     case FrameType::kNotifyAck:
@@ -98,15 +97,13 @@ bool TcpEngine::on_write_table(Stream& s) {
   Session& ss = *s.session;
   const WireHeader& h = s.cur;
   std::uint64_t total = 0;
-  std::string bad;
-  bool ok = parse_segments(s.buf, [&](std::uint64_t a, std::uint64_t l) { return find_region(a, l) != nullptr; },
-                           s.segs, total, bad);
+  std::string outside;
+  const std::string malformed = parse_segments(s.buf, inside_fn(), s.segs, total, outside);
+  if (!malformed.empty()) return refuse_frame(s, malformed);
   const std::uint64_t data = h.len - s.buf.size();
-  if (total != data) {
-    fail_session(ss, Corrupt("protocol error from peer: write segments do not add up to the data length"));
-    return false;
-  }
-  if (!ok) ss.write_errors.try_emplace(h.req, "write to " + bad + " refused: not inside memory this agent registered");
+  if (total != data) return refuse_frame(s, "write segments do not add up to the data length");
+  bool ok = outside.empty();
+  if (!ok) ss.write_errors.try_emplace(h.req, "write to " + outside + " refused: not inside memory this agent registered");
   if (ok) {
     std::string err = stage_write_to_vram(s);
     if (!err.empty()) {
@@ -121,23 +118,39 @@ bool TcpEngine::on_write_table(Stream& s) {
 bool TcpEngine::on_read_table(Stream& s) {
   const WireHeader& h = s.cur;
   std::uint64_t total = 0;
-  std::string bad;
+  std::string outside;
   OutFrame f = make_frame(FrameType::kReadData, h.req);
-  bool ok = parse_segments(s.buf, [&](std::uint64_t a, std::uint64_t l) { return find_region(a, l) != nullptr; },
-                           f.segments, total, bad);
-  if (total > kMaxChunkBytes) {
-    fail_session(*s.session, Corrupt("protocol error from peer: read batch larger than the cap"));
-    return false;
-  }
-  if (!ok) {
+  const std::string malformed = parse_segments(s.buf, inside_fn(), f.segments, total, outside);
+  if (!malformed.empty()) return refuse_frame(s, malformed);
+  if (!outside.empty()) {
     queue_frame(s, make_message_frame(FrameType::kReadData, h.req,
-                                      "read of " + bad + " refused: not inside memory this agent registered",
+                                      "read of " + outside + " refused: not inside memory this agent registered",
                                       kFlagError));
     return true;
   }
   f.h.len = total;
   queue_read_reply(s, std::move(f));
   return true;
+}
+
+InsideFn TcpEngine::inside_fn() const {
+  return [this](std::uint64_t a, std::uint64_t l) { return find_region(a, l) != nullptr; };
+}
+
+bool TcpEngine::refuse_frame(Stream& s, const std::string& what) {
+  // The peer is broken or hostile: it hears why (a kReqError for the frame's request, if
+  // no frame of ours is half sent on this stream), then the session ends.
+  const std::string why = "protocol error from peer: " + what;
+  if (!s.session->initiator && (s.out.empty() || s.out.front().sent == 0)) {
+    const OutFrame f = make_message_frame(FrameType::kReqError, s.cur.req, why);
+    iovec iov[2] = {{const_cast<WireHeader*>(&f.h), sizeof f.h}, {const_cast<char*>(f.prefix.data()), f.prefix.size()}};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    (void)::sendmsg(s.fd.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  fail_session(*s.session, Corrupt(why));
+  return false;
 }
 
 void TcpEngine::handle_payload_done(Stream& s) {

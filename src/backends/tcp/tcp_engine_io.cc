@@ -4,7 +4,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "backends/tcp/tcp_engine.h"
@@ -13,8 +15,14 @@
 namespace kvferry::detail::tcp {
 namespace {
 
-constexpr int kMaxIov = 64;
-constexpr std::size_t kMaxSendBytes = 8u << 20;
+// Iovecs per readv/sendmsg: IOV_MAX, so that a frame of small strided units (512 B KV
+// rows) lands with few calls; the receive side keeps one for the next header.
+constexpr int kMaxIov = IOV_MAX;
+// Bytes offered per call: about what a loopback or LAN socket takes or holds at once.
+// The kernel imports every iovec offered, used or not: 1,024 of 8 KiB units would be
+// 8 MiB, most of it offered again by the next call.
+constexpr std::size_t kMaxSendBytes = 4u << 20;
+constexpr std::uint64_t kMaxReceiveBytes = 2u << 20;
 constexpr int kReadBudget = 64;  // receive calls per stream per wake-up, for fairness
 
 }  // namespace
@@ -25,16 +33,12 @@ void TcpEngine::on_readable(Stream& s) {
     else close_stream(s);  // the pending entry is reaped by check_timeouts
   };
   for (int budget = 0; budget < kReadBudget; ++budget) {
-    iovec iov[kMaxIov + 1];
+    iovec iov[kMaxIov];
     int cnt = 0;
     std::uint64_t body_want = 0;
     if (s.in_body) {
       if (s.sink == Sink::kDest) {
-        std::uint64_t off = s.seg_off;
-        for (std::size_t i = s.seg_idx; i < s.segs.size() && cnt < kMaxIov; ++i, off = 0) {
-          iov[cnt++] = {s.segs[i].ptr + off, s.segs[i].len - off};
-          body_want += s.segs[i].len - off;
-        }
+        body_want = s.at.fill(s.segs, iov, cnt, kMaxIov - 1, std::min(s.remaining, kMaxReceiveBytes));
       } else if (s.sink == Sink::kBuffer) {
         body_want = s.remaining;
         iov[cnt++] = {s.buf.data() + s.buf_have, body_want};
@@ -59,12 +63,7 @@ void TcpEngine::on_readable(Stream& s) {
       got -= c;
       s.remaining -= c;
       if (s.sink == Sink::kDest) {
-        for (std::uint64_t left = c; left > 0;) {
-          std::uint64_t step = std::min(left, s.segs[s.seg_idx].len - s.seg_off);
-          left -= step;
-          s.seg_off += step;
-          if (s.seg_off == s.segs[s.seg_idx].len) s.seg_idx++, s.seg_off = 0;
-        }
+        s.at.advance(s.segs, c);
       } else if (s.sink == Sink::kBuffer) {
         s.buf_have += c;
       }
@@ -102,10 +101,14 @@ void TcpEngine::on_writable(Stream& s) {
       skip = 0;
     };
     for (auto it = s.out.begin(); it != s.out.end() && cnt < kMaxIov && bytes < kMaxSendBytes; ++it) {
-      std::uint64_t skip = it->sent;
-      add(&it->h, sizeof(WireHeader), skip);
-      if (!it->prefix.empty()) add(it->prefix.data(), it->prefix.size(), skip);
-      for (const Segment& g : it->segments) add(g.ptr, g.len, skip);
+      if (it->sent < sizeof(WireHeader) + it->prefix.size()) {
+        std::uint64_t skip = it->sent;
+        add(&it->h, sizeof(WireHeader), skip);
+        if (!it->prefix.empty()) add(it->prefix.data(), it->prefix.size(), skip);
+        if (cnt == kMaxIov) break;
+      }
+      // The data from where its cursor stands (past what was sent of it already).
+      bytes += it->at.fill(it->segments, iov, cnt, kMaxIov, bytes < kMaxSendBytes ? kMaxSendBytes - bytes : 0);
     }
     msghdr msg{};
     msg.msg_iov = iov;
@@ -123,8 +126,11 @@ void TcpEngine::on_writable(Stream& s) {
     while (left > 0 && !s.out.empty()) {
       OutFrame& f = s.out.front();
       std::uint64_t take = std::min(left, f.total() - f.sent);
+      const std::uint64_t head = sizeof(WireHeader) + f.prefix.size();
+      const std::uint64_t data_before = f.sent > head ? f.sent - head : 0;
       f.sent += take;
       left -= take;
+      if (f.sent > head) f.at.advance(f.segments, f.sent - head - data_before);
       if (f.sent == f.total()) {
         s.staged_queued -= f.staged_bytes;
         s.out.pop_front();

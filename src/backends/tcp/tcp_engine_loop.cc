@@ -1,6 +1,7 @@
 // TcpEngine on the agent's reactor: start, the command queue, stream watches, the tick,
 // settling closed streams, the spin window, and accepting streams (capped before their hello).
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -65,6 +66,7 @@ TcpEngine::~TcpEngine() {
     for (auto& c : commands_) c();  // posts fail (sessions gone); syncs are answered
     commands_.clear();
   });
+  if (zeros_) ::munmap(zeros_, kMaxChunkBytes);
 }
 
 void TcpEngine::enqueue(Command cmd) {

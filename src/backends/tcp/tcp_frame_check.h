@@ -5,28 +5,32 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "backends/tcp/tcp_segments.h"
 #include "backends/tcp/tcp_wire.h"
 
 namespace kvferry::detail::tcp {
-
-// One entry of a batch frame's segment table, on one side: where a chunk's bytes land
-// or come from. A wire unit, not a piece: the initiator cuts each TransferPiece into
-// chunks of at most chunk_bytes; the target sees only these, untrusted, from the peer.
-struct Segment {
-  std::uint8_t* ptr;
-  std::uint64_t len;
-};
 
 // A batch frame's header (kWrite: table then data; kReadReq: table only): empty when
 // well-formed, else what is wrong.
 std::string batch_header_error(const WireHeader& h, bool data_follows);
 
-// Parses a segment table of (addr u64, len u64) entries into `out` and their byte total
-// (saturating: a sum that would wrap is reported as UINT64_MAX). False if an entry is
-// empty or `inside(addr, len)` refuses it; `bad` then names the first such entry.
-bool parse_segments(const std::string& table, const std::function<bool(std::uint64_t, std::uint64_t)>& inside,
-                    std::vector<Segment>& out, std::uint64_t& total, std::string& bad);
+// Whether [addr, addr + len) lies wholly inside memory this side registered.
+using InsideFn = std::function<bool(std::uint64_t addr, std::uint64_t len)>;
+
+// Parses a segment table of WireSegment entries into `out` (one Segment each, see
+// make_segment) and their data bytes `total`. Returns empty when the table is well-formed,
+// else a protocol error naming the entry: an empty unit or count, a stride below its
+// unit, an extent that overflows, more than kMaxFrameUnits units or kMaxChunkBytes bytes
+// in the table. Each entry is checked against the regions once, by its extent; only an
+// entry whose extent spans regions (pieces of different regions that happen to lie at a
+// fixed stride) is checked unit by unit, and becomes one Segment per unit: every Segment
+// lies within one region. An entry outside registered memory is no
+// protocol error (the memory may have been deregistered meanwhile): `outside` names the
+// first one and the request fails; nothing is ever written to or read from it.
+std::string parse_segments(std::string_view table, const InsideFn& inside, std::vector<Segment>& out,
+                           std::uint64_t& total, std::string& outside);
 
 }  // namespace kvferry::detail::tcp

@@ -11,6 +11,7 @@
 
 #include "backends/tcp/tcp_engine.h"
 #include "backends/tcp/tcp_frame_check.h"
+#include "backends/tcp/tcp_segments.h"
 #include "backends/tcp/tcp_wire.h"
 #include "core/device_stager.h"
 #include "core/peer_auth.h"
@@ -25,6 +26,7 @@ struct OutFrame {
   WireHeader h;
   std::string prefix;             // follows the header: a message or a segment table
   std::vector<Segment> segments;  // then these bytes (user or registered memory)
+  SegmentCursor at;               // how far into `segments` the sent bytes reach
   std::shared_ptr<std::uint8_t> staged;  // pinned copy of vram that `segments` point into
   std::uint64_t staged_bytes = 0;          // its size (counted against the stream's cap)
   std::uint64_t sent = 0;         // bytes of the whole frame already sent
@@ -78,6 +80,7 @@ struct Stream {
   bool body_is_last = true;  // false while reading a table that data will follow
   Sink sink = Sink::kDiscard;
   std::vector<Segment> segs;  // kDest: where the data lands
+  SegmentCursor at;           // kDest: how far into `segs` the received bytes reach
   // Data for vram lands in `bounce` first; these copies finish it (tcp_vram.cc).
   PinnedBuffer bounce;
   std::vector<VramLanding> to_vram;
@@ -85,8 +88,6 @@ struct Stream {
   // than the cap: vram is copied out only as fast as the socket drains (tcp_vram.cc).
   std::deque<OutFrame> deferred_reads;
   std::uint64_t staged_queued = 0;
-  std::size_t seg_idx = 0;
-  std::uint64_t seg_off = 0;
   std::uint64_t remaining = 0;
   std::string buf;  // kBuffer
   std::uint64_t buf_have = 0;

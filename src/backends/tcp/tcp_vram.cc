@@ -55,7 +55,7 @@ std::vector<std::pair<std::size_t, int>> TcpEngine::vram_segments(const std::vec
   std::vector<std::pair<std::size_t, int>> out;
   if (vram_regions_ == 0) return out;  // the usual case: no lookups at all
   for (std::size_t i = 0; i < segs.size(); ++i) {
-    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(segs[i].ptr), segs[i].len);
+    const RegionInfo* r = find_region(reinterpret_cast<std::uint64_t>(segs[i].ptr), segs[i].extent());
     if (r && r->kind == MemoryKind::kVram) out.emplace_back(i, static_cast<int>(r->device));
   }
   return out;
@@ -66,7 +66,7 @@ std::string TcpEngine::stage_write_to_vram(Stream& s) {
   const auto vram = vram_segments(s.segs);
   if (vram.empty()) return {};
   std::uint64_t need = 0;
-  for (const auto& [i, device] : vram) need += s.segs[i].len;
+  for (const auto& [i, device] : vram) need += s.segs[i].bytes();
   if (s.bounce.size < need) {
     auto b = take_pinned(need);
     if (!b.ok()) return "write into vram refused: " + b.status().message();
@@ -76,10 +76,11 @@ std::string TcpEngine::stage_write_to_vram(Stream& s) {
   for (const auto& [i, device] : vram) {
     Segment& g = s.segs[i];
     std::uint8_t* landing = s.bounce.data() + off;
-    s.to_vram.push_back(VramLanding{device, StageItem{reinterpret_cast<std::uint64_t>(landing),
-                                                      reinterpret_cast<std::uint64_t>(g.ptr), g.len}});
-    g.ptr = landing;
-    off += g.len;
+    for (std::uint64_t k = 0; k < g.count; ++k)  // a strided segment's units land contiguously
+      s.to_vram.push_back(VramLanding{device, StageItem{reinterpret_cast<std::uint64_t>(landing + k * g.unit),
+                                                        reinterpret_cast<std::uint64_t>(g.ptr + k * g.stride), g.unit}});
+    off += g.bytes();
+    g = make_segment(landing, g.bytes(), g.bytes(), 1);
   }
   return {};
 }
@@ -110,7 +111,7 @@ std::string TcpEngine::stage_read_from_vram(OutFrame& f) {
   const auto vram = vram_segments(f.segments);
   if (vram.empty()) return {};
   std::uint64_t need = 0;
-  for (const auto& [i, device] : vram) need += f.segments[i].len;
+  for (const auto& [i, device] : vram) need += f.segments[i].bytes();
   auto taken = take_pinned(need);
   if (!taken.ok()) return "read of vram refused: " + taken.status().message();
   PinnedBuffer buf = std::move(taken).value();
@@ -119,10 +120,11 @@ std::string TcpEngine::stage_read_from_vram(OutFrame& f) {
   for (const auto& [i, device] : vram) {
     Segment& g = f.segments[i];
     std::uint8_t* copy = buf.data() + off;
-    by_device[device].push_back(
-        StageItem{reinterpret_cast<std::uint64_t>(g.ptr), reinterpret_cast<std::uint64_t>(copy), g.len});
-    g.ptr = copy;
-    off += g.len;
+    for (std::uint64_t k = 0; k < g.count; ++k)
+      by_device[device].push_back(StageItem{reinterpret_cast<std::uint64_t>(g.ptr + k * g.stride),
+                                            reinterpret_cast<std::uint64_t>(copy + k * g.unit), g.unit});
+    off += g.bytes();
+    g = make_segment(copy, g.bytes(), g.bytes(), 1);
   }
   for (auto& [device, items] : by_device) {
     Status copied = stager_->copy(device, StageMethod::kBatch, items, cfg_.peer_timeout);

@@ -6,10 +6,9 @@
 //
 //   initiator -> target                          target -> initiator
 //   kHello   hello payload                       kHelloAck (kError + message: refused)
-//   kWrite   aux segments: table of (addr, len)  kWriteAck once per stream per request,
-//            pairs, then their data [kLast,       on kLast (kError + message)
-//            kNotify]
-//   kReadReq aux segments: table                 kReadData: the segments' data, in request
+//   kWrite   aux entries: segment table, then    kWriteAck once per stream per request,
+//            the data [kLast, kNotify]            on kLast (kError + message)
+//   kReadReq aux entries: segment table          kReadData: the segments' data, in request
 //                                                order per stream (kError + message)
 //   kNotify  addr = bytes to await, message      kNotifyAck (aux 0 delivered, 1 not; kError +
 //            (core/notification_wire.h bytes)      message: the peer's inbox refused it)
@@ -22,9 +21,14 @@
 //   kHello   ... + nonce                          kChallenge (nonce, proof)
 //   kAuth    proof                                kHelloAck
 //
-// A batch frame carries up to 64 segments so the receiver validates them together and
-// lands them with one readv() into scattered destinations: one system call per batch
-// rather than per block is what lets 64 KiB blocks reach the plain-stream ceiling.
+// A segment table entry is strided: (addr, unit, stride, count) says `count` units of
+// `unit` bytes at addr, addr + stride, ... (count 1: one contiguous range). A run of small
+// pieces, such as one KV head slice per token at a fixed row stride, is one entry: the
+// receiver checks it once (the first and the last byte in one registered region, every
+// product and sum overflow-checked) and lands its units with readv() straight into place,
+// up to IOV_MAX of them per call. Frames are sized by bytes (batch_bytes), not by how many
+// pieces they carry; caps bound entries and units per frame. Version 2: version 1's
+// entries were (addr, len) pairs.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +36,7 @@
 namespace kvferry::detail::tcp {
 
 inline constexpr std::uint16_t kMagic = 0x464b;  // "KF"
-inline constexpr std::uint32_t kProtocolVersion = 1;
+inline constexpr std::uint32_t kProtocolVersion = 2;
 
 enum class FrameType : std::uint8_t {
   kHello = 1,
@@ -69,8 +73,18 @@ static_assert(sizeof(WireHeader) == 32);
 
 // Caps on what a peer may make us receive or allocate.
 inline constexpr std::uint64_t kMaxChunkBytes = 64u << 20;  // data bytes of one frame
-inline constexpr std::uint32_t kMaxSegments = 1024;         // segments of one frame
-inline constexpr std::uint64_t kSegmentEntryBytes = 16;     // (addr u64, len u64)
+inline constexpr std::uint32_t kMaxSegments = 1024;         // table entries of one frame
+inline constexpr std::uint64_t kMaxFrameUnits = 1u << 16;   // units (iovecs) of one frame
+inline constexpr std::uint64_t kSegmentEntryBytes = 32;     // (addr, unit, stride, count) u64
+
+// One segment table entry as it travels (host byte order, like the header).
+struct WireSegment {
+  std::uint64_t addr = 0;
+  std::uint64_t unit = 0;    // bytes of one unit
+  std::uint64_t stride = 0;  // bytes from one unit's start to the next's (count > 1: >= unit)
+  std::uint64_t count = 0;   // units
+};
+static_assert(sizeof(WireSegment) == kSegmentEntryBytes);
 inline constexpr std::uint64_t kMaxMessageBytes = 1u << 20;
 inline constexpr std::uint64_t kMaxHelloBytes = 1024;
 

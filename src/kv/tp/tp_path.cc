@@ -27,26 +27,31 @@ struct PathCosts {
 constexpr PathCosts kHostCosts{0.3e-6, 0.02e-6, 8e9, 50e-6};
 constexpr PathCosts kDeviceCosts{1.0e-6, 1.0e-6, 1.5e12, 30e-6};
 
-// A host backend whose every piece, strided or not, costs far more than a memcpy call:
-// tcp sends each piece as its own segment (an iovec and a table entry, 64 per frame,
-// and a readv on the receiving side). Plain `kvferry bench --backend tcp --op write` of
-// 160 MiB on the 2-core VM: 512 B pieces 0.30 and 8 KiB pieces 0.87 of 1 MiB pieces, i.e.
-// 1.7-1.8 us per piece at load 14 (docs/benchmarks.md, "TP on two cores: the whole
-// prompt, the path the bytes take, streaming stores"). 1 us is a round figure below that
-// loaded one and well inside what separates the layouts (Mistral-Small-3.1 4->2: direct
-// beats staging for vllm-hnd's 8 KiB pieces below ~2 us a piece, for vllm-nhd's 512 B
-// ones below ~0.13 us). Backends not listed here copy pieces in memory (shm) or were
-// not measured: they keep the generic figures.
+// What a host backend adds per piece, strided or not, beyond the generic figures. tcp
+// carries a run of equal pieces at fixed strides as one segment table entry (tcp_wire.h),
+// so its own work per piece is a few ns (the engine's functions ~2% of a direct 4->2
+// vllm-nhd profile); what remains is the kernel copying each piece as its own iovec
+// into or out of rows at a stride. Loopback on the 2-core VM, 480 MiB, CPU time: a
+// receive into 512 B units at a 1 KiB stride cost 0.09 us per unit more than into one
+// contiguous buffer, a send from them 0.05 us more (docs/benchmarks.md, "tcp's cost per
+// piece"): 0.15 us. That is just above what host staging's two passes cost a 512 B piece
+// (0.128 us at 8 GB/s), and whole-prompt CPU agrees (vllm-nhd 4->2: direct 827 ms, host
+// 733; 2->4: 655 and 320, load 8): auto stages vllm-nhd and sends vllm-hnd's 8 KiB block
+// rows (below ~2 us a piece) direct. Backends not listed here copy pieces in memory (shm)
+// or were not measured: they keep the generic figures.
 struct BackendPieceCost {
   std::string_view backend;
   double per_piece_s;
 };
-constexpr BackendPieceCost kBackendPieceCosts[] = {{"tcp", 1.0e-6}};
+constexpr BackendPieceCost kBackendPieceCosts[] = {{"tcp", 0.15e-6}};
 
 PathCosts host_costs(std::string_view backend) {
   PathCosts c = kHostCosts;
   for (const BackendPieceCost& b : kBackendPieceCosts) {
-    if (b.backend == backend) c.per_descriptor_s = c.per_strided_piece_s = b.per_piece_s;
+    if (b.backend == backend) {
+      c.per_descriptor_s += b.per_piece_s;
+      c.per_strided_piece_s += b.per_piece_s;
+    }
   }
   return c;
 }
