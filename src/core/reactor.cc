@@ -47,6 +47,10 @@ struct Reactor::State {
   Id running = 0;  // the watch or timer whose handler runs now
   bool stopping = false;
   bool exited = false;
+  // The loop's thread, joined by ~Reactor (detached only when ~Reactor runs on it). Why
+  // joined: a detached thread may still be exiting (its thread-local destructors, e.g.
+  // OpenSSL's per-thread state after a handshake) when the process ends.
+  std::thread thread;
 
   bool on_thread() const { return std::this_thread::get_id() == thread_id.load(std::memory_order_relaxed); }
 
@@ -193,7 +197,10 @@ Result<std::shared_ptr<Reactor>> Reactor::start(const std::string& name) {
   std::thread thread([state] { state->run(); });  // the thread keeps the state alive
   state->thread_id.store(thread.get_id());
   ::pthread_setname_np(thread.native_handle(), name.substr(0, 15).c_str());
-  thread.detach();  // joined through `exited` in ~Reactor, or left to finish when that runs on it
+  {
+    std::lock_guard lock(state->mu);
+    state->thread = std::move(thread);  // ~Reactor joins it (or detaches it when run on it)
+  }
   return reactor;
 }
 
@@ -205,9 +212,19 @@ Reactor::~Reactor() {
     state_->stopping = true;
   }
   state_->wake_up();
-  if (state_->on_thread()) return;  // dropped by a handler: the loop exits after it returns
-  std::unique_lock lock(state_->mu);
-  state_->idle.wait(lock, [&] { return state_->exited; });
+  if (state_->on_thread()) {
+    // Dropped by a handler: the loop exits after it returns; nobody can join it.
+    std::lock_guard lock(state_->mu);
+    if (state_->thread.joinable()) state_->thread.detach();
+    return;
+  }
+  std::thread thread;
+  {
+    std::unique_lock lock(state_->mu);
+    state_->idle.wait(lock, [&] { return state_->exited; });
+    thread = std::move(state_->thread);
+  }
+  if (thread.joinable()) thread.join();
 }
 
 Result<Reactor::Id> Reactor::watch(int fd, std::uint32_t events, FdHandler handler) {
