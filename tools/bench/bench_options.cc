@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/cli_util.h"
+#include "kv/kv_agent.h"
 
 namespace kvferry::cli {
 
@@ -22,14 +23,7 @@ Status BenchOptions::finalize() {
       small_round_trips < 0) {
     return InvalidArgument("--blocks, --layers, --iterations and --ceiling-reps must be positive");
   }
-  local_params.clear();
-  for (const std::string& param : params) {
-    const auto eq = param.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      return InvalidArgument("--param '" + param + "': expected KEY=VALUE, e.g. tcp.bind=0.0.0.0");
-    }
-    local_params[param.substr(0, eq)] = param.substr(eq + 1);
-  }
+  KVF_ASSIGN_OR_RETURN(local_params, parse_backend_params(params));
   shared_params.clear();
   if (streams > 0) {
     if (backend != "tcp") return InvalidArgument("--streams applies to the tcp backend only");

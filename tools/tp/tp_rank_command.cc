@@ -32,10 +32,7 @@ Result<std::unique_ptr<Agent>> make_rank_agent(const TpRunSpec& spec, const std:
   options.name = unique_agent_name(role, static_cast<int>(rank));
   options.backends = spec.agent_backends();
   options.peer_timeout = std::chrono::milliseconds(spec.peer_timeout_ms);
-  for (const std::string& p : spec.params) {
-    const std::size_t eq = p.find('=');  // finalize() checked the form
-    options.backend_params[p.substr(0, eq)] = p.substr(eq + 1);
-  }
+  options.backend_params = spec.backend_params;
   return Agent::create(options);
 }
 

@@ -1,5 +1,7 @@
 #include "tp/tp_spec.h"
 
+#include "kv/kv_agent.h"
+
 #include <algorithm>
 
 #include "common/block_choice.h"
@@ -25,10 +27,7 @@ Status TpRunSpec::finalize() {
   const KvModelPreset* preset = find_kv_model_preset(model);
   if (preset == nullptr) return InvalidArgument("--model '" + model + "': known models are " + kv_model_preset_names());
   model_geometry = preset->geometry;
-  for (const std::string& p : params) {
-    const std::size_t eq = p.find('=');
-    if (eq == std::string::npos || eq == 0) return InvalidArgument("--param '" + p + "': expected KEY=VALUE, e.g. shm.copy_threads=4");
-  }
+  KVF_ASSIGN_OR_RETURN(backend_params, parse_backend_params(params));
   if (kv_heads != 0) model_geometry.kv_heads = kv_heads;
   KVF_RETURN_IF_ERROR(parse_arrangement(src_layout, preset->arrangement, "--src-layout", &src_arrangement));
   KVF_RETURN_IF_ERROR(parse_arrangement(dst_layout, preset->arrangement, "--dst-layout", &dst_arrangement));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ struct TpRunSpec {
 
   // Derived by finalize().
   KvGeometry model_geometry;  // kv_heads = the model's
+  std::map<std::string, std::string> backend_params;  // from params
   KvArrangement src_arrangement = KvArrangement::kVllmNhd;
   KvArrangement dst_arrangement = KvArrangement::kVllmNhd;
   TpPath tp_path = TpPath::kAuto;
